@@ -1,0 +1,1 @@
+"""nnc frontends."""

@@ -1,0 +1,1 @@
+"""Converters for ONNX attention ops (to be filled in)."""

@@ -1,0 +1,1 @@
+"""Converters for ONNX conv ops (to be filled in)."""

@@ -1,0 +1,1 @@
+"""Converters for ONNX image ops (to be filled in)."""

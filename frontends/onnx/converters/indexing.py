@@ -1,0 +1,1 @@
+"""Converters for ONNX indexing ops (to be filled in)."""

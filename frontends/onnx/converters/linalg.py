@@ -1,0 +1,1 @@
+"""Converters for ONNX linalg ops (to be filled in)."""

@@ -1,0 +1,1 @@
+"""Converters for ONNX normalization ops (to be filled in)."""

@@ -1,0 +1,1 @@
+"""Converters for ONNX pool ops (to be filled in)."""

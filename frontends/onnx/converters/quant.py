@@ -1,0 +1,1 @@
+"""Converters for ONNX quant ops (to be filled in)."""

@@ -1,0 +1,1 @@
+"""Converters for ONNX random ops (to be filled in)."""

@@ -1,0 +1,1 @@
+"""Converters for ONNX reduce ops (to be filled in)."""

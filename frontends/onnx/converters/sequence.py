@@ -1,0 +1,1 @@
+"""Converters for ONNX sequence ops (to be filled in)."""

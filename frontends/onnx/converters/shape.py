@@ -1,0 +1,1 @@
+"""Converters for ONNX shape ops (to be filled in)."""

@@ -1,0 +1,1 @@
+"""Converters for ONNX signal ops (to be filled in)."""

@@ -1,0 +1,268 @@
+"""ONNX ModelProto -> nnc Module.
+
+Graph inputs become parameters; initializers become constants (or bound, trainable parameters
+with ``weights="param"``); each node goes through the converter registered for its op type and
+opset. Nodes whose every input is constant fold at import, so shape subgraphs
+(Shape -> Gather -> Concat -> Reshape) disappear when shapes are known. An op with no converter but
+an ONNX function body (LayerNormalization in old opsets, Celu, ...) is expanded into that body.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from nnc.ir import Builder, Graph, Module, ModelError, NncError, UnsupportedOpError, Value
+from nnc.ir.types import UNKNOWN, TensorType
+
+from .context import ConvertContext, Node, decode_attribute, dtype_from_onnx
+from .loader import load_model, tensor_to_array
+from .registry import lookup
+
+_SYMBOL_CLEAN = re.compile(r"[^A-Za-z0-9_]")
+
+
+def import_model(source: Any, weights: str = "const", fold: bool = True, name: str | None = None) -> Module:
+    """Import an ONNX model (path, bytes or ModelProto) as an nnc Module.
+
+    weights: ``"const"`` turns initializers into constants (inference), ``"param"`` into graph
+    parameters bound to their initial values (training; ``freeze`` later makes them constants).
+    """
+    proto, base_dir = load_model(source)
+    return Importer(proto, base_dir, weights, fold, name).run()
+
+
+def _symbol(text: str) -> str:
+    s = _SYMBOL_CLEAN.sub("_", text)
+    return s if s and not s[0].isdigit() else f"d_{s}"
+
+
+def value_type(vi: onnx.ValueInfoProto, where: str) -> TensorType:
+    kind = vi.type.WhichOneof("value")
+    if kind != "tensor_type":
+        raise UnsupportedOpError(f"{where} {vi.name!r}: {kind or 'untyped'} values are not supported, only tensors")
+    tt = vi.type.tensor_type
+    dt = dtype_from_onnx(tt.elem_type, f"{where} {vi.name!r}: ")
+    if not tt.HasField("shape"):
+        return TensorType(dt, None)
+    dims: list[int | str] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(_symbol(d.dim_param))
+        else:
+            dims.append(UNKNOWN)
+    return TensorType(dt, tuple(dims))
+
+
+class Importer:
+    def __init__(self, proto: onnx.ModelProto, base_dir: Path | None, weights: str, fold: bool, name: str | None):
+        if weights not in ("const", "param"):
+            raise ValueError("weights must be 'const' or 'param'")
+        self.proto = proto
+        self.base_dir = base_dir
+        self.weights = weights
+        self.opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in proto.opset_import}
+        self.opsets.setdefault("", 1)
+        gname = name or proto.graph.name or "model"
+        self.module = Module(name=_symbol(gname) if gname else "model")
+        self.module.metadata = {"source": "onnx", "opset": str(self.opsets[""])}
+        if proto.producer_name:
+            self.module.metadata["producer"] = proto.producer_name
+        self.graph = self.module.add_graph(Graph("main"))
+        self.b = Builder(self.module, self.graph)
+        self.ctx = ConvertContext(self.module, self.b, fold)
+        self.env: dict[str, Value] = {}
+        self.reserved: set[str] = set()  # ONNX value names, kept for the values they name
+        self.named: set[int] = set()  # ids of values that already carry an ONNX name
+
+    def run(self) -> Module:
+        g = self.proto.graph
+        for vi in list(g.output) + list(g.value_info):
+            self.reserved.add(vi.name)
+        for n in g.node:
+            self.reserved.update(o for o in n.output if o)
+        self.reserved -= {vi.name for vi in g.input} | {t.name for t in g.initializer}
+        self.graph._names.update(self.reserved)
+        inits = {t.name: t for t in g.initializer}
+        for vi in g.input:
+            if vi.name in inits:
+                continue  # an initializer listed as an input (IR < 4): a weight, not a run-time input
+            self.env[vi.name] = self.graph.add_param(vi.name, value_type(vi, "input"))
+            self.named.add(id(self.env[vi.name]))
+        for t in g.initializer:
+            self._initializer(t)
+        for node in g.node:
+            self.convert_node(node, self.opsets)
+        outs, names = [], []
+        for vi in g.output:
+            if vi.name not in self.env:
+                raise ModelError(f"graph output {vi.name!r} is not produced by any node")
+            outs.append(self.env[vi.name])
+            names.append(vi.name)
+        self.graph.set_outputs(outs, names)
+        return self.module
+
+    def _initializer(self, t: onnx.TensorProto) -> None:
+        arr = tensor_to_array(t, self.base_dir)
+        dtype_from_onnx(t.data_type, f"initializer {t.name!r}: ")
+        if self.weights == "param" and arr.dtype.kind == "f":
+            key = self.module.add_constant(t.name, arr)
+            self.env[t.name] = self.graph.add_param(t.name, self.module.constant_type(key), binding=key)
+        else:
+            key = self.module.add_constant(t.name, arr)
+            self.env[t.name] = self.b.const_ref(key, t.name)
+        self.named.add(id(self.env[t.name]))
+
+    # -- nodes --------------------------------------------------------------------------------
+    def convert_node(self, node: onnx.NodeProto, opsets: dict[str, int], env: dict[str, Value] | None = None) -> None:
+        env = self.env if env is None else env
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        inputs: list[Value | None] = []
+        for i, name in enumerate(node.input):
+            if not name:
+                inputs.append(None)
+            elif name in env:
+                inputs.append(env[name])
+            else:
+                raise ModelError(f"{node.op_type} node {node.name or node.output[0]!r}: input {i} {name!r} "
+                                 f"is not defined before use (graph not in topological order?)")
+        if domain not in opsets:
+            raise UnsupportedOpError(f"{domain}.{node.op_type} node {node.name or node.output[0]!r}: "
+                                     f"domain {domain!r} is not imported by the model")
+        opset = opsets[domain]
+        attrs = {a.name: decode_attribute(a) for a in node.attribute}
+        n = Node(node, inputs, opset, attrs)
+        fn = lookup(domain, node.op_type, opset)
+        prev_node, self.ctx.node = self.ctx.node, n
+        self.b.loc = node.name or (node.output[0] if node.output else node.op_type)
+        try:
+            if fn is not None:
+                results = fn(self.ctx, n)
+            else:
+                results = self._expand_function(node, n, opsets)
+        except NncError as e:
+            if n.describe() in str(e):
+                raise
+            raise type(e)(f"{n.describe()}: {e}") from None
+        finally:
+            self.ctx.node = prev_node
+        if isinstance(results, Value):
+            results = [results]
+        results = list(results)
+        for i, out in enumerate(node.output):
+            if not out:
+                continue
+            if i >= len(results) or results[i] is None:
+                raise n.unsupported(f"output {i} ({out!r}) is not supported")
+            v = results[i]
+            if v.producer is not None and v.name != out and id(v) not in self.named:
+                # name the result after the ONNX value; a value that already carries an ONNX name
+                # (Identity, inference Dropout) is aliased instead
+                self.graph._names.discard(v.name)
+                v.name = out if out in self.reserved else self.graph.claim_name(out)
+                self.named.add(id(v))
+            env[out] = v
+
+    def _expand_function(self, node: onnx.NodeProto, n: Node, opsets: dict[str, int]) -> list[Value | None]:
+        """Inline the ONNX function body of an op that has no converter of its own."""
+        body = _function_body(node, n)
+        if body is None:
+            from .registry import supported
+
+            near = sorted(t for (d, t) in supported() if d == n.domain)
+            raise n.unsupported(f"operator {n.op_type!r} is not supported by nnc "
+                                f"({len(near)} ONNX ops are; see `nnc ops`)")
+        inner_opsets = dict(opsets)
+        inner_opsets.update({("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in body.opset_import})
+        local: dict[str, Value] = {}
+        for formal, actual in zip(body.input, n.inputs):
+            if actual is not None:
+                local[formal] = actual
+        attrs = {a.name: a for a in node.attribute}
+        prefix = (node.output[0] if node.output else node.op_type) + "."
+        for inner in body.node:
+            inner = _bind_attributes(inner, attrs, body)
+            renamed = onnx.NodeProto()
+            renamed.CopyFrom(inner)
+            del renamed.output[:]
+            renamed.output.extend(prefix + o if o else "" for o in inner.output)
+            del renamed.input[:]
+            renamed.input.extend(i if i in local else (prefix + i if i else "") for i in inner.input)
+            scoped = {**self.env, **local}
+            for name, v in list(local.items()):
+                scoped[name] = v
+            self.convert_node(renamed, inner_opsets, scoped)
+            for o in inner.output:
+                if o:
+                    local[o] = scoped[prefix + o]
+            for o in renamed.output:
+                if o and o in scoped:
+                    local[o] = scoped[o]
+        return [local.get(o) for o in body.output]
+
+
+def _function_body(node: onnx.NodeProto, n: Node) -> onnx.FunctionProto | None:
+    try:
+        schema = onnx.defs.get_schema(node.op_type, n.opset, node.domain)
+    except Exception:  # noqa: BLE001 - unknown op
+        return None
+    fb = None
+    try:
+        if schema.has_context_dependent_function:
+            types = []
+            for v in n.inputs:
+                tp = onnx.TypeProto()
+                if v is not None:
+                    from .context import onnx_dtype
+
+                    tp.tensor_type.elem_type = onnx_dtype(v.dtype)
+                    if v.shape is not None:
+                        shp = tp.tensor_type.shape
+                        for d in v.shape:
+                            dim = shp.dim.add()
+                            if isinstance(d, int):
+                                dim.dim_value = d
+                types.append(tp.SerializeToString())
+            versions = [x for x in schema.context_dependent_function_opset_versions if x <= n.opset]
+            if versions:
+                fb = schema.get_context_dependent_function_with_opset_version(
+                    max(versions), node.SerializeToString(), types)
+        if not fb and schema.has_function:
+            versions = [x for x in schema.function_opset_versions if x <= n.opset]
+            if versions:
+                fb = schema.get_function_with_opset_version(max(versions))
+    except Exception:  # noqa: BLE001 - onnx refuses to build a body for this node
+        return None
+    if not fb:
+        return None
+    f = onnx.FunctionProto()
+    f.ParseFromString(fb if isinstance(fb, bytes) else fb.SerializeToString())
+    return f if f.node else None
+
+
+def _bind_attributes(inner: onnx.NodeProto, outer: dict[str, onnx.AttributeProto],
+                     body: onnx.FunctionProto) -> onnx.NodeProto:
+    """Replace attribute references (``ref_attr_name``) in a function body node by the caller's."""
+    if not any(a.ref_attr_name for a in inner.attribute):
+        return inner
+    out = onnx.NodeProto()
+    out.CopyFrom(inner)
+    del out.attribute[:]
+    defaults = {a.name: a for a in body.attribute_proto}
+    for a in inner.attribute:
+        if a.ref_attr_name:
+            src = outer.get(a.ref_attr_name) or defaults.get(a.ref_attr_name)
+            if src is None:
+                continue
+            b = onnx.AttributeProto()
+            b.CopyFrom(src)
+            b.name = a.name
+            out.attribute.append(b)
+        else:
+            out.attribute.append(a)
+    return out

@@ -1,0 +1,85 @@
+"""Reading ONNX files safely: clear errors for missing, truncated or corrupt models, and external
+data loaded only from inside the model's folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+
+from nnc.ir import ModelError
+
+
+def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
+    """Return the ModelProto and the folder external data is resolved against (None for in-memory)."""
+    if isinstance(source, onnx.ModelProto):
+        return source, None
+    if isinstance(source, (bytes, bytearray)):
+        return _parse(bytes(source), "<bytes>"), None
+    path = Path(source)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, not an ONNX model file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read: {e.strerror}") from None
+    return _parse(data, str(path)), path.resolve().parent
+
+
+def _parse(data: bytes, where: str) -> onnx.ModelProto:
+    if not data:
+        raise ModelError(f"{where}: empty file, not an ONNX model")
+    m = onnx.ModelProto()
+    try:
+        m.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise ModelError(f"{where}: not a valid ONNX model (corrupt or truncated protobuf: {e})") from None
+    if not m.HasField("graph") or (not m.graph.node and not m.graph.output):
+        raise ModelError(f"{where}: not a valid ONNX model (no graph; is the file truncated or of another format?)")
+    if m.ir_version <= 0:
+        raise ModelError(f"{where}: not a valid ONNX model (missing ir_version)")
+    return m
+
+
+def tensor_to_array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
+    """Decode an initializer, reading external data from inside ``base_dir`` only."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return _external(t, base_dir)
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:  # noqa: BLE001 - onnx raises a variety of errors for bad tensors
+        raise ModelError(f"initializer {t.name!r}: cannot decode: {e}") from None
+
+
+def _external(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location")
+    if not loc:
+        raise ModelError(f"initializer {t.name!r}: external data without a location")
+    if base_dir is None:
+        raise ModelError(f"initializer {t.name!r}: external data {loc!r} needs the model to be loaded from a file")
+    target = (base_dir / loc).resolve()
+    if os.path.isabs(loc) or not target.is_relative_to(base_dir):
+        raise ModelError(f"initializer {t.name!r}: external data path {loc!r} escapes the model folder {base_dir}")
+    if not target.is_file():
+        raise ModelError(f"initializer {t.name!r}: external data file {loc!r} not found in {base_dir}")
+    offset = int(info.get("offset", 0))
+    length = int(info["length"]) if "length" in info else None
+    with open(target, "rb") as f:
+        f.seek(offset)
+        raw = f.read() if length is None else f.read(length)
+    copy = onnx.TensorProto()
+    copy.CopyFrom(t)
+    del copy.external_data[:]
+    copy.data_location = onnx.TensorProto.DEFAULT
+    copy.raw_data = raw
+    try:
+        return numpy_helper.to_array(copy)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"initializer {t.name!r}: external data {loc!r} is truncated or malformed: {e}") from None

@@ -1,0 +1,122 @@
+"""The reference interpreter: runs any graph with numpy from the registry's reference semantics.
+
+It is the oracle every backend and pass is tested against, not a performance path. It checks the
+inputs against the graph's signature (raising ``InputError``) and every op's results against the
+declared types (raising ``IRError``), so a wrong inference rule or reference cannot hide.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .dtypes import DType
+from .errors import InputError, IRError, NncError
+from .graph import Graph, Module, Op, Value
+
+
+def check_feeds(g: Graph, feeds: Mapping[str, Any], module: Module) -> list[np.ndarray]:
+    """Match named feeds to parameters; bound weights default to their pool values."""
+    known = {p.name for p in g.params}
+    extra = sorted(set(feeds) - known)
+    if extra:
+        raise InputError(f"unexpected input(s) {extra}; the model takes {sorted(p.name for p in g.params if p.binding is None)}")
+    bindings: dict[str, int] = {}
+    args = []
+    for p in g.params:
+        if p.name in feeds:
+            arr = np.asarray(feeds[p.name])
+        elif p.binding is not None:
+            arr = module.constants[p.binding]
+        else:
+            raise InputError(f"missing input {p.name!r} ({p.type})")
+        try:
+            got = DType.from_numpy(arr.dtype)
+        except TypeError:
+            raise InputError(f"input {p.name!r}: unsupported dtype {arr.dtype}; expected {p.type}") from None
+        why = p.type.matches(got, tuple(arr.shape), bindings)
+        if why:
+            raise InputError(f"input {p.name!r}: {why}")
+        args.append(arr)
+    return args
+
+
+class Interpreter:
+    def __init__(self, module: Module, check_types: bool = True):
+        self.module = module
+        self.check_types = check_types
+        self._last_use: dict[int, dict[int, int]] = {}
+
+    def run(self, feeds: Mapping[str, Any], graph: str | None = None) -> dict[str, np.ndarray]:
+        g = self.module.graphs[graph] if graph else self.module.main
+        args = check_feeds(g, feeds, self.module)
+        outs = self.run_graph(g, args)
+        return dict(zip(g.output_names, outs))
+
+    def _plan(self, g: Graph) -> dict[int, int]:
+        key = id(g)
+        if key not in self._last_use:
+            last: dict[int, int] = {}
+            for i, op in enumerate(g.ops):
+                for v in op.operands:
+                    last[id(v)] = i
+            for v in g.outputs:
+                last[id(v)] = len(g.ops)
+            self._last_use[key] = last
+        return self._last_use[key]
+
+    def run_graph(self, g: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        env: dict[int, np.ndarray] = {id(p): a for p, a in zip(g.params, args)}
+        last = self._plan(g)
+        with np.errstate(all="ignore"):
+            for i, op in enumerate(g.ops):
+                results = self.run_op(op, [env[id(v)] for v in op.operands])
+                for r, a in zip(op.results, results):
+                    env[id(r)] = a
+                for v in op.operands:  # free what is dead, so big models fit
+                    if last.get(id(v)) == i and not v.is_param:
+                        env.pop(id(v), None)
+        return [env[id(v)] for v in g.outputs]
+
+    def run_op(self, op: Op, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if op.opname == "const":
+            key = op.attrs["ref"]
+            if key not in self.module.constants:
+                raise IRError(f"constant @{key} has no data (parse the text with weights=...)")
+            return [self.module.constants[key]]
+        d = op.opdef
+        attrs = d.attrs_with_dynamic(op.attrs, arrays, static=False)
+        dyn = d.dynamic_operand_indices()
+        positional = [a for i, a in enumerate(arrays) if i not in dyn]
+        kwargs = dict(attrs)
+        if op.regions:
+            kwargs["regions"] = [lambda *xs, _g=r: self.run_graph(_g, xs) for r in op.regions]
+        try:
+            out = d.reference(*positional, **kwargs)
+        except NncError:
+            raise
+        except Exception as e:
+            raise IRError(f"{op.where()}: reference failed: {type(e).__name__}: {e}") from e
+        results = list(out) if isinstance(out, (tuple, list)) else [out]
+        if len(results) != len(op.results):
+            raise IRError(f"{op.where()}: reference gave {len(results)} results, declared {len(op.results)}")
+        results = [np.asarray(r) for r in results]
+        if self.check_types:
+            for r, a in zip(op.results, results):
+                _check_result(op, r, a)
+        return results
+
+
+def _check_result(op: Op, r: Value, a: np.ndarray) -> None:
+    t = r.type
+    if a.dtype != t.dtype.numpy:
+        raise IRError(f"{op.where()}: reference returned dtype {a.dtype} for %{r.name}, declared {t}")
+    if t.shape is not None:
+        if a.ndim != len(t.shape) or any(isinstance(d, int) and d != s for d, s in zip(t.shape, a.shape)):
+            raise IRError(f"{op.where()}: reference returned shape {list(a.shape)} for %{r.name}, declared {t}")
+
+
+def interpret(module: Module, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Run the module's main graph on named inputs; outputs keyed by output name."""
+    return Interpreter(module).run(feeds)

@@ -1,0 +1,1 @@
+"""conv ops (to be filled in)."""

@@ -1,0 +1,1 @@
+"""normalization ops (to be filled in)."""

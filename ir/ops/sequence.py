@@ -1,0 +1,1 @@
+"""sequence ops (to be filled in)."""

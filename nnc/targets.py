@@ -1,0 +1,26 @@
+"""The table of compilation targets. A target is a backend's ``compile(module, options)``.
+
+Targets are looked up by name; an unknown or not-yet-built target is a ``TargetError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from nnc.ir import TargetError
+
+# name -> (module path, one-line description)
+TARGETS: dict[str, tuple[str, str]] = {
+    "reference": ("nnc.backends.reference", "numpy interpreter of the IR (the oracle; slow)"),
+}
+PLANNED = {"x86": "LLVM code generation for x86 CPUs", "asic": "simulated INT8 edge accelerator"}
+
+
+def get_backend(name: str) -> Callable[..., Any]:
+    if name not in TARGETS:
+        if name in PLANNED:
+            raise TargetError(f"target {name!r} ({PLANNED[name]}) is not available yet; "
+                              f"available targets: {', '.join(TARGETS)}")
+        raise TargetError(f"unknown target {name!r}; available targets: {', '.join(TARGETS)}")
+    return importlib.import_module(TARGETS[name][0]).compile
