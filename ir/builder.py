@@ -65,7 +65,7 @@ class Builder:
         types = [v.type for v in operands]
         consts = [const_value(self.module, v) for v in operands]
         try:
-            result_types = d.run_infer(types, full, consts, n_results)
+            result_types = d.run_infer(types, full, consts, n_results, regions or ())
         except TypeInferenceError as e:
             raise TypeInferenceError(f"{e}{where}; operand types: "
                                      f"{', '.join(str(t) for t in types) or 'none'}") from None
@@ -78,10 +78,12 @@ class Builder:
         return op
 
     def op(self, opname: str, *operands: Value, name: str | None = None, names: Sequence[str] | None = None,
-           n_results: int | None = None, loc: str | None = None, **attrs: Any) -> Any:
+           n_results: int | None = None, loc: str | None = None, regions: list[Graph] | None = None,
+           **attrs: Any) -> Any:
         """Create an op; return its result Value, or the list of results for multi-result ops."""
         d = get_opdef(opname)
-        op = self.create(opname, operands, attrs, names or ([name] if name else None), n_results, loc=loc)
+        op = self.create(opname, operands, attrs, names or ([name] if name else None), n_results,
+                         regions=regions, loc=loc)
         if len(d.results) == 1 and not d.variadic_results:
             return op.results[0]
         return op.results

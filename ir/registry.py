@@ -55,12 +55,14 @@ class InferContext:
     """What a type-inference rule may look at: operand types, attributes, constant operands."""
 
     def __init__(self, opname: str, types: Sequence[TensorType], attrs: dict[str, Any],
-                 consts: Sequence[np.ndarray | None], n_results: int | None = None):
+                 consts: Sequence[np.ndarray | None], n_results: int | None = None,
+                 regions: Sequence[Any] = ()):
         self.opname = opname
         self.types = list(types)
         self.attrs = attrs
         self.consts = list(consts)
         self.n_results = n_results
+        self.regions = list(regions)  # nested Graphs, for ops that own them
 
     def const(self, i: int) -> np.ndarray | None:
         """Operand ``i``'s value when it is a compile-time constant, else None."""
@@ -137,9 +139,10 @@ class OpDef:
         return out
 
     def run_infer(self, types: Sequence[TensorType], attrs: dict[str, Any],
-                  consts: Sequence[np.ndarray | None], n_results: int | None = None) -> list[TensorType]:
+                  consts: Sequence[np.ndarray | None], n_results: int | None = None,
+                  regions: Sequence[Any] = ()) -> list[TensorType]:
         attrs = self.attrs_with_dynamic(attrs, consts, static=True)
-        ctx = InferContext(self.name, types, attrs, consts, n_results)
+        ctx = InferContext(self.name, types, attrs, consts, n_results, regions)
         try:
             result = list(self.infer(ctx))
         except TypeInferenceError:

@@ -92,7 +92,7 @@ def _verify_op(op: Op, m: Module, fail) -> None:
             raise fail(str(e), op) from None
     consts = [const_value(m, v) for v in op.operands]
     try:
-        want = d.run_infer([v.type for v in op.operands], op.attrs, consts, len(op.results))
+        want = d.run_infer([v.type for v in op.operands], op.attrs, consts, len(op.results), op.regions)
     except TypeInferenceError as e:
         raise fail(f"type inference failed: {e}", op) from None
     got = [r.type for r in op.results]

@@ -23,3 +23,24 @@ defop("const", operands=(), attrs={"ref": AttrSpec(AttrKind.STR)}, infer=_const_
 
 defop("identity", operands=("x",), infer=same_as(0), reference=lambda x: np.array(x, copy=True),
       traits=Trait.PURE | Trait.SHAPE_ONLY, doc="Copies its operand.")
+
+
+def _fused_infer(ctx):
+    if len(ctx.regions) != 1:
+        raise ctx.fail("a fused op owns exactly one region")
+    body = ctx.regions[0]
+    got = [p.type for p in body.params]
+    if got != ctx.types:
+        raise ctx.fail(f"region parameters {', '.join(map(str, got))} do not match operands "
+                       f"{', '.join(map(str, ctx.types))}")
+    return [v.type for v in body.outputs]
+
+
+def _fused_ref(*inputs, kind, regions):
+    return tuple(regions[0](*inputs))
+
+
+defop("fused", operands=("inputs*",), results=("outs*",), attrs={"kind": AttrSpec(AttrKind.STR, "")},
+      infer=_fused_infer, reference=_fused_ref, traits=Trait.PURE,
+      doc="A group of ops run as one kernel; the region is the group's body (closed: it reads only "
+          "its parameters, which are bound to the operands).")
