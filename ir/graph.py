@@ -205,6 +205,9 @@ class Module:
     # Types of pool entries whose data is absent (a module parsed from text without weights).
     constant_types: dict[str, TensorType] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    # Results of analyses and plans attached by passes for later consumers (the memory plan, fusion
+    # decisions). Not part of the text form; a pass that changes the graph drops stale entries.
+    annotations: dict[str, object] = field(default_factory=dict)
 
     @property
     def main(self) -> Graph:
