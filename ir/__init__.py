@@ -4,8 +4,17 @@ and reference interpreter. This layer imports nothing from frontends, passes or 
 from .attrs import REQUIRED, AttrKind, AttrSpec
 from .builder import Builder, const_value
 from .dtypes import DType
-from .errors import (InputError, IRError, ModelError, NncError, ParseError, TargetError, TypeInferenceError,
-                     UnsupportedOpError, VerifyError)
+from .errors import (
+    InputError,
+    IRError,
+    ModelError,
+    NncError,
+    ParseError,
+    TargetError,
+    TypeInferenceError,
+    UnsupportedOpError,
+    VerifyError,
+)
 from .graph import Graph, Module, Op, Value
 from .interpreter import Interpreter, interpret
 from .parser import parse_module

@@ -21,7 +21,8 @@ def check_feeds(g: Graph, feeds: Mapping[str, Any], module: Module) -> list[np.n
     known = {p.name for p in g.params}
     extra = sorted(set(feeds) - known)
     if extra:
-        raise InputError(f"unexpected input(s) {extra}; the model takes {sorted(p.name for p in g.params if p.binding is None)}")
+        takes = sorted(p.name for p in g.params if p.binding is None)
+        raise InputError(f"unexpected input(s) {extra}; the model takes {takes}")
     bindings: dict[str, int] = {}
     args = []
     for p in g.params:

@@ -33,8 +33,11 @@ class PassRecord:
     stats: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "seconds": round(self.seconds, 6), "changed": self.changed,
-                "ops_before": self.ops_before, "ops_after": self.ops_after, **({"stats": self.stats} if self.stats else {})}
+        d = {"name": self.name, "seconds": round(self.seconds, 6), "changed": self.changed,
+             "ops_before": self.ops_before, "ops_after": self.ops_after}
+        if self.stats:
+            d["stats"] = self.stats
+        return d
 
 
 def count_ops(module: Module) -> int:
@@ -128,7 +131,8 @@ class PassManager:
         s.write("// ----- pass timing -----\n")
         s.write(f"// {'seconds':>10} {'%':>6} {'ops':>13}  pass\n")
         for r in self.records:
-            s.write(f"// {r.seconds:10.4f} {100 * r.seconds / total:6.1f} {r.ops_before:>6}->{r.ops_after:<6}  {r.name}\n")
+            share = 100 * r.seconds / total
+            s.write(f"// {r.seconds:10.4f} {share:6.1f} {r.ops_before:>6}->{r.ops_after:<6}  {r.name}\n")
         s.write(f"// {total:10.4f}  total\n")
         s.flush()
 

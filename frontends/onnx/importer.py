@@ -15,7 +15,7 @@ from typing import Any
 
 import onnx
 
-from nnc.ir import Builder, Graph, Module, ModelError, NncError, UnsupportedOpError, Value
+from nnc.ir import Builder, Graph, ModelError, Module, NncError, UnsupportedOpError, Value
 from nnc.ir.types import UNKNOWN, TensorType
 
 from .context import ConvertContext, Node, decode_attribute, dtype_from_onnx
