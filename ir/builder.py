@@ -91,7 +91,7 @@ class Builder:
     def const(self, array: Any, name: str | None = None, dtype: Any = None) -> Value:
         """Add ``array`` to the constant pool and return a ``const`` value reading it."""
         arr = np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype)
-        key = self.module.add_constant(name or "c", np.ascontiguousarray(arr))
+        key = self.module.add_constant(name or "c", np.asarray(arr, order="C"))
         return self.const_ref(key, name or key)
 
     def const_ref(self, key: str, name: str | None = None) -> Value:

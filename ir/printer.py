@@ -33,6 +33,14 @@ def fmt_name(name: str) -> str:
     return name if _BARE.match(name) and not name.startswith("-") else json.dumps(name)
 
 
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def fmt_key(name: str) -> str:
+    """An output name or metadata key: bare when it is an identifier, else JSON-quoted."""
+    return name if _IDENT.match(name) and name not in ("true", "false", "nan", "inf") else json.dumps(name)
+
+
 def fmt_value(v: Value) -> str:
     return "%" + fmt_name(v.name)
 
@@ -80,7 +88,7 @@ class Printer:
             if p.binding is not None:
                 s += f" = @{fmt_name(p.binding)}"
             params.append(s)
-        outs = ", ".join(f"{fmt_name(n)}: {v.type}" for n, v in zip(g.output_names, g.outputs))
+        outs = ", ".join(f"{fmt_key(n)}: {v.type}" for n, v in zip(g.output_names, g.outputs))
         self.emit(indent, f"graph @{fmt_name(g.name)}({', '.join(params)}) -> ({outs}) {{")
         for op in g.ops:
             self.op(op, indent + 1)
@@ -124,7 +132,7 @@ def print_module(m: Module) -> str:
     p = Printer(m)
     meta = ""
     if m.metadata:
-        meta = " {" + ", ".join(f"{fmt_name(k)}={json.dumps(v)}" for k, v in sorted(m.metadata.items())) + "}"
+        meta = " {" + ", ".join(f"{fmt_key(k)}={json.dumps(v)}" for k, v in sorted(m.metadata.items())) + "}"
     p.emit(0, f"module @{fmt_name(m.name)}{meta}")
     for g in m.graphs.values():
         p.emit(0, "")

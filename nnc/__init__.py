@@ -6,8 +6,7 @@ This package wires the layers together (``nnc.ir``, ``nnc.frontends``, ``nnc.pas
 
 __version__ = "0.1.0"
 
-from nnc.ir import (InputError, IRError, ModelError, NncError, ParseError, TargetError,  # noqa: E402
-                    UnsupportedOpError, VerifyError)
+from nnc.ir import InputError, IRError, ModelError, NncError, ParseError, TargetError, UnsupportedOpError, VerifyError  # noqa: E402
 
 from .api import CompiledModel, compile, from_onnx, load_module, parse  # noqa: E402
 

@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Any, Mapping
 
 import numpy as np
 
 from nnc.frontends.onnx import import_model
-from nnc.ir import InputError, Module, NncError, parse_module
+from nnc.ir import DType, InputError, ModelError, Module, NncError, ParseError, parse_module
 
 from .targets import get_backend
 
@@ -38,19 +39,39 @@ def load_module(model: Any) -> Module:
     if isinstance(model, Module):
         return model
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".nnc"):
-        path = str(model)
-        if not os.path.exists(path):
-            from nnc.ir import ModelError
-
-            raise ModelError(f"{path}: no such file")
-        weights = None
-        npz = path[:-4] + ".npz"
-        if os.path.exists(npz):
-            with np.load(npz) as z:
-                weights = {k: z[k] for k in z.files}
-        with open(path) as f:
-            return parse_module(f.read(), weights)
+        return _load_text_ir(str(model))
     return import_model(model)
+
+
+def _from_npz(a: np.ndarray) -> np.ndarray:
+    # numpy stores ml_dtypes' bfloat16 as raw 2-byte records; bf16 is the only such dtype nnc has
+    return a.view(DType.bf16.numpy) if a.dtype.kind == "V" and a.dtype.itemsize == 2 else a
+
+
+def _load_text_ir(path: str) -> Module:
+    if not os.path.exists(path):
+        raise ModelError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: is a directory, not an nnc text IR file")
+    weights = None
+    npz = path[:-4] + ".npz"
+    if os.path.exists(npz):
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                weights = {k: _from_npz(z[k]) for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ModelError(f"{npz}: cannot read the weights of {path}: {e}") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: not an nnc text IR file (not UTF-8 text)") from None
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        return parse_module(text, weights)
+    except ParseError as e:
+        raise ParseError(f"{path}: {e}") from None
 
 
 class CompiledModel:
@@ -92,5 +113,19 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", **option
     if mode == "train":
         raise NncError("mode 'train' is not available yet: training support is tracked separately")
     module = load_module(model)
+    _check_weights(module, model)
     executable = backend(module, options)
     return CompiledModel(module, executable, target)
+
+
+def _check_weights(module: Module, source: Any) -> None:
+    """Text IR parsed without its weights can be printed but not compiled: say which are missing."""
+    missing = sorted(k for k in module.constant_types if not module.has_data(k))
+    if not missing:
+        return
+    names = ", ".join("@" + k for k in missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    where = ""
+    if isinstance(source, (str, os.PathLike)) and str(source).endswith(".nnc"):
+        where = f"{source}: "
+        names += f" (expected in {str(source)[:-4]}.npz, written beside it by 'nnc compile -o')"
+    raise ModelError(f"{where}no data for weight(s) {names}")

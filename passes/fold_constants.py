@@ -44,7 +44,7 @@ class FoldConstants(Pass):
                 b.loc = op.loc
                 folded = []
                 for r, a in zip(op.results, results):
-                    key = module.add_constant(r.name, np.ascontiguousarray(a))
+                    key = module.add_constant(r.name, np.asarray(a, order="C"))
                     c = b.const_ref(key, r.name + ".folded")
                     g.replace_all_uses(r, c)
                     folded.append((c, r.name))

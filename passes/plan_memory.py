@@ -53,7 +53,7 @@ def _place(order: list[Buffer]) -> tuple[dict[int, int], int]:
     offsets: dict[int, int] = {}
     top = 0
     for b in order:
-        conflicts = sorted((off, o) for off, o in placed if o.overlaps_in_time(b))
+        conflicts = sorted(((off, o) for off, o in placed if o.overlaps_in_time(b)), key=lambda t: t[0])
         at = 0
         for off, o in conflicts:
             if at + b.size <= off:

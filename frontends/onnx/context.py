@@ -31,7 +31,8 @@ def dtype_from_onnx(elem_type: int, where: str = "") -> DType:
     try:
         return _TENSOR_DTYPES[elem_type]
     except KeyError:
-        name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else elem_type
+        known = elem_type in onnx.TensorProto.DataType.values()
+        name = onnx.TensorProto.DataType.Name(elem_type) if known else elem_type
         raise UnsupportedOpError(f"{where}tensor element type {name} is not supported "
                                  f"(supported: {', '.join(sorted(str(d) for d in _ONNX_OF))})") from None
 
@@ -138,7 +139,7 @@ class ConvertContext:
             folded = []
             for r, a in zip(op.results, arrays):
                 self.b._index = idx
-                key = self.module.add_constant(r.name, np.ascontiguousarray(a))
+                key = self.module.add_constant(r.name, np.asarray(a, order="C"))
                 folded.append(self.b.const_ref(key, r.name + ".c"))
                 idx += 1
             self.b.set_insertion_end()
@@ -159,7 +160,8 @@ class ConvertContext:
         inv = {operand: attr for attr, operand in d.dynamic.items()}
         dyn_names = [n for n in d.operand_names[len(data):]]
         operands = list(data)
-        runtime = [n for n in dyn_names if isinstance(dynamic.get(inv[n]), Value) and not self.is_const(dynamic[inv[n]])]
+        runtime = [n for n in dyn_names
+                   if isinstance(dynamic.get(inv[n]), Value) and not self.is_const(dynamic[inv[n]])]
         last = max((dyn_names.index(n) for n in runtime), default=-1)
         for i, operand in enumerate(dyn_names):
             attr = inv[operand]

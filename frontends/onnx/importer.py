@@ -175,6 +175,10 @@ class Importer:
             from .registry import supported
 
             near = sorted(t for (d, t) in supported() if d == n.domain)
+            if not near:
+                raise n.unsupported(f"operator {n.op_type!r} is not supported: nnc has no converters for domain "
+                                    f"{n.domain!r}; supported domains: "
+                                    f"{', '.join(sorted({d or 'ai.onnx' for d, _ in supported()}))}")
             raise n.unsupported(f"operator {n.op_type!r} is not supported by nnc "
                                 f"({len(near)} ONNX ops are; see `nnc ops`)")
         inner_opsets = dict(opsets)
@@ -183,7 +187,8 @@ class Importer:
         for formal, actual in zip(body.input, n.inputs):
             if actual is not None:
                 local[formal] = actual
-        attrs = {a.name: a for a in node.attribute}
+        attrs = _schema_defaults(node, n.opset)
+        attrs.update({a.name: a for a in node.attribute})
         prefix = (node.output[0] if node.output else node.op_type) + "."
         for inner in body.node:
             inner = _bind_attributes(inner, attrs, body)
@@ -243,6 +248,22 @@ def _function_body(node: onnx.NodeProto, n: Node) -> onnx.FunctionProto | None:
     f = onnx.FunctionProto()
     f.ParseFromString(fb if isinstance(fb, bytes) else fb.SerializeToString())
     return f if f.node else None
+
+
+def _schema_defaults(node: onnx.NodeProto, opset: int) -> dict[str, onnx.AttributeProto]:
+    """The op schema's attribute defaults, which function bodies may reference."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except Exception:  # noqa: BLE001
+        return {}
+    out = {}
+    for name, a in schema.attributes.items():
+        if a.default_value is not None and a.default_value.type != onnx.AttributeProto.UNDEFINED:
+            d = onnx.AttributeProto()
+            d.CopyFrom(a.default_value)
+            d.name = name
+            out[name] = d
+    return out
 
 
 def _bind_attributes(inner: onnx.NodeProto, outer: dict[str, onnx.AttributeProto],

@@ -44,6 +44,10 @@ def _parse(data: bytes, where: str) -> onnx.ModelProto:
         raise ModelError(f"{where}: not a valid ONNX model (no graph; is the file truncated or of another format?)")
     if m.ir_version <= 0:
         raise ModelError(f"{where}: not a valid ONNX model (missing ir_version)")
+    if not m.opset_import:
+        # required since IR version 3; a model cut off after its graph also ends up here, and
+        # importing it with the default opset 1 would silently change its meaning
+        raise ModelError(f"{where}: not a valid ONNX model (no opset_import; is the file truncated?)")
     return m
 
 

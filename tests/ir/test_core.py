@@ -5,8 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnc.ir import (Builder, DType, Graph, InputError, Module, ParseError, TypeInferenceError, VerifyError,
-                    interpret, parse_module, tensor, verify_module)
+from nnc.ir import (
+    Builder,
+    DType,
+    Graph,
+    InputError,
+    Module,
+    ParseError,
+    TypeInferenceError,
+    VerifyError,
+    interpret,
+    parse_module,
+    tensor,
+    verify_module,
+)
 
 
 def small_module() -> Module:
@@ -189,3 +201,13 @@ def test_region_ops_print_parse_verify_and_run():
     assert str(again) == text
     xv = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
     np.testing.assert_array_equal(interpret(again, {"x": xv})["y"], np.maximum(-xv, 0))
+
+
+def test_output_names_that_are_not_identifiers_round_trip():
+    m = Module("m")
+    g = m.add_graph(Graph("main"))
+    x = g.add_param("x", tensor("f32", [2]))
+    g.set_outputs([Builder(m, g).op("relu", x, name="gpu_0/softmax_1")], ["gpu_0/softmax_1"])
+    text = str(m)
+    assert '-> ("gpu_0/softmax_1": f32[2])' in text
+    assert str(parse_module(text)) == text

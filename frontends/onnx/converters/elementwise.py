@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnc.ir import DType
-
 from ..context import ConvertContext, Node, dtype_from_onnx
 from ..registry import converter
 
