@@ -13,8 +13,9 @@ from nnc.ir import TargetError
 # name -> (module path, one-line description)
 TARGETS: dict[str, tuple[str, str]] = {
     "reference": ("nnc.backends.reference", "numpy interpreter of the IR (the oracle; slow)"),
+    "x86": ("nnc.backends.x86", "LLVM code generation for x86 CPUs (host CPU and features by default)"),
 }
-PLANNED = {"x86": "LLVM code generation for x86 CPUs", "asic": "simulated INT8 edge accelerator"}
+PLANNED = {"asic": "simulated INT8 edge accelerator"}
 
 
 def get_backend(name: str) -> Callable[..., Any]:

@@ -211,3 +211,24 @@ def test_output_names_that_are_not_identifiers_round_trip():
     text = str(m)
     assert '-> ("gpu_0/softmax_1": f32[2])' in text
     assert str(parse_module(text)) == text
+
+
+def test_specialize_binds_shapes_and_values():
+    from nnc.ir.specialize import specialize
+
+    text = """graph @main(%x: f32[N,6], %s: i64[2]) -> (y: f32[?,?]) {
+  %y = reshape(%x, %s) : f32[?,?]
+  return %y
+}
+"""
+    m = parse_module(text)
+    verify_module(m)
+    s = specialize(m, {"x": (2, 6)}, {"s": np.array([3, 4])})
+    verify_module(s)
+    assert s.main.outputs[0].type == tensor("f32", [3, 4])
+    assert [p.name for p in s.main.params] == ["x"]
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    np.testing.assert_array_equal(interpret(s, {"x": x})["y"], x.reshape(3, 4))
+    assert m.main.outputs[0].type == tensor("f32", ["?", "?"])  # the original is untouched
+    with pytest.raises(InputError):
+        specialize(m, {"x": (2, 5)})

@@ -1,0 +1,151 @@
+"""Turns a graph into one LLVM module: a kernel function per op, and one entry point.
+
+    void nnc_entry(ptr inputs[], ptr outputs[], ptr arena, ptr weights)
+
+The entry point walks the kernels in order, passing each the pointers of its results and operands
+(computed from the storage map), so no Python runs between kernels. Kernels are internal functions
+that LLVM may inline.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from llvmlite import ir
+
+from nnc.ir import Graph, Module, Op, TargetError, Value
+
+from .kernels.registry import get_lowering
+from .llvm_types import I8, I64, PTR, VOID, const_int, for_range, ll_type
+from .storage import StorageMap
+from .target import TRIPLE, TargetInfo
+
+ENTRY = "nnc_entry"
+
+
+class KernelBuilder:
+    """What a lowering works with: the kernel function, its builder, typed argument pointers."""
+
+    def __init__(self, cg: "CodeGen", fn: ir.Function, op: Op, pointers: list[ir.Value] | None = None,
+                 builder: ir.IRBuilder | None = None):
+        self.cg = cg
+        self.fn = fn
+        self.op = op
+        self.b = builder or ir.IRBuilder(fn.append_basic_block("entry"))
+        ptrs = list(fn.args) if pointers is None else pointers
+        n_out = len(op.results)
+        self._outs = ptrs[:n_out]
+        self._args = ptrs[n_out:]
+        self._tasks = 0
+
+    @property
+    def target(self) -> TargetInfo:
+        return self.cg.target
+
+    def out(self, i: int = 0) -> ir.Value:
+        return self._outs[i]
+
+    def arg(self, i: int) -> ir.Value:
+        return self._args[i]
+
+    def elem_ptr(self, base: ir.Value, index: ir.Value, value: Value) -> ir.Value:
+        return self.b.gep(base, [index], source_etype=ll_type(value.dtype), inbounds=True)
+
+    def load(self, base: ir.Value, index: ir.Value, value: Value) -> ir.Value:
+        return self.b.load(self.elem_ptr(base, index, value), typ=ll_type(value.dtype))
+
+    def store(self, x: ir.Value, base: ir.Value, index: ir.Value, value: Value) -> None:
+        self.b.store(x, self.elem_ptr(base, index, value))
+
+    def parallel_for(self, count: int | ir.Value, body: Callable[["KernelBuilder", ir.Value], None],
+                     name: str = "task") -> None:
+        """Run ``body(kb, i)`` for ``i`` in ``[0, count)``, split over the worker threads.
+
+        The body is emitted in a function of its own (outlined): inside it, use ``kb.out()`` /
+        ``kb.arg()`` and ``kb.b`` of the ``kb`` it receives, never values of the enclosing kernel.
+        Tasks must be independent (they run in any order, concurrently).
+        """
+        self._tasks += 1
+        ptrs = list(self._outs) + list(self._args)
+        task = ir.Function(self.cg.ll, ir.FunctionType(VOID, [PTR, I64]), name=f"{self.fn.name}.{name}{self._tasks}")
+        task.linkage = "internal"
+        tb = ir.IRBuilder(task.append_basic_block("entry"))
+        ctx_arg, index = task.args
+        loaded = [tb.load(tb.gep(ctx_arg, [const_int(i)], source_etype=PTR), typ=PTR) for i in range(len(ptrs))]
+        inner = KernelBuilder(self.cg, task, self.op, loaded, tb)
+        body(inner, index)
+        if not inner.b.block.is_terminated:
+            inner.b.ret_void()
+        ctx = self.b.alloca(PTR, size=const_int(max(len(ptrs), 1)), name="ctx")
+        for i, p in enumerate(ptrs):
+            self.b.store(p, self.b.gep(ctx, [const_int(i)], source_etype=PTR))
+        self.cg.emit_parallel_for(self.b, task, self.b.bitcast(ctx, PTR),
+                                  const_int(count) if isinstance(count, int) else count)
+
+    def helper(self, name: str) -> ir.Function:
+        """A shared helper function of the module (vector math, runtime calls), by name."""
+        return self.cg.helpers[name]
+
+
+class CodeGen:
+    def __init__(self, module: Module, graph: Graph, storage: StorageMap, target: TargetInfo):
+        self.module = module
+        self.graph = graph
+        self.storage = storage
+        self.target = target
+        self.ll = ir.Module(name=module.name)
+        self.ll.triple = TRIPLE
+        self.helpers: dict[str, ir.Function] = {}
+        self.kernel_names: list[tuple[str, Op]] = []
+
+    def emit_parallel_for(self, b: ir.IRBuilder, task: ir.Function, ctx: ir.Value, count: ir.Value) -> None:
+        """Call ``task(ctx, i)`` for every i; the thread-pool runtime replaces this serial loop."""
+        with for_range(b, count, "task") as i:
+            b.call(task, [ctx, i])
+
+    def emit(self) -> ir.Module:
+        kernels = []
+        for i, op in enumerate(self.graph.ops):
+            if op.opname == "const":
+                continue
+            kernels.append((op, self._kernel(i, op)))
+        self._entry(kernels)
+        return self.ll
+
+    def _kernel(self, i: int, op: Op) -> ir.Function:
+        lower = get_lowering(op.opname)
+        if lower is None:
+            raise TargetError(f"x86: no lowering for op {op.opname!r} ({op.where()})")
+        n = len(op.results) + len(op.operands)
+        name = f"k{i}_{op.opname}"
+        fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR] * n), name=name)
+        fn.linkage = "internal"
+        k = KernelBuilder(self, fn, op)
+        lower(k, op)
+        if not k.b.block.is_terminated:
+            k.b.ret_void()
+        self.kernel_names.append((name, op))
+        return fn
+
+    def _entry(self, kernels: list[tuple[Op, ir.Function]]) -> None:
+        fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR, PTR, PTR, PTR]), name=ENTRY)
+        inputs, outputs, arena, weights = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+        def pointer(v: Value) -> ir.Value:
+            s = self.storage.slot(v)
+            if s.kind == "arena":
+                return b.gep(arena, [const_int(s.index)], source_etype=I8, inbounds=True)
+            if s.kind == "weights":
+                return b.gep(weights, [const_int(s.index)], source_etype=I8, inbounds=True)
+            table = inputs if s.kind == "input" else outputs
+            return b.load(b.gep(table, [const_int(s.index)], source_etype=PTR), typ=PTR)
+
+        for op, kfn in kernels:
+            b.call(kfn, [pointer(r) for r in op.results] + [pointer(v) for v in op.operands])
+        memcpy = self.ll.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+        for j, v in self.storage.output_copies:
+            dst = b.load(b.gep(outputs, [const_int(j)], source_etype=PTR), typ=PTR)
+            nbytes = v.type.nbytes or 0
+            b.call(memcpy, [dst, pointer(v), const_int(nbytes), ir.Constant(ir.IntType(1), 0)])
+        b.ret_void()

@@ -1,0 +1,46 @@
+"""LLVM optimisation and machine-code generation: JIT into this process, or object code for AOT."""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+
+from .target import TargetInfo, target_machine
+
+
+def optimize(ll_text: str, info: TargetInfo, opt: int = 3):
+    """Parse, verify and optimise LLVM IR text; return the llvmlite ModuleRef and target machine."""
+    tm = target_machine(info, opt)
+    mod = llvm.parse_assembly(ll_text)
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    mod.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+    pto.loop_vectorization = opt >= 2
+    pto.slp_vectorization = opt >= 2
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return mod, tm
+
+
+class JitModule:
+    """Machine code for one LLVM module, loaded into this process."""
+
+    def __init__(self, mod, tm):
+        self.engine = llvm.create_mcjit_compiler(mod, tm)
+        self.engine.finalize_object()
+        self.engine.run_static_constructors()
+        self._mod = mod
+
+    def address(self, name: str) -> int:
+        addr = self.engine.get_function_address(name)
+        if not addr:
+            raise KeyError(name)
+        return addr
+
+
+def emit_object(mod, tm) -> bytes:
+    return tm.emit_object(mod)
+
+
+def emit_assembly(mod, tm) -> str:
+    return tm.emit_assembly(mod)

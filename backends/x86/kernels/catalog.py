@@ -1,0 +1,3 @@
+"""Imports every lowering module so that each registers itself."""
+
+from . import elementwise, linalg  # noqa: F401

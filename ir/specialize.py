@@ -1,0 +1,63 @@
+"""Specialisation: make a graph static for given input shapes (and, optionally, input values).
+
+``specialize(module, shapes, values)`` returns a copy of the module in which each named parameter
+has the concrete shape given (symbols bound consistently), parameters listed in ``values`` become
+constants, and every result type is re-inferred. Backends that need static shapes (x86, asic) use it
+to compile a model with a dynamic batch dim, or an ONNX test whose Reshape target is a run-time input,
+for the shapes and values actually seen at run time.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Mapping
+
+import numpy as np
+
+from .builder import Builder, const_value
+from .dtypes import DType
+from .errors import InputError
+from .graph import Module
+from .types import TensorType
+
+
+def specialize(module: Module, shapes: Mapping[str, tuple[int, ...]],
+               values: Mapping[str, np.ndarray] | None = None) -> Module:
+    m = copy.deepcopy(module, memo={id(a): a for a in module.constants.values()})
+    g = m.main
+    values = dict(values or {})
+    bindings: dict[str, int] = {}
+    for p in list(g.params):
+        if p.name in values:
+            arr = np.asarray(values[p.name])
+            why = p.type.matches(DType.from_numpy(arr.dtype), tuple(arr.shape), bindings)
+            if why:
+                raise InputError(f"input {p.name!r}: {why}")
+            b = Builder(m, g)
+            b._index = 0
+            c = b.const(arr, name=p.name + ".value")
+            g.replace_all_uses(p, c)
+            g.params.remove(p)
+            g._names.discard(p.name)
+            g.rename(c, p.name)
+        elif p.name in shapes:
+            shape = tuple(int(d) for d in shapes[p.name])
+            why = p.type.matches(p.type.dtype, shape, bindings)
+            if why:
+                raise InputError(f"input {p.name!r}: {why}")
+            p.type = TensorType(p.type.dtype, shape)
+    reinfer(m)
+    return m
+
+
+def reinfer(m: Module) -> None:
+    """Recompute every op's result types from its operands (after parameters were retyped)."""
+    for g in m.graphs.values():
+        for op in g.ops:
+            if op.opname == "const":
+                continue
+            d = op.opdef
+            consts = [const_value(m, v) for v in op.operands]
+            types = d.run_infer([v.type for v in op.operands], op.attrs, consts, len(op.results), op.regions)
+            for r, t in zip(op.results, types):
+                r.type = t
