@@ -20,7 +20,7 @@ from .jit import JitModule, optimize
 from .storage import assign_storage
 from .target import resolve
 
-PREPARE = "freeze,fold-constants,dce"
+PREPARE = "freeze,fold-constants,fold-dynamic,dce"
 
 
 def prepare(module: Module) -> Module:

@@ -1,3 +1,4 @@
 """Imports every lowering module so that each registers itself."""
 
-from . import elementwise, linalg  # noqa: F401
+from . import (attention, conv, data_movement, elementwise, gemm, image, indexing, linalg,  # noqa: F401
+               normalization, pool, quant, random, reduce, resize, sequence, signal, vecmath)

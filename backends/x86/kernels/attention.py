@@ -1,0 +1,1 @@
+"""x86 lowerings: attention (to be filled in)."""

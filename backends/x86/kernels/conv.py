@@ -1,0 +1,1 @@
+"""x86 lowerings: conv (to be filled in)."""

@@ -1,0 +1,1 @@
+"""x86 lowerings: data_movement (to be filled in)."""

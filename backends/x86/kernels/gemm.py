@@ -1,0 +1,1 @@
+"""x86 lowerings: gemm (to be filled in)."""

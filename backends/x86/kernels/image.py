@@ -1,0 +1,1 @@
+"""x86 lowerings: image (to be filled in)."""

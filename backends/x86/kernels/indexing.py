@@ -1,0 +1,1 @@
+"""x86 lowerings: indexing (to be filled in)."""

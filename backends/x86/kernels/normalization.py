@@ -1,0 +1,1 @@
+"""x86 lowerings: normalization (to be filled in)."""

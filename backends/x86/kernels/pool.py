@@ -1,0 +1,1 @@
+"""x86 lowerings: pool (to be filled in)."""

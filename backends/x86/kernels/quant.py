@@ -1,0 +1,1 @@
+"""x86 lowerings: quant (to be filled in)."""

@@ -1,0 +1,1 @@
+"""x86 lowerings: random (to be filled in)."""

@@ -1,0 +1,1 @@
+"""x86 lowerings: reduce (to be filled in)."""

@@ -1,0 +1,1 @@
+"""x86 lowerings: resize (to be filled in)."""

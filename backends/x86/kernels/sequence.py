@@ -1,0 +1,1 @@
+"""x86 lowerings: sequence (to be filled in)."""

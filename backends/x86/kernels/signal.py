@@ -1,0 +1,1 @@
+"""x86 lowerings: signal (to be filled in)."""

@@ -1,0 +1,1 @@
+"""x86 lowerings: vecmath (to be filled in)."""
