@@ -1,3 +1,3 @@
 """Imports every pass module so that each registers itself (see ``registry.py``)."""
 
-from . import cse, dce, fold_constants, fold_dynamic, freeze, plan_memory  # noqa: F401
+from . import cse, dce, fold_batchnorm, fold_constants, fold_dynamic, freeze, plan_memory, reparameterize, simplify  # noqa: F401
