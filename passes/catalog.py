@@ -1,3 +1,14 @@
 """Imports every pass module so that each registers itself (see ``registry.py``)."""
 
-from . import cse, dce, fold_batchnorm, fold_constants, fold_dynamic, freeze, plan_memory, reparameterize, simplify  # noqa: F401
+from . import (  # noqa: F401  # noqa: F401
+    cse,
+    dce,
+    fold_batchnorm,
+    fold_constants,
+    fold_dynamic,
+    freeze,
+    fuse,
+    plan_memory,
+    reparameterize,
+    simplify,
+)

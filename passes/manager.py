@@ -41,7 +41,8 @@ class PassRecord:
 
 
 def count_ops(module: Module) -> int:
-    return sum(1 for g in module.graphs.values() for op in g.walk() if op.opname != "const")
+    """Ops of the module's graphs, constants excluded; a fused group counts once (one kernel)."""
+    return sum(1 for g in module.graphs.values() for op in g.ops if op.opname != "const")
 
 
 class PassManager:
