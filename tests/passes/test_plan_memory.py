@@ -94,3 +94,18 @@ def test_random_plans_never_overlap_and_respect_the_lower_bound(m):
     plan = plan_graph(m.main)
     assert plan.arena_bytes <= plan.no_reuse_bytes
     assert all(b.size == aligned(b.size) for b in lv.buffers)
+
+
+def test_empty_tensors_take_no_space_and_overlap_nothing():
+    m = Module()
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    x = g.add_param("x", tensor("f32", [64]))
+    e = g.add_param("e", tensor("f32", [0]))
+    a = b.op("neg", x, name="a")
+    z = b.op("neg", e, name="z")  # an empty intermediate, live across the others
+    c = b.op("exp", a, name="c")
+    g.set_outputs([b.op("add", c, a, name="y"), b.op("exp", z, name="w")])
+    plan = plan_graph(g)
+    check_plan(plan)
+    assert plan.arena_bytes == plan.lower_bound_bytes
