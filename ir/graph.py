@@ -191,6 +191,23 @@ class Graph:
             for region in op.regions:
                 yield from region.walk()
 
+    def clone(self) -> Graph:
+        """A structural copy (new values and ops; attribute values are immutable and shared)."""
+        g = Graph(self.name)
+        mapping: dict[int, Value] = {}
+        for p in self.params:
+            q = g.add_param(p.name, p.type, p.binding)
+            mapping[id(p)] = q
+        for op in self.ops:
+            new = Op(op.opname, [mapping[id(v)] for v in op.operands], op.attrs, [r.type for r in op.results],
+                     [r.name for r in op.results], [r.clone() for r in op.regions], op.loc)
+            g.ops.append(new)
+            for r, nr in zip(op.results, new.results):
+                mapping[id(r)] = nr
+                g._names.add(nr.name)
+        g.set_outputs([mapping[id(v)] for v in self.outputs], list(self.output_names))
+        return g
+
     def __repr__(self) -> str:
         return f"<Graph @{self.name}: {len(self.params)} params, {len(self.ops)} ops>"
 
@@ -214,6 +231,12 @@ class Module:
         if "main" in self.graphs:
             return self.graphs["main"]
         return next(iter(self.graphs.values()))
+
+    def clone(self) -> Module:
+        """A copy whose graphs can be rewritten freely; the constant arrays are shared (passes add
+        new pool entries rather than writing into existing ones)."""
+        return Module(self.name, {k: g.clone() for k, g in self.graphs.items()}, dict(self.constants),
+                      dict(self.constant_types), dict(self.metadata), {})
 
     def add_graph(self, graph: Graph) -> Graph:
         self.graphs[graph.name] = graph

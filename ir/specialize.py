@@ -9,7 +9,6 @@ for the shapes and values actually seen at run time.
 
 from __future__ import annotations
 
-import copy
 from typing import Mapping
 
 import numpy as np
@@ -23,7 +22,7 @@ from .types import TensorType
 
 def specialize(module: Module, shapes: Mapping[str, tuple[int, ...]],
                values: Mapping[str, np.ndarray] | None = None) -> Module:
-    m = copy.deepcopy(module, memo={id(a): a for a in module.constants.values()})
+    m = module.clone()
     g = m.main
     values = dict(values or {})
     bindings: dict[str, int] = {}

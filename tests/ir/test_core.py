@@ -232,3 +232,31 @@ def test_specialize_binds_shapes_and_values():
     assert m.main.outputs[0].type == tensor("f32", ["?", "?"])  # the original is untouched
     with pytest.raises(InputError):
         specialize(m, {"x": (2, 5)})
+
+
+def test_clone_is_independent_and_shares_weights():
+    m = small_module()
+    c = m.clone()
+    assert str(c) == str(m)
+    verify_module(c)
+    relu = next(op for op in c.main.ops if op.opname == "relu")
+    c.main.replace_all_uses(relu.result, relu.operands[0])
+    c.main.erase(relu)
+    verify_module(c)
+    verify_module(m)
+    assert any(op.opname == "relu" for op in m.main.ops)
+    assert c.constants["w"] is m.constants["w"]
+
+
+def test_clone_handles_deep_graphs():
+    m = Module()
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    v = g.add_param("x", tensor("f32", [2]))
+    for i in range(5000):  # deeper than Python's default recursion limit
+        v = b.op("neg", v, name=f"v{i}")
+    g.set_outputs([v])
+    c = m.clone()
+    assert len(c.main.ops) == 5000
+    np.testing.assert_array_equal(interpret(c, {"x": np.ones(2, np.float32)})["v4999"],
+                                  np.ones(2, np.float32))
