@@ -9,16 +9,20 @@ that LLVM may inline.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from llvmlite import ir
 
 from nnc.ir import Graph, Module, Op, TargetError, Value
 
+from . import runtime
 from .kernels.registry import get_lowering
 from .llvm_types import I8, I64, PTR, VOID, const_int, for_range, ll_type
 from .storage import StorageMap
 from .target import TRIPLE, TargetInfo
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ENTRY = "nnc_entry"
 
@@ -73,6 +77,7 @@ class KernelBuilder:
         ctx_arg, index = task.args
         loaded = [tb.load(tb.gep(ctx_arg, [const_int(i)], source_etype=PTR), typ=PTR) for i in range(len(ptrs))]
         inner = KernelBuilder(self.cg, task, self.op, loaded, tb)
+        inner._outer = {id(p): q for p, q in zip(ptrs, loaded)}
         body(inner, index)
         if not inner.b.block.is_terminated:
             inner.b.ret_void()
@@ -82,24 +87,62 @@ class KernelBuilder:
         self.cg.emit_parallel_for(self.b, task, self.b.bitcast(ctx, PTR),
                                   const_int(count) if isinstance(count, int) else count)
 
+    def packed_constant(self, name: str, array: "np.ndarray") -> int:
+        """Store ``array`` (e.g. weights pre-packed for a microkernel) in the weights blob under a new
+        constant-pool key; return its byte offset, for ``weights_ptr``."""
+        return self.cg.storage.add_weights(self.cg.module, name, array)
+
+    def weights_ptr(self, offset: int) -> ir.Value:
+        """A pointer into the weights blob. Usable inside ``parallel_for`` bodies too: the base comes
+        from a module global the entry point sets, not from the kernel's arguments."""
+        base = self.b.load(self.cg.weights_base(), typ=PTR)
+        return self.b.gep(base, [const_int(offset)], source_etype=I8, inbounds=True)
+
+    @property
+    def pointers(self) -> list[ir.Value]:
+        """The kernel's argument pointers: results then operands."""
+        return list(self._outs) + list(self._args)
+
+    def local(self, outer: ir.Value) -> ir.Value:
+        """Inside a parallel_for body: this task's copy of a pointer of the enclosing kernel."""
+        try:
+            return self._outer[id(outer)]
+        except (AttributeError, KeyError):
+            raise ValueError("local() takes a pointer argument of the kernel enclosing a parallel_for") from None
+
     def helper(self, name: str) -> ir.Function:
         """A shared helper function of the module (vector math, runtime calls), by name."""
         return self.cg.helpers[name]
 
 
 class CodeGen:
-    def __init__(self, module: Module, graph: Graph, storage: StorageMap, target: TargetInfo):
+    def __init__(self, module: Module, graph: Graph, storage: StorageMap, target: TargetInfo, threads: int = 1):
         self.module = module
         self.graph = graph
         self.storage = storage
         self.target = target
+        self.threads = threads  # parallel_for's thread count; 1 = serial loops, no pool (runtime.py)
         self.ll = ir.Module(name=module.name)
         self.ll.triple = TRIPLE
         self.helpers: dict[str, ir.Function] = {}
         self.kernel_names: list[tuple[str, Op]] = []
+        self._weights_gv: ir.GlobalVariable | None = None
+
+    def weights_base(self) -> ir.GlobalVariable:
+        """A module global holding the weights base pointer; the entry point stores it first thing
+        (every call passes the same blob, so concurrent calls store the same value)."""
+        if self._weights_gv is None:
+            gv = ir.GlobalVariable(self.ll, PTR, name="nnc.weights")
+            gv.linkage = "internal"
+            gv.initializer = ir.Constant(PTR, None)
+            self._weights_gv = gv
+        return self._weights_gv
 
     def emit_parallel_for(self, b: ir.IRBuilder, task: ir.Function, ctx: ir.Value, count: ir.Value) -> None:
-        """Call ``task(ctx, i)`` for every i; the thread-pool runtime replaces this serial loop."""
+        """Call ``task(ctx, i)`` for every i: on the model's thread pool, or a plain loop if threads=1."""
+        if self.threads > 1:
+            runtime.parallel_call(self.ll, self.threads, b, task, ctx, count)
+            return
         with for_range(b, count, "task") as i:
             b.call(task, [ctx, i])
 
@@ -131,6 +174,8 @@ class CodeGen:
         fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR, PTR, PTR, PTR]), name=ENTRY)
         inputs, outputs, arena, weights = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
+        if self._weights_gv is not None:
+            b.store(weights, self._weights_gv)
 
         def pointer(v: Value) -> ir.Value:
             s = self.storage.slot(v)
