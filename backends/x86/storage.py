@@ -7,7 +7,7 @@ pointers and computes each kernel's argument pointers from this table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,8 +30,28 @@ class StorageMap:
     plan: MemoryPlan
     output_copies: list[tuple[int, Value]]  # outputs whose value is stored elsewhere: (output index, value)
 
+    _spare: np.ndarray | None = field(default=None, repr=False)  # capacity behind ``weights``
+
     def slot(self, v: Value) -> Slot:
         return self.slots[id(v)]
+
+    def add_weights(self, module: Module, name: str, array: np.ndarray) -> int:
+        """Append a constant that kernels read but no const op produces (weights pre-packed at
+        compile time) to the pool and the blob; return its byte offset in the blob.
+
+        The blob grows by doubling its capacity, so many packed weights stay linear-time."""
+        key = module.add_constant(name, np.ascontiguousarray(array))
+        data = module.constants[key].reshape(-1).view(np.uint8)
+        off = aligned(len(self.weights))
+        end = off + aligned(max(data.nbytes, 1))
+        if self._spare is None or len(self._spare) < end:
+            spare = np.zeros(max(end, 2 * len(self.weights)), dtype=np.uint8)
+            spare[:len(self.weights)] = self.weights
+            self._spare = spare
+        self._spare[off:off + data.nbytes] = data
+        self.weights = self._spare[:end]
+        self.weight_offsets[key] = off
+        return off
 
     @property
     def arena_bytes(self) -> int:

@@ -1,1 +1,301 @@
-"""x86 lowerings: attention (to be filled in)."""
+"""x86 lowerings of the attention-shaped ops: ``attention``, ``rotary_embedding``,
+``linear_attention``.
+
+Attention first writes ``present_key`` / ``present_value`` (past rows then the new rows, in the
+[B, H, S, D] layout whatever the input layout), then computes every (batch, q head, query) row as
+an independent task reading the keys and values from those results: the scores of one row (the
+additive bias of mask, causal/sliding window and kv padding built on the fly), a masked softmax,
+and the weighted sum of values. A row whose bias masks every key gives zeros, decided on the bias
+as the reference does. Arithmetic is in f32 (f64 for f64), with the results of the reference's
+intermediate steps rounded to the data type where it stores them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+
+from nnc.ir import DType, Op
+
+from ..llvm_types import F32, F64
+from .loopkit import Loops, compute_type, operand
+from .registry import lowering
+
+
+def _heads(shape: tuple[int, ...], heads: int) -> tuple[int, int, int, int]:
+    if len(shape) == 3:
+        return shape[0], heads, shape[1], shape[2] // heads
+    return tuple(shape)  # type: ignore[return-value]
+
+
+def _head_index(L: Loops, rank: int, b, h, s, d, H: int, S: int, D: int):
+    """Flat index of element (b, h, s, d) of a 3-D [B,S,H*D] or 4-D [B,H,S,D] tensor."""
+    if rank == 3:
+        return L.lin((b, S * H * D), (s, H * D), (h, D), d)
+    return L.lin((b, H * S * D), (h, S * D), (s, D), d)
+
+
+def _write_present(k, L: Loops, out_i: int, new_i: int, past, heads: int) -> int:
+    """present = concat(past, new) along the sequence; returns the total length."""
+    new = k.op.operands[new_i]
+    dt = new.dtype
+    B, H, S, D = _heads(tuple(new.shape), heads)
+    P = past.shape[2] if past is not None else 0
+    T = P + S
+    with L.loop(B * H, "bh") as bh:
+        if past is not None:  # the past rows of this (b, h) are contiguous in both tensors
+            with L.loop(P * D, "p") as p:
+                L.b.store(L.raw(k.arg(4 if out_i == 1 else 5), L.lin((bh, P * D), p), dt),
+                          L.ptr(k.out(out_i), L.lin((bh, T * D), p), dt))
+        bb = L.b.sdiv(bh, L.i(H))
+        hh = L.b.srem(bh, L.i(H))
+        with L.loop(S, "s") as s:
+            with L.loop(D, "d") as d:
+                src = _head_index(L, len(new.shape), bb, hh, s, d, H, S, D)
+                L.b.store(L.raw(k.arg(new_i), src, dt), L.ptr(k.out(out_i), L.lin((bh, T * D), (s, D), (P * D), d), dt))
+    return T
+
+
+@lowering("attention")
+def lower_attention(k, op: Op) -> None:
+    a = op.attrs
+    q, kk, v = op.operands[:3]
+    dt = q.dtype
+    ct = compute_type(dt)
+    mask, past_k, past_v, nonpad = (operand(op, i) for i in (3, 4, 5, 6))
+    rank = len(q.shape)
+    B, Hq, Sq, Dk = _heads(tuple(q.shape), a["q_num_heads"])
+    _, Hkv, Skv_new, _ = _heads(tuple(kk.shape), a["kv_num_heads"])
+    Dv = _heads(tuple(v.shape), a["kv_num_heads"])[3]
+    L = Loops(k, ct)
+    T = _write_present(k, L, 1, 1, past_k, a["kv_num_heads"])
+    _write_present(k, L, 2, 2, past_v, a["kv_num_heads"])
+    scale = a["scale"] if a["scale"] is not None else 1 / math.sqrt(Dk)
+    sqrt_s = float(dt.numpy.type(math.sqrt(scale))) if dt is not DType.bf16 else math.sqrt(scale)
+    softcap = a["softcap"]
+    mode = a["qk_matmul_output_mode"]
+    sm_dt: DType = a["softmax_precision"] or dt
+    sm_t = F64 if sm_dt is DType.f64 or dt is DType.f64 else F32
+    group = Hq // Hkv
+    P = past_k.shape[2] if past_k is not None else 0
+    is_causal, lw, rw = a["is_causal"], a["left_window"], a["right_window"]
+    m_shape = tuple(mask.shape) if mask is not None else ()
+    m_len = m_shape[-1] if m_shape else 0
+    # the mask broadcasts right-aligned against (B, Hq, Sq, T); its last axis is padded to T
+    m_full = (1,) * (4 - len(m_shape)) + m_shape if mask is not None else ()
+    m_strides = []
+    if mask is not None:
+        acc = 1
+        for d in range(3, -1, -1):
+            m_strides.insert(0, 0 if m_full[d] == 1 else acc)
+            acc *= m_full[d]
+
+    def row(kb, r) -> None:
+        R = Loops(kb, ct)
+        b = R.b
+        bi = b.sdiv(r, R.i(Hq * Sq))
+        hi = b.srem(b.sdiv(r, R.i(Sq)), R.i(Hq))
+        qi = b.srem(r, R.i(Sq))
+        kvh = b.sdiv(hi, R.i(group))
+        scores = R.buffer(T, sm_t)
+        yacc = R.buffer(Dv, ct)
+        ninf = R.f(-math.inf)
+        # position offset of query qi (absolute position = qi + offset)
+        if past_k is not None:
+            offset = R.i(P)
+        elif nonpad is not None:
+            offset = b.sub(R.ld_int(kb.arg(6), bi, nonpad.dtype), R.i(Sq))
+        else:
+            offset = R.i(0)
+        npad = R.ld_int(kb.arg(6), bi, nonpad.dtype) if nonpad is not None else None
+        bias_max = R.var(ninf)
+        s_max = R.var(R.f(-math.inf, sm_t))
+        qk_row = R.lin((r, T))
+        with R.loop(T, "j") as j:
+            dot = R.var(R.f(0.0))
+            with R.loop(Dk, "d") as d:
+                qv = b.fmul(R.ld(kb.arg(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dk), dt), R.f(sqrt_s))
+                kv = b.fmul(R.ld(kb.out(1), R.lin((bi, Hkv * T * Dk), (kvh, T * Dk), (j, Dk), d), dt), R.f(sqrt_s))
+                # reassoc on this sum only: it lets the loop vectorise; order changes stay within a few ulps
+                R.set(dot, b.fadd(R.get(dot), b.fmul(R.round_to(qv, dt), R.round_to(kv, dt)), flags=("reassoc",)))
+            qk = R.round_to(R.get(dot), dt)
+            if softcap > 0:
+                c = R.f(softcap)
+                qk = R.round_to(b.fmul(R.tanh(R.round_to(b.fdiv(qk, c), dt)), c), dt)
+            # the additive bias of this (query, key)
+            bias = R.f(0.0)
+            if mask is not None:
+                inside = b.icmp_signed("<", j, R.i(m_len))
+                mi = R.lin((bi, m_strides[0]), (hi, m_strides[1]), (qi, m_strides[2]), R.imin(j, R.i(m_len - 1)))
+                if mask.dtype is DType.bool:
+                    on = b.icmp_unsigned("!=", R.raw(kb.arg(3), mi, mask.dtype), ir.Constant(ir.IntType(8), 0))
+                    mv = b.select(on, R.f(0.0), ninf)
+                else:
+                    mv = R.round_to(R.ld(kb.arg(3), mi, mask.dtype), dt)
+                bias = b.select(inside, mv, ninf)
+            allowed = ir.Constant(ir.IntType(1), 1)
+            diff = b.sub(b.add(qi, offset), j)
+            if is_causal:
+                allowed = b.and_(allowed, b.icmp_signed(">=", diff, R.i(0)))
+            if lw >= 0:
+                allowed = b.and_(allowed, b.icmp_signed("<=", diff, R.i(lw)))
+            if rw >= 0:
+                allowed = b.and_(allowed, b.icmp_signed("<=", b.neg(diff), R.i(rw)))
+            if npad is not None:
+                allowed = b.and_(allowed, b.icmp_signed("<", j, npad))
+            bias = b.select(allowed, bias, ninf)
+            R.set(bias_max, R.fmax(R.get(bias_max), bias))
+            sc = R.round_to(b.fadd(qk, bias), dt)
+            if mode == 2:
+                R.st(sc, kb.out(3), R.lin(qk_row, j), dt)
+            elif mode != 3:
+                R.st(qk, kb.out(3), R.lin(qk_row, j), dt)
+            sc = R.fcast(sc, sm_t)
+            if sm_dt is not dt:
+                sc = R.round_to(sc, sm_dt)
+            b.store(sc, R.ptr(scores, j, DType.f64 if sm_t == F64 else DType.f32))
+            R.set(s_max, R.fmax(R.get(s_max), sc))
+        sdt = DType.f64 if sm_t == F64 else DType.f32
+        m = R.get(s_max)
+        m = b.select(b.fcmp_ordered("==", m, R.f(-math.inf, sm_t)), R.f(0.0, sm_t), m)
+        total = R.var(R.f(0.0, sm_t))
+        with R.loop(T, "j2") as j:
+            e = R.round_to(R.exp(R.round_to(b.fsub(R.ld(scores, j, sdt, sm_t), m), sm_dt)), sm_dt)
+            b.store(e, R.ptr(scores, j, sdt))
+            R.set(total, b.fadd(R.get(total), e))
+        tot = R.round_to(R.get(total), sm_dt)  # numpy sums f16 in f32, rounds once
+        tot = b.select(b.fcmp_ordered("==", tot, R.f(0.0, sm_t)), R.f(1.0, sm_t), tot)
+        dead = b.fcmp_ordered("==", R.get(bias_max), ninf)
+        with R.loop(Dv, "z") as d:
+            b.store(R.f(0.0), R.ptr(yacc, d, DType.f64 if ct == F64 else DType.f32))
+        cdt = DType.f64 if ct == F64 else DType.f32
+        with R.loop(T, "j3") as j:
+            p = R.round_to(b.fdiv(R.ld(scores, j, sdt, sm_t), tot), sm_dt)
+            p = b.select(dead, R.f(0.0, sm_t), p)
+            if mode == 3:
+                R.st(R.fcast(p, ct), kb.out(3), R.lin(qk_row, j), dt)
+            p = R.round_to(R.fcast(p, ct), dt)
+            vrow = R.lin((bi, Hkv * T * Dv), (kvh, T * Dv), (j, Dv))
+            with R.loop(Dv, "e") as d:
+                yp = R.ptr(yacc, d, cdt)
+                b.store(b.fadd(b.load(yp, typ=ct), b.fmul(p, R.ld(kb.out(2), R.lin(vrow, d), dt))), yp)
+        with R.loop(Dv, "w") as d:
+            R.st(R.ld(yacc, d, cdt), kb.out(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dv), dt)
+        R.done()
+
+    k.parallel_for(B * Hq * Sq, row, "row")
+
+
+# -- rotary embedding -------------------------------------------------------------------------------
+
+@lowering("rotary_embedding")
+def lower_rotary(k, op: Op) -> None:
+    x, cos = op.operands[0], op.operands[1]
+    pos = operand(op, 3)
+    dt = x.dtype
+    a = op.attrs
+    shape = tuple(x.shape)
+    half_c = cos.shape[-1]
+    if len(shape) == 4:
+        B, H, S, D = shape
+    else:
+        B, S, HD = shape
+        H = a["num_heads"] or HD // (2 * half_c)
+        D = HD // H
+    rd = a["rotary_dim"] or D
+    half = rd // 2
+    L = Loops(k, compute_type(dt))
+
+    def token(kb, t) -> None:  # one (batch, position): all heads
+        R = Loops(kb, L.ct)
+        b = R.b
+        bi, si = b.sdiv(t, R.i(S)), b.srem(t, R.i(S))
+        crow = R.lin((R.ld_int(kb.arg(3), t, pos.dtype), half_c)) if pos is not None else R.lin((t, half_c))
+        with R.loop(H, "h") as h:
+            base = R.lin((bi, S * H * D), (si, H * D), (h, D)) if len(shape) == 3 else \
+                R.lin((bi, H * S * D), (h, S * D), (si, D))
+            with R.loop(half, "i") as i:
+                c = R.ld(kb.arg(1), R.lin(crow, i), cos.dtype)
+                s = R.ld(kb.arg(2), R.lin(crow, i), cos.dtype)
+                i1, i2 = (R.lin((i, 2)), R.lin((i, 2), 1)) if a["interleaved"] else (i, R.lin(i, half))
+                x1 = R.ld(kb.arg(0), R.lin(base, i1), dt)
+                x2 = R.ld(kb.arg(0), R.lin(base, i2), dt)
+                real = b.fsub(R.round_to(b.fmul(c, x1), dt), R.round_to(b.fmul(s, x2), dt))
+                imag = b.fadd(R.round_to(b.fmul(s, x1), dt), R.round_to(b.fmul(c, x2), dt))
+                R.st(real, kb.out(0), R.lin(base, i1), dt)
+                R.st(imag, kb.out(0), R.lin(base, i2), dt)
+            with R.loop(D, "r", start=rd) as i:
+                kb.b.store(R.raw(kb.arg(0), R.lin(base, i), dt), R.ptr(kb.out(0), R.lin(base, i), dt))
+
+    k.parallel_for(B * S, token, "tok")
+
+
+# -- linear attention ---------------------------------------------------------------------------------
+
+@lowering("linear_attention")
+def lower_linear_attention(k, op: Op) -> None:
+    q, kk, v = op.operands[:3]
+    past, decay, beta = operand(op, 3), operand(op, 4), operand(op, 5)
+    a = op.attrs
+    B, T, _ = q.shape
+    hq, hkv = a["q_num_heads"], a["kv_num_heads"]
+    dk, dv = q.shape[2] // hq, v.shape[2] // hkv
+    group = hq // hkv
+    sc = float(np.float32(a["scale"] if a["scale"] else 1 / math.sqrt(dk)))  # f32, as the reference
+    g_per = decay.shape[2] // hkv if decay is not None else 0  # 1 (per head) or dk (per key feature)
+    n_beta = beta.shape[2] if beta is not None else 0
+    st_dt = op.results[1].dtype
+    f32 = DType.f32
+
+    def head(kb, bh) -> None:  # one (batch, kv head): its state through all steps
+        R = Loops(kb, F32)
+        b = R.b
+        bi, h = b.sdiv(bh, R.i(hkv)), b.srem(bh, R.i(hkv))
+        S = R.buffer(dk * dv, F32)
+        vt = R.buffer(dv, F32)
+        with R.loop(dk * dv, "i") as i:
+            init = R.ld(kb.arg(3), R.lin((bh, dk * dv), i), past.dtype) if past is not None else R.f(0.0)
+            b.store(init, R.ptr(S, i, f32))
+        with R.loop(T, "t") as t:
+            krow = R.lin((bi, T * hkv * dk), (t, hkv * dk), (h, dk))
+            vrow = R.lin((bi, T * hkv * dv), (t, hkv * dv), (h, dv))
+            if decay is not None:
+                grow = R.lin((bi, T * hkv * g_per), (t, hkv * g_per), (h, g_per))
+                with R.loop(dk, "gd") as d:
+                    g = R.exp(R.ld(kb.arg(4), R.lin(grow, d) if g_per > 1 else grow, decay.dtype))
+                    with R.loop(dv, "gm") as m:
+                        p = R.ptr(S, R.lin((d, dv), m), f32)
+                        b.store(b.fmul(b.load(p, typ=F32), g), p)
+            with R.loop(dv, "vm") as m:
+                b.store(R.ld(kb.arg(2), R.lin(vrow, m), v.dtype), R.ptr(vt, m, f32))
+            if beta is not None:
+                bt = R.ld(kb.arg(5), R.lin((bi, T * n_beta), (t, n_beta), (h if n_beta > 1 else 0, 1)), beta.dtype)
+                with R.loop(dv, "bm") as m:
+                    acc = R.var(R.f(0.0))
+                    with R.loop(dk, "bd") as d:
+                        R.set(acc, b.fadd(R.get(acc), b.fmul(R.ld(S, R.lin((d, dv), m), f32),
+                                                             R.ld(kb.arg(1), R.lin(krow, d), kk.dtype))))
+                    p = R.ptr(vt, m, f32)
+                    b.store(b.fmul(bt, b.fsub(b.load(p, typ=F32), R.get(acc))), p)
+            with R.loop(dk, "ud") as d:
+                kd = R.ld(kb.arg(1), R.lin(krow, d), kk.dtype)
+                with R.loop(dv, "um") as m:
+                    p = R.ptr(S, R.lin((d, dv), m), f32)
+                    b.store(b.fadd(b.load(p, typ=F32), b.fmul(kd, R.ld(vt, m, f32))), p)
+            with R.loop(group, "qh") as g:
+                qh = R.lin((h, group), g)
+                qrow = R.lin((bi, T * hq * dk), (t, hq * dk), (qh, dk))
+                yrow = R.lin((bi, T * hq * dv), (t, hq * dv), (qh, dv))
+                with R.loop(dv, "ym") as m:
+                    acc = R.var(R.f(0.0))
+                    with R.loop(dk, "yd") as d:
+                        R.set(acc, b.fadd(R.get(acc), b.fmul(R.ld(kb.arg(0), R.lin(qrow, d), q.dtype),
+                                                             R.ld(S, R.lin((d, dv), m), f32))))
+                    R.st(b.fmul(R.f(sc), R.get(acc)), kb.out(0), R.lin(yrow, m), q.dtype)
+        with R.loop(dk * dv, "o") as i:
+            R.st(R.ld(S, i, f32), kb.out(1), R.lin((bh, dk * dv), i), st_dt)
+        R.done()
+
+    k.parallel_for(B * hkv, head, "head")

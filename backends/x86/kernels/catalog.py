@@ -1,4 +1,9 @@
 """Imports every lowering module so that each registers itself."""
 
-from . import (attention, conv, data_movement, elementwise, fused, gemm, image, indexing, linalg,  # noqa: F401
-               normalization, pool, quant, random, reduce, resize, sequence, signal, vecmath)
+import importlib
+
+FAMILIES = ("attention", "conv", "data_movement", "elementwise", "fused", "gemm", "image", "indexing", "linalg",
+            "normalization", "pool", "quant", "random", "reduce", "resize", "sequence", "signal", "vecmath")
+
+for _family in FAMILIES:
+    importlib.import_module(f"{__package__}.{_family}")

@@ -1,1 +1,425 @@
-"""x86 lowerings: conv (to be filled in)."""
+"""Convolutions: ``conv`` (N-D, grouped, strided, dilated, padded), ``conv_transpose``, ``col2im``
+and ``deform_conv``.
+
+f32/f64 ``conv`` is a GEMM per (image, group): ``Y[Mg, P] = W[Mg, Cg*K] @ cols[Cg*K, P]``. The
+filters are constants, packed at compile time into the microkernel's A layout (gemm.py). The
+columns are never materialised: a 1x1 stride-1 unpadded conv reads the image as B directly, and any
+other conv packs B panels straight from the image (implicit im2col: each KC x NR panel is gathered
+with per-column base coordinates computed once per block, zeros where a tap falls in the padding).
+Depthwise convs (one input channel per group) are a direct loop over output rows per channel whose
+inner loop over output columns has its padding bounds hoisted, so it vectorises. Everything else
+(integer and half dtypes, conv_transpose, col2im, deform_conv) is a straightforward loop nest that
+accumulates like the reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+
+from nnc.ir import DType, Op
+from nnc.ir.ops.conv import fill, resolve_pads
+
+from ..llvm_types import F16, F32, I1, I32, I64, const_int, for_range, ll_type
+from .gemm import Custom, Epilogue, Packed, Strided, blocking, emit_gemm, gep, pack_a_const
+from .linalg import const_array, entry_alloca
+from .registry import lowering
+
+
+def _geometry(op: Op):
+    x, w = op.operands[0], op.operands[1]
+    n = len(x.shape) - 2
+    ks = tuple(w.shape[2:])
+    s = fill(op.attrs["strides"], n, 1)
+    d = fill(op.attrs["dilations"], n, 1)
+    p = resolve_pads(op.attrs.get("auto_pad", "NOTSET"), x.shape[2:], ks, s, d, op.attrs["pads"])
+    return n, ks, s, d, p
+
+
+def _acc_t(dt: DType) -> ir.Type:
+    return F32 if dt == DType.f16 else ll_type(dt)
+
+
+def _decompose(b: ir.IRBuilder, flat: ir.Value, dims) -> list[ir.Value]:
+    """Row-major multi-index of ``flat`` over the static ``dims``."""
+    out = []
+    for dsz in reversed(dims):
+        out.append(b.srem(flat, const_int(dsz, flat.type)))
+        flat = b.sdiv(flat, const_int(dsz, flat.type))
+    return out[::-1]
+
+
+@lowering("conv")
+def lower_conv(k, op: Op) -> None:
+    x, w = op.operands[0], op.operands[1]
+    out = op.results[0]
+    n, ks, s, d, p = _geometry(op)
+    G = op.attrs["group"]
+    N, C = x.shape[:2]
+    M = w.shape[0]
+    cg, mg = C // G, M // G
+    insp, outsp = tuple(x.shape[2:]), tuple(out.shape[2:])
+    if out.dtype in (DType.f32, DType.f64):
+        if cg == 1 and n == 2 and mg >= 1 and G > 1:
+            return _depthwise(k, op, ks, s, d, p)
+        return _conv_gemm(k, op, n, ks, s, d, p)
+    _conv_loops(k, op, N, C, M, G, insp, outsp, ks, s, d, p)
+
+
+def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
+    x, w = op.operands[0], op.operands[1]
+    out = op.results[0]
+    G = op.attrs["group"]
+    N, C = x.shape[:2]
+    M = w.shape[0]
+    cg, mg = C // G, M // G
+    insp, outsp = tuple(x.shape[2:]), tuple(out.shape[2:])
+    Pin, P, KK = math.prod(insp), math.prod(outsp), math.prod(ks)
+    Kdim = cg * KK
+    blk = blocking(k.target, out.dtype == DType.f64, mg, P)
+    warr = const_array(k, w)
+
+    def gidx(kb, bi):
+        return kb.b.srem(bi, const_int(G))
+
+    def nidx(kb, bi):
+        return kb.b.sdiv(bi, const_int(G))
+
+    if warr is not None:
+        mats = warr.reshape(G, mg, Kdim)
+        packed = [pack_a_const(mats[g], blk) for g in range(G)]
+        per = packed[0].size
+        woff = k.packed_constant(f"{w.name}.packed_a", np.concatenate(packed))
+        aop = Packed(woff, (lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(per))) if G > 1 else None)
+    else:
+        aop = Strided(lambda kb: kb.arg(1), Kdim, 1,
+                      (lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(mg * Kdim))) if G > 1 else None)
+
+    def xoff(kb, bi):
+        b = kb.b
+        return b.mul(b.add(b.mul(nidx(kb, bi), const_int(C)), b.mul(gidx(kb, bi), const_int(cg))), const_int(Pin))
+
+    pointwise = KK == 1 and all(v == 1 for v in s) and not any(p)
+    if pointwise:
+        bop = Strided(lambda kb: kb.arg(0), Pin, 1, xoff)
+    else:
+        bop = Custom(_im2col_packer(n, insp, outsp, ks, s, d, p, xoff), scratch=4 * n * blk.NC)
+    cop = Strided(lambda kb: kb.out(0), P, 1, lambda kb, bi: kb.b.mul(
+        kb.b.add(kb.b.mul(nidx(kb, bi), const_int(M)), kb.b.mul(gidx(kb, bi), const_int(mg))), const_int(P)))
+    epi = Epilogue()
+    if len(op.operands) > 2:
+        epi = Epilogue(bias=lambda kb: kb.arg(2), bias_rs=1, bias_cs=0,
+                       bias_offset=(lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(mg))) if G > 1 else None)
+    emit_gemm(k, blk, mg, P, Kdim, aop, bop, cop, epi, batch=N * G, name="conv")
+
+
+def _im2col_packer(n, insp, outsp, ks, s, d, p, xoff):
+    """Pack B[kk, col] = x[c, o*s - pad + t*d] (0 in the padding) straight from the image.
+
+    Per NC block, a table of every column's base coordinate per spatial axis (``o*s - pad``, i32;
+    a huge negative past the last column so it reads as padding) is built once in scratch; each
+    panel row then only adds the tap offset, bounds-checks, and gathers (the j loop vectorises)."""
+    Pin = math.prod(insp)
+    KK = math.prod(ks)
+    instr = [math.prod(insp[i + 1:]) for i in range(n)]
+
+    def pack(kb, buf, scratch, bi, k0, kc, n0, n_end, blk):
+        b = kb.b
+        et, NR = blk.et, blk.NR
+        xbase = gep(b, kb.arg(0), xoff(kb, bi), et)
+        npan = b.sdiv(b.add(b.sub(n_end, n0), const_int(NR - 1)), const_int(NR))
+        ncols = b.mul(npan, const_int(NR))
+        with for_range(b, ncols, "tab") as j:
+            col = b.add(n0, j)
+            ok = b.icmp_signed("<", col, n_end)
+            for i, o in enumerate(_decompose(b, col, outsp)):
+                base = b.trunc(b.sub(b.mul(o, const_int(s[i])), const_int(p[i])), I32)
+                base = b.select(ok, base, ir.Constant(I32, -(1 << 30)))
+                b.store(base, gep(b, scratch, b.add(b.mul(const_int(i), const_int(blk.NC)), j), I32))
+        zero = ir.Constant(et, 0.0)
+        with for_range(b, kc, "ik") as kk:
+            kidx = b.add(k0, kk)
+            c = b.sdiv(kidx, const_int(KK))
+            taps = _decompose(b, b.srem(kidx, const_int(KK)), ks)
+            chan = gep(b, xbase, b.mul(c, const_int(Pin)), et)
+            toff = [b.trunc(b.mul(t, const_int(d[i])), I32) for i, t in enumerate(taps)]
+            with for_range(b, npan, "ip") as jp:
+                dst = gep(b, buf, b.add(b.mul(jp, b.mul(kc, const_int(NR))), b.mul(kk, const_int(NR))), et)
+                with for_range(b, NR, "ij") as jj:
+                    j = b.add(b.mul(jp, const_int(NR)), jj)
+                    valid = ir.Constant(I1, 1)
+                    idx = ir.Constant(I32, 0)
+                    for i in range(n):
+                        base = b.load(gep(b, scratch, b.add(const_int(i * blk.NC), j), I32), typ=I32)
+                        pos = b.add(base, toff[i])
+                        valid = b.and_(valid, b.icmp_unsigned("<", pos, ir.Constant(I32, insp[i])))
+                        idx = b.add(idx, b.mul(pos, ir.Constant(I32, instr[i])))
+                    idx = b.select(valid, idx, ir.Constant(I32, 0))
+                    v = b.load(gep(b, chan, b.sext(idx, I64), et), typ=et)
+                    b.store(b.select(valid, v, zero), gep(b, dst, jj, et))
+    return pack
+
+
+def _depthwise(k, op: Op, ks, s, d, p) -> None:
+    """One input channel per group: a direct loop per (image, output channel) whose inner loop over
+    output columns runs only over the columns whose taps are inside the image (bounds hoisted)."""
+    x, w = op.operands[0], op.operands[1]
+    out = op.results[0]
+    G = op.attrs["group"]
+    N, C, H, W = x.shape
+    M = w.shape[0]
+    mg = M // G
+    OH, OW = out.shape[2:]
+    KH, KW = ks
+    et = ll_type(out.dtype)
+    has_bias = len(op.operands) > 2
+
+    def body(kb, t):
+        b = kb.b
+        nimg = b.sdiv(t, const_int(M))
+        m = b.srem(t, const_int(M))
+        cin = b.sdiv(m, const_int(mg))
+        xin = gep(b, kb.arg(0), b.mul(b.add(b.mul(nimg, const_int(C)), cin), const_int(H * W)), et)
+        yo = gep(b, kb.out(0), b.mul(t, const_int(OH * OW)), et)
+        wm = gep(b, kb.arg(1), b.mul(m, const_int(KH * KW)), et)
+        bias = b.load(gep(b, kb.arg(2), m, et), typ=et) if has_bias else ir.Constant(et, 0.0)
+        wv = [[b.load(gep(b, wm, i * KW + j, et), typ=et) for j in range(KW)] for i in range(KH)]
+        with for_range(b, OH, "doh") as oh:
+            row = gep(b, yo, b.mul(oh, const_int(OW)), et)
+            with for_range(b, OW, "dinit") as ow:
+                b.store(bias, gep(b, row, ow, et))
+            for i in range(KH):
+                ih = b.add(b.mul(oh, const_int(s[0])), const_int(i * d[0] - p[0]))
+                ok = b.and_(b.icmp_signed(">=", ih, const_int(0)), b.icmp_signed("<", ih, const_int(H)))
+                with b.if_then(ok):
+                    xrow = gep(b, xin, b.mul(ih, const_int(W)), et)
+                    for j in range(KW):
+                        off = j * d[1] - p[1]  # iw = ow*s + off must lie in [0, W)
+                        lo = max(0, (-off + s[1] - 1) // s[1])
+                        hi = min(OW, (W - 1 - off) // s[1] + 1) if W - 1 - off >= 0 else 0
+                        if hi <= lo:
+                            continue
+                        with for_range(b, hi, "dow", start=lo) as ow:
+                            iw = b.add(b.mul(ow, const_int(s[1])), const_int(off))
+                            xv = b.load(gep(b, xrow, iw, et), typ=et)
+                            q = gep(b, row, ow, et)
+                            b.store(b.fadd(b.load(q, typ=et), b.fmul(xv, wv[i][j])), q)
+
+    k.parallel_for(N * M, body, name="dwconv")
+
+
+def _loop_acc(b, acc_t, fl, s, x, y):
+    return b.fadd(s, b.fmul(x, y)) if fl else b.add(s, b.mul(x, y))
+
+
+def _conv_loops(k, op: Op, N, C, M, G, insp, outsp, ks, s, d, p) -> None:
+    """Any dtype, any rank: y[n, m, o] = sum_{c, t} x[n, g*cg + c, o*s - pad + t*d] * w[m, c, t]."""
+    out = op.results[0]
+    dt = out.dtype
+    t, acc_t = ll_type(dt), _acc_t(dt)
+    fl = dt.is_float
+    cg, mg = C // G, M // G
+    Pin, P, KK = math.prod(insp), math.prod(outsp), math.prod(ks)
+    n = len(insp)
+    has_bias = len(op.operands) > 2
+
+    def widen(b, v):
+        return b.fpext(v, acc_t) if t == F16 else v
+
+    def body(kb, nm):
+        b = kb.b
+        nimg, m = b.sdiv(nm, const_int(M)), b.srem(nm, const_int(M))
+        g = b.sdiv(m, const_int(mg))
+        xb = gep(b, kb.arg(0), b.mul(b.add(b.mul(nimg, const_int(C)), b.mul(g, const_int(cg))), const_int(Pin)), t)
+        wb = gep(b, kb.arg(1), b.mul(m, const_int(cg * KK)), t)
+        acc = entry_alloca(b, acc_t)
+        with for_range(b, P, "cp") as pix:
+            o = _decompose(b, pix, outsp)
+            init = widen(b, b.load(gep(b, kb.arg(2), m, t), typ=t)) if has_bias else \
+                ir.Constant(acc_t, 0.0 if fl else 0)
+            b.store(init, acc)
+            with for_range(b, cg, "cc") as c:
+                with for_range(b, KK, "ct") as tap:
+                    tt = _decompose(b, tap, ks)
+                    valid = ir.Constant(I1, 1)
+                    idx = const_int(0)
+                    for i in range(n):
+                        pos = b.add(b.mul(o[i], const_int(s[i])), b.sub(b.mul(tt[i], const_int(d[i])), const_int(p[i])))
+                        valid = b.and_(valid, b.icmp_unsigned("<", pos, const_int(insp[i])))
+                        idx = b.add(b.mul(idx, const_int(insp[i])), pos)
+                    with b.if_then(valid):
+                        xv = widen(b, b.load(gep(b, xb, b.add(b.mul(c, const_int(Pin)), idx), t), typ=t))
+                        wv = widen(b, b.load(gep(b, wb, b.add(b.mul(c, const_int(KK)), tap), t), typ=t))
+                        b.store(_loop_acc(b, acc_t, fl, b.load(acc, typ=acc_t), xv, wv), acc)
+            r = b.load(acc, typ=acc_t)
+            b.store(b.fptrunc(r, t) if t == F16 else r, gep(b, kb.out(0), b.add(b.mul(nm, const_int(P)), pix), t))
+
+    k.parallel_for(N * M, body, name="conv")
+
+
+@lowering("conv_transpose")
+def lower_conv_transpose(k, op: Op) -> None:
+    """Gather form: y[n, g*mg + m, o] = sum over input pixels i and taps t with i*s + t*d - pad = o."""
+    x, w = op.operands[0], op.operands[1]
+    out = op.results[0]
+    dt = out.dtype
+    t, acc_t = ll_type(dt), _acc_t(dt)
+    n = len(x.shape) - 2
+    G = op.attrs["group"]
+    N, C = x.shape[:2]
+    mg = w.shape[1]
+    M = mg * G
+    cg = C // G
+    ks, insp, outsp = tuple(w.shape[2:]), tuple(x.shape[2:]), tuple(out.shape[2:])
+    s, d, p = fill(op.attrs["strides"], n, 1), fill(op.attrs["dilations"], n, 1), fill(op.attrs["pads"], 2 * n, 0)
+    Pin, P, KK = math.prod(insp), math.prod(outsp), math.prod(ks)
+    has_bias = len(op.operands) > 2
+
+    def widen(b, v):
+        return b.fpext(v, acc_t) if t == F16 else v
+
+    def body(kb, nm):
+        b = kb.b
+        nimg, m = b.sdiv(nm, const_int(M)), b.srem(nm, const_int(M))
+        g, ml = b.sdiv(m, const_int(mg)), b.srem(m, const_int(mg))
+        acc = entry_alloca(b, acc_t)
+        with for_range(b, P, "tp") as pix:
+            o = _decompose(b, pix, outsp)
+            b.store(widen(b, b.load(gep(b, kb.arg(2), m, t), typ=t)) if has_bias else ir.Constant(acc_t, 0.0), acc)
+            with for_range(b, KK, "tt") as tap:
+                tt = _decompose(b, tap, ks)
+                valid = ir.Constant(I1, 1)
+                idx = const_int(0)
+                for i in range(n):
+                    num = b.sub(b.add(o[i], const_int(p[i])), b.mul(tt[i], const_int(d[i])))
+                    q = b.sdiv(num, const_int(s[i]))
+                    valid = b.and_(valid, b.icmp_signed("==", b.srem(num, const_int(s[i])), const_int(0)))
+                    valid = b.and_(valid, b.icmp_unsigned("<", num, const_int(insp[i] * s[i])))
+                    idx = b.add(b.mul(idx, const_int(insp[i])), q)
+                with b.if_then(valid):
+                    with for_range(b, cg, "tc") as c:
+                        ci = b.add(b.mul(g, const_int(cg)), c)
+                        xv = widen(b, b.load(gep(b, kb.arg(0), b.add(b.mul(b.add(b.mul(nimg, const_int(C)), ci),
+                                                                             const_int(Pin)), idx), t), typ=t))
+                        wi = b.add(b.mul(b.add(b.mul(ci, const_int(mg)), ml), const_int(KK)), tap)
+                        wv = widen(b, b.load(gep(b, kb.arg(1), wi, t), typ=t))
+                        b.store(b.fadd(b.load(acc, typ=acc_t), b.fmul(xv, wv)), acc)
+            r = b.load(acc, typ=acc_t)
+            b.store(b.fptrunc(r, t) if t == F16 else r, gep(b, kb.out(0), b.add(b.mul(nm, const_int(P)), pix), t))
+
+    k.parallel_for(N * M, body, name="convt")
+
+
+@lowering("col2im")
+def lower_col2im(k, op: Op) -> None:
+    """Scatter-add each column block back into a zeroed image, taps outermost (the reference's order)."""
+    x = op.operands[0]
+    out = op.results[0]
+    dt = out.dtype
+    t = ll_type(dt)
+    fl = dt.is_float
+    image, block = tuple(op.attrs["image_shape"]), tuple(op.attrs["block_shape"])
+    n = len(image)
+    s, d, p = fill(op.attrs["strides"], n, 1), fill(op.attrs["dilations"], n, 1), fill(op.attrs["pads"], 2 * n, 0)
+    blocks = tuple((image[i] + p[i] + p[n + i] - ((block[i] - 1) * d[i] + 1)) // s[i] + 1 for i in range(n))
+    N, CK, L = x.shape
+    KK = math.prod(block)
+    C = CK // KK
+    P = math.prod(image)
+    b = k.b
+    zero = ir.Constant(t, 0.0 if fl else 0)
+    with for_range(b, N * C * P, "cz") as i:
+        b.store(zero, gep(b, k.out(0), i, t))
+    with for_range(b, N * C, "cnc") as nc:
+        with for_range(b, KK, "ctap") as tap:
+            tt = _decompose(b, tap, block)
+            with for_range(b, L, "cl") as blkidx:
+                bl = _decompose(b, blkidx, blocks)
+                valid = ir.Constant(I1, 1)
+                idx = const_int(0)
+                for i in range(n):
+                    pos = b.add(b.mul(bl[i], const_int(s[i])), b.sub(b.mul(tt[i], const_int(d[i])), const_int(p[i])))
+                    valid = b.and_(valid, b.icmp_unsigned("<", pos, const_int(image[i])))
+                    idx = b.add(b.mul(idx, const_int(image[i])), pos)
+                with b.if_then(valid):
+                    xi = b.add(b.mul(b.add(b.mul(nc, const_int(KK)), tap), const_int(L)), blkidx)
+                    xv = b.load(gep(b, k.arg(0), xi, t), typ=t)
+                    q = gep(b, k.out(0), b.add(b.mul(nc, const_int(P)), idx), t)
+                    old = b.load(q, typ=t)
+                    b.store(b.fadd(old, xv) if fl else b.add(old, xv), q)
+
+
+@lowering("deform_conv")
+def lower_deform_conv(k, op: Op) -> None:
+    """Per output pixel: taps sampled bilinearly at their learned offsets (corners outside the image
+    count zero), optionally masked, times the weights; accumulated in f32 for halves."""
+    x, w = op.operands[0], op.operands[1]
+    out = op.results[0]
+    dt = out.dtype
+    t, acc_t = ll_type(dt), _acc_t(dt)
+    N, C, H, W = x.shape
+    M, cg, KH, KW = w.shape
+    G, og = op.attrs["group"], op.attrs["offset_group"]
+    mg, cog = M // G, C // og
+    OH, OW = out.shape[2:]
+    s, d, p = fill(op.attrs["strides"], 2, 1), fill(op.attrs["dilations"], 2, 1), fill(op.attrs["pads"], 4, 0)
+    K, P = KH * KW, OH * OW
+    has_bias, has_mask = len(op.operands) > 3, len(op.operands) > 4
+
+    def widen(b, v):
+        return b.fpext(v, acc_t) if t == F16 else v
+
+    def body(kb, nm):
+        b = kb.b
+        nimg, m = b.sdiv(nm, const_int(M)), b.srem(nm, const_int(M))
+        g = b.sdiv(m, const_int(mg))
+        acc = entry_alloca(b, acc_t)
+        one = ir.Constant(acc_t, 1.0)
+        with for_range(b, P, "dp") as pix:
+            oh, ow = b.sdiv(pix, const_int(OW)), b.srem(pix, const_int(OW))
+            b.store(widen(b, b.load(gep(b, kb.arg(3), m, t), typ=t)) if has_bias else ir.Constant(acc_t, 0.0), acc)
+            with for_range(b, cg, "dc") as c:
+                ci = b.add(b.mul(g, const_int(cg)), c)
+                ogi = b.sdiv(ci, const_int(cog))
+                chan = gep(b, kb.arg(0), b.mul(b.add(b.mul(nimg, const_int(C)), ci), const_int(H * W)), t)
+                with for_range(b, K, "dk") as kk:
+                    kh, kw = b.sdiv(kk, const_int(KW)), b.srem(kk, const_int(KW))
+                    obase = b.add(b.mul(nimg, const_int(og * K * 2)), b.mul(b.add(b.mul(ogi, const_int(K)), kk),
+                                                                           const_int(2)))
+                    offh = widen(b, b.load(gep(b, kb.arg(2), b.add(b.mul(obase, const_int(P)), pix), t), typ=t))
+                    offw = widen(b, b.load(gep(b, kb.arg(2), b.add(b.mul(b.add(obase, const_int(1)), const_int(P)),
+                                                                     pix), t), typ=t))
+                    ph = b.fadd(b.sitofp(b.add(b.mul(kh, const_int(d[0])), b.sub(b.mul(oh, const_int(s[0])),
+                                                                                   const_int(p[0]))), acc_t), offh)
+                    pw = b.fadd(b.sitofp(b.add(b.mul(kw, const_int(d[1])), b.sub(b.mul(ow, const_int(s[1])),
+                                                                                   const_int(p[1]))), acc_t), offw)
+                    floor = b.module.declare_intrinsic("llvm.floor", [acc_t])
+                    h0, w0 = b.call(floor, [ph]), b.call(floor, [pw])
+                    sample = ir.Constant(acc_t, 0.0)
+                    for dh in (0, 1):
+                        for dw in (0, 1):
+                            hh = b.fadd(h0, ir.Constant(acc_t, float(dh)))
+                            ww = b.fadd(w0, ir.Constant(acc_t, float(dw)))
+                            fabs = b.module.declare_intrinsic("llvm.fabs", [acc_t])
+                            wt = b.fmul(b.fsub(one, b.call(fabs, [b.fsub(ph, hh)])),
+                                        b.fsub(one, b.call(fabs, [b.fsub(pw, ww)])))
+                            ih, iw = b.fptosi(hh, I64), b.fptosi(ww, I64)
+                            ok = b.and_(b.icmp_unsigned("<", ih, const_int(H)), b.icmp_unsigned("<", iw, const_int(W)))
+                            ok = b.and_(ok, b.and_(b.fcmp_ordered(">=", hh, ir.Constant(acc_t, 0.0)),
+                                                   b.fcmp_ordered(">=", ww, ir.Constant(acc_t, 0.0))))
+                            idx = b.select(ok, b.add(b.mul(ih, const_int(W)), iw), const_int(0))
+                            v = widen(b, b.load(gep(b, chan, idx, t), typ=t))
+                            sample = b.fadd(sample, b.select(ok, b.fmul(v, wt), ir.Constant(acc_t, 0.0)))
+                    if has_mask:
+                        mi = b.add(b.mul(b.add(b.mul(nimg, const_int(og * K)), b.add(b.mul(ogi, const_int(K)), kk)),
+                                         const_int(P)), pix)
+                        sample = b.fmul(sample, widen(b, b.load(gep(b, kb.arg(4), mi, t), typ=t)))
+                    wv = widen(b, b.load(gep(b, kb.arg(1), b.add(b.mul(b.add(b.mul(m, const_int(cg)), c),
+                                                                         const_int(K)), kk), t), typ=t))
+                    b.store(b.fadd(b.load(acc, typ=acc_t), b.fmul(sample, wv)), acc)
+            r = b.load(acc, typ=acc_t)
+            b.store(b.fptrunc(r, t) if t == F16 else r, gep(b, kb.out(0), b.add(b.mul(nm, const_int(P)), pix), t))
+
+    k.parallel_for(N * M, body, name="deform")

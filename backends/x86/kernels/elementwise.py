@@ -3,19 +3,26 @@
 ``SCALAR[opname](b, args, op)`` emits the scalar computation of one element; the same table serves
 single ops and fused elementwise groups. The loop nest iterates the output in row-major order;
 each operand advances by its broadcast strides (0 along broadcast dims), and the innermost loop is
-simple enough for LLVM's loop vectoriser.
+simple enough for LLVM's loop vectoriser. f32 transcendentals come from ``vecmath`` (polynomials,
+so the loop still vectorises); f64 uses exact libm calls; f16 computes in f32 and rounds once, as
+numpy does.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
+import numpy as np
 from llvmlite import ir
 
-from nnc.ir import DType, Op, Value
+from nnc.ir import DType, Op, TargetError, Value
 
-from ..llvm_types import I1, I64, const_int, for_range, ll_type
+from ..llvm_types import F16, F32, I1, I64, const_int, for_range, ll_type
+from ..runtime import split_rows
+from . import vecmath
 from .registry import lowering
+from .vecmath import intrinsic
 
 ScalarFn = Callable[[ir.IRBuilder, list[ir.Value], Op], ir.Value]
 SCALAR: dict[str, ScalarFn] = {}
@@ -33,13 +40,63 @@ def _dt(op: Op, i: int = 0) -> DType:
     return op.operands[i].dtype
 
 
-def _intrinsic(b: ir.IRBuilder, name: str, x: ir.Value, *more: ir.Value) -> ir.Value:
-    fn = b.module.declare_intrinsic(name, [x.type])
-    return b.call(fn, [x, *more])
+def _is_float(t: ir.Type) -> bool:
+    return isinstance(t, (ir.FloatType, ir.DoubleType, ir.HalfType))
 
 
 def _zero(t: ir.Type) -> ir.Constant:
-    return ir.Constant(t, 0.0 if isinstance(t, (ir.FloatType, ir.DoubleType, ir.HalfType)) else 0)
+    return ir.Constant(t, 0.0 if _is_float(t) else 0)
+
+
+def _c(x: ir.Value, v: float | int) -> ir.Constant:
+    """A constant of ``x``'s type (floats are rounded to it, so half constants are exact)."""
+    if isinstance(x.type, ir.HalfType):
+        return ir.Constant(x.type, float(np.float16(v)))
+    if isinstance(x.type, ir.FloatType):
+        return ir.Constant(x.type, float(np.float32(v)))
+    return ir.Constant(x.type, v)
+
+
+def libm(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
+    """A C math library call (``sinf`` for f32, ``sin`` for f64)."""
+    t = args[0].type
+    full = name + ("f" if isinstance(t, ir.FloatType) else "")
+    fn = b.module.globals.get(full)
+    if fn is None:
+        fn = ir.Function(b.module, ir.FunctionType(t, [a.type for a in args]), name=full)
+    return b.call(fn, list(args))
+
+
+_INTRINSIC = {"sqrt": "llvm.sqrt", "floor": "llvm.floor", "ceil": "llvm.ceil", "round": "llvm.roundeven",
+              "fabs": "llvm.fabs"}
+_F64_EXP = {"exp": "llvm.exp", "log": "llvm.log"}
+
+
+def fmath(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
+    """A unary float math function of ``x`` (f16, f32 or f64), in the best form for its type."""
+    if isinstance(x.type, ir.HalfType):
+        return b.fptrunc(fmath(b, name, b.fpext(x, F32)), F16)
+    if name in _INTRINSIC:
+        return intrinsic(b, _INTRINSIC[name], x)
+    if isinstance(x.type, ir.FloatType) and name in vecmath.FUNCTIONS:
+        return vecmath.call(b, name, x)
+    if name in _F64_EXP:
+        return intrinsic(b, _F64_EXP[name], x)
+    if name == "sigmoid":  # f64: the same two-tailed form as vecmath's
+        e = intrinsic(b, "llvm.exp", b.fneg(intrinsic(b, "llvm.fabs", x)))
+        neg = b.fcmp_ordered("<", x, _zero(x.type))
+        return b.fdiv(b.select(neg, e, _c(x, 1.0)), b.fadd(e, _c(x, 1.0)))
+    return libm(b, name, x)
+
+
+def _promoted(fn: Callable[[ir.IRBuilder, ir.Value, Op], ir.Value]) -> ScalarFn:
+    """A float unary op computed in f32 for f16 inputs (one rounding at the end, as numpy)."""
+    def emit(b, a, op):
+        x = a[0]
+        if isinstance(x.type, ir.HalfType):
+            return b.fptrunc(fn(b, b.fpext(x, F32), op), F16)
+        return fn(b, x, op)
+    return emit
 
 
 # -- arithmetic -------------------------------------------------------------------------------------
@@ -58,17 +115,96 @@ def _mul(b, a, op):
     return b.fmul(a[0], a[1]) if _dt(op).is_float else b.mul(a[0], a[1])
 
 
+def _safe_divisor(b: ir.IRBuilder, y: ir.Value, signed: bool) -> tuple[ir.Value, ir.Value]:
+    """(divisor with 0 and -1 replaced by 1, flag of those cases): x86 traps on x/0 and MIN/-1."""
+    bad = b.icmp_unsigned("==", y, _zero(y.type))
+    if signed:
+        bad = b.or_(bad, b.icmp_signed("==", y, _c(y, -1)))
+    return b.select(bad, _c(y, 1), y), bad
+
+
 @scalar("div")
 def _div(b, a, op):
     dt = _dt(op)
+    x, y = a
     if dt.is_float:
-        return b.fdiv(a[0], a[1])
-    # integer division truncates; dividing by zero gives 0 (as the reference does), not a trap
-    zero = _zero(a[1].type)
-    is_zero = b.icmp_unsigned("==", a[1], zero)
-    safe = b.select(is_zero, ir.Constant(a[1].type, 1), a[1])
-    q = b.sdiv(a[0], safe) if dt.is_signed else b.udiv(a[0], safe)
-    return b.select(is_zero, zero, q)
+        return b.fdiv(x, y)
+    # integer division truncates; dividing by zero gives 0 (as the reference does), not a trap;
+    # x / -1 is -x (wrapping for the minimum, as numpy)
+    safe, _ = _safe_divisor(b, y, dt.is_signed)
+    q = b.sdiv(x, safe) if dt.is_signed else b.udiv(x, safe)
+    q = b.select(b.icmp_unsigned("==", y, _zero(y.type)), _zero(y.type), q)
+    if dt.is_signed:
+        q = b.select(b.icmp_signed("==", y, _c(y, -1)), b.neg(x), q)
+    return q
+
+
+@scalar("mod")
+def _mod(b, a, op):
+    dt = _dt(op)
+    x, y = a
+    if dt.is_float:
+        if isinstance(x.type, ir.HalfType):
+            x, y = b.fpext(x, F32), b.fpext(y, F32)
+        r = b.frem(x, y)  # C fmod: the sign of the dividend
+        if not op.attrs.get("fmod", 0):
+            # numpy's mod: the sign of the divisor; an exact zero takes the divisor's sign
+            fix = b.and_(b.fcmp_ordered("!=", r, _zero(r.type)),
+                         b.xor(b.fcmp_ordered("<", r, _zero(r.type)), b.fcmp_ordered("<", y, _zero(y.type))))
+            r = b.select(fix, b.fadd(r, y), r)
+            r = b.select(b.fcmp_ordered("==", r, _zero(r.type)), intrinsic(b, "llvm.copysign", r, y), r)
+        return b.fptrunc(r, F16) if _dt(op) is DType.f16 else r
+    safe, bad = _safe_divisor(b, y, dt.is_signed)
+    r = b.srem(x, safe) if dt.is_signed else b.urem(x, safe)
+    r = b.select(bad, _zero(r.type), r)  # x % 0 is 0 here; x % -1 is 0
+    if dt.is_signed and not op.attrs.get("fmod", 0):
+        zero = _zero(r.type)
+        fix = b.and_(b.icmp_signed("!=", r, zero),
+                     b.xor(b.icmp_signed("<", r, zero), b.icmp_signed("<", y, zero)))
+        r = b.select(fix, b.add(r, y), r)
+    return r
+
+
+@scalar("pow")
+def _pow(b, a, op):
+    dt = _dt(op)
+    x, y = a
+    if dt.is_float:
+        if isinstance(x.type, ir.HalfType):
+            return b.fptrunc(intrinsic(b, "llvm.pow", b.fpext(x, F32), b.fpext(y, F32)), F16)
+        return intrinsic(b, "llvm.pow", x, y)
+    return _ipow(b, x, y, dt.is_signed)
+
+
+def _ipow(b: ir.IRBuilder, x: ir.Value, y: ir.Value, signed: bool) -> ir.Value:
+    """x ** y for integers by repeated squaring (wrapping like numpy); a negative exponent gives
+    1 for x == 1, +-1 for x == -1 and 0 otherwise (numpy refuses it)."""
+    t = x.type
+    fn = b.function
+    pre = b.block
+    head, body, done = (fn.append_basic_block(n) for n in ("ipow.head", "ipow.body", "ipow.done"))
+    b.branch(head)
+    b.position_at_end(head)
+    r, base, e = b.phi(t), b.phi(t), b.phi(t)
+    r.add_incoming(_c(x, 1), pre)
+    base.add_incoming(x, pre)
+    e.add_incoming(y, pre)
+    more = b.icmp_signed(">", e, _zero(t)) if signed else b.icmp_unsigned("!=", e, _zero(t))
+    b.cbranch(more, body, done)
+    b.position_at_end(body)
+    odd = b.trunc(e, I1)
+    r.add_incoming(b.select(odd, b.mul(r, base), r), body)
+    base.add_incoming(b.mul(base, base), body)
+    e.add_incoming(b.lshr(e, _c(e, 1)), body)
+    b.branch(head)
+    b.position_at_end(done)
+    if not signed:
+        return r
+    odd_y = b.trunc(y, I1)
+    neg_one = b.select(odd_y, _c(x, -1), _c(x, 1))
+    special = b.select(b.icmp_signed("==", x, _c(x, 1)), _c(x, 1),
+                       b.select(b.icmp_signed("==", x, _c(x, -1)), neg_one, _zero(t)))
+    return b.select(b.icmp_signed("<", y, _zero(t)), special, r)
 
 
 @scalar("neg")
@@ -101,47 +237,181 @@ def _relu(b, a, op):
 @scalar("abs")
 def _abs(b, a, op):
     if _dt(op).is_float:
-        return _intrinsic(b, "llvm.fabs", a[0])
+        return intrinsic(b, "llvm.fabs", a[0])
     if not _dt(op).is_signed:
         return a[0]
-    return _intrinsic(b, "llvm.abs", a[0], ir.Constant(I1, 0))
+    return intrinsic(b, "llvm.abs", a[0], ir.Constant(I1, 0))
 
 
-_FLOAT_INTRINSIC = {
-    "sqrt": "llvm.sqrt", "exp": "llvm.exp", "log": "llvm.log", "floor": "llvm.floor", "ceil": "llvm.ceil",
-    "round": "llvm.roundeven", "sin": "llvm.sin", "cos": "llvm.cos", "tan": "llvm.tan",
-}
-
-
-def _float_intrinsic(name: str) -> ScalarFn:
-    def emit(b, a, op):
-        return _intrinsic(b, _FLOAT_INTRINSIC[name], a[0])
-    return emit
-
-
-for _n in _FLOAT_INTRINSIC:
-    SCALAR[_n] = _float_intrinsic(_n)
+@scalar("sign")
+def _sign(b, a, op):
+    x = a[0]
+    zero = _zero(x.type)
+    if _dt(op).is_float:  # NaN and +-0 are returned as they are
+        s = b.select(b.fcmp_ordered(">", x, zero), _c(x, 1.0), x)
+        return b.select(b.fcmp_ordered("<", x, zero), _c(x, -1.0), s)
+    if not _dt(op).is_signed:
+        return b.zext(b.icmp_unsigned("!=", x, zero), x.type)
+    s = b.zext(b.icmp_signed(">", x, zero), x.type)
+    return b.select(b.icmp_signed("<", x, zero), _c(x, -1), s)
 
 
 @scalar("reciprocal")
 def _recip(b, a, op):
-    return b.fdiv(ir.Constant(a[0].type, 1.0), a[0])
+    return b.fdiv(_c(a[0], 1.0), a[0])
 
 
-@scalar("sigmoid")
-def _sigmoid(b, a, op):
-    one = ir.Constant(a[0].type, 1.0)
-    e = _intrinsic(b, "llvm.exp", b.fneg(a[0]))
-    return b.fdiv(one, b.fadd(one, e))
+_MATH = ("sqrt", "exp", "log", "floor", "ceil", "round", "sin", "cos", "tan", "asin", "acos", "atan",
+         "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "sigmoid")
 
 
-@scalar("tanh")
-def _tanh(b, a, op):
-    # tanh(x) = 1 - 2 / (exp(2x) + 1): exact at the extremes (exp overflow gives 1, underflow -1)
-    one = ir.Constant(a[0].type, 1.0)
-    two = ir.Constant(a[0].type, 2.0)
-    e = _intrinsic(b, "llvm.exp", b.fmul(two, a[0]))
-    return b.fsub(one, b.fdiv(two, b.fadd(e, one)))
+def _math_op(name: str) -> ScalarFn:
+    def emit(b, a, op):
+        return fmath(b, name, a[0])
+    return emit
+
+
+for _n in _MATH:
+    SCALAR[_n] = _math_op(_n)
+
+
+# -- activations (computed in f32 for f16 inputs) -------------------------------------------------
+@scalar("leaky_relu")
+def _leaky_relu(b, a, op):
+    x = a[0]
+    neg = b.fcmp_ordered("<", x, _zero(x.type))
+    return b.select(neg, b.fmul(x, _c(x, op.attrs.get("alpha", 0.01))), x)
+
+
+@scalar("elu")
+@_promoted
+def _elu(b, x, op):
+    em1 = b.fmul(_c(x, op.attrs.get("alpha", 1.0)), fmath(b, "expm1", x))
+    return b.select(b.fcmp_ordered(">", x, _zero(x.type)), x, em1)
+
+
+@scalar("softplus")
+@_promoted
+def _softplus(b, x, op):
+    # max(x, 0) + log1p(exp(-|x|)): no overflow, full accuracy on both tails
+    e = fmath(b, "exp", b.fneg(intrinsic(b, "llvm.fabs", x)))
+    pos = b.select(b.fcmp_ordered(">", x, _zero(x.type)), x, _zero(x.type))
+    return b.fadd(pos, fmath(b, "log1p", e))
+
+
+@scalar("gelu")
+@_promoted
+def _gelu(b, x, op):
+    if op.attrs.get("approximate", "none") == "tanh":
+        # 0.5 x (1 + tanh(u)) = x sigmoid(2u): no cancellation for negative x
+        x3 = b.fmul(b.fmul(x, x), x)
+        u = b.fmul(_c(x, 2.0 * math.sqrt(2.0 / math.pi)), b.fadd(x, b.fmul(_c(x, 0.044715), x3)))
+        return b.fmul(x, fmath(b, "sigmoid", u))
+    # 0.5 x erfc(-x / sqrt 2): erfc keeps relative accuracy where 1 + erf would cancel
+    t = b.fmul(x, _c(x, -1.0 / math.sqrt(2.0)))
+    return b.fmul(b.fmul(_c(x, 0.5), x), fmath(b, "erfc", t))
+
+
+def _clamp(b: ir.IRBuilder, x: ir.Value, lo: ir.Value | None, hi: ir.Value | None, signed: bool = True) -> ir.Value:
+    """min(max(x, lo), hi); a float NaN in x stays NaN (ordered compares fail)."""
+    fl = _is_float(x.type)
+    if lo is not None:
+        below = b.fcmp_ordered("<", x, lo) if fl else (b.icmp_signed if signed else b.icmp_unsigned)("<", x, lo)
+        x = b.select(below, lo, x)
+    if hi is not None:
+        above = b.fcmp_ordered(">", x, hi) if fl else (b.icmp_signed if signed else b.icmp_unsigned)(">", x, hi)
+        x = b.select(above, hi, x)
+    return x
+
+
+@scalar("hard_sigmoid")
+@_promoted
+def _hard_sigmoid(b, x, op):
+    v = b.fadd(b.fmul(_c(x, op.attrs.get("alpha", 0.2)), x), _c(x, op.attrs.get("beta", 0.5)))
+    return _clamp(b, v, _c(x, 0.0), _c(x, 1.0))
+
+
+@scalar("hard_swish")
+@_promoted
+def _hard_swish(b, x, op):
+    v = b.fadd(b.fdiv(x, _c(x, 6.0)), _c(x, 0.5))
+    return b.fmul(x, _clamp(b, v, _c(x, 0.0), _c(x, 1.0)))
+
+
+def _int_bound(dt: DType, v: float) -> int | None:
+    """A float clip bound as an integer of ``dt``, converted as numpy's astype does (truncated,
+    then wrapped to the type's width); None for NaN."""
+    if math.isnan(v) or math.isinf(v):
+        return None if math.isnan(v) else (np.iinfo(dt.numpy).max if v > 0 else np.iinfo(dt.numpy).min)
+    bits = dt.itemsize * 8
+    iv = int(math.trunc(v)) % (1 << bits)
+    if dt.is_signed and iv >= 1 << (bits - 1):
+        iv -= 1 << bits
+    return iv
+
+
+@scalar("clip")
+def _clip(b, a, op):
+    x = a[0]
+    dt = _dt(op)
+    bounds: list[ir.Value | None] = []
+    for i, key in ((1, "min"), (2, "max")):
+        if len(a) > i:  # a bound given at run time, a broadcast scalar operand
+            bounds.append(a[i])
+            continue
+        v = op.attrs.get(key)
+        if v is None:
+            bounds.append(None)
+        elif dt.is_float:
+            bounds.append(_c(x, v))
+        else:
+            iv = _int_bound(dt, float(v))
+            if iv is not None and not dt.is_signed and iv >= 1 << (dt.itemsize * 8 - 1):
+                iv -= 1 << (dt.itemsize * 8)  # LLVM integer constants are written signed
+            bounds.append(None if iv is None else _c(x, iv))
+    return _clamp(b, x, bounds[0], bounds[1], dt.is_signed)
+
+
+# -- predicates and bits ----------------------------------------------------------------------------
+@scalar("isnan")
+def _isnan(b, a, op):
+    return b.zext(b.fcmp_unordered("uno", a[0], a[0]), ll_type(DType.bool))
+
+
+@scalar("isinf")
+def _isinf(b, a, op):
+    x = a[0]
+    hit = ir.Constant(I1, 0)
+    if op.attrs.get("detect_positive", 1):
+        hit = b.or_(hit, b.fcmp_ordered("==", x, _c(x, float("inf"))))
+    if op.attrs.get("detect_negative", 1):
+        hit = b.or_(hit, b.fcmp_ordered("==", x, _c(x, float("-inf"))))
+    return b.zext(hit, ll_type(DType.bool))
+
+
+@scalar("bitwise_not")
+def _bitwise_not(b, a, op):
+    return b.xor(a[0], _c(a[0], -1))
+
+
+@scalar("shift_left", "shift_right")
+def _shift(b, a, op):
+    x, n = a
+    width = x.type.width
+    signed = _dt(op).is_signed
+    # shifting by the width or more is poison in LLVM; numpy gives 0 (or the sign for >> of signed)
+    big = b.icmp_unsigned(">=", n, _c(n, width))
+    safe = b.select(big, _c(n, width - 1), n)
+    if op.opname == "shift_left":
+        return b.select(big, _zero(x.type), b.shl(x, safe))
+    if signed:
+        return b.ashr(x, safe)
+    return b.select(big, _zero(x.type), b.lshr(x, safe))
+
+
+@scalar("bitcast")
+def _bitcast(b, a, op):
+    return b.bitcast(a[0], ll_type(op.attrs["to"]))
 
 
 # -- comparisons and logic ----------------------------------------------------------------------
@@ -190,12 +460,15 @@ def _identity(b, a, op):
 
 @scalar("cast")
 def _cast(b, a, op):
-    src, dst = op.operands[0].dtype, op.attrs["to"]
-    x = a[0]
+    return cast_value(b, a[0], op.operands[0].dtype, op.attrs["to"])
+
+
+def cast_value(b: ir.IRBuilder, x: ir.Value, src: DType, dst: DType) -> ir.Value:
+    """``x`` of dtype ``src`` converted to ``dst`` as numpy's astype does (NaN -> integer is 0)."""
+    st, tt = ll_type(src), ll_type(dst)
     if src is DType.bool:
         x = b.icmp_unsigned("!=", x, _zero(x.type))
-        return b.uitofp(x, ll_type(dst)) if dst.is_float else b.zext(x, ll_type(dst))
-    st, tt = ll_type(src), ll_type(dst)
+        return b.uitofp(x, tt) if dst.is_float else b.zext(x, tt)
     if dst is DType.bool:
         nz = b.fcmp_unordered("!=", x, _zero(st)) if src.is_float else b.icmp_unsigned("!=", x, _zero(st))
         return b.zext(nz, tt)
@@ -204,7 +477,12 @@ def _cast(b, a, op):
             return x
         return b.fptrunc(x, tt) if src.itemsize > dst.itemsize else b.fpext(x, tt)
     if src.is_float:
-        return b.fptosi(x, tt) if dst.is_signed else b.fptoui(x, tt)
+        # saturating conversions are defined for NaN (0) and out-of-range values; narrower types
+        # go through i64 and wrap, as the C conversion numpy uses does for in-range negatives
+        if dst is DType.u64:
+            return intrinsic(b, "llvm.fptoui.sat", x, ret=I64, tys=[I64, st])
+        wide = intrinsic(b, "llvm.fptosi.sat", x, ret=I64, tys=[I64, st])
+        return wide if tt.width == 64 else b.trunc(wide, tt)
     if dst.is_float:
         return b.sitofp(x, tt) if src.is_signed else b.uitofp(x, tt)
     if src.itemsize == dst.itemsize:
@@ -228,7 +506,6 @@ def broadcast_strides(v: Value, out_shape: tuple[int, ...]) -> list[int]:
 def emit_elementwise(k, out_index: int, operands: list[ir.Value], values: list[Value], out: Value,
                      body: Callable[[ir.IRBuilder, list[ir.Value]], ir.Value]) -> None:
     """Emit ``out[i] = body(operand elements at i)`` over ``out``'s shape with broadcasting."""
-    b = k.b
     shape = tuple(out.shape)
     all_strides = [broadcast_strides(v, shape) for v in values]
     # merge adjacent dims along which every operand is contiguous (or broadcast the same way)
@@ -248,28 +525,51 @@ def emit_elementwise(k, out_index: int, operands: list[ir.Value], values: list[V
         dims = [1]
         merged = [[0] for _ in values]
 
-    def nest(level: int, offsets: list[ir.Value], flat: ir.Value) -> None:
+    def nest(b: ir.IRBuilder, ptrs: list[ir.Value], outp: ir.Value, level: int, offsets: list[ir.Value],
+             flat: ir.Value, rows: tuple[ir.Value, ir.Value] | None = None) -> None:
         if level == len(dims):
             elems = [b.load(b.gep(ptr, [off], source_etype=ll_type(v.dtype), inbounds=True), typ=ll_type(v.dtype))
-                     for ptr, off, v in zip(operands, offsets, values)]
+                     for ptr, off, v in zip(ptrs, offsets, values)]
             res = body(b, elems)
-            b.store(res, b.gep(k.out(out_index), [flat], source_etype=ll_type(out.dtype), inbounds=True))
+            b.store(res, b.gep(outp, [flat], source_etype=ll_type(out.dtype), inbounds=True))
             return
-        with for_range(b, dims[level], name=f"d{level}") as i:
-            new_offsets = [b.add(b.mul(off, const_int(1)), b.mul(i, const_int(ms[level])))
-                           if ms[level] else off for off, ms in zip(offsets, merged)]
+        lo, hi = rows if level == 0 and rows else (0, dims[level])
+        with for_range(b, hi, name=f"d{level}", start=lo) as i:
+            new_offsets = [b.add(off, b.mul(i, const_int(ms[level]))) if ms[level] else off
+                           for off, ms in zip(offsets, merged)]
             inner = 1
             for n in dims[level + 1:]:
                 inner *= n
             new_flat = b.add(flat, b.mul(i, const_int(inner)))
-            nest(level + 1, new_offsets, new_flat)
+            nest(b, ptrs, outp, level + 1, new_offsets, new_flat)
 
     zero = ir.Constant(I64, 0)
-    nest(0, [zero for _ in values], zero)
+    # >>> x86 thread pool (runtime.py, threads helper): a large output splits its outermost loop into
+    # blocks of `rows` iterations run by the pool's threads (only when every pointer is a kernel
+    # argument, which the outlined block can reload)
+    outp = k.out(out_index)
+    rows = 0
+    if all(any(p is q for q in k.pointers) for p in [outp, *operands]):
+        rows = split_rows(getattr(k.cg, "threads", 1), dims[0], math.prod(dims[1:]))
+    if rows:
+        def block(kb, j: ir.Value) -> None:
+            lo = kb.b.mul(j, const_int(rows))
+            hi = kb.b.add(lo, const_int(rows))
+            hi = kb.b.select(kb.b.icmp_signed("<", hi, const_int(dims[0])), hi, const_int(dims[0]))
+            nest(kb.b, [kb.local(p) for p in operands], kb.local(outp), 0, [zero for _ in values], zero, (lo, hi))
+
+        k.parallel_for(-(-dims[0] // rows), block, name="rows")
+        return
+    # <<< x86 thread pool
+    nest(k.b, operands, outp, 0, [zero for _ in values], zero)
 
 
 @lowering(*SCALAR)
 def lower_elementwise(k, op: Op) -> None:
     fn = SCALAR[op.opname]
+    for v in list(op.operands) + list(op.results):
+        if v.dtype is DType.bf16:
+            raise TargetError(f"x86: {op.opname} on bf16 is not supported yet ({op.where()})")
     emit_elementwise(k, 0, [k.arg(i) for i in range(len(op.operands))], op.operands, op.results[0],
                      lambda b, elems: fn(b, elems, op))
+

@@ -1,1 +1,496 @@
-"""x86 lowerings: gemm (to be filled in)."""
+"""A packed, register-blocked GEMM generated in LLVM IR: ``C = epilogue(A @ B)``, f32 or f64.
+
+The classic (GotoBLAS/BLIS) structure. Each task owns a rectangle of C; for every KC-deep slice of
+the contraction it packs B into NR-wide panels (``[kc][NR]`` contiguous, zero-padded) and, for every
+MC rows, packs A into MR-tall panels (``[kc][MR]``); the microkernel then keeps an MR x NR tile of C
+in vector registers (MR rows x NR/lanes vectors), reading one B row (NR/lanes vector loads) and MR
+broadcast A values per step, and adds NR/lanes * MR vector FMAs. The B micro-panel stays in L1 while
+the A block streams from L2. Constant operands (weights) are packed once at compile time in exactly
+that layout (``pack_a_const``/``pack_b_const``) and read from the weights blob; runtime operands are
+packed into task-local heap buffers (malloc'd per task: bounded by the blocking, never the arena).
+
+Operands are described by small objects (``Strided``, ``Packed``, or a custom packer such as the
+implicit-im2col one of conv.py), so matmul, gemm and conv share one driver, ``emit_gemm``, which
+splits (batch x M x N) into tasks for ``k.parallel_for``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from llvmlite import ir
+
+from ..llvm_types import F32, F64, I1, I8, I32, I64, PTR, VOID, const_int, for_range
+
+IdxFn = Callable[[object, ir.Value], ir.Value]  # (kb, batch index) -> element offset (i64)
+
+
+@dataclass(frozen=True)
+class Blocking:
+    et: ir.Type  # F32 or F64
+    lanes: int
+    MR: int
+    NR: int  # a multiple of lanes
+    KC: int
+    MC: int
+    NC: int
+
+    @property
+    def nv(self) -> int:
+        return self.NR // self.lanes
+
+    @property
+    def esize(self) -> int:
+        return 8 if self.et == F64 else 4
+
+    @property
+    def vt(self) -> ir.VectorType:
+        return ir.VectorType(self.et, self.lanes)
+
+
+def blocking(target, f64: bool, M: int, N: int) -> Blocking:
+    """Register and cache blocking for the target's widest vectors.
+
+    Accumulators take MR * NR/lanes registers: 12 x 2 of the 32 zmm registers on AVX-512, 6 x 2 of
+    the 16 ymm/xmm registers otherwise. The KC x NR B micro-panel (32 KiB for f32 on AVX-512) fits
+    L1; the MC x KC A block fits L2. Small M or N shrink the tile so little work is padding."""
+    lanes = target.vector_bits // (64 if f64 else 32)
+    mr = 12 if target.vector_bits == 512 else 6
+    nv = 2
+    if N <= lanes:
+        nv, mr = 1, mr * 2 if target.vector_bits == 512 else mr
+    mr = max(1, min(mr, M))
+    kc = 256 if not f64 else 128
+    return Blocking(F64 if f64 else F32, lanes, mr, nv * lanes, kc, max(mr, (192 // mr) * mr), 1024)
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# -- compile-time packing of constant operands ---------------------------------------------------
+
+def pack_b_const(bm: np.ndarray, blk: Blocking) -> np.ndarray:
+    """B[K, N] -> for each KC slice, NR-wide panels [kc][NR] (zero-padded): slice pc at pc*Npad."""
+    K, N = bm.shape
+    npad = _ceil(N, blk.NR) * blk.NR
+    full = np.zeros((K, npad), dtype=bm.dtype)
+    full[:, :N] = bm
+    parts = [full[pc:pc + blk.KC].reshape(-1, npad // blk.NR, blk.NR).transpose(1, 0, 2).reshape(-1)
+             for pc in range(0, K, blk.KC)]
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(1, bm.dtype))
+
+
+def pack_a_const(am: np.ndarray, blk: Blocking) -> np.ndarray:
+    """A[M, K] -> for each KC slice, MR-tall panels [kc][MR] (zero-padded): slice pc at pc*Mpad."""
+    M, K = am.shape
+    mpad = _ceil(M, blk.MR) * blk.MR
+    full = np.zeros((mpad, K), dtype=am.dtype)
+    full[:M] = am
+    parts = [full[:, pc:pc + blk.KC].reshape(mpad // blk.MR, blk.MR, -1).transpose(0, 2, 1).reshape(-1)
+             for pc in range(0, K, blk.KC)]
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(1, am.dtype))
+
+
+# -- operands ------------------------------------------------------------------------------------
+
+@dataclass
+class Strided:
+    """Element (r, c) of the matrix at ``ptr(kb)[offset(kb, batch) + r*rs + c*cs]``."""
+    ptr: Callable[[object], ir.Value]
+    rs: int
+    cs: int
+    offset: IdxFn | None = None
+
+
+@dataclass
+class Packed:
+    """A matrix pre-packed by ``pack_a_const``/``pack_b_const`` at byte offset ``woff`` of the weights
+    blob; ``offset`` (elements) selects one of several packed matrices (e.g. per conv group)."""
+    woff: int
+    offset: IdxFn | None = None
+
+
+@dataclass
+class Custom:
+    """B packed by ``pack(kb, buf, scratch, batch, k0, kc, n0, n_end, blk)`` (conv's implicit im2col):
+    fill the panels ``buf[jp*kc*NR + k*NR + j]`` with B[k0+k, n0 + jp*NR + j] (0 past ``n_end``);
+    ``scratch`` is a task-local buffer of ``scratch`` bytes."""
+    pack: Callable
+    scratch: int = 0
+
+
+@dataclass
+class Epilogue:
+    """``out = act(alpha * acc + beta * bias[r*bias_rs + c*bias_cs])``; bias_cs is 0 or 1."""
+    alpha: float = 1.0
+    beta: float = 1.0
+    bias: Callable[[object], ir.Value] | None = None
+    bias_rs: int = 0
+    bias_cs: int = 0
+    bias_offset: IdxFn | None = None
+    act: Callable[[ir.IRBuilder, ir.Value], ir.Value] | None = None
+
+    @property
+    def trivial(self) -> bool:
+        return self.alpha == 1.0 and self.bias is None and self.act is None
+
+
+# -- IR helpers ----------------------------------------------------------------------------------
+
+def _intrinsic(mod: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    fn = mod.globals.get(name)
+    if fn is None:
+        fn = ir.Function(mod, ir.FunctionType(ret, args), name=name)
+    return fn
+
+
+def _vname(vt: ir.VectorType) -> str:
+    return f"v{vt.count}{'f64' if vt.element == F64 else 'f32'}"
+
+
+def gep(b: ir.IRBuilder, p: ir.Value, i: ir.Value | int, t: ir.Type) -> ir.Value:
+    return b.gep(p, [const_int(i) if isinstance(i, int) else i], source_etype=t, inbounds=True)
+
+
+def splat(b: ir.IRBuilder, x: ir.Value, vt: ir.VectorType) -> ir.Value:
+    v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, vt.count), [0] * vt.count))
+
+
+def fmuladd(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+    """x*y+z, fused where the target has FMA (llvm.fmuladd: never a libm call)."""
+    t = x.type
+    name = "llvm.fmuladd." + (_vname(t) if isinstance(t, ir.VectorType) else ("f64" if t == F64 else "f32"))
+    return b.call(_intrinsic(b.module, name, t, [t, t, t]), [x, y, z])
+
+
+def masked_load(b: ir.IRBuilder, p: ir.Value, mask: ir.Value, vt: ir.VectorType) -> ir.Value:
+    fn = _intrinsic(b.module, f"llvm.masked.load.{_vname(vt)}.p0", vt, [PTR, I32, mask.type, vt])
+    return b.call(fn, [p, ir.Constant(I32, 4), mask, ir.Constant(vt, None)])
+
+
+def masked_store(b: ir.IRBuilder, x: ir.Value, p: ir.Value, mask: ir.Value) -> None:
+    fn = _intrinsic(b.module, f"llvm.masked.store.{_vname(x.type)}.p0", VOID, [x.type, PTR, I32, mask.type])
+    b.call(fn, [x, p, ir.Constant(I32, 4), mask])
+
+
+def imin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def heap_buffer(b: ir.IRBuilder, nbytes: int) -> tuple[ir.Value, ir.Value]:
+    """(64-byte aligned pointer, pointer to free) of a malloc'd scratch buffer."""
+    malloc = _intrinsic(b.module, "malloc", PTR, [I64])
+    raw = b.call(malloc, [const_int(nbytes + 64)])
+    addr = b.ptrtoint(raw, I64)
+    aligned = b.and_(b.add(addr, const_int(63)), const_int(-64))
+    return b.gep(raw, [b.sub(aligned, addr)], source_etype=I8), raw
+
+
+def heap_free(b: ir.IRBuilder, raw: ir.Value) -> None:
+    b.call(_intrinsic(b.module, "free", VOID, [PTR]), [raw])
+
+
+# -- the microkernel -----------------------------------------------------------------------------
+
+def microkernel(mod: ir.Module, blk: Blocking, epi: Epilogue, name: str) -> ir.Function:
+    """``void micro(i64 kc, ptr a, ptr b, ptr c, i64 ldc, i64 mrem, i64 nrem, i1 first, i1 last,
+    ptr bias)``: C[MR x NR tile] (+)= Apanel @ Bpanel; the epilogue runs when ``last``; rows >= mrem
+    and columns >= nrem are left alone (masked)."""
+    et, vt, MR, nv, L = blk.et, blk.vt, blk.MR, blk.nv, blk.lanes
+    fn = ir.Function(mod, ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I64, I64, I1, I1, PTR]), name=name)
+    fn.linkage = "internal"
+    kc, ap, bp, cp, ldc, mrem, nrem, first, last, bias = fn.args
+    for a in (ap, bp, cp):
+        a.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero = ir.Constant(vt, None)
+    entry = b.block
+    loop = fn.append_basic_block("k")
+    done = fn.append_basic_block("store")
+    b.cbranch(b.icmp_signed(">", kc, const_int(0)), loop, done)
+    b.position_at_end(loop)
+    k = b.phi(I64, name="kk")
+    k.add_incoming(const_int(0), entry)
+    accs = []
+    for r in range(MR):
+        row = []
+        for v in range(nv):
+            ph = b.phi(vt, name=f"acc{r}_{v}")
+            ph.add_incoming(zero, entry)
+            row.append(ph)
+        accs.append(row)
+    brow = gep(b, bp, b.mul(k, const_int(blk.NR)), et)
+    bvec = [b.load(gep(b, brow, v * L, et), typ=vt, align=4) for v in range(nv)]
+    arow = gep(b, ap, b.mul(k, const_int(MR)), et)
+    new = []
+    for r in range(MR):
+        s = splat(b, b.load(gep(b, arow, r, et), typ=et, align=4), vt)
+        new.append([fmuladd(b, s, bvec[v], accs[r][v]) for v in range(nv)])
+    k1 = b.add(k, const_int(1))
+    k.add_incoming(k1, b.block)
+    for r in range(MR):
+        for v in range(nv):
+            accs[r][v].add_incoming(new[r][v], b.block)
+    b.cbranch(b.icmp_signed("<", k1, kc), loop, done)
+    b.position_at_end(done)
+    fin = []
+    for r in range(MR):
+        row = []
+        for v in range(nv):
+            ph = b.phi(vt)
+            ph.add_incoming(zero, entry)
+            ph.add_incoming(new[r][v], loop)
+            row.append(ph)
+        fin.append(row)
+
+    def finish(x, r, v, mask):
+        y = x
+        if epi.alpha != 1.0:
+            y = b.fmul(y, splat(b, ir.Constant(et, epi.alpha), vt))
+        if epi.bias is not None:
+            if epi.bias_cs:
+                q = gep(b, bias, r * epi.bias_rs + v * L, et)
+                bv = masked_load(b, q, mask, vt) if mask is not None else b.load(q, typ=vt, align=4)
+            else:
+                bv = splat(b, b.load(gep(b, bias, r * epi.bias_rs, et), typ=et), vt)
+            if epi.beta != 1.0:
+                bv = b.fmul(bv, splat(b, ir.Constant(et, epi.beta), vt))
+            y = b.fadd(y, bv)
+        if epi.act is not None:
+            y = epi.act(b, y)
+        return y if epi.trivial else b.select(last, y, x)
+
+    full = b.and_(b.icmp_signed("==", mrem, const_int(MR)), b.icmp_signed("==", nrem, const_int(blk.NR)))
+    fullbb = fn.append_basic_block("full")
+    partbb = fn.append_basic_block("part")
+    exitbb = fn.append_basic_block("exit")
+    b.cbranch(full, fullbb, partbb)
+    b.position_at_end(fullbb)
+    for r in range(MR):
+        crow = gep(b, cp, b.mul(ldc, const_int(r)), et)
+        for v in range(nv):
+            q = gep(b, crow, v * L, et)
+            x = b.select(first, fin[r][v], b.fadd(fin[r][v], b.load(q, typ=vt, align=4)))
+            b.store(finish(x, r, v, None), q, align=4)
+    b.branch(exitbb)
+    b.position_at_end(partbb)
+    iota = ir.Constant(ir.VectorType(I64, L), list(range(L)))
+    nsplat = splat(b, nrem, ir.VectorType(I64, L))
+    masks = [b.icmp_signed("<", b.add(iota, splat(b, const_int(v * L), ir.VectorType(I64, L))), nsplat)
+             for v in range(nv)]
+    for r in range(MR):
+        with b.if_then(b.icmp_signed("<", const_int(r), mrem)):
+            crow = gep(b, cp, b.mul(ldc, const_int(r)), et)
+            for v in range(nv):
+                q = gep(b, crow, v * L, et)
+                x = b.select(first, fin[r][v], b.fadd(fin[r][v], masked_load(b, q, masks[v], vt)))
+                masked_store(b, finish(x, r, v, masks[v]), q, masks[v])
+    b.branch(exitbb)
+    b.position_at_end(exitbb)
+    b.ret_void()
+    return fn
+
+
+# -- packing at run time -------------------------------------------------------------------------
+
+def _pack_a(b: ir.IRBuilder, blk: Blocking, buf, src, rs: int, cs: int, m0, m_end, k0, kc) -> None:
+    """buf[ip*kc*MR + k*MR + r] = A[m0 + ip*MR + r, k0 + k] (0 for rows >= m_end)."""
+    et, MR = blk.et, blk.MR
+    zero = ir.Constant(et, 0.0)
+    npan = b.sdiv(b.add(b.sub(m_end, m0), const_int(MR - 1)), const_int(MR))
+    with for_range(b, npan, "pa") as ip:
+        mbase = b.add(m0, b.mul(ip, const_int(MR)))
+        dst = gep(b, buf, b.mul(ip, b.mul(kc, const_int(MR))), et)
+        rows = []
+        for r in range(MR):
+            m = b.add(mbase, const_int(r))
+            ok = b.icmp_signed("<", m, m_end)
+            rows.append((ok, b.mul(b.select(ok, m, m0), const_int(rs))))
+        with for_range(b, kc, "pak") as k:
+            kk = b.mul(b.add(k0, k), const_int(cs))
+            for r, (ok, roff) in enumerate(rows):
+                x = b.load(gep(b, src, b.add(roff, kk), et), typ=et)
+                b.store(b.select(ok, x, zero), gep(b, dst, b.add(b.mul(k, const_int(MR)), const_int(r)), et))
+
+
+def _pack_b(b: ir.IRBuilder, blk: Blocking, buf, src, rs: int, cs: int, n0, n_end, k0, kc) -> None:
+    """buf[jp*kc*NR + k*NR + j] = B[k0 + k, n0 + jp*NR + j] (0 for columns >= n_end)."""
+    et, NR, vt, L = blk.et, blk.NR, blk.vt, blk.lanes
+    zero = ir.Constant(et, 0.0)
+    npan = b.sdiv(b.add(b.sub(n_end, n0), const_int(NR - 1)), const_int(NR))
+    with for_range(b, npan, "pb") as jp:
+        nbase = b.add(n0, b.mul(jp, const_int(NR)))
+        dst = gep(b, buf, b.mul(jp, b.mul(kc, const_int(NR))), et)
+        whole = b.icmp_signed("<=", b.add(nbase, const_int(NR)), n_end)
+        if cs == 1:
+            with b.if_else(whole) as (then, other):
+                with then:
+                    with for_range(b, kc, "pbk") as k:
+                        s = gep(b, src, b.add(b.mul(b.add(k0, k), const_int(rs)), nbase), et)
+                        d = gep(b, dst, b.mul(k, const_int(NR)), et)
+                        for v in range(blk.nv):
+                            b.store(b.load(gep(b, s, v * L, et), typ=vt, align=4), gep(b, d, v * L, et), align=4)
+                with other:
+                    _pack_b_cols(b, blk, dst, src, rs, cs, nbase, n_end, k0, kc, zero)
+        else:
+            _pack_b_cols(b, blk, dst, src, rs, cs, nbase, n_end, k0, kc, zero)
+
+
+def _pack_b_cols(b, blk, dst, src, rs, cs, nbase, n_end, k0, kc, zero) -> None:
+    et, NR = blk.et, blk.NR
+    with for_range(b, kc, "pbc") as k:
+        krow = b.mul(b.add(k0, k), const_int(rs))
+        with for_range(b, NR, "pbj") as j:
+            n = b.add(nbase, j)
+            ok = b.icmp_signed("<", n, n_end)
+            x = b.load(gep(b, src, b.add(krow, b.mul(b.select(ok, n, nbase), const_int(cs))), et), typ=et)
+            b.store(b.select(ok, x, zero), gep(b, dst, b.add(b.mul(k, const_int(NR)), j), et))
+
+
+# -- the driver ----------------------------------------------------------------------------------
+
+def _offset(kb, fn: IdxFn | None, bi: ir.Value) -> ir.Value:
+    return const_int(0) if fn is None else fn(kb, bi)
+
+
+def task_grid(batch: int, M: int, N: int, K: int, blk: Blocking, threads: int) -> tuple[int, int]:
+    """How many M and N chunks to split each batch item into: enough tasks for every core (a few per
+    core, for balance, when the work is large), never chunks smaller than a tile."""
+    cores = threads
+    flops = 2 * batch * M * N * K
+    want = 1 if flops < 2e6 else min(4 * cores, max(cores, int(flops // 5e7)))
+    per = _ceil(want, batch)
+    tm = tn = 1
+    mt, nt = _ceil(M, blk.MR), _ceil(N, blk.NR)
+    while tm * tn < per and (tm < mt or tn < nt):
+        # split the dimension whose chunks are larger (in tiles), so tiles stay square-ish
+        if (nt / tn >= mt / tm and tn < nt) or tm >= mt:
+            tn += 1
+        else:
+            tm += 1
+    return tm, tn
+
+
+def emit_gemm(k, blk: Blocking, M: int, N: int, K: int, a, bop, c: Strided, epi: Epilogue,
+              batch: int = 1, name: str = "gemm") -> None:
+    """C[batch][M, N] = epi(A[batch] @ B[batch]); C is row-major with row stride ``c.rs`` (c.cs == 1).
+
+    ``a`` is ``Strided`` or ``Packed``; ``bop`` is ``Strided``, ``Packed`` or ``Custom``."""
+    tm, tn = task_grid(batch, M, N, K, blk, max(1, getattr(k.cg, "threads", 1)))
+    mchunk = _ceil(_ceil(M, tm), blk.MR) * blk.MR
+    nchunk = _ceil(_ceil(N, tn), blk.NR) * blk.NR
+    tm, tn = _ceil(M, mchunk), _ceil(N, nchunk)
+    kc_max = max(1, min(blk.KC, K))
+    mc_max = min(blk.MC, mchunk)
+    nc_max = min(blk.NC, nchunk)
+    mk = microkernel(k.cg.ll, blk, epi, f"{k.fn.name}.micro{k._tasks + 1}")
+    et = blk.et
+
+    def body(kb, t):
+        b = kb.b
+        per = tm * tn
+        bi = b.sdiv(t, const_int(per))
+        rem = b.srem(t, const_int(per))
+        mi, ni = b.sdiv(rem, const_int(tn)), b.srem(rem, const_int(tn))
+        m0 = b.mul(mi, const_int(mchunk))
+        m1 = imin(b, b.add(m0, const_int(mchunk)), const_int(M))
+        n0 = b.mul(ni, const_int(nchunk))
+        n1 = imin(b, b.add(n0, const_int(nchunk)), const_int(N))
+        cbase = gep(b, c.ptr(kb), _offset(kb, c.offset, bi), et)
+        if epi.bias is not None:
+            bias = gep(b, epi.bias(kb), _offset(kb, epi.bias_offset, bi), et)
+        else:
+            bias = ir.Constant(PTR, None)
+        if isinstance(a, Packed):
+            abase = gep(b, kb.weights_ptr(a.woff), _offset(kb, a.offset, bi), et)
+            abuf = araw = None
+        else:
+            abase = gep(b, a.ptr(kb), _offset(kb, a.offset, bi), et)
+            abuf, araw = heap_buffer(b, mc_max * kc_max * blk.esize)
+        if isinstance(bop, Packed):
+            bbase = gep(b, kb.weights_ptr(bop.woff), _offset(kb, bop.offset, bi), et)
+            bbuf = braw = None
+            nc_step = nchunk  # packed B: no N blocking needed, panels stream from memory
+        else:
+            bbase = gep(b, bop.ptr(kb), _offset(kb, bop.offset, bi), et) if isinstance(bop, Strided) else None
+            bbuf, braw = heap_buffer(b, kc_max * nc_max * blk.esize)
+            nc_step = nc_max
+        sraw = None
+        if isinstance(bop, Custom) and bop.scratch:
+            scratch, sraw = heap_buffer(b, bop.scratch)
+        mpad = _ceil(M, blk.MR) * blk.MR
+        npad = _ceil(N, blk.NR) * blk.NR
+        nblocks = b.sdiv(b.add(b.sub(n1, n0), const_int(nc_step - 1)), const_int(nc_step))
+        with for_range(b, nblocks, "jc") as jc:
+            nc0 = b.add(n0, b.mul(jc, const_int(nc_step)))
+            nc1 = imin(b, b.add(nc0, const_int(nc_step)), n1)
+            with for_range(b, K, "pc", step=blk.KC) as pc:
+                kc = imin(b, const_int(blk.KC), b.sub(const_int(K), pc))
+                if isinstance(bop, Packed):
+                    bpan = gep(b, bbase, b.add(b.mul(pc, const_int(npad)), b.mul(nc0, kc)), et)
+                elif isinstance(bop, Custom):
+                    bop.pack(kb, bbuf, scratch if sraw is not None else None, bi, pc, kc, nc0, nc1, blk)
+                    bpan = bbuf
+                else:
+                    _pack_b(b, blk, bbuf, bbase, bop.rs, bop.cs, nc0, nc1, pc, kc)
+                    bpan = bbuf
+                first = b.icmp_signed("==", pc, const_int(0))
+                last = b.icmp_signed(">=", b.add(pc, kc), const_int(K))
+                mblocks = b.sdiv(b.add(b.sub(m1, m0), const_int(blk.MC - 1)), const_int(blk.MC))
+                with for_range(b, mblocks, "ic") as ic:
+                    mc0 = b.add(m0, b.mul(ic, const_int(blk.MC)))
+                    mc1 = imin(b, b.add(mc0, const_int(blk.MC)), m1)
+                    if isinstance(a, Packed):
+                        apan = gep(b, abase, b.add(b.mul(pc, const_int(mpad)), b.mul(mc0, kc)), et)
+                    else:
+                        _pack_a(b, blk, abuf, abase, a.rs, a.cs, mc0, mc1, pc, kc)
+                        apan = abuf
+                    _macro(b, blk, mk, kc, apan, bpan, cbase, c.rs, mc0, mc1, nc0, nc1, first, last,
+                           bias, epi)
+        for raw in (araw, braw, sraw):
+            if raw is not None:
+                heap_free(b, raw)
+
+    if K == 0:
+        _zero_k(k, blk, M, N, c, epi, batch)
+        return
+    k.parallel_for(batch * tm * tn, body, name=name)
+
+
+def _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, last, bias, epi) -> None:
+    et = blk.et
+    with for_range(b, b.sub(nc1, nc0), "jr", step=blk.NR) as jr:
+        bp = gep(b, bpan, b.mul(jr, kc), et)
+        n = b.add(nc0, jr)
+        nrem = imin(b, const_int(blk.NR), b.sub(nc1, n))
+        with for_range(b, b.sub(mc1, mc0), "ir", step=blk.MR) as ir_:
+            ap = gep(b, apan, b.mul(ir_, kc), et)
+            m = b.add(mc0, ir_)
+            mrem = imin(b, const_int(blk.MR), b.sub(mc1, m))
+            cp = gep(b, cbase, b.add(b.mul(m, const_int(ldc)), n), et)
+            bp_tile = bias
+            if epi.bias is not None:
+                bp_tile = gep(b, bias, b.add(b.mul(m, const_int(epi.bias_rs)), b.mul(n, const_int(epi.bias_cs))), et)
+            b.call(mk, [kc, ap, bp, cp, const_int(ldc), mrem, nrem, first, last, bp_tile])
+
+
+def _zero_k(k, blk, M, N, c, epi, batch) -> None:
+    """An empty contraction: the result is the epilogue applied to zeros."""
+    et = blk.et
+    b = k.b
+    with for_range(b, batch, "zb") as bi:
+        cbase = gep(b, c.ptr(k), _offset(k, c.offset, bi), et)
+        bias = gep(b, epi.bias(k), _offset(k, epi.bias_offset, bi), et) if epi.bias is not None else None
+        with for_range(b, M, "zm") as m:
+            with for_range(b, N, "zn") as n:
+                x = ir.Constant(et, 0.0)
+                if bias is not None:
+                    bi_ = b.add(b.mul(m, const_int(epi.bias_rs)), b.mul(n, const_int(epi.bias_cs)))
+                    x = b.fmul(b.load(gep(b, bias, bi_, et), typ=et), ir.Constant(et, epi.beta))
+                if epi.act is not None:
+                    x = b.extract_element(epi.act(b, splat(b, x, blk.vt)), ir.Constant(I32, 0))
+                b.store(x, gep(b, cbase, b.add(b.mul(m, const_int(c.rs)), n), et))

@@ -1,1 +1,249 @@
-"""x86 lowerings: indexing (to be filled in)."""
+"""Gathers and scatters: gather, gather_elements, gather_nd, scatter_elements, scatter_nd; nonzero and
+unique are refused (their result shapes depend on the data).
+
+Indices are i32 or i64 and may be negative (counted from the end); out-of-range indices, an error
+in the reference, are clamped so that generated code never touches memory outside its tensors.
+Gathers copy whole slices with ``memcpy`` (LLVM inlines the small constant-size ones); scatters
+first copy ``x`` into the result, then apply the updates in order, because repeated indices must
+behave as the reference's sequential loop (later updates win, reductions see earlier ones).
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from nnc.ir import DType, Op, TargetError, Value
+
+from ..llvm_types import I64, const_int, for_range, ll_type
+from .data_movement import PAR_BYTES, emit_memcpy, itype, memcpy, row_major, smin
+from .registry import lowering
+
+
+def load_index(b: ir.IRBuilder, ptr: ir.Value, i: ir.Value, v: Value, dim: int | ir.Value) -> ir.Value:
+    """Index ``i`` of the index tensor ``v``, as i64, wrapped (negative counts from the end) and
+    clamped into [0, dim)."""
+    t = ll_type(v.dtype)
+    x = b.load(b.gep(ptr, [i], source_etype=t, inbounds=True), typ=t)
+    if t.width < 64:
+        x = b.sext(x, I64)
+    d = const_int(dim) if isinstance(dim, int) else dim
+    x = b.select(b.icmp_signed("<", x, const_int(0)), b.add(x, d), x)
+    x = b.select(b.icmp_signed("<", x, const_int(0)), const_int(0), x)
+    return smin(b, x, b.sub(d, const_int(1)))
+
+
+def chunked(k, count: int, item_bytes: int, body, name: str = "rows") -> None:
+    """``body(kb, i)`` for i < count; split over the workers in chunks when the work is large."""
+    if count <= 0:
+        return
+    total = count * max(item_bytes, 1)
+    if total < PAR_BYTES or count < 2:
+        with for_range(k.b, count, name) as i:
+            body(k, i)
+        return
+    per = max(1, PAR_BYTES // max(item_bytes, 1))
+    n_chunks = -(-count // per)
+
+    def task(kb, c):
+        b = kb.b
+        lo = b.mul(c, const_int(per))
+        hi = smin(b, b.add(lo, const_int(per)), const_int(count))
+        with for_range(b, hi, name, start=lo) as i:
+            body(kb, i)
+    k.parallel_for(n_chunks, task, name=name)
+
+
+def _elem(k, b: ir.IRBuilder, base: ir.Value, i: ir.Value, t: ir.Type) -> ir.Value:
+    return b.gep(base, [i], source_etype=t, inbounds=True)
+
+
+# -- gathers ----------------------------------------------------------------------------------------
+
+@lowering("gather")
+def lower_gather(k, op: Op) -> None:
+    x, ind = op.operands
+    axis = op.attrs["axis"] % len(x.shape)
+    outer, dim, inner = math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:])
+    n = ind.type.numel or 0
+    esz, t = x.dtype.itemsize, itype(x.dtype)
+    if not (outer and n and inner):
+        return
+
+    def body(kb, flat):
+        b = kb.b
+        o, j = b.udiv(flat, const_int(n)), b.urem(flat, const_int(n))
+        idx = load_index(b, kb.arg(1), j, ind, dim)
+        src = b.mul(b.add(b.mul(o, const_int(dim)), idx), const_int(inner))
+        dst = b.mul(flat, const_int(inner))
+        if inner == 1:
+            b.store(b.load(_elem(kb, b, kb.arg(0), src, t), typ=t), _elem(kb, b, kb.out(0), dst, t))
+        else:
+            memcpy(b, _elem(kb, b, kb.out(0), dst, t), _elem(kb, b, kb.arg(0), src, t), inner * esz)
+    chunked(k, outer * n, inner * esz, body)
+
+
+def _index_nest(k, shape: tuple[int, ...], x_strides: list[int], axis: int, body) -> None:
+    """Walk ``shape`` row-major; ``body(kb, flat, off)`` gets the flat position and the offset of the
+    same coordinates in a tensor of strides ``x_strides``, with the ``axis`` coordinate left out."""
+    r = len(shape)
+    st = row_major(shape)
+
+    def level(kb, d, flat, off):
+        b = kb.b
+        if d == r:
+            body(kb, flat, off)
+            return
+        with for_range(b, shape[d], f"g{d}") as i:
+            level(kb, d + 1, b.add(flat, b.mul(i, const_int(st[d]))),
+                  off if d == axis else b.add(off, b.mul(i, const_int(x_strides[d]))))
+
+    zero = const_int(0)
+    if r > 1 and math.prod(shape) >= PAR_BYTES // 8 and shape[0] > 1 and axis != 0:
+        def task(kb, i):
+            b = kb.b
+            level(kb, 1, b.mul(i, const_int(st[0])), b.mul(i, const_int(x_strides[0])))
+        k.parallel_for(shape[0], task, name="rows")
+    else:
+        level(k, 0, zero, zero)
+
+
+@lowering("gather_elements")
+def lower_gather_elements(k, op: Op) -> None:
+    x, ind = op.operands
+    axis = op.attrs["axis"] % len(x.shape)
+    xs = row_major(x.shape)
+    t = itype(x.dtype)
+    if not ind.type.numel:
+        return
+
+    def body(kb, flat, off):
+        b = kb.b
+        idx = load_index(b, kb.arg(1), flat, ind, x.shape[axis])
+        src = b.add(off, b.mul(idx, const_int(xs[axis])))
+        b.store(b.load(_elem(kb, b, kb.arg(0), src, t), typ=t), _elem(kb, b, kb.out(0), flat, t))
+    _index_nest(k, tuple(ind.shape), xs, axis, body)
+
+
+def _nd_offset(b: ir.IRBuilder, ptr: ir.Value, ind: Value, row: ir.Value, depth: int,
+               dims: tuple[int, ...], strides: list[int]) -> ir.Value:
+    """sum over t < depth of wrap(ind[row, t]) * strides[t]."""
+    off = const_int(0)
+    for t_ in range(depth):
+        idx = load_index(b, ptr, b.add(b.mul(row, const_int(depth)), const_int(t_)), ind, dims[t_])
+        off = b.add(off, b.mul(idx, const_int(strides[t_])))
+    return off
+
+
+@lowering("gather_nd")
+def lower_gather_nd(k, op: Op) -> None:
+    x, ind = op.operands
+    bd, depth = op.attrs["batch_dims"], ind.shape[-1]
+    batch = math.prod(x.shape[:bd])
+    per_batch = math.prod(x.shape[bd:])
+    rows = math.prod(ind.shape[bd:-1])  # index tuples per batch entry
+    inner = math.prod(x.shape[bd + depth:])
+    xs = row_major(x.shape[bd:])
+    t, esz = itype(x.dtype), x.dtype.itemsize
+    if not (batch and rows and inner):
+        return
+
+    def body(kb, flat):
+        b = kb.b
+        bi = b.udiv(flat, const_int(rows))
+        src = b.add(b.mul(bi, const_int(per_batch)),
+                    _nd_offset(b, kb.arg(1), ind, flat, depth, tuple(x.shape[bd:]), xs))
+        memcpy(b, _elem(kb, b, kb.out(0), b.mul(flat, const_int(inner)), t), _elem(kb, b, kb.arg(0), src, t),
+               inner * esz)
+    chunked(k, batch * rows, inner * esz, body)
+
+
+# -- scatters ---------------------------------------------------------------------------------------
+
+def combine(b: ir.IRBuilder, reduction: str, dt: DType, old: ir.Value, new: ir.Value) -> ir.Value:
+    """The reference's ufunc for a scatter reduction, on one element."""
+    if dt is DType.bool:  # numpy's add/max are "or" on bools, mul/min are "and"
+        return b.or_(old, new) if reduction in ("add", "max") else b.and_(old, new)
+    if dt.is_float:
+        if reduction == "add":
+            return b.fadd(old, new)
+        if reduction == "mul":
+            return b.fmul(old, new)
+        pick_old = b.fcmp_unordered(">" if reduction == "max" else "<", old, new)  # NaN in old stays
+        return b.select(b.fcmp_unordered("uno", new, new), new, b.select(pick_old, old, new))
+    if reduction == "add":
+        return b.add(old, new)
+    if reduction == "mul":
+        return b.mul(old, new)
+    cmp = b.icmp_signed if dt.is_signed else b.icmp_unsigned
+    return b.select(cmp(">" if reduction == "max" else "<", old, new), old, new)
+
+
+def _value_type(op: Op, dt: DType) -> ir.Type:
+    if op.attrs["reduction"] == "none":
+        return itype(dt)
+    try:
+        return ll_type(dt)
+    except NotImplementedError:
+        raise TargetError(f"x86: {op.opname} reduction {op.attrs['reduction']!r} on {dt} ({op.where()})") from None
+
+
+@lowering("scatter_elements")
+def lower_scatter_elements(k, op: Op) -> None:
+    x, ind, upd = op.operands
+    axis = op.attrs["axis"] % len(x.shape)
+    red = op.attrs["reduction"]
+    xs = row_major(x.shape)
+    t = _value_type(op, x.dtype)
+    emit_memcpy(k, lambda kb: kb.out(0), lambda kb: kb.arg(0), x.type.nbytes or 0)
+    if not ind.type.numel:
+        return
+    us = row_major(upd.shape)
+    shape = tuple(ind.shape)
+    b = k.b
+
+    def level(d, flat_i, flat_u, off):
+        if d == len(shape):
+            idx = load_index(b, k.arg(1), flat_i, ind, x.shape[axis])
+            dst = _elem(k, b, k.out(0), b.add(off, b.mul(idx, const_int(xs[axis]))), t)
+            new = b.load(_elem(k, b, k.arg(2), flat_u, t), typ=t)
+            b.store(new if red == "none" else combine(b, red, x.dtype, b.load(dst, typ=t), new), dst)
+            return
+        with for_range(b, shape[d], f"s{d}") as i:
+            level(d + 1, b.add(flat_i, b.mul(i, const_int(row_major(shape)[d]))),
+                  b.add(flat_u, b.mul(i, const_int(us[d]))),
+                  off if d == axis else b.add(off, b.mul(i, const_int(xs[d]))))
+    zero = const_int(0)
+    level(0, zero, zero, zero)  # sequential: repeated indices apply in order
+
+
+@lowering("scatter_nd")
+def lower_scatter_nd(k, op: Op) -> None:
+    x, ind, upd = op.operands
+    red = op.attrs["reduction"]
+    depth = ind.shape[-1]
+    n_rows = math.prod(ind.shape[:-1])
+    inner = math.prod(x.shape[depth:])
+    xs = row_major(x.shape)
+    t, esz = _value_type(op, x.dtype), x.dtype.itemsize
+    emit_memcpy(k, lambda kb: kb.out(0), lambda kb: kb.arg(0), x.type.nbytes or 0)
+    if not (n_rows and inner):
+        return
+    b = k.b
+    with for_range(b, n_rows, "sn") as r:  # sequential: later rows see (or overwrite) earlier ones
+        off = _nd_offset(b, k.arg(1), ind, r, depth, tuple(x.shape), xs)
+        src = b.mul(r, const_int(inner))
+        if red == "none":
+            memcpy(b, _elem(k, b, k.out(0), off, t), _elem(k, b, k.arg(2), src, t), inner * esz)
+        else:
+            with for_range(b, inner, "sj") as j:
+                dst = _elem(k, b, k.out(0), b.add(off, j), t)
+                new = b.load(_elem(k, b, k.arg(2), b.add(src, j), t), typ=t)
+                b.store(combine(b, red, x.dtype, b.load(dst, typ=t), new), dst)
+
+
+@lowering("nonzero", "unique")
+def lower_data_dependent(k, op: Op) -> None:
+    raise TargetError(f"x86: {op.opname} has a data-dependent result shape and cannot compile to a static "
+                      f"entry point ({op.where()})")

@@ -1,74 +1,124 @@
-"""Matrix products: matmul (batched, numpy semantics) and gemm.
+"""Matrix products: ``matmul`` (batched, broadcasting, 1-D operands), ``gemm`` and ``einsum``.
 
-This is the straightforward triple loop (i, k, j order, so the inner loop streams both B and C and
-vectorises); the packed, register-blocked microkernel replaces it for the hot shapes.
+f32/f64 matmul and gemm run on the packed microkernel GEMM of gemm.py: a constant operand (a
+weight) is packed at compile time into the microkernel's layout and read from the weights blob;
+gemm's alpha, beta and bias ``c`` become the microkernel epilogue. A matmul whose B has no batch
+dims folds A's batch into M (one big GEMM, as for a linear layer over a sequence). Other dtypes
+(ints, f16) use a plain loop nest that accumulates in the reference's accumulator type: ints wrap
+in their own width (the same low bits as the reference's i64 sum cast back), halves in f32.
+``einsum`` is a general loop nest over the output labels with the contracted labels inside.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from llvmlite import ir
 
-from nnc.ir import Op
+from nnc.ir import DType, Op, Value
+from nnc.ir.ops.linalg import parse_einsum
 
-from ..llvm_types import const_int, for_range, ll_type
+from ..llvm_types import F16, F32, I32, const_int, for_range, ll_type
+from .gemm import Epilogue, Packed, Strided, blocking, emit_gemm, gep, pack_a_const, pack_b_const
 from .registry import lowering
 
+FAST = (DType.f32, DType.f64)
+I16 = ir.IntType(16)
 
-def _matmul_2d(k, c_ptr, a_ptr, b_ptr, M: int, K: int, N: int, a_off, b_off, c_off, dt,
-               trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0) -> None:
-    b = k.b
-    t = ll_type(dt)
-    zero = ir.Constant(t, 0.0) if dt.is_float else ir.Constant(t, 0)
-    fl = dt.is_float
-    with for_range(b, M, "m") as m:
-        row = b.add(c_off, b.mul(m, const_int(N)))
-        with for_range(b, N, "n0") as n:
-            b.store(zero, b.gep(c_ptr, [b.add(row, n)], source_etype=t, inbounds=True))
-        with for_range(b, K, "kk") as kk:
-            a_idx = b.add(a_off, b.add(b.mul(kk, const_int(M)), m) if trans_a else b.add(b.mul(m, const_int(K)), kk))
-            av = b.load(b.gep(a_ptr, [a_idx], source_etype=t, inbounds=True), typ=t)
-            if alpha != 1.0:
-                av = b.fmul(av, ir.Constant(t, alpha))
-            with for_range(b, N, "n") as n:
-                b_rel = b.add(b.mul(n, const_int(K)), kk) if trans_b else b.add(b.mul(kk, const_int(N)), n)
-                b_idx = b.add(b_off, b_rel)
-                bv = b.load(b.gep(b_ptr, [b_idx], source_etype=t, inbounds=True), typ=t)
-                cp = b.gep(c_ptr, [b.add(row, n)], source_etype=t, inbounds=True)
-                acc = b.load(cp, typ=t)
-                b.store(b.fadd(acc, b.fmul(av, bv)) if fl else b.add(acc, b.mul(av, bv)), cp)
+
+def const_array(k, v: Value) -> np.ndarray | None:
+    """The data of a value produced by a ``const`` op (a weight), else None."""
+    p = v.producer
+    if p is not None and p.opname == "const":
+        return np.asarray(k.cg.module.constants[p.attrs["ref"]])
+    return None
+
+
+def batch_offset(batch: tuple[int, ...], strides: tuple[int, ...]):
+    """An IdxFn: the element offset of flat batch index ``bi`` for an operand with these strides."""
+    if not any(strides):
+        return None
+
+    def fn(kb, bi):
+        b = kb.b
+        off, rem = const_int(0), bi
+        for d, s in zip(reversed(batch), reversed(strides)):
+            if s:
+                off = b.add(off, b.mul(b.srem(rem, const_int(d)), const_int(s)))
+            rem = b.sdiv(rem, const_int(d))
+        return off
+    return fn
+
+
+def _batch_strides(bshape: tuple[int, ...], batch: tuple[int, ...], mat: int) -> tuple[int, ...]:
+    """Element strides of an operand's (broadcast) batch dims over ``batch``; ``mat`` = matrix size."""
+    full = (1,) * (len(batch) - len(bshape)) + tuple(bshape)
+    strides, acc = [0] * len(batch), mat
+    for d in range(len(batch) - 1, -1, -1):
+        strides[d] = 0 if full[d] == 1 else acc
+        acc *= full[d]
+    return tuple(strides)
+
+
+def _pack_batched(arr: np.ndarray, bshape: tuple, rows: int, cols: int, pack) -> tuple[np.ndarray, int]:
+    """Pack every matrix of a batched constant; return the packed data and the per-matrix stride."""
+    mats = arr.reshape(-1, rows, cols)
+    packed = [pack(m) for m in mats]
+    return np.concatenate(packed), packed[0].size
 
 
 @lowering("matmul")
 def lower_matmul(k, op: Op) -> None:
     a, bv = op.operands
     out = op.results[0]
-    sa, sb = list(a.shape), list(bv.shape)
-    if len(sa) == 1:
-        sa = [1] + sa
-    if len(sb) == 1:
-        sb = sb + [1]
-    M, K, N = sa[-2], sa[-1], sb[-1]
-    batch = tuple(out.shape[: max(len(out.shape) - 2, 0)]) if len(a.shape) > 1 and len(bv.shape) > 1 else ()
-    if len(a.shape) == 1 or len(bv.shape) == 1:
-        batch = tuple(out.shape[: len(out.shape) - (1 if (len(a.shape) == 1) != (len(bv.shape) == 1) else 0)])
-        batch = batch[: max(len(batch) - 1, 0)] if len(a.shape) != 1 and len(bv.shape) == 1 else batch
-    ba = (1,) * (len(batch) - len(sa[:-2])) + tuple(sa[:-2])
-    bb = (1,) * (len(batch) - len(sb[:-2])) + tuple(sb[:-2])
-    n_batch = 1
-    for d in batch:
-        n_batch *= d
-    for flat in range(n_batch):  # batch dims are small and static: unrolled
-        idx, rem = [], flat
-        for d in reversed(batch):
-            idx.append(rem % d)
-            rem //= d
-        idx.reverse()
-        a_off = b_off = 0
-        for i in range(len(batch)):
-            a_off = a_off * ba[i] + (idx[i] if ba[i] != 1 else 0)
-            b_off = b_off * bb[i] + (idx[i] if bb[i] != 1 else 0)
-        _matmul_2d(k, k.out(0), k.arg(0), k.arg(1), M, K, N, const_int(a_off * M * K), const_int(b_off * K * N),
-                   const_int(flat * M * N), out.dtype)
+    sa, sb = tuple(a.shape), tuple(bv.shape)
+    a2 = (1,) + sa if len(sa) == 1 else sa
+    b2 = sb + (1,) if len(sb) == 1 else sb
+    M, K, N = a2[-2], a2[-1], b2[-1]
+    batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
+    sa_b = _batch_strides(a2[:-2], batch, M * K)
+    sb_b = _batch_strides(b2[:-2], batch, K * N)
+    nb = math.prod(batch)
+    if out.dtype not in FAST:
+        _loop_matmul(k, out.dtype, nb, M, N, K, batch_offset(batch, sa_b), batch_offset(batch, sb_b),
+                     (K, 1), (N, 1))
+        return
+    # B shared by the whole batch and A contiguous over it: one [batch*M, K] @ [K, N] product
+    a_bshape = a2[:-2]
+    if not any(sb_b) and all(s or d == 1 for s, d in zip(sa_b, batch)):
+        M, nb, batch, sa_b, a_bshape = M * nb, 1, (), (), ()
+    blk = blocking(k.target, out.dtype == DType.f64, M, N)
+    ao = batch_offset(batch, sa_b)
+    bo = batch_offset(batch, sb_b)
+    aop = _operand(k, a, blk, M, K, (K, 1), ao, a_bshape, "a")
+    bop = _operand(k, bv, blk, K, N, (N, 1), bo, b2[:-2], "b")
+    c = Strided(lambda kb: kb.out(0), N, 1, lambda kb, bi: kb.b.mul(bi, const_int(M * N)) if nb > 1 else const_int(0))
+    emit_gemm(k, blk, M, N, K, aop, bop, c, Epilogue(), batch=nb, name="matmul")
+
+
+def _operand(k, v: Value, blk, rows: int, cols: int, strides: tuple[int, int], off, bshape: tuple, which: str,
+             transposed: bool = False):
+    """Packed at compile time when ``v`` is a constant, else read in place (strided)."""
+    arr = const_array(k, v)
+    idx = 0 if which == "a" else 1
+    if arr is None:
+        return Strided(lambda kb: kb.arg(idx), strides[0], strides[1], off)
+    arr = arr.reshape(bshape + ((cols, rows) if transposed else (rows, cols)))
+    if transposed:
+        arr = np.swapaxes(arr, -1, -2)
+
+    def pack(mat):
+        return pack_a_const(mat, blk) if which == "a" else pack_b_const(mat, blk)
+    data, per = _pack_batched(np.ascontiguousarray(arr), bshape, rows, cols, pack)
+    woff = k.packed_constant(f"{v.name}.packed_{which}", data)
+    if off is None or len(data) == per:
+        return Packed(woff)
+    mat = rows * cols
+
+    def poff(kb, bi):  # element offset -> packed-matrix offset
+        return kb.b.mul(kb.b.sdiv(off(kb, bi), const_int(mat)), const_int(per))
+    return Packed(woff, poff)
 
 
 @lowering("gemm")
@@ -76,23 +126,167 @@ def lower_gemm(k, op: Op) -> None:
     a, bv = op.operands[:2]
     out = op.results[0]
     ta, tb = bool(op.attrs["trans_a"]), bool(op.attrs["trans_b"])
+    alpha, beta = float(op.attrs["alpha"]), float(op.attrs["beta"])
     M, N = out.shape
     K = a.shape[0] if ta else a.shape[1]
-    zero = const_int(0)
-    _matmul_2d(k, k.out(0), k.arg(0), k.arg(1), M, K, N, zero, zero, zero, out.dtype, ta, tb, op.attrs["alpha"])
-    if len(op.operands) == 3:
+    has_c = len(op.operands) == 3 and beta != 0.0
+    if has_c:
         from .elementwise import broadcast_strides
+        s = broadcast_strides(op.operands[2], (M, N))
+    if out.dtype not in FAST:
+        _loop_matmul(k, out.dtype, 1, M, N, K, None, None, (1, M) if ta else (K, 1), (1, K) if tb else (N, 1),
+                     alpha=alpha, beta=beta, c_strides=tuple(s) if has_c else None)
+        return
+    blk = blocking(k.target, out.dtype == DType.f64, M, N)
+    aop = _operand(k, a, blk, M, K, (1, M) if ta else (K, 1), None, (), "a", transposed=ta)
+    bop = _operand(k, bv, blk, K, N, (1, K) if tb else (N, 1), None, (), "b", transposed=tb)
+    epi = Epilogue(alpha=alpha, beta=beta)
+    if has_c:
+        epi = Epilogue(alpha=alpha, beta=beta, bias=lambda kb: kb.arg(2), bias_rs=s[0], bias_cs=s[1])
+    emit_gemm(k, blk, M, N, K, aop, bop, Strided(lambda kb: kb.out(0), N, 1), epi, name="gemm")
 
-        c = op.operands[2]
-        beta = op.attrs["beta"]
-        b = k.b
-        t = ll_type(out.dtype)
-        s = broadcast_strides(c, tuple(out.shape))
-        with for_range(b, M, "gm") as m:
-            with for_range(b, N, "gn") as n:
-                ci = b.add(b.mul(m, const_int(s[0])), b.mul(n, const_int(s[1])))
-                cv = b.load(b.gep(k.arg(2), [ci], source_etype=t, inbounds=True), typ=t)
-                if beta != 1.0:
-                    cv = b.fmul(cv, ir.Constant(t, beta))
-                p = b.gep(k.out(0), [b.add(b.mul(m, const_int(N)), n)], source_etype=t, inbounds=True)
-                b.store(b.fadd(b.load(p, typ=t), cv), p)
+
+def entry_alloca(b: ir.IRBuilder, t: ir.Type) -> ir.Value:
+    """A stack slot in the function's entry block (where mem2reg promotes it), from anywhere."""
+    if b.block is b.function.entry_basic_block:
+        return b.alloca(t)  # (another builder inserting here would shift b's insertion point)
+    eb = ir.IRBuilder(b.function.entry_basic_block)
+    eb.position_at_start(b.function.entry_basic_block)
+    return eb.alloca(t)
+
+
+def _acc_type(dt: DType) -> ir.Type:
+    return F32 if dt in (DType.f16, DType.bf16) else ll_type(dt)
+
+
+def _storage(dt: DType) -> ir.Type:
+    return I16 if dt == DType.bf16 else ll_type(dt)
+
+
+def widen(b: ir.IRBuilder, x: ir.Value, dt: DType) -> ir.Value:
+    """A loaded element in its accumulator type (halves to f32; bf16 is the top half of an f32)."""
+    if dt == DType.f16:
+        return b.fpext(x, F32)
+    if dt == DType.bf16:
+        return b.bitcast(b.shl(b.zext(x, I32), ir.Constant(I32, 16)), F32)
+    return x
+
+
+def narrow(b: ir.IRBuilder, x: ir.Value, dt: DType) -> ir.Value:
+    """An accumulator back to the element type (bf16: round to nearest even, like ml_dtypes)."""
+    if dt == DType.f16:
+        return b.fptrunc(x, F16)
+    if dt == DType.bf16:
+        bits = b.bitcast(x, I32)
+        odd = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+        rounded = b.add(bits, b.add(ir.Constant(I32, 0x7FFF), odd))
+        return b.trunc(b.lshr(rounded, ir.Constant(I32, 16)), I16)
+    return x
+
+
+def _loop_matmul(k, dt: DType, nb: int, M: int, N: int, K: int, ao, bo, sa: tuple[int, int],
+                 sb: tuple[int, int], alpha: float = 1.0, beta: float = 1.0,
+                 c_strides: tuple[int, int] | None = None) -> None:
+    """C[bi] = alpha * A[bi] @ B[bi] (+ beta * c) as a plain loop nest (ints, halves)."""
+    b = k.b
+    t, acc_t = _storage(dt), _acc_type(dt)
+    fl = dt.is_float
+
+    def wide(x):
+        return widen(b, x, dt)
+
+    with for_range(b, nb, "mb") as bi:
+        abase = gep(b, k.arg(0), ao(k, bi) if ao else const_int(0), t)
+        bbase = gep(b, k.arg(1), bo(k, bi) if bo else const_int(0), t)
+        cbase = gep(b, k.out(0), b.mul(bi, const_int(M * N)), t)
+        with for_range(b, M, "mm") as m:
+            with for_range(b, N, "mn") as n:
+                acc = entry_alloca(b, acc_t)
+                b.store(ir.Constant(acc_t, 0.0 if fl else 0), acc)
+                with for_range(b, K, "mk") as kk:
+                    x = wide(b.load(gep(b, abase, b.add(b.mul(m, const_int(sa[0])), b.mul(kk, const_int(sa[1]))), t),
+                                     typ=t))
+                    y = wide(b.load(gep(b, bbase, b.add(b.mul(kk, const_int(sb[0])), b.mul(n, const_int(sb[1]))), t),
+                                     typ=t))
+                    s = b.load(acc, typ=acc_t)
+                    b.store(b.fadd(s, b.fmul(x, y)) if fl else b.add(s, b.mul(x, y)), acc)
+                r = b.load(acc, typ=acc_t)
+                if alpha != 1.0:
+                    r = b.fmul(r, ir.Constant(acc_t, alpha)) if fl else b.mul(r, ir.Constant(acc_t, int(alpha)))
+                if c_strides is not None:
+                    ci = b.add(b.mul(m, const_int(c_strides[0])), b.mul(n, const_int(c_strides[1])))
+                    cv = wide(b.load(gep(b, k.arg(2), ci, t), typ=t))
+                    if beta != 1.0:
+                        cv = b.fmul(cv, ir.Constant(acc_t, beta)) if fl else b.mul(cv, ir.Constant(acc_t, int(beta)))
+                    r = b.fadd(r, cv) if fl else b.add(r, cv)
+                r = narrow(b, r, dt)
+                b.store(r, gep(b, cbase, b.add(b.mul(m, const_int(N)), n), t))
+
+
+@lowering("einsum")
+def lower_einsum(k, op: Op) -> None:
+    terms, out_term = parse_einsum(op.attrs["equation"], len(op.operands))
+    out = op.results[0]
+    dt = out.dtype
+    # expand '...' into one private label per broadcast dim (upper-case-free placeholders)
+    n_ell = max((len(v.shape) - (len(t) - t.count(".")) for t, v in zip(terms, op.operands) if "." in t), default=0)
+    ell = [chr(0x100 + i) for i in range(n_ell)]
+    expanded = []
+    for t, v in zip(terms, op.operands):
+        if "." in t:
+            mine = len(v.shape) - (len(t) - 1)
+            t = t.replace(".", "".join(ell[n_ell - mine:]))
+        expanded.append(t)
+    out_labels = out_term.replace(".", "".join(ell))
+    sizes: dict[str, int] = {}
+    for t, v in zip(expanded, op.operands):
+        for ch, d in zip(t, v.shape):
+            sizes[ch] = max(sizes.get(ch, 1), d)
+    red = [ch for ch in sizes if ch not in out_labels]
+    strides = []
+    for t, v in zip(expanded, op.operands):
+        st: dict[str, int] = {}
+        acc = 1
+        for ch, d in reversed(list(zip(t, v.shape))):
+            if d != 1:
+                st[ch] = st.get(ch, 0) + acc  # a repeated label (diagonal) adds its strides
+            acc *= d
+        strides.append(st)
+    b = k.b
+    t_ll, acc_t = _storage(dt), _acc_type(dt)
+    fl = dt.is_float
+    idx: dict[str, ir.Value] = {}
+    ctxs = []
+    for ch in out_labels:
+        cm = for_range(b, sizes[ch], "eo")
+        idx[ch] = cm.__enter__()
+        ctxs.append(cm)
+    acc = entry_alloca(b, acc_t)
+    b.store(ir.Constant(acc_t, 0.0 if fl else 0), acc)
+    inner = []
+    for ch in red:
+        cm = for_range(b, sizes[ch], "er")
+        idx[ch] = cm.__enter__()
+        inner.append(cm)
+    prod = None
+    for i, st in enumerate(strides):
+        off = const_int(0)
+        for ch, s in st.items():
+            off = b.add(off, b.mul(idx[ch], const_int(s)))
+        x = b.load(gep(b, k.arg(i), off, t_ll), typ=t_ll)
+        x = widen(b, x, dt)
+        prod = x if prod is None else (b.fmul(prod, x) if fl else b.mul(prod, x))
+    s = b.load(acc, typ=acc_t)
+    b.store(b.fadd(s, prod) if fl else b.add(s, prod), acc)
+    for cm in reversed(inner):
+        cm.__exit__(None, None, None)
+    r = b.load(acc, typ=acc_t)
+    r = narrow(b, r, dt)
+    o = const_int(0)
+    acc_s = 1
+    for ch, d in reversed(list(zip(out_labels, out.shape))):
+        o = b.add(o, b.mul(idx[ch], const_int(acc_s)))
+        acc_s *= d
+    b.store(r, gep(b, k.out(0), o, t_ll))
+    for cm in reversed(ctxs):
+        cm.__exit__(None, None, None)

@@ -1,1 +1,286 @@
-"""x86 lowerings: pool (to be filled in)."""
+"""Pooling: max_pool (optionally with argmax indices), avg_pool, lp_pool and max_unpool.
+
+The window geometry (pads, ceil mode, dilations) comes from the op's own ``_Geometry``, so the kernel
+and the reference cannot disagree about where windows sit. For each axis and output position the
+range of kernel taps that land inside the input is a compile-time table; the kernel loops over
+those taps only (padding never wins a max and adds nothing to a sum), so there are no bounds checks
+in the inner loop. The indices form of max_pool scans whole windows, padding included (as
+``lowest``), because the reference's argmax does; it is rare and not performance-critical.
+Work is split over N*C planes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+
+from nnc.ir import DType, Op, TargetError
+from nnc.ir.ops.pool import _Geometry, _lowest, _unpool_shape
+
+from ..llvm_types import F64, I1, I8, I64, PTR, const_int, for_range, ll_type
+from .data_movement import const_table, itype, load_table, row_major
+from .indexing import chunked
+from .registry import lowering
+
+
+def _scalar(op: Op, dt: DType) -> ir.Type:
+    try:
+        return ll_type(dt)
+    except NotImplementedError:
+        raise TargetError(f"x86: {op.opname} on {dt} is not supported ({op.where()})") from None
+
+
+def _acc_type(dt: DType) -> ir.Type:
+    return F64 if dt is DType.f64 else ir.FloatType()
+
+
+def slot(b: ir.IRBuilder, ty: ir.Type) -> ir.Value:
+    """A stack variable in the entry block, where LLVM promotes it to a register."""
+    with b.goto_entry_block():
+        return b.alloca(ty)
+
+
+class _Plan:
+    """Per-axis compile-time tables of one pooling call."""
+
+    def __init__(self, k, g: _Geometry, include_pad: bool = False):
+        self.g = g
+        self.lo, self.hi, self.base, self.count = [], [], [], []
+        for i in range(g.n):
+            o = np.arange(g.out[i])
+            start = o * g.strides[i] - g.begins[i]  # input coordinate of tap 0
+            taps = start[:, None] + np.arange(g.kernel[i])[None, :] * g.dilations[i]
+            inside = (taps >= 0) & (taps < g.in_dims[i])
+            lo = np.where(inside.any(1), inside.argmax(1), 0)
+            hi = np.where(inside.any(1), g.kernel[i] - inside[:, ::-1].argmax(1), 0)
+            self.lo.append(const_table(k, lo, name="lo"))
+            self.hi.append(const_table(k, hi, name="hi"))
+            self.base.append(const_table(k, start, name="base"))
+            if include_pad:
+                cnt = (taps < g.in_dims[i] + g.ends[i]).sum(1)  # padded coordinate >= 0 always holds
+            else:
+                cnt = inside.sum(1)
+            self.count.append(const_table(k, cnt, name="cnt"))
+        self.in_strides = row_major(g.in_dims)
+        self.in_size = math.prod(g.in_dims)
+        self.out_size = math.prod(g.out)
+
+
+def _windows(kb, p: _Plan, nc: ir.Value, body) -> None:
+    """For every output position of plane ``nc``: ``body(kb, out_index, positions)``."""
+    b = kb.b
+    g = p.g
+    ost = row_major(g.out)
+
+    def level(d, flat, pos):
+        if d == g.n:
+            body(kb, b.add(b.mul(nc, const_int(p.out_size)), flat), pos)
+            return
+        with for_range(b, g.out[d], f"o{d}") as o:
+            level(d + 1, b.add(flat, b.mul(o, const_int(ost[d]))), pos + [o])
+    level(0, const_int(0), [])
+
+
+def _valid_taps(kb, p: _Plan, nc: ir.Value, pos: list[ir.Value], body) -> None:
+    """``body(input_index)`` for every tap of the window at ``pos`` that lies inside the input."""
+    b = kb.b
+    g = p.g
+
+    def level(d, off):
+        if d == g.n:
+            body(off)
+            return
+        o = pos[d]
+        lo, hi = load_table(b, p.lo[d], o), load_table(b, p.hi[d], o)
+        start = load_table(b, p.base[d], o)
+        with for_range(b, hi, f"t{d}", start=lo) as t:
+            coord = b.add(start, b.mul(t, const_int(g.dilations[d])))
+            level(d + 1, b.add(off, b.mul(coord, const_int(p.in_strides[d]))))
+    level(0, b.mul(nc, const_int(p.in_size)))
+
+
+def _float_max(b: ir.IRBuilder, acc: ir.Value, v: ir.Value) -> ir.Value:
+    """numpy's max: NaN propagates."""
+    keep = b.fcmp_unordered(">=", acc, v)  # true when either is NaN, then pick the NaN below
+    return b.select(b.fcmp_unordered("uno", v, v), v, b.select(keep, acc, v))
+
+
+@lowering("max_pool")
+def lower_max_pool(k, op: Op) -> None:
+    x = op.operands[0]
+    dt = x.dtype
+    t = _scalar(op, dt)
+    g = _Geometry(tuple(x.shape), op.attrs)
+    p = _Plan(k, g)
+    nc_count = x.shape[0] * x.shape[1]
+    lowest = ir.Constant(t, float(_lowest(dt.numpy)) if dt.is_float else int(_lowest(dt.numpy)))
+    with_indices = bool(op.attrs["with_indices"])
+
+    def gt(b, v, acc):  # "v beats acc" as argmax sees it: strictly larger, the first NaN wins
+        if dt.is_float:
+            return b.and_(b.fcmp_ordered("ord", acc, acc), b.fcmp_unordered(">", v, acc))
+        return (b.icmp_signed if dt.is_signed else b.icmp_unsigned)(">", v, acc)
+
+    def plane(kb, nc):
+        b = kb.b
+        acc = slot(b, t)
+        arg = slot(b, I64) if with_indices else None
+
+        def window(kb, oi, pos):
+            b.store(lowest, acc)
+            if not with_indices:
+                def tap(off):
+                    v = b.load(b.gep(kb.arg(0), [off], source_etype=t, inbounds=True), typ=t)
+                    a = b.load(acc, typ=t)
+                    if dt.is_float:
+                        b.store(_float_max(b, a, v), acc)
+                    else:
+                        cmp = b.icmp_signed if dt.is_signed else b.icmp_unsigned
+                        b.store(b.select(cmp(">", v, a), v, a), acc)
+                _valid_taps(kb, p, nc, pos, tap)
+            else:
+                _full_window(kb, p, nc, pos, t, lowest, acc, arg, gt, int(op.attrs["storage_order"]))
+            b.store(b.load(acc, typ=t), b.gep(kb.out(0), [oi], source_etype=t, inbounds=True))
+            if with_indices:
+                b.store(b.load(arg, typ=I64), b.gep(kb.out(1), [oi], source_etype=I64, inbounds=True))
+        _windows(kb, p, nc, window)
+    chunked(k, nc_count, p.in_size * dt.itemsize, plane, name="planes")
+
+
+def _full_window(kb, p: _Plan, nc, pos, t, lowest, acc, arg, gt, storage_order: int) -> None:
+    """The argmax over every tap of the window in kernel order, padding read as ``lowest``."""
+    b = kb.b
+    g = p.g
+    later = [math.prod(g.in_dims[i + 1:]) if storage_order == 0 else math.prod(g.in_dims[:i]) for i in range(g.n)]
+    # the reference starts from tap 0, whatever it holds: ties with lowest keep the first tap
+    first = b.mul(nc, const_int(p.in_size))
+    for d in range(g.n):
+        first = b.add(first, b.mul(load_table(b, p.base[d], pos[d]), const_int(later[d])))
+    b.store(first, arg)
+
+    def level(d, off, idx, inside):
+        if d == g.n:
+            safe = b.select(inside, off, const_int(0))
+            v = b.load(b.gep(kb.arg(0), [safe], source_etype=t, inbounds=True), typ=t)
+            v = b.select(inside, v, lowest)
+            a = b.load(acc, typ=t)
+            win = gt(b, v, a)
+            b.store(b.select(win, v, a), acc)
+            b.store(b.select(win, idx, b.load(arg, typ=I64)), arg)
+            return
+        start = load_table(b, p.base[d], pos[d])
+        with for_range(b, g.kernel[d], f"w{d}") as tp:
+            coord = b.add(start, b.mul(tp, const_int(g.dilations[d])))
+            ok = b.and_(b.icmp_signed(">=", coord, const_int(0)), b.icmp_signed("<", coord, const_int(g.in_dims[d])))
+            level(d + 1, b.add(off, b.mul(coord, const_int(p.in_strides[d]))),
+                  b.add(idx, b.mul(coord, const_int(later[d]))), b.and_(inside, ok))
+    level(0, b.mul(nc, const_int(p.in_size)), b.mul(nc, const_int(p.in_size)), ir.Constant(I1, 1))
+
+
+def _sum_pool(k, op: Op, include_pad: bool, power: int | None) -> None:
+    x = op.operands[0]
+    dt = x.dtype
+    t = _scalar(op, dt)
+    at = _acc_type(dt)
+    g = _Geometry(tuple(x.shape), op.attrs)
+    pl = _Plan(k, g, include_pad)
+
+    def ext(b, v):
+        return v if v.type == at else b.fpext(v, at)
+
+    def plane(kb, nc):
+        b = kb.b
+        acc = slot(b, at)
+
+        def window(kb, oi, pos):
+            b.store(ir.Constant(at, 0.0), acc)
+
+            def tap(off):
+                v = ext(b, b.load(b.gep(kb.arg(0), [off], source_etype=t, inbounds=True), typ=t))
+                if power is not None:
+                    v = _ipow(b, b.call(b.module.declare_intrinsic("llvm.fabs", [at]), [v]), power)
+                b.store(b.fadd(b.load(acc, typ=at), v), acc)
+            _valid_taps(kb, pl, nc, pos, tap)
+            s = b.load(acc, typ=at)
+            if power is None:  # the reference divides in float64 (f32 sums / i64 counts)
+                cnt = const_int(1)
+                for d in range(g.n):
+                    cnt = b.mul(cnt, load_table(b, pl.count[d], pos[d]))
+                y = b.fdiv(s if at == F64 else b.fpext(s, F64), b.sitofp(cnt, F64))
+                y = y if t == F64 else _narrow(b, y, t)
+            else:
+                y = _root(b, s, power)
+                y = y if t == at else b.fptrunc(y, t)
+            b.store(y, b.gep(kb.out(0), [oi], source_etype=t, inbounds=True))
+        _windows(kb, pl, nc, window)
+    chunked(k, x.shape[0] * x.shape[1], pl.in_size * dt.itemsize, plane, name="planes")
+
+
+def _narrow(b: ir.IRBuilder, y: ir.Value, t: ir.Type) -> ir.Value:
+    """f64 -> t; f64 -> f16 goes through f32 (a direct fptrunc becomes a libcall the JIT lacks)."""
+    if isinstance(t, ir.HalfType):
+        y = b.fptrunc(y, ir.FloatType())
+    return b.fptrunc(y, t)
+
+
+def _ipow(b: ir.IRBuilder, v: ir.Value, p: int) -> ir.Value:
+    if p == 1:
+        return v
+    if p == 2:
+        return b.fmul(v, v)
+    fn = b.module.declare_intrinsic("llvm.pow", [v.type])
+    return b.call(fn, [v, ir.Constant(v.type, float(p))])
+
+
+def _root(b: ir.IRBuilder, s: ir.Value, p: int) -> ir.Value:
+    if p == 1:
+        return s
+    if p == 2:
+        return b.call(b.module.declare_intrinsic("llvm.sqrt", [s.type]), [s])
+    fn = b.module.declare_intrinsic("llvm.pow", [s.type])
+    return b.call(fn, [s, ir.Constant(s.type, 1.0 / p)])
+
+
+@lowering("avg_pool")
+def lower_avg_pool(k, op: Op) -> None:
+    _sum_pool(k, op, bool(op.attrs["count_include_pad"]), None)
+
+
+@lowering("lp_pool")
+def lower_lp_pool(k, op: Op) -> None:
+    _sum_pool(k, op, False, int(op.attrs["p"]))
+
+
+@lowering("max_unpool")
+def lower_max_unpool(k, op: Op) -> None:
+    x, ind = op.operands[:2]
+    out = op.results[0]
+    if len(op.operands) > 2:
+        raise TargetError(f"x86: max_unpool with a run-time output_shape ({op.where()})")
+    natural = [int(d) for d in _unpool_shape(tuple(x.shape), {**op.attrs, "output_shape": None})]
+    shape = list(out.shape)
+    t = itype(x.dtype)
+    b = k.b
+    memset = b.module.declare_intrinsic("llvm.memset", [PTR, I64])
+    b.call(memset, [k.out(0), ir.Constant(I8, 0), const_int(out.type.nbytes or 0), ir.Constant(I1, 0)])
+    n = x.type.numel or 0
+    nat_total, out_total = math.prod(natural), math.prod(shape)
+    nst, ost = row_major(natural), row_major(shape)
+    with for_range(b, n, "u") as i:  # sequential: a repeated index keeps the last value, as numpy does
+        idx = b.load(b.gep(k.arg(1), [i], source_etype=I64, inbounds=True), typ=I64)
+        ok = b.and_(b.icmp_signed(">=", idx, const_int(0)), b.icmp_signed("<", idx, const_int(nat_total)))
+        if shape == natural:
+            dst = idx
+        else:  # the natural layout's coordinates, kept where they fall inside the output
+            dst, rem = const_int(0), idx
+            for d in range(len(natural)):
+                c = b.sdiv(rem, const_int(nst[d]))
+                rem = b.srem(rem, const_int(nst[d]))
+                ok = b.and_(ok, b.icmp_signed("<", c, const_int(shape[d])))
+                dst = b.add(dst, b.mul(c, const_int(ost[d])))
+            ok = b.and_(ok, b.icmp_signed("<", dst, const_int(out_total)))
+        with b.if_then(ok):
+            v = b.load(b.gep(k.arg(0), [i], source_etype=t, inbounds=True), typ=t)
+            b.store(v, b.gep(k.out(0), [dst], source_etype=t, inbounds=True))

@@ -1,1 +1,435 @@
-"""x86 lowerings: reduce (to be filled in)."""
+"""Reductions and scans: ``reduce_sum/mean/prod/max/min``, ``argmax/argmin``, ``cumsum/cumprod``,
+``topk``.
+
+Reductions merge the input dims into alternating kept / reduced groups. When the innermost group is
+reduced, each output element is a register accumulation over a contiguous inner loop (float sums
+and products carry the ``reassoc`` flag so LLVM vectorises them with partial sums: the result
+differs from numpy's pairwise sum by rounding only). When the innermost group is kept, the kernel
+accumulates whole output rows in place, which vectorises without reassociation. f16 accumulates in
+f32 and integer means in i64 then f64, as the reference does. Independent outer rows are split over
+threads with ``k.parallel_for``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from llvmlite import ir
+
+from nnc.ir import DType, Op, TargetError
+
+from ..llvm_types import F32, F64, I1, I64, const_int, for_range, ll_type
+from .elementwise import cast_value
+from .registry import lowering
+from .vecmath import intrinsic
+
+PARALLEL_MIN_WORK = 1 << 15  # elements: below this, splitting a kernel over threads costs more than it saves
+
+
+def fold_range(b: ir.IRBuilder, count: int | ir.Value, inits: list[ir.Value],
+               step: Callable[[ir.Value, list[ir.Value]], list[ir.Value]], name: str = "r",
+               start: int = 0) -> list[ir.Value]:
+    """``for i in [start, count): accs = step(i, accs)``; returns the final accumulators (phis, so
+    they live in registers and LLVM recognises reductions)."""
+    count = const_int(count) if isinstance(count, int) else count
+    pre = b.block
+    fn = b.function
+    head, body, end = (fn.append_basic_block(f"{name}.{s}") for s in ("head", "body", "end"))
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, name=name)
+    i.add_incoming(const_int(start), pre)
+    accs = [b.phi(v.type) for v in inits]
+    for a, v in zip(accs, inits):
+        a.add_incoming(v, pre)
+    b.cbranch(b.icmp_signed("<", i, count), body, end)
+    b.position_at_end(body)
+    new = step(i, list(accs))
+    latch = b.block
+    for a, v in zip(accs, new):
+        a.add_incoming(v, latch)
+    i.add_incoming(b.add(i, const_int(1)), latch)
+    b.branch(head)
+    b.position_at_end(end)
+    return list(accs)
+
+
+def axis_layout(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    """(outer, n, inner) element counts around ``axis`` of a row-major ``shape``."""
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return outer, int(shape[axis]), inner
+
+
+def gep(b: ir.IRBuilder, ptr: ir.Value, idx: ir.Value, t: ir.Type) -> ir.Value:
+    return b.gep(ptr, [idx], source_etype=t, inbounds=True)
+
+
+def load(b: ir.IRBuilder, ptr: ir.Value, idx: ir.Value, t: ir.Type) -> ir.Value:
+    return b.load(gep(b, ptr, idx, t), typ=t)
+
+
+def rows(k, count: int, work_per_row: int, body: Callable, name: str = "row") -> None:
+    """``body(kb, i)`` for each independent row ``i``: over threads when there is enough work, else a
+    plain loop in the kernel."""
+    if count > 1 and count * work_per_row >= PARALLEL_MIN_WORK:
+        k.parallel_for(count, body, name=name)
+        return
+    with for_range(k.b, count, name) as i:
+        body(k, i)
+
+
+# -- combining ---------------------------------------------------------------------------------------
+def _reassoc(v: ir.Value) -> ir.Value:
+    v.flags.append("reassoc")
+    return v
+
+
+def combine(b: ir.IRBuilder, kind: str, acc: ir.Value, x: ir.Value, dt: DType, reassoc: bool = True) -> ir.Value:
+    """acc (+ * max min) x in the accumulator's type; float max/min propagate NaN."""
+    fl = isinstance(acc.type, (ir.FloatType, ir.DoubleType, ir.HalfType))
+    if kind in ("sum", "mean"):
+        if fl:
+            return _reassoc(b.fadd(acc, x)) if reassoc else b.fadd(acc, x)
+        return b.add(acc, x)
+    if kind == "prod":
+        if fl:
+            return _reassoc(b.fmul(acc, x)) if reassoc else b.fmul(acc, x)
+        return b.mul(acc, x)
+    if fl:
+        return intrinsic(b, "llvm.maximum" if kind == "max" else "llvm.minimum", acc, x)
+    cmp = b.icmp_signed if dt.is_signed else b.icmp_unsigned
+    return b.select(cmp(">" if kind == "max" else "<", x, acc), x, acc)
+
+
+def _acc_type(kind: str, dt: DType) -> tuple[ir.Type, DType]:
+    if dt is DType.f16:
+        return F32, DType.f32
+    if kind == "mean" and dt.is_int:
+        return I64, DType.u64 if not dt.is_signed else DType.i64
+    return ll_type(dt), dt
+
+
+def identity(kind: str, t: ir.Type, dt: DType) -> ir.Constant:
+    fl = isinstance(t, (ir.FloatType, ir.DoubleType, ir.HalfType))
+    if kind in ("sum", "mean"):
+        return ir.Constant(t, 0.0 if fl else 0)
+    if kind == "prod":
+        return ir.Constant(t, 1.0 if fl else 1)
+    if fl:
+        return ir.Constant(t, float("-inf") if kind == "max" else float("inf"))
+    if dt is DType.bool:
+        return ir.Constant(t, 0 if kind == "max" else 1)
+    info = np.iinfo(dt.numpy)
+    v = int(info.min if kind == "max" else info.max)
+    if v >= 1 << (t.width - 1):  # LLVM integer constants are written signed
+        v -= 1 << t.width
+    return ir.Constant(t, v)
+
+
+# -- reduce_* ----------------------------------------------------------------------------------------
+def _groups(shape: tuple[int, ...], red: set[int]) -> list[tuple[int, bool]]:
+    """Adjacent dims merged into (size, reduced) groups; size-1 dims are dropped."""
+    out: list[tuple[int, bool]] = []
+    for d, n in enumerate(shape):
+        if n == 1:
+            continue
+        r = d in red
+        if out and out[-1][1] == r:
+            out[-1] = (out[-1][0] * n, r)
+        else:
+            out.append((n, r))
+    return out
+
+
+@lowering("reduce_sum", "reduce_mean", "reduce_prod", "reduce_max", "reduce_min")
+def lower_reduce(k, op: Op) -> None:
+    kind = op.opname.split("_", 1)[1]
+    x, out = op.operands[0], op.results[0]
+    if len(op.operands) > 1:
+        raise TargetError(f"x86: {op.opname} with run-time axes is not supported ({op.where()})")
+    shape = tuple(x.shape)
+    axes, noop = op.attrs.get("axes"), op.attrs.get("noop_with_empty_axes", 0)
+    if axes is not None and len(axes) == 0 and noop:
+        _copy(k, out, x)
+        return
+    red = set(range(len(shape))) if not axes else {a % len(shape) for a in axes}
+    dt = x.dtype
+    at, adt = _acc_type(kind, dt)
+    count = int(np.prod([shape[a] for a in red], dtype=np.int64))
+    n_out = int(np.prod(out.shape, dtype=np.int64))
+    if n_out == 0:
+        return
+    groups = _groups(shape, red)
+    strides = []
+    acc = 1
+    for n, _ in reversed(groups):
+        strides.append(acc)
+        acc *= n
+    strides.reverse()
+    if groups and not groups[-1][1] and at == ll_type(dt) and len(groups) > 1:
+        _reduce_rows_in_place(k, op, kind, groups, strides, count)
+        return
+
+    kept = [(n, s) for (n, r), s in zip(groups, strides) if not r]
+    redg = [(n, s) for (n, r), s in zip(groups, strides) if r]
+
+    def finish(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+        if kind == "mean":
+            if dt.is_int:
+                f = b.sitofp(v, F64) if dt.is_signed else b.uitofp(v, F64)
+                q = b.fdiv(f, ir.Constant(F64, float(count)))
+                return cast_value(b, q, DType.f64, dt)
+            v = b.fdiv(v, ir.Constant(at, float(count)))
+        return cast_value(b, v, adt, dt) if adt is not dt else v
+
+    def reduce_at(b: ir.IRBuilder, xp: ir.Value, base: ir.Value) -> ir.Value:
+        def level(lv: int, off: ir.Value, a: ir.Value) -> ir.Value:
+            if lv == len(redg):
+                v = load(b, xp, off, ll_type(dt))
+                return combine(b, kind, a, cast_value(b, v, dt, adt) if adt is not dt else v, dt)
+            n, s = redg[lv]
+            return fold_range(b, n, [a], lambda i, accs: [level(lv + 1, b.add(off, b.mul(i, const_int(s))), accs[0])],
+                              name=f"red{lv}")[0]
+        return level(0, base, identity(kind, at, adt))
+
+    def outputs(kb, b: ir.IRBuilder, lv: int, base: ir.Value, flat: ir.Value) -> None:
+        if lv == len(kept):
+            b.store(finish(b, reduce_at(b, kb.arg(0), base)), gep(b, kb.out(0), flat, ll_type(dt)))
+            return
+        n, s = kept[lv]
+        inner = int(np.prod([m for m, _ in kept[lv + 1:]], dtype=np.int64))
+        with for_range(b, n, f"o{lv}") as i:
+            outputs(kb, b, lv + 1, b.add(base, b.mul(i, const_int(s))), b.add(flat, b.mul(i, const_int(inner))))
+
+    zero = const_int(0)
+    if kept and kept[0][0] > 1:
+        n0, s0 = kept[0]
+        inner0 = int(np.prod([m for m, _ in kept[1:]], dtype=np.int64))
+
+        def row(kb, i):
+            b = kb.b
+            outputs(kb, b, 1, b.mul(i, const_int(s0)), b.mul(i, const_int(inner0)))
+        rows(k, n0, max(count, 1) * inner0, row)
+    else:
+        outputs(k, k.b, 0, zero, zero)
+
+
+def _reduce_rows_in_place(k, op: Op, kind: str, groups, strides, count: int) -> None:
+    """Innermost dims kept: out[o, :] = combine(out[o, :], x[..., :]) row by row (vectorises)."""
+    b = k.b
+    dt = op.operands[0].dtype
+    t = ll_type(dt)
+    n_out = int(np.prod(op.results[0].shape, dtype=np.int64))
+    inner = groups[-1][0]
+    ident = identity(kind, t, dt)
+    with for_range(b, n_out, "init") as i:
+        b.store(ident, gep(b, k.out(0), i, t))
+    # output strides of the kept groups
+    ostr, acc = [], 1
+    for n, r in reversed(groups):
+        ostr.append(0 if r else acc)
+        acc *= 1 if r else n
+    ostr.reverse()
+
+    def nest(lv: int, xoff: ir.Value, ooff: ir.Value) -> None:
+        if lv == len(groups) - 1:
+            with for_range(b, inner, "in") as j:
+                op_ = gep(b, k.out(0), b.add(ooff, j), t)
+                v = load(b, k.arg(0), b.add(xoff, j), t)
+                b.store(combine(b, kind, b.load(op_, typ=t), v, dt), op_)
+            return
+        with for_range(b, groups[lv][0], f"g{lv}") as i:
+            nest(lv + 1, b.add(xoff, b.mul(i, const_int(strides[lv]))), b.add(ooff, b.mul(i, const_int(ostr[lv]))))
+
+    nest(0, const_int(0), const_int(0))
+    if kind == "mean":
+        with for_range(b, n_out, "mean") as i:
+            p = gep(b, k.out(0), i, t)
+            v = b.load(p, typ=t)
+            if dt.is_int:
+                f = b.sitofp(v, F64) if dt.is_signed else b.uitofp(v, F64)
+                b.store(cast_value(b, b.fdiv(f, ir.Constant(F64, float(count))), DType.f64, dt), p)
+            else:
+                b.store(b.fdiv(v, ir.Constant(t, float(count))), p)
+
+
+def _copy(k, out, x) -> None:
+    memcpy = k.b.module.declare_intrinsic("llvm.memcpy", [k.out(0).type, k.arg(0).type, I64])
+    nbytes = int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize
+    k.b.call(memcpy, [k.out(0), k.arg(0), const_int(nbytes), ir.Constant(I1, 0)])
+
+
+# -- argmax / argmin ---------------------------------------------------------------------------------
+@lowering("argmax", "argmin")
+def lower_arg(k, op: Op) -> None:
+    x = op.operands[0]
+    shape = tuple(x.shape)
+    axis = op.attrs.get("axis", 0) % len(shape)
+    outer, n, inner = axis_layout(shape, axis)
+    dt = x.dtype
+    t = ll_type(dt)
+    last = bool(op.attrs.get("select_last_index", 0))
+    larger = op.opname == "argmax"
+
+    def better(b: ir.IRBuilder, v: ir.Value, best: ir.Value) -> ir.Value:
+        # NaN is the extreme for both (numpy); ties go to the first index, or the last if asked
+        if dt.is_float:
+            v_nan = b.fcmp_unordered("uno", v, v)
+            best_nan = b.fcmp_unordered("uno", best, best)
+            pred = (">=" if larger else "<=") if last else (">" if larger else "<")
+            cmp = b.fcmp_ordered(pred, v, best)
+            if last:
+                return b.or_(v_nan, b.and_(b.not_(best_nan), cmp))
+            return b.and_(b.not_(best_nan), b.or_(v_nan, cmp))
+        pred = (">=" if larger else "<=") if last else (">" if larger else "<")
+        return (b.icmp_signed if dt.is_signed else b.icmp_unsigned)(pred, v, best)
+
+    def row(kb, o):
+        b = kb.b
+        with for_range(b, inner, "in") as i:
+            base = b.add(b.mul(o, const_int(n * inner)), i)
+            first = load(b, kb.arg(0), base, t) if n else ir.Constant(t, 0)
+
+            def step(j, accs):
+                v = load(b, kb.arg(0), b.add(base, b.mul(j, const_int(inner))), t)
+                take = better(b, v, accs[0])
+                return [b.select(take, v, accs[0]), b.select(take, j, accs[1])]
+            _, idx = fold_range(b, n, [first, const_int(0)], step, start=1)
+            b.store(idx, gep(b, kb.out(0), b.add(b.mul(o, const_int(inner)), i), I64))
+
+    rows(k, outer, n * inner, row)
+
+
+# -- cumsum / cumprod --------------------------------------------------------------------------------
+@lowering("cumsum", "cumprod")
+def lower_scan(k, op: Op) -> None:
+    if len(op.operands) > 1 or op.attrs.get("axis") is None:
+        raise TargetError(f"x86: {op.opname} with a run-time axis is not supported ({op.where()})")
+    x = op.operands[0]
+    shape = tuple(x.shape)
+    axis = op.attrs["axis"] % len(shape)
+    outer, n, inner = axis_layout(shape, axis)
+    kind = "sum" if op.opname == "cumsum" else "prod"
+    dt = x.dtype
+    t = ll_type(dt)
+    at, adt = _acc_type(kind, dt)
+    excl, rev = bool(op.attrs.get("exclusive", 0)), bool(op.attrs.get("reverse", 0))
+    if n == 0 or outer * inner == 0:
+        return
+
+    def pos(b, j):  # the j-th position visited along the axis
+        return b.sub(const_int(n - 1), j) if rev else j
+
+    if inner > 1 and at == t:
+        # row by row: out[row_j] = out[row_j-1] (+) x[...], vectorised over the contiguous inner dim
+        def block(kb, o):
+            b = kb.b
+            base = b.mul(o, const_int(n * inner))
+
+            def row_ptr(j):
+                return b.add(base, b.mul(pos(b, j), const_int(inner)))
+            r0 = row_ptr(const_int(0))
+            with for_range(b, inner, "first") as i:
+                v = identity(kind, t, dt) if excl else load(b, kb.arg(0), b.add(r0, i), t)
+                b.store(v, gep(b, kb.out(0), b.add(r0, i), t))
+            with for_range(b, n, "scan", start=1) as j:
+                cur, prev = row_ptr(j), row_ptr(b.sub(j, const_int(1)))
+                src = prev if excl else cur
+                with for_range(b, inner, "in") as i:
+                    a = load(b, kb.out(0), b.add(prev, i), t)
+                    v = load(b, kb.arg(0), b.add(src, i), t)
+                    b.store(combine(b, kind, a, v, dt, reassoc=False), gep(b, kb.out(0), b.add(cur, i), t))
+        rows(k, outer, n * inner, block)
+        return
+
+    def line(kb, oi):
+        b = kb.b
+        o, i = b.sdiv(oi, const_int(inner)), b.srem(oi, const_int(inner))
+        base = b.add(b.mul(o, const_int(n * inner)), i)
+
+        def step(j, accs):
+            p = b.add(base, b.mul(pos(b, j), const_int(inner)))
+            v = load(b, kb.arg(0), p, t)
+            v = cast_value(b, v, dt, adt) if adt is not dt else v
+            nxt = combine(b, kind, accs[0], v, adt, reassoc=False)
+            res = accs[0] if excl else nxt
+            b.store(cast_value(b, res, adt, dt) if adt is not dt else res, gep(b, kb.out(0), p, t))
+            return [nxt]
+        fold_range(b, n, [identity(kind, at, adt)], step)
+
+    rows(k, outer * inner, n, line)
+
+
+# -- topk --------------------------------------------------------------------------------------------
+@lowering("topk")
+def lower_topk(k, op: Op) -> None:
+    if len(op.operands) > 1 or op.attrs.get("k") is None:
+        raise TargetError(f"x86: topk with a run-time k is not supported ({op.where()})")
+    x = op.operands[0]
+    shape = tuple(x.shape)
+    axis = op.attrs.get("axis", -1) % len(shape)
+    outer, n, inner = axis_layout(shape, axis)
+    kk = int(op.attrs["k"])
+    dt = x.dtype
+    t = ll_type(dt)
+    largest = bool(op.attrs.get("largest", 1))
+    if kk == 0 or outer * inner == 0:
+        return
+
+    def better(b: ir.IRBuilder, v: ir.Value, w: ir.Value) -> ir.Value:
+        """v strictly ahead of w in the order (NaN sorts as the largest, as numpy's sort)."""
+        if dt.is_float:
+            if not largest:
+                v, w = w, v
+            nan_first = b.and_(b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", w, w))
+            return b.or_(b.fcmp_ordered(">", v, w), nan_first)
+        return (b.icmp_signed if dt.is_signed else b.icmp_unsigned)(">" if largest else "<", v, w)
+
+    def line(kb, oi):
+        # insertion into the sorted output row: elements arrive in index order and only move past
+        # strictly worse ones, so equal values keep the lower index first
+        b = kb.b
+        fn = b.function
+        o, i = b.sdiv(oi, const_int(inner)), b.srem(oi, const_int(inner))
+        xbase = b.add(b.mul(o, const_int(n * inner)), i)
+        obase = b.add(b.mul(o, const_int(kk * inner)), i)
+
+        def vp(p):
+            return gep(b, kb.out(0), b.add(obase, b.mul(p, const_int(inner))), t)
+
+        def ip(p):
+            return gep(b, kb.out(1), b.add(obase, b.mul(p, const_int(inner))), I64)
+
+        with for_range(b, n, "j") as j:
+            v = load(b, kb.arg(0), b.add(xbase, b.mul(j, const_int(inner))), t)
+            full = b.icmp_signed(">=", j, const_int(kk))
+            last = const_int(kk - 1)
+            enter = b.or_(b.not_(full), better(b, v, b.load(vp(last), typ=t)))
+            ins, skip = fn.append_basic_block("ins"), fn.append_basic_block("skip")
+            b.cbranch(enter, ins, skip)
+            b.position_at_end(ins)
+            start = b.select(full, last, j)
+            pre = b.block
+            head, body, done = (fn.append_basic_block(s) for s in ("sh.head", "sh.body", "sh.done"))
+            b.branch(head)
+            b.position_at_end(head)
+            p = b.phi(I64)
+            p.add_incoming(start, pre)
+            has_prev = b.icmp_signed(">", p, const_int(0))
+            prev = b.select(has_prev, b.sub(p, const_int(1)), const_int(0))
+            pv = b.load(vp(prev), typ=t)
+            b.cbranch(b.and_(has_prev, better(b, v, pv)), body, done)
+            b.position_at_end(body)
+            b.store(pv, vp(p))
+            b.store(b.load(ip(prev), typ=I64), ip(p))
+            p.add_incoming(prev, body)
+            b.branch(head)
+            b.position_at_end(done)
+            b.store(v, vp(p))
+            b.store(j, ip(p))
+            b.branch(skip)
+            b.position_at_end(skip)
+
+    rows(k, outer * inner, n * kk, line)
