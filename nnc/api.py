@@ -5,18 +5,28 @@
     cm = nnc.compile("model.onnx", target="reference")
     outs = cm.run({"x": x})                   # dict keyed by output name
     y = cm(x)                                 # positional; an array or a tuple
+    cm = nnc.compile("model.onnx", target="x86", threads=2, cache=False, quiet=True)
+
+Targets that need static shapes (x86) compile a model with symbolic dims or run-time shape inputs
+(a Reshape whose shape is an input) on its first run, for that run's input shapes and shape-input
+values, and keep one executable per distinct signature (``Specializer``); a static model compiles
+at once. Options go to the backend (see ``nnc.backends.x86`` for x86's).
 """
 
 from __future__ import annotations
 
+import collections
+import inspect
 import os
 import zipfile
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from nnc.frontends.onnx import import_model
-from nnc.ir import DType, InputError, ModelError, Module, NncError, ParseError, parse_module
+from nnc.ir import DType, InputError, ModelError, Module, NncError, ParseError, parse_module, verify_module
+from nnc.ir.interpreter import check_feeds
+from nnc.ir.specialize import specialize
 
 from .targets import get_backend
 
@@ -106,7 +116,8 @@ class CompiledModel:
 
 
 def compile(model: Any, target: str = "reference", mode: str = "infer", **options: Any) -> CompiledModel:  # noqa: A001
-    """Compile ``model`` (a path, ``onnx.ModelProto``, or ``Module``) for ``target``."""
+    """Compile ``model`` (a path, ``onnx.ModelProto``, or ``Module``) for ``target``; ``options`` go to
+    the backend (x86: ``cpu``, ``target_features``, ``opt``, ``threads``, ``cache``, ``quiet``)."""
     if mode not in MODES:
         raise NncError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     backend = get_backend(target)
@@ -114,8 +125,87 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", **option
         raise NncError("mode 'train' is not available yet: training support is tracked separately")
     module = load_module(model)
     _check_weights(module, model)
-    executable = backend(module, options)
+    if getattr(inspect.getmodule(backend), "STATIC_SHAPES", False) and not _is_static(module):
+        executable: Any = Specializer(module, backend, options)
+    else:
+        executable = backend(module, options)
     return CompiledModel(module, executable, target)
+
+
+# -- specialisation for targets that need static shapes ----------------------------------------
+def shape_inputs(module: Module) -> list[str]:
+    """The inputs whose *values* decide shapes: those feeding a dynamic operand (a reshape's shape,
+    a slice's starts...) that is not a constant, or a scalar operand of an op whose result shape
+    is unknown although every operand's shape is known (``range``'s limit, a one-hot depth; not
+    ``nonzero``'s tensor, whose output size is data, not a parameter). The walk stops at ``shape``
+    ops, which read only their operand's shape (known once the input shapes are)."""
+    g = module.main
+    params = {id(p): p.name for p in g.params if p.binding is None}
+    stack = []
+    for op in g.ops:
+        for i in op.opdef.dynamic_operand_indices():
+            if i < len(op.operands):
+                stack.append(op.operands[i])
+        if op.operands and all(v.type.is_static for v in op.operands) and \
+                not all(r.type.is_static for r in op.results):
+            stack.extend(v for v in op.operands if v.type.rank == 0)
+    seen: set[int] = set()
+    found: set[str] = set()
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if id(v) in params:
+            found.add(params[id(v)])
+        elif v.producer is not None and v.producer.opname not in ("const", "shape"):
+            stack.extend(v.producer.operands)
+    return [p.name for p in g.params if p.name in found]
+
+
+def _is_static(module: Module) -> bool:
+    return all(p.type.is_static for p in module.main.params) and not shape_inputs(module)
+
+
+class Specializer:
+    """The executable of a model with symbolic dims or run-time shape inputs on a static-shape
+    target: each run is compiled for its input shapes and the values of its shape inputs
+    (``ir.specialize``), once per distinct signature; the most recent ``keep`` are kept."""
+
+    keep = 32
+
+    def __init__(self, module: Module, backend: Callable[..., Any], options: Mapping[str, Any]):
+        verify_module(module)  # a malformed model fails at compile time, not at its first run
+        self.module = module
+        self.backend = backend
+        self.options = dict(options)
+        self.shape_inputs = shape_inputs(module)
+        self.executables: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        g = self.module.main
+        args = check_feeds(g, feeds, self.module)  # the interpreter's checks: dtypes, shapes, symbols
+        arrays = {p.name: a for p, a in zip(g.params, args)}
+        values = {n: np.asarray(arrays[n]) for n in self.shape_inputs}
+        key = tuple((n, a.dtype.str, a.shape) for n, a in arrays.items()) + \
+            tuple((n, a.tobytes()) for n, a in values.items())
+        exe = self.executables.get(key)
+        if exe is None:
+            shapes = {n: a.shape for n, a in arrays.items() if n not in values}
+            exe = self.backend(specialize(self.module, shapes, values), self.options)
+            self.executables[key] = exe
+            if len(self.executables) > self.keep:
+                self.executables.popitem(last=False)
+        else:
+            self.executables.move_to_end(key)
+        return exe.run({n: a for n, a in feeds.items() if n not in values})
+
+
+def load(path: str | os.PathLike) -> CompiledModel:
+    """Load a shared library written by ``nnc compile MODEL --target x86 -o model.so``."""
+    from nnc.backends.x86.aot import load as load_library
+
+    return load_library(path)
 
 
 def _check_weights(module: Module, source: Any) -> None:

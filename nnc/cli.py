@@ -99,6 +99,40 @@ def _size(nbytes: float) -> str:
     return f"{nbytes / 1024:.1f} GB"
 
 
+def _add_x86_flags(p: argparse.ArgumentParser) -> None:
+    x = p.add_argument_group("x86 target")
+    x.add_argument("--cpu", metavar="NAME", help="CPU to compile for (default: the host's; e.g. x86-64, haswell)")
+    x.add_argument("--target-features", metavar="STR", help="LLVM feature list, e.g. +avx2,+fma,-avx512f "
+                                                            "(default: the host's, or those of --cpu)")
+    x.add_argument("--threads", type=int, metavar="N",
+                   help="threads per model (default: $NNC_NUM_THREADS or all cores)")
+    x.add_argument("--no-cache", action="store_true", help="bypass the compilation cache (~/.cache/nnc; NNC_CACHE_DIR)")
+
+
+def _compile_options(args: argparse.Namespace) -> dict[str, Any]:
+    """nnc.compile options from the x86 flags; -q also silences compile progress on stderr."""
+    opts: dict[str, Any] = {k: getattr(args, k) for k in ("cpu", "target_features", "threads")
+                            if getattr(args, k, None) is not None}
+    if opts and args.target != "x86":
+        raise NncError(f"--{next(iter(opts)).replace('_', '-')} applies to --target x86 only")
+    if getattr(args, "no_cache", False):
+        opts["cache"] = False
+    if getattr(args, "quiet", False):
+        opts["quiet"] = True
+    return opts
+
+
+def _how_compiled(cm: Any) -> str:
+    """Where an x86 model's machine code came from, for the compile summary."""
+    exe = cm.executable
+    if getattr(exe, "shape_inputs", None) is not None:  # api.Specializer
+        why = f"shape inputs {', '.join(exe.shape_inputs)}" if exe.shape_inputs else "symbolic dims"
+        return f"compiled at the first run for each input signature ({why})"
+    status = getattr(exe, "cache_status", None)
+    return {None: "", "off": "", "hit": "loaded from the compilation cache", "miss": "generated (now cached)"}.get(
+        status, f"generated (cache entry rebuilt: {status})")
+
+
 def _say(args: argparse.Namespace, text: str = "") -> None:
     if not getattr(args, "quiet", False):
         print(text)
@@ -107,25 +141,79 @@ def _say(args: argparse.Namespace, text: str = "") -> None:
 # -- nnc compile --------------------------------------------------------------------------------
 def cmd_compile(args: argparse.Namespace) -> int:
     _check_target(args.target)
+    if args.target == "x86" and (args.output or args.emit):
+        return _compile_x86(args)
+    if args.emit:
+        raise NncError("--emit needs --target x86")
     if args.output and args.target != "reference":
         raise NncError(f"saving a compiled module is not implemented for target {args.target!r} yet")
     if args.output and not args.output.endswith(".nnc"):
         raise NncError(f"target 'reference' writes text IR; name the output *.nnc (got {args.output!r})")
     t0 = time.perf_counter()
-    cm = nnc.compile(args.model, target=args.target, mode=args.mode)
+    cm = nnc.compile(args.model, target=args.target, mode=args.mode, **_compile_options(args))
     ms = (time.perf_counter() - t0) * 1e3
     m = cm.module
     _say(args, f"compiled {args.model} for target {args.target} (mode {args.mode}) in {ms:.0f} ms: "
                f"{_op_count(m)} ops, {_size(m.weights_bytes())} of weights")
     _say(args, f"  inputs:  {_signature(cm.input_types)}")
     _say(args, f"  outputs: {_signature(cm.output_types)}")
+    if _how_compiled(cm):
+        _say(args, f"  code:    {_how_compiled(cm)}")
     if not args.output:
-        _say(args, "nothing written; pass -o FILE.nnc to save the compiled module")
+        ext = "so" if args.target == "x86" else "nnc"
+        _say(args, f"nothing written; pass -o FILE.{ext} to save the compiled module")
         return 0
     weights = args.output[:-4] + ".npz"
     write_files({args.output: print_module(m).encode(), weights: _npz_bytes(dict(m.constants))})
     _say(args, f"wrote {args.output} (IR) and {weights} (weights)")
     return 0
+
+
+def _compile_x86(args: argparse.Namespace) -> int:
+    """AOT: -o FILE.so writes the library, its header and manifest; --emit llvm|asm|obj dumps a stage."""
+    from nnc.backends.x86 import aot
+
+    form, out = args.emit or "so", args.output
+    if form in ("obj", "so") and not out:
+        raise NncError(f"--emit {form} writes a binary file; give -o FILE")
+    if form == "so" and not out.endswith(".so"):
+        raise NncError(f"target 'x86' writes a shared library; name the output *.so (got {out!r})")
+    opts: dict[str, Any] = {k: getattr(args, k) for k in ("cpu", "target_features", "opt", "threads")
+                            if getattr(args, k, None) is not None}
+    if getattr(args, "dim", None):
+        opts["dims"] = dict(args.dim)
+    t0 = time.perf_counter()
+    module = nnc.load_module(args.model)
+    if form == "so":
+        man = aot.compile_aot(module, out, opts)
+        if man["bound_dims"]:
+            _say(args, "symbolic dims fixed: " + ", ".join(f"{k}={v}" for k, v in man["bound_dims"].items()))
+        _say(args, f"compiled {args.model} for x86 ({man['target']['cpu']}) in {time.perf_counter() - t0:.1f} s: "
+                   f"wrote {out}, {man['header']}, {os.path.splitext(man['library'])[0]}.json "
+                   f"({_size(man['weights']['nbytes'])} of weights inside)")
+        return 0
+    data = aot.emit(module, form, opts)
+    if out:
+        write_files({out: data})
+        _say(args, f"wrote {out} ({form}, {_size(len(data))})")
+    else:
+        sys.stdout.write(data.decode())
+    return 0
+
+
+# -- nnc bench ----------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from nnc import bench
+
+    _check_target(args.target)
+    engines = ["nnc"] + (["ort"] if not args.no_ort and bench.ort_available() else []) + \
+        (["reference"] if args.reference else [])
+    res = bench.benchmark(args.model, engines, threads=args.threads, target=args.target, rounds=args.rounds,
+                          budget_s=args.budget, dims=dict(args.dim or []))
+    print(bench.format_report(args.model, res, args.threads, bench.flops_or_none(args.model)))
+    if "ort" not in engines and not args.no_ort:
+        print("  (onnxruntime is not installed: no comparison)")
+    return 0 if res["nnc"]["status"] == "ok" else 1
 
 
 # -- nnc run ------------------------------------------------------------------------------------
@@ -235,7 +323,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_target(args.target)
     if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise NncError(f"--output-dir {args.output_dir}: exists and is not a folder")
-    cm = nnc.compile(args.model, target=args.target)
+    cm = nnc.compile(args.model, target=args.target, **_compile_options(args))
     feeds: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}
     bindings: dict[str, int] = {}  # symbolic dims seen so far, so N must agree across inputs
@@ -291,9 +379,15 @@ def cmd_dump(args: argparse.Namespace) -> int:
 def converter_table() -> list[tuple[str, list[int], list[str]]]:
     """(ONNX op, opsets where a converter form starts, targets) for every op with a converter."""
     from nnc.frontends.onnx.registry import supported
+    from nnc.onnx_backend import x86_op_coverage
 
-    targets = ["reference"]  # every imported op runs on the interpreter; per-op x86 coverage is not tabled yet
-    return [(f"{d}.{t}" if d else t, since, targets) for (d, t), since in supported().items()]
+    x86 = x86_op_coverage(quiet=False)  # op -> (node tests whose IR ops all lower on x86, node tests)
+
+    def targets(op: str) -> list[str]:  # every imported op runs on the interpreter
+        ok, n = x86.get(op, (0, 0))
+        return ["reference"] + (["x86"] if n and ok == n else [f"x86 ({ok} of {n} forms)"] if ok else [])
+    rows = [(f"{d}.{t}" if d else t, since) for (d, t), since in supported().items()]
+    return [(op, since, targets(op)) for op, since in rows]
 
 
 def function_expanded_ops() -> dict[str, int]:
@@ -356,7 +450,11 @@ def cmd_ops(args: argparse.Namespace) -> int:
     print(f"{'ONNX op':<{w}}  {'since opset':<12}  targets")
     for op, since, targets in rows:
         print(f"{op:<{w}}  {', '.join(map(str, since)):<12}  {', '.join(targets)}")
-    print(f"\n{len(rows)} ONNX ops have converters.")
+    full = sum("x86" in t for _, _, t in rows)
+    some = sum(any(x.startswith("x86 (") for x in t) for _, _, t in rows)
+    more = f" ({some} more in some forms)" if some else ""
+    print(f"\n{len(rows)} ONNX ops have converters; {full} run on x86{more}: "
+          f"every IR op their import emits in the op's official node tests has an x86 lowering.")
     if not args.no_functions:
         fx = function_expanded_ops()
         if fx:
@@ -402,8 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx) or nnc text IR (.nnc)")
     c.add_argument("--target", "-t", default="reference", help=_target_help())
     c.add_argument("--mode", choices=MODES, default="infer", help="infer (default) or train")
-    c.add_argument("-o", "--output", metavar="OUT", help="where to write the compiled module (*.nnc for reference)")
+    c.add_argument("-o", "--output", metavar="OUT",
+                   help="where to write the compiled module (*.nnc for reference, *.so for x86)")
+    c.add_argument("--emit", choices=("llvm", "asm", "obj", "so"),
+                   help="x86: write this stage instead (LLVM IR after optimisation, assembly, object file, "
+                        "shared library); llvm and asm go to stdout without -o")
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    _add_x86_flags(c)
     c.set_defaults(fn=cmd_compile)
 
     r = sub.add_parser("run", formatter_class=_Formatter, help="run a model on inputs from .npy files",
@@ -424,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed for --random-inputs (default 0)")
     r.add_argument("--output-dir", "-o", metavar="DIR", help="write each output to DIR/NAME.npy")
     r.add_argument("-q", "--quiet", action="store_true", help="print only the output summaries")
+    _add_x86_flags(r)
     r.set_defaults(fn=cmd_run)
 
     d = sub.add_parser("dump", formatter_class=_Formatter, help="print a model's text IR",
@@ -433,6 +537,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx) or nnc text IR (.nnc)")
     d.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     d.set_defaults(fn=cmd_dump)
+
+    bn = sub.add_parser("bench", formatter_class=_Formatter, help="measure latency against onnxruntime",
+                        description="Compile MODEL and time it: median and p90 latency, throughput and compile "
+                                    "time, for nnc and (when installed) onnxruntime with ORT_ENABLE_ALL, each in "
+                                    "its own subprocess, rounds alternating between them.",
+                        epilog="example:\n  nnc bench examples/cnn.onnx --target x86 --threads 2")
+    bn.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx)")
+    bn.add_argument("--target", "-t", default="x86", help="nnc target to time (default: x86)")
+    bn.add_argument("--threads", type=int, default=1, help="threads for every engine (default 1)")
+    bn.add_argument("--rounds", type=int, default=3, help="rounds of alternating engines (default 3)")
+    bn.add_argument("--budget", type=float, default=2.0, help="seconds of timed runs per engine per round")
+    bn.add_argument("--dim", action="append", type=_dim_spec, metavar="SYMBOL=SIZE",
+                    help="size of a symbolic input dimension (default 1)")
+    bn.add_argument("--reference", action="store_true", help="also time the reference interpreter")
+    bn.add_argument("--no-ort", action="store_true", help="do not run onnxruntime")
+    bn.set_defaults(fn=cmd_bench)
 
     o = sub.add_parser("ops", formatter_class=_Formatter, help="list the ONNX ops nnc supports",
                        description="The ONNX op coverage table: each op with a converter, the opset versions "

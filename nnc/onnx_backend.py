@@ -1,11 +1,20 @@
 """nnc as an ONNX backend (``onnx.backend.base.Backend``), so the official backend test suite runs:
 
-    onnx.backend.test.BackendTest(nnc.onnx_backend.ReferenceBackend, __name__)
+    onnx.backend.test.BackendTest(nnc.onnx_backend.Backend, __name__)           # x86 (LLVM)
+    onnx.backend.test.BackendTest(nnc.onnx_backend.ReferenceBackend, __name__)  # the interpreter
+
+``Backend.prepare(model, device="CPU", **options)`` passes nnc compile options (``cache``,
+``threads``, ``cpu``, ``target_features``, ``opt``) through; compiles are quiet.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import hashlib
+import json
+import os
+import sys
+import warnings
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -33,6 +42,7 @@ class NncRep(BackendRep):
 
 class _NncBackend(_OnnxBackend):
     target = "reference"
+    options: tuple[str, ...] = ()  # the nnc compile options prepare() accepts as keyword arguments
 
     @classmethod
     def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> bool:
@@ -41,7 +51,10 @@ class _NncBackend(_OnnxBackend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> NncRep:
         super().prepare(model, device, **kwargs)
-        return NncRep(nnc.compile(model, target=cls.target))
+        options = {k: v for k, v in kwargs.items() if k in cls.options}
+        if cls.options:
+            options.setdefault("quiet", True)
+        return NncRep(nnc.compile(model, target=cls.target, **options))
 
     @classmethod
     def run_node(cls, node: onnx.NodeProto, inputs: Sequence[np.ndarray], device: str = "CPU",
@@ -57,3 +70,94 @@ class ReferenceBackend(_NncBackend):
     """Runs models on nnc's reference interpreter."""
 
     target = "reference"
+
+
+class Backend(_NncBackend):
+    """Compiles models for the host x86 CPU (LLVM). Models with symbolic dims or run-time shape
+    inputs are compiled on their first run, per input signature."""
+
+    target = "x86"
+    options = ("cache", "threads", "cpu", "target_features", "opt", "quiet")
+
+
+# -- which ONNX ops run on x86 ------------------------------------------------------------------
+def x86_op_coverage(cases: Iterable[Any] | None = None, use_cache: bool = True,
+                    quiet: bool = True) -> dict[str, tuple[int, int]]:
+    """ONNX op ("Conv", "com.microsoft.X") -> (forms that run on x86, forms imported).
+
+    A form is one official node test of the op (single-node, not a function expansion): it runs on
+    x86 when every IR op its import emits has an x86 lowering. Generating the node tests costs
+    ~15 s (onnx computes their expected outputs), so the table is cached beside the compilation
+    cache, keyed by the onnx version and the source of the frontend, IR, passes and x86 backend.
+    """
+    from nnc.backends.x86.kernels.registry import lowered_ops
+
+    path = None
+    if cases is None and use_cache:
+        path = _coverage_cache_path()
+        try:
+            with open(path) as f:
+                return {k: (int(a), int(b)) for k, (a, b) in json.load(f).items()}
+        except (OSError, ValueError, TypeError):
+            pass
+    if cases is None:
+        from onnx.backend.test.loader import load_model_tests
+
+        if not quiet and sys.stderr.isatty():  # progress for a person waiting, not for logs
+            print("nnc: tabling x86 coverage from the ONNX node tests (once; cached after)...", file=sys.stderr)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cases = load_model_tests(kind="node")
+    lowered = lowered_ops()
+    table: dict[str, list[int]] = {}
+    for case in cases:
+        nodes = case.model.graph.node
+        if case.name.endswith("_expanded") or len(nodes) != 1:
+            continue
+        n = nodes[0]
+        op = f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+        try:
+            module = nnc.from_onnx(case.model)
+        except nnc.NncError:
+            continue
+        row = table.setdefault(op, [0, 0])
+        row[1] += 1
+        row[0] += _ir_ops(module) <= lowered
+    result = {k: (a, b) for k, (a, b) in sorted(table.items())}
+    if path is not None:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                json.dump(result, f)
+            os.replace(path + ".tmp", path)
+        except OSError:
+            pass
+    return result
+
+
+def _ir_ops(module: Any) -> set[str]:
+    names: set[str] = set()
+    todo = list(module.graphs.values())
+    while todo:
+        g = todo.pop()
+        for op in g.ops:
+            if op.opname != "const":
+                names.add(op.opname)
+            todo.extend(op.regions)
+    return names
+
+
+def _coverage_cache_path() -> str:
+    from nnc.backends.x86.cache import cache_dir, code_fingerprint
+    from nnc.frontends import onnx as onnx_frontend
+
+    h = hashlib.sha256(f"onnx {onnx.__version__} {code_fingerprint()}".encode())
+    root = os.path.dirname(os.path.abspath(onnx_frontend.__file__))
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    h.update(name.encode() + f.read())
+    return os.path.join(cache_dir(), f"onnx-ops-{h.hexdigest()[:24]}.json")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from nnc.ir import Module, const_value
 from nnc.ir.registry import array_to_attr
+from nnc.ir.specialize import reinfer
 
 from .registry import Pass, register_pass
 
@@ -45,4 +46,7 @@ class FoldDynamic(Pass):
                     op.operands.pop()
                 self.note("operands_folded", len(dyn))
                 changed = True
+        if changed:
+            # result types were inferred while the operands were unknown ('?' dims): refine them
+            reinfer(module)
         return changed

@@ -2,52 +2,190 @@
 feature list, and run through one native entry point over a planned arena.
 
 ``compile(module, options)`` prepares the graph (freeze, fold constants, remove dead code), plans
-memory, generates and optimises LLVM IR, and returns an ``X86Executable``. Options: ``cpu``,
-``target_features``, ``opt`` (LLVM level, default 3).
+memory, generates and optimises LLVM IR, emits an object file and links it into this process, and
+returns an ``X86Executable``. The module must have static shapes (``nnc.compile`` specialises models
+with symbolic dims or run-time shape inputs before calling this). Options:
+
+- ``cpu``, ``target_features``: the target (default: the host's CPU name and feature list);
+- ``opt``: LLVM optimisation level (default 3);
+- ``threads``: threads for ``parallel_for`` (default ``$NNC_NUM_THREADS``, else every core; the pool
+  size is compiled in, see ``runtime.py``);
+- ``cache``: use the compilation cache (default True; see ``cache.py``);
+- ``quiet``: no progress on stderr (progress appears only for compiles longer than a second).
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any, Mapping
+import sys
+import time
+from typing import Any, Mapping, TextIO
 
-from nnc.ir import Module, TargetError, verify_module
+from nnc.ir import Module, Op, TargetError, verify_module
+from nnc.ir.specialize import reinfer
 from nnc.passes import PassManager
 
+from .cache import CompileCache, Entry, cache_key
 from .codegen import ENTRY, CodeGen
-from .executable import X86Executable
-from .jit import JitModule, optimize
+from .executable import Interface, X86Executable, load_object
+from .jit import optimize
+from .runtime import attach, num_threads
 from .storage import assign_storage
-from .target import resolve
+from .target import TargetInfo, resolve
 
 PREPARE = "freeze,fold-constants,fold-dynamic,dce"
+REFOLD = "fold-constants,fold-dynamic,dce"
+STATIC_SHAPES = True  # nnc.compile specialises dynamic models for this target
 
 
 def prepare(module: Module) -> Module:
-    # copy the graph, share the (large, read-only) constant arrays
-    m = copy.deepcopy(module, memo={id(a): a for a in module.constants.values()})
-    PassManager(PREPARE).run(m)
+    m = module.clone()  # the graphs are copied; the (large, read-only) constant arrays are shared
+    records = PassManager(PREPARE).run(m)
     g = m.main
+    for _ in range(8):
+        if all(r.type.is_static for op in g.ops for r in op.results) or not any(r.changed for r in records):
+            break
+        # fold-dynamic turns constant operands into attributes but keeps the result types it found
+        # (a slice whose starts were computed from a shape input): infer them again, which may make
+        # more shapes (and so more shape arithmetic) constant
+        reinfer(m)
+        records = PassManager(REFOLD).run(m)
+    for op in g.ops:  # an op whose shape is unknown though its operands' are: data-dependent
+        if all(v.type.is_static for v in op.operands) and not all(r.type.is_static for r in op.results):
+            types = ", ".join(str(r.type) for r in op.results)
+            raise TargetError(f"x86: {op.where()} has a data-dependent output shape ({types}); the x86 backend "
+                              f"compiles static shapes only")
     for v in list(g.params) + [r for op in g.ops for r in op.results]:
         if not v.type.is_static:
             raise TargetError(f"x86: %{v.name} has a dynamic type {v.type}; compile with static input shapes")
     return m
 
 
-def generate(module: Module, options: Mapping[str, Any] | None = None):
+class Progress:
+    """Progress of one compile on stderr, shown only once the compile has taken a while (small
+    models compile silently). On a terminal one line is rewritten in place after ``delay`` seconds;
+    elsewhere (logs, CI, a script capturing stderr) a line is printed every ``log_delay`` seconds."""
+
+    delay = 1.0
+    log_delay = 10.0
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None, label: str = "nnc x86"):
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        self.label = label
+        self.start = time.perf_counter()
+        self.shown = False
+        self._last = 0.0
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def update(self, text: str, force: bool = False) -> None:
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        if now - self.start < (self.delay if self._tty else self.log_delay):
+            return
+        if not force and self.shown and now - self._last < (0.1 if self._tty else self.log_delay):
+            return
+        self._last = now
+        self.shown = True
+        if self._tty:
+            self.stream.write(f"\r\033[K{self.label}: {text}")
+        else:
+            self.stream.write(f"{self.label}: {text}\n")
+        self.stream.flush()
+
+    def done(self, text: str) -> None:
+        if self.shown and not self.quiet:
+            self.stream.write(("\r\033[K" if self._tty else "") + f"{self.label}: {text} "
+                              f"in {time.perf_counter() - self.start:.1f}s\n")
+            self.stream.flush()
+
+
+class _ReportingCodeGen(CodeGen):
+    """CodeGen that reports each kernel it emits (kernels emitted / total)."""
+
+    def __init__(self, *args: Any, progress: Progress):
+        super().__init__(*args)
+        self.progress = progress
+        self.total = sum(1 for op in self.graph.ops if op.opname != "const")
+        self.done = 0
+
+    def _kernel(self, i: int, op: Op):
+        fn = super()._kernel(i, op)
+        self.done += 1
+        self.progress.update(f"kernels {self.done}/{self.total}", force=self.done == self.total)
+        return fn
+
+
+def generate(module: Module, options: Mapping[str, Any] | None = None, progress: Progress | None = None):
     """The prepared module, its storage map, the target and the LLVM IR text."""
     options = dict(options or {})
+    progress = progress or Progress(quiet=True)
     info = resolve(options.get("cpu"), options.get("target_features"))
+    progress.update("preparing the graph")
     m = prepare(module)
     storage = assign_storage(m, m.main)
-    ll = CodeGen(m, m.main, storage, info).emit()
+    ll = _ReportingCodeGen(m, m.main, storage, info, num_threads(options), progress=progress).emit()
     return m, storage, info, str(ll)
 
 
 def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Executable:  # noqa: A001
     options = dict(options or {})
+    options["threads"] = num_threads(options)  # resolved from $NNC_NUM_THREADS / cores: in the cache key
     verify_module(module)
-    m, storage, info, text = generate(module, options)
-    mod, tm = optimize(text, info, int(options.get("opt", 3)))
-    jit = JitModule(mod, tm)
-    return X86Executable(m, m.main, storage, jit.address(ENTRY), jit)
+    info = resolve(options.get("cpu"), options.get("target_features"))
+    progress = Progress(quiet=bool(options.get("quiet", False)))
+    cache = CompileCache(options.get("cache_dir")) if options.get("cache", True) else None
+    status, key = "off", ""
+    if cache is not None:
+        key = cache_key(module, info, options)
+        entry, status = cache.get(key)
+        if entry is not None:
+            exe = _from_entry(entry, info)
+            if exe is not None:
+                exe.cache_status = status
+                return exe
+            cache._discard(cache.path(key))
+            status = "corrupt: bad metadata"
+    exe, entry = _build(module, info, options, progress)
+    if cache is not None:
+        cache.put(key, entry)
+    exe.cache_status = status
+    return exe
+
+
+def _build(module: Module, info: TargetInfo, options: Mapping[str, Any],
+           progress: Progress) -> tuple[X86Executable, Entry]:
+    """Code generation, LLVM and machine code: the work a cache hit skips."""
+    m, storage, _, text = generate(module, {**options, "cpu": info.cpu, "target_features": info.features}, progress)
+    opt = int(options.get("opt", 3))
+    progress.update(f"optimising (LLVM O{opt})", force=True)
+    mod, tm = optimize(text, info, opt)
+    progress.update("generating machine code", force=True)
+    obj = tm.emit_object(mod)
+    code = load_object(obj, info)
+    interface = Interface.of(m.main, storage)
+    exe = X86Executable(interface, storage.weights, code.address(ENTRY), code, module=m, graph=m.main,
+                        storage=storage)
+    attach(exe, code)  # joins the model's worker threads when it is collected
+    progress.done(f"compiled {_count_kernels(m)} kernels")
+    meta = {"interface": interface.to_json(), "entry": ENTRY, "target": info.key()}
+    return exe, Entry(obj, storage.weights.tobytes(), meta)
+
+
+def _from_entry(entry: Entry, info: TargetInfo) -> X86Executable | None:
+    """An executable from a verified cache entry; None when its metadata is not what we write."""
+    try:
+        interface = Interface.from_json(entry.meta["interface"])
+        name = str(entry.meta["entry"])
+        if entry.meta["target"] != info.key():
+            return None
+    except (KeyError, TypeError, ValueError):
+        return None
+    code = load_object(entry.object_code, info)
+    exe = X86Executable(interface, entry.weights, code.address(name), code)
+    attach(exe, code)  # joins the model's worker threads when it is collected
+    return exe
+
+
+def _count_kernels(m: Module) -> int:
+    return sum(1 for op in m.main.ops if op.opname != "const")

@@ -1,57 +1,198 @@
 """The compiled model as a callable: one foreign call per run.
 
-The arena is allocated once per executable and reused across calls; outputs are fresh numpy arrays
-(the caller owns them). ``run`` checks the feeds with the same rules as the interpreter.
+An ``X86Executable`` needs only an ``Interface`` (input and output names and static types, arena
+size), the weights blob and the address of the entry point, so the same class serves a fresh
+compile and a compilation-cache hit (where no IR is rebuilt). The arena is allocated once per
+executable and reused across calls; outputs are fresh numpy arrays (the caller owns them). ``run``
+checks the feeds with the same rules as the interpreter.
+
+Machine code is always loaded from an object file (``load_object``): the fresh compile emits one
+and the cache stores the same bytes, so a hit runs exactly the code a miss produced.
 """
 
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import functools
+import struct
+import threading
+from dataclasses import dataclass
 from typing import Any, Mapping
 
+import llvmlite.binding as llvm
 import numpy as np
 
-from nnc.ir import Graph, Module
-from nnc.ir.interpreter import check_feeds
+from nnc.ir import DType, Graph, InputError, Module, TargetError, TensorType
 
 from .storage import StorageMap
+from .target import TargetInfo, target_machine
 
 _ENTRY_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+ALIGN = 64
+
+
+@dataclass(frozen=True)
+class Interface:
+    """What the entry point expects: inputs and outputs in order (all static), and the arena size."""
+
+    inputs: tuple[tuple[str, TensorType], ...]
+    outputs: tuple[tuple[str, TensorType], ...]
+    arena_bytes: int
+
+    @classmethod
+    def of(cls, graph: Graph, storage: StorageMap) -> Interface:
+        return cls(tuple((p.name, p.type) for p in graph.params),
+                   tuple(zip(graph.output_names, (v.type for v in graph.outputs))), int(storage.arena_bytes))
+
+    def to_json(self) -> dict[str, Any]:
+        def io(pairs: tuple[tuple[str, TensorType], ...]) -> list[list[Any]]:
+            return [[n, t.dtype.name, list(t.shape)] for n, t in pairs]
+        return {"inputs": io(self.inputs), "outputs": io(self.outputs), "arena_bytes": self.arena_bytes}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Interface:
+        def io(rows: list[list[Any]]) -> tuple[tuple[str, TensorType], ...]:
+            return tuple((str(n), TensorType(DType[dt], tuple(int(x) for x in shape))) for n, dt, shape in rows)
+        return cls(io(d["inputs"]), io(d["outputs"]), int(d["arena_bytes"]))
+
+
+class LoadedCode:
+    """Machine code from one object file, linked into this process by an MCJIT engine."""
+
+    def __init__(self, object_code: bytes, info: TargetInfo):
+        _load_runtime_libraries()
+        # an unresolved call would jump to address 0 when run: refuse such code with a clear error
+        missing = [s for s in undefined_symbols(object_code) if not llvm.address_of_symbol(s)]
+        if missing:
+            raise TargetError(f"x86: the generated code calls {', '.join(sorted(missing))}, which this process "
+                              f"does not provide (a kernel needs a runtime function nnc does not supply)")
+        tm = target_machine(info)
+        empty = llvm.parse_assembly("")
+        empty.triple = tm.triple
+        empty.data_layout = str(tm.target_data)
+        self.engine = llvm.create_mcjit_compiler(empty, tm)
+        self.engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+        self.engine.finalize_object()
+        self.engine.run_static_constructors()
+
+    def address(self, name: str) -> int:
+        addr = self.engine.get_function_address(name)
+        if not addr:
+            raise KeyError(name)
+        return addr
+
+
+def load_object(object_code: bytes, info: TargetInfo) -> LoadedCode:
+    return LoadedCode(object_code, info)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_runtime_libraries() -> None:
+    """LLVM lowers some conversions (f64 -> f16...) to libgcc/compiler-rt calls such as
+    ``__truncdfhf2``; make libgcc's visible to the JIT linker. Scalar math kernels call libm
+    (sinf, powf, fmodf, erf...), which must be visible too."""
+    for lib in ("gcc_s", "m"):
+        name = ctypes.util.find_library(lib)
+        if name:
+            try:
+                llvm.load_library_permanently(name)
+            except RuntimeError:
+                pass
+
+
+def undefined_symbols(object_code: bytes) -> list[str]:
+    """The global symbols an ELF64 object file uses but does not define (its external calls)."""
+    data = bytes(object_code)
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise TargetError("x86: the object code is not a little-endian ELF64 file")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    names = []
+    for sh in sections:
+        if sh[1] != 2:  # SHT_SYMTAB
+            continue
+        offset, size, link, entsize = sh[4], sh[5], sh[6], sh[9] or 24
+        str_off = sections[link][4]
+        for k in range(1, size // entsize):
+            st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", data, offset + k * entsize)
+            if st_shndx == 0 and st_info >> 4 == 1 and st_name:  # undefined, STB_GLOBAL
+                end = data.index(b"\0", str_off + st_name)
+                name = data[str_off + st_name:end].decode()
+                if name != "_GLOBAL_OFFSET_TABLE_":
+                    names.append(name)
+    return names
 
 
 class X86Executable:
     target = "x86"
 
-    def __init__(self, module: Module, graph: Graph, storage: StorageMap, entry_address: int, keepalive: Any):
+    def __init__(self, interface: Interface, weights: np.ndarray | bytes, entry_address: int, keepalive: Any,
+                 module: Module | None = None, graph: Graph | None = None, storage: StorageMap | None = None):
+        self.interface = interface
+        # the prepared IR, kept for inspection after a fresh compile; None after a cache hit
         self.module = module
         self.graph = graph
         self.storage = storage
-        self._keepalive = keepalive  # the JIT engine owning the code
+        self.cache_status = "off"  # "hit", "miss", "corrupt: ...", set by the driver
+        self._keepalive = keepalive  # the engine owning the code
         self._entry = _ENTRY_T(entry_address)
-        self._arena = np.zeros(max(storage.arena_bytes, 64) + 64, dtype=np.uint8)
-        self._arena_ptr = _aligned_ptr(self._arena)
-        self._weights = storage.weights
-        self._out_types = [v.type for v in graph.outputs]
-        self._in_ptrs = (ctypes.c_void_p * max(len(graph.params), 1))()
-        self._out_ptrs = (ctypes.c_void_p * max(len(graph.outputs), 1))()
+        self._arena_buf, self._arena_ptr = _aligned_buffer(max(interface.arena_bytes, ALIGN))
+        raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray)) else \
+            np.ascontiguousarray(weights).reshape(-1).view(np.uint8)
+        # kernels may assume the weights base is as aligned as the offsets the planner gave them
+        self._weights_buf, self._weights_ptr = _aligned_buffer(max(raw.size, ALIGN))
+        self._weights_buf[self._weights_ptr - self._weights_buf.ctypes.data:][:raw.size] = raw
+        self._names = [n for n, _ in interface.inputs]
+        self._in_ptrs = (ctypes.c_void_p * max(len(interface.inputs), 1))()
+        self._out_ptrs = (ctypes.c_void_p * max(len(interface.outputs), 1))()
+        self._lock = threading.Lock()  # one arena: runs from several Python threads take turns
+
+    @property
+    def output_names(self) -> list[str]:
+        return [n for n, _ in self.interface.outputs]
+
+    def check_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        """The feeds in input order; the interpreter's rules and messages."""
+        extra = sorted(set(feeds) - set(self._names))
+        if extra:
+            raise InputError(f"unexpected input(s) {extra}; the model takes {sorted(self._names)}")
+        args = []
+        for name, ty in self.interface.inputs:
+            if name not in feeds:
+                raise InputError(f"missing input {name!r} ({ty})")
+            arr = np.asarray(feeds[name])
+            try:
+                got = DType.from_numpy(arr.dtype)
+            except TypeError:
+                raise InputError(f"input {name!r}: unsupported dtype {arr.dtype}; expected {ty}") from None
+            why = ty.matches(got, tuple(arr.shape), {})
+            if why:
+                raise InputError(f"input {name!r}: {why}")
+            args.append(np.ascontiguousarray(arr))
+        return args
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        args = check_feeds(self.graph, feeds, self.module)
-        keep = []
+        args = self.check_feeds(feeds)
+        with self._lock:
+            return self._call(args)
+
+    def _call(self, args: list[np.ndarray]) -> dict[str, np.ndarray]:
         for i, a in enumerate(args):
-            a = np.ascontiguousarray(a)
-            keep.append(a)
             self._in_ptrs[i] = a.ctypes.data
         outs = []
-        for j, t in enumerate(self._out_types):
+        for j, (_, t) in enumerate(self.interface.outputs):
             o = np.empty(t.shape, dtype=t.dtype.numpy)
             outs.append(o)
             self._out_ptrs[j] = o.ctypes.data
         self._entry(ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs), self._arena_ptr,
-                    self._weights.ctypes.data)
-        return dict(zip(self.graph.output_names, outs))
+                    self._weights_ptr)
+        return dict(zip(self.output_names, outs))
 
 
-def _aligned_ptr(buf: np.ndarray) -> int:
+def _aligned_buffer(nbytes: int) -> tuple[np.ndarray, int]:
+    """A zeroed buffer with at least ``nbytes`` from an ``ALIGN``-byte boundary, and that address."""
+    buf = np.zeros(nbytes + ALIGN, dtype=np.uint8)
     addr = buf.ctypes.data
-    return (addr + 63) // 64 * 64
+    return buf, (addr + ALIGN - 1) // ALIGN * ALIGN
