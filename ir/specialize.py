@@ -50,13 +50,23 @@ def specialize(module: Module, shapes: Mapping[str, tuple[int, ...]],
 
 
 def reinfer(m: Module) -> None:
-    """Recompute every op's result types from its operands (after parameters were retyped)."""
+    """Recompute every op's result types from its operands (after parameters were retyped, or after
+    constant folding made more operands known)."""
     for g in m.graphs.values():
-        for op in g.ops:
-            if op.opname == "const":
-                continue
-            d = op.opdef
-            consts = [const_value(m, v) for v in op.operands]
-            types = d.run_infer([v.type for v in op.operands], op.attrs, consts, len(op.results), op.regions)
-            for r, t in zip(op.results, types):
-                r.type = t
+        _reinfer_graph(m, g)
+
+
+def _reinfer_graph(m: Module, g) -> None:
+    for op in g.ops:
+        if op.opname == "const":
+            continue
+        if op.opname == "fused":  # a closed region: its parameters take the operands' types
+            body = op.regions[0]
+            for p, v in zip(body.params, op.operands):
+                p.type = v.type
+            _reinfer_graph(m, body)
+        d = op.opdef
+        consts = [const_value(m, v) for v in op.operands]
+        types = d.run_infer([v.type for v in op.operands], op.attrs, consts, len(op.results), op.regions)
+        for r, t in zip(op.results, types):
+            r.type = t

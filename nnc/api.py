@@ -28,6 +28,8 @@ from nnc.ir import DType, InputError, ModelError, Module, NncError, ParseError, 
 from nnc.ir.interpreter import check_feeds
 from nnc.ir.specialize import specialize
 
+from .pipeline import optimize, split_options
+from .report import build_report
 from .targets import get_backend
 
 MODES = ("infer", "train")
@@ -116,8 +118,12 @@ class CompiledModel:
 
 
 def compile(model: Any, target: str = "reference", mode: str = "infer", **options: Any) -> CompiledModel:  # noqa: A001
-    """Compile ``model`` (a path, ``onnx.ModelProto``, or ``Module``) for ``target``; ``options`` go to
-    the backend (x86: ``cpu``, ``target_features``, ``opt``, ``threads``, ``cache``, ``quiet``)."""
+    """Compile ``model`` (a path, ``onnx.ModelProto``, or ``Module``) for ``target``.
+
+    Pipeline options (``opt_level``, ``passes``, ``verify_each``, ``print_ir_after``, ``dump_dir``,
+    ... see ``nnc/pipeline.py``) shape the optimisation; the rest go to the backend (x86: ``cpu``,
+    ``target_features``, ``opt``, ``threads``, ``cache``, ``quiet``). ``CompiledModel.report`` says
+    what the passes did, the kernels and the memory plan (docs/compile-report.md)."""
     if mode not in MODES:
         raise NncError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     backend = get_backend(target)
@@ -125,11 +131,20 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", **option
         raise NncError("mode 'train' is not available yet: training support is tracked separately")
     module = load_module(model)
     _check_weights(module, model)
+    pipe, options = split_options(dict(options))
+    module, records, pipeline = optimize(module, mode, pipe)
     if getattr(inspect.getmodule(backend), "STATIC_SHAPES", False) and not _is_static(module):
-        executable: Any = Specializer(module, backend, options)
+        # optimise again once shapes are known: folding and fusion need static shapes
+        replay = {k: v for k, v in pipe.items() if k in ("opt_level", "passes", "disable_passes", "pass_plugins")}
+
+        def specialised(m: Module, opts: Mapping[str, Any]) -> Any:
+            return backend(optimize(m, mode, replay)[0], opts)
+
+        executable: Any = Specializer(module, specialised, options)
     else:
         executable = backend(module, options)
-    return CompiledModel(module, executable, target)
+    report = build_report(module, records, target, mode, pipeline)
+    return CompiledModel(module, executable, target, report)
 
 
 # -- specialisation for targets that need static shapes ----------------------------------------

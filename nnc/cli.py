@@ -25,6 +25,7 @@ import nnc
 from nnc.ir import DType, InputError, Module, NncError, TensorType, print_module
 
 from .api import MODES
+from .cli_pipeline import add_pipeline_flags, pipeline_options, write_report
 from .targets import PLANNED, TARGETS, get_backend
 
 PROG = "nnc"
@@ -119,6 +120,7 @@ def _compile_options(args: argparse.Namespace) -> dict[str, Any]:
         opts["cache"] = False
     if getattr(args, "quiet", False):
         opts["quiet"] = True
+    opts.update(pipeline_options(args))
     return opts
 
 
@@ -152,6 +154,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cm = nnc.compile(args.model, target=args.target, mode=args.mode, **_compile_options(args))
     ms = (time.perf_counter() - t0) * 1e3
+    write_report(args, cm.report)
     m = cm.module
     _say(args, f"compiled {args.model} for target {args.target} (mode {args.mode}) in {ms:.0f} ms: "
                f"{_op_count(m)} ops, {_size(m.weights_bytes())} of weights")
@@ -324,6 +327,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise NncError(f"--output-dir {args.output_dir}: exists and is not a folder")
     cm = nnc.compile(args.model, target=args.target, **_compile_options(args))
+    write_report(args, cm.report)
     feeds: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}
     bindings: dict[str, int] = {}  # symbolic dims seen so far, so N must agree across inputs
@@ -506,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="x86: write this stage instead (LLVM IR after optimisation, assembly, object file, "
                         "shared library); llvm and asm go to stdout without -o")
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    add_pipeline_flags(c)
     _add_x86_flags(c)
     c.set_defaults(fn=cmd_compile)
 
@@ -527,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed for --random-inputs (default 0)")
     r.add_argument("--output-dir", "-o", metavar="DIR", help="write each output to DIR/NAME.npy")
     r.add_argument("-q", "--quiet", action="store_true", help="print only the output summaries")
+    add_pipeline_flags(r)
     _add_x86_flags(r)
     r.set_defaults(fn=cmd_run)
 

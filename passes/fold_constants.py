@@ -15,6 +15,7 @@ import numpy as np
 
 from nnc.ir import Builder, Module, const_value
 from nnc.ir.interpreter import Interpreter
+from nnc.ir.specialize import reinfer
 
 from .registry import Pass, register_pass
 
@@ -31,7 +32,7 @@ class FoldConstants(Pass):
             b = Builder(module, g)
             for op in list(g.ops):
                 d = op.opdef
-                if op.opname == "const" or not d.is_pure or not d.fold or op.regions:
+                if op.opname == "const" or not d.is_pure or not d.fold:
                     continue
                 arrays = [const_value(module, v) for v in op.operands]
                 x = op.operands[0] if op.opname == "shape" else None
@@ -56,4 +57,6 @@ class FoldConstants(Pass):
                     g.rename(c, name)
                 self.note("ops_folded")
                 changed = True
+        if changed:
+            reinfer(module)  # types inferred while these values were unknown ('?' dims) can now be exact
         return changed

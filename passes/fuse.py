@@ -91,6 +91,12 @@ class Fuse(Pass):
                         anchor = p
                     else:
                         frontier.append(p)
+            if anchor is not None and any(m.results[0].dtype != anchor.results[0].dtype for m in members):
+                # the epilogue runs in place over the anchor's output buffer: one element type throughout
+                self._reject(root, anchor, "the epilogue changes the element type")
+                members.remove(anchor)
+                ids.discard(id(anchor))
+                anchor = None
             if len(members) < 2:
                 continue
             assigned |= ids

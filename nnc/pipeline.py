@@ -1,0 +1,62 @@
+"""Running the optimisation pipeline for ``nnc.compile``: options in, optimised module and report out.
+
+Pipeline options (all optional) taken out of ``nnc.compile``'s keyword arguments:
+``opt_level`` (0..3, default 3), ``passes`` (a pipeline string; replaces the preset),
+``disable_passes``, ``verify_each``, ``print_ir_before``, ``print_ir_after`` (pass names or "all"),
+``print_ir_after_change``, ``time_passes``, ``dump_dir``, ``explain_fusion``, ``pass_plugins``
+(files that register passes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from nnc.ir import Module
+from nnc.passes import PassManager, PassRecord
+from nnc.passes.pipeline import format_pipeline, parse_pipeline
+from nnc.passes.plugins import load_pass_plugin
+from nnc.passes.presets import DEFAULT_LEVEL, preset
+
+PIPELINE_OPTIONS = ("opt_level", "passes", "disable_passes", "verify_each", "print_ir_before", "print_ir_after",
+                    "print_ir_after_change", "time_passes", "dump_dir", "explain_fusion", "pass_plugins")
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pipeline options, backend options)."""
+    pipe = {k: options[k] for k in PIPELINE_OPTIONS if k in options}
+    rest = {k: v for k, v in options.items() if k not in PIPELINE_OPTIONS}
+    return pipe, rest
+
+
+def _names(v: str | Iterable[str] | None) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, str):
+        return [s.strip() for s in v.split(",") if s.strip()]
+    return list(v)
+
+
+def pipeline_string(mode: str, opts: dict[str, Any]) -> str:
+    for path in _names(opts.get("pass_plugins")):
+        load_pass_plugin(path)
+    text = opts.get("passes")
+    if text is None:
+        text = preset(mode, int(opts.get("opt_level", DEFAULT_LEVEL)))
+    if opts.get("explain_fusion"):
+        items = parse_pipeline(text)
+        text = format_pipeline([(n, {**o, "explain": "true"} if n == "fuse" else o) for n, o in items])
+    return text
+
+
+def optimize(module: Module, mode: str, opts: dict[str, Any]) -> tuple[Module, list[PassRecord], str]:
+    """Run the pipeline on a copy of ``module``; return (optimised copy, records, pipeline)."""
+    text = pipeline_string(mode, opts)
+    m = module.clone()
+    pm = PassManager(text, verify_each=bool(opts.get("verify_each")),
+                     print_ir_before=_names(opts.get("print_ir_before")),
+                     print_ir_after=_names(opts.get("print_ir_after")),
+                     print_after_change=bool(opts.get("print_ir_after_change")),
+                     time_passes=bool(opts.get("time_passes")), dump_dir=opts.get("dump_dir"),
+                     disable=_names(opts.get("disable_passes")))
+    records = pm.run(m)
+    return m, records, pm.pipeline if text else ""
