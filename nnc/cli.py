@@ -26,6 +26,7 @@ from nnc.ir import DType, InputError, Module, NncError, TensorType, print_module
 
 from .api import MODES
 from .cli_pipeline import add_pipeline_flags, pipeline_options, write_report
+from .cli_views import add_view_commands
 from .targets import PLANNED, TARGETS, get_backend
 
 PROG = "nnc"
@@ -370,15 +371,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # -- nnc dump -----------------------------------------------------------------------------------
-def cmd_dump(args: argparse.Namespace) -> int:
-    text = print_module(nnc.load_module(args.model))
-    if args.output:
-        write_files({args.output: text.encode()})
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0
-
-
 # -- nnc ops ------------------------------------------------------------------------------------
 def converter_table() -> list[tuple[str, list[int], list[str]]]:
     """(ONNX op, opsets where a converter form starts, targets) for every op with a converter."""
@@ -536,13 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_x86_flags(r)
     r.set_defaults(fn=cmd_run)
 
-    d = sub.add_parser("dump", formatter_class=_Formatter, help="print a model's text IR",
-                       description="Import MODEL and print its nnc text IR. Weights print by reference "
-                                   "(@name); use 'nnc compile -o FILE.nnc' to save them too.",
-                       epilog="example:\n  nnc dump examples/mlp.onnx -o mlp.txt")
-    d.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx) or nnc text IR (.nnc)")
-    d.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
-    d.set_defaults(fn=cmd_dump)
+    add_view_commands(sub, _Formatter, _dim_spec)
 
     bn = sub.add_parser("bench", formatter_class=_Formatter, help="measure latency against onnxruntime",
                         description="Compile MODEL and time it: median and p90 latency, throughput and compile "

@@ -1,0 +1,135 @@
+"""CLI commands that show a model: ``nnc dump`` (text IR or a graph picture, optionally after a
+given pass) and ``nnc memory`` (the memory plan as a table and an SVG picture)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import nnc
+from nnc.ir import NncError, print_module
+from nnc.ir.specialize import specialize
+from nnc.passes.liveness import DynamicShapeError
+from nnc.passes.pipeline import format_pipeline, parse_pipeline
+from nnc.passes.plan_memory import plan_graph
+from nnc.pipeline import optimize, pipeline_string
+
+from .graph_views import memory_svg, to_dot
+
+
+def _load(args: argparse.Namespace, upto: str | None = None, default_level: int | None = None):
+    """Import the model, bind --dim sizes, and run the pipeline (up to and including ``upto``)."""
+    module = nnc.load_module(args.model)
+    dims = dict(getattr(args, "dim", None) or [])
+    if dims:
+        shapes = {p.name: tuple(dims.get(d, d) if isinstance(d, str) else d for d in p.shape)
+                  for p in module.main.params if p.shape is not None}
+        missing = sorted({d for s in shapes.values() for d in s if isinstance(d, str)})
+        if missing:
+            raise NncError(f"give a size for symbolic dim(s) {', '.join(missing)} with --dim NAME=SIZE")
+        module = specialize(module, shapes)
+    opts: dict[str, Any] = {}
+    level = getattr(args, "opt_level", None)
+    if level is None:
+        level = default_level
+    if getattr(args, "passes", None):
+        opts["passes"] = args.passes
+    if level is None and not opts and not upto:
+        return module
+    if level is not None:
+        opts["opt_level"] = level
+    if upto:
+        items = parse_pipeline(pipeline_string("infer", opts))
+        names = [n for n, _ in items]
+        if upto not in names:
+            raise NncError(f"pass {upto!r} is not in the pipeline {format_pipeline(items)}")
+        opts["passes"] = format_pipeline(items[: names.index(upto) + 1])
+    return optimize(module, "infer", opts)[0]
+
+
+def _write(path: str | None, data: bytes) -> None:
+    from .cli import write_files
+
+    if path:
+        write_files({path: data})
+    else:
+        sys.stdout.write(data.decode())
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    module = _load(args, args.after)
+    if args.format == "text":
+        text = print_module(module)
+        _write(args.output, (text if text.endswith("\n") else text + "\n").encode())
+        return 0
+    dot = to_dot(module, show_constants=args.show_constants)
+    if args.format == "dot":
+        _write(args.output, dot.encode())
+        return 0
+    exe = shutil.which("dot")
+    if exe is None:  # no graphviz: fall back to the DOT text, and say so
+        print("nnc: graphviz ('dot') is not installed; writing DOT text instead of SVG", file=sys.stderr)
+        _write(args.output, dot.encode())
+        return 0
+    svg = subprocess.run([exe, "-Tsvg"], input=dot.encode(), capture_output=True, check=True).stdout
+    _write(args.output, svg)
+    return 0
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    module = _load(args, default_level=3)
+    try:
+        plan = plan_graph(module.main)
+    except DynamicShapeError as e:
+        raise NncError(f"{e}; give sizes with --dim NAME=SIZE") from None
+    lv = plan.liveness
+    print(f"{'buffer':>6} {'bytes':>12} {'offset':>12} {'live ops':>11}  values")
+    for b in sorted(lv.buffers, key=lambda b: (plan.offsets[b.id], b.start)):
+        names = ", ".join("%" + v.name for v in b.values)
+        print(f"{b.id:>6} {b.size:>12,} {plan.offsets[b.id]:>12,} {b.start:>5}..{b.end:<5}  {names}")
+    print(f"arena {plan.arena_bytes:,} B ({plan.strategy}); lower bound {plan.lower_bound_bytes:,} B; "
+          f"no reuse {plan.no_reuse_bytes:,} B; {lv.in_place} in place; weights {module.weights_bytes():,} B")
+    out = args.picture or os.path.splitext(os.path.basename(str(args.model)))[0] + "-memory.svg"
+    from .cli import write_files
+
+    write_files({out: memory_svg(plan, os.path.basename(str(args.model))).encode()})
+    print(f"wrote {out}")
+    return 0
+
+
+def add_view_commands(sub: Any, formatter: Any, dim_spec: Any) -> None:
+    d = sub.add_parser("dump", formatter_class=formatter, help="print a model's IR, or draw its graph",
+                       description="Import MODEL and print its nnc text IR (weights by reference, @name), or "
+                                   "its dataflow graph as Graphviz DOT or SVG (fused groups drawn as clusters). "
+                                   "With --after PASS, the IR after that pass of the -O pipeline.",
+                       epilog="examples:\n  nnc dump examples/mlp.onnx -o mlp.txt\n"
+                              "  nnc dump examples/cnn.onnx --format dot --after fuse -o cnn.dot")
+    d.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx) or nnc text IR (.nnc)")
+    d.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    d.add_argument("--format", choices=("text", "dot", "svg"), default="text",
+                   help="text IR (default), Graphviz DOT, or SVG (needs graphviz; else DOT)")
+    d.add_argument("--after", metavar="PASS", help="run the pipeline up to and including PASS first")
+    d.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2, 3), metavar="LEVEL",
+                   help="optimisation level of the pipeline for --after (default 3)")
+    d.add_argument("--passes", metavar="PIPELINE", help="run this pipeline first")
+    d.add_argument("--dim", action="append", type=dim_spec, metavar="SYMBOL=SIZE", help="bind a symbolic dim")
+    d.add_argument("--show-constants", action="store_true", help="draw constants (weights) as nodes too")
+    d.set_defaults(fn=cmd_dump)
+
+    m = sub.add_parser("memory", formatter_class=formatter, help="show the memory plan of a model",
+                       description="Plan the arena of MODEL after the -O pipeline: print each buffer (size, "
+                                   "offset, the ops it is live over, the values sharing it), the arena beside "
+                                   "the lower bound and no-reuse sizes, and write a picture (SVG) of buffers "
+                                   "as boxes over time x offset.",
+                       epilog="example:\n  nnc memory examples/cnn.onnx --dim N=1 --picture cnn-memory.svg")
+    m.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx) or nnc text IR (.nnc)")
+    m.add_argument("--dim", action="append", type=dim_spec, metavar="SYMBOL=SIZE", help="bind a symbolic dim")
+    m.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2, 3), metavar="LEVEL",
+                   help="optimisation level before planning (default 3)")
+    m.add_argument("--passes", metavar="PIPELINE", help="run this pipeline before planning")
+    m.add_argument("--picture", metavar="FILE.svg", help="where to write the picture (default MODEL-memory.svg)")
+    m.set_defaults(fn=cmd_memory)
