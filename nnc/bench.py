@@ -258,7 +258,9 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
         target = "reference" if engine == "reference" else spec["target"]
         # the parent gives every benchmark an empty cache (NNC_CACHE_DIR): round 0 compiles cold
         # (the compile time reported), later rounds hit the cache instead of compiling again
-        opts = {"threads": threads} if target == "x86" else {}
+        opts: dict[str, Any] = {"threads": threads} if target == "x86" else {}
+        if engine.startswith("nnc-O"):  # nnc at a given optimisation level (bench/fusion.py)
+            opts["opt_level"] = int(engine[len("nnc-O"):])
         cm = nnc.compile(spec["model"], target=target, **opts)
 
         def run():
