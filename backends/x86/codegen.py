@@ -87,10 +87,21 @@ class KernelBuilder:
         self.cg.emit_parallel_for(self.b, task, self.b.bitcast(ctx, PTR),
                                   const_int(count) if isinstance(count, int) else count)
 
-    def packed_constant(self, name: str, array: "np.ndarray") -> int:
+    def packed_constant(self, name: str, array: "np.ndarray", replaces: ir.Value | None = None) -> int:
         """Store ``array`` (e.g. weights pre-packed for a microkernel) in the weights blob under a new
-        constant-pool key; return its byte offset, for ``weights_ptr``."""
+        constant-pool key; return its byte offset, for ``weights_ptr``.
+
+        ``replaces``: the operand pointer (``k.arg(i)`` of this kernel, not of a parallel_for body)
+        whose raw constant this copy stands for, when the kernel never reads that pointer: the entry
+        point then passes null for it, and the raw constant takes no room in the blob unless another
+        kernel reads it (``reads_raw`` takes the promise back)."""
+        if replaces is not None:
+            self.cg.unread_args.add(id(replaces))
         return self.cg.storage.add_weights(self.cg.module, name, array)
+
+    def reads_raw(self, ptr: ir.Value) -> None:
+        """This kernel does read ``ptr`` after all (a fused epilogue reading a weight its anchor packed)."""
+        self.cg.unread_args.discard(id(ptr))
 
     def weights_ptr(self, offset: int) -> ir.Value:
         """A pointer into the weights blob. Usable inside ``parallel_for`` bodies too: the base comes
@@ -127,6 +138,7 @@ class CodeGen:
         self.helpers: dict[str, ir.Function] = {}
         self.kernel_names: list[tuple[str, Op]] = []
         self._weights_gv: ir.GlobalVariable | None = None
+        self.unread_args: set[int] = set()  # ids of kernel arguments the kernel never reads (packed_constant)
 
     def weights_base(self) -> ir.GlobalVariable:
         """A module global holding the weights base pointer; the entry point stores it first thing
@@ -186,8 +198,15 @@ class CodeGen:
             table = inputs if s.kind == "input" else outputs
             return b.load(b.gep(table, [const_int(s.index)], source_etype=PTR), typ=PTR)
 
+        def operand(kfn: ir.Function, i: int, v: Value) -> ir.Value:
+            # a constant the kernel only reads pre-packed: null, so the raw copy needs no blob space
+            if id(kfn.args[i]) in self.unread_args and self.storage.is_constant(v):
+                return ir.Constant(PTR, None)
+            return pointer(v)
+
         for op, kfn in kernels:
-            b.call(kfn, [pointer(r) for r in op.results] + [pointer(v) for v in op.operands])
+            n = len(op.results)
+            b.call(kfn, [pointer(r) for r in op.results] + [operand(kfn, n + i, v) for i, v in enumerate(op.operands)])
         memcpy = self.ll.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
         for j, v in self.storage.output_copies:
             dst = b.load(b.gep(outputs, [const_int(j)], source_etype=PTR), typ=PTR)

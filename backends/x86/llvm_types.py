@@ -1,4 +1,11 @@
-"""IR dtypes as LLVM types, and small IRBuilder helpers (counted loops, constants)."""
+"""IR dtypes as LLVM types, and small IRBuilder helpers (counted loops, constants, bf16 words).
+
+bf16 has no LLVM arithmetic type here: it is stored as a 16-bit word (``storage_type``), and a
+kernel that supports it loads the word, widens it to f32 (``bf16_to_f32``: the word is the top half
+of an f32), computes in f32 and rounds back with ``f32_to_bf16`` (round to nearest even, NaN to the
+canonical quiet NaN, exactly as ml_dtypes does). ``ll_type`` deliberately has no bf16 entry, so a
+kernel that has not opted in fails loudly instead of doing integer arithmetic on the raw words.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,11 @@ from typing import Iterator
 
 from llvmlite import ir
 
-from nnc.ir import DType
+from nnc.ir import DType, TargetError
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
+I16 = ir.IntType(16)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 F32 = ir.FloatType()
@@ -26,12 +34,50 @@ _LL: dict[DType, ir.Type] = {
 }
 
 
+class UnsupportedDType(TargetError, NotImplementedError):
+    """A kernel met a dtype it has no lowering for (a TargetError for the driver; still a
+    NotImplementedError for the kernels that catch that to fall back to a typeless path)."""
+
+
 def ll_type(dt: DType) -> ir.Type:
     """The LLVM storage type of an element (bool is one byte, as in numpy)."""
     try:
         return _LL[dt]
     except KeyError:
-        raise NotImplementedError(f"dtype {dt} has no x86 lowering yet") from None
+        if dt is DType.bf16:
+            raise UnsupportedDType("x86: an op on bf16 whose kernel does not support bf16 (bf16 has no LLVM "
+                                   "arithmetic type; kernels opt in through storage_type/bf16_to_f32)") from None
+        raise UnsupportedDType(f"x86: dtype {dt} has no lowering yet") from None
+
+
+def storage_type(dt: DType) -> ir.Type:
+    """The LLVM type an element is stored as: ``ll_type``, and bf16 as its raw 16-bit word."""
+    return I16 if dt is DType.bf16 else ll_type(dt)
+
+
+def bf16_to_f32(b: ir.IRBuilder, word: ir.Value) -> ir.Value:
+    """A bf16 word (i16, or a vector of them) as the f32 it denotes, exactly."""
+    if isinstance(word.type, ir.VectorType):
+        n = word.type.count
+        wide = b.shl(b.zext(word, ir.VectorType(I32, n)), ir.Constant(ir.VectorType(I32, n), [16] * n))
+        return b.bitcast(wide, ir.VectorType(F32, n))
+    return b.bitcast(b.shl(b.zext(word, I32), ir.Constant(I32, 16)), F32)
+
+
+def f32_to_bf16(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """An f32 rounded to a bf16 word as ml_dtypes does: to nearest, ties to even (overflow goes
+    to infinity); a NaN becomes the quiet NaN 0x7FC0 with the sign kept."""
+    bits = b.bitcast(x, I32)
+    odd = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+    rounded = b.lshr(b.add(bits, b.add(ir.Constant(I32, 0x7FFF), odd)), ir.Constant(I32, 16))
+    sign = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 0x8000))
+    nan = b.or_(sign, ir.Constant(I32, 0x7FC0))
+    return b.trunc(b.select(b.fcmp_unordered("uno", x, x), nan, rounded), I16)
+
+
+def round_bf16(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """An f32 rounded to the nearest bf16 value, kept as f32 (how kernels carry bf16 in registers)."""
+    return bf16_to_f32(b, f32_to_bf16(b, x))
 
 
 def const_int(v: int, ty: ir.IntType = I64) -> ir.Constant:

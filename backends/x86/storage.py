@@ -1,13 +1,18 @@
 """Where every value lives at run time: an input, an output, the arena, or the weights blob.
 
-The arena offsets come from the memory planner (``passes/plan_memory.py``); constants are packed
-into one 64-byte-aligned weights blob at compile time. The generated entry point receives the base
-pointers and computes each kernel's argument pointers from this table.
+The arena offsets come from the memory planner (``passes/plan_memory.py``). Constants live in one
+weights blob whose entries are 64-byte aligned, and a constant gets space only if some kernel reads
+it: the weights pre-packed for a GEMM/conv microkernel are placed when the kernel asks for them
+(``add_weights``), and a ``const`` value in its raw form only when the entry point passes its pointer
+to a kernel (``slot``, called after every kernel is emitted). A weight that a kernel only reads in
+packed form (it passes ``replaces=`` to ``KernelBuilder.packed_constant``, and the entry point gives
+it a null pointer) is therefore not stored twice. The blob's bytes are gathered once, on the first
+read of ``weights``, after code generation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,36 +27,63 @@ class Slot:
     index: int  # input/output position, or byte offset into arena/weights
 
 
-@dataclass
 class StorageMap:
-    slots: dict[int, Slot]  # id(value) -> slot
-    weights: np.ndarray  # uint8 blob
-    weight_offsets: dict[str, int]
-    plan: MemoryPlan
-    output_copies: list[tuple[int, Value]]  # outputs whose value is stored elsewhere: (output index, value)
+    """The slot of every value, and the layout of the weights blob (filled in lazily)."""
 
-    _spare: np.ndarray | None = field(default=None, repr=False)  # capacity behind ``weights``
+    def __init__(self, module: Module, slots: dict[int, Slot], const_keys: dict[int, str], plan: MemoryPlan,
+                 output_copies: list[tuple[int, Value]]):
+        self.module = module
+        self.slots = slots  # id(value) -> slot, for every value that is not a constant
+        self.const_keys = const_keys  # id(value) -> constant-pool key, for the results of const ops
+        self.plan = plan
+        self.output_copies = output_copies  # outputs stored elsewhere: (output index, value)
+        self.weight_offsets: dict[str, int] = {}  # constant-pool key -> byte offset, for placed ones
+        self._size = 0
+        self._blob: np.ndarray | None = None
+        self._packed: set[str] = set()  # keys added by add_weights (compile-time data of this map)
 
     def slot(self, v: Value) -> Slot:
+        """Where ``v`` lives; a constant asked for here is placed in the blob (if not already)."""
+        key = self.const_keys.get(id(v))
+        if key is not None:
+            return Slot("weights", self._place(key))
         return self.slots[id(v)]
 
-    def add_weights(self, module: Module, name: str, array: np.ndarray) -> int:
-        """Append a constant that kernels read but no const op produces (weights pre-packed at
-        compile time) to the pool and the blob; return its byte offset in the blob.
+    def is_constant(self, v: Value) -> bool:
+        return id(v) in self.const_keys
 
-        The blob grows by doubling its capacity, so many packed weights stay linear-time."""
+    def add_weights(self, module: Module, name: str, array: np.ndarray) -> int:
+        """Add a constant that kernels read but no const op produces (weights pre-packed at compile
+        time) to the pool and the blob; return its byte offset in the blob."""
         key = module.add_constant(name, np.ascontiguousarray(array))
-        data = module.constants[key].reshape(-1).view(np.uint8)
-        off = aligned(len(self.weights))
-        end = off + aligned(max(data.nbytes, 1))
-        if self._spare is None or len(self._spare) < end:
-            spare = np.zeros(max(end, 2 * len(self.weights)), dtype=np.uint8)
-            spare[:len(self.weights)] = self.weights
-            self._spare = spare
-        self._spare[off:off + data.nbytes] = data
-        self.weights = self._spare[:end]
-        self.weight_offsets[key] = off
+        self._packed.add(key)
+        return self._place(key)
+
+    def _place(self, key: str) -> int:
+        off = self.weight_offsets.get(key)
+        if off is None:
+            off = aligned(self._size)
+            self._size = off + aligned(max(int(self.module.constants[key].nbytes), 1))
+            self.weight_offsets[key] = off
+            self._blob = None
         return off
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The blob (uint8, at least 64 bytes): every placed constant at its offset. Read it once code
+        generation is done; a constant placed later makes the next read gather it again."""
+        if self._blob is None:
+            blob = np.zeros(max(self._size, 64), dtype=np.uint8)
+            consts = self.module.constants
+            for key, off in self.weight_offsets.items():
+                arr = np.ascontiguousarray(consts[key])
+                blob[off:off + arr.nbytes] = arr.reshape(-1).view(np.uint8)
+                if key in self._packed:  # the pool entry becomes a view of the blob: one copy, not two
+                    view = blob[off:off + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+                    view.flags.writeable = False
+                    consts[key] = view
+            self._blob = blob
+        return self._blob
 
     @property
     def arena_bytes(self) -> int:
@@ -61,37 +93,22 @@ class StorageMap:
 def assign_storage(module: Module, g: Graph) -> StorageMap:
     plan = plan_graph(g)
     slots: dict[int, Slot] = {}
-    inputs = [p for p in g.params]
-    for i, p in enumerate(inputs):
+    for i, p in enumerate(g.params):
         slots[id(p)] = Slot("input", i)
-    # constants: pack the pool entries that const ops read
-    offsets: dict[str, int] = {}
-    total = 0
-    for op in g.ops:
-        if op.opname == "const":
-            key = op.attrs["ref"]
-            if key not in offsets:
-                offsets[key] = total
-                total += aligned(max(int(module.constants[key].nbytes), 1))
-    blob = np.zeros(max(total, 64), dtype=np.uint8)
-    for key, off in offsets.items():
-        arr = np.ascontiguousarray(module.constants[key])
-        blob[off:off + arr.nbytes] = arr.reshape(-1).view(np.uint8)
-    for op in g.ops:
-        if op.opname == "const":
-            slots[id(op.results[0])] = Slot("weights", offsets[op.attrs["ref"]])
+    # constants: placed in the blob only when some kernel reads them (StorageMap.slot)
+    const_keys = {id(op.results[0]): op.attrs["ref"] for op in g.ops if op.opname == "const"}
     # outputs: the producing op writes straight into the caller's output array, once
     copies: list[tuple[int, Value]] = []
     for j, v in enumerate(g.outputs):
-        if id(v) in slots or v.producer is None:
+        if id(v) in slots or id(v) in const_keys or v.producer is None:
             copies.append((j, v))  # a parameter, a constant, or a value already returned
         else:
             slots[id(v)] = Slot("output", j)
     for op in g.ops:
         for r in op.results:
-            if id(r) not in slots:
+            if id(r) not in slots and id(r) not in const_keys:
                 off = plan.offset_of(r)
                 if off is None:
                     raise AssertionError(f"%{r.name} has no storage")
                 slots[id(r)] = Slot("arena", off)
-    return StorageMap(slots, blob, offsets, plan, copies)
+    return StorageMap(module, slots, const_keys, plan, copies)

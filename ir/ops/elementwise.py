@@ -239,9 +239,10 @@ def _cast_infer(ctx: InferContext) -> list[TensorType]:
 
 
 def _cast(x: np.ndarray, to: DType) -> np.ndarray:
-    if x.dtype.kind == "f" and to.is_int:
+    if (x.dtype.kind == "f" or x.dtype.name == "bfloat16") and to.is_int:
         # float -> int is undefined for NaN/inf and out-of-range values; numpy warns, we saturate NaN to 0.
-        x = np.nan_to_num(x, nan=0.0)
+        # (bf16 goes through f32, as ml_dtypes' own conversion does: nan_to_num ignores bf16.)
+        x = np.nan_to_num(x.astype(np.float32) if x.dtype.kind != "f" else x, nan=0.0)
     return x.astype(to.numpy)
 
 

@@ -22,8 +22,20 @@ from llvmlite import ir
 from nnc.ir import DType, Op
 from nnc.ir.ops.conv import fill, resolve_pads
 
-from ..llvm_types import F16, F32, I1, I32, I64, const_int, for_range, ll_type
-from .gemm import Custom, Epilogue, Packed, Strided, blocking, emit_gemm, gep, pack_a_const
+from ..llvm_types import F16, F32, I1, I32, I64, PTR, const_int, for_range, ll_type
+from .gemm import (
+    Custom,
+    Epilogue,
+    Packed,
+    Strided,
+    blocking,
+    emit_gemm,
+    gep,
+    masked_gather,
+    masked_load,
+    pack_a_const,
+    splat,
+)
 from .linalg import const_array, entry_alloca
 from .registry import lowering
 
@@ -91,7 +103,7 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
         mats = warr.reshape(G, mg, Kdim)
         packed = [pack_a_const(mats[g], blk) for g in range(G)]
         per = packed[0].size
-        woff = k.packed_constant(f"{w.name}.packed_a", np.concatenate(packed))
+        woff = k.packed_constant(f"{w.name}.packed_a", np.concatenate(packed), replaces=k.arg(1))  # raw never read
         aop = Packed(woff, (lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(per))) if G > 1 else None)
     else:
         aop = Strided(lambda kb: kb.arg(1), Kdim, 1,
@@ -119,15 +131,18 @@ def _im2col_packer(n, insp, outsp, ks, s, d, p, xoff):
     """Pack B[kk, col] = x[c, o*s - pad + t*d] (0 in the padding) straight from the image.
 
     Per NC block, a table of every column's base coordinate per spatial axis (``o*s - pad``, i32;
-    a huge negative past the last column so it reads as padding) is built once in scratch; each
-    panel row then only adds the tap offset, bounds-checks, and gathers (the j loop vectorises)."""
+    a huge negative past the last column so it reads as padding) is built once in scratch. Each
+    panel row is then filled a vector (``lanes`` columns) at a time: the tap offset is added to the
+    table's coordinates, bounds-checked and turned into input indices as vectors; where those
+    indices are consecutive and all inside the image (most of a stride-1 conv) one plain vector
+    load copies them, elsewhere a masked gather reads the valid lanes and zeros the padding."""
     Pin = math.prod(insp)
     KK = math.prod(ks)
     instr = [math.prod(insp[i + 1:]) for i in range(n)]
 
     def pack(kb, buf, scratch, bi, k0, kc, n0, n_end, blk):
         b = kb.b
-        et, NR = blk.et, blk.NR
+        et, NR, L, vt = blk.et, blk.NR, blk.lanes, blk.vt
         xbase = gep(b, kb.arg(0), xoff(kb, bi), et)
         npan = b.sdiv(b.add(b.sub(n_end, n0), const_int(NR - 1)), const_int(NR))
         ncols = b.mul(npan, const_int(NR))
@@ -138,33 +153,60 @@ def _im2col_packer(n, insp, outsp, ks, s, d, p, xoff):
                 base = b.trunc(b.sub(b.mul(o, const_int(s[i])), const_int(p[i])), I32)
                 base = b.select(ok, base, ir.Constant(I32, -(1 << 30)))
                 b.store(base, gep(b, scratch, b.add(b.mul(const_int(i), const_int(blk.NC)), j), I32))
-        zero = ir.Constant(et, 0.0)
+        ivt = ir.VectorType(I32, L)
+        # consecutive columns within an output row step the input by the last axis' stride: runs
+        # at stride 1 are one vector load, at stride 2 one masked double-width load and a shuffle
+        stride = s[-1] if s[-1] in (1, 2) else 1
+        step = ir.Constant(ivt, [stride * i for i in range(L)])
+        even = ir.Constant(ir.VectorType(I1, 2 * L), [i % 2 == 0 for i in range(2 * L)])
+        pick = ir.Constant(ir.VectorType(I32, L), [2 * i for i in range(L)])
+        lane_bits = ir.IntType(L)
         with for_range(b, kc, "ik") as kk:
             kidx = b.add(k0, kk)
             c = b.sdiv(kidx, const_int(KK))
             taps = _decompose(b, b.srem(kidx, const_int(KK)), ks)
             chan = gep(b, xbase, b.mul(c, const_int(Pin)), et)
-            toff = [b.trunc(b.mul(t, const_int(d[i])), I32) for i, t in enumerate(taps)]
+            toff = [splat(b, b.trunc(b.mul(t, const_int(d[i])), I32), ivt) for i, t in enumerate(taps)]
             with for_range(b, npan, "ip") as jp:
                 dst = gep(b, buf, b.add(b.mul(jp, b.mul(kc, const_int(NR))), b.mul(kk, const_int(NR))), et)
-                with for_range(b, NR, "ij") as jj:
-                    j = b.add(b.mul(jp, const_int(NR)), jj)
-                    valid = ir.Constant(I1, 1)
-                    idx = ir.Constant(I32, 0)
+                for v in range(blk.nv):
+                    j0 = b.add(b.mul(jp, const_int(NR)), const_int(v * L))
+                    valid = None
+                    idx = ir.Constant(ivt, None)
                     for i in range(n):
-                        base = b.load(gep(b, scratch, b.add(const_int(i * blk.NC), j), I32), typ=I32)
+                        base = b.load(gep(b, scratch, b.add(const_int(i * blk.NC), j0), I32), typ=ivt, align=4)
                         pos = b.add(base, toff[i])
-                        valid = b.and_(valid, b.icmp_unsigned("<", pos, ir.Constant(I32, insp[i])))
-                        idx = b.add(idx, b.mul(pos, ir.Constant(I32, instr[i])))
-                    idx = b.select(valid, idx, ir.Constant(I32, 0))
-                    v = b.load(gep(b, chan, b.sext(idx, I64), et), typ=et)
-                    b.store(b.select(valid, v, zero), gep(b, dst, jj, et))
+                        ok = b.icmp_unsigned("<", pos, ir.Constant(ivt, [insp[i]] * L))
+                        valid = ok if valid is None else b.and_(valid, ok)
+                        idx = b.add(idx, b.mul(pos, ir.Constant(ivt, [instr[i]] * L)))
+                    first = b.extract_element(idx, ir.Constant(I32, 0))
+                    seq = b.icmp_signed("==", idx, b.add(splat(b, first, ivt), step))
+                    dense = b.icmp_signed("==", b.bitcast(b.and_(valid, seq), lane_bits),
+                                          ir.Constant(lane_bits, (1 << L) - 1))
+                    q = gep(b, dst, v * L, et)
+                    with b.if_else(dense) as (then, other):
+                        with then:
+                            src = gep(b, chan, b.sext(first, I64), et)
+                            if stride == 1:
+                                b.store(b.load(src, typ=vt, align=4), q, align=4)
+                            else:  # the even lanes of a 2L-wide masked load (never reads past the last)
+                                wide = masked_load(b, src, even, ir.VectorType(et, 2 * L))
+                                b.store(b.shuffle_vector(wide, ir.Constant(wide.type, None), pick), q, align=4)
+                        with other:
+                            ptrs = b.gep(chan, [idx], source_etype=et, inbounds=True)
+                            ptrs.type = ir.VectorType(PTR, L)  # llvmlite types a vector GEP as a scalar ptr
+                            b.store(masked_gather(b, ptrs, valid, vt), q, align=4)
     return pack
 
 
 def _depthwise(k, op: Op, ks, s, d, p) -> None:
-    """One input channel per group: a direct loop per (image, output channel) whose inner loop over
-    output columns runs only over the columns whose taps are inside the image (bounds hoisted)."""
+    """One input channel per group: a direct loop per (image, output channel) and output row.
+
+    Rows and columns whose taps all lie inside the image (known at compile time) take one loop over
+    the output columns with every tap unrolled, accumulating in registers (LLVM vectorises it over
+    the columns); the border keeps the per-tap loops with their padding bounds hoisted. Either way
+    each output is ``bias + x*w`` summed tap by tap in kernel order. A fused group's epilogue
+    (gemm.py's ``tile_epilogue``) runs on each output row as soon as it is complete."""
     x, w = op.operands[0], op.operands[1]
     out = op.results[0]
     G = op.attrs["group"]
@@ -175,6 +217,19 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
     KH, KW = ks
     et = ll_type(out.dtype)
     has_bias = len(op.operands) > 2
+    tile = getattr(k, "tile_epilogue", None)
+    if getattr(tile, "inner", OH * OW) != OH * OW:
+        tile = None
+    if tile is not None:
+        k.tile_epilogue_applied = True
+
+    def inside(o, n_in, kk, st, dl, pad):  # output positions whose every tap is inside [0, n_in)
+        ok = [q for q in range(o) if q * st - pad >= 0 and q * st - pad + (kk - 1) * dl < n_in]
+        return (ok[0], ok[-1] + 1) if ok else (0, 0)
+    rlo, rhi = inside(OH, H, KH, s[0], d[0], p[0])
+    clo, chi = inside(OW, W, KW, s[1], d[1], p[1])
+    # small planes (rows too short to vectorise, mostly border): run over a zero-padded copy instead
+    flat = tuple(s) == (1, 1) and OW < 32 and (H + p[0] + p[2]) * (W + p[1] + p[3]) <= 8192
 
     def body(kb, t):
         b = kb.b
@@ -186,9 +241,12 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
         wm = gep(b, kb.arg(1), b.mul(m, const_int(KH * KW)), et)
         bias = b.load(gep(b, kb.arg(2), m, et), typ=et) if has_bias else ir.Constant(et, 0.0)
         wv = [[b.load(gep(b, wm, i * KW + j, et), typ=et) for j in range(KW)] for i in range(KH)]
-        with for_range(b, OH, "doh") as oh:
-            row = gep(b, yo, b.mul(oh, const_int(OW)), et)
-            with for_range(b, OW, "dinit") as ow:
+
+        def per_tap(oh, row, c0, c1):
+            """Columns [c0, c1) of output row ``oh``: bias, then each tap over its valid columns."""
+            if c1 <= c0:
+                return
+            with for_range(b, c1, "dinit", start=c0) as ow:
                 b.store(bias, gep(b, row, ow, et))
             for i in range(KH):
                 ih = b.add(b.mul(oh, const_int(s[0])), const_int(i * d[0] - p[0]))
@@ -197,8 +255,8 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
                     xrow = gep(b, xin, b.mul(ih, const_int(W)), et)
                     for j in range(KW):
                         off = j * d[1] - p[1]  # iw = ow*s + off must lie in [0, W)
-                        lo = max(0, (-off + s[1] - 1) // s[1])
-                        hi = min(OW, (W - 1 - off) // s[1] + 1) if W - 1 - off >= 0 else 0
+                        lo = max(c0, (-off + s[1] - 1) // s[1])
+                        hi = min(c1, (W - 1 - off) // s[1] + 1) if W - 1 - off >= 0 else 0
                         if hi <= lo:
                             continue
                         with for_range(b, hi, "dow", start=lo) as ow:
@@ -207,7 +265,73 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
                             q = gep(b, row, ow, et)
                             b.store(b.fadd(b.load(q, typ=et), b.fmul(xv, wv[i][j])), q)
 
+        if flat:
+            _depthwise_flat(kb, xin, yo, bias, wv, (H, W), (OH, OW), (KH, KW), d, p, et, tile, t)
+            return
+        with for_range(b, OH, "doh") as oh:
+            row = gep(b, yo, b.mul(oh, const_int(OW)), et)
+            if chi > clo and rhi > rlo:
+                full = b.and_(b.icmp_signed(">=", oh, const_int(rlo)), b.icmp_signed("<", oh, const_int(rhi)))
+                with b.if_else(full) as (then, other):
+                    with then:
+                        per_tap(oh, row, 0, clo)
+                        ih0 = b.sub(b.mul(oh, const_int(s[0])), const_int(p[0]))
+                        xrows = [gep(b, xin, b.mul(b.add(ih0, const_int(i * d[0])), const_int(W)), et)
+                                 for i in range(KH)]
+                        with for_range(b, chi, "dvec", start=clo) as ow:
+                            iw0 = b.sub(b.mul(ow, const_int(s[1])), const_int(p[1]))
+                            acc = bias
+                            for i in range(KH):
+                                for j in range(KW):
+                                    xv = b.load(gep(b, xrows[i], b.add(iw0, const_int(j * d[1])), et), typ=et)
+                                    acc = b.fadd(acc, b.fmul(xv, wv[i][j]))
+                            b.store(acc, gep(b, row, ow, et))
+                        per_tap(oh, row, chi, OW)
+                    with other:
+                        per_tap(oh, row, 0, OW)
+            else:
+                per_tap(oh, row, 0, OW)
+            if tile is not None:
+                start = b.mul(oh, const_int(OW))
+                tile(kb, t, start, const_int(1), const_int(OW), row, OH * OW)
+
     k.parallel_for(N * M, body, name="dwconv")
+
+
+def _depthwise_flat(kb, xin, yo, bias, wv, insp, outsp, ks, d, p, et, tile, t) -> None:
+    """A stride-1 depthwise channel on a small plane: copy it into a zero-padded stack buffer of
+    row pitch ``Wp``; then every output, as a flat index ``f = oh*Wp + ow`` over that pitch, reads its
+    taps at the constant offsets ``i*dh*Wp + j*dw``: one loop with no bounds that vectorises over
+    whole rows at once (the ``Wp - OW`` columns between rows are computed and dropped); then the
+    rows are copied out (and the fused epilogue runs on each)."""
+    b = kb.b
+    (H, W), (OH, OW), (KH, KW) = insp, outsp, ks
+    Hp, Wp = H + p[0] + p[2], W + p[1] + p[3]
+    n_flat = (OH - 1) * Wp + OW
+    with b.goto_entry_block():  # static allocas (the entry block), not one per call of a loop
+        xp = b.alloca(et, size=const_int(Hp * Wp))
+        yp = b.alloca(et, size=const_int(n_flat))
+    with for_range(b, Hp * Wp, "dz") as i:
+        b.store(ir.Constant(et, 0.0), gep(b, xp, i, et))
+    with for_range(b, H, "dcp") as h:
+        src = gep(b, xin, b.mul(h, const_int(W)), et)
+        dst = gep(b, xp, b.add(b.mul(b.add(h, const_int(p[0])), const_int(Wp)), const_int(p[1])), et)
+        with for_range(b, W, "dcw") as w_:
+            b.store(b.load(gep(b, src, w_, et), typ=et), gep(b, dst, w_, et))
+    with for_range(b, n_flat, "dflat") as f:
+        acc = bias
+        for i in range(KH):
+            for j in range(KW):
+                xv = b.load(gep(b, xp, b.add(f, const_int(i * d[0] * Wp + j * d[1])), et), typ=et)
+                acc = b.fadd(acc, b.fmul(xv, wv[i][j]))
+        b.store(acc, gep(b, yp, f, et))
+    with for_range(b, OH, "dout") as oh:
+        row = gep(b, yo, b.mul(oh, const_int(OW)), et)
+        src = gep(b, yp, b.mul(oh, const_int(Wp)), et)
+        with for_range(b, OW, "dow") as ow:
+            b.store(b.load(gep(b, src, ow, et), typ=et), gep(b, row, ow, et))
+        if tile is not None:
+            tile(kb, t, b.mul(oh, const_int(OW)), const_int(1), const_int(OW), row, OH * OW)
 
 
 def _loop_acc(b, acc_t, fl, s, x, y):

@@ -5,7 +5,9 @@ single ops and fused elementwise groups. The loop nest iterates the output in ro
 each operand advances by its broadcast strides (0 along broadcast dims), and the innermost loop is
 simple enough for LLVM's loop vectoriser. f32 transcendentals come from ``vecmath`` (polynomials,
 so the loop still vectorises); f64 uses exact libm calls; f16 computes in f32 and rounds once, as
-numpy does.
+numpy does. bf16 elements are carried as f32 values (widened at the load, rounded to bf16 at the
+store and after every op of a fused group), so each op computes in f32 and rounds once, as
+ml_dtypes does; the scalar table never sees a raw bf16 word.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import ml_dtypes
 import numpy as np
 from llvmlite import ir
 
-from nnc.ir import DType, Op, TargetError, Value
+from nnc.ir import DType, Op, Value
 
+from .. import llvm_types as lt
 from ..llvm_types import F16, F32, I1, I64, const_int, for_range, ll_type
 from ..runtime import split_rows
 from . import vecmath
@@ -276,11 +280,19 @@ for _n in _MATH:
 
 
 # -- activations (computed in f32 for f16 inputs) -------------------------------------------------
+def _cd(x: ir.Value, v: float, dt: DType) -> ir.Constant:
+    """A float constant of ``x``'s type holding ``v`` rounded to ``dt`` (the reference converts
+    such attributes to the data's dtype; bf16 data is carried in f32)."""
+    if dt is DType.bf16:
+        return ir.Constant(x.type, float(ml_dtypes.bfloat16(v)))
+    return _c(x, v)
+
+
 @scalar("leaky_relu")
 def _leaky_relu(b, a, op):
     x = a[0]
     neg = b.fcmp_ordered("<", x, _zero(x.type))
-    return b.select(neg, b.fmul(x, _c(x, op.attrs.get("alpha", 0.01))), x)
+    return b.select(neg, b.fmul(x, _cd(x, op.attrs.get("alpha", 0.01), _dt(op))), x)
 
 
 @scalar("elu")
@@ -363,7 +375,7 @@ def _clip(b, a, op):
         if v is None:
             bounds.append(None)
         elif dt.is_float:
-            bounds.append(_c(x, v))
+            bounds.append(_cd(x, v, dt))
         else:
             iv = _int_bound(dt, float(v))
             if iv is not None and not dt.is_signed and iv >= 1 << (dt.itemsize * 8 - 1):
@@ -411,7 +423,12 @@ def _shift(b, a, op):
 
 @scalar("bitcast")
 def _bitcast(b, a, op):
-    return b.bitcast(a[0], ll_type(op.attrs["to"]))
+    x, src, dst = a[0], _dt(op), op.attrs["to"]
+    if src is DType.bf16:  # the f32 register form back to its (exact) word
+        x = lt.f32_to_bf16(b, x)
+    if dst is DType.bf16:
+        return lt.bf16_to_f32(b, b.bitcast(x, lt.storage_type(dst)))
+    return b.bitcast(x, ll_type(dst))
 
 
 # -- comparisons and logic ----------------------------------------------------------------------
@@ -464,7 +481,14 @@ def _cast(b, a, op):
 
 
 def cast_value(b: ir.IRBuilder, x: ir.Value, src: DType, dst: DType) -> ir.Value:
-    """``x`` of dtype ``src`` converted to ``dst`` as numpy's astype does (NaN -> integer is 0)."""
+    """``x`` of dtype ``src`` converted to ``dst`` as numpy's astype does (NaN -> integer is 0).
+
+    bf16 values are in their f32 register form on both sides: ml_dtypes converts every dtype to
+    bf16 through f32 (so f64 and i64 round twice, as here) and bf16 to every dtype from f32."""
+    if src is DType.bf16:
+        return x if dst is DType.bf16 else cast_value(b, x, DType.f32, dst)
+    if dst is DType.bf16:
+        return lt.round_bf16(b, cast_value(b, x, src, DType.f32))
     st, tt = ll_type(src), ll_type(dst)
     if src is DType.bool:
         x = b.icmp_unsigned("!=", x, _zero(x.type))
@@ -503,9 +527,17 @@ def broadcast_strides(v: Value, out_shape: tuple[int, ...]) -> list[int]:
     return strides
 
 
+def load_elem(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, dt: DType) -> ir.Value:
+    """Element ``index`` of a ``dt`` buffer in its register form (bf16 widened to f32)."""
+    x = b.load(b.gep(ptr, [index], source_etype=lt.storage_type(dt), inbounds=True), typ=lt.storage_type(dt))
+    return lt.bf16_to_f32(b, x) if dt is DType.bf16 else x
+
+
 def emit_elementwise(k, out_index: int, operands: list[ir.Value], values: list[Value], out: Value,
                      body: Callable[[ir.IRBuilder, list[ir.Value]], ir.Value]) -> None:
-    """Emit ``out[i] = body(operand elements at i)`` over ``out``'s shape with broadcasting."""
+    """Emit ``out[i] = body(operand elements at i)`` over ``out``'s shape with broadcasting.
+
+    bf16 operands reach ``body`` as f32; a bf16 result is rounded from the f32 ``body`` returns."""
     shape = tuple(out.shape)
     all_strides = [broadcast_strides(v, shape) for v in values]
     # merge adjacent dims along which every operand is contiguous (or broadcast the same way)
@@ -528,10 +560,11 @@ def emit_elementwise(k, out_index: int, operands: list[ir.Value], values: list[V
     def nest(b: ir.IRBuilder, ptrs: list[ir.Value], outp: ir.Value, level: int, offsets: list[ir.Value],
              flat: ir.Value, rows: tuple[ir.Value, ir.Value] | None = None) -> None:
         if level == len(dims):
-            elems = [b.load(b.gep(ptr, [off], source_etype=ll_type(v.dtype), inbounds=True), typ=ll_type(v.dtype))
-                     for ptr, off, v in zip(ptrs, offsets, values)]
+            elems = [load_elem(b, ptr, off, v.dtype) for ptr, off, v in zip(ptrs, offsets, values)]
             res = body(b, elems)
-            b.store(res, b.gep(outp, [flat], source_etype=ll_type(out.dtype), inbounds=True))
+            if out.dtype is DType.bf16:
+                res = lt.f32_to_bf16(b, res)
+            b.store(res, b.gep(outp, [flat], source_etype=lt.storage_type(out.dtype), inbounds=True))
             return
         lo, hi = rows if level == 0 and rows else (0, dims[level])
         with for_range(b, hi, name=f"d{level}", start=lo) as i:
@@ -567,9 +600,6 @@ def emit_elementwise(k, out_index: int, operands: list[ir.Value], values: list[V
 @lowering(*SCALAR)
 def lower_elementwise(k, op: Op) -> None:
     fn = SCALAR[op.opname]
-    for v in list(op.operands) + list(op.results):
-        if v.dtype is DType.bf16:
-            raise TargetError(f"x86: {op.opname} on bf16 is not supported yet ({op.where()})")
     emit_elementwise(k, 0, [k.arg(i) for i in range(len(op.operands))], op.operands, op.results[0],
                      lambda b, elems: fn(b, elems, op))
 

@@ -2,18 +2,25 @@
 
 - ``elementwise``: one loop nest over the group's result; each element evaluates the region's ops
   in order through the scalar table of ``elementwise.py``, so intermediates live in registers.
-- anchor kinds (``conv``, ``matmul``, ``gemm``): the anchor's own kernel writes the result buffer,
-  then the epilogue (bias, activation, residual add) runs over that buffer in the same kernel,
-  in place, while it is still in cache.
+- anchor kinds (``conv``, ``matmul``, ``gemm``): the anchor is lowered over the group's outer
+  values (so constant weights are pre-packed), and the epilogue (bias, activation, residual add)
+  runs inside the GEMM on each output tile right after its last K slice, while the tile is in L1
+  (``_tile_epilogue``). Where the anchor does not take the GEMM path (depthwise, other dtypes) or
+  an input cannot be addressed per tile row, the epilogue is a pass over the result buffer in the
+  same kernel, in place.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 from llvmlite import ir
 
-from nnc.ir import Op, Value
+from nnc.ir import DType, Op, Value
 
-from .elementwise import SCALAR, emit_elementwise
+from ..llvm_types import const_int, for_range, ll_type, round_bf16
+from .elementwise import SCALAR, broadcast_strides, emit_elementwise
 from .registry import get_lowering, lowering
 
 
@@ -22,7 +29,9 @@ def _eval_region(b: ir.IRBuilder, body_ops: list[Op], env: dict[int, ir.Value]) 
         fn = SCALAR.get(rop.opname)
         if fn is None:
             raise NotImplementedError(f"no scalar form for {rop.opname} in a fused group")
-        env[id(rop.results[0])] = fn(b, [env[id(v)] for v in rop.operands], rop)
+        r = fn(b, [env[id(v)] for v in rop.operands], rop)
+        # bf16 is carried in f32: round each intermediate as the unfused op's store would
+        env[id(rop.results[0])] = round_bf16(b, r) if rop.results[0].dtype is DType.bf16 else r
 
 
 @lowering("fused")
@@ -47,12 +56,7 @@ def lower_fused(k, op: Op) -> None:
     index = {id(p): i for i, p in enumerate(region.params)}
     from ..codegen import KernelBuilder
 
-    sub = KernelBuilder(k.cg, k.fn, anchor, [k.out(0)] + [k.arg(index[id(v)]) for v in anchor.operands], k.b)
-    lower_anchor(sub, anchor)
-    k.b = sub.b
     epilogue = region.ops[1:]
-    if not epilogue:
-        return
     # epilogue inputs: the anchor's result (read back from the output buffer) and group parameters
     anchor_out = anchor.results[0]
     used: list[Value] = []
@@ -60,6 +64,24 @@ def lower_fused(k, op: Op) -> None:
         for v in rop.operands:
             if v is not anchor_out and id(v) in index and v not in used:
                 used.append(v)
+    # lower the anchor as an op over the group's outer values, so a weight that is a module constant
+    # is seen as one (const_array) and pre-packed at compile time, as for an unfused conv/matmul;
+    # the epilogue's inputs ride along as extra pointers for the GEMM's per-tile epilogue
+    outer = Op(anchor.opname, [op.operands[index[id(v)]] for v in anchor.operands], anchor.attrs,
+               [r.type for r in anchor.results], [r.name for r in anchor.results], loc=anchor.loc)
+    try:
+        sub = KernelBuilder(k.cg, k.fn, outer, [k.out(0)] + [k.arg(index[id(v)]) for v in anchor.operands]
+                            + [k.arg(index[id(v)]) for v in used], k.b)
+        if epilogue:
+            sub.tile_epilogue = _tile_epilogue(kind, out, anchor_out, epilogue, used, len(anchor.operands))
+        lower_anchor(sub, outer)
+    finally:
+        outer.drop_operands()  # the temporary op must not stay among the outer values' uses
+    k.b = sub.b
+    for v in used:  # an epilogue input the anchor also packed (replaces=) is still read raw
+        k.reads_raw(k.arg(index[id(v)]))
+    if not epilogue or getattr(sub, "tile_epilogue_applied", False):
+        return
     pointers = [k.out(0)] + [k.arg(index[id(v)]) for v in used]
     values = [anchor_out] + used
 
@@ -69,3 +91,63 @@ def lower_fused(k, op: Op) -> None:
         return env[id(out)]
 
     emit_elementwise(k, 0, pointers, values, out, body)
+
+
+def _tile_epilogue(kind: str, out: Value, anchor_out: Value, epilogue: list[Op], used: list[Value],
+                   first_arg: int) -> Callable | None:
+    """The epilogue as a GEMM tile callback (gemm.py's ``tile_epilogue``), or None when its inputs
+    cannot be addressed per tile row (then it runs as a pass over the result).
+
+    A tile row is a run of the result's trailing ("inner") dims: the spatial dims of a conv, the
+    last dim of a matmul/gemm. Each input must be contiguous along the inner dims or broadcast
+    over all of them; along the leading dims any broadcast is fine (a per-channel scale, a
+    residual of the full shape)."""
+    dt = out.dtype
+    if dt not in (DType.f32, DType.f64) or any(v.dtype is not dt for v in used):
+        return None
+    shape = tuple(out.shape)
+    ninner = len(shape) - 2 if kind == "conv" else 1
+    lead, inner = shape[:len(shape) - ninner], shape[len(shape) - ninner:]
+    inner_rm = [math.prod(inner[d + 1:]) for d in range(len(inner))]
+    plans = []
+    for v in used:
+        st = broadcast_strides(v, shape)
+        ist = [x for x, n in zip(st[len(lead):], inner) if n > 1]
+        if all(x == 0 for x in ist):
+            contiguous = False
+        elif ist == [r for r, n in zip(inner_rm, inner) if n > 1]:
+            contiguous = True
+        else:
+            return None
+        plans.append((contiguous, [(n, x) for n, x in zip(lead, st[:len(lead)])]))
+    et = ll_type(dt)
+
+    def row_offset(b: ir.IRBuilder, row: ir.Value, lead_strides: list[tuple[int, int]]) -> ir.Value:
+        off, rem = const_int(0), row
+        for n, x in reversed(lead_strides):
+            if x and n > 1:
+                off = b.add(off, b.mul(b.srem(rem, const_int(n)), const_int(x)))
+            rem = b.sdiv(rem, const_int(n))
+        return off
+
+    def tile(kb, row0: ir.Value, col0: ir.Value, mrem: ir.Value, nrem: ir.Value, cp: ir.Value, ldc: int) -> None:
+        b = kb.b
+        with for_range(b, mrem, "er") as r:
+            row = b.add(row0, r)
+            crow = b.gep(cp, [b.mul(r, const_int(ldc))], source_etype=et, inbounds=True)
+            srcs = []
+            for j, (contiguous, lead_strides) in enumerate(plans):
+                off = row_offset(b, row, lead_strides)
+                base = b.gep(kb.arg(first_arg + j), [b.add(off, col0) if contiguous else off],
+                             source_etype=et, inbounds=True)
+                srcs.append((contiguous, base if contiguous else b.load(base, typ=et)))
+            with for_range(b, nrem, "ec") as col:
+                q = b.gep(crow, [col], source_etype=et, inbounds=True)
+                env = {id(anchor_out): b.load(q, typ=et)}
+                for v, (contiguous, src) in zip(used, srcs):
+                    env[id(v)] = b.load(b.gep(src, [col], source_etype=et, inbounds=True), typ=et) \
+                        if contiguous else src
+                _eval_region(b, epilogue, env)
+                b.store(env[id(out)], q)
+    tile.inner = math.prod(inner)  # the anchor takes the callback only if its C rows are this long
+    return tile

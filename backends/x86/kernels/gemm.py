@@ -53,17 +53,25 @@ class Blocking:
 def blocking(target, f64: bool, M: int, N: int) -> Blocking:
     """Register and cache blocking for the target's widest vectors.
 
-    Accumulators take MR * NR/lanes registers: 12 x 2 of the 32 zmm registers on AVX-512, 6 x 2 of
-    the 16 ymm/xmm registers otherwise. The KC x NR B micro-panel (32 KiB for f32 on AVX-512) fits
-    L1; the MC x KC A block fits L2. Small M or N shrink the tile so little work is padding."""
+    Accumulators take MR * NR/lanes registers: 12 x 2 (or 8 x 3) of the 32 zmm registers on
+    AVX-512, 6 x 2 of the 16 ymm/xmm registers otherwise. On AVX-512 the tile shape that pads M and
+    N least is taken (8 x 3 fits a 64-channel conv exactly, where 12 rows waste 11%), 12 x 2 unless
+    the other saves more than 3%. The KC x NR B micro-panel (32-36 KiB for f32) fits L1; the MC x KC
+    A block fits L2. Small M or N shrink the tile so little work is padding."""
     lanes = target.vector_bits // (64 if f64 else 32)
     mr = 12 if target.vector_bits == 512 else 6
     nv = 2
     if N <= lanes:
         nv, mr = 1, mr * 2 if target.vector_bits == 512 else mr
+    elif target.vector_bits == 512 and M > 8:
+        def padded(r: int, v: int) -> int:
+            return _ceil(M, r) * r * _ceil(N, v * lanes) * v * lanes
+        if padded(8, 3) < 0.97 * padded(12, 2):
+            mr, nv = 8, 3
     mr = max(1, min(mr, M))
-    kc = 256 if not f64 else 128
-    return Blocking(F64 if f64 else F32, lanes, mr, nv * lanes, kc, max(mr, (192 // mr) * mr), 1024)
+    kc = (256 if nv <= 2 else 192) // (2 if f64 else 1)
+    nr = nv * lanes
+    return Blocking(F64 if f64 else F32, lanes, mr, nr, kc, max(mr, (192 // mr) * mr), (1024 // nr) * nr)
 
 
 def _ceil(a: int, b: int) -> int:
@@ -170,6 +178,13 @@ def fmuladd(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
 def masked_load(b: ir.IRBuilder, p: ir.Value, mask: ir.Value, vt: ir.VectorType) -> ir.Value:
     fn = _intrinsic(b.module, f"llvm.masked.load.{_vname(vt)}.p0", vt, [PTR, I32, mask.type, vt])
     return b.call(fn, [p, ir.Constant(I32, 4), mask, ir.Constant(vt, None)])
+
+
+def masked_gather(b: ir.IRBuilder, ptrs: ir.Value, mask: ir.Value, vt: ir.VectorType) -> ir.Value:
+    """Lanes of ``ptrs`` where ``mask`` holds are loaded, the others are 0 (and never touched)."""
+    fn = _intrinsic(b.module, f"llvm.masked.gather.{_vname(vt)}.v{vt.count}p0", vt,
+                    [ptrs.type, I32, mask.type, vt])
+    return b.call(fn, [ptrs, ir.Constant(I32, 4), mask, ir.Constant(vt, None)])
 
 
 def masked_store(b: ir.IRBuilder, x: ir.Value, p: ir.Value, mask: ir.Value) -> None:
@@ -357,21 +372,56 @@ def _offset(kb, fn: IdxFn | None, bi: ir.Value) -> ir.Value:
     return const_int(0) if fn is None else fn(kb, bi)
 
 
-def task_grid(batch: int, M: int, N: int, K: int, blk: Blocking, threads: int) -> tuple[int, int]:
-    """How many M and N chunks to split each batch item into: enough tasks for every core (a few per
-    core, for balance, when the work is large), never chunks smaller than a tile."""
+# rough costs (seconds) for choosing the task grid: one multiply-add in the microkernel, packing one
+# element of B (an implicit-im2col gather costs more than a strided copy) or of A, reading one
+# pre-packed element (each task streams its share of a packed weight from L3)
+_MAC_S, _PACK_B_S, _PACK_IM2COL_S, _PACK_A_S, _READ_S, _TASK_S = 1.5e-11, 1e-10, 3e-10, 1e-10, 1e-10, 3e-6
+
+
+def task_grid(batch: int, M: int, N: int, K: int, blk: Blocking, threads: int,
+              pack_a: bool = True, pack_b: bool | str = True) -> tuple[int, int]:
+    """How many M and N chunks (whole tiles) to split each batch item into.
+
+    One task when there is one thread or little work: every extra task packs its operands again.
+    Otherwise the grid whose simulated schedule finishes first: each task costs its (tile-padded)
+    multiply-adds, the packing it does (``pack_a``: its rows of A; ``pack_b``: its columns of B,
+    "im2col" for conv's gathers) and its reads of pre-packed operands; tasks go to the least-loaded
+    thread, largest first (the pool hands them out dynamically). Every chunk of M packs B again and
+    every chunk of N streams A again, so the split follows the cheaper of the two, and uneven
+    splits (7 column panels over 2 threads) are refined until they balance. (More tasks than that
+    for balance under load measured slower: each one packs and streams its operands again.)"""
     cores = threads
-    flops = 2 * batch * M * N * K
-    want = 1 if flops < 2e6 else min(4 * cores, max(cores, int(flops // 5e7)))
-    per = _ceil(want, batch)
-    tm = tn = 1
+    if cores <= 1 or 2 * batch * M * N * K < 2e6:
+        return 1, 1
     mt, nt = _ceil(M, blk.MR), _ceil(N, blk.NR)
-    while tm * tn < per and (tm < mt or tn < nt):
-        # split the dimension whose chunks are larger (in tiles), so tiles stay square-ish
-        if (nt / tn >= mt / tm and tn < nt) or tm >= mt:
-            tn += 1
-        else:
-            tm += 1
+    pb = 0.0 if not pack_b else (_PACK_IM2COL_S if pack_b == "im2col" else _PACK_B_S)
+    pa = _PACK_A_S if pack_a else _READ_S
+    found: list[tuple[float, int, int, int]] = []
+    seen = set()
+    for tm in range(1, min(mt, 4 * cores) + 1):
+        mchunk = _ceil(mt, tm) * blk.MR
+        for tn in range(1, min(nt, 8 * cores) + 1):
+            nchunk = _ceil(nt, tn) * blk.NR
+            grid = (_ceil(M, mchunk), _ceil(N, nchunk))
+            if grid in seen or batch * grid[0] * grid[1] > 64 * cores:
+                continue
+            seen.add(grid)
+            costs = []
+            for i in range(grid[0]):
+                rows = _ceil(min(mchunk, M - i * mchunk), blk.MR) * blk.MR
+                for j in range(grid[1]):
+                    cols = _ceil(min(nchunk, N - j * nchunk), blk.NR) * blk.NR
+                    # A is used once per NC block of columns; pre-packed B is re-read per MC block of rows
+                    a_cost = rows * K * pa * _ceil(cols, blk.NC)
+                    b_cost = cols * K * (pb if pb else _READ_S * _ceil(rows, blk.MC))
+                    costs.append(rows * cols * K * _MAC_S + a_cost + b_cost + _TASK_S)
+            load = [0.0] * cores
+            for c in sorted(costs * batch, reverse=True):
+                load[load.index(min(load))] += c
+            found.append((max(load), len(costs) * batch, grid[0], grid[1]))
+    if not found:
+        return 1, 1
+    _, _, tm, tn = min(found)  # the fastest; on a tie the fewest tasks (each packs again)
     return tm, tn
 
 
@@ -379,8 +429,23 @@ def emit_gemm(k, blk: Blocking, M: int, N: int, K: int, a, bop, c: Strided, epi:
               batch: int = 1, name: str = "gemm") -> None:
     """C[batch][M, N] = epi(A[batch] @ B[batch]); C is row-major with row stride ``c.rs`` (c.cs == 1).
 
-    ``a`` is ``Strided`` or ``Packed``; ``bop`` is ``Strided``, ``Packed`` or ``Custom``."""
-    tm, tn = task_grid(batch, M, N, K, blk, max(1, getattr(k.cg, "threads", 1)))
+    ``a`` is ``Strided`` or ``Packed``; ``bop`` is ``Strided``, ``Packed`` or ``Custom``.
+
+    When the kernel builder carries a ``tile_epilogue`` (a fused group's elementwise tail, set by
+    fused.py), it runs on every C tile right after the tile's last K slice, while the tile is in L1:
+    ``tile_epilogue(kb, row, col, mrem, nrem, cptr, ldc)`` with ``row`` the tile's first row counted
+    over the result's leading dims. That needs C to be the op's result in row-major order with rows
+    of ``c.rs`` elements (``tile_epilogue.inner``: true of conv, gemm and matmul except with a 1-D
+    operand); ``k.tile_epilogue_applied`` then says so.
+    """
+    tile = getattr(k, "tile_epilogue", None) if K > 0 else None
+    if getattr(tile, "inner", c.rs) != c.rs:  # e.g. a matrix-vector product: C rows are not result rows
+        tile = None
+    if tile is not None:
+        k.tile_epilogue_applied = True
+    tm, tn = task_grid(batch, M, N, K, blk, max(1, getattr(k.cg, "threads", 1)),
+                       pack_a=not isinstance(a, Packed),
+                       pack_b="im2col" if isinstance(bop, Custom) else not isinstance(bop, Packed))
     mchunk = _ceil(_ceil(M, tm), blk.MR) * blk.MR
     nchunk = _ceil(_ceil(N, tn), blk.NR) * blk.NR
     tm, tn = _ceil(M, mchunk), _ceil(N, nchunk)
@@ -424,6 +489,12 @@ def emit_gemm(k, blk: Blocking, M: int, N: int, K: int, a, bop, c: Strided, epi:
             scratch, sraw = heap_buffer(b, bop.scratch)
         mpad = _ceil(M, blk.MR) * blk.MR
         npad = _ceil(N, blk.NR) * blk.NR
+        after = None
+        if tile is not None:
+            row0 = b.sdiv(_offset(kb, c.offset, bi), const_int(c.rs))  # C's rows are whole result rows
+
+            def after(m, n, mrem, nrem, cp):
+                tile(kb, b.add(row0, m), n, mrem, nrem, cp, c.rs)
         nblocks = b.sdiv(b.add(b.sub(n1, n0), const_int(nc_step - 1)), const_int(nc_step))
         with for_range(b, nblocks, "jc") as jc:
             nc0 = b.add(n0, b.mul(jc, const_int(nc_step)))
@@ -450,7 +521,7 @@ def emit_gemm(k, blk: Blocking, M: int, N: int, K: int, a, bop, c: Strided, epi:
                         _pack_a(b, blk, abuf, abase, a.rs, a.cs, mc0, mc1, pc, kc)
                         apan = abuf
                     _macro(b, blk, mk, kc, apan, bpan, cbase, c.rs, mc0, mc1, nc0, nc1, first, last,
-                           bias, epi)
+                           bias, epi, after)
         for raw in (araw, braw, sraw):
             if raw is not None:
                 heap_free(b, raw)
@@ -461,7 +532,7 @@ def emit_gemm(k, blk: Blocking, M: int, N: int, K: int, a, bop, c: Strided, epi:
     k.parallel_for(batch * tm * tn, body, name=name)
 
 
-def _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, last, bias, epi) -> None:
+def _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, last, bias, epi, after=None) -> None:
     et = blk.et
     with for_range(b, b.sub(nc1, nc0), "jr", step=blk.NR) as jr:
         bp = gep(b, bpan, b.mul(jr, kc), et)
@@ -476,6 +547,9 @@ def _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, la
             if epi.bias is not None:
                 bp_tile = gep(b, bias, b.add(b.mul(m, const_int(epi.bias_rs)), b.mul(n, const_int(epi.bias_cs))), et)
             b.call(mk, [kc, ap, bp, cp, const_int(ldc), mrem, nrem, first, last, bp_tile])
+            if after is not None:
+                with b.if_then(last):
+                    after(m, n, mrem, nrem, cp)
 
 
 def _zero_k(k, blk, M, N, c, epi, batch) -> None:

@@ -19,7 +19,7 @@ from llvmlite import ir
 from nnc.ir import DType, Op, Value
 from nnc.ir.ops.linalg import parse_einsum
 
-from ..llvm_types import F16, F32, I32, const_int, for_range, ll_type
+from ..llvm_types import F16, F32, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type
 from .gemm import Epilogue, Packed, Strided, blocking, emit_gemm, gep, pack_a_const, pack_b_const
 from .registry import lowering
 
@@ -111,7 +111,7 @@ def _operand(k, v: Value, blk, rows: int, cols: int, strides: tuple[int, int], o
     def pack(mat):
         return pack_a_const(mat, blk) if which == "a" else pack_b_const(mat, blk)
     data, per = _pack_batched(np.ascontiguousarray(arr), bshape, rows, cols, pack)
-    woff = k.packed_constant(f"{v.name}.packed_{which}", data)
+    woff = k.packed_constant(f"{v.name}.packed_{which}", data, replaces=k.arg(idx))  # raw copy never read
     if off is None or len(data) == per:
         return Packed(woff)
     mat = rows * cols
@@ -168,7 +168,7 @@ def widen(b: ir.IRBuilder, x: ir.Value, dt: DType) -> ir.Value:
     if dt == DType.f16:
         return b.fpext(x, F32)
     if dt == DType.bf16:
-        return b.bitcast(b.shl(b.zext(x, I32), ir.Constant(I32, 16)), F32)
+        return bf16_to_f32(b, x)
     return x
 
 
@@ -177,10 +177,7 @@ def narrow(b: ir.IRBuilder, x: ir.Value, dt: DType) -> ir.Value:
     if dt == DType.f16:
         return b.fptrunc(x, F16)
     if dt == DType.bf16:
-        bits = b.bitcast(x, I32)
-        odd = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
-        rounded = b.add(bits, b.add(ir.Constant(I32, 0x7FFF), odd))
-        return b.trunc(b.lshr(rounded, ir.Constant(I32, 16)), I16)
+        return f32_to_bf16(b, x)
     return x
 
 

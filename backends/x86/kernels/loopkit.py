@@ -20,7 +20,7 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op, Value
 
-from ..llvm_types import F32, F64, I1, I8, I32, I64, PTR, const_int, for_range, ll_type
+from ..llvm_types import F32, F64, I1, I8, I64, PTR, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type
 from . import vecmath
 
 I16 = ir.IntType(16)
@@ -117,7 +117,7 @@ class Loops:
     def to_float(self, x: ir.Value, dt: DType, to: ir.Type) -> ir.Value:
         b = self.b
         if dt is DType.bf16:
-            x = b.bitcast(b.shl(b.zext(x, I32), ir.Constant(I32, 16)), F32)
+            x = bf16_to_f32(b, x)
             return x if to == F32 else b.fpext(x, to)
         if dt.is_float:
             return self.fcast(x, to)
@@ -129,13 +129,7 @@ class Loops:
         b = self.b
         if dt is DType.bf16:
             # round to nearest even on the upper 16 bits of the f32 pattern; NaN stays a quiet NaN
-            x32 = self.fcast(x, F32)
-            bits = b.bitcast(x32, I32)
-            lsb = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
-            rounded = b.lshr(b.add(bits, b.add(ir.Constant(I32, 0x7FFF), lsb)), ir.Constant(I32, 16))
-            nan = b.fcmp_unordered("uno", x32, x32)
-            qnan = b.or_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 0x40))
-            return b.trunc(b.select(nan, qnan, rounded), I16)
+            return f32_to_bf16(b, self.fcast(x, F32))
         if dt.is_float:
             return self.fcast(x, ll_type(dt))
         raise TypeError(f"from_float: {dt} is not a float type")

@@ -17,7 +17,7 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op, TargetError, Value
 
-from ..llvm_types import F32, F64, const_int, for_range, ll_type
+from ..llvm_types import F32, F64, I16, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type
 from .elementwise import cast_value, fmath
 from .reduce import axis_layout, combine, fold_range, gep, load, rows
 from .registry import lowering
@@ -54,10 +54,14 @@ def _c(t: ir.Type, v: float) -> ir.Constant:
 # -- softmax -----------------------------------------------------------------------------------------
 @lowering("softmax", "log_softmax")
 def lower_softmax(k, op: Op) -> None:
-    _check(op)
     x = op.operands[0]
     dt = x.dtype
-    t = ll_type(dt)
+    # bf16 runs in f32 like the reference: words widened at each load, one rounding at the store
+    # (the exponentials are recomputed in the last pass rather than parked in the bf16 output)
+    bf = dt is DType.bf16
+    if not bf:
+        _check(op)
+    t = F32 if bf else ll_type(dt)
     outer, n, inner = axis_layout(tuple(x.shape), op.attrs.get("axis", -1) % len(x.shape))
     log = op.opname == "log_softmax"
     # f16 runs in f16 like the reference (each step rounded to f16), with exp and the sum in f32
@@ -75,7 +79,7 @@ def lower_softmax(k, op: Op) -> None:
             return b.add(base, b.mul(j, const_int(inner))) if inner != 1 else b.add(base, j)
 
         def xv(j):
-            return load(b, kb.arg(0), at(j), t)
+            return bf16_to_f32(b, load(b, kb.arg(0), at(j), I16)) if bf else load(b, kb.arg(0), at(j), t)
         m = fold_range(b, n, [_c(t, float("-inf"))],
                        lambda j, a: [intrinsic(b, "llvm.maximum", a[0], xv(j))], name="max")[0]
         finite = b.fcmp_ordered("<", intrinsic(b, "llvm.fabs", m), _c(t, float("inf")))
@@ -84,7 +88,7 @@ def lower_softmax(k, op: Op) -> None:
         def exp_term(j):
             d = b.fsub(xv(j), m)
             e = fmath(b, "exp", d)
-            if not log:
+            if not log and not bf:
                 b.store(e, gep(b, kb.out(0), at(j), t))
             return b.fpext(e, F32) if half else e
         s = _row_sum(b, n, st, exp_term)
@@ -93,7 +97,15 @@ def lower_softmax(k, op: Op) -> None:
         if log:
             ls = fmath(b, "log", s)
             with for_range(b, n, "w") as j:
-                b.store(b.fsub(b.fsub(xv(j), m), ls), gep(b, kb.out(0), at(j), t))
+                y = b.fsub(b.fsub(xv(j), m), ls)
+                if bf:
+                    b.store(f32_to_bf16(b, y), gep(b, kb.out(0), at(j), I16))
+                else:
+                    b.store(y, gep(b, kb.out(0), at(j), t))
+        elif bf:
+            with for_range(b, n, "w") as j:
+                y = b.fdiv(fmath(b, "exp", b.fsub(xv(j), m)), s)
+                b.store(f32_to_bf16(b, y), gep(b, kb.out(0), at(j), I16))
         else:
             with for_range(b, n, "w") as j:
                 p = gep(b, kb.out(0), at(j), t)

@@ -145,8 +145,77 @@ def lower_max_pool(k, op: Op) -> None:
             b.store(b.load(acc, typ=t), b.gep(kb.out(0), [oi], source_etype=t, inbounds=True))
             if with_indices:
                 b.store(b.load(arg, typ=I64), b.gep(kb.out(1), [oi], source_etype=I64, inbounds=True))
-        _windows(kb, p, nc, window)
+        if fast is None:
+            _windows(kb, p, nc, window)
+        else:
+            _interior_rows(kb, g, nc, fast, window, dt, t)
+    fast = None if with_indices else _interior(g)
     chunked(k, nc_count, p.in_size * dt.itemsize, plane, name="planes")
+
+
+def _interior(g: _Geometry) -> list[tuple[int, int]] | None:
+    """Per axis of a 2-D pooling, the range of output positions whose window lies wholly inside the
+    input (no padding, no clipping), or None when some axis has none or the pooling is not 2-D."""
+    if g.n != 2:
+        return None
+    ranges = []
+    for i in range(2):
+        o = np.arange(g.out[i])
+        start = o * g.strides[i] - g.begins[i]
+        ok = np.nonzero((start >= 0) & (start + (g.kernel[i] - 1) * g.dilations[i] < g.in_dims[i]))[0]
+        if ok.size == 0:
+            return None
+        ranges.append((int(ok[0]), int(ok[-1]) + 1))
+    return ranges
+
+
+def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: ir.Type) -> None:
+    """max_pool of one plane with the interior vectorisable: every output row whose windows are
+    inside the input in height runs its interior columns through a loop with the taps unrolled and
+    no bounds (LLVM vectorises it over the output columns: plain vector loads at stride 1,
+    interleaved loads otherwise); border windows use the general per-window code."""
+    b = kb.b
+    (rlo, rhi), (clo, chi) = fast
+    OH, OW = g.out
+    H, W = g.in_dims
+    sh, sw = g.strides
+    dh, dw = g.dilations
+    KH, KW = g.kernel
+    xin = b.gep(kb.arg(0), [b.mul(nc, const_int(H * W))], source_etype=t, inbounds=True)
+    yout = b.gep(kb.out(0), [b.mul(nc, const_int(OH * OW))], source_etype=t, inbounds=True)
+
+    def border(oh, lo, hi):
+        if hi > lo:
+            with for_range(b, hi, "pbw", start=lo) as ow:
+                window(kb, b.add(b.mul(nc, const_int(OH * OW)), b.add(b.mul(oh, const_int(OW)), ow)), [oh, ow])
+
+    with for_range(b, OH, "poh") as oh:
+        inside = b.and_(b.icmp_signed(">=", oh, const_int(rlo)), b.icmp_signed("<", oh, const_int(rhi)))
+        with b.if_else(inside) as (then, other):
+            with then:
+                border(oh, 0, clo)
+                ih0 = b.sub(b.mul(oh, const_int(sh)), const_int(g.begins[0]))
+                rows = [b.gep(xin, [b.mul(b.add(ih0, const_int(i * dh)), const_int(W))], source_etype=t,
+                              inbounds=True) for i in range(KH)]
+                yrow = b.gep(yout, [b.mul(oh, const_int(OW))], source_etype=t, inbounds=True)
+                with for_range(b, chi, "pow", start=clo) as ow:
+                    iw0 = b.sub(b.mul(ow, const_int(sw)), const_int(g.begins[1]))
+                    acc = None
+                    for i in range(KH):
+                        for j in range(KW):
+                            v = b.load(b.gep(rows[i], [b.add(iw0, const_int(j * dw))], source_etype=t,
+                                             inbounds=True), typ=t)
+                            if acc is None:
+                                acc = v
+                            elif dt.is_float:
+                                acc = _float_max(b, acc, v)
+                            else:
+                                cmp = b.icmp_signed if dt.is_signed else b.icmp_unsigned
+                                acc = b.select(cmp(">", v, acc), v, acc)
+                    b.store(acc, b.gep(yrow, [ow], source_etype=t, inbounds=True))
+                border(oh, chi, OW)
+            with other:
+                border(oh, 0, OW)
 
 
 def _full_window(kb, p: _Plan, nc, pos, t, lowest, acc, arg, gt, storage_order: int) -> None:

@@ -19,7 +19,7 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op, TargetError
 
-from ..llvm_types import F32, F64, I1, I64, const_int, for_range, ll_type
+from ..llvm_types import F32, F64, I1, I64, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type, storage_type
 from .elementwise import cast_value
 from .registry import lowering
 from .vecmath import intrinsic
@@ -104,7 +104,7 @@ def combine(b: ir.IRBuilder, kind: str, acc: ir.Value, x: ir.Value, dt: DType, r
 
 
 def _acc_type(kind: str, dt: DType) -> tuple[ir.Type, DType]:
-    if dt is DType.f16:
+    if dt in (DType.f16, DType.bf16):  # (bf16 words are widened at the load, rounded at the store)
         return F32, DType.f32
     if kind == "mean" and dt.is_int:
         return I64, DType.u64 if not dt.is_signed else DType.i64
@@ -168,7 +168,7 @@ def lower_reduce(k, op: Op) -> None:
         strides.append(acc)
         acc *= n
     strides.reverse()
-    if groups and not groups[-1][1] and at == ll_type(dt) and len(groups) > 1:
+    if groups and not groups[-1][1] and at == storage_type(dt) and len(groups) > 1:
         _reduce_rows_in_place(k, op, kind, groups, strides, count)
         return
 
@@ -187,7 +187,8 @@ def lower_reduce(k, op: Op) -> None:
     def reduce_at(b: ir.IRBuilder, xp: ir.Value, base: ir.Value) -> ir.Value:
         def level(lv: int, off: ir.Value, a: ir.Value) -> ir.Value:
             if lv == len(redg):
-                v = load(b, xp, off, ll_type(dt))
+                v = load(b, xp, off, storage_type(dt))
+                v = bf16_to_f32(b, v) if dt is DType.bf16 else v
                 return combine(b, kind, a, cast_value(b, v, dt, adt) if adt is not dt else v, dt)
             n, s = redg[lv]
             return fold_range(b, n, [a], lambda i, accs: [level(lv + 1, b.add(off, b.mul(i, const_int(s))), accs[0])],
@@ -196,7 +197,9 @@ def lower_reduce(k, op: Op) -> None:
 
     def outputs(kb, b: ir.IRBuilder, lv: int, base: ir.Value, flat: ir.Value) -> None:
         if lv == len(kept):
-            b.store(finish(b, reduce_at(b, kb.arg(0), base)), gep(b, kb.out(0), flat, ll_type(dt)))
+            r = finish(b, reduce_at(b, kb.arg(0), base))
+            r = f32_to_bf16(b, r) if dt is DType.bf16 else r
+            b.store(r, gep(b, kb.out(0), flat, storage_type(dt)))
             return
         n, s = kept[lv]
         inner = int(np.prod([m for m, _ in kept[lv + 1:]], dtype=np.int64))
