@@ -14,33 +14,43 @@ import numpy as np
 from .dtypes import DType
 from .errors import InputError, IRError, NncError
 from .graph import Graph, Module, Op, Value
+from .types import TensorType
 
 
-def check_feeds(g: Graph, feeds: Mapping[str, Any], module: Module) -> list[np.ndarray]:
-    """Match named feeds to parameters; bound weights default to their pool values."""
-    known = {p.name for p in g.params}
-    extra = sorted(set(feeds) - known)
+def check_inputs(inputs: Sequence[tuple[str, TensorType]], feeds: Mapping[str, Any],
+                 defaults: Mapping[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """Match named feeds to a signature, in signature order, with one set of rules and messages for
+    every executor (interpreter, JIT, AOT library): missing, unexpected, dtype, shape, and symbols
+    bound consistently across inputs. ``defaults`` supplies inputs that may be omitted (weights)."""
+    defaults = defaults or {}
+    extra = sorted(set(feeds) - {n for n, _ in inputs})
     if extra:
-        takes = sorted(p.name for p in g.params if p.binding is None)
+        takes = sorted(n for n, _ in inputs if n not in defaults)
         raise InputError(f"unexpected input(s) {extra}; the model takes {takes}")
     bindings: dict[str, int] = {}
     args = []
-    for p in g.params:
-        if p.name in feeds:
-            arr = np.asarray(feeds[p.name])
-        elif p.binding is not None:
-            arr = module.constants[p.binding]
+    for name, ty in inputs:
+        if name in feeds:
+            arr = np.asarray(feeds[name])
+        elif name in defaults:
+            arr = defaults[name]
         else:
-            raise InputError(f"missing input {p.name!r} ({p.type})")
+            raise InputError(f"missing input {name!r} ({ty})")
         try:
             got = DType.from_numpy(arr.dtype)
         except TypeError:
-            raise InputError(f"input {p.name!r}: unsupported dtype {arr.dtype}; expected {p.type}") from None
-        why = p.type.matches(got, tuple(arr.shape), bindings)
+            raise InputError(f"input {name!r}: unsupported dtype {arr.dtype}; expected {ty}") from None
+        why = ty.matches(got, tuple(arr.shape), bindings)
         if why:
-            raise InputError(f"input {p.name!r}: {why}")
+            raise InputError(f"input {name!r}: {why}")
         args.append(arr)
     return args
+
+
+def check_feeds(g: Graph, feeds: Mapping[str, Any], module: Module) -> list[np.ndarray]:
+    """Match named feeds to the graph's parameters; bound weights default to their pool values."""
+    defaults = {p.name: module.constants[p.binding] for p in g.params if p.binding is not None}
+    return check_inputs([(p.name, p.type) for p in g.params], feeds, defaults)
 
 
 class Interpreter:

@@ -36,6 +36,7 @@ import numpy as np
 import nnc
 from nnc.api import CompiledModel
 from nnc.ir import DType, InputError, ModelError, Module, TargetError, TensorType, verify_module
+from nnc.ir.interpreter import check_inputs
 
 from . import generate, optimize
 from .codegen import ENTRY
@@ -420,24 +421,8 @@ class AotExecutable:
         self._out_ptrs = (ctypes.c_void_p * max(len(self.outputs), 1))()
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        names = {n for n, _ in self.inputs}
-        extra = sorted(set(feeds) - names)
-        if extra:
-            raise InputError(f"unexpected input(s) {extra}; the model takes {sorted(names)}")
-        keep = []
-        for i, (name, t) in enumerate(self.inputs):
-            if name not in feeds:
-                raise InputError(f"missing input {name!r} ({t})")
-            a = np.asarray(feeds[name])
-            try:
-                got = DType.from_numpy(a.dtype)
-            except TypeError:
-                raise InputError(f"input {name!r}: unsupported dtype {a.dtype}; expected {t}") from None
-            why = t.matches(got, tuple(a.shape), {})
-            if why:
-                raise InputError(f"input {name!r}: {why}")
-            a = np.ascontiguousarray(a)
-            keep.append(a)
+        keep = [np.ascontiguousarray(a) for a in check_inputs(self.inputs, feeds)]
+        for i, a in enumerate(keep):
             self._in_ptrs[i] = a.ctypes.data
         outs = {}
         for j, (name, t) in enumerate(self.outputs):

@@ -23,7 +23,8 @@ from typing import Any, Mapping
 import llvmlite.binding as llvm
 import numpy as np
 
-from nnc.ir import DType, Graph, InputError, Module, TargetError, TensorType
+from nnc.ir import DType, Graph, Module, TargetError, TensorType
+from nnc.ir.interpreter import check_inputs
 
 from .storage import StorageMap
 from .target import TargetInfo, target_machine
@@ -144,7 +145,6 @@ class X86Executable:
         # kernels may assume the weights base is as aligned as the offsets the planner gave them
         self._weights_buf, self._weights_ptr = _aligned_buffer(max(raw.size, ALIGN))
         self._weights_buf[self._weights_ptr - self._weights_buf.ctypes.data:][:raw.size] = raw
-        self._names = [n for n, _ in interface.inputs]
         self._in_ptrs = (ctypes.c_void_p * max(len(interface.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(interface.outputs), 1))()
         self._lock = threading.Lock()  # one arena: runs from several Python threads take turns
@@ -155,23 +155,7 @@ class X86Executable:
 
     def check_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         """The feeds in input order; the interpreter's rules and messages."""
-        extra = sorted(set(feeds) - set(self._names))
-        if extra:
-            raise InputError(f"unexpected input(s) {extra}; the model takes {sorted(self._names)}")
-        args = []
-        for name, ty in self.interface.inputs:
-            if name not in feeds:
-                raise InputError(f"missing input {name!r} ({ty})")
-            arr = np.asarray(feeds[name])
-            try:
-                got = DType.from_numpy(arr.dtype)
-            except TypeError:
-                raise InputError(f"input {name!r}: unsupported dtype {arr.dtype}; expected {ty}") from None
-            why = ty.matches(got, tuple(arr.shape), {})
-            if why:
-                raise InputError(f"input {name!r}: {why}")
-            args.append(np.ascontiguousarray(arr))
-        return args
+        return [np.ascontiguousarray(a) for a in check_inputs(self.interface.inputs, feeds)]
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         args = self.check_feeds(feeds)
