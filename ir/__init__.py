@@ -5,6 +5,7 @@ from .attrs import REQUIRED, AttrKind, AttrSpec
 from .builder import Builder, const_value
 from .dtypes import DType
 from .errors import (
+    GradientError,
     InputError,
     IRError,
     ModelError,
@@ -24,7 +25,7 @@ from .types import UNKNOWN, Dim, TensorType, tensor
 from .verifier import verify_module
 
 __all__ = [
-    "REQUIRED", "AttrKind", "AttrSpec", "Builder", "const_value", "DType", "InputError", "IRError",
+    "REQUIRED", "AttrKind", "AttrSpec", "Builder", "const_value", "DType", "GradientError", "InputError", "IRError",
     "ModelError", "NncError", "ParseError", "TargetError", "TypeInferenceError", "UnsupportedOpError",
     "VerifyError", "Graph", "Module", "Op", "Value", "Interpreter", "interpret", "parse_module",
     "print_graph", "print_module", "NOT_DIFFERENTIABLE", "OpDef", "Trait", "all_opdefs", "defop",

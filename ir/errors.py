@@ -42,3 +42,8 @@ class TypeInferenceError(IRError):
 
 class TargetError(NncError):
     """An unknown target, or a target that cannot compile this module."""
+
+
+class GradientError(NncError):
+    """Autodiff cannot differentiate the graph: an op on the path from the parameters to the loss has
+    no gradient rule, a symbolic shape, or the loss is not a float scalar."""

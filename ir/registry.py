@@ -231,3 +231,4 @@ def _ensure_loaded() -> None:
     if not _loaded:
         _loaded = True
         from . import ops  # noqa: F401  (registers every op family)
+        from . import grads  # noqa: F401  (attaches the gradient rules to them)

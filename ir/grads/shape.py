@@ -1,0 +1,122 @@
+"""Gradient rules: data movement (reshape, transpose, squeeze/unsqueeze, expand, concat, split,
+slice with unit steps, constant pad).
+
+These only move or replicate elements, so their cotangents move them back: inverse permutation,
+reshape to the operand shape, sum over replication, slice of a concatenation, zero padding around
+a slice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..builder import const_value
+from ..errors import GradientError
+from . import register_vjp
+from .util import reshape, shape_of, sum_to, zeros_like
+
+
+def _rest(op, first):
+    return [first] + [None] * (len(op.operands) - 1)
+
+
+@register_vjp("reshape", "squeeze", "unsqueeze")
+def _reshape(b, op, cts):
+    return _rest(op, reshape(b, cts[0], shape_of(op.operands[0])))
+
+
+@register_vjp("transpose")
+def _transpose(b, op, cts):
+    x = op.operands[0]
+    perm = op.attrs.get("perm") or list(reversed(range(len(shape_of(x)))))
+    inv = list(np.argsort(perm))
+    return [b.op("transpose", cts[0], perm=[int(i) for i in inv])]
+
+
+@register_vjp("expand")
+def _expand(b, op, cts):
+    return _rest(op, sum_to(b, cts[0], op.operands[0]))
+
+
+@register_vjp("concat")
+def _concat(b, op, cts):
+    g = cts[0]
+    rank = len(shape_of(g))
+    axis = op.attrs["axis"] % rank
+    outs, start = [], 0
+    for x in op.operands:
+        n = shape_of(x)[axis]
+        outs.append(b.op("slice", g, starts=[start], ends=[start + n], axes=[axis], steps=[1]))
+        start += n
+    return outs
+
+
+@register_vjp("split")
+def _split(b, op, cts):
+    parts = [c if c is not None else zeros_like(b, r) for c, r in zip(cts, op.results)]
+    axis = op.attrs["axis"] % len(shape_of(op.operands[0]))
+    g = parts[0] if len(parts) == 1 else b.op("concat", *parts, axis=axis)
+    return _rest(op, g)
+
+
+def _slice_params(b, op):
+    x = op.operands[0]
+    vals = {}
+    for i, name in enumerate(("starts", "ends", "axes", "steps"), start=1):
+        v = op.attrs.get(name)
+        if v is None and i < len(op.operands):
+            c = const_value(b.module, op.operands[i])
+            v = None if c is None else [int(t) for t in c.reshape(-1)]
+        vals[name] = v
+    rank = len(shape_of(x))
+    axes = vals["axes"] if vals["axes"] is not None else list(range(len(vals["starts"])))
+    steps = vals["steps"] if vals["steps"] is not None else [1] * len(axes)
+    return [a % rank for a in axes], vals["starts"], vals["ends"], steps
+
+
+@register_vjp("slice")
+def _slice(b, op, cts):
+    x, g = op.operands[0], cts[0]
+    shape = shape_of(x)
+    axes, starts, ends, steps = _slice_params(b, op)
+    rank = len(shape)
+    before, after = [0] * rank, [0] * rank
+    for a, s, e, st in zip(axes, starts, ends, steps):
+        if st != 1:
+            raise GradientError(f"no gradient rule for slice with step {st}{op.where()}")
+        n = shape[a]
+        s = min(max(s + n if s < 0 else s, 0), n)
+        e = min(max(e + n if e < 0 else e, 0), n)
+        before[a], after[a] = s, n - max(e, s)
+    return _rest(op, b.op("pad", g, pads=before + after, value=0.0))
+
+
+@register_vjp("pad")
+def _pad(b, op, cts):
+    x, g = op.operands[0], cts[0]
+    if op.attrs.get("mode", "constant") != "constant":
+        raise GradientError(f"no gradient rule for pad mode {op.attrs['mode']!r}{op.where()}")
+    pads = op.attrs.get("pads")
+    if pads is None:
+        c = const_value(b.module, op.operands[1])
+        pads = [int(t) for t in c.reshape(-1)]
+    if op.attrs.get("axes") is not None:
+        raise GradientError(f"no gradient rule for pad with axes{op.where()}")
+    rank = len(shape_of(x))
+    shape = shape_of(x)
+    starts = list(pads[:rank])
+    ends = [s + n for s, n in zip(starts, shape)]
+    # negative pads crop: the cotangent of a cropped element is zero, so pad it back
+    return _rest(op, _crop_or_pad(b, g, starts, ends, shape_of(g)))
+
+
+def _crop_or_pad(b, g, starts, ends, gshape):
+    rank = len(gshape)
+    lo = [max(0, -s) for s in starts]
+    hi = [max(0, e - n) for e, n in zip(ends, gshape)]
+    cs = [max(0, s) for s in starts]
+    ce = [min(e, n) for e, n in zip(ends, gshape)]
+    out = b.op("slice", g, starts=cs, ends=ce, axes=list(range(rank)), steps=[1] * rank)
+    if any(lo) or any(hi):
+        out = b.op("pad", out, pads=lo + hi, value=0.0)
+    return out
