@@ -17,7 +17,6 @@ A worker that fails (an op nnc cannot compile yet, a crash, a timeout) makes tha
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -57,10 +56,10 @@ def onnx_inputs(path: str, dims: Mapping[str, int] | None = None, seed: int = 0)
 
 
 def count_flops(path: str) -> float | None:
-    """2 x multiply-adds of conv, conv_transpose, matmul and gemm (the work that dominates CNNs and
-    transformers), from the imported graph's types (symbolic input dims taken as 1); None when a
-    shape is still not static."""
+    """2 x multiply-adds of conv, conv_transpose, matmul and gemm (``passes.cost``), from the imported
+    graph's types (symbolic input dims taken as 1); None when a shape is still not static."""
     import nnc
+    from nnc.passes.cost import contraction_flops
 
     m = nnc.from_onnx(path)
     if not all(p.type.is_static for p in m.main.params):  # symbolic dims -> 1, as onnx_inputs does
@@ -68,24 +67,12 @@ def count_flops(path: str) -> float | None:
 
         m = specialize(m, {p.name: tuple(d if isinstance(d, int) else 1 for d in p.type.shape)
                            for p in m.main.params if p.type.shape is not None})
-    total = 0
     for g in m.graphs.values():
         for op in g.ops:
-            name = op.opname
-            if name not in ("conv", "conv_transpose", "matmul", "gemm"):
-                continue
-            out, a, b = op.results[0].type, op.operands[0].type, op.operands[1].type
-            if not (out.is_static and a.is_static and b.is_static):
+            if op.opname in ("conv", "conv_transpose", "matmul", "gemm") and not all(
+                    v.type.is_static for v in (op.results[0], op.operands[0], op.operands[1])):
                 return None
-            if name == "conv":
-                total += 2 * out.numel * math.prod(b.shape[1:])
-            elif name == "conv_transpose":
-                total += 2 * a.numel * math.prod(b.shape[1:])
-            elif name == "matmul":
-                total += 2 * out.numel * a.shape[-1]
-            else:
-                k = a.shape[0] if op.attrs.get("trans_a") else a.shape[1]
-                total += 2 * out.numel * k
+    total = sum(contraction_flops(g.ops) for g in m.graphs.values())
     return float(total)
 
 

@@ -9,6 +9,8 @@ from . import (  # noqa: F401  # noqa: F401
     freeze,
     fuse,
     plan_memory,
+    quantize,
     reparameterize,
     simplify,
 )
+from .training import remat  # noqa: F401,E402
