@@ -26,6 +26,7 @@ from nnc.ir import DType, InputError, Module, NncError, TensorType, print_module
 
 from .api import MODES
 from .cli_pipeline import add_pipeline_flags, pipeline_options, write_report
+from .cli_train import add_train_command, add_train_flags, cmd_compile_train
 from .cli_views import add_view_commands
 from .targets import PLANNED, TARGETS, get_backend
 
@@ -144,6 +145,8 @@ def _say(args: argparse.Namespace, text: str = "") -> None:
 # -- nnc compile --------------------------------------------------------------------------------
 def cmd_compile(args: argparse.Namespace) -> int:
     _check_target(args.target)
+    if args.mode == "train":
+        return cmd_compile_train(args)
     if args.target == "x86" and (args.output or args.emit):
         return _compile_x86(args)
     if args.emit:
@@ -504,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     add_pipeline_flags(c)
     _add_x86_flags(c)
+    add_train_flags(c)
     c.set_defaults(fn=cmd_compile)
 
     r = sub.add_parser("run", formatter_class=_Formatter, help="run a model on inputs from .npy files",
@@ -545,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--reference", action="store_true", help="also time the reference interpreter")
     bn.add_argument("--no-ort", action="store_true", help="do not run onnxruntime")
     bn.set_defaults(fn=cmd_bench)
+
+    add_train_command(sub, _Formatter)
+
 
     o = sub.add_parser("ops", formatter_class=_Formatter, help="list the ONNX ops nnc supports",
                        description="The ONNX op coverage table: each op with a converter, the opset versions "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -26,6 +27,13 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dump-dir", metavar="DIR", help="write the IR after each pass to DIR/NN-pass.nnc")
     g.add_argument("--explain-fusion", action="store_true", help="record why fusion candidates were rejected")
     g.add_argument("--report", metavar="FILE.json", help="write the compile report (passes, kernels, memory)")
+    q = p.add_argument_group("post-training quantization (see docs/quantization.md)")
+    q.add_argument("--quantize", choices=("int8",), help="quantize the model (weights per channel, activations "
+                                                         "per tensor) after freezing and folding")
+    q.add_argument("--calibration", metavar="DATA.npz", help="calibration inputs: arrays keyed by input name, "
+                                                            "samples stacked on a leading axis")
+    q.add_argument("--observer", choices=("minmax", "percentile", "entropy"), default=None,
+                   help="how activation ranges are chosen from the calibration data (default minmax)")
 
 
 def pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -40,7 +48,12 @@ def pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
         "verify_each": getattr(args, "verify_each", False) or None,
         "time_passes": getattr(args, "time_passes", False) or None, "dump_dir": getattr(args, "dump_dir", None),
         "explain_fusion": getattr(args, "explain_fusion", False) or None,
+        "quantize": getattr(args, "quantize", None), "calibration": getattr(args, "calibration", None),
+        "observer": getattr(args, "observer", None),
     }
+    if opts["quantize"] and not opts["calibration"]:
+        print("nnc: no --calibration data given: calibrating on 8 random standard-normal inputs "
+              "(scales will not fit real data)", file=sys.stderr)
     return {k: v for k, v in opts.items() if v is not None}
 
 

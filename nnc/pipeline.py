@@ -4,7 +4,9 @@ Pipeline options (all optional) taken out of ``nnc.compile``'s keyword arguments
 ``opt_level`` (0..3, default 3), ``passes`` (a pipeline string; replaces the preset),
 ``disable_passes``, ``verify_each``, ``print_ir_before``, ``print_ir_after`` (pass names or "all"),
 ``print_ir_after_change``, ``time_passes``, ``dump_dir``, ``explain_fusion``, ``pass_plugins``
-(files that register passes).
+(files that register passes), ``quantize`` ("int8"), ``calibration`` (feed dicts or an .npz path) and
+``observer`` (minmax, percentile, entropy); for ``mode="train"``, ``memory_budget`` (bytes, "64MB" or
+a fraction of the step's arena) appends ``remat{budget=...}`` (passes/training/remat.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from nnc.passes.plugins import load_pass_plugin
 from nnc.passes.presets import DEFAULT_LEVEL, preset
 
 PIPELINE_OPTIONS = ("opt_level", "passes", "disable_passes", "verify_each", "print_ir_before", "print_ir_after",
-                    "print_ir_after_change", "time_passes", "dump_dir", "explain_fusion", "pass_plugins")
+                    "print_ir_after_change", "time_passes", "dump_dir", "explain_fusion", "pass_plugins",
+                    "quantize", "calibration", "observer", "memory_budget")
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -42,6 +45,8 @@ def pipeline_string(mode: str, opts: dict[str, Any]) -> str:
     text = opts.get("passes")
     if text is None:
         text = preset(mode, int(opts.get("opt_level", DEFAULT_LEVEL)))
+    if mode == "train" and opts.get("memory_budget") not in (None, ""):
+        text = ",".join(t for t in (text, f"remat{{budget={opts['memory_budget']}}}") if t)
     if opts.get("explain_fusion"):
         items = parse_pipeline(text)
         text = format_pipeline([(n, {**o, "explain": "true"} if n == "fuse" else o) for n, o in items])
@@ -52,7 +57,12 @@ def optimize(module: Module, mode: str, opts: dict[str, Any]) -> tuple[Module, l
     """Run the pipeline on a copy of ``module``; return (optimised copy, records, pipeline)."""
     text = pipeline_string(mode, opts)
     m = module.clone()
-    pm = PassManager(text, verify_each=bool(opts.get("verify_each")),
+    passes: Any = text
+    if opts.get("quantize"):  # post-training quantization replaces fusion (passes/quantize)
+        from nnc.passes.quantize import quantized_pipeline
+
+        passes = quantized_pipeline(text, opts["quantize"], opts.get("calibration"), opts.get("observer") or "minmax")
+    pm = PassManager(passes, verify_each=bool(opts.get("verify_each")),
                      print_ir_before=_names(opts.get("print_ir_before")),
                      print_ir_after=_names(opts.get("print_ir_after")),
                      print_after_change=bool(opts.get("print_ir_after_change")),

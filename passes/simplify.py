@@ -40,6 +40,8 @@ class RemoveNoOps(Pattern):
                 return False
         if op.opname == "slice" and len(op.operands) > 1:
             return False  # run-time parameters: cannot tell
+        if op.opname == "slice" and any(s != 1 for s in (op.attrs.get("steps") or ())):
+            return False  # same type, but a reversal (step -1) still moves the elements
         if op.opname == "concat" and len(op.operands) != 1:
             return False
         if op.opname in ("reshape", "expand", "squeeze", "unsqueeze") and len(op.operands) > 1 \

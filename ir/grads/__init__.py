@@ -38,4 +38,19 @@ def not_differentiable(*names: str) -> None:
         _REGISTRY[n].vjp = NOT_DIFFERENTIABLE
 
 
-from . import elementwise, linalg, reduce, shape  # noqa: E402,F401  (register the rules)
+from . import (  # noqa: E402,F401  (register the rules)
+    attention,
+    conv,
+    elementwise,
+    image,
+    indexing,
+    linalg,
+    misc,
+    normalization,
+    pool,
+    reduce,
+    sampling,
+    sequence,
+    shape,
+    signal,
+)

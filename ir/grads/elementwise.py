@@ -170,7 +170,8 @@ def _sigmoid(b, op, x, y, g):
 
 @_ew("relu")
 def _relu(b, op, x, y, g):
-    return b.op("where", b.op("greater", x, scalar(b, 0.0, x)), g, scalar(b, 0.0, g))
+    # from the result, as torch's threshold_backward: the input can then be freed after the forward
+    return b.op("where", b.op("greater", y, scalar(b, 0.0, y)), g, scalar(b, 0.0, g))
 
 
 @_ew("leaky_relu")

@@ -1,9 +1,9 @@
 """Gradient rules: data movement (reshape, transpose, squeeze/unsqueeze, expand, concat, split,
-slice with unit steps, constant pad).
+slice, constant pad).
 
 These only move or replicate elements, so their cotangents move them back: inverse permutation,
 reshape to the operand shape, sum over replication, slice of a concatenation, zero padding around
-a slice.
+a slice (a strided slice also interleaves zeros).
 """
 
 from __future__ import annotations
@@ -83,12 +83,36 @@ def _slice(b, op, cts):
     before, after = [0] * rank, [0] * rank
     for a, s, e, st in zip(axes, starts, ends, steps):
         if st != 1:
-            raise GradientError(f"no gradient rule for slice with step {st}{op.where()}")
+            g = _unstride(b, g, a, shape[a], range(*slice(s, e, st).indices(shape[a])))
+            continue
         n = shape[a]
         s = min(max(s + n if s < 0 else s, 0), n)
         e = min(max(e + n if e < 0 else e, 0), n)
         before[a], after[a] = s, n - max(e, s)
     return _rest(op, b.op("pad", g, pads=before + after, value=0.0))
+
+
+def _unstride(b, g, axis, n, picked):
+    """Scatter the cotangent of a strided slice along ``axis`` back to length ``n``: ``picked``
+    (a range) lists the positions read. Zeros are interleaved by a pad of a new axis and a reshape;
+    a negative step is read backwards first."""
+    m, step, first = len(picked), abs(picked.step), min(picked, default=0)
+    shape = list(shape_of(g))
+    if m == 0:
+        return b.op("expand", b.const(np.zeros((), g.dtype.numpy)), shape=shape[:axis] + [n] + shape[axis + 1:])
+    if picked.step < 0:
+        g = b.op("slice", g, starts=[-1], ends=[-(2 ** 62)], axes=[axis], steps=[-1])
+    rank = len(shape)
+    span = (m - 1) * step + 1
+    if step > 1:
+        pads = [0] * (2 * (rank + 1))
+        pads[rank + 1 + axis + 1] = step - 1
+        g = b.op("pad", b.op("unsqueeze", g, axes=[axis + 1]), pads=pads, value=0.0)
+        g = reshape(b, g, shape[:axis] + [m * step] + shape[axis + 1:])
+        g = b.op("slice", g, starts=[0], ends=[span], axes=[axis], steps=[1])
+    pads = [0] * (2 * rank)
+    pads[axis], pads[rank + axis] = first, n - first - span
+    return b.op("pad", g, pads=pads, value=0.0)
 
 
 @register_vjp("pad")

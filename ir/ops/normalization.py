@@ -1,6 +1,7 @@
 """Softmax and normalization ops: ``softmax``, ``log_softmax``, ``layer_norm``, ``rms_norm``,
-``batch_norm`` (inference form), ``group_norm`` (instance norm is group norm with one group per
-channel) and ``lrn``.
+``batch_norm`` (inference form), ``batch_norm_train`` (batch statistics and running-statistic
+updates; its gradient is the ``batch_norm_train_grad`` op), ``group_norm`` (instance norm is group
+norm with one group per channel) and ``lrn``.
 
 These stay high-level because backends exploit them as single kernels (one pass over a row for
 softmax/layer norm; batch norm folds into a preceding conv). Statistics are computed in
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..attrs import AttrKind, AttrSpec
 from ..dtypes import FLOAT_TYPES, DType
-from ..registry import InferContext, Trait, defop
+from ..registry import NOT_DIFFERENTIABLE, InferContext, Trait, defop
 from ..shape_rules import check_dtype, norm_axis, require_rank
 from ..types import TensorType
 
@@ -217,3 +218,116 @@ defop("lrn", operands=("x",),
              "beta": AttrSpec(AttrKind.FLOAT, 0.75), "bias": AttrSpec(AttrKind.FLOAT, 1.0)},
       infer=_lrn_infer, reference=_lrn, traits=NORM,
       doc="x / (bias + alpha / size * sum of x^2 over a window of ``size`` channels) ^ beta")
+
+
+# -- training-mode batch norm ----------------------------------------------------------------------
+
+def _bn_train_infer(ctx: InferContext) -> list[TensorType]:
+    t = _channel_infer(4)(ctx)[0]
+    stat = TensorType(DType.f64 if t.dtype is DType.f64 else DType.f32, None if t.shape is None else (t.shape[1],))
+    return [t, ctx.types[3], ctx.types[4], stat, stat]
+
+
+def _bn_axes(x: np.ndarray) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _batch_norm_train(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, running_mean: np.ndarray,
+                      running_var: np.ndarray, *, epsilon: float, momentum: float,
+                      unbiased: int) -> tuple[np.ndarray, ...]:
+    ct = _compute_dtype(x)
+    axes = _bn_axes(x)
+    v = x.astype(ct)
+    mean = np.mean(v, axis=axes)
+    d = v - _per_channel(mean, x)
+    var = np.mean(d * d, axis=axes)
+    inv_std = (1 / np.sqrt(var + np.asarray(epsilon, ct))).astype(ct)
+    y = d * _per_channel(inv_std, x) * _per_channel(scale.astype(ct), x) + _per_channel(bias.astype(ct), x)
+    count = x.size // max(x.shape[1], 1)
+    run_var = var * (count / (count - 1)) if unbiased and count > 1 else var
+    m = np.asarray(momentum, ct)
+    new_mean = (1 - m) * running_mean.astype(ct) + m * mean
+    new_var = (1 - m) * running_var.astype(ct) + m * run_var
+    return (y.astype(x.dtype), new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype),
+            mean.astype(ct), inv_std)
+
+
+def _batch_norm_train_vjp(b, op, cts):
+    """d x, d scale, d bias through the normalized output (one fused ``batch_norm_train_grad`` op),
+    plus the rarely needed paths through the running and saved statistics (elementwise ops; a
+    training step never differentiates those, so they cost nothing there)."""
+    x, scale = op.operands[0], op.operands[1]
+    mean, inv_std = op.results[3], op.results[4]
+    cx = cscale = cbias = crm = crv = None
+    if cts[0] is not None:
+        cx, cscale, cbias = b.op("batch_norm_train_grad", x, cts[0], scale, mean, inv_std)
+    if all(c is None for c in cts[1:]):
+        return [cx, cscale, cbias, None, None]
+    shape = x.type.shape
+    count = int(np.prod(shape)) // int(shape[1])
+    mom = op.attrs["momentum"]
+    corr = count / (count - 1) if op.attrs["unbiased"] and count > 1 else 1.0
+    st = mean.dtype
+
+    def k(v: float, dt=st):
+        return b.const(np.asarray(v, dt.numpy))
+
+    zero = b.const(np.zeros(mean.type.shape, st.numpy))
+    a = b_ = zero
+    if cts[1] is not None:  # running_mean_out = (1 - m) * running_mean + m * mean(x)
+        crm = b.op("mul", cts[1], k(1 - mom, cts[1].dtype))
+        a = b.op("add", a, b.op("mul", b.op("cast", cts[1], to=st), k(mom)))
+    if cts[2] is not None:  # running_var_out = (1 - m) * running_var + m * corr * var(x)
+        crv = b.op("mul", cts[2], k(1 - mom, cts[2].dtype))
+        b_ = b.op("add", b_, b.op("mul", b.op("cast", cts[2], to=st), k(2 * mom * corr)))
+    if cts[3] is not None:
+        a = b.op("add", a, cts[3])
+    if cts[4] is not None:  # inv_std = (var + eps)^-1/2: d inv / d var = -inv^3 / 2
+        cube = b.op("mul", b.op("mul", inv_std, inv_std), inv_std)
+        b_ = b.op("sub", b_, b.op("mul", cts[4], cube))
+    bshape = (1, int(shape[1])) + (1,) * (len(shape) - 2)
+    a = b.op("reshape", b.op("mul", a, k(1 / count)), shape=bshape)
+    b_ = b.op("reshape", b.op("mul", b_, k(1 / count)), shape=bshape)
+    xc = b.op("sub", b.op("cast", x, to=st), b.op("reshape", mean, shape=bshape))
+    extra = b.op("cast", b.op("add", b.op("mul", xc, b_), a), to=x.dtype)
+    cx = extra if cx is None else b.op("add", cx, extra)
+    return [cx, cscale, cbias, crm, crv]
+
+
+defop("batch_norm_train", operands=("x", "scale", "bias", "running_mean", "running_var"),
+      results=("out", "running_mean_out", "running_var_out", "batch_mean", "batch_inv_std"),
+      attrs={"epsilon": AttrSpec(AttrKind.FLOAT, 1e-5), "momentum": AttrSpec(AttrKind.FLOAT, 0.1),
+             "unbiased": AttrSpec(AttrKind.INT, 1)},
+      infer=_bn_train_infer, reference=_batch_norm_train, traits=NORM, vjp=_batch_norm_train_vjp,
+      doc="training batch norm over channel axis 1 with the batch's statistics (population variance); "
+          "also the updated running statistics in torch's convention, running = (1 - momentum) * "
+          "running + momentum * batch (the variance unbiased when ``unbiased``), and the batch mean "
+          "and 1/sqrt(var + epsilon) for the gradient")
+
+
+def _bn_grad_infer(ctx: InferContext) -> list[TensorType]:
+    t = ctx.types[0]
+    check_dtype(ctx, 0, FLOAT_TYPES)
+    if ctx.types[1] != t:
+        raise ctx.fail(f"the cotangent {ctx.types[1]} must have the input's type {t}")
+    return [t, ctx.types[2], ctx.types[2]]
+
+
+def _batch_norm_train_grad(x: np.ndarray, dy: np.ndarray, scale: np.ndarray, mean: np.ndarray,
+                           inv_std: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ct = _compute_dtype(x)
+    axes = _bn_axes(x)
+    count = x.size // max(x.shape[1], 1)
+    xh = (x.astype(ct) - _per_channel(mean.astype(ct), x)) * _per_channel(inv_std.astype(ct), x)
+    g = dy.astype(ct)
+    dbias = np.sum(g, axis=axes)
+    dscale = np.sum(g * xh, axis=axes)
+    k = _per_channel((scale.astype(ct) * inv_std.astype(ct)).astype(ct), x)
+    dx = k * (g - _per_channel(dbias / count, x) - xh * _per_channel(dscale / count, x))
+    return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(scale.dtype)
+
+
+defop("batch_norm_train_grad", operands=("x", "dy", "scale", "batch_mean", "batch_inv_std"),
+      results=("dx", "dscale", "dbias"), infer=_bn_grad_infer, reference=_batch_norm_train_grad, traits=NORM,
+      vjp=NOT_DIFFERENTIABLE,
+      doc="the gradient of batch_norm_train's output with respect to x, scale and bias")

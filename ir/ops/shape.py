@@ -22,6 +22,8 @@ from ..shape_rules import broadcast_shapes, check_dtype, norm_axes, norm_axis, s
 from ..types import UNKNOWN, Dim, TensorType
 
 MOVE = Trait.PURE | Trait.SHAPE_ONLY
+# a reshape keeps the element order: its result may take its operand's buffer (then it moves nothing)
+VIEW = MOVE | Trait.INPLACE
 # Slice ends at or beyond this mean "to the end" (ONNX exporters write INT64_MAX or INT32_MAX).
 _BIG = 2 ** 31 - 1
 
@@ -88,7 +90,7 @@ def _reshape(x: np.ndarray, shape: Sequence[int], copy_zero: int) -> np.ndarray:
     return np.reshape(x, target).copy()
 
 
-defop("reshape", operands=("x", "shape?"), infer=_reshape_infer, reference=_reshape, traits=MOVE,
+defop("reshape", operands=("x", "shape?"), infer=_reshape_infer, reference=_reshape, traits=VIEW,
       attrs={"shape": AttrSpec(AttrKind.INTS, None), "copy_zero": AttrSpec(AttrKind.INT, 0)},
       dynamic={"shape": "shape"},
       doc="new shape; one entry may be -1 (inferred); with copy_zero=1 a 0 entry copies the input dim")
@@ -131,7 +133,7 @@ def _squeeze(x: np.ndarray, axes: Sequence[int] | None) -> np.ndarray:
 
 
 defop("squeeze", operands=("x", "axes?"), attrs={"axes": AttrSpec(AttrKind.INTS, None)},
-      dynamic={"axes": "axes"}, infer=_squeeze_infer, reference=_squeeze, traits=MOVE,
+      dynamic={"axes": "axes"}, infer=_squeeze_infer, reference=_squeeze, traits=VIEW,
       doc="drop size-1 dims (all of them when no axes are given)")
 
 
@@ -155,7 +157,7 @@ def _unsqueeze(x: np.ndarray, axes: Sequence[int]) -> np.ndarray:
 
 
 defop("unsqueeze", operands=("x", "axes?"), attrs={"axes": AttrSpec(AttrKind.INTS, None)},
-      dynamic={"axes": "axes"}, infer=_unsqueeze_infer, reference=_unsqueeze, traits=MOVE,
+      dynamic={"axes": "axes"}, infer=_unsqueeze_infer, reference=_unsqueeze, traits=VIEW,
       doc="insert size-1 dims at ``axes`` (positions in the result)")
 
 

@@ -9,16 +9,22 @@ reads a clone of its producer, inserted just before the first backward op that n
 operands are themselves stashed-and-kept values, parameters, constants, or (recursively) clones.
 
 Which stashes to drop is a cost-based choice (in the manner of Checkmate/XLA's remat, simplified):
-candidates are ranked by recompute FLOPs per byte saved (``passes.cost``), so elementwise and
-normalisation results (relu, batch-norm, softmax, adds) go first and convolution/matmul outputs
-last; random ops (dropout) are never recomputed. Prefixes of that ranking are tried and each
-result is planned with the inference memory planner (``plan_memory.plan_graph``); the pass keeps
-the prefix with the least extra FLOPs whose arena fits ``budget`` (bytes, or a fraction of the
-arena without remat), or the smallest arena when none fits or no budget is given.
+candidates are ranked by recompute FLOPs per byte saved (``passes.cost``; the cost includes the
+chain of freed forward values a recomputation needs), so elementwise and normalisation results
+(relu, batch-norm, softmax, adds) go first and convolution/matmul outputs last; random ops
+(dropout) are never recomputed. Two families of drop sets are tried: prefixes of that ranking, and
+sqrt(n)-style checkpointing (Chen et al. 2016) that drops every cheap stash and all expensive ones
+but every k-th. Each is planned with the inference memory planner (``plan_memory.plan_graph``);
+the pass keeps the one with the least extra FLOPs whose arena fits ``budget`` (bytes, or a fraction
+of the arena without remat), or the smallest arena when none fits or no budget is given.
 
-Options: ``remat{budget=0.5}`` or ``remat{budget=64000000}``. Run it after CSE (CSE would merge
-the clones back into the originals) and before memory planning. The pass stats (in the compile
-report) give the arena before and after, the extra FLOPs and the forward FLOPs.
+Options: ``remat{budget=0.5}`` or ``remat{budget=64000000}``. The stats also give
+``activations_before/after``: the peak bytes of forward activations (and their clones) alone, the
+memory the backward pass holds, apart from gradients and temporaries.
+
+Run it after CSE (CSE would merge the clones back into the originals) and before memory planning.
+The pass stats (in the compile report) give the arena before and after, the extra FLOPs and the
+forward FLOPs.
 """
 
 from __future__ import annotations
@@ -88,6 +94,32 @@ def rank_candidates(stashed: list[Value], forward: set[int]) -> list[Value]:
     return sorted(cands, key=lambda v: _closure_flops(v, kept - {id(v)}, forward) / v.type.nbytes)
 
 
+EXPENSIVE = 8.0  # recompute FLOPs per byte freed above which a stash counts as a checkpoint candidate
+
+
+def _trials(ranked: list[str], stashed: list[Value], forward: set[int]):
+    """Drop sets to try: prefixes of the cost ranking (cheap recomputation only), and checkpointing
+    schemes that also drop all expensive stashes but every k-th (in program order), as in Chen et
+    al.'s sqrt(n) checkpointing: each segment between kept stashes is recomputed once, just before
+    the backward pass reaches it."""
+    for frac in FRACTIONS:
+        yield set(ranked[: round(frac * len(ranked))])
+    kept = {id(v) for v in stashed}
+    by_name = {v.name: v for v in stashed}
+    cost = {n: _closure_flops(by_name[n], kept - {id(by_name[n])}, forward) / by_name[n].type.nbytes
+            for n in ranked}
+    cheap = {n for n in ranked if cost[n] <= EXPENSIVE}
+    # a value read by several forward ops (a block output feeding a residual add) stays: dropping it
+    # would make recomputation run back through the skip connections to the start of the network
+    branch = {v.name for v in stashed if len({id(u) for u, _ in v.uses if id(u) in forward}) > 1}
+    cheap -= branch
+    expensive = [v.name for v in stashed if v.name in cost and cost[v.name] > EXPENSIVE and v.name not in branch]
+    n = len(expensive)
+    for k in sorted({2, 3, 4, max(2, round(n ** 0.5))}):
+        if k < n:
+            yield cheap | {name for i, name in enumerate(expensive) if i % k != k - 1}
+
+
 def rematerialize(g: Graph, drop: set[str]) -> int:
     """Rewrite ``g`` so backward ops read clones of the forward values named in ``drop``; return the
     FLOPs of the clones."""
@@ -128,6 +160,25 @@ def rematerialize(g: Graph, drop: set[str]) -> int:
     return flops
 
 
+def activation_peak(g: Graph) -> int:
+    """The most bytes of forward activations (and their recomputed clones) live at one point: the
+    memory held for the backward pass, without the gradients and temporaries the arena also holds."""
+    from ..liveness import analyze_liveness
+
+    start = backward_start(g)
+    if start is None:
+        return 0
+    forward = {id(op) for op in g.ops[:start]}
+    lv = analyze_liveness(g)
+    live = [0] * max(lv.n_points, 1)
+    for buf in lv.buffers:
+        p = buf.values[0].producer
+        if p is not None and (id(p) in forward or (p.loc or "").startswith("grad:remat")):
+            for t in range(buf.start, buf.end + 1):
+                live[t] += buf.size
+    return max(live)
+
+
 def parse_budget(text: str, baseline: int) -> int | None:
     """``"0.5"`` -> half the baseline; ``"64000000"`` / ``"64MB"`` / ``"1.5GiB"`` -> bytes; ``""`` -> None."""
     t = text.strip().upper().replace("_", "")
@@ -160,27 +211,30 @@ class Remat(Pass):
             self.stats = {"skipped": "no backward pass in the graph"}
             return False
         baseline = plan_graph(g).arena_bytes
+        act_before = activation_peak(g)
         forward_flops = sum(op_flops(op) for op in g.ops[:start])
         target = parse_budget(self.budget, baseline)
         forward = {id(op) for op in g.ops[:start]}
-        ranked = [v.name for v in rank_candidates(_stashed(g, start), forward)]
-        best = None  # (meets, arena or flops key, n, arena, flops)
-        for frac in FRACTIONS:
-            n = round(frac * len(ranked))
+        stashed = _stashed(g, start)
+        ranked = [v.name for v in rank_candidates(stashed, forward)]
+        best = None  # (key, drop set, arena, flops)
+        for drop in _trials(ranked, stashed, forward):
             trial = g.clone()
-            flops = rematerialize(trial, set(ranked[:n]))
+            flops = rematerialize(trial, drop)
             arena = plan_graph(trial).arena_bytes
             meets = target is not None and arena <= target
             key = (0, flops, arena) if meets else (1, arena, flops)
             if best is None or key < best[0]:
-                best = (key, n, arena, flops)
-        _, n, arena, flops = best
-        changed = n > 0 and arena < baseline
+                best = (key, drop, arena, flops)
+        _, drop, arena, flops = best
+        changed = bool(drop) and arena < baseline
         if changed:
-            rematerialize(g, set(ranked[:n]))
+            rematerialize(g, drop)
         else:
-            n, arena, flops = 0, baseline, 0
-        self.stats = {"arena_before": baseline, "arena_after": arena, "recomputed": n,
+            drop, arena, flops = set(), baseline, 0
+        n = len(drop)
+        self.stats = {"arena_before": baseline, "arena_after": arena, "activations_before": act_before,
+                      "activations_after": activation_peak(g), "recomputed": n,
                       "candidates": len(ranked), "extra_flops": flops, "forward_flops": forward_flops,
                       "budget": target, "budget_met": None if target is None else arena <= target}
         return changed

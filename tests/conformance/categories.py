@@ -48,3 +48,18 @@ def node_test_categories() -> dict[str, str]:
 
 def numeric_node_tests() -> set[str]:
     return {k for k, v in node_test_categories().items() if v == "numeric"}
+
+
+TRAINING_DOMAIN = "ai.onnx.preview.training"
+
+
+@functools.lru_cache(maxsize=1)
+def training_node_tests() -> set[str]:
+    """The node tests of the ``ai.onnx.preview.training`` ops (Momentum, Adagrad, Adam, Gradient):
+    category "dom", but in nnc's scope since training mode."""
+    from onnx.backend.test.loader import load_model_tests
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {t.name for t in load_model_tests(kind="node")
+                if t.model.graph.node and all(n.domain == TRAINING_DOMAIN for n in t.model.graph.node)}

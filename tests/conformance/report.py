@@ -22,7 +22,7 @@ from onnx.backend.test.loader import load_model_tests
 from onnx.backend.test.runner import Runner
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from categories import numeric_node_tests  # noqa: E402
+from categories import numeric_node_tests, training_node_tests  # noqa: E402
 
 import nnc  # noqa: E402
 
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--failures", action="store_true", help="list every failure with its reason")
     a = ap.parse_args()
     warnings.filterwarnings("ignore")
-    names = numeric_node_tests()
+    names = numeric_node_tests() | training_node_tests()
     cases = [t for t in load_model_tests(kind="node") if t.name in names]
     if a.filter:
         cases = [c for c in cases if re.search(a.filter, c.name)]

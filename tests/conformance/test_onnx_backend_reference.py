@@ -8,7 +8,7 @@ import re
 import warnings
 
 import onnx.backend.test
-from categories import numeric_node_tests
+from categories import numeric_node_tests, training_node_tests
 
 from nnc.onnx_backend import ReferenceBackend
 
@@ -19,7 +19,7 @@ REAL_MODELS = ["test_bvlc_alexnet", "test_densenet121", "test_inception_v1", "te
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     _backend_test = onnx.backend.test.BackendTest(ReferenceBackend, __name__)
-    _names = sorted(numeric_node_tests() | set(REAL_MODELS))
+    _names = sorted(numeric_node_tests() | training_node_tests() | set(REAL_MODELS))
     NNC_INCLUDED = frozenset(_names)
     _backend_test.include("^(" + "|".join(re.escape(n) for n in _names) + ")_cpu$")
     globals().update(_backend_test.test_cases)

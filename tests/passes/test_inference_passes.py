@@ -105,3 +105,18 @@ def test_reparameterize_merges_repvgg_branches_into_one_conv():
     got = interpret(m, {"x": x})["y"]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_simplify_keeps_a_reversing_slice():
+    """A step -1 slice over a whole axis has its operand's type but is not a no-op."""
+    from nnc.ir import Builder, Graph, Module, interpret, tensor
+    from nnc.passes import PassManager
+
+    m = Module("rev")
+    g = m.add_graph(Graph("main"))
+    b = Builder(m, g)
+    x = g.add_param("x", tensor("f32", [5]))
+    g.set_outputs([b.op("slice", x, starts=[-1], ends=[-6], axes=[0], steps=[-1])])
+    PassManager("simplify").run(m)
+    a = np.arange(5, dtype=np.float32)
+    np.testing.assert_array_equal(list(interpret(m, {"x": a}).values())[0], a[::-1])

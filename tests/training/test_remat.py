@@ -63,7 +63,6 @@ def test_budget_is_met_with_the_least_recomputation():
     assert plan_graph(tight.main).arena_bytes <= 0.6 * p_tight.stats["arena_before"]
 
 
-@pytest.mark.xfail(strict=True, reason="dropout has no gradient rule yet (being written)")
 def test_random_ops_are_never_recomputed():
     m, feeds = deep_step(dropout=True)
     want = interpret(m, feeds)

@@ -69,4 +69,194 @@ CASES.update({
     "split": [([A(6, 5)], {"axis": 0, "sizes": [2, 4]}, {"n_results": 2})],
     "slice": [([A(6, 5)], {"starts": [1, -3], "ends": [5, 100], "axes": [0, 1]})],
     "pad": [([A(3, 4)], {"pads": [1, -1, 2, 0]})],
+    "batch_norm_train": [([A(4, 3, 2, 2), P(3), A(3), A(3), P(3)], {"momentum": 0.1}),
+                         ([A(5, 2), P(2), A(2), A(2), P(2)], {"unbiased": 0})],
+})
+
+
+# -- indexing, scans, misc (ir/grads/indexing.py, misc.py, signal.py, image.py, sequence.py) --
+def _I(*rows) -> np.ndarray:
+    return np.array(rows, dtype=np.int64)
+
+
+CASES.update({
+    "gather": [([A(5, 3), _I([0, 2], [4, 2])], {"axis": 0}),          # embedding, repeated id
+               ([A(3, 4, 2), _I(3, -1, 0, 3)], {"axis": 1}),
+               ([A(3, 4), np.array(2, np.int32)], {"axis": -1})],
+    "gather_elements": [([A(3, 4), _I([0, 2, 1, 2], [2, 2, 0, 1])], {"axis": 0}),
+                        ([A(2, 3), _I([0, 0], [2, -1])], {"axis": 1})],
+    "gather_nd": [([A(3, 4, 2), _I([0, 1], [2, 3], [0, 1])], {}),
+                  ([A(2, 3, 4), _I([[1], [2]], [[0], [0]])], {"batch_dims": 1})],
+    "scatter_elements": [([A(3, 4), _I([0, 2, 1, 2], [2, 1, 0, 1]), A(2, 4)], {"axis": 0}),
+                         ([A(3, 4), _I([0, 2, 1, 2], [0, 2, 0, 1]), A(2, 4)], {"axis": 0, "reduction": "add"}),
+                         ([A(3, 4), _I([1, 1], [3, 1], [0, 0]), P(3, 2)], {"axis": 1, "reduction": "mul"}),
+                         ([A(3, 4), _I([1, 1], [3, 1], [0, 0]), A(3, 2)], {"axis": 1, "reduction": "max"}),
+                         ([A(3, 4), _I([1, 1], [3, 1], [0, 0]), A(3, 2)], {"axis": 1, "reduction": "min"})],
+    "scatter_nd": [([A(4, 3), _I([2], [0]), A(2, 3)], {}),
+                   ([A(4, 3), _I([2], [0], [2]), A(3, 3)], {"reduction": "add"}),
+                   ([A(3, 4), _I([2, 1], [0, 3], [2, 1]), P(3)], {"reduction": "mul"}),
+                   ([A(3, 4), _I([2, 1], [0, 3], [2, 1]), A(3)], {"reduction": "max"})],
+    "topk": [([A(3, 5)], {"k": 2}), ([A(4, 3)], {"k": 3, "axis": 0, "largest": 0})],
+    "max_unpool": [([A(1, 2, 2, 2), _I([[[1, 6], [8, 15]], [[16, 19], [29, 26]]])], {"kernel_shape": [2, 2],
+                                                                                     "strides": [2, 2]}),
+                   ([A(1, 1, 2, 2), _I([[[0, 3], [12, 10]]])], {"kernel_shape": [2, 2], "strides": [2, 2],
+                                                               "output_shape": [1, 1, 5, 3]})],
+    "tile": [([A(2, 3)], {"repeats": [2, 1]}), ([A(2, 1, 3)], {"repeats": [1, 3, 2]})],
+    "trilu": [([A(4, 5)], {"k": 1}), ([A(2, 3, 3)], {"upper": 0, "k": -1})],
+    "cumsum": [([A(3, 4)], {"axis": 1}), ([A(3, 4)], {"axis": 0, "exclusive": 1}),
+               ([A(3, 4)], {"axis": -1, "reverse": 1}), ([A(2, 3, 4)], {"axis": 1, "exclusive": 1, "reverse": 1})],
+    "cumprod": [([A(3, 4)], {"axis": 1}), ([A(3, 4)], {"axis": 0, "exclusive": 1}),
+                ([np.array([[0.5, 0.0, 1.5, -2.0]])], {"axis": 1, "reverse": 1}),
+                ([A(2, 3, 4)], {"axis": 1, "exclusive": 1, "reverse": 1})],
+    "reduce_prod": [([A(3, 4, 2)], {"axes": [1], "keepdims": 0}), ([A(3, 4, 2)], {"axes": [0, 2], "keepdims": 1}),
+                    ([np.array([[0.5, 0.0, 1.5], [2.0, -1.0, 3.0]])], {"keepdims": 0})],
+    "dequantize": [([np.array([[-3, 7], [12, 0]], np.int8), np.array(0.25), np.array(2, np.int8)], {}),
+                   ([np.array([[-3, 7, 1], [12, 0, -8]], np.int8), P(3), np.array([1, 0, -2], np.int8)], {"axis": 1}),
+                   ([np.arange(-10, 10, dtype=np.int8).reshape(4, 5), P(4, 2)], {"axis": 1, "block_size": 3})],
+    "det": [([A(3, 3)], {}), ([A(2, 4, 4)], {}), ([A(1, 1)], {}), ([A(2, 2)], {})],
+    "fused": [],  # no stand-alone case: the rule refuses (differentiate before fusion); see test_vjp_x86_indexing
+})
+CASES["slice"] = CASES["slice"] + [  # strided slices
+    ([A(7, 5)], {"starts": [1, 4], "ends": [7, -100], "axes": [0, 1], "steps": [2, -2]}),
+    ([A(6, 5)], {"starts": [-1], "ends": [-100], "axes": [0], "steps": [-1]}),
+    ([A(6, 5)], {"starts": [0, 1], "ends": [6, 4], "axes": [1, 0], "steps": [3, 1]})]
+CASES.update({  # image ops (ir/grads/image.py); grids are sampling positions, held constant
+    "resize": [([A(1, 2, 3, 4)], {"scales": [1.0, 1.0, 2.0, 2.0]}),
+               ([A(1, 2, 4, 4)], {"scales": [1.0, 1.0, 1.5, 0.5], "coordinate_transformation_mode": "asymmetric",
+                                  "nearest_mode": "floor"}),
+               ([A(1, 1, 5, 4)], {"mode": "linear", "sizes": [1, 1, 3, 2]}),
+               ([A(2, 3, 4)], {"mode": "linear", "axes": [1, 2], "scales": [1.7, 2.0],
+                               "coordinate_transformation_mode": "align_corners"}),
+               ([A(1, 1, 6, 5)], {"mode": "cubic", "antialias": 1, "sizes": [1, 1, 3, 4]}),
+               ([A(1, 1, 4, 4)], {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+                                  "roi": [0, 0, 0.4, -0.2, 1, 1, 1.2, 0.8], "sizes": [1, 1, 3, 3],
+                                  "extrapolation_value": 5.0})],
+    "affine_grid": [([A(2, 2, 3)], {"size": [2, 1, 3, 4]}),
+                    ([A(1, 3, 4)], {"size": [1, 1, 2, 3, 2], "align_corners": 1})],
+    "col2im": [([A(1, 8, 12)], {"image_shape": [4, 5], "block_shape": [2, 2], "strides": [2, 1],
+                                "pads": [1, 0, 1, 1], "dilations": [1, 2]}),
+               ([A(2, 4, 4)], {"image_shape": [3, 3], "block_shape": [2, 2]})],
+    # the forward rounds sampling positions to f32: a wider step (the result is piecewise bilinear)
+    "grid_sample": [([A(1, 2, 3, 4), U(1, 2, 3, 2) * 1.2], {}, {"eps": 1e-3, "rtol": 1e-3}),
+                    ([A(2, 1, 3, 4), U(2, 3, 2, 2) * 1.2], {"padding_mode": "border", "align_corners": 1},
+                     {"eps": 1e-3, "rtol": 1e-3}),
+                    ([A(1, 2, 3, 4), U(1, 2, 3, 2) * 1.2], {"mode": "nearest"}, {"const_operands": (1,)}),
+                    ([A(1, 1, 2, 3, 3), U(1, 2, 2, 2, 3) * 1.2], {}, {"eps": 1e-3, "rtol": 1e-3})],
+})
+CASES.update({  # signal ops (ir/grads/signal.py)
+    "dft": [([A(2, 8, 1)], {}), ([A(2, 6, 2)], {"inverse": 1, "axis": 1}), ([A(5, 3, 2)], {"axis": 0}),
+            ([A(2, 8, 1)], {"onesided": 1, "dft_length": 10}), ([A(2, 5, 2)], {"inverse": 1, "onesided": 1}),
+            ([A(2, 8, 2)], {"dft_length": 5})],
+    "stft": [([A(2, 16, 1), P(6)], {"frame_step": 3, "frame_length": 6}),
+             ([A(1, 10, 2), np.zeros(0)], {"frame_step": 2, "frame_length": 4, "onesided": 0}),
+             ([A(1, 12, 1), P(5)], {"frame_step": 4, "frame_length": 6})],
+})
+CASES.update({  # sequence ops (ir/grads/sequence.py); the forward's SiLU runs in f32: coarser check
+    "causal_conv_with_state": [([A(2, 3, 5), A(3, 1, 4), A(3), A(2, 3, 3)], {}),
+                               ([A(1, 2, 6), A(2, 1, 3)], {}),
+                               ([A(2, 3, 5), A(3, 1, 4), A(3), A(2, 3, 3)], {"activation": "silu"},
+                                {"eps": 1e-3, "rtol": 1e-3, "atol": 1e-5}),
+                               ([A(1, 2, 4), A(2, 1, 1), A(2)], {"activation": "swish"},
+                                {"eps": 1e-3, "rtol": 1e-3, "atol": 1e-5})],
+})
+CASES.update({  # bilinear sampling at run-time positions (ir/grads/sampling.py); roi boxes held constant
+    "deform_conv": [([A(1, 2, 4, 4), A(2, 2, 2, 2), A(1, 8, 3, 3) * 0.7, A(2), U(1, 4, 3, 3)], {}),
+                    ([A(1, 4, 5, 5), A(4, 2, 3, 3), A(1, 36, 3, 3)], {"group": 2, "offset_group": 2,
+                                                                      "pads": [1, 1, 1, 1], "strides": [2, 2]})],
+    "roi_align": [([A(2, 2, 5, 6), np.array([[0.5, 1.0, 4.2, 3.7], [1.3, 0.2, 5.5, 4.9], [-0.5, 2, 3, 6]]),
+                    np.array([0, 1, 1])], {"output_height": 2, "output_width": 3, "sampling_ratio": 2},
+                   {"const_operands": (1,)}),
+                  ([A(1, 3, 6, 6), np.array([[1.0, 2.0, 9.0, 7.0]]), np.array([0])],
+                   {"output_height": 3, "output_width": 2, "sampling_ratio": 1, "spatial_scale": 0.5,
+                    "coordinate_transformation_mode": "output_half_pixel"}, {"const_operands": (1,)})],
+})
+
+
+# -- conv, pooling, normalization, attention (ir/grads/conv.py, pool.py, normalization.py, attention.py)
+def _D(*shape: int) -> np.ndarray:
+    """Distinct values at least 0.1 apart: no ties inside a max-pool window."""
+    return _rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 + _rng.uniform(0, 0.01, shape)
+
+
+_E = np.zeros((0,))  # an absent optional operand in the middle of a schema
+_KEEP_ROW = np.tril(np.ones((4, 6), dtype=bool), 2)
+_DEAD_ROW = np.ones((4, 6), dtype=bool)
+_DEAD_ROW[1] = False  # a query that may attend to nothing
+CASES.update({
+    "conv": [([A(2, 3, 7, 6), A(4, 3, 3, 2), A(4)], {}),
+             ([A(2, 4, 9, 8), A(6, 2, 3, 3)], {"group": 2, "strides": [2, 3], "pads": [1, 0, 2, 1],
+                                               "dilations": [1, 2]}),
+             ([A(2, 3, 9, 8), A(6, 1, 3, 3), A(6)], {"group": 3, "strides": [2, 2], "pads": [1, 1, 1, 1]}),  # depthwise
+             ([A(1, 4, 10), A(4, 1, 3)], {"group": 4, "dilations": [3], "strides": [2]}),
+             ([A(2, 2, 5, 5, 4), A(3, 2, 2, 3, 2)], {"strides": [1, 2, 1], "pads": [0, 1, 1, 1, 0, 0]}),
+             ([A(2, 3, 7, 7), A(4, 3, 3, 3)], {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+             ([A(1, 2, 5, 5), A(2, 2, 2, 2)], {"pads": [3, 0, 0, 3]}),  # pads wider than the kernel
+             ([A(2, 3, 6, 6), A(4, 3, 3, 3), A(4)], {"pads": [1, 1, 1, 1]}, {"const_operands": (1,)})],
+    "conv_transpose": [([A(2, 3, 4, 5), A(3, 2, 3, 3), A(2)], {}),
+                       ([A(2, 4, 4, 5), A(4, 3, 3, 2)], {"group": 2, "strides": [2, 3], "pads": [1, 0, 0, 1],
+                                                          "dilations": [2, 1], "output_padding": [1, 2]}),
+                       ([A(2, 3, 6), A(3, 1, 3), A(3)], {"group": 3, "strides": [2], "pads": [1, 1]}),
+                       ([A(1, 2, 4), A(2, 2, 3)], {"strides": [2], "dilations": [3], "output_padding": [2]})],
+    "avg_pool": [([A(2, 3, 6, 7)], {"kernel_shape": [2, 3]}),
+                 ([A(2, 3, 7, 7)], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+                 ([A(2, 3, 7, 7)], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                                    "count_include_pad": 1}),
+                 ([A(1, 2, 8, 7)], {"kernel_shape": [3, 2], "strides": [2, 2], "ceil_mode": 1, "pads": [0, 1, 0, 0]}),
+                 ([A(1, 2, 8, 7)], {"kernel_shape": [3, 2], "strides": [2, 2], "ceil_mode": 1, "count_include_pad": 1,
+                                    "pads": [1, 1, 0, 0]}),
+                 ([A(1, 2, 9)], {"kernel_shape": [3], "strides": [2], "dilations": [2], "auto_pad": "SAME_UPPER"}),
+                 ([A(1, 2, 4, 5, 6)], {"kernel_shape": [2, 2, 3], "strides": [2, 1, 3]})],
+    "lp_pool": [([P(2, 3, 6, 6)], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+                ([P(2, 3, 6, 6) * np.sign(A(2, 3, 6, 6))], {"kernel_shape": [2, 2], "p": 1}),
+                ([A(2, 3, 6, 6)], {"kernel_shape": [2, 3], "p": 3, "dilations": [2, 1]})],
+    "max_pool": [([_D(2, 3, 6, 7)], {"kernel_shape": [2, 2]}),
+                 ([_D(2, 3, 7, 7)], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+                 ([_D(2, 3, 7, 7)], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "with_indices": 1}),
+                 ([_D(2, 3, 7, 8)], {"kernel_shape": [3, 2], "strides": [2, 2], "ceil_mode": 1, "dilations": [1, 2],
+                                     "with_indices": 1, "storage_order": 1}),
+                 ([_D(1, 2, 9)], {"kernel_shape": [3], "strides": [2], "auto_pad": "SAME_LOWER"}),
+                 ([_D(1, 2, 4, 5, 6)], {"kernel_shape": [2, 2, 3], "strides": [1, 2, 2]})],
+    "softmax": [([A(3, 4, 5)], {"axis": 1}), ([A(3, 4)], {})],
+    "log_softmax": [([A(3, 4, 5)], {"axis": -1}), ([A(3, 4, 5)], {"axis": 0})],
+    "layer_norm": [([A(3, 4, 5), A(5), A(5)], {"stash_type": "f64"}),
+                   ([A(2, 3, 4), A(3, 4)], {"axis": 1, "stash_type": "f64", "epsilon": 0.1}),
+                   ([A(2, 3, 4), A(1, 4), A(4)], {"axis": -2, "stash_type": "f64"})],
+    "rms_norm": [([A(3, 4, 5), A(5)], {"stash_type": "f64"}),
+                 ([A(2, 3, 4), A(3, 4)], {"axis": 1, "stash_type": "f64"})],
+    "batch_norm": [([A(2, 3, 4, 5), A(3), A(3), A(3), P(3)], {}),
+                   ([A(4, 3), A(3), A(3), A(3), P(3)], {"epsilon": 0.01})],
+    "group_norm": [([A(2, 6, 4, 3), A(6), A(6)], {"num_groups": 3, "stash_type": "f64"}),
+                   ([A(2, 4, 5), A(4), A(4)], {"num_groups": 4, "stash_type": "f64"})],  # instance norm
+    "lrn": [([A(2, 5, 3, 4)], {"size": 3, "alpha": 0.5, "beta": 0.75, "bias": 2.0}),
+            ([A(2, 6, 7)], {"size": 4, "alpha": 0.3, "beta": 0.6, "bias": 1.5})],
+    "dropout": [([A(3, 4)], {"ratio": 0.3, "seed": 1.0}), ([A(3, 4)], {"seed": 2.0}),
+                ([A(3, 4), np.array(0.25), np.array(True)], {"seed": 3.0}, {"const_operands": (1,)}),
+                ([A(3, 4)], {"ratio": 0.5, "training": 0})],
+    "attention": [([A(2, 2, 4, 3), A(2, 2, 5, 3), A(2, 2, 5, 4)], {}),
+                  ([A(2, 2, 4, 3), A(2, 2, 4, 3), A(2, 2, 4, 3)], {"is_causal": 1, "scale": 0.7}),
+                  ([A(2, 4, 12), A(2, 6, 6), A(2, 6, 4)], {"q_num_heads": 4, "kv_num_heads": 2}),  # 3-D, GQA
+                  ([A(2, 4, 4, 3), A(2, 2, 6, 3), A(2, 2, 6, 5), A(4, 6)], {}),  # float mask, GQA
+                  ([A(2, 4, 4, 3), A(2, 2, 6, 3), A(2, 2, 6, 5), _KEEP_ROW], {}),  # bool mask
+                  ([A(2, 2, 4, 3), A(2, 2, 6, 3), A(2, 2, 6, 5), _DEAD_ROW], {}),
+                  ([A(1, 2, 4, 3), A(1, 2, 6, 3), A(1, 2, 6, 3), A(1, 1, 4, 6)],
+                   {"softcap": 2.0, "qk_matmul_output_mode": 2}),
+                  ([A(1, 2, 4, 3), A(1, 2, 6, 3), A(1, 2, 6, 3), A(1, 2, 4, 6)], {"qk_matmul_output_mode": 3}),
+                  ([A(2, 2, 3, 4), A(2, 2, 3, 4), A(2, 2, 3, 5), _E, A(2, 2, 4, 4), A(2, 2, 4, 5)], {"is_causal": 1},
+                   {"const_operands": (3,)}),  # KV cache
+                  ([A(2, 2, 4, 3), A(2, 2, 5, 3), A(2, 2, 5, 4), A(2, 1, 4, 3)], {}),  # short mask
+                  ([A(1, 2, 5, 3), A(1, 2, 5, 3), A(1, 2, 5, 3)], {"left_window": 1, "right_window": 0}),
+                  ([A(2, 2, 3, 4), A(2, 2, 5, 4), A(2, 2, 5, 5), _E, _E, _E, _I(3, 5)], {"is_causal": 1},
+                   {"const_operands": (3, 4, 5)})],
+    "rotary_embedding": [([A(2, 3, 4, 8), A(2, 4, 4), A(2, 4, 4)], {}),
+                         ([A(2, 3, 4, 8), A(2, 4, 4), A(2, 4, 4)], {"interleaved": 1}),
+                         ([A(2, 4, 16), A(2, 4, 2), A(2, 4, 2)], {"num_heads": 2, "rotary_dim": 4, "interleaved": 1}),
+                         ([A(2, 3, 4, 8), A(1, 4, 2), A(1, 4, 2)], {"rotary_dim": 4}),
+                         ([A(2, 3, 4, 8), A(6, 4), A(6, 4), _I([0, 1, 2, 2], [5, 4, 0, 1])], {})],
+    "einsum": [([A(2, 3, 4), A(2, 4, 5)], {"equation": "bij,bjk->bik"}),
+               ([A(3, 4)], {"equation": "ij->ji"}),
+               ([A(3, 3, 2)], {"equation": "iij->ij"}),  # diagonal
+               ([A(3, 4), A(5)], {"equation": "ij,k->i"}),  # a label only one operand has
+               ([A(2, 1, 3, 4), A(5, 4, 6)], {"equation": "...ij,...jk->...ik"}),  # broadcast ellipsis
+               ([A(3, 4), A(3, 4), A(4, 2)], {"equation": "ij,ij,jk->ik"}),
+               ([A(3, 4), A(4, 5)], {"equation": "ij,jk"})],
 })

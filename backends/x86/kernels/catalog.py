@@ -3,7 +3,8 @@
 import importlib
 
 FAMILIES = ("attention", "conv", "data_movement", "elementwise", "fused", "gemm", "image", "indexing", "linalg",
-            "normalization", "pool", "quant", "random", "reduce", "resize", "sequence", "signal", "vecmath")
+            "normalization", "norm_train", "optim", "pool", "quant", "random", "reduce", "resize",
+            "sequence", "signal", "vecmath")
 
 for _family in FAMILIES:
     importlib.import_module(f"{__package__}.{_family}")

@@ -360,7 +360,10 @@ def axis_offsets(shape: Sequence[int]) -> list[np.ndarray]:
 
 @lowering("reshape", "squeeze", "unsqueeze")
 def lower_copy(k, op: Op) -> None:
-    emit_memcpy(k, _out(0), _arg(0), op.results[0].type.nbytes or 0)
+    # these ops are INPLACE: when the planner gave the result its operand's buffer, nothing moves
+    moved = k.b.icmp_unsigned("!=", k.out(0), k.arg(0))
+    with k.b.if_then(moved):
+        emit_memcpy(k, _out(0), _arg(0), op.results[0].type.nbytes or 0)
 
 
 @lowering("transpose")

@@ -2,8 +2,8 @@
 LayerNormalization, RMSNormalization, BatchNormalization, InstanceNormalization,
 GroupNormalization, LRN, LpNormalization, MeanVarianceNormalization.
 
-The important ones become one IR op each (softmax, layer_norm, batch_norm, group_norm, ...);
-Hardmax, LpNormalization, MeanVarianceNormalization and training-mode BatchNormalization are
+The important ones become one IR op each (softmax, layer_norm, batch_norm, batch_norm_train for
+training mode, group_norm, ...); Hardmax, LpNormalization and MeanVarianceNormalization are
 composed from reductions and elementwise ops. Before opset 13, Softmax/LogSoftmax/Hardmax work on
 the input flattened to 2-D at ``axis`` (default 1), i.e. over every axis from ``axis`` on.
 """
@@ -141,24 +141,15 @@ def batch_norm(ctx: ConvertContext, node: Node):
 
 def _batch_norm_training(ctx: ConvertContext, node: Node, x: Value, scale: Value, bias: Value,
                          mean: Value, var: Value, eps: float) -> list[Value]:
-    """Normalize with the batch statistics (population variance) and return the updated running
-    statistics: running = running * momentum + batch * (1 - momentum)."""
+    """One ``batch_norm_train`` op: batch statistics, and the running statistics updated as
+    running * momentum + batch * (1 - momentum) (ONNX's momentum is 1 - torch's). ONNX specifies
+    the population variance for the update; a model exported by PyTorch means torch's unbiased one."""
     if x.type.rank is None:
         raise node.unsupported("training-mode BatchNormalization needs an input of known rank")
-    axes = (0,) + tuple(range(2, x.type.rank))
-    batch_mean_k = reduce(ctx, "mean", x, axes, 1)
-    centered = ctx.op("sub", x, batch_mean_k)
-    batch_mean = reduce(ctx, "mean", x, axes, 0)
-    batch_var = reduce(ctx, "mean", ctx.op("mul", centered, centered), axes, 0)
-    y = ctx.op("batch_norm", x, scale, bias, batch_mean, batch_var, epsilon=eps)
-    momentum = node.attr("momentum", 0.9)
-
-    def running(old: Value, new: Value) -> Value:
-        new = ctx.cast(new, old.dtype)
-        return ctx.op("add", ctx.op("mul", old, ctx.scalar(momentum, old.dtype)),
-                      ctx.op("mul", new, ctx.scalar(1 - momentum, old.dtype)))
-
-    return [y, running(mean, batch_mean), running(var, batch_var)]
+    unbiased = int(ctx.module.metadata.get("producer") == "pytorch")
+    y, run_mean, run_var, _, _ = ctx.op("batch_norm_train", x, scale, bias, mean, var, epsilon=eps,
+                                        momentum=1 - node.attr("momentum", 0.9), unbiased=unbiased)
+    return [y, run_mean, run_var]
 
 
 # -- instance / group norm -------------------------------------------------------------------------

@@ -1,0 +1,308 @@
+"""Training mode: ``nnc.compile(model, mode="train", ...)`` returns a ``TrainingSession``.
+
+The session compiles one training step (``passes/training/step.py``: forward, loss, backward and
+optimizer update in one graph) and holds the parameters, batch-norm buffers and optimizer state as
+numpy arrays keyed by the model's own names. ``step(feeds)`` passes them to the compiled step with
+the batch, the learning rate and the step count, and swaps in the updated arrays the step returns
+(a functional update: the executable writes the new values to fresh output arrays rather than
+aliasing the inputs, so a step that fails leaves the session as it was).
+
+    sess = nnc.compile("mlp.onnx", target="x86", mode="train", loss="cross_entropy",
+                       optimizer="adam", lr=1e-3)
+    for x, y in batches:
+        loss = sess.step({"x": x, "labels": y})
+    sess.save("ckpt.npz"); sess.restore("ckpt.npz")
+    inf = sess.export_inference()          # an inference Module with the trained weights
+    inf.save_onnx("trained.onnx")          # when the source was ONNX
+    nnc.compile(inf.module, target="x86")  # mode="infer"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from nnc.frontends.onnx import import_model
+from nnc.ir import InputError, ModelError, Module, NncError
+from nnc.ir.specialize import specialize
+from nnc.passes.training.optimizers import OptimizerConfig
+from nnc.passes.training.step import StepSignature, build_train_step
+
+from .pipeline import optimize, split_options
+from .targets import get_backend
+
+_HEADER = "__nnc_training__"
+_STEP_OPTIONS = ("loss", "trainable", "frozen", "loss_output", "label_name", "reduction", "label_smoothing",
+                 "gradients")
+_OPTIM_OPTIONS = ("momentum", "dampening", "nesterov", "weight_decay", "betas", "beta1", "beta2", "eps")
+
+
+def load_for_training(model: Any) -> tuple[Module, Any]:
+    """(module with bound trainable weights, the ONNX ModelProto when the source was ONNX)."""
+    if isinstance(model, Module):
+        if not any(p.binding is not None for p in model.main.params):
+            raise ModelError("the module has no bound parameters to train (import ONNX with weights='param')")
+        return model, None
+    from nnc.frontends.onnx.loader import load_model
+
+    proto, _ = load_model(model)
+    return import_model(model, weights="param"), proto
+
+
+def _static(module: Module, input_shapes: Mapping[str, Any] | None, batch_size: int | None) -> Module:
+    g = module.main
+    if all(p.type.is_static for p in g.params):
+        return module
+    shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
+    for p in g.params:
+        if p.binding is None and p.name not in shapes and not p.type.is_static:
+            if batch_size is None or p.type.shape is None or not all(
+                    isinstance(d, int) for d in p.type.shape[1:]):
+                raise ModelError(f"input {p.name} has the dynamic type {p.type}: training compiles for a fixed "
+                                 "batch size; pass batch_size=N or input_shapes={name: shape}")
+            shapes[p.name] = (int(batch_size),) + tuple(p.type.shape[1:])
+    return specialize(module, shapes, {})
+
+
+def _unbound(module: Module) -> Module:
+    """A copy whose bound parameters are plain inputs (the session feeds them every step)."""
+    m = module.clone()
+    for p in m.main.params:
+        p.binding = None
+    return m
+
+
+def build_step_module(model: Any, loss: str = "cross_entropy", optimizer: str = "sgd", lr: float | None = None,
+                      input_shapes: Mapping[str, Any] | None = None, batch_size: int | None = None,
+                      **options: Any) -> tuple[Module, StepSignature, Module]:
+    """(the training-step module with bound initial values, its signature, the optimised step with
+    every tensor as a plain input: what a backend compiles). Leftover ``options`` are pipeline options."""
+    step_module, sig, config, _, _, rest = _build(model, loss, optimizer, lr, input_shapes, batch_size, options)
+    pipe, _ = split_options(rest)
+    optimized, _, _ = optimize(step_module, "train", pipe)
+    return step_module, sig, _unbound(optimized)
+
+
+def _build(model: Any, loss: str, optimizer: str, lr: float | None, input_shapes: Mapping[str, Any] | None,
+           batch_size: int | None, options: dict[str, Any]):
+    options = dict(options)
+    step_opts = {k: options.pop(k) for k in _STEP_OPTIONS if k in options}
+    optim_opts = {k: options.pop(k) for k in _OPTIM_OPTIONS if k in options}
+    if "betas" in optim_opts:
+        optim_opts["betas"] = tuple(float(b) for b in optim_opts["betas"])
+    config = OptimizerConfig.make(optimizer, lr, **optim_opts)
+    module, proto = load_for_training(model)
+    module = _static(module, input_shapes, batch_size)
+    step_module, sig = build_train_step(module, loss=step_opts.pop("loss", loss), optimizer=config, **step_opts)
+    return step_module, sig, config, module, proto, options
+
+
+def compile_training(model: Any, target: str = "reference", loss: str = "cross_entropy",
+                     optimizer: str = "sgd", lr: float | None = None, input_shapes: Mapping[str, Any] | None = None,
+                     batch_size: int | None = None, **options: Any) -> TrainingSession:
+    """Build and compile the training step of ``model``; see ``nnc.compile`` and docs/training.md."""
+    step_module, sig, config, module, proto, rest = _build(model, loss, optimizer, lr, input_shapes, batch_size,
+                                                           options)
+    pipe, backend_opts = split_options(rest)
+    optimized, records, pipeline = optimize(step_module, "train", pipe)
+    executable = get_backend(target)(_unbound(optimized), backend_opts)
+    session = TrainingSession(step_module, sig, executable, target, config, module, proto)
+    session.report = training_report(optimized, records, target, pipeline, module)
+    return session
+
+
+def training_report(step: Module, records: list, target: str, pipeline: str, source: Module) -> dict[str, Any]:
+    """The compile report of a training step, plus ``memory["inference"]``: the same model planned
+    for inference at the same batch (frozen, -O3), so the two peaks sit side by side."""
+    from nnc.passes.plan_memory import plan_graph
+
+    from .report import build_report, memory_summary
+
+    report = build_report(step, records, target, "train", pipeline)
+    mem = report["memory"]
+    state = sum(int(np.prod(p.type.shape)) * p.dtype.itemsize for p in step.main.params if p.binding is not None)
+    mem["state_bytes"] = state  # parameters, buffers and optimizer state fed to every step
+    infer, _, _ = optimize(source, "infer", {})
+    if "memory_plan" not in infer.annotations and all(p.type.is_static for p in infer.main.params):
+        infer.annotations["memory_plan"] = plan_graph(infer.main)
+    mem["inference"] = memory_summary(infer)
+    if mem.get("planned") and mem["inference"].get("planned") and mem["inference"]["arena_bytes"]:
+        mem["train_over_infer"] = round(mem["arena_bytes"] / mem["inference"]["arena_bytes"], 2)
+    return report
+
+
+class InferenceExport:
+    """An inference model with trained weights: ``module`` (compile it with ``nnc.compile``) and,
+    when the source was ONNX, ``save_onnx(path)``."""
+
+    def __init__(self, module: Module, proto: Any, weights: Mapping[str, np.ndarray]):
+        self.module = module
+        self._proto = proto
+        self._weights = dict(weights)
+
+    def save_onnx(self, path: str | os.PathLike) -> None:
+        """Write the source ONNX model with the trained initializers, in inference form (training-
+        mode BatchNormalization and Dropout switched off)."""
+        if self._proto is None:
+            raise ModelError("save_onnx needs an ONNX source model; this one came from a Module")
+        import onnx
+        from onnx import numpy_helper
+
+        m = onnx.ModelProto()
+        m.CopyFrom(self._proto)
+        for t in m.graph.initializer:
+            if t.name in self._weights:
+                t.CopyFrom(numpy_helper.from_array(np.asarray(self._weights[t.name]).astype(
+                    numpy_helper.to_array(t).dtype), t.name))
+        for node in m.graph.node:
+            if node.op_type == "BatchNormalization":
+                for a in node.attribute:
+                    if a.name == "training_mode":
+                        a.i = 0
+                del node.output[1:]
+            elif node.op_type == "Dropout" and len(node.input) > 2:
+                del node.input[2:]  # training_mode absent means inference
+        onnx.save(m, str(path))
+
+
+class TrainingSession:
+    """A compiled training step and the tensors it updates. See the module docstring."""
+
+    def __init__(self, step_module: Module, signature: StepSignature, executable: Any, target: str,
+                 optimizer: OptimizerConfig, source: Module, proto: Any = None):
+        self.step_module = step_module
+        self.signature = signature
+        self.executable = executable
+        self.target = target
+        self.optimizer = optimizer
+        self.lr = optimizer.lr
+        self.step_count = 0
+        self._source = source
+        self._proto = proto
+        consts = step_module.constants
+        sig = signature
+        self._tensors: dict[str, np.ndarray] = {n: np.array(consts[sig.bindings[n]], copy=True)
+                                                for n in sig.params + sig.buffers + sig.state}
+        self._grads: dict[str, np.ndarray] = {}
+        self.report: dict[str, Any] = {}  # the compile report (docs/compile-report.md), set by compile_training
+        g = step_module.main
+        self.input_types = {p.name: p.type for p in g.params if p.name in sig.data_inputs or p.name == sig.label}
+
+    # -- running -----------------------------------------------------------------------------------
+    def step(self, feeds: Mapping[str, Any]) -> float:
+        """One optimizer step on a batch (``{input: array, labels: array}``); returns the loss."""
+        sig = self.signature
+        missing = [n for n in sig.data_inputs + [sig.label] if n not in feeds]
+        if missing:
+            raise InputError(f"step() is missing {missing}; it takes {sig.data_inputs + [sig.label]}")
+        extra = sorted(set(feeds) - set(sig.data_inputs) - {sig.label})
+        if extra:
+            raise InputError(f"step() got unexpected input(s) {extra}; it takes {sig.data_inputs + [sig.label]}")
+        full = {n: self._batch_array(n, a) for n, a in feeds.items()}
+        full[sig.lr] = np.asarray(self.lr, np.float32)
+        full[sig.step] = np.asarray(self.step_count + 1, np.int64)
+        full.update(self._tensors)
+        outs = self.executable.run(full)
+        self.step_count += 1
+        for n in sig.params + sig.buffers + sig.state:
+            self._tensors[n] = outs[sig.new(n)]
+        if sig.gradients:
+            self._grads = {n: outs[sig.grad(n)] for n in sig.params}
+        return float(outs[sig.loss])
+
+    def _batch_array(self, name: str, a: Any) -> np.ndarray:
+        t = self.input_types[name]
+        arr = np.asarray(a)
+        if tuple(arr.shape) != tuple(t.shape):
+            raise InputError(f"input {name!r} has shape {list(arr.shape)}, but the training step was compiled for "
+                             f"{t} (training uses static shapes: the batch size is fixed at compile time)")
+        if arr.dtype != t.dtype.numpy and arr.dtype.kind == t.dtype.numpy.kind:
+            arr = arr.astype(t.dtype.numpy)  # int32 labels, f64 data: convert rather than refuse
+        return arr
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next steps (a run-time input: nothing recompiles)."""
+        self.lr = float(lr)
+
+    # -- tensors -------------------------------------------------------------------------------------
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The trained parameters by the model's names (current values; copies)."""
+        return {n: self._tensors[n].copy() for n in self.signature.params}
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Batch-norm running statistics of a training-form model."""
+        return {n: self._tensors[n].copy() for n in self.signature.buffers}
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """The gradients of the last step, by parameter name (empty before the first step)."""
+        if not self.signature.gradients:
+            raise NncError("this session was compiled with gradients=False")
+        return {n: a.copy() for n, a in self._grads.items()}
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return {n: self._tensors[n].copy() for n in self.signature.state}
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Parameters, buffers and optimizer state in an ``.npz``, with a JSON header (step count,
+        learning rate, optimizer, names) under the key ``__nnc_training__``."""
+        header = {"version": 1, "step": self.step_count, "lr": self.lr, "optimizer": self.optimizer.to_json(),
+                  "signature": self.signature.to_json()}
+        arrays = dict(self._tensors)
+        arrays[_HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    def restore(self, path: str | os.PathLike) -> None:
+        """Load a checkpoint written by ``save`` for the same model and optimizer."""
+        with np.load(path, allow_pickle=False) as z:
+            if _HEADER not in z.files:
+                raise ModelError(f"{path}: not an nnc training checkpoint (no {_HEADER} header)")
+            header = json.loads(bytes(z[_HEADER]).decode())
+            arrays = {k: z[k] for k in z.files if k != _HEADER}
+        want = set(self._tensors)
+        if set(arrays) != want:
+            diff = sorted(want.symmetric_difference(arrays))
+            raise ModelError(f"{path}: the checkpoint does not match this training step (differs in {diff[:6]})")
+        for k, a in arrays.items():
+            if a.shape != self._tensors[k].shape:
+                raise ModelError(f"{path}: {k} has shape {list(a.shape)}, expected {list(self._tensors[k].shape)}")
+            self._tensors[k] = a.astype(self._tensors[k].dtype)
+        self.step_count = int(header["step"])
+        self.lr = float(header["lr"])
+
+    # -- inference ---------------------------------------------------------------------------------------
+    def export_inference(self) -> InferenceExport:
+        """The source model with the trained weights, in inference form: training batch norm uses the
+        running statistics again, dropout is the identity."""
+        m = self._source.clone()
+        g = m.main
+        trained = {**{n: self._tensors[n] for n in self.signature.params + self.signature.buffers}}
+        for p in g.params:
+            if p.binding is not None and p.name in trained:
+                m.constants[p.binding] = np.array(trained[p.name], copy=True)
+        from nnc.ir import Builder
+
+        for op in list(g.ops):
+            if op.opname == "batch_norm_train":
+                b = Builder(m, g)
+                b.set_insertion_before(op)
+                y = b.op("batch_norm", *op.operands, epsilon=op.attrs["epsilon"], name=op.results[0].name + ".inf")
+                g.replace_all_uses(op.results[0], y)
+                if any(r.uses or r in g.outputs for r in op.results[1:]):
+                    raise ModelError(f"{op.where()}: its running statistics are used by the model itself")
+                g.erase(op)
+            elif op.opname == "dropout":
+                if op.results[1].uses or op.results[1] in g.outputs:
+                    raise ModelError(f"{op.where()}: the dropout mask is used by the model")
+                g.replace_all_uses(op.results[0], op.operands[0])
+                g.erase(op)
+        m.metadata = {k: v for k, v in m.metadata.items() if k != "mode"}
+        return InferenceExport(m, self._proto, trained)
+
+    def __repr__(self) -> str:
+        return (f"<TrainingSession target={self.target} optimizer={self.optimizer.name} "
+                f"params={len(self.signature.params)} step={self.step_count}>")

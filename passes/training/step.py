@@ -1,0 +1,105 @@
+"""Assemble a training step: one graph that runs forward, loss, backward and optimizer updates.
+
+``build_train_step(model, loss=..., optimizer=...)`` returns a new module whose main graph takes
+
+    the model's data inputs, the labels, ``lr`` (f32 scalar) and ``step`` (i64 scalar, counting
+    from 1), then every trained parameter (named as in the model), every buffer (batch-norm running
+    statistics of a training-form model) and every optimizer state tensor
+
+(parameters, buffers and state are parameters bound to their initial values in the constant pool)
+and returns ``loss``, then ``<name>.new`` for each parameter, buffer and state tensor in that
+order, then ``<name>.grad`` for each parameter when ``gradients`` is set. A ``StepSignature``
+lists these names. Frozen weights become constants. Shapes must be static: the batch size is fixed
+when the step is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from nnc.ir import DType, ModelError, Module
+from nnc.ir.types import TensorType
+
+from .autodiff import grad
+from .losses import add_loss
+from .optimizers import OptimizerConfig, append_updates
+from .params import freeze_values, running_stats, select_parameters
+
+
+@dataclass
+class StepSignature:
+    """Names of a training step's inputs and outputs (see the module docstring)."""
+
+    data_inputs: list[str]
+    label: str
+    lr: str
+    step: str
+    params: list[str]
+    buffers: list[str]
+    state: list[str]
+    gradients: bool
+    loss: str = "loss"
+    bindings: dict[str, str] = field(default_factory=dict)  # bound input -> pool key (initial value)
+
+    def new(self, name: str) -> str:
+        return f"{name}.new"
+
+    def grad(self, name: str) -> str:
+        return f"{name}.grad"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("data_inputs", "label", "lr", "step", "params", "buffers", "state",
+                                                "gradients", "loss")}
+
+
+def build_train_step(model: Module, loss: str = "cross_entropy", optimizer: OptimizerConfig | None = None,
+                     trainable: Iterable[str] | None = None, frozen: Iterable[str] | None = None,
+                     loss_output: str | int | None = None, label_name: str = "labels", reduction: str = "mean",
+                     label_smoothing: float = 0.0, gradients: bool = True) -> tuple[Module, StepSignature]:
+    """The training-step module for ``model`` (which is not modified) and its signature."""
+    optimizer = optimizer or OptimizerConfig.make("sgd", 1e-2)
+    m = model.clone()
+    g = m.main
+    for p in g.params:
+        if not p.type.is_static:
+            raise ModelError(f"input {p.name} has the non-static type {p.type}: training compiles for a fixed batch "
+                             "size; give the input shapes (input_shapes={...} or batch_size=N)")
+    data_inputs = [p.name for p in g.params if p.binding is None]
+    sel = select_parameters(m, trainable, frozen)
+    if not sel.trainable:
+        raise ModelError("nothing to train: the model has no trainable float parameters "
+                         "(import ONNX with weights='param'; check trainable=/frozen=)")
+    freeze_values(m, g, sel.frozen)
+    loss_v = add_loss(m, loss, loss_output, label_name, reduction, label_smoothing)
+    lr = g.add_param("lr", TensorType(DType.f32, ()))
+    step = g.add_param("step", TensorType(DType.i64, ()))
+    grads = grad(m, loss_v, sel.trainable)
+    updates = append_updates(m, g, grads, optimizer, lr, step)
+    stats = running_stats(g)
+    outs, names = [loss_v], ["loss"]
+    for u in updates:
+        outs.append(u.new_param)
+        names.append(f"{u.param.name}.new")
+    for p in sel.buffers:
+        outs.append(stats[id(p)][0])
+        names.append(f"{p.name}.new")
+    state = [s for u in updates for s, _ in u.state]
+    for u in updates:
+        for s, new in u.state:
+            outs.append(new)
+            names.append(f"{s.name}.new")
+    if gradients:
+        for p in sel.trainable:
+            outs.append(grads[p])
+            names.append(f"{p.name}.grad")
+    g.set_outputs(outs, names)
+    # inputs in a fixed order: data, labels, lr, step, params, buffers, state
+    ordered = ([p for p in g.params if p.name in data_inputs] + [p for p in g.params if p.name == label_name]
+               + [lr, step] + sel.trainable + sel.buffers + state)
+    g.params = ordered
+    sig = StepSignature(data_inputs, label_name, lr.name, step.name, [p.name for p in sel.trainable],
+                        [p.name for p in sel.buffers], [s.name for s in state], gradients,
+                        bindings={p.name: p.binding for p in ordered if p.binding is not None})
+    m.metadata = dict(m.metadata, mode="train")
+    return m, sig
