@@ -142,6 +142,18 @@ def _defs() -> dict[str, Callable[[], tuple]]:
     }
 
 
+def torch_module(name: str) -> tuple:
+    """(eval-mode ``nn.Module``, example args) of a PyTorch-defined bench model: the same
+    definition and seeded weights as its ONNX export (``torch_model``)."""
+    import torch
+
+    if name not in TORCH:
+        raise KeyError(f"{name!r} is not a PyTorch bench model (choose from {', '.join(TORCH)})")
+    torch.manual_seed(0)
+    model, args = _defs()[name]()
+    return model.eval(), args
+
+
 def torch_model(name: str) -> Path:
     """The cached ONNX export of a PyTorch-defined model (exported on first use)."""
     path = cache_dir() / f"{name}.v{EXPORT_VERSION}.onnx"

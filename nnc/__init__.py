@@ -8,10 +8,10 @@ __version__ = "0.1.0"
 
 from nnc.ir import InputError, IRError, ModelError, NncError, ParseError, TargetError, UnsupportedOpError, VerifyError  # noqa: E402
 
-from .api import CompiledModel, compile, from_onnx, load, load_module, parse  # noqa: E402
+from .api import CompiledModel, compile, from_onnx, from_torch, load, load_module, parse  # noqa: E402
 
 __all__ = [
-    "__version__", "CompiledModel", "compile", "from_onnx", "load", "load_module", "parse",
+    "__version__", "CompiledModel", "compile", "from_onnx", "from_torch", "load", "load_module", "parse",
     "NncError", "ModelError", "UnsupportedOpError", "InputError", "IRError", "ParseError", "VerifyError",
     "TargetError",
 ]

@@ -40,16 +40,41 @@ def from_onnx(model: Any, weights: str = "const") -> Module:
     return import_model(model, weights=weights)
 
 
+def from_torch(module: Any, example_args: Any = (), dynamic_shapes: Any = None, weights: str = "const") -> Module:
+    """Import a PyTorch ``nn.Module`` through ``torch.export`` (core ATen) as an nnc ``Module``;
+    also takes an ``ExportedProgram`` or a ``.pt2`` path (then ``example_args`` is not needed).
+    ``dynamic_shapes`` is torch.export's; its ``Dim`` names become nnc symbols. ``weights="param"``
+    makes each trainable parameter a graph parameter bound to the constant of its torch name."""
+    from nnc.frontends.torch.importer import from_torch as import_torch
+    from nnc.frontends.torch.importer import import_program
+    from nnc.frontends.torch.loader import is_exported_program, is_pt2_path, load_pt2
+
+    if is_pt2_path(module):
+        return load_pt2(module, weights=weights)
+    if is_exported_program(module):
+        return import_program(module, weights=weights)
+    return import_torch(module, example_args, dynamic_shapes, weights=weights)
+
+
 def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Module:
     """Parse textual IR. ``weights`` supplies the data of constants printed by reference."""
     return parse_module(text, weights)
 
 
-def load_module(model: Any) -> Module:
-    """Anything nnc accepts as a model -> Module: a Module, an ONNX path/ModelProto/bytes, or a
-    ``.nnc`` text file (with weights from a sibling ``.npz`` when present)."""
+def load_module(model: Any, example_args: Any = None, dynamic_shapes: Any = None) -> Module:
+    """Anything nnc accepts as a model -> Module: a Module, an ONNX path/ModelProto/bytes, a
+    ``.nnc`` text file (with weights from a sibling ``.npz`` when present), a torch ``nn.Module``
+    (with ``example_args``), a ``torch.export.ExportedProgram`` or a ``.pt2`` file."""
     if isinstance(model, Module):
         return model
+    from nnc.frontends.torch.loader import is_exported_program, is_pt2_path, is_torch_module
+
+    if is_torch_module(model):
+        if example_args is None:
+            raise InputError("compiling a torch nn.Module needs example_args=(tensor, ...) to trace it")
+        return from_torch(model, example_args, dynamic_shapes)
+    if is_exported_program(model) or is_pt2_path(model):
+        return from_torch(model)
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".nnc"):
         return _load_text_ir(str(model))
     return import_model(model)
@@ -117,8 +142,10 @@ class CompiledModel:
         return (f"<CompiledModel target={self.target} inputs={self.input_names} outputs={self.output_names}>")
 
 
-def compile(model: Any, target: str = "reference", mode: str = "infer", **options: Any) -> CompiledModel:  # noqa: A001
-    """Compile ``model`` (a path, ``onnx.ModelProto``, or ``Module``) for ``target``.
+def compile(model: Any, target: str = "reference", mode: str = "infer", example_args: Any = None,  # noqa: A001
+            dynamic_shapes: Any = None, **options: Any) -> CompiledModel:
+    """Compile ``model`` (a path, ``onnx.ModelProto``, ``Module``, torch ``nn.Module`` with
+    ``example_args``, ``ExportedProgram`` or ``.pt2`` path) for ``target``.
 
     Pipeline options (``opt_level``, ``passes``, ``verify_each``, ``print_ir_after``, ``dump_dir``,
     ... see ``nnc/pipeline.py``) shape the optimisation; the rest go to the backend (x86: ``cpu``,
@@ -127,11 +154,20 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", **option
     if mode not in MODES:
         raise NncError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     backend = get_backend(target)
-    if mode == "train":
-        raise NncError("mode 'train' is not available yet: training support is tracked separately")
-    module = load_module(model)
+    if mode == "train":  # a TrainingSession (docs/training.md)
+        from .training import compile_training
+
+        torch_args = {k: v for k, v in (("example_args", example_args), ("dynamic_shapes", dynamic_shapes))
+                      if v is not None}  # an nn.Module is traced with these (load_module)
+        return compile_training(model, target, **torch_args, **options)  # type: ignore[return-value]
+    module = load_module(model, example_args, dynamic_shapes)
     _check_weights(module, model)
     pipe, options = split_options(dict(options))
+    default_passes = getattr(inspect.getmodule(backend), "DEFAULT_PASSES", None)
+    if default_passes:  # a backend that quantizes itself (asic) also needs the calibration options
+        options.update({k: pipe[k] for k in ("calibration", "observer") if pipe.get(k) is not None})
+        if "passes" not in pipe and "opt_level" not in pipe:
+            pipe["passes"] = default_passes  # the float graph its quantizer expects
     module, records, pipeline = optimize(module, mode, pipe)
     if getattr(inspect.getmodule(backend), "STATIC_SHAPES", False) and not _is_static(module):
         # optimise again once shapes are known: folding and fusion need static shapes
@@ -144,6 +180,8 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", **option
     else:
         executable = backend(module, options)
     report = build_report(module, records, target, mode, pipeline)
+    if getattr(executable, "target_report", None) is not None:
+        report[target] = executable.target_report  # e.g. report["asic"]: latency, energy, layers
     return CompiledModel(module, executable, target, report)
 
 
