@@ -40,8 +40,19 @@ _STEP_OPTIONS = ("loss", "trainable", "frozen", "loss_output", "label_name", "re
 _OPTIM_OPTIONS = ("momentum", "dampening", "nesterov", "weight_decay", "betas", "beta1", "beta2", "eps")
 
 
-def load_for_training(model: Any) -> tuple[Module, Any]:
-    """(module with bound trainable weights, the ONNX ModelProto when the source was ONNX)."""
+def load_for_training(model: Any, example_args: Any = None, dynamic_shapes: Any = None) -> tuple[Module, Any]:
+    """(module with bound trainable weights, the ONNX ModelProto when the source was ONNX). A torch
+    ``nn.Module`` (traced with ``example_args`` in its current train/eval mode: ``module.train()``
+    gives batch statistics and dropout), an ``ExportedProgram`` or a ``.pt2`` path imports through
+    the PyTorch frontend, its parameters keyed by their torch names."""
+    from nnc.frontends.torch.loader import is_exported_program, is_pt2_path, is_torch_module
+
+    if is_torch_module(model) or is_exported_program(model) or is_pt2_path(model):
+        from .api import from_torch
+
+        if is_torch_module(model) and example_args is None:
+            raise InputError("training a torch nn.Module needs example_args=(tensor, ...) to trace it")
+        return from_torch(model, example_args or (), dynamic_shapes, weights="param"), None
     if isinstance(model, Module):
         if not any(p.binding is not None for p in model.main.params):
             raise ModelError("the module has no bound parameters to train (import ONNX with weights='param')")
@@ -89,12 +100,13 @@ def build_step_module(model: Any, loss: str = "cross_entropy", optimizer: str = 
 def _build(model: Any, loss: str, optimizer: str, lr: float | None, input_shapes: Mapping[str, Any] | None,
            batch_size: int | None, options: dict[str, Any]):
     options = dict(options)
+    torch_args = (options.pop("example_args", None), options.pop("dynamic_shapes", None))
     step_opts = {k: options.pop(k) for k in _STEP_OPTIONS if k in options}
     optim_opts = {k: options.pop(k) for k in _OPTIM_OPTIONS if k in options}
     if "betas" in optim_opts:
         optim_opts["betas"] = tuple(float(b) for b in optim_opts["betas"])
     config = OptimizerConfig.make(optimizer, lr, **optim_opts)
-    module, proto = load_for_training(model)
+    module, proto = load_for_training(model, *torch_args)
     module = _static(module, input_shapes, batch_size)
     step_module, sig = build_train_step(module, loss=step_opts.pop("loss", loss), optimizer=config, **step_opts)
     return step_module, sig, config, module, proto, options

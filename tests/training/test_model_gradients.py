@@ -133,3 +133,36 @@ def test_gradients_and_one_sgd_step_match_torch(name, target, tmp_path):
         np.testing.assert_allclose(grads[n], p.grad.numpy(), rtol=1e-4, atol=1e-5 * scale, err_msg=n)
         np.testing.assert_allclose(params[n], p.detach().numpy(), rtol=1e-4, atol=1e-6, err_msg=n)
         assert not np.array_equal(params[n], before[n].numpy()) or not p.grad.abs().sum()
+
+
+@pytest.mark.parametrize("name", ["cnn_bn", "encoder"])
+def test_training_straight_from_pytorch_matches_torch(name):
+    """The same step from an ``nn.Module`` through torch.export (no ONNX): gradients by torch name."""
+    net, x, loss, y = _case(name)
+    _randomize_bn(net)
+    net.eval()
+    sess = nnc.compile(net, example_args=(x,), target="x86", mode="train", loss=loss, optimizer="sgd", lr=0.1,
+                       quiet=True, cache=False)
+    got_loss = sess.step({"x": x.numpy(), "labels": y.numpy()})
+    loss_fn = F.cross_entropy if loss == "cross_entropy" else F.mse_loss
+    want = loss_fn(net(x), y)
+    want.backward()
+    assert got_loss == pytest.approx(want.item(), rel=1e-4)
+    grads = sess.gradients()
+    for n, p in net.named_parameters():
+        scale = float(np.abs(p.grad.numpy()).max()) or 1.0
+        np.testing.assert_allclose(grads[n], p.grad.numpy(), rtol=1e-4, atol=1e-5 * scale, err_msg=n)
+
+
+def test_training_form_pytorch_module_uses_batch_statistics():
+    """``module.train()`` exports batch norm in training form: batch statistics, running stats updated."""
+    net, x, loss, y = _case("resnet_block")
+    _randomize_bn(net)
+    net.train()
+    sess = nnc.compile(net, example_args=(x,), target="reference", mode="train", loss=loss, optimizer="sgd",
+                       lr=0.1)
+    got_loss = sess.step({"x": x.numpy(), "labels": y.numpy()})
+    want = F.cross_entropy(net(x), y)
+    assert got_loss == pytest.approx(want.item(), rel=1e-4)
+    np.testing.assert_allclose(sess.buffers()["bn1.running_mean"], net.bn1.running_mean.numpy(), rtol=1e-5,
+                               atol=1e-6)
