@@ -42,6 +42,9 @@ def add_train_flags(p: argparse.ArgumentParser, defaults: bool = False) -> None:
     t.add_argument("--batch-size", type=int, default=None, help="the (static) batch size, for models whose "
                                                                 "batch dimension is symbolic")
     t.add_argument("--freeze", action="append", metavar="NAME", help="a parameter not to train; repeatable")
+    t.add_argument("--memory-budget", metavar="BYTES|FRACTION", default=None,
+                   help="rematerialise activations to fit the step's arena in BYTES (64MB, 1.5GiB) or a "
+                        "FRACTION of it (0.5); the report gives memory and extra FLOPs (docs/autodiff.md)")
 
 
 def train_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,7 +52,7 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
     names = {"loss": "loss", "loss_output": "loss_output", "reduction": "reduction",
              "label_smoothing": "label_smoothing", "label_name": "label_name", "optimizer": "optimizer",
              "lr": "lr", "momentum": "momentum", "nesterov": "nesterov", "weight_decay": "weight_decay",
-             "betas": "betas", "batch_size": "batch_size", "freeze": "frozen"}
+             "betas": "betas", "batch_size": "batch_size", "freeze": "frozen", "memory_budget": "memory_budget"}
     return {kw: getattr(args, a) for a, kw in names.items() if getattr(args, a, None) is not None}
 
 
@@ -65,6 +68,9 @@ def cmd_compile_train(args: argparse.Namespace) -> int:
         import nnc
 
         sess = nnc.compile(args.model, target=args.target, mode="train", **opts, **_compile_options(args))
+        from nnc.cli_pipeline import write_report
+
+        write_report(args, sess.report)
         sig = sess.signature
         if not args.quiet:
             print(f"compiled the training step of {args.model} for {args.target} in "
