@@ -3,7 +3,8 @@
     python bench/train_memory.py [--models resnet18,bert_small] [--budget 0.5] [--out FILE.md]
 
 For each model of bench/models.py (the PyTorch-defined ones and the onnx package's light models, batch
-1 as exported) the training step (MSE loss on the first output, SGD) is built and planned, and so is
+1 as exported; the light models' ConstantOfShape weights are made initializers so they train) the
+training step (MSE loss on the first output, SGD) is built and planned, and so is
 the inference model at the same batch (-O3). Memory is deterministic, so this needs no timing and
 runs on the reference target (planning only, no native compile). Columns:
 
@@ -28,10 +29,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import models  # noqa: E402
 
 
+def trainable_copy(path: str, out: str) -> str:
+    """The onnx light models make every weight with ConstantOfShape (no initializers, so nothing
+    would train): write a copy whose weights are initializers of the same values."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    keep = []
+    for n in m.graph.node:
+        if n.op_type == "ConstantOfShape" and n.input[0] in inits:
+            value = numpy_helper.to_array(n.attribute[0].t).reshape(-1)[0] if n.attribute else np.float32(0)
+            m.graph.initializer.append(numpy_helper.from_array(
+                np.full(inits[n.input[0]].astype(np.int64), value), n.output[0]))
+        else:
+            keep.append(n)
+    if len(keep) == len(m.graph.node):
+        return path
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    onnx.save(m, out)
+    return out
+
+
 def measure(name: str, budget: str) -> dict:
+    import tempfile
+
     import nnc
 
-    path = str(models.all_models()[name]())
+    path = trainable_copy(str(models.all_models()[name]()), str(Path(tempfile.mkdtemp()) / f"{name}.onnx"))
     base = nnc.compile(path, target="reference", mode="train", loss="mse", optimizer="sgd", lr=1e-3)
     mem = base.report["memory"]
     remat = nnc.compile(path, target="reference", mode="train", loss="mse", optimizer="sgd", lr=1e-3,
