@@ -307,7 +307,7 @@ class TrainingSession:
                 if any(r.uses or r in g.outputs for r in op.results[1:]):
                     raise ModelError(f"{op.where()}: its running statistics are used by the model itself")
                 g.erase(op)
-            elif op.opname == "dropout":
+            elif op.opname in ("dropout", "keyed_dropout"):
                 if op.results[1].uses or op.results[1] in g.outputs:
                     raise ModelError(f"{op.where()}: the dropout mask is used by the model")
                 g.replace_all_uses(op.results[0], op.operands[0])

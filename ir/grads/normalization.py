@@ -212,3 +212,13 @@ def _dropout(b, op, cts):
         on = reshape(b, b.op("cast", training_rt, to="bool"), [])
         factor = b.op("where", on, factor, scalar(b, 1.0, g))
     return [b.op("mul", kept, factor)] + rest
+
+
+@register_vjp("keyed_dropout")
+def _keyed_dropout(b, op, cts):
+    """dx = g * mask / (1 - ratio), with the op's own mask; the key gets none."""
+    g = cts[0]
+    if g is None:
+        return [None, None]
+    factor = scalar(b, 1.0 / (1.0 - op.attrs["ratio"]), g)
+    return [b.op("where", op.results[1], b.op("mul", g, factor), scalar(b, 0.0, g)), None]

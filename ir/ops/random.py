@@ -98,3 +98,53 @@ defop("dropout", operands=("x", "ratio?", "training?"), results=("out", "mask"),
       doc="training-mode dropout: zero each element with probability ratio (default 0.5) and scale the "
       "rest by 1/(1-ratio); mask says which were kept. A run-time training=0 (absent means 1) makes it "
       "the identity; the frontend turns inference dropout into identity directly.")
+
+
+# -- keyed dropout: a counter-based generator every backend reproduces bit for bit ---------------
+_GOLDEN, _KEYMUL = 0x9E3779B97F4A7C15, 0xD1B54A32D192ED03
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def keyed_uniform_bits(seed: int, key: int, n: int) -> np.ndarray:
+    """24 random bits per element ``i`` in ``[0, n)``: SplitMix64's finaliser applied to
+    ``seed * golden + key * K + i`` (wrapping 64-bit arithmetic), top 24 bits kept. A pure function
+    of (seed, key, i), so generated code reproduces it exactly and a recomputation gives the same
+    mask."""
+    with np.errstate(over="ignore"):
+        z = (np.uint64(seed % 2**64) * np.uint64(_GOLDEN)) ^ (np.uint64(key % 2**64) * np.uint64(_KEYMUL))
+        z = z + np.arange(n, dtype=np.uint64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.int64)
+
+
+def keep_threshold(ratio: float) -> int:
+    """Keep an element when its 24 bits are >= this (probability 1 - ratio, exactly in 2^-24 steps)."""
+    return int(math.ceil(ratio * (1 << 24)))
+
+
+def _keyed_dropout_infer(ctx: InferContext) -> list[TensorType]:
+    check_dtype(ctx, 0, FLOAT_TYPES)
+    check_dtype(ctx, 1, {DType.i64})
+    k = ctx.types[1].shape
+    if k is not None and any(d != 1 for d in k):
+        raise ctx.fail(f"key must be a scalar, got {ctx.types[1]}")
+    if not 0.0 <= ctx.attrs["ratio"] < 1.0:
+        raise ctx.fail(f"ratio must be in [0, 1), got {ctx.attrs['ratio']}")
+    x = ctx.types[0]
+    return [x, x.with_dtype(DType.bool)]
+
+
+def _keyed_dropout(x: np.ndarray, key: np.ndarray, *, ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    bits = keyed_uniform_bits(seed, int(np.asarray(key).reshape(-1)[0]), x.size).reshape(x.shape)
+    keep = bits >= keep_threshold(ratio)
+    scale = np.asarray(1.0 / (1.0 - ratio), dtype=x.dtype)
+    return np.where(keep, x * scale, np.zeros((), x.dtype)).astype(x.dtype), keep
+
+
+defop("keyed_dropout", operands=("x", "key"), results=("out", "mask"), infer=_keyed_dropout_infer,
+      reference=_keyed_dropout, attrs={"ratio": AttrSpec(AttrKind.FLOAT, 0.5), "seed": AttrSpec(AttrKind.INT, 0)},
+      doc="training dropout whose mask is a pure function of (seed, key, element index) (SplitMix64 "
+      "counter generator): the training step passes its step count as the key, so masks change every "
+      "step, every backend draws the same mask, and a recomputed dropout (remat) equals the original")

@@ -53,6 +53,45 @@ class StepSignature:
                                                 "gradients", "loss")}
 
 
+def key_dropouts(m: Module, step) -> int:
+    """Training-mode ``dropout`` ops become ``keyed_dropout`` keyed by the step count: a fresh mask
+    every step from a counter generator that x86 reproduces bit for bit (and remat may recompute).
+    Each op gets its own seed (its ``seed`` attribute, else its position). Dropout with a run-time
+    ratio or training flag stays as it is (reference target only). Returns how many were keyed."""
+    from nnc.ir import Builder, const_value
+
+    g = m.main
+    n = 0
+    for i, op in enumerate(list(g.ops)):
+        if op.opname != "dropout":
+            continue
+        ratio, training = op.attrs.get("ratio"), op.attrs.get("training")
+        for idx, val in ((1, ratio), (2, training)):
+            if len(op.operands) > idx and val is None:
+                c = const_value(m, op.operands[idx])
+                if c is None:
+                    break
+                if idx == 1:
+                    ratio = float(c.reshape(-1)[0])
+                else:
+                    training = int(c.reshape(-1)[0])
+        else:
+            ratio = 0.5 if ratio is None else ratio
+            if training == 0 or ratio == 0:
+                continue
+            seed = op.attrs.get("seed")
+            b = Builder(m, g, loc=op.loc)
+            b.set_insertion_before(op)
+            out, mask = b.op("keyed_dropout", op.operands[0], step, ratio=ratio,
+                             seed=int(seed) if seed is not None and seed == seed else 1000 + i,
+                             names=[r.name + ".keyed" for r in op.results])
+            g.replace_all_uses(op.results[0], out)
+            g.replace_all_uses(op.results[1], mask)
+            g.erase(op)
+            n += 1
+    return n
+
+
 def build_train_step(model: Module, loss: str = "cross_entropy", optimizer: OptimizerConfig | None = None,
                      trainable: Iterable[str] | None = None, frozen: Iterable[str] | None = None,
                      loss_output: str | int | None = None, label_name: str = "labels", reduction: str = "mean",
@@ -74,6 +113,7 @@ def build_train_step(model: Module, loss: str = "cross_entropy", optimizer: Opti
     loss_v = add_loss(m, loss, loss_output, label_name, reduction, label_smoothing)
     lr = g.add_param("lr", TensorType(DType.f32, ()))
     step = g.add_param("step", TensorType(DType.i64, ()))
+    key_dropouts(m, step)
     grads = grad(m, loss_v, sel.trainable)
     updates = append_updates(m, g, grads, optimizer, lr, step)
     stats = running_stats(g)

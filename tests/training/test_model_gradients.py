@@ -166,3 +166,45 @@ def test_training_form_pytorch_module_uses_batch_statistics():
     assert got_loss == pytest.approx(want.item(), rel=1e-4)
     np.testing.assert_allclose(sess.buffers()["bn1.running_mean"], net.bn1.running_mean.numpy(), rtol=1e-5,
                                atol=1e-6)
+
+
+class DropNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.drop, self.fc2 = nn.Linear(12, 64), nn.Dropout(0.3), nn.Linear(64, 4)
+
+    def forward(self, x):
+        return self.fc2(self.drop(F.relu(self.fc1(x))))
+
+
+def test_training_dropout_is_keyed_by_step_and_x86_matches_the_reference():
+    """Train-mode dropout becomes keyed_dropout (a counter generator keyed by the step count): x86
+    draws the reference's masks bit for bit, masks change between steps, inference drops it."""
+    torch.manual_seed(0)
+    net = DropNet().train()
+    x, y = torch.randn(16, 12), torch.randint(0, 4, (16,))
+    sessions = [nnc.compile(net, example_args=(x,), target=t, mode="train", loss="cross_entropy", optimizer="sgd",
+                            lr=0.1, quiet=True, cache=False) for t in ("reference", "x86")]
+    assert any(op.opname == "keyed_dropout" for op in sessions[0].step_module.main.ops)
+    losses = [[s.step({"x": x.numpy(), "labels": y.numpy()}) for _ in range(3)] for s in sessions]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    grads = [s.gradients()["fc1.weight"] for s in sessions]
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+    inf = sessions[1].export_inference().module
+    assert not any(op.opname in ("dropout", "keyed_dropout") for op in inf.main.ops)
+    net.eval()
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            p.copy_(torch.tensor(sessions[1].parameters()[n]))
+        want = net(x).numpy()
+    got = nnc.compile(inf, target="x86", quiet=True, cache=False).run({"x": x.numpy()})
+    np.testing.assert_allclose(list(got.values())[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_keyed_dropout_drops_the_stated_fraction():
+    from nnc.ir.ops.random import keep_threshold, keyed_uniform_bits
+
+    bits = keyed_uniform_bits(7, 3, 200_000)
+    kept = (bits >= keep_threshold(0.3)).mean()
+    assert abs(kept - 0.7) < 0.005  # binomial std at n=2e5 is 0.001
+    assert not np.array_equal(bits[:100], keyed_uniform_bits(7, 4, 100))

@@ -260,3 +260,8 @@ CASES.update({
                ([A(3, 4), A(3, 4), A(4, 2)], {"equation": "ij,ij,jk->ik"}),
                ([A(3, 4), A(4, 5)], {"equation": "ij,jk"})],
 })
+
+CASES.update({
+    "keyed_dropout": [([A(4, 6), np.array(3, np.int64)], {"ratio": 0.3, "seed": 5}),
+                      ([A(2, 3, 5), np.array(11, np.int64)], {"ratio": 0.0})],
+})
