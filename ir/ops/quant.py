@@ -14,7 +14,7 @@ import numpy as np
 from ..attrs import AttrKind, AttrSpec
 from ..dtypes import FLOAT_TYPES, DType
 from ..registry import NOT_DIFFERENTIABLE, InferContext, Trait, defop
-from ..shape_rules import check_dtype, norm_axis
+from ..shape_rules import broadcast_shapes, check_dtype, norm_axis
 from ..types import TensorType
 
 # Integer types a quantize may produce; float8/int4 have no nnc dtype.
@@ -136,3 +136,190 @@ defop("bitcast", operands=("x",), attrs={"to": AttrSpec(AttrKind.DTYPE)}, infer=
       reference=lambda x, to: np.ascontiguousarray(x).view(to.numpy).reshape(x.shape),
       traits=Trait.PURE | Trait.ELEMENTWISE, vjp=NOT_DIFFERENTIABLE,
       doc="reinterpret each element's bits as ``to`` (same element size)")
+
+
+# -- integer-only compute: qconv, qmatmul, requantize, qadd ----------------------------------------
+#
+# The quantized-graph contract shared by passes/quantize/ and the ASIC backend. Every reference is
+# bit-exact integer math: the i8 x i8 dot products run as f64 BLAS matmuls, which are exact because
+# every partial sum stays far below 2**53 (|x - zp| <= 255, |w| <= 128, so K < 2**37 suffices), and
+# the rescaling runs in int64.
+
+_I8 = frozenset({DType.i8})
+_I32 = frozenset({DType.i32})
+REQUANT_TYPES = frozenset({DType.i8, DType.u8, DType.i16, DType.i32})
+
+
+def _check_bias(ctx: InferContext, n_out: object) -> None:
+    if len(ctx.types) < 3:
+        return
+    check_dtype(ctx, 2, _I32)
+    b = ctx.types[2].shape
+    if b is not None and (len(b) != 1 or (isinstance(b[0], int) and isinstance(n_out, int) and b[0] != n_out)):
+        raise ctx.fail(f"bias must be a vector of {n_out} i32, got {ctx.types[2]}")
+
+
+def _qconv_infer(ctx: InferContext) -> list[TensorType]:
+    from .conv import _check_groups, _conv_out_dims
+    check_dtype(ctx, 0, _I8)
+    check_dtype(ctx, 1, _I8)
+    x, w = ctx.types[0], ctx.types[1]
+    _check_bias(ctx, None if w.shape is None else w.shape[0])
+    if x.shape is None or w.shape is None:
+        rank = x.rank if x.shape is not None else w.rank
+        return [TensorType(DType.i32, None if rank is None else ("?",) * rank)]
+    if len(x.shape) < 3 or len(w.shape) != len(x.shape):
+        raise ctx.fail(f"input {x} and weight {w} must have the same rank >= 3")
+    _check_groups(ctx, x.shape[1], w.shape[1], w.shape[0], ctx.attrs["group"])
+    return [TensorType(DType.i32, (x.shape[0], w.shape[0], *_conv_out_dims(x.shape, w.shape[2:], ctx.attrs)))]
+
+
+def _exact_f64(k: int) -> None:
+    if k >= 1 << 37:
+        raise ValueError(f"a dot product of length {k} may exceed the exact f64 range")
+
+
+def _qconv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, strides, pads, dilations, group,
+           auto_pad, x_zero_point) -> np.ndarray:
+    from .conv import fill, grouped_conv, pad_spatial, resolve_pads, window_count
+    n = x.ndim - 2
+    k = w.shape[2:]
+    s, d = fill(strides, n, 1), fill(dilations, n, 1)
+    p = resolve_pads(auto_pad, x.shape[2:], k, s, d, pads)
+    _exact_f64(int(np.prod(w.shape[1:])))
+    # subtracting the zero point first makes padding (which reads x_zero_point) a zero pad
+    xs = x.astype(np.float64) - float(x_zero_point)
+    xp = pad_spatial(xs, p[:n], p[n:])
+    out = [window_count(x.shape[2 + i], k[i], s[i], d[i], p[i], p[n + i]) for i in range(n)]
+    y = grouped_conv(xp, w.astype(np.float64), group, s, d, out).astype(np.int64)
+    if b is not None:
+        y = y + b.astype(np.int64).reshape((1, -1) + (1,) * n)
+    return y.astype(np.int32)
+
+
+defop("qconv", operands=("x", "w", "bias?"),
+      attrs={"strides": AttrSpec(AttrKind.INTS, ()), "pads": AttrSpec(AttrKind.INTS, ()),
+             "dilations": AttrSpec(AttrKind.INTS, ()),
+             "auto_pad": AttrSpec(AttrKind.STR, "NOTSET", ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")),
+             "group": AttrSpec(AttrKind.INT, 1), "x_zero_point": AttrSpec(AttrKind.INT, 0)},
+      infer=_qconv_infer, reference=_qconv, vjp=NOT_DIFFERENTIABLE,
+      doc="integer convolution: x i8 [N,C,*in], w i8 [M,C/group,*k] (symmetric, zero point 0), bias i32 "
+          "[M] -> i32 accumulators sum((x - x_zero_point) * w) + bias; padding reads x_zero_point")
+
+
+def _qmatmul_infer(ctx: InferContext) -> list[TensorType]:
+    check_dtype(ctx, 0, _I8)
+    check_dtype(ctx, 1, _I8)
+    a, b = ctx.types[0].shape, ctx.types[1].shape
+    if b is not None and len(b) != 2:
+        raise ctx.fail(f"b must be a [K, N] matrix, got {ctx.types[1]}")
+    n = None if b is None else b[1]
+    _check_bias(ctx, n)
+    if a is None:
+        return [TensorType(DType.i32, None)]
+    if len(a) < 1:
+        raise ctx.fail("a must have rank >= 1")
+    if b is not None and isinstance(a[-1], int) and isinstance(b[0], int) and a[-1] != b[0]:
+        raise ctx.fail(f"contracted dims differ: {a[-1]} != {b[0]}")
+    return [TensorType(DType.i32, tuple(a[:-1]) + ("?" if n is None else n,))]
+
+
+def _qmatmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *, a_zero_point) -> np.ndarray:
+    _exact_f64(b.shape[0])
+    y = np.matmul(a.astype(np.float64) - float(a_zero_point), b.astype(np.float64)).astype(np.int64)
+    if bias is not None:
+        y = y + bias.astype(np.int64)
+    return y.astype(np.int32)
+
+
+defop("qmatmul", operands=("a", "b", "bias?"), attrs={"a_zero_point": AttrSpec(AttrKind.INT, 0)},
+      infer=_qmatmul_infer, reference=_qmatmul, vjp=NOT_DIFFERENTIABLE,
+      doc="integer matmul: a i8 [..., M, K], weight b i8 [K, N] (symmetric), bias i32 [N] -> i32 "
+          "sum((a - a_zero_point) * b) + bias")
+
+
+def rounding_shift(p: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
+    """round_half_to_even(p / 2**shift) for int64 ``p`` and shifts in [0, 62], exactly."""
+    p = np.asarray(p, dtype=np.int64)
+    s = np.asarray(shift, dtype=np.int64)
+    q = p >> s  # floor division by 2**shift (arithmetic shift)
+    r = p - (q << s)  # the remainder, in [0, 2**shift)
+    half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 1)
+    up = (r > half) | ((r == half) & ((q & 1) == 1))
+    return q + (up & (s > 0))
+
+
+def _clamp(y: np.ndarray, dtype: DType, clip_min: int | None, clip_max: int | None) -> np.ndarray:
+    info = np.iinfo(dtype.numpy)
+    lo = info.min if clip_min is None else max(clip_min, info.min)
+    hi = info.max if clip_max is None else min(clip_max, info.max)
+    return np.clip(y, lo, hi).astype(dtype.numpy)
+
+
+def _requantize_infer(ctx: InferContext) -> list[TensorType]:
+    x = ctx.types[0]
+    check_dtype(ctx, 0, _I32)
+    check_dtype(ctx, 1, _I32)
+    check_dtype(ctx, 2, _I32)
+    if ctx.attrs["dtype"] not in REQUANT_TYPES:
+        raise ctx.fail(f"cannot requantize to {ctx.attrs['dtype']}")
+    for i in (1, 2):
+        p = ctx.types[i].shape
+        if p is None or len(p) == 0 or p == (1,) or x.shape is None:
+            continue
+        if len(p) != 1:
+            raise ctx.fail(f"operand {i} must be a scalar or a vector along the axis, got {ctx.types[i]}")
+        d = x.shape[norm_axis(ctx.attrs["axis"], len(x.shape))]
+        if isinstance(d, int) and isinstance(p[0], int) and d != p[0]:
+            raise ctx.fail(f"operand {i} has {p[0]} entries, axis {ctx.attrs['axis']} of x has {d}")
+    lo, hi = ctx.attrs["clip_min"], ctx.attrs["clip_max"]
+    if lo is not None and hi is not None and lo > hi:
+        raise ctx.fail(f"clip_min {lo} > clip_max {hi}")
+    return [x.with_dtype(ctx.attrs["dtype"])]
+
+
+def _requantize(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, *, axis, zero_point, dtype,
+                clip_min, clip_max) -> np.ndarray:
+    ax = axis % max(x.ndim, 1)
+    m = expand_param(np.asarray(multiplier), x.shape, ax, 0).astype(np.int64)
+    s = expand_param(np.asarray(shift), x.shape, ax, 0).astype(np.int64)
+    if np.any(m < 0) or np.any(s < 0) or np.any(s > 62):
+        raise ValueError("requantize needs multiplier >= 0 and shift in [0, 62]")
+    # |x| <= 2**31 and multiplier < 2**31: the product fits int64
+    y = rounding_shift(x.astype(np.int64) * m, s) + zero_point
+    return _clamp(y, dtype, clip_min, clip_max)
+
+
+defop("requantize", operands=("x", "multiplier", "shift"),
+      attrs={"axis": AttrSpec(AttrKind.INT, 1), "zero_point": AttrSpec(AttrKind.INT, 0),
+             "dtype": AttrSpec(AttrKind.DTYPE, DType.i8), "clip_min": AttrSpec(AttrKind.INT, None),
+             "clip_max": AttrSpec(AttrKind.INT, None)},
+      infer=_requantize_infer, reference=_requantize, vjp=NOT_DIFFERENTIABLE,
+      doc="clamp(round_half_even(x * multiplier / 2**shift) + zero_point, clip_min, clip_max) in int64; "
+          "multiplier in [0, 2**31) and shift in [0, 62] are scalars or vectors along ``axis``; "
+          "clip bounds default to the dtype's range (a fused ReLU is clip_min = zero_point)")
+
+
+def _qadd_infer(ctx: InferContext) -> list[TensorType]:
+    check_dtype(ctx, 0, _I8)
+    check_dtype(ctx, 1, _I8)
+    if ctx.attrs["shift"] < 0 or ctx.attrs["shift"] > 62:
+        raise ctx.fail(f"shift must be in [0, 62], got {ctx.attrs['shift']}")
+    return [TensorType(DType.i8, broadcast_shapes(ctx.types[0].shape, ctx.types[1].shape))]
+
+
+def _qadd(a: np.ndarray, b: np.ndarray, *, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift,
+          zero_point, clip_min, clip_max) -> np.ndarray:
+    acc = (a.astype(np.int64) - a_zero_point) * a_multiplier + (b.astype(np.int64) - b_zero_point) * b_multiplier
+    return _clamp(rounding_shift(acc, shift) + zero_point, DType.i8, clip_min, clip_max)
+
+
+defop("qadd", operands=("a", "b"),
+      attrs={"a_zero_point": AttrSpec(AttrKind.INT, 0), "b_zero_point": AttrSpec(AttrKind.INT, 0),
+             "a_multiplier": AttrSpec(AttrKind.INT), "b_multiplier": AttrSpec(AttrKind.INT),
+             "shift": AttrSpec(AttrKind.INT), "zero_point": AttrSpec(AttrKind.INT, 0),
+             "clip_min": AttrSpec(AttrKind.INT, None), "clip_max": AttrSpec(AttrKind.INT, None)},
+      infer=_qadd_infer, reference=_qadd, traits=Trait.PURE | Trait.ELEMENTWISE | Trait.BROADCAST,
+      vjp=NOT_DIFFERENTIABLE,
+      doc="i8 residual add: clamp(round_half_even(((a - a_zp) * a_multiplier + (b - b_zp) * b_multiplier) "
+          "/ 2**shift) + zero_point, clip_min, clip_max), broadcasting like ``add``")

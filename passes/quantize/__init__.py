@@ -1,2 +1,105 @@
 """INT8 post-training quantization: calibration observers, per-channel weight quantization and
-integer-only requantization, shared by the x86 and ASIC backends."""
+integer-only requantization, shared by the x86 and ASIC backends.
+
+``quantize_module(module, calibration, observer=...)`` returns a copy of a float inference module in
+which every op with an integer form is int8 (``qconv``/``qmatmul``/``requantize``/``qadd`` and
+int8 pooling/data movement, see ir/ops/quant.py); the pass ``quantize-int8`` does the same inside a
+pipeline. ``import_qdq`` turns an imported QDQ/QLinear ONNX model into the same integer ops.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Union
+
+from nnc.ir import Module, verify_module
+from nnc.passes.registry import PassError
+
+from .calibrate import calibrate, load_calibration, synthetic_calibration
+from .observers import OBSERVERS
+from .rewrite import QuantizeRewriter
+
+Calibration = Union[str, Path, Mapping[str, Any], Iterable[Mapping[str, Any]]]
+
+__all__ = ["quantize_module", "import_qdq", "calibrate", "load_calibration", "OBSERVERS", "prepare",
+           "quantized_pipeline"]
+
+# freeze + fold + batch-norm folding: the float graph the rewrite expects (the -O2 inference preset)
+PREPARE = "freeze,fold-constants,fold-dynamic,simplify,dce,cse,fold-batchnorm,simplify,dce"
+
+
+def prepare(module: Module) -> Module:
+    """Freeze and fold ``module`` in place (weights become constants, BatchNorm folds into conv)."""
+    from nnc.passes.manager import PassManager
+
+    PassManager(PREPARE).run(module)
+    return module
+
+
+def quantize_module(module: Module, calibration: Calibration | None = None,
+                    observer: str = "minmax", per_channel: bool = True, symmetric: bool = True,
+                    progress: bool = False, stats: dict[str, int] | None = None) -> Module:
+    """A quantized copy of ``module``. ``calibration``: feed dicts, one dict, or an ``.npz`` path; None
+    calibrates on random standard-normal inputs (only good for smoke tests). ``stats``, if given,
+    receives counts of the ops rewritten to int8 and of those left in f32."""
+    if observer not in OBSERVERS:
+        raise PassError(f"unknown observer {observer!r}; choose one of {', '.join(OBSERVERS)}")
+    m = prepare(module.clone())
+    feeds = synthetic_calibration(m) if calibration is None else load_calibration(calibration, m)
+    ranges = calibrate(m, feeds, observer, progress)
+    rw = QuantizeRewriter(m, ranges, per_channel, symmetric)
+    rw.run()
+    from nnc.passes.dce import DeadCodeElimination
+
+    DeadCodeElimination().run(m)
+    verify_module(m)
+    if stats is not None:
+        stats.update(rw.stats)
+    return m
+
+
+def import_qdq(module: Module, stats: dict[str, int] | None = None) -> Module:
+    """An imported QDQ model (quantize/dequantize pairs around float ops) as integer ops, with the
+    model's own scales and zero points (qdq.py)."""
+    from .qdq import strip_qdq
+
+    m = module.clone()
+    fixed = strip_qdq(m)
+    prepare(m)
+    rw = QuantizeRewriter(m, {}, fixed=fixed)
+    rw.run()
+    from nnc.passes.dce import DeadCodeElimination
+
+    DeadCodeElimination().run(m)
+    verify_module(m)
+    if stats is not None:
+        stats.update(rw.stats)
+    return m
+
+
+def quantized_pipeline(text: str, scheme: str, calibration: Any = None, observer: str = "minmax") -> list[Any]:
+    """The passes of pipeline ``text`` up to (not including) fusion, then ``quantize-int8`` with this
+    calibration (any form ``quantize_module`` takes, so not only a path) and a final ``dce``: the
+    driver's form of ``nnc.compile(..., quantize="int8")``. Fusion is left out because its groups
+    are float-only."""
+    from nnc.passes.pipeline import parse_pipeline
+    from nnc.passes.registry import make_pass
+
+    if scheme not in ("int8", "qdq"):
+        raise PassError(f"unknown quantization {scheme!r}; supported: int8 (calibrate), qdq (an imported "
+                        "QDQ model's own scales)")
+    if observer not in OBSERVERS:
+        raise PassError(f"unknown observer {observer!r}; choose one of {', '.join(OBSERVERS)}")
+    passes = []
+    for name, opts in parse_pipeline(text):
+        if name == "fuse":
+            break
+        passes.append(make_pass(name, opts))
+    if scheme == "qdq":
+        return passes + [quantize_int8.QuantizeQDQ(), make_pass("dce")]
+    q = quantize_int8.QuantizeInt8(observer=observer)
+    q.calibration = calibration if calibration is not None else ""
+    return passes + [q, make_pass("dce")]
+
+
+from . import quantize_int8  # noqa: E402,F401  (registers the pass; it needs quantize_module above)

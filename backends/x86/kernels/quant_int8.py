@@ -1,0 +1,505 @@
+"""x86 lowerings of the integer ops of the quantized-graph contract: ``qconv``, ``qmatmul``,
+``requantize`` and ``qadd``, bit-exact against their references in ir/ops/quant.py.
+
+The dot products use AVX-512 VNNI (``vpdpbusd``: 64 u8 x i8 products summed in groups of four into
+16 i32 lanes). It multiplies an *unsigned* byte by a signed one, so activations are shifted by 128
+to u8 (``x ^ 0x80``) and the constant ``(x_zero_point + 128) * sum(w)`` per output channel is taken
+out of the bias at compile time: ``sum((x - zp) * w) = sum((x + 128) * w) - (zp + 128) * sum(w)``.
+Weights are packed once at compile time, four reduction steps per i32 (zero-padded).
+
+- ``qconv`` (lanes over output pixels, so a tile stores straight into NCHW): each task owns a block
+  of NR output pixels of one image and one group; it packs their im2col panel as u8 in
+  ``[tap][channel/4][pixel][4]`` order (four channels of one tap interleaved, so the inner copy over
+  a row of output pixels is contiguous), then runs every block of MR output channels over it with
+  MR x NR/16 accumulators. Depthwise / tiny-reduction convolutions use a direct loop nest instead.
+- ``qmatmul`` (lanes over N): the weight is packed in NR-wide panels ``[K/4][NR][4]``; each task
+  owns one panel and walks the rows of ``a`` (packed per MR rows as u8 with K padded to 4).
+- ``requantize`` / ``qadd``: the broadcasting elementwise loop nest in i64.
+
+Without VNNI the same kernels emulate ``vpdpbusd`` with widening multiplies (exact, slower).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from nnc.ir import DType, Op, TargetError
+
+from ..llvm_types import I8, I32, I64, PTR, VOID, const_int, for_range
+from .broadcast_loops import emit_elementwise
+from .registry import lowering
+
+V16 = ir.VectorType(I32, 16)
+V64I8 = ir.VectorType(I8, 64)
+U8_SHIFT = 0x80808080 - (1 << 32)  # xor with this maps four i8 to four u8 (x + 128); as a signed i32
+
+
+def _fn(mod: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    fn = mod.globals.get(name)
+    return fn if fn is not None else ir.Function(mod, ir.FunctionType(ret, args), name=name)
+
+
+def _splat(b: ir.IRBuilder, x: ir.Value, vt: ir.VectorType = V16) -> ir.Value:
+    v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, vt.count), [0] * vt.count))
+
+
+def _dpbusd(b: ir.IRBuilder, vnni: bool, acc: ir.Value, u8: ir.Value, s8: ir.Value) -> ir.Value:
+    """acc + sum over each lane's four byte pairs of u8 (unsigned) x s8 (signed)."""
+    if vnni:
+        f = _fn(b.module, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
+        return b.call(f, [acc, u8, s8])
+    wide = ir.VectorType(I32, 64)
+    prod = b.mul(b.zext(b.bitcast(u8, V64I8), wide), b.sext(b.bitcast(s8, V64I8), wide))
+    for j in range(4):
+        part = b.shuffle_vector(prod, ir.Constant(wide, ir.Undefined),
+                                ir.Constant(ir.VectorType(I32, 16), [4 * i + j for i in range(16)]))
+        acc = b.add(acc, part)
+    return acc
+
+
+def _gep(b: ir.IRBuilder, p: ir.Value, i: ir.Value | int, t: ir.Type) -> ir.Value:
+    return b.gep(p, [const_int(i) if isinstance(i, int) else i], source_etype=t, inbounds=True)
+
+
+def _heap(b: ir.IRBuilder, nbytes: int) -> ir.Value:
+    return b.call(_fn(b.module, "malloc", PTR, [I64]), [const_int(nbytes + 64)])
+
+
+def _free(b: ir.IRBuilder, p: ir.Value) -> None:
+    b.call(_fn(b.module, "free", VOID, [PTR]), [p])
+
+
+def _imin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _imax(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+@dataclass(frozen=True)
+class _Tile:
+    rows: int  # accumulator rows (broadcast operand)
+    nv: int  # 16-lane vectors per row (vector operand)
+
+
+def _tile_loop(kb, vnni: bool, tile: _Tile, nk4: int, vec_ptr, bcast_ptr, vec_is_u8: bool,
+               xor_bcast: bool) -> list[list[ir.Value]]:
+    """Run ``nk4`` VNNI steps of a rows x nv tile; return the accumulators.
+
+    ``vec_ptr(b, k4, v)`` points at 16 i32 of the vector operand, ``bcast_ptr(b, k4, r)`` at the i32
+    broadcast to row r. Accumulators live in allocas that LLVM promotes to registers."""
+    b = kb.b
+    entry = b.function.entry_basic_block
+    saved = b.block
+    b.position_at_start(entry)
+    accs = [[b.alloca(V16) for _ in range(tile.nv)] for _ in range(tile.rows)]
+    b.position_at_end(saved)
+    zero = ir.Constant(V16, [0] * 16)
+    for row in accs:
+        for a in row:
+            b.store(zero, a)
+    with for_range(b, nk4, "k4") as k4:
+        vecs = []
+        for v in range(tile.nv):
+            ld = b.load(vec_ptr(b, k4, v), typ=V16)
+            ld.align = 4
+            vecs.append(ld)
+        for r in range(tile.rows):
+            s = b.load(bcast_ptr(b, k4, r), typ=I32)
+            if xor_bcast:
+                s = b.xor(s, ir.Constant(I32, U8_SHIFT))
+            sv = _splat(b, s)
+            for v in range(tile.nv):
+                cur = b.load(accs[r][v], typ=V16)
+                u, sg = (vecs[v], sv) if vec_is_u8 else (sv, vecs[v])
+                b.store(_dpbusd(b, vnni, cur, u, sg), accs[r][v])
+    return [[b.load(a, typ=V16) for a in row] for row in accs]
+
+
+def _store_lanes(b: ir.IRBuilder, x: ir.Value, ptr: ir.Value, remaining: ir.Value) -> None:
+    """Store the first min(16, remaining) lanes of ``x`` at ``ptr``."""
+    full = b.icmp_signed(">=", remaining, const_int(16))
+    with b.if_else(full) as (then, other):
+        with then:
+            st = b.store(x, ptr)
+            st.align = 4
+        with other:
+            lanes = ir.Constant(ir.VectorType(I64, 16), list(range(16)))
+            rem = b.insert_element(ir.Constant(ir.VectorType(I64, 16), ir.Undefined), remaining, ir.Constant(I32, 0))
+            rem = b.shuffle_vector(rem, ir.Constant(ir.VectorType(I64, 16), ir.Undefined),
+                                   ir.Constant(ir.VectorType(I32, 16), [0] * 16))
+            mask = b.icmp_signed("<", lanes, rem)
+            f = _fn(b.module, "llvm.masked.store.v16i32.p0", VOID, [V16, PTR, I32, ir.VectorType(ir.IntType(1), 16)])
+            b.call(f, [x, ptr, ir.Constant(I32, 4), mask])
+
+
+# -- qconv ----------------------------------------------------------------------------------------
+
+def _conv_geometry(op: Op):
+    from nnc.ir.ops.conv import fill, resolve_pads, window_count
+    x, w = op.operands[0], op.operands[1]
+    n = len(x.shape) - 2
+    ks = tuple(w.shape[2:])
+    s, d = fill(op.attrs["strides"], n, 1), fill(op.attrs["dilations"], n, 1)
+    p = resolve_pads(op.attrs["auto_pad"], x.shape[2:], ks, s, d, op.attrs["pads"])
+    out = [window_count(x.shape[2 + i], ks[i], s[i], d[i], p[i], p[n + i]) for i in range(n)]
+    return n, ks, s, d, p, out
+
+
+@lowering("qconv")
+def lower_qconv(k, op: Op) -> None:
+    w = op.operands[1]
+    n, ks, s, d, p, out = _conv_geometry(op)
+    wv = k.cg.module.constants.get(w.producer.attrs["ref"]) if w.producer is not None and \
+        w.producer.opname == "const" else None
+    bias_v = None
+    if len(op.operands) > 2:
+        b_ = op.operands[2]
+        bias_v = k.cg.module.constants.get(b_.producer.attrs["ref"]) if b_.producer is not None and \
+            b_.producer.opname == "const" else None
+    cg_ = w.shape[1]
+    if n == 2 and wv is not None and (len(op.operands) == 2 or bias_v is not None) and cg_ * math.prod(ks) >= 16:
+        _qconv_vnni(k, op, wv, bias_v, ks, s, d, p, out)
+    else:
+        _qconv_direct(k, op, ks, s, d, p, out)
+
+
+def _qconv_vnni(k, op: Op, wv: np.ndarray, bias_v: np.ndarray | None, ks, s, d, p, out) -> None:
+    x = op.operands[0]
+    N, C, H, W = x.shape
+    M, Cg, KH, KW = wv.shape
+    G = op.attrs["group"]
+    Mg = M // G
+    OH, OW = out
+    P = OH * OW
+    zp = op.attrs["x_zero_point"]
+    C4 = -(-Cg // 4)
+    taps = KH * KW
+    K4 = taps * C4
+    vnni = k.target.has("avx512vnni")
+    NV = 2
+    NR = 16 * NV
+    MR = 12
+    nblocks = -(-P // NR)
+    # weights: per group, per MR-row block: [K4][MR] i32 holding w[m, 4*c4 .. 4*c4+3, kh, kw]
+    wpad = np.zeros((M, taps, C4 * 4), np.int8)
+    wpad[:, :, :Cg] = wv.reshape(M, Cg, taps).transpose(0, 2, 1)
+    wk = wpad.reshape(M, K4 * 4)
+    mblocks = -(-Mg // MR)
+    packed = np.zeros((G, mblocks, K4, MR, 4), np.int8)
+    for g in range(G):
+        for mb in range(mblocks):
+            rows = wk[g * Mg + mb * MR: g * Mg + min(Mg, (mb + 1) * MR)]
+            packed[g, mb, :, :len(rows)] = rows.reshape(len(rows), K4, 4).transpose(1, 0, 2)
+    corr = -(zp + 128) * wv.reshape(M, -1).astype(np.int64).sum(axis=1)
+    if bias_v is not None:
+        corr = corr + bias_v.astype(np.int64)
+    woff = k.packed_constant(f"{op.operands[1].name}.vnni", packed.reshape(-1), replaces=k.arg(1))
+    coff = k.packed_constant(f"{op.operands[1].name}.corr", corr.astype(np.int32))
+    if len(op.operands) > 2:
+        k.cg.unread_args.add(id(k.arg(2)))
+    fill_word = ((zp + 128) & 0xFF) * 0x01010101
+    fill_word = fill_word - (1 << 32) if fill_word >= 1 << 31 else fill_word
+
+    def task(kb, t: ir.Value) -> None:
+        b = kb.b
+        xin, yo = kb.local(k.arg(0)), kb.local(k.out(0))
+        wbase, cbase = kb.weights_ptr(woff), kb.weights_ptr(coff)
+        img = b.udiv(t, const_int(G * nblocks))
+        rest = b.urem(t, const_int(G * nblocks))
+        g = b.udiv(rest, const_int(nblocks))
+        p0 = b.mul(b.urem(rest, const_int(nblocks)), const_int(NR))
+        p_end = _imin(b, b.add(p0, const_int(NR)), const_int(P))
+        oh_start = b.udiv(p0, const_int(OW))
+        oh_end = b.add(b.udiv(b.sub(p_end, const_int(1)), const_int(OW)), const_int(1))
+        panel = _heap(b, K4 * NR * 4)
+        # -- pack the im2col panel: u8 words [tap][c4][pixel] ------------------------------------
+        xg = _gep(b, xin, b.add(b.mul(img, const_int(C * H * W)), b.mul(g, const_int(Cg * H * W))), I8)
+        fillv = ir.Constant(I32, fill_word)
+
+        def _pack_rows(b, panel, xg, c4, nch, tap, kh, kw, lo, hi) -> None:
+            """Panel words [tap][c4][pixel] of the block: four channels' bytes (+128) per word, the
+            zero point (+128) where the window reads padding, 0 for channels past Cg."""
+            dst_row = _gep(b, panel, b.mul(b.add(b.mul(const_int(tap), const_int(C4)), c4), const_int(NR)), I32)
+            cbase = b.mul(c4, const_int(4 * H * W))
+            with for_range(b, oh_end, "oh", start=oh_start) as oh:
+                rowpix = b.mul(oh, const_int(OW))
+                ow0 = _imax(b, b.sub(p0, rowpix), const_int(0))
+                ow1 = _imin(b, b.sub(p_end, rowpix), const_int(OW))
+                base_l = b.sub(rowpix, p0)  # panel column of output column 0 of this row
+                ih = b.sub(b.add(b.mul(oh, const_int(s[0])), const_int(kh * d[0])), const_int(p[0]))
+                row_ok = b.and_(b.icmp_signed(">=", ih, const_int(0)), b.icmp_signed("<", ih, const_int(H)))
+                vlo = _imin(b, _imax(b, ow0, const_int(lo)), ow1)
+                vhi = _imax(b, _imin(b, ow1, const_int(hi)), vlo)
+                vlo = b.select(row_ok, vlo, ow1)
+                vhi = b.select(row_ok, vhi, ow1)
+                for a_, z_ in ((ow0, vlo), (vhi, ow1)):  # padded columns read the zero point
+                    with for_range(b, z_, "pad", start=a_) as ow:
+                        b.store(fillv, _gep(b, dst_row, b.add(base_l, ow), I32))
+                rowbase = b.add(cbase, b.mul(_imax(b, ih, const_int(0)), const_int(W)))
+                with for_range(b, vhi, "ow", start=vlo) as ow:
+                    iw = b.sub(b.add(b.mul(ow, const_int(s[1])), const_int(kw * d[1])), const_int(p[1]))
+                    src = b.add(rowbase, iw)
+                    word = ir.Constant(I32, 0)
+                    for j in range(nch):
+                        byte = b.load(_gep(b, xg, b.add(src, const_int(j * H * W)), I8), typ=I8)
+                        part = b.zext(b.xor(byte, ir.Constant(I8, -128)), I32)
+                        word = b.or_(word, b.shl(part, ir.Constant(I32, 8 * j)) if j else part)
+                    b.store(word, _gep(b, dst_row, b.add(base_l, ow), I32))
+
+        for kh in range(KH):
+            for kw in range(KW):
+                tap = kh * KW + kw
+                # output columns whose input column is inside [0, W)
+                lo = max(0, -(-(p[1] - kw * d[1]) // s[1]))
+                hi = min(OW, (W - 1 + p[1] - kw * d[1]) // s[1] + 1) if W - 1 + p[1] - kw * d[1] >= 0 else 0
+                hi = max(hi, lo)
+                # full groups of four channels in a run-time loop, a partial last group unrolled
+                if Cg // 4:
+                    with for_range(b, Cg // 4, "c4") as c4:
+                        _pack_rows(b, panel, xg, c4, 4, tap, kh, kw, lo, hi)
+                if Cg % 4:
+                    _pack_rows(b, panel, xg, const_int(Cg // 4), Cg % 4, tap, kh, kw, lo, hi)
+        # -- the channel blocks ---------------------------------------------------------------------
+        remaining = b.sub(p_end, p0)
+        ybase = b.add(b.mul(img, const_int(M * P)), b.mul(g, const_int(Mg * P)))
+
+        def run_block(mb: ir.Value, rows: int) -> None:
+            wblk = _gep(b, wbase, b.mul(b.add(b.mul(g, const_int(mblocks)), mb), const_int(K4 * MR * 4)), I8)
+
+            def vec_ptr(bb, k4, v):
+                return _gep(bb, panel, bb.add(bb.mul(k4, const_int(NR)), const_int(16 * v)), I32)
+
+            def bcast_ptr(bb, k4, r):
+                return _gep(bb, wblk, bb.add(bb.mul(k4, const_int(MR)), const_int(r)), I32)
+
+            accs = _tile_loop(kb, vnni, _Tile(rows, NV), K4, vec_ptr, bcast_ptr, True, False)
+            m0 = b.add(b.mul(g, const_int(Mg)), b.mul(mb, const_int(MR)))
+            for r in range(rows):
+                m = b.add(m0, const_int(r))
+                cv = _splat(b, b.load(_gep(b, cbase, m, I32), typ=I32))
+                row = b.add(ybase, b.mul(b.add(b.mul(mb, const_int(MR)), const_int(r)), const_int(P)))
+                for v in range(NV):
+                    dst = _gep(b, yo, b.add(row, b.add(p0, const_int(16 * v))), I32)
+                    _store_lanes(b, b.add(accs[r][v], cv), dst, b.sub(remaining, const_int(16 * v)))
+
+        full = Mg // MR
+        if full:
+            with for_range(b, full, "mb") as mb:
+                run_block(mb, MR)
+        if Mg % MR:
+            run_block(const_int(full), Mg % MR)
+        _free(b, panel)
+
+    k.parallel_for(N * G * nblocks, task, name="qconv")
+
+
+def _qconv_direct(k, op: Op, ks, s, d, p, out) -> None:
+    """Any qconv (depthwise above all): out[n, m] = bias[m] + sum over taps and the group's
+    channels of (x - zp) * w, with the inner loop over a row of output pixels (vectorisable)."""
+    x, w = op.operands[0], op.operands[1]
+    nsp = len(ks)
+    if nsp != 2:
+        ks, s, d, out = tuple(ks) + (1,) * (2 - nsp), tuple(s) + (1,) * (2 - nsp), tuple(d) + (1,) * (2 - nsp), \
+            list(out) + [1] * (2 - nsp)
+        p = tuple(p[:nsp]) + (0,) * (2 - nsp) + tuple(p[nsp:]) + (0,) * (2 - nsp)
+    N, C = x.shape[:2]
+    H, W = (tuple(x.shape[2:]) + (1, 1))[:2]
+    M, Cg = w.shape[:2]
+    KH, KW = ks
+    G = op.attrs["group"]
+    Mg = M // G
+    OH, OW = out
+    zp = op.attrs["x_zero_point"]
+    has_bias = len(op.operands) > 2
+
+    def task(kb, t: ir.Value) -> None:  # one (image, output channel)
+        b = kb.b
+        xin, wt, yo = kb.local(k.arg(0)), kb.local(k.arg(1)), kb.local(k.out(0))
+        img, m = b.udiv(t, const_int(M)), b.urem(t, const_int(M))
+        g = b.udiv(m, const_int(Mg))
+        ybase = b.mul(t, const_int(OH * OW))
+        init = b.load(_gep(b, kb.local(k.arg(2)), m, I32), typ=I32) if has_bias else ir.Constant(I32, 0)
+        with for_range(b, OH * OW, "i") as i:
+            b.store(init, _gep(b, yo, b.add(ybase, i), I32))
+        with for_range(b, Cg, "c") as c:
+            xc = b.add(b.mul(img, const_int(C)), b.add(b.mul(g, const_int(Cg)), c))
+            xbase = b.mul(xc, const_int(H * W))
+            for kh in range(KH):
+                for kw in range(KW):
+                    wi = b.add(b.mul(b.add(b.mul(m, const_int(Cg)), c), const_int(KH * KW)), const_int(kh * KW + kw))
+                    wval = b.sext(b.load(_gep(b, wt, wi, I8), typ=I8), I32)
+                    lo = max(0, -(-(p[1] - kw * d[1]) // s[1]))
+                    hi = max(lo, min(OW, (W - 1 + p[1] - kw * d[1]) // s[1] + 1)) if W - 1 + p[1] - kw * d[1] >= 0 \
+                        else lo
+                    with for_range(b, OH, "oh") as oh:
+                        ih = b.sub(b.add(b.mul(oh, const_int(s[0])), const_int(kh * d[0])), const_int(p[0]))
+                        ok = b.and_(b.icmp_signed(">=", ih, const_int(0)), b.icmp_signed("<", ih, const_int(H)))
+                        with b.if_then(ok):
+                            xrow = b.add(xbase, b.mul(ih, const_int(W)))
+                            yrow = b.add(ybase, b.mul(oh, const_int(OW)))
+                            with for_range(b, hi, "ow", start=lo) as ow:
+                                iw = b.sub(b.add(b.mul(ow, const_int(s[1])), const_int(kw * d[1])), const_int(p[1]))
+                                xv = b.sext(b.load(_gep(b, xin, b.add(xrow, iw), I8), typ=I8), I32)
+                                yp = _gep(b, yo, b.add(yrow, ow), I32)
+                                prod = b.mul(b.sub(xv, ir.Constant(I32, zp)), wval)
+                                b.store(b.add(b.load(yp, typ=I32), prod), yp)
+
+    k.parallel_for(N * M, task, name="qconv_direct")
+
+
+# -- qmatmul --------------------------------------------------------------------------------------
+
+@lowering("qmatmul")
+def lower_qmatmul(k, op: Op) -> None:
+    a, w = op.operands[0], op.operands[1]
+    wv = k.cg.module.constants.get(w.producer.attrs["ref"]) if w.producer is not None and \
+        w.producer.opname == "const" else None
+    bias_v = None
+    if len(op.operands) > 2:
+        bp = op.operands[2].producer
+        bias_v = k.cg.module.constants.get(bp.attrs["ref"]) if bp is not None and bp.opname == "const" else None
+        if bias_v is None:
+            wv = None
+    K, Nn = w.shape
+    Mtot = math.prod(a.shape[:-1])
+    zp = op.attrs["a_zero_point"]
+    vnni = k.target.has("avx512vnni")
+    if wv is None:
+        raise TargetError("qmatmul on x86 needs a constant weight (and bias)")
+    NV = 2
+    NR = 16 * NV
+    MR = 12
+    K4 = -(-K // 4)
+    npanels = -(-Nn // NR)
+    wpad = np.zeros((K4 * 4, npanels * NR), np.int8)
+    wpad[:K, :Nn] = wv
+    # [panel][K4][NR][4]
+    packed = wpad.reshape(K4, 4, npanels, NR).transpose(2, 0, 3, 1)
+    corr = -(zp + 128) * wv.astype(np.int64).sum(axis=0)
+    if bias_v is not None:
+        corr = corr + bias_v.astype(np.int64)
+    corr_pad = np.zeros(npanels * NR, np.int32)
+    corr_pad[:Nn] = corr
+    woff = k.packed_constant(f"{w.name}.vnni", np.ascontiguousarray(packed).reshape(-1), replaces=k.arg(1))
+    coff = k.packed_constant(f"{w.name}.corr", corr_pad)
+    if len(op.operands) > 2:
+        k.cg.unread_args.add(id(k.arg(2)))
+
+    def task(kb, t: ir.Value) -> None:  # one NR-wide panel of the output columns, every row
+        b = kb.b
+        ain, yo = kb.local(k.arg(0)), kb.local(k.out(0))
+        wpanel = _gep(b, kb.weights_ptr(woff), b.mul(t, const_int(K4 * NR * 4)), I8)
+        cbase = _gep(b, kb.weights_ptr(coff), b.mul(t, const_int(NR)), I32)
+        n0 = b.mul(t, const_int(NR))
+        remaining = b.sub(const_int(Nn), n0)
+        arows = _heap(b, MR * K4 * 4)  # MR rows of a as u8, K padded to 4 with zeros
+
+        def run_rows(m0: ir.Value, rows: int) -> None:
+            for r in range(rows):
+                src = b.mul(b.add(m0, const_int(r)), const_int(K))
+                dst = _gep(b, arows, const_int(r * K4 * 4), I8)
+                with for_range(b, K, "kk") as kk:
+                    v = b.load(_gep(b, ain, b.add(src, kk), I8), typ=I8)
+                    b.store(b.xor(v, ir.Constant(I8, -128)), _gep(b, dst, kk, I8))
+                for kk in range(K, K4 * 4):
+                    b.store(ir.Constant(I8, 0), _gep(b, dst, kk, I8))
+
+            def vec_ptr(bb, k4, v):
+                return _gep(bb, wpanel, bb.add(bb.mul(k4, const_int(NR)), const_int(16 * v)), I32)
+
+            def bcast_ptr(bb, k4, r):
+                return _gep(bb, arows, bb.add(const_int(r * K4), k4), I32)
+
+            accs = _tile_loop(kb, vnni, _Tile(rows, NV), K4, vec_ptr, bcast_ptr, False, False)
+            for v in range(NV):
+                cv = b.load(_gep(b, cbase, const_int(16 * v), I32), typ=V16)
+                cv.align = 4
+                for r in range(rows):
+                    at = b.add(b.mul(b.add(m0, const_int(r)), const_int(Nn)), b.add(n0, const_int(16 * v)))
+                    dst = _gep(b, yo, at, I32)
+                    _store_lanes(b, b.add(accs[r][v], cv), dst, b.sub(remaining, const_int(16 * v)))
+
+        full = Mtot // MR
+        if full:
+            with for_range(b, full, "mb") as mb:
+                run_rows(b.mul(mb, const_int(MR)), MR)
+        if Mtot % MR:
+            run_rows(const_int(full * MR), Mtot % MR)
+        _free(b, arows)
+
+    k.parallel_for(npanels, task, name="qmatmul")
+
+
+# -- requantize and qadd --------------------------------------------------------------------------
+
+@dataclass
+class _View:
+    """A shape/dtype stand-in so a per-channel vector broadcasts along its axis."""
+    shape: tuple[int, ...]
+    dtype: DType
+
+
+def _rne_shift(b: ir.IRBuilder, p: ir.Value, s: ir.Value) -> ir.Value:
+    """round_half_to_even(p / 2**s) on i64, s in [0, 62]: (p + half - 1 + odd(p >> s)) >> s."""
+    one = ir.Constant(I64, 1)
+    q = b.ashr(p, s)
+    half = b.ashr(b.shl(one, s), one)
+    odd = b.and_(q, one)
+    r = b.ashr(b.add(b.add(p, b.sub(half, one)), odd), s)
+    return b.select(b.icmp_signed("==", s, ir.Constant(I64, 0)), p, r)
+
+
+def _clamp_store(b: ir.IRBuilder, y: ir.Value, dt: DType, lo: int | None, hi: int | None) -> ir.Value:
+    info = np.iinfo(dt.numpy)
+    lo = info.min if lo is None else max(lo, int(info.min))
+    hi = info.max if hi is None else min(hi, int(info.max))
+    y = _imax(b, y, ir.Constant(I64, int(lo)))
+    y = _imin(b, y, ir.Constant(I64, int(hi)))
+    return b.trunc(y, ir.IntType(8 * dt.itemsize)) if dt.itemsize < 8 else y
+
+
+@lowering("requantize")
+def lower_requantize(k, op: Op) -> None:
+    x, mult, shift = op.operands
+    shape = tuple(x.shape)
+    rank = len(shape)
+
+    def view(v) -> _View:
+        if len(v.shape) == 0 or v.shape == (1,) or rank == 0:
+            return _View((), v.dtype)
+        axis = op.attrs["axis"] % rank
+        dims = [1] * rank
+        dims[axis] = v.shape[0]
+        return _View(tuple(dims), v.dtype)
+
+    out = op.results[0]
+    zp = op.attrs["zero_point"]
+
+    def body(b: ir.IRBuilder, el: list[ir.Value]) -> ir.Value:
+        xv, m, s = (b.sext(e, I64) for e in el)
+        y = b.add(_rne_shift(b, b.mul(xv, m), s), ir.Constant(I64, zp))
+        return _clamp_store(b, y, out.dtype, op.attrs["clip_min"], op.attrs["clip_max"])
+
+    emit_elementwise(k, 0, [k.arg(0), k.arg(1), k.arg(2)], [x, view(mult), view(shift)], out, body)
+
+
+@lowering("qadd")
+def lower_qadd(k, op: Op) -> None:
+    at = op.attrs
+    s = ir.Constant(I64, at["shift"])
+
+    def body(b: ir.IRBuilder, el: list[ir.Value]) -> ir.Value:
+        av, bv = (b.sext(e, I64) for e in el)
+        acc = b.add(b.mul(b.sub(av, ir.Constant(I64, at["a_zero_point"])), ir.Constant(I64, at["a_multiplier"])),
+                    b.mul(b.sub(bv, ir.Constant(I64, at["b_zero_point"])), ir.Constant(I64, at["b_multiplier"])))
+        y = b.add(_rne_shift(b, acc, s), ir.Constant(I64, at["zero_point"]))
+        return _clamp_store(b, y, DType.i8, at["clip_min"], at["clip_max"])
+
+    emit_elementwise(k, 0, [k.arg(0), k.arg(1)], list(op.operands), op.results[0], body)
