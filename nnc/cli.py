@@ -25,6 +25,7 @@ import nnc
 from nnc.ir import DType, InputError, Module, NncError, TensorType, print_module
 
 from .api import MODES
+from .cli_asic import add_asic_command, add_asic_flags, cmd_compile_asic
 from .cli_pipeline import add_pipeline_flags, pipeline_options, write_report
 from .cli_train import add_train_command, add_train_flags, cmd_compile_train
 from .cli_views import add_view_commands
@@ -147,6 +148,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     _check_target(args.target)
     if args.mode == "train":
         return cmd_compile_train(args)
+    if args.target == "asic":
+        return cmd_compile_asic(args)
     if args.target == "x86" and (args.output or args.emit):
         return _compile_x86(args)
     if args.emit:
@@ -507,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     add_pipeline_flags(c)
     _add_x86_flags(c)
+    add_asic_flags(c)
     add_train_flags(c)
     c.set_defaults(fn=cmd_compile)
 
@@ -552,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_command(sub, _Formatter)
 
+    add_asic_command(sub, _Formatter)
 
     o = sub.add_parser("ops", formatter_class=_Formatter, help="list the ONNX ops nnc supports",
                        description="The ONNX op coverage table: each op with a converter, the opset versions "

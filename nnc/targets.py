@@ -14,8 +14,9 @@ from nnc.ir import TargetError
 TARGETS: dict[str, tuple[str, str]] = {
     "reference": ("nnc.backends.reference", "numpy interpreter of the IR (the oracle; slow)"),
     "x86": ("nnc.backends.x86", "LLVM code generation for x86 CPUs (host CPU and features by default)"),
+    "asic": ("nnc.backends.asic", "simulated INT8 edge accelerator (quantizes, simulates, reports latency/energy)"),
 }
-PLANNED = {"asic": "simulated INT8 edge accelerator"}
+PLANNED: dict[str, str] = {}
 
 
 def get_backend(name: str) -> Callable[..., Any]:

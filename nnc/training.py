@@ -73,7 +73,7 @@ def _static(module: Module, input_shapes: Mapping[str, Any] | None, batch_size: 
             if batch_size is None or p.type.shape is None or not all(
                     isinstance(d, int) for d in p.type.shape[1:]):
                 raise ModelError(f"input {p.name} has the dynamic type {p.type}: training compiles for a fixed "
-                                 "batch size; pass batch_size=N or input_shapes={name: shape}")
+                                 "batch size; pass batch_size=N or input_shapes={name: shape} (CLI: --batch-size N)")
             shapes[p.name] = (int(batch_size),) + tuple(p.type.shape[1:])
     return specialize(module, shapes, {})
 

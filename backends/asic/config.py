@@ -1,0 +1,146 @@
+"""The machine description of the simulated ASIC: array size, clock, scratchpads, DRAM, energy table.
+
+Every number the compiler and simulator use comes from here, read from a JSON preset shipped with
+the package (``presets/edge.json``, ``presets/x1.json``) with an optional partial JSON (a file path
+or a dict) merged over it, so a user changes the machine without rebuilding anything.
+Energy defaults follow Horowitz (ISSCC 2014, 45 nm): 8-bit multiply 0.2 pJ, 32-bit add 0.1 pJ,
+a 32 KB SRAM bank ~2.5 pJ/byte, a ~1 MB SRAM ~12.5 pJ/byte, DRAM 1.3 nJ per 64-bit access.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from nnc.ir import TargetError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+DATAFLOWS = ("ws", "os")
+
+
+@dataclasses.dataclass(frozen=True)
+class AsicConfig:
+    name: str
+    array_rows: int
+    array_cols: int
+    dataflow: str
+    clock_ghz: float
+    input_spad_kib: int
+    weight_spad_kib: int
+    acc_kib: int
+    buffer_kib: int
+    vector_lanes: int
+    vector_overhead_cycles: int
+    dram_gbps: float
+    dram_efficiency: float
+    dram_latency_ns: float
+    ideal_bandwidth: bool
+    host_link_gbps: float
+    target_latency_ms: float
+    static_power_w: float
+    energy_pj: Mapping[str, float]
+
+    # -- derived quantities ----------------------------------------------------------------------
+    @property
+    def macs(self) -> int:
+        return self.array_rows * self.array_cols
+
+    @property
+    def tops_peak(self) -> float:
+        return 2 * self.macs * self.clock_ghz / 1e3
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        """Sustained DRAM bytes per clock cycle (bandwidth x efficiency / clock)."""
+        return self.dram_gbps * self.dram_efficiency / self.clock_ghz
+
+    @property
+    def dram_latency_cycles(self) -> int:
+        return int(round(self.dram_latency_ns * self.clock_ghz))
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of each on-chip memory."""
+        return {"ispad": self.input_spad_kib * 1024, "wspad": self.weight_spad_kib * 1024,
+                "acc": self.acc_kib * 1024, "buf": self.buffer_kib * 1024}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["energy_pj"] = dict(self.energy_pj)
+        d["tops_peak"] = self.tops_peak
+        return d
+
+
+def _read_json(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise TargetError(f"asic config {path}: no such file") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise TargetError(f"asic config {path}: cannot read: {e}") from None
+    if not isinstance(data, dict):
+        raise TargetError(f"asic config {path}: expected a JSON object")
+    return data
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def load_config(preset: str = "edge", override: str | os.PathLike | Mapping[str, Any] | None = None) -> AsicConfig:
+    """The preset ``preset`` with ``override`` (a JSON file path or a dict; may be partial) merged over it."""
+    path = PRESETS_DIR / f"{preset}.json"
+    if not path.exists():
+        raise TargetError(f"unknown asic preset {preset!r}; available: {', '.join(preset_names())}")
+    data = _read_json(path)
+    if override is not None:
+        extra = dict(override) if isinstance(override, Mapping) else _read_json(override)
+        fields = {f.name for f in dataclasses.fields(AsicConfig)}
+        unknown = sorted(set(extra) - fields)
+        if unknown:
+            raise TargetError(f"asic config: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        if "energy_pj" in extra:
+            extra["energy_pj"] = {**data["energy_pj"], **extra["energy_pj"]}
+        data = {**data, **extra}
+    return make_config(data)
+
+
+def make_config(data: Mapping[str, Any]) -> AsicConfig:
+    fields = {f.name: f for f in dataclasses.fields(AsicConfig)}
+    missing = sorted(set(fields) - set(data))
+    if missing:
+        raise TargetError(f"asic config: missing field(s) {', '.join(missing)}")
+    vals: dict[str, Any] = {}
+    for name in fields:
+        v = data[name]
+        want = fields[name].type
+        try:
+            if want == "int":
+                v = int(v)
+            elif want == "float":
+                v = float(v)
+            elif want == "bool":
+                v = bool(v)
+            elif want == "str":
+                v = str(v)
+            else:
+                v = {str(k): float(x) for k, x in dict(v).items()}
+        except (TypeError, ValueError):
+            raise TargetError(f"asic config: field {name} must be {want}, got {data[name]!r}") from None
+        vals[name] = v
+    cfg = AsicConfig(**vals)
+    if cfg.dataflow not in DATAFLOWS:
+        raise TargetError(f"asic config: dataflow must be one of {', '.join(DATAFLOWS)}, got {cfg.dataflow!r}")
+    for k in ("array_rows", "array_cols", "input_spad_kib", "weight_spad_kib", "acc_kib", "buffer_kib",
+              "vector_lanes"):
+        if getattr(cfg, k) <= 0:
+            raise TargetError(f"asic config: {k} must be positive")
+    if cfg.clock_ghz <= 0 or cfg.dram_gbps <= 0 or not 0 < cfg.dram_efficiency <= 1:
+        raise TargetError("asic config: clock_ghz and dram_gbps must be positive, dram_efficiency in (0, 1]")
+    for k in ("mul8", "add32", "vector_op", "spad_byte", "buffer_byte", "dram_byte"):
+        if k not in cfg.energy_pj:
+            raise TargetError(f"asic config: energy_pj needs {k!r}")
+    return cfg

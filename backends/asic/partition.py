@@ -1,0 +1,222 @@
+"""Partitioning an integer graph into chip layers and host ops.
+
+Walks the ops in order and claims fused patterns the chip runs:
+
+- ``qconv``/``qmatmul`` -> ``requantize`` (its only reader) [-> ``qadd`` with another int8 tensor]:
+  a GEMM layer (a depthwise ``qconv`` becomes a vector-unit layer);
+- int8 ``max_pool``; ``cast(i8->i32)`` -> ``reduce_sum`` over H, W -> ``requantize`` (global average
+  pooling); a same-shape ``qadd``;
+- ``reshape``/``flatten``/``squeeze``/``unsqueeze`` whose bytes do not move (the NHWC layout of a
+  rank-4 tensor with H*W == 1 is its row-major layout) alias their input.
+
+Everything else (quantize/dequantize of the model's float inputs and outputs, softmax, resize, ...)
+runs on the host; values crossing between the two are transferred and charged in the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from nnc.ir import DType, Module, Op, Value, const_value
+
+ALIAS_OPS = ("reshape", "flatten", "squeeze", "unsqueeze")
+
+
+@dataclasses.dataclass
+class Layer:
+    kind: str                 # gemm | dw | maxpool | gap | qadd
+    ops: list[Op]
+    inputs: list[Value]       # activations read from DRAM
+    output: Value
+    spec: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.output.name
+
+
+def _consts(m: Module, op: Op, idx: list[int]) -> list[np.ndarray | None] | None:
+    out = []
+    for i in idx:
+        if i >= len(op.operands):
+            out.append(None)
+            continue
+        c = const_value(m, op.operands[i])
+        if c is None:
+            return None
+        out.append(c)
+    return out
+
+
+def _static(v: Value) -> bool:
+    return v.type.shape is not None and v.type.is_static
+
+
+def _requant(m: Module, uses: dict, outputs: set, v: Value, axis_ok: tuple[int, ...]) -> Op | None:
+    """The requantize that is ``v``'s only reader, with constant parameters and an int8 result."""
+    us = uses.get(id(v), [])
+    if len(us) != 1 or id(v) in outputs:
+        return None
+    rq = us[0]
+    if rq.opname != "requantize" or rq.attrs["dtype"] != DType.i8 or rq.operands[0] is not v:
+        return None
+    ps = _consts(m, rq, [1, 2])
+    if ps is None:
+        return None
+    if any(p.size > 1 for p in ps) and rq.attrs["axis"] % len(v.type.shape) not in axis_ok:
+        return None
+    return rq
+
+
+def _clip(rq: Op) -> tuple[int, int]:
+    lo, hi = rq.attrs["clip_min"], rq.attrs["clip_max"]
+    return max(-128, -128 if lo is None else lo), min(127, 127 if hi is None else hi)
+
+
+def _epilogue(m: Module, rq: Op) -> dict[str, Any]:
+    mult, shift = _consts(m, rq, [1, 2])  # type: ignore[misc]
+    lo, hi = _clip(rq)
+    return {"mult": mult, "shift": shift, "zp": rq.attrs["zero_point"], "lo": lo, "hi": hi}
+
+
+def _residual(uses: dict, outputs: set, v: Value, claimed: set[int]) -> tuple[Op, Value, bool] | None:
+    us = uses.get(id(v), [])
+    if len(us) != 1 or id(v) in outputs:
+        return None
+    q = us[0]
+    if q.opname != "qadd" or id(q) in claimed or q.operands[0].type.shape != q.operands[1].type.shape \
+            or q.operands[0] is q.operands[1]:
+        return None
+    first = q.operands[0] is v
+    return q, q.operands[1] if first else q.operands[0], first
+
+
+def _residual_spec(q: Op, conv_is_a: bool) -> dict[str, Any]:
+    a = q.attrs
+    pa = (a["a_zero_point"], a["a_multiplier"])
+    pb = (a["b_zero_point"], a["b_multiplier"])
+    mine, other = (pa, pb) if conv_is_a else (pb, pa)
+    lo = max(-128, -128 if a["clip_min"] is None else a["clip_min"])
+    hi = min(127, 127 if a["clip_max"] is None else a["clip_max"])
+    return {"a_zp": mine[0], "a_mul": mine[1], "b_zp": other[0], "b_mul": other[1], "shift": a["shift"],
+            "zp": a["zero_point"], "lo": lo, "hi": hi}
+
+
+def match_layers(m: Module) -> tuple[list[tuple[int, Layer | Op]], dict[int, Value]]:
+    """The schedule: (position, layer or host op) in execution order, and the alias map
+    (value id -> the value whose DRAM bytes it shares)."""
+    g = m.main
+    pos = {id(op): i for i, op in enumerate(g.ops)}
+    uses: dict[int, list[Op]] = {}
+    for op in g.ops:
+        for v in op.operands:
+            uses.setdefault(id(v), []).append(op)
+    outputs = {id(v) for v in g.outputs}
+    claimed: set[int] = set()
+    chip: set[int] = set()      # values produced (or aliased) on the chip
+    alias: dict[int, Value] = {}
+    items: list[tuple[int, Layer | Op]] = []
+
+    def claim(layer: Layer) -> None:
+        for o in layer.ops:
+            claimed.add(id(o))
+        chip.add(id(layer.output))
+        items.append((max(pos[id(o)] for o in layer.ops), layer))
+
+    for op in g.ops:
+        if id(op) in claimed or op.opname == "const":
+            continue
+        layer = _match(m, op, uses, outputs, claimed)
+        if layer is not None:
+            claim(layer)
+            continue
+        if op.opname in ALIAS_OPS and id(op.operands[0]) in chip and _static(op.operands[0]) and \
+                _static(op.results[0]) and _same_bytes(op.operands[0], op.results[0]):
+            src = op.operands[0]
+            alias[id(op.results[0])] = alias.get(id(src), src)
+            chip.add(id(op.results[0]))
+            claimed.add(id(op))
+            continue
+        items.append((pos[id(op)], op))
+    items.sort(key=lambda e: e[0])
+    return items, alias
+
+
+def _same_bytes(a: Value, b: Value) -> bool:
+    def flat_ok(v: Value) -> bool:
+        s = v.type.shape
+        return len(s) != 4 or s[2] * s[3] == 1 or s[1] == 1
+    return flat_ok(a) and flat_ok(b)
+
+
+def _match(m: Module, op: Op, uses: dict, outputs: set, claimed: set[int]) -> Layer | None:
+    name = op.opname
+    if name == "qconv":
+        x, w = op.operands[0], op.operands[1]
+        if not _static(x) or len(x.type.shape) != 4 or not _static(op.results[0]):
+            return None
+        cs = _consts(m, op, [1, 2])
+        if cs is None:
+            return None
+        rq = _requant(m, uses, outputs, op.results[0], (1,))
+        if rq is None:
+            return None
+        spec = {"op": op, "w": cs[0], "bias": cs[1], "epi": _epilogue(m, rq)}
+        C, M, grp = x.type.shape[1], w.type.shape[0], op.attrs["group"]
+        kind = "dw" if grp == C == M and w.type.shape[1] == 1 and grp > 1 else "gemm"
+        ops, out, inputs = [op, rq], rq.results[0], [x]
+        res = _residual(uses, outputs, out, claimed) if kind == "gemm" else None
+        if res is not None:
+            q, other, first = res
+            spec["residual"] = _residual_spec(q, first)
+            spec["residual_value"] = other
+            ops, out, inputs = ops + [q], q.results[0], [x, other]
+        return Layer(kind, ops, inputs, out, spec)
+    if name == "qmatmul":
+        a = op.operands[0]
+        if not _static(a) or len(a.type.shape) < 2 or len(a.type.shape) == 4:
+            return None
+        cs = _consts(m, op, [1, 2])
+        if cs is None:
+            return None
+        rank = len(op.results[0].type.shape)
+        rq = _requant(m, uses, outputs, op.results[0], (rank - 1,))
+        if rq is None:
+            return None
+        spec = {"op": op, "w": cs[0], "bias": cs[1], "epi": _epilogue(m, rq)}
+        ops, out, inputs = [op, rq], rq.results[0], [a]
+        res = _residual(uses, outputs, out, claimed)
+        if res is not None:
+            q, other, first = res
+            spec["residual"] = _residual_spec(q, first)
+            spec["residual_value"] = other
+            ops, out, inputs = ops + [q], q.results[0], [a, other]
+        return Layer("gemm", ops, inputs, out, spec)
+    if name == "max_pool":
+        x = op.operands[0]
+        if x.type.dtype != DType.i8 or not _static(x) or len(x.type.shape) != 4 or op.attrs["with_indices"] \
+                or op.attrs["storage_order"] or not _static(op.results[0]):
+            return None
+        return Layer("maxpool", [op], [x], op.results[0], {"op": op})
+    if name == "cast" and op.operands[0].type.dtype == DType.i8 and op.attrs["to"] == DType.i32:
+        x = op.operands[0]
+        us = uses.get(id(op.results[0]), [])
+        if not _static(x) or len(x.type.shape) != 4 or len(us) != 1 or id(op.results[0]) in outputs:
+            return None
+        rs = us[0]
+        axes = rs.attrs.get("axes") if rs.opname == "reduce_sum" else None
+        if axes is None or len(rs.operands) > 1 or sorted(a % 4 for a in axes) != [2, 3]:
+            return None
+        rq = _requant(m, uses, outputs, rs.results[0], (1,))
+        if rq is None:
+            return None
+        return Layer("gap", [op, rs, rq], [x], rq.results[0], {"epi": _epilogue(m, rq)})
+    if name == "qadd":
+        a, b = op.operands
+        if not (_static(a) and _static(b)) or a.type.shape != b.type.shape:
+            return None
+        return Layer("qadd", [op], [a, b], op.results[0], {"residual": _residual_spec(op, True)})
+    return None

@@ -1,0 +1,119 @@
+"""The ASIC report: latency, throughput, utilization, bytes moved and energy, in total and per layer.
+
+Schema of ``CompiledModel.report["asic"]`` (docs/asic.md): ``config`` (the machine, with
+``array_rows``, ``array_cols``, ``clock_ghz``), ``cycles``, ``latency_ms``, ``fps``, ``meets_40ms``
+(against ``target_latency_ms``), ``tops_peak``, ``tops_achieved``, ``utilization``, ``macs``,
+``dram_bytes``, ``sram_bytes``, ``energy_mj`` {mac, vector, sram, dram, static, total}, ``transfers``
+(host<->chip), ``host_ops``, ``instructions``, and ``layers``: per layer op, shape, macs, cycles
+(start..end), compute/vector/dma/stall cycles, mapping_efficiency, dram/sram bytes, energy_mj and the
+roofline bound (compute, memory or vector).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .program import Program
+from .sim.runner import Timeline
+from .sim.timing import dma_bytes, gemm_folds
+
+
+def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
+    """(dram bytes, spad bytes, buffer bytes, vector elements, array slots) of one instruction."""
+    a = ins.args
+    op = ins.op
+    cfg = program.cfg
+    if op in ("load", "store"):
+        item = 4 if a["mem"] == "acc" else 1
+        nb = a["cols"] * item if op == "load" and a["src_stride"] == 0 and a["rows"] > 1 else dma_bytes(ins)
+        on = (a["rows"] + (a["pad_before"] + a["pad_after"] if op == "load" else 0)) * a["cols"] * item
+        return nb, (on if a["mem"] != "buf" else 0), (on if a["mem"] == "buf" else 0), 0, 0
+    if op == "gemm":
+        t, k, m = a["t"], a["k"], a["m"]
+        folds = gemm_folds(cfg, t, k, m)[0]
+        stream = t if cfg.dataflow == "ws" else k
+        return 0, t * k + k * m + t * m * 4 * (1 + a["accumulate"]), 0, 0, folds * cfg.macs * stream
+    if op.startswith("vec."):
+        n = a["rows"] * a["cols"]
+        size = {"ispad": 1, "wspad": 1, "buf": 1, "acc": 4}
+        moved = n * (size[a["src_mem"]] + 2 * size[a["dst_mem"]])
+        buf = moved if "buf" in (a["src_mem"], a["dst_mem"]) else 0
+        return 0, moved - buf, buf, n, 0
+    return 0, 0, 0, 0, 0
+
+
+def build_asic_report(program: Program, tl: Timeline, host_ops: list[str]) -> dict[str, Any]:
+    cfg = program.cfg
+    e = cfg.energy_pj
+    n = len(program.instrs)
+    start = np.zeros(n, np.int64)
+    end = np.zeros(n, np.int64)
+    busy = np.zeros(n, np.int64)
+    stall = np.zeros(n, np.int64)
+    for seg, tm in zip(program.segments, tl.segments):
+        start[seg.start:seg.end], end[seg.start:seg.end] = tm.start, tm.end
+        busy[seg.start:seg.end], stall[seg.start:seg.end] = tm.busy, tm.stall
+    R, C = cfg.array_rows, cfg.array_cols
+    ridge = 2 * R * C / cfg.dram_bytes_per_cycle
+    layers = []
+    tot = {"dram": 0, "spad": 0, "buf": 0, "vec": 0.0}
+    for info in program.layer_info:
+        i0, i1 = info["instrs"]
+        comp = vec = dma = st = 0
+        dram_b = spad_b = buf_b = 0
+        vec_n = 0.0
+        slots = 0
+        for i in range(i0, i1):
+            ins = program.instrs[i]
+            d, s, b, v, sl = _instr_costs(program, ins)
+            dram_b, spad_b, buf_b, vec_n, slots = dram_b + d, spad_b + s, buf_b + b, vec_n + v, slots + sl
+            if ins.op == "gemm":
+                comp += int(busy[i])
+            elif ins.op.startswith("vec."):
+                vec += int(busy[i])
+            elif ins.op in ("load", "store"):
+                dma += int(busy[i])
+            st += int(stall[i])
+        macs = info["macs"]
+        energy = (macs * (e["mul8"] + e["add32"]) + vec_n * e["vector_op"] + spad_b * e["spad_byte"]
+                  + buf_b * e["buffer_byte"] + dram_b * e["dram_byte"]) * 1e-9
+        if slots:
+            bound = "compute" if 2 * macs / max(dram_b, 1) >= ridge and comp >= dma else "memory"
+        else:
+            bound = "vector" if vec >= dma else "memory"
+        tot["dram"] += dram_b
+        tot["spad"] += spad_b
+        tot["buf"] += buf_b
+        tot["vec"] += vec_n
+        layers.append({
+            "name": info["name"], "kind": info["kind"], "op": info["op"], "shape": info["shape"], "macs": macs,
+            "start_cycle": int(start[i0:i1].min()) if i1 > i0 else 0,
+            "end_cycle": int(end[i0:i1].max()) if i1 > i0 else 0,
+            "compute_cycles": comp, "vector_cycles": vec, "dma_cycles": dma, "stall_cycles": st,
+            "mapping_efficiency": (macs / slots) if slots else None,
+            "dram_bytes": dram_b, "sram_bytes": spad_b + buf_b, "energy_mj": energy, "bound": bound,
+            "instructions": i1 - i0, "tiles": info.get("tiles"),
+        })
+    cycles = max(tl.cycles, 1)
+    seconds = cycles / (cfg.clock_ghz * 1e9)
+    macs = sum(layer["macs"] for layer in layers)
+    transfer_bytes = sum(t[3] for t in tl.transfers)
+    en = {"mac": macs * (e["mul8"] + e["add32"]) * 1e-9, "vector": tot["vec"] * e["vector_op"] * 1e-9,
+          "sram": (tot["spad"] * e["spad_byte"] + tot["buf"] * e["buffer_byte"]) * 1e-9,
+          "dram": tot["dram"] * e["dram_byte"] * 1e-9, "static": cfg.static_power_w * seconds * 1e3}
+    en["total"] = sum(en.values())
+    latency_ms = seconds * 1e3
+    return {
+        "config": cfg.to_dict(), "cycles": cycles, "latency_ms": latency_ms, "fps": 1e3 / latency_ms,
+        "meets_40ms": latency_ms <= cfg.target_latency_ms, "target_latency_ms": cfg.target_latency_ms,
+        "tops_peak": cfg.tops_peak, "tops_achieved": 2 * macs / seconds / 1e12,
+        "utilization": macs / (cycles * R * C), "macs": macs,
+        "dram_bytes": tot["dram"], "sram_bytes": tot["spad"] + tot["buf"], "energy_mj": en,
+        "transfers": {"bytes": transfer_bytes, "cycles": sum(t[2] - t[1] for t in tl.transfers),
+                      "list": [{"what": t[0], "start_cycle": t[1], "end_cycle": t[2], "bytes": t[3]}
+                               for t in tl.transfers]},
+        "host_ops": host_ops, "instructions": n, "dram_footprint_bytes": program.dram.size,
+        "layers": layers,
+    }

@@ -1,0 +1,112 @@
+"""The timing layer of the simulator: one in-order queue per engine, dependency tokens, and the cost
+of each instruction.
+
+The model walks the program once in order (a token is always pushed by an earlier instruction than
+the one that pops it). An instruction starts when its queue is free and every token it pops has
+arrived; tokens are pushed when the instruction completes. Costs:
+
+- DMA (load/store): the engine is busy for bytes / (bandwidth x efficiency / clock) cycles and the data
+  lands a fixed latency later (requests are pipelined, so latency is paid per transfer, not per byte);
+  in ideal-bandwidth mode both are zero.
+- GEMM: per fold of the array, weight-stationary ``2R + C + T - 2`` cycles (T rows streamed, a fold
+  being one R x C block of weights), output-stationary ``R + C + T - 2`` (a fold is an R x C block of
+  outputs, T the reduction length), as SCALE-Sim v2 counts them.
+- vector ops: ceil(elements / lanes) plus a fixed issue overhead.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+
+import numpy as np
+
+from ..config import AsicConfig
+from ..isa import QUEUES, Instr
+from .functional import SimError
+
+
+def gemm_folds(cfg: AsicConfig, t: int, k: int, m: int) -> tuple[int, int]:
+    """(folds, cycles) of one GEMM [t,k] x [k,m] on the array."""
+    R, C = cfg.array_rows, cfg.array_cols
+    if cfg.dataflow == "ws":
+        folds = math.ceil(k / R) * math.ceil(m / C)
+        return folds, folds * (2 * R + C + t - 2)
+    folds = math.ceil(t / R) * math.ceil(m / C)
+    return folds, folds * (R + C + k - 2)
+
+
+def dma_bytes(ins: Instr) -> int:
+    a = ins.args
+    itemsize = 4 if a["mem"] == "acc" else 1
+    return a["rows"] * a["cols"] * itemsize
+
+
+def cost(cfg: AsicConfig, ins: Instr) -> tuple[int, int]:
+    """(cycles the engine is busy, extra cycles until the result is visible)."""
+    op = ins.op
+    if op in ("load", "store"):
+        if cfg.ideal_bandwidth:
+            return 0, 0
+        return math.ceil(dma_bytes(ins) / cfg.dram_bytes_per_cycle), cfg.dram_latency_cycles
+    if op == "gemm":
+        a = ins.args
+        return gemm_folds(cfg, a["t"], a["k"], a["m"])[1], 0
+    if op.startswith("vec."):
+        a = ins.args
+        return math.ceil(a["rows"] * a["cols"] / cfg.vector_lanes) + cfg.vector_overhead_cycles, 0
+    if op == "config":
+        return 1, 0
+    return 0, 0
+
+
+@dataclasses.dataclass
+class Timing:
+    start: np.ndarray   # cycle each instruction starts
+    end: np.ndarray     # cycle its result is visible (tokens pushed)
+    busy: np.ndarray    # cycles its engine is occupied
+    stall: np.ndarray   # cycles it waited for tokens after its queue was free
+    cycles: int         # when the last instruction completes
+
+
+def simulate_timing(cfg: AsicConfig, instrs: list[Instr], start_cycle: int = 0) -> Timing:
+    n = len(instrs)
+    start = np.zeros(n, np.int64)
+    end = np.zeros(n, np.int64)
+    busy = np.zeros(n, np.int64)
+    stall = np.zeros(n, np.int64)
+    free = {q: start_cycle for q in QUEUES}
+    fifo: dict[tuple[str, str], collections.deque] = collections.defaultdict(collections.deque)
+    last = start_cycle
+    for i, ins in enumerate(instrs):
+        if ins.op == "finish":
+            left = {k: len(v) for k, v in fifo.items() if v}
+            if left:
+                raise SimError(f"instruction {i} (finish): unconsumed tokens {left}")
+            t = max(last, *free.values())
+            start[i] = end[i] = t
+            for q in QUEUES:
+                free[q] = t
+            continue
+        q = ins.queue
+        ready = free[q]
+        t = ready
+        for src in ins.pop:
+            d = fifo[(src, q)]
+            if not d:
+                raise SimError(f"instruction {i} ({ins.op}, queue {q}) pops a {src}->{q} token nobody pushed")
+            t = max(t, d.popleft())
+        occ, lat = cost(cfg, ins)
+        start[i] = t
+        busy[i] = occ
+        stall[i] = t - ready
+        free[q] = t + occ
+        end[i] = t + occ + lat
+        last = max(last, end[i])
+        for dst in ins.push:
+            fifo[(q, dst)].append(end[i])
+    left = {k: len(v) for k, v in fifo.items() if v}
+    if left:
+        raise SimError(f"unconsumed tokens at the end of the program: {left}")
+    return Timing(start, end, busy, stall, int(max(last, *free.values())))

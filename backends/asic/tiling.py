@@ -1,0 +1,92 @@
+"""Tile and loop-order choice for a GEMM layer (P output rows x K reduction x M output channels).
+
+A candidate is (tp, kb, mb): rows per tile, reduction block, output-channel block. It must fit half
+of each scratchpad (so the next tile loads while this one computes): tp*kb int8 in half the input
+scratchpad, kb*mb in half the weight scratchpad, two tp*mb int32 tiles plus their requantization
+parameters in the accumulator, and two output and two residual tiles in the on-chip buffer. For
+each candidate both loop orders (rows outer or channels outer; the reduction is always innermost so
+partial sums stay in the accumulator) are costed by the DRAM bytes they move with two-slot tile
+caches, and the estimated time max(compute, DMA) picks the winner (ties: fewer bytes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from nnc.ir import TargetError
+
+from .config import AsicConfig
+from .sim.timing import gemm_folds
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmTiles:
+    tp: int
+    kb: int
+    mb: int
+    order: str          # "pm": row tiles outer; "mp": channel blocks outer
+    dram_bytes: int     # estimated bytes moved (A, W, outputs)
+    compute_cycles: int
+
+
+def _sizes(total: int, block: int) -> list[tuple[int, int]]:
+    """[(size, count)] of the blocks of ``total`` cut every ``block``."""
+    full, rest = divmod(total, block)
+    return [(block, full)] + ([(rest, 1)] if rest else [])
+
+
+def _candidates(total: int, unit: int, extra: tuple[int, ...] = ()) -> list[int]:
+    out = {total}
+    b = unit
+    while b < total:
+        out.add(b)
+        b *= 2
+    out.update(x for x in extra if 0 < x < total)
+    return sorted(out)
+
+
+def _loads(n_outer: int, n_inner: int, n_k: int, operand_outer: bool) -> int:
+    """Tile loads of an operand in a loop (outer, inner, k) with a two-slot cache."""
+    if operand_outer:  # indexed by (outer, k): reused across the inner loop when its k tiles fit
+        return n_outer * n_k if n_k <= 2 else n_outer * n_inner * n_k
+    # indexed by (inner, k): the whole inner sweep must fit the cache to survive the next outer step
+    return n_inner * n_k if n_inner * n_k <= 2 else n_outer * n_inner * n_k
+
+
+def choose_gemm_tiles(cfg: AsicConfig, P: int, K: int, M: int, residual: bool = False,
+                      what: str = "layer") -> GemmTiles:
+    R, C = cfg.array_rows, cfg.array_cols
+    s = cfg.sizes()
+    ih, wh, acc_el, buf = s["ispad"] // 2, s["wspad"] // 2, s["acc"] // 4, s["buf"]
+    best: tuple | None = None
+    bpc = cfg.dram_bytes_per_cycle
+    for mb in _candidates(M, C, (C // 2, C // 4)):
+        if mb % C and mb != M and mb > C:
+            continue
+        for kb in _candidates(K, R, (R // 2, R // 4, R // 8)):
+            if kb * mb > wh:
+                continue
+            for tp in _candidates(P, 1, (R, 2 * R, 4 * R)):
+                if tp * kb > ih or 2 * tp * mb + 4 * mb > acc_el or (4 if residual else 2) * tp * mb > buf:
+                    continue
+                n_p, n_k, n_m = math.ceil(P / tp), math.ceil(K / kb), math.ceil(M / mb)
+                a_tile, w_tile = P * K / (n_p * n_k), K * M / (n_k * n_m)
+                out_bytes = P * M * (2 if residual else 1) + M * 12
+                compute = sum(gemm_folds(cfg, t, k, m)[1] * a * b * c
+                              for t, a in _sizes(P, tp) for k, b in _sizes(K, kb) for m, c in _sizes(M, mb))
+                for order in ("pm", "mp"):
+                    if order == "pm":
+                        a_loads, w_loads = _loads(n_p, n_m, n_k, True), _loads(n_p, n_m, n_k, False)
+                    else:
+                        w_loads, a_loads = _loads(n_m, n_p, n_k, True), _loads(n_m, n_p, n_k, False)
+                    traffic = int(a_loads * a_tile + w_loads * w_tile + out_bytes)
+                    est = max(compute, traffic / bpc)
+                    key = (est, traffic, n_p * n_k * n_m)
+                    if best is None or key < best[0]:
+                        best = (key, GemmTiles(tp, kb, mb, order, traffic, compute))
+    if best is None:
+        raise TargetError(f"asic: {what} (GEMM {P}x{K}x{M}) cannot be tiled: even the smallest tile "
+                          f"({min(P, 16)}x{min(K, R)} inputs, {min(K, R)}x{min(M, C)} weights) does not fit half of "
+                          f"the scratchpads (input {s['ispad']} B, weight {s['wspad']} B, accumulator {s['acc']} B)")
+    return best[1]
