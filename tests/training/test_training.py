@@ -19,15 +19,6 @@ torch = pytest.importorskip("torch", reason="torch is the oracle for training te
 onnx = pytest.importorskip("onnx")
 
 
-def _needs_rules(*ops: str) -> None:
-    """Skip while a gradient rule another part of the project is writing is still missing."""
-    from nnc.ir import get_opdef
-
-    missing = [o for o in ops if get_opdef(o).vjp is None]
-    if missing:
-        pytest.skip(f"gradient rule(s) not written yet: {missing}")
-
-
 def _export(net, x, path, training=False) -> str:
     mode = torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL
     net.train(training)
@@ -225,7 +216,6 @@ def test_30_steps_track_torch_loss_curve(mlp_onnx, target, optimizer, opts, make
 
 
 def test_one_sgd_step_cross_entropy_parameters_and_gradients_match_torch(mlp_onnx):
-    _needs_rules("log_softmax")
     net0, x, path = mlp_onnx
     net = MLP()
     net.load_state_dict(net0.state_dict())
@@ -289,7 +279,6 @@ def test_errors_are_clear(mlp_onnx):
 
 
 def test_training_form_cnn_with_batchnorm_matches_torch(tmp_path):
-    _needs_rules("conv", "log_softmax", "max_pool")
 
     class CNN(torch.nn.Module):
         def __init__(self):
