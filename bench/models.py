@@ -11,6 +11,10 @@ never into the repository; a model is exported again only when its file is missi
 
 The onnx "light" models have the full architectures with weights produced by ConstantOfShape, which
 nnc's constant folding (and onnxruntime's) turns back into ordinary initializers.
+
+For accuracy measurements (int8 vs fp32) those weights are degenerate, so ``realistic_model`` gives
+ResNet-50/ResNet-18/MobileNetV2 variants whose activations keep their spread to the logits (seeded
+He-normal weights, BatchNorm statistics from one batch; see the section at the end).
 """
 
 from __future__ import annotations
@@ -180,3 +184,182 @@ def all_models() -> dict[str, Callable[[], Path]]:
     out: dict[str, Callable[[], Path]] = {n: (lambda n=n: torch_model(n)) for n in TORCH}
     out.update({n: (lambda n=n: light_model(n)) for n in LIGHT})
     return out
+
+
+# -- Realistic weights for the quantization / ASIC accuracy measurements -----------------------
+# The plain models above are fine for timing, but their numbers are degenerate for accuracy work:
+# ResNet-50-light's ConstantOfShape weights are all 0.02 (every logit is the same number) and it ends
+# in a Softmax; MobileNetV2's default-initialised activations shrink to ~1e-8, so its logits are its
+# classifier bias. The variants below carry signal through every layer.
+REALISTIC_VERSION = 1  # bump to rebuild every cached realistic model after changing the recipe
+REALISTIC = ["resnet50", "resnet18", "mobilenet_v2"]
+
+
+def calibrated_torch_module(name: str, batch: int = 4) -> tuple:
+    """(eval-mode module, example args) of ``torch_module(name)`` whose BatchNorm running statistics
+    are the statistics of one training-mode forward pass over ``batch`` standard-normal inputs (fixed
+    seed), so every BatchNorm output has per-channel mean ~0 and variance ~1 and activations keep
+    their spread to the logits (as tests/frontends/torch/test_torch_models.py does)."""
+    import torch
+    from torch import nn
+
+    model, args = torch_module(name)
+    bns = [b for b in model.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+    if bns:
+        for b in bns:
+            b.momentum = 1.0  # running statistics := this batch's statistics
+        gen = torch.Generator().manual_seed(12345)
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(batch, *args[0].shape[1:], generator=gen))
+        model.eval()
+    return model, args
+
+
+def _realistic_torch(name: str, path: Path) -> None:
+    import warnings
+
+    import torch
+
+    model, args = calibrated_torch_module(name)
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, str(tmp), dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["output"], do_constant_folding=True)
+    os.replace(tmp, path)
+
+
+def _np_forward_bn_stats(model, inits: dict, x) -> None:
+    """Run the light ResNet-50 graph in numpy on the batch ``x`` (N, 3, 224, 224), setting every
+    BatchNormalization's mean/var initializers in ``inits`` to the batch statistics of its input
+    before applying it (what a training-mode forward with momentum 1 does). Covers exactly the ops
+    that graph uses; stops at Softmax."""
+    import numpy as np
+
+    env = {model.graph.input[0].name: x}
+
+    def attr(node, name, default):
+        from onnx import helper
+
+        for a in node.attribute:
+            if a.name == name:
+                return helper.get_attribute_value(a)
+        return default
+
+    def val(name):
+        return env[name] if name in env else inits[name]
+
+    def pad(x, p, fill):
+        return np.pad(x, ((0, 0), (0, 0), (p[0], p[2]), (p[1], p[3])), constant_values=fill)
+
+    def windows(x, k, s):
+        return np.lib.stride_tricks.sliding_window_view(x, k, axis=(2, 3))[:, :, ::s[0], ::s[1]]
+
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape":
+            continue  # replaced by initializers
+        op, ins = node.op_type, [val(i) for i in node.input]
+        if op == "Conv":
+            if attr(node, "group", 1) != 1 or any(d != 1 for d in attr(node, "dilations", [1, 1])):
+                raise NotImplementedError("grouped or dilated Conv")
+            w = ins[1]
+            win = windows(pad(ins[0], attr(node, "pads", [0] * 4), 0.0), w.shape[2:], attr(node, "strides", [1, 1]))
+            y = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+            y = y + ins[2].reshape(1, -1, 1, 1) if len(ins) > 2 else y
+        elif op == "BatchNormalization":
+            xin = ins[0].astype(np.float64)
+            mean, var = xin.mean(axis=(0, 2, 3)), xin.var(axis=(0, 2, 3))
+            inits[node.input[3]], inits[node.input[4]] = mean.astype(np.float32), var.astype(np.float32)
+            eps = attr(node, "epsilon", 1e-5)
+            y = ((xin - mean[:, None, None]) / np.sqrt(var[:, None, None] + eps) * ins[1][:, None, None]
+                 + ins[2][:, None, None])
+        elif op == "Relu":
+            y = np.maximum(ins[0], 0)
+        elif op == "Sum":
+            y = sum(ins[1:], ins[0])
+        elif op == "MaxPool":
+            y = windows(pad(ins[0], attr(node, "pads", [0] * 4), -np.inf), attr(node, "kernel_shape", None),
+                        attr(node, "strides", [1, 1])).max(axis=(4, 5))
+        elif op == "AveragePool":
+            if any(attr(node, "pads", [0] * 4)):
+                raise NotImplementedError("padded AveragePool")
+            y = windows(ins[0], attr(node, "kernel_shape", None), attr(node, "strides", [1, 1])).mean(axis=(4, 5))
+        elif op == "Reshape":
+            y = ins[0].reshape(ins[0].shape[0], -1)  # [1, 2048] in the file; keep the batch axis
+        elif op == "Gemm":
+            if attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1 or attr(node, "beta", 1.0) != 1:
+                raise NotImplementedError("Gemm form")
+            y = ins[0] @ (ins[1].T if attr(node, "transB", 0) else ins[1]) + ins[2]
+        elif op == "Softmax":
+            return
+        else:
+            raise NotImplementedError(f"{op} in the light ResNet-50")
+        env[node.output[0]] = y.astype(np.float32)
+
+
+def _realistic_resnet50(path: Path, batch: int = 4) -> None:
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(light_model("resnet50")))
+    g = model.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    rng = np.random.default_rng(2024)
+    keep = []
+    for node in g.node:
+        if node.op_type != "ConstantOfShape":
+            keep.append(node)
+            continue
+        name, shape = node.output[0], [int(d) for d in inits.pop(node.input[0])]
+        if name.endswith("_w_0") and len(shape) == 4:  # conv weight: He (Kaiming normal, fan-in)
+            a = rng.standard_normal(shape) * math.sqrt(2.0 / (shape[1] * shape[2] * shape[3]))
+        elif name.endswith("_w_0"):  # the classifier [1000, 2048]: variance-preserving
+            a = rng.standard_normal(shape) * math.sqrt(1.0 / shape[1])
+        elif name.endswith("_bn_s_0"):
+            a = 1 + 0.1 * rng.standard_normal(shape)
+        elif name.endswith(("_bn_b_0", "_b_0")):
+            a = 0.1 * rng.standard_normal(shape)
+        elif name.endswith("_bn_rm_0"):
+            a = np.zeros(shape)  # overwritten by the batch statistics below
+        elif name.endswith("_bn_riv_0"):
+            a = np.ones(shape)
+        else:
+            raise ValueError(f"unexpected ConstantOfShape output {name}")
+        inits[name] = a.astype(np.float32)
+    # Cut before the final Softmax: the logits are what int8 must track.
+    softmax = keep[-1]
+    assert softmax.op_type == "Softmax"
+    logits = softmax.input[0]
+    del keep[-1]
+    x = np.random.default_rng(12345).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    _np_forward_bn_stats(model, inits, x)
+    data = g.input[0]
+    used = {i for n in keep for i in n.input}
+    inits = {k: v for k, v in inits.items() if k in used}  # drops a stray unused blob
+    graph = helper.make_graph(keep, "resnet50_realistic", [data],
+                              [helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, [1, 1000])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    # IR 4: initializers need not be graph inputs, so they are constants, not overridable inputs.
+    out = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=4)
+    onnx.checker.check_model(out)
+    tmp = path.with_suffix(".tmp.onnx")
+    onnx.save(out, str(tmp))
+    os.replace(tmp, path)
+
+
+def realistic_model(name: str) -> Path:
+    """The cached ONNX file of a model with realistic weights for accuracy measurements (built on
+    first use). ``resnet50``: the onnx package's light ResNet-50 with every ConstantOfShape tensor
+    replaced by a seeded random initializer (He-normal conv weights, BN scale ~1, bias ~0), every
+    BatchNorm's mean/var set to the statistics of its input on one batch of 4 standard-normal images,
+    and the graph cut before its final Softmax (output = logits). ``resnet18`` / ``mobilenet_v2``:
+    ``calibrated_torch_module(name)`` exported like ``torch_model``. Seeds differ from the ones the
+    tests and benches draw their calibration and evaluation inputs from."""
+    if name not in REALISTIC:
+        raise KeyError(f"{name!r} has no realistic variant (choose from {', '.join(REALISTIC)})")
+    path = cache_dir() / f"{name}.realistic.v{REALISTIC_VERSION}.onnx"
+    if not path.exists():
+        _realistic_resnet50(path) if name == "resnet50" else _realistic_torch(name, path)
+    return path

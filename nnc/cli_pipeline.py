@@ -28,8 +28,8 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--explain-fusion", action="store_true", help="record why fusion candidates were rejected")
     g.add_argument("--report", metavar="FILE.json", help="write the compile report (passes, kernels, memory)")
     q = p.add_argument_group("post-training quantization (see docs/quantization.md)")
-    q.add_argument("--quantize", choices=("int8",), help="quantize the model (weights per channel, activations "
-                                                         "per tensor) after freezing and folding")
+    q.add_argument("--quantize", choices=("int8", "qdq"), help="int8: quantize the model (weights per channel, "
+                   "activations per tensor) after freezing and folding; qdq: run an imported QDQ model in integers")
     q.add_argument("--calibration", metavar="DATA.npz", help="calibration inputs: arrays keyed by input name, "
                                                             "samples stacked on a leading axis")
     q.add_argument("--observer", choices=("minmax", "percentile", "entropy"), default=None,
@@ -51,7 +51,7 @@ def pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
         "quantize": getattr(args, "quantize", None), "calibration": getattr(args, "calibration", None),
         "observer": getattr(args, "observer", None),
     }
-    if opts["quantize"] and not opts["calibration"]:
+    if opts["quantize"] == "int8" and not opts["calibration"]:
         print("nnc: no --calibration data given: calibrating on 8 random standard-normal inputs "
               "(scales will not fit real data)", file=sys.stderr)
     return {k: v for k, v in opts.items() if v is not None}
