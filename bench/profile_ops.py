@@ -1,6 +1,6 @@
 """Per-kernel profile of a model on nnc's x86 backend, next to onnxruntime's per-node profile.
 
-    python bench/profile_ops.py MODEL.onnx [--threads 1] [--top 25] [--runs 20] [--no-ort]
+    python bench/profile_ops.py MODEL.onnx [--threads 1] [--top 25] [--runs 20] [--opt-level 3] [--no-ort]
 
 nnc runs the whole graph as one native call, so there is no per-kernel timer inside it. Instead the
 model goes through the same pipeline as ``nnc.compile`` (-O3, then the x86 backend's ``prepare``),
@@ -66,13 +66,13 @@ def _label(op) -> str:
     return f"{name} {shapes}{extra}"
 
 
-def nnc_profile(path: str, threads: int, runs: int) -> list[tuple[str, float]]:
+def nnc_profile(path: str, threads: int, runs: int, opt_level: int | None = None) -> list[tuple[str, float]]:
     import nnc
     from nnc.backends import x86
     from nnc.pipeline import optimize
 
     m = nnc.load_module(path) if hasattr(nnc, "load_module") else nnc.from_onnx(path)
-    m, _, _ = optimize(m, "infer", {})
+    m, _, _ = optimize(m, "infer", {} if opt_level is None else {"opt_level": opt_level})
     m = x86.prepare(m)
     rng = np.random.default_rng(0)
     rows = []
@@ -128,10 +128,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--opt-level", type=int, default=None, help="pipeline level (default: nnc.compile's)")
     ap.add_argument("--no-ort", action="store_true")
     a = ap.parse_args()
     os.environ.setdefault("NNC_NUM_THREADS", str(a.threads))
-    rows = nnc_profile(a.model, a.threads, a.runs)
+    rows = nnc_profile(a.model, a.threads, a.runs, a.opt_level)
     total = sum(t for _, t in rows)
     by_kind = collections.defaultdict(float)
     for label, t in rows:

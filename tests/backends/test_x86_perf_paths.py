@@ -1,6 +1,7 @@
 """The x86 fast paths against the interpreter: fused conv/matmul/gemm groups (pre-packed weights, the
 per-tile epilogue and its fallback), the vectorised implicit-im2col packing, the task split over
-two threads, and the vectorised max_pool.
+two threads, the vectorised max_pool, and the ``vector_loop`` of elementwise kernels (in-place ops,
+broadcast operands, fused elementwise groups with vecmath, masked tails of the tile epilogue).
 
 Each test builds a small graph, compiles it for x86 (-O3, so the ``fuse`` pass forms the groups;
 the tests check that the fused op is really there) and compares with ``nnc.ir.interpret``.
@@ -218,3 +219,93 @@ def test_max_pool_vector_path(C, H, W, k, s, p, ceil, d, dt):
     feeds["x"][0, 0, 0, :3] = np.nan  # NaN propagates as numpy's max does, at the border and inside
     feeds["x"][1, 1, H // 2, W // 2 - 1:W // 2 + 1] = np.nan
     _run(m, feeds, tol=0)
+
+
+# -- vector loops: in-place elementwise kernels, fused groups, epilogue tails --------------------------
+
+def _optimised_ir(m: Module, opt_level: int = 0) -> str:
+    from nnc.backends.x86 import generate
+    from nnc.backends.x86.jit import optimize
+    from nnc.pipeline import optimize as pipeline
+
+    m = pipeline(m, "infer", {"opt_level": opt_level})[0]
+    _, _, info, text = generate(m, {"threads": 1})
+    return str(optimize(text, info, 3)[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_inplace_elementwise_chain_vectorised(threads):
+    """At -O0 every op is its own kernel and the planner runs them in place (output == operand 0):
+    the loop must still vectorise (no overlap check sending it to the scalar loop) and give the
+    interpreter's values, broadcast operands and a ragged tail included."""
+    def fn(b, rng, x, r):
+        bias = b.const(rng.standard_normal((1, 37)).astype(np.float32), name="bias")
+        y = b.op("add", b.op("tanh", x), bias)
+        y = b.op("mul", b.op("sigmoid", y), r)
+        return b.op("erf", b.op("exp", y))
+    m, feeds = _build(fn, {"x": (53, 37), "r": (53, 1)})
+    cm = nnc.compile(m, target="x86", quiet=True, cache=False, threads=threads, opt_level=0)
+    want = interpret(m, feeds)["y"]
+    np.testing.assert_allclose(cm.run(feeds)["y"], want, rtol=1e-5, atol=1e-6)  # vecmath: a few ulps
+    text = _optimised_ir(m)
+    assert "<16 x float>" in text or "<8 x float>" in text, "the elementwise loops did not vectorise"
+
+
+def test_fused_elementwise_group_with_broadcasts():
+    """A fused elementwise group (decomposed gelu + a per-row scale broadcast over columns)."""
+    def fn(b, rng, x, s):
+        h = b.op("div", x, b.const(np.float32(1.4142135), name="s2"))
+        g = b.op("mul", b.op("mul", x, b.op("add", b.op("erf", h), b.const(np.float32(1.0), name="one"))),
+                 b.const(np.float32(0.5), name="half"))
+        return b.op("mul", b.op("sigmoid", g), s)
+    m, feeds = _build(fn, {"x": (3, 41, 29), "s": (3, 41, 1)})
+    _run(m, feeds, threads=2, expect="elementwise", tol=1e-5)
+
+
+@pytest.mark.parametrize("n", [16, 37, 1])
+def test_fused_matmul_gelu_epilogue_tails(n):
+    """The per-tile epilogue over N columns not a multiple of the vector (masked tail), erf inside."""
+    def fn(b, rng, x):
+        y = b.op("add", b.op("matmul", x, _w(b, rng, (40, n))),
+                 b.const(rng.standard_normal(n).astype(np.float32), name="bias"))
+        e = b.op("erf", b.op("div", y, b.const(np.float32(1.4142135), name="s2")))
+        return b.op("mul", b.op("mul", y, b.op("add", e, b.const(np.float32(1.0), name="one"))),
+                    b.const(np.float32(0.5), name="half"))
+    m, feeds = _build(fn, {"x": (1, 27, 40)})
+    _run(m, feeds, expect="matmul")
+
+
+def test_vector_loop_no_stderr_for_scalar_bodies(capfd):
+    """Loops LLVM cannot vectorise (a libm call, integer pow's inner loop) get no width hint, so the
+    compile prints no 'loop not vectorized' remarks."""
+    def fn(b, rng, x, i):
+        return b.op("add", b.op("sin", x), b.op("cast", b.op("pow", i, i), to="f32"))
+    m = Module()
+    g = m.add_graph(Graph())
+    bld = Builder(m, g)
+    x = g.add_param("x", tensor("f32", [5, 7]))
+    i = g.add_param("i", tensor("i32", [5, 7]))
+    g.set_outputs([fn(bld, None, x, i)], ["y"])
+    feeds = {"x": np.linspace(-3, 3, 35, dtype=np.float32).reshape(5, 7),
+             "i": np.arange(35, dtype=np.int32).reshape(5, 7) % 5}
+    capfd.readouterr()
+    got = nnc.compile(m, target="x86", quiet=True, cache=False, opt_level=0).run(feeds)["y"]
+    err = capfd.readouterr().err
+    assert "not vectorized" not in err, err
+    np.testing.assert_allclose(got, interpret(m, feeds)["y"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("C,H,W,k,s,p,ceil,d", POOLS[:5])
+@pytest.mark.parametrize("dt,include_pad", [("f32", 0), ("f32", 1), ("f64", 0)])
+def test_avg_pool_interior_path(C, H, W, k, s, p, ceil, d, dt, include_pad):
+    """avg_pool's interior rows take the unrolled vector loop (the count is the kernel size there);
+    the border keeps the per-window counts, with or without the padding counted."""
+    if d != 1:
+        pytest.skip("avg_pool has no dilations before opset 19")
+
+    def fn(b, rng, x):
+        return b.op("avg_pool", x, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, ceil_mode=ceil,
+                    count_include_pad=include_pad)
+    m, feeds = _build(fn, {"x": (2, C, H, W)}, dt=dt, seed=H * W)
+    # the sums run over the same taps in the same order, divided in f64 like the reference
+    _run(m, feeds, tol=1e-6 if dt == "f32" else 1e-12)

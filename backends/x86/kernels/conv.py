@@ -206,7 +206,8 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
     the output columns with every tap unrolled, accumulating in registers (LLVM vectorises it over
     the columns); the border keeps the per-tap loops with their padding bounds hoisted. Either way
     each output is ``bias + x*w`` summed tap by tap in kernel order. A fused group's epilogue
-    (gemm.py's ``tile_epilogue``) runs on each output row as soon as it is complete."""
+    (gemm.py's ``tile_epilogue``) runs on each output channel's plane as soon as it is complete (one
+    call per plane: a call per row cost more than the epilogue itself on 7x7 and 14x14 planes)."""
     x, w = op.operands[0], op.operands[1]
     out = op.results[0]
     G = op.attrs["group"]
@@ -291,9 +292,8 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
                         per_tap(oh, row, 0, OW)
             else:
                 per_tap(oh, row, 0, OW)
-            if tile is not None:
-                start = b.mul(oh, const_int(OW))
-                tile(kb, t, start, const_int(1), const_int(OW), row, OH * OW)
+        if tile is not None:  # the channel's plane is contiguous and still in L1: one pass over it
+            tile(kb, t, const_int(0), const_int(1), const_int(OH * OW), yo, OH * OW)
 
     k.parallel_for(N * M, body, name="dwconv")
 
@@ -330,8 +330,8 @@ def _depthwise_flat(kb, xin, yo, bias, wv, insp, outsp, ks, d, p, et, tile, t) -
         src = gep(b, yp, b.mul(oh, const_int(Wp)), et)
         with for_range(b, OW, "dow") as ow:
             b.store(b.load(gep(b, src, ow, et), typ=et), gep(b, row, ow, et))
-        if tile is not None:
-            tile(kb, t, b.mul(oh, const_int(OW)), const_int(1), const_int(OW), row, OH * OW)
+    if tile is not None:
+        tile(kb, t, const_int(0), const_int(1), const_int(OH * OW), yo, OH * OW)
 
 
 def _loop_acc(b, acc_t, fl, s, x, y):

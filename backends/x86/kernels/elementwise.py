@@ -3,7 +3,8 @@
 ``SCALAR[opname](b, args, op)`` emits the scalar computation of one element; the same table serves
 single ops and fused elementwise groups. The loop nest iterates the output in row-major order;
 each operand advances by its broadcast strides (0 along broadcast dims), and the innermost loop is
-simple enough for LLVM's loop vectoriser. f32 transcendentals come from ``vecmath`` (polynomials,
+a ``vector_loop`` (broadcast_loops.py): declared free of loop-carried dependencies, so LLVM
+vectorises it at the full vector width even in place. f32 transcendentals come from ``vecmath`` (polynomials,
 so the loop still vectorises); f64 uses exact libm calls; f16 computes in f32 and rounds once, as
 numpy does. bf16 elements are carried as f32 values (widened at the load, rounded to bf16 at the
 store and after every op of a fused group), so each op computes in f32 and rounds once, as

@@ -1,13 +1,16 @@
 """Fused groups (``fused`` ops formed by the ``fuse`` pass): one kernel per group.
 
-- ``elementwise``: one loop nest over the group's result; each element evaluates the region's ops
-  in order through the scalar table of ``elementwise.py``, so intermediates live in registers.
+- ``elementwise``: one loop nest over the group's result (``emit_elementwise``: contiguous dims
+  merged, the outer dim split over threads, the inner loop a full-width ``vector_loop``); each
+  element evaluates the region's ops in order through the scalar table of ``elementwise.py``
+  (vecmath polynomials for exp/erf/tanh/sigmoid), so intermediates live in vector registers.
 - anchor kinds (``conv``, ``matmul``, ``gemm``): the anchor is lowered over the group's outer
   values (so constant weights are pre-packed), and the epilogue (bias, activation, residual add)
   runs inside the GEMM on each output tile right after its last K slice, while the tile is in L1
-  (``_tile_epilogue``). Where the anchor does not take the GEMM path (depthwise, other dtypes) or
-  an input cannot be addressed per tile row, the epilogue is a pass over the result buffer in the
-  same kernel, in place.
+  (``_tile_epilogue``: per tile row, a masked full-width vector loop over the columns; a depthwise
+  conv calls it once per finished channel plane). Where the anchor takes no such path (other
+  dtypes) or an input cannot be addressed per tile row, the epilogue is a pass over the result
+  buffer in the same kernel, in place.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op, Value
 
-from ..llvm_types import const_int, for_range, ll_type, round_bf16
+from ..llvm_types import I64, PTR, const_int, for_range, ll_type, round_bf16
+from .broadcast_loops import vector_lanes, vector_loop
 from .elementwise import SCALAR, broadcast_strides, emit_elementwise
 from .registry import get_lowering, lowering
 
@@ -121,6 +125,8 @@ def _tile_epilogue(kind: str, out: Value, anchor_out: Value, epilogue: list[Op],
             return None
         plans.append((contiguous, [(n, x) for n, x in zip(lead, st[:len(lead)])]))
     et = ll_type(dt)
+    # rows of one or two elements: no width hint (LLVM would not vectorise them and print a remark)
+    hint = math.prod(inner) > 2
 
     def row_offset(b: ir.IRBuilder, row: ir.Value, lead_strides: list[tuple[int, int]]) -> ir.Value:
         off, rem = const_int(0), row
@@ -131,17 +137,27 @@ def _tile_epilogue(kind: str, out: Value, anchor_out: Value, epilogue: list[Op],
         return off
 
     def tile(kb, row0: ir.Value, col0: ir.Value, mrem: ir.Value, nrem: ir.Value, cp: ir.Value, ldc: int) -> None:
-        b = kb.b
-        with for_range(b, mrem, "er") as r:
-            row = b.add(row0, r)
-            crow = b.gep(cp, [b.mul(r, const_int(ldc))], source_etype=et, inbounds=True)
+        # the epilogue is a function of its own, never inlined: inlined into the GEMM task, LLVM
+        # hoists its vector constants out of every loop and the microkernel's accumulators spill
+        # (a 4x slower BERT FFN matmul with a gelu epilogue)
+        ptrs = [kb.arg(first_arg + j) for j in range(len(plans))]
+        fn = ir.Function(kb.cg.ll, ir.FunctionType(ir.VoidType(), [PTR, I64, I64, I64, I64] + [PTR] * len(ptrs)),
+                         name=kb.cg.ll.get_unique_name(f"{kb.fn.name}.epilogue"))
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        fcp, frow0, fcol0, fmrem, fnrem, *fptrs = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        lanes = vector_lanes(kb, [dt]) if hint else 1
+        with for_range(b, fmrem, "er") as r:
+            row = b.add(frow0, r)
+            crow = b.gep(fcp, [b.mul(r, const_int(ldc))], source_etype=et, inbounds=True)
             srcs = []
-            for j, (contiguous, lead_strides) in enumerate(plans):
+            for ptr, (contiguous, lead_strides) in zip(fptrs, plans):
                 off = row_offset(b, row, lead_strides)
-                base = b.gep(kb.arg(first_arg + j), [b.add(off, col0) if contiguous else off],
-                             source_etype=et, inbounds=True)
+                base = b.gep(ptr, [b.add(off, fcol0) if contiguous else off], source_etype=et, inbounds=True)
                 srcs.append((contiguous, base if contiguous else b.load(base, typ=et)))
-            with for_range(b, nrem, "ec") as col:
+            with vector_loop(b, fnrem, lanes, "ec", predicate=True) as col:
                 q = b.gep(crow, [col], source_etype=et, inbounds=True)
                 env = {id(anchor_out): b.load(q, typ=et)}
                 for v, (contiguous, src) in zip(used, srcs):
@@ -149,5 +165,7 @@ def _tile_epilogue(kind: str, out: Value, anchor_out: Value, epilogue: list[Op],
                         if contiguous else src
                 _eval_region(b, epilogue, env)
                 b.store(env[id(out)], q)
+        b.ret_void()
+        kb.b.call(fn, [cp, row0, col0, mrem, nrem] + ptrs)
     tile.inner = math.prod(inner)  # the anchor takes the callback only if its C rows are this long
     return tile

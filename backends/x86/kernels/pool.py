@@ -20,6 +20,7 @@ from nnc.ir import DType, Op, TargetError
 from nnc.ir.ops.pool import _Geometry, _lowest, _unpool_shape
 
 from ..llvm_types import F64, I1, I8, I64, PTR, const_int, for_range, ll_type
+from .broadcast_loops import vector_lanes, vector_loop
 from .data_movement import const_table, itype, load_table, row_major
 from .indexing import chunked
 from .registry import lowering
@@ -169,11 +170,13 @@ def _interior(g: _Geometry) -> list[tuple[int, int]] | None:
     return ranges
 
 
-def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: ir.Type) -> None:
+def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: ir.Type,
+                   reduce=None, finish=None) -> None:
     """max_pool of one plane with the interior vectorisable: every output row whose windows are
     inside the input in height runs its interior columns through a loop with the taps unrolled and
     no bounds (LLVM vectorises it over the output columns: plain vector loads at stride 1,
-    interleaved loads otherwise); border windows use the general per-window code."""
+    interleaved loads otherwise; short rows as masked full-width vectors); border windows use the
+    general per-window code. ``reduce(b, acc, v)`` / ``finish(b, acc)`` replace the max (avg_pool)."""
     b = kb.b
     (rlo, rhi), (clo, chi) = fast
     OH, OW = g.out
@@ -198,7 +201,13 @@ def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: i
                 rows = [b.gep(xin, [b.mul(b.add(ih0, const_int(i * dh)), const_int(W))], source_etype=t,
                               inbounds=True) for i in range(KH)]
                 yrow = b.gep(yout, [b.mul(oh, const_int(OW))], source_etype=t, inbounds=True)
-                with for_range(b, chi, "pow", start=clo) as ow:
+                # rows shorter than a few vectors (13 columns in SqueezeNet) vectorise masked, at full
+                # width; longer rows do better with LLVM's own choice (8-lane strided loads here)
+                lanes = vector_lanes(kb, [dt])
+                short = chi - clo < 4 * lanes
+                loop = vector_loop(b, chi, lanes, "pow", start=clo, predicate=True) if short else \
+                    for_range(b, chi, "pow", start=clo)
+                with loop as ow:
                     iw0 = b.sub(b.mul(ow, const_int(sw)), const_int(g.begins[1]))
                     acc = None
                     for i in range(KH):
@@ -206,13 +215,15 @@ def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: i
                             v = b.load(b.gep(rows[i], [b.add(iw0, const_int(j * dw))], source_etype=t,
                                              inbounds=True), typ=t)
                             if acc is None:
-                                acc = v
+                                acc = v if reduce is None else reduce(b, None, v)
+                            elif reduce is not None:
+                                acc = reduce(b, acc, v)
                             elif dt.is_float:
                                 acc = _float_max(b, acc, v)
                             else:
                                 cmp = b.icmp_signed if dt.is_signed else b.icmp_unsigned
                                 acc = b.select(cmp(">", v, acc), v, acc)
-                    b.store(acc, b.gep(yrow, [ow], source_etype=t, inbounds=True))
+                    b.store(acc if finish is None else finish(b, acc), b.gep(yrow, [ow], source_etype=t, inbounds=True))
                 border(oh, chi, OW)
             with other:
                 border(oh, 0, OW)
@@ -283,7 +294,21 @@ def _sum_pool(k, op: Op, include_pad: bool, power: int | None) -> None:
                 y = _root(b, s, power)
                 y = y if t == at else b.fptrunc(y, t)
             b.store(y, b.gep(kb.out(0), [oi], source_etype=t, inbounds=True))
-        _windows(kb, pl, nc, window)
+        if fast is None:
+            _windows(kb, pl, nc, window)
+            return
+        # interior windows: every tap inside, the count is the kernel's size; summed in the same
+        # (row-major tap) order, divided in f64 as the reference does
+        size = ir.Constant(F64, float(math.prod(g.kernel)))
+
+        def add(b, acc, v):
+            return ext(b, v) if acc is None else b.fadd(acc, ext(b, v))
+
+        def mean(b, acc):
+            return _narrow(b, b.fdiv(acc if at == F64 else b.fpext(acc, F64), size), t) if t != F64 else \
+                b.fdiv(acc, size)
+        _interior_rows(kb, g, nc, fast, window, dt, t, add, mean)
+    fast = _interior(g) if power is None and dt.is_float else None
     chunked(k, x.shape[0] * x.shape[1], pl.in_size * dt.itemsize, plane, name="planes")
 
 

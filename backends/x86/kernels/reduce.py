@@ -20,6 +20,7 @@ from llvmlite import ir
 from nnc.ir import DType, Op, TargetError
 
 from ..llvm_types import F32, F64, I1, I64, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type, storage_type
+from .broadcast_loops import tag_loop
 from .elementwise import cast_value
 from .registry import lowering
 from .vecmath import intrinsic
@@ -29,9 +30,11 @@ PARALLEL_MIN_WORK = 1 << 15  # elements: below this, splitting a kernel over thr
 
 def fold_range(b: ir.IRBuilder, count: int | ir.Value, inits: list[ir.Value],
                step: Callable[[ir.Value, list[ir.Value]], list[ir.Value]], name: str = "r",
-               start: int = 0) -> list[ir.Value]:
+               start: int = 0, lanes: int = 0) -> list[ir.Value]:
     """``for i in [start, count): accs = step(i, accs)``; returns the final accumulators (phis, so
-    they live in registers and LLVM recognises reductions)."""
+    they live in registers and LLVM recognises reductions). ``lanes``: a vector width hint for a
+    loop known to vectorise (reassociable sums), see ``broadcast_loops.tag_loop``."""
+    count_arg = count
     count = const_int(count) if isinstance(count, int) else count
     pre = b.block
     fn = b.function
@@ -50,8 +53,10 @@ def fold_range(b: ir.IRBuilder, count: int | ir.Value, inits: list[ir.Value],
     for a, v in zip(accs, new):
         a.add_incoming(v, latch)
     i.add_incoming(b.add(i, const_int(1)), latch)
-    b.branch(head)
+    br = b.branch(head)
     b.position_at_end(end)
+    if lanes and not (isinstance(count_arg, int) and count_arg < 2 * lanes):  # (short: see vector_loop)
+        tag_loop(br, [body] + fn.blocks[fn.blocks.index(end) + 1:], lanes, parallel=False)
     return list(accs)
 
 

@@ -8,8 +8,9 @@ before the vectoriser. Accuracy (checked against numpy over dense f32 sweeps in 
 ulps across the whole range, with IEEE special values: overflow to inf, underflow to (sub)normals or
 0, NaN in gives NaN out.
 
-Coefficients: exp, log, tanh are Cephes' single-precision minimax polynomials; erf and the erfc
-tail are least-squares Chebyshev fits (relative error ~1e-8 in f64) converted to monomials.
+Coefficients: exp, log, tanh are Cephes' single-precision minimax polynomials; erf, log(erfc) on
+[1, 3.92] (erf's division-free large branch) and the erfc tail are least-squares Chebyshev fits
+(error ~1e-8 in f64) converted to monomials.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ _TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036
 # erf(x) / x as a polynomial in x^2 on [0, 1]
 _ERF_P = (8.006874252129397e-05, -0.000805375115221978, 0.005192957871041935, -0.026856069570540427,
           0.11283634634373804, -0.3761262976709734, 1.128379166232648)
+# log(erfc(x)) for x in [1, 3.92] as a polynomial in s = (x - 2.46) / 1.46 (s in [-1, 1]):
+# erf(x) = 1 - exp(this) there, with no division (erf is 1 in f32 beyond 3.92)
+_ERF_BIG_C, _ERF_BIG_H, _ERF_BIG_END = 2.46, 1.46, 3.92
+_ERF_BIG = (-2.0382345217179443e-06, -1.767780062084225e-06, 3.906927445758569e-05, -0.00019131071893702594,
+            0.0007807330486285258, -0.0029167262340081246, 0.010230527267934744, -0.034891554448935776,
+            -2.0091815934824147, -7.704744009516835, -7.594217571992772)
 # x * exp(x^2) * erfc(x) for x in [1, 10], a polynomial in s = 2.2222 / x - 1.2222 (s in [-1, 1])
 _ERFC_S = (2.2222222222222223, -1.2222222222222223)
 
@@ -241,8 +248,12 @@ def _erf_small(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 @_body("erf")
 def _erf(b, x):
+    # |x| >= 1: 1 - exp(log-erfc polynomial), clamped at 3.92 where it rounds to 1 (NaN passes the
+    # ordered compares and comes out NaN); no division, unlike erfc's relative-accuracy tail
     ax = _fabs(b, x)
-    big = _copysign(b, b.fsub(_f(1.0), _erfc_tail(b, ax)), x)
+    t = _sel(b, b.fcmp_ordered(">", ax, _f(_ERF_BIG_END)), _f(_ERF_BIG_END), ax)
+    s = b.fmul(b.fsub(t, _f(_ERF_BIG_C)), _f(1.0 / _ERF_BIG_H))
+    big = _copysign(b, b.fsub(_f(1.0), call(b, "exp", horner(b, s, _ERF_BIG))), x)
     return _sel(b, b.fcmp_ordered("<", ax, _f(1.0)), _erf_small(b, x), big)
 
 

@@ -1,0 +1,77 @@
+"""Every bench model (bench/models.py) compiled for x86 gives the outputs of an independent engine.
+
+The small PyTorch models (mlp, cnn_small) run in the ordinary test step against the reference
+interpreter (``nnc.ir.interpret``, numpy) and onnxruntime. The big ones (ResNet-18, MobileNetV2,
+BERT) and the seven onnx "light" models take 5-180 s each to compile, so they are marked slow;
+their oracle is onnxruntime (the interpreter would take seconds per model too, and onnxruntime
+shares no code with nnc). The PyTorch models need torch to be exported the first time (skipped
+without it); the light models ship with the onnx package.
+
+Tolerance: the compiled kernels sum f32 dot products in another order (blocked GEMM, vector
+lanes) than numpy or onnxruntime, and vecmath's exp/erf/tanh differ by a few ulps; through
+tens of layers that stays below ~1e-4 of the output's magnitude. The check allows 1e-3 of
+max(|reference|, 1) per element: far tighter than any real mistake (a wrong index, a lost
+epilogue, a missed tail) produces on these random-weight models.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import nnc
+from nnc.bench import onnx_inputs
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+import models  # noqa: E402
+
+TOL = 1e-3
+
+
+def _path(name: str) -> str:
+    if name in models.TORCH:
+        pytest.importorskip("torch")
+    path = models.all_models()[name]()
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is not available")
+    return str(path)
+
+
+def _check(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for k, w in want.items():
+        g = np.asarray(got[k])
+        assert g.shape == w.shape and g.dtype == w.dtype, k
+        scale = max(1.0, float(np.abs(w).max())) if w.size else 1.0
+        err = float(np.abs(g.astype(np.float64) - w.astype(np.float64)).max()) if w.size else 0.0
+        assert err <= TOL * scale, f"{k}: max |diff| {err:.3g} > {TOL} x {scale:.3g}"
+
+
+def _ort(path: str, feeds: dict) -> dict:
+    ort = pytest.importorskip("onnxruntime")
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds)))
+
+
+def _compiled(path: str, feeds: dict, threads: int = 1) -> dict:
+    return nnc.compile(path, target="x86", threads=threads, quiet=True, cache=False).run(feeds)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_small"])
+def test_small_models_match_interpreter_and_ort(name: str):
+    path = _path(name)
+    feeds = onnx_inputs(path)
+    got = _compiled(path, feeds, threads=2)
+    _check(got, nnc.ir.interpret(nnc.from_onnx(path), feeds))
+    _check(got, _ort(path, feeds))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "bert_small"] + models.LIGHT)
+def test_big_models_match_onnxruntime(name: str):
+    path = _path(name)
+    feeds = onnx_inputs(path)
+    _check(_compiled(path, feeds), _ort(path, feeds))
