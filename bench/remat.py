@@ -2,7 +2,8 @@
 
     python bench/remat.py [--budget 0.5] [--threads 2] [--rounds 3] [--time-budget 2.0] [--out FILE.md]
 
-Both models are defined here in PyTorch and exported to ONNX (eval form, TorchScript exporter). The
+Both models are defined here in PyTorch and exported to ONNX (TorchScript exporter; the CNN in
+training form, batch norm on batch statistics). The
 training step (SGD, MSE loss) is compiled for x86 twice: without remat and with
 ``memory_budget=BUDGET`` (``remat{budget=...}``). Memory comes from the compile report (deterministic):
 the step's arena, and the peak of forward activations held for the backward pass. Step time is timed
@@ -65,16 +66,19 @@ def _net(name: str):
 
 
 def _export(name: str, path: str) -> None:
+    """The CNN in training form (batch norm on batch statistics, as it trains), the encoder as is."""
     import warnings
 
     import torch
 
     net, shape = _net(name)
-    net.eval()
+    training = name == "resnet_style"
+    net.train(training)
+    mode = torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.randn(*shape),), path, dynamo=False, input_names=["x"],
-                          do_constant_folding=False)
+                          do_constant_folding=False, training=mode)
 
 
 def _compile(path: str, budget: str | None, threads: int):
