@@ -230,5 +230,4 @@ def _ensure_loaded() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import ops  # noqa: F401  (registers every op family)
-        from . import grads  # noqa: F401  (attaches the gradient rules to them)
+        from . import grads  # noqa: F401  (registers every op family, then attaches the gradient rules)

@@ -51,6 +51,7 @@ from . import (  # noqa: E402,F401  (register the rules)
     reduce,
     sampling,
     sequence,
+    sequence_rnn,
     shape,
     signal,
 )

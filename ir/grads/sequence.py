@@ -8,9 +8,7 @@ by j (the kernels are short: a few taps). The pre-activation is recomputed with 
 ``conv`` when SiLU needs it. The forward computes SiLU in float32 whatever the dtype; the rule
 differentiates the exact SiLU.
 
-The recurrent ops (rnn, gru, lstm) and linear_attention have no rule yet (see PENDING in
-tests/training/test_vjp_rules.py): their backward pass is a reverse-time recurrence that would have
-to be unrolled step by step in the IR.
+The recurrent ops (rnn, gru, lstm) and linear_attention are in ``sequence_rnn.py``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from nnc.passes.training.gradcheck import check_op_grad
 
 # Ops whose gradient rule is not written yet. The set must only shrink: a new rule is removed
 # from it (test_pending_is_exact fails otherwise) and gets a case in vjp_cases.CASES.
-PENDING: set[str] = {"gru", "linear_attention", "lstm", "rnn"}
+PENDING: set[str] = set()
 
 
 def _rules() -> list[str]:

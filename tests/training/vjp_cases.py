@@ -265,3 +265,54 @@ CASES.update({
     "keyed_dropout": [([A(4, 6), np.array(3, np.int64)], {"ratio": 0.3, "seed": 5}),
                       ([A(2, 3, 5), np.array(11, np.int64)], {"ratio": 0.0})],
 })
+
+
+# -- recurrent ops and linear attention (ir/grads/sequence_rnn.py): seq 3, batch 2, input 4, hidden 3.
+# Absent optional operands in the middle are empty constants; sequence_lens are integer constants.
+def _R(*shape: int) -> np.ndarray:
+    return 0.5 * A(*shape)
+
+
+_LENS = np.array([3, 1], np.int32)
+_NOGRAD = {"const_operands": (4,)}  # the empty sequence_lens stand-in
+_LA_FD = {"eps": 1e-3, "rtol": 1e-3}  # the reference runs the recurrence in float32
+CASES.update({
+    "lstm": [([_R(3, 2, 4), _R(1, 12, 4), _R(1, 12, 3)], {"hidden_size": 3}),
+             ([_R(3, 2, 4), _R(1, 12, 4), _R(1, 12, 3), _R(1, 24), _E, _R(1, 2, 3), _R(1, 2, 3), _R(1, 9)],
+              {"hidden_size": 3}, _NOGRAD),  # initial states, peepholes
+             ([_R(3, 2, 4), _R(2, 12, 4), _R(2, 12, 3), _R(2, 24)],
+              {"hidden_size": 3, "direction": "bidirectional", "clip": 0.9}),
+             ([_R(2, 3, 4), _R(1, 12, 4), _R(1, 12, 3), _R(1, 24), _E, _R(2, 1, 3), _R(2, 1, 3)],
+              {"hidden_size": 3, "layout": 1, "direction": "reverse", "input_forget": 1}, _NOGRAD),
+             ([_R(3, 2, 4), _R(1, 12, 4), _R(1, 12, 3), _R(1, 24), _LENS], {"hidden_size": 3}),
+             ([_R(3, 2, 4), _R(1, 12, 4), _R(1, 12, 3)],
+              {"hidden_size": 3, "activations": ["Sigmoid", "Softplus", "LeakyRelu"], "activation_alpha": [0.2]})],
+    "gru": [([_R(3, 2, 4), _R(1, 9, 4), _R(1, 9, 3)], {"hidden_size": 3}),
+            ([_R(3, 2, 4), _R(1, 9, 4), _R(1, 9, 3), _R(1, 18), _E, _R(1, 2, 3)],
+             {"hidden_size": 3, "linear_before_reset": 1}, _NOGRAD),
+            ([_R(3, 2, 4), _R(2, 9, 4), _R(2, 9, 3), _R(2, 18)],
+             {"hidden_size": 3, "direction": "bidirectional", "linear_before_reset": 1}),
+            ([_R(3, 2, 4), _R(1, 9, 4), _R(1, 9, 3), _R(1, 18), np.array([2, 3], np.int64), _R(1, 2, 3)],
+             {"hidden_size": 3, "direction": "reverse"}),
+            ([_R(2, 3, 4), _R(1, 9, 4), _R(1, 9, 3)],
+             {"hidden_size": 3, "layout": 1, "activations": ["HardSigmoid", "Elu"], "activation_alpha": [0.3, 0.9],
+              "activation_beta": [0.4], "clip": 0.8})],
+    "rnn": [([_R(3, 2, 4), _R(1, 3, 4), _R(1, 3, 3), _R(1, 6)], {"hidden_size": 3}),
+            ([_R(3, 2, 4), _R(2, 3, 4), _R(2, 3, 3), _R(2, 6), _E, _R(2, 2, 3)],
+             {"hidden_size": 3, "direction": "bidirectional", "activations": ["Affine", "ScaledTanh"],
+              "activation_alpha": [0.7, 0.8], "activation_beta": [0.1, 1.2]}, _NOGRAD),
+            ([_R(3, 2, 4), _R(1, 3, 4), _R(1, 3, 3)], {"hidden_size": 3, "activations": ["Softsign"]}),
+            ([_R(3, 2, 4), _R(1, 3, 4), _R(1, 3, 3), _R(1, 6), _LENS],
+             {"hidden_size": 3, "direction": "reverse", "activations": ["Sigmoid"]})],
+    "linear_attention": [
+        ([_R(2, 3, 4), _R(2, 3, 4), _R(2, 3, 6)], {"q_num_heads": 2, "kv_num_heads": 2, "update_rule": "linear"},
+         _LA_FD),
+        ([_R(2, 3, 8), _R(2, 3, 4), _R(2, 3, 6), _R(2, 2, 2, 3)],
+         {"q_num_heads": 4, "kv_num_heads": 2, "update_rule": "linear", "scale": 0.6}, _LA_FD),  # GQA, past state
+        ([_R(2, 3, 4), _R(2, 3, 4), _R(2, 3, 6), _E, -np.abs(_R(2, 3, 2))],
+         {"q_num_heads": 2, "kv_num_heads": 2, "update_rule": "gated"}, {**_LA_FD, "const_operands": (3,)}),
+        ([_R(2, 3, 4), _R(2, 3, 4), _R(2, 3, 6), _R(2, 2, 2, 3), _E, np.abs(_R(2, 3, 2))],
+         {"q_num_heads": 2, "kv_num_heads": 2, "update_rule": "delta"}, {**_LA_FD, "const_operands": (4,)}),
+        ([_R(2, 3, 8), _R(2, 3, 4), _R(2, 3, 6), _R(2, 2, 2, 3), -np.abs(_R(2, 3, 4)), np.abs(_R(2, 3, 1))],
+         {"q_num_heads": 4, "kv_num_heads": 2, "update_rule": "gated_delta"}, _LA_FD)],  # per-feature decay
+})
