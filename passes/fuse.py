@@ -97,6 +97,19 @@ class Fuse(Pass):
                 members.remove(anchor)
                 ids.discard(id(anchor))
                 anchor = None
+            if anchor is not None:
+                # an epilogue applies to the anchor's output: members that do not read it (directly
+                # or through other members) are computed before the anchor and stay outside, as inputs
+                dep, changed_dep = {id(anchor)}, True
+                while changed_dep:
+                    changed_dep = False
+                    for m in members:
+                        if id(m) not in dep and any(v.producer is not None and id(v.producer) in dep
+                                                    for v in m.operands):
+                            dep.add(id(m))
+                            changed_dep = True
+                members = [m for m in members if id(m) in dep]
+                ids = {id(m) for m in members}
             if len(members) < 2:
                 continue
             assigned |= ids

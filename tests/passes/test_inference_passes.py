@@ -120,3 +120,27 @@ def test_simplify_keeps_a_reversing_slice():
     PassManager("simplify").run(m)
     a = np.arange(5, dtype=np.float32)
     np.testing.assert_array_equal(list(interpret(m, {"x": a}).values())[0], a[::-1])
+
+
+def test_fuse_keeps_ops_computed_before_the_anchor_out_of_its_epilogue():
+    """add(mul(c, c), matmul(a, w)): the mul does not read the matmul, so it is an input of the
+    matmul's epilogue group, not a member placed before the anchor (which x86 cannot run)."""
+    from nnc.ir import Builder, Graph, Module, interpret, tensor
+    from nnc.passes import PassManager
+
+    m = Module("pre")
+    g = m.add_graph(Graph("main"))
+    b = Builder(m, g)
+    a, w, c = (g.add_param(n, tensor("f32", s)) for n, s in (("a", [4, 6]), ("w", [6, 5]), ("c", [4, 5])))
+    g.set_outputs([b.op("relu", b.op("add", b.op("mul", c, c), b.op("matmul", a, w)))])
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.standard_normal((4, 6)).astype(np.float32), "w": rng.standard_normal((6, 5)).astype(np.float32),
+             "c": rng.standard_normal((4, 5)).astype(np.float32)}
+    want = list(interpret(m, feeds).values())[0]
+    PassManager("fuse").run(m)
+    fused = [op for op in m.main.ops if op.opname == "fused"]
+    assert len(fused) == 1 and [o.opname for o in fused[0].regions[0].ops] == ["matmul", "add", "relu"]
+    assert [op.opname for op in m.main.ops if op.opname != "fused"] == ["mul"]
+    np.testing.assert_allclose(list(interpret(m, feeds).values())[0], want, rtol=1e-6)
+    got = nnc.compile(m, target="x86", quiet=True, cache=False).run(feeds)
+    np.testing.assert_allclose(list(got.values())[0], want, rtol=1e-5, atol=1e-6)

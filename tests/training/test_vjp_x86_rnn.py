@@ -1,13 +1,8 @@
 """The unrolled (backpropagation through time) gradient rules of ``lstm``, ``gru``, ``rnn`` and
 ``linear_attention`` compile and run on x86 in float32 and agree with the reference interpreter,
 and the LSTM and GRU gradients match torch.autograd on torch.nn.LSTM / torch.nn.GRU with the
-weights mapped by hand to ONNX's gate order.
-
-Most unrolled backward graphs hit a bug of the ``fuse`` pass (not of the rules): when an
-elementwise op computed before a matmul is fused into that matmul's epilogue group, the group's
-first op is not the anchor and the x86 kernel fails with "no scalar form for matmul in a fused
-group" (minimal repro: ``add(mul(c, c), matmul(a, w))``). Those cases run here with ``fuse``
-disabled, and ``test_full_pipeline`` records the bug as a strict xfail."""
+weights mapped by hand to ONNX's gate order. The unrolled graphs go through the whole default
+pipeline (fusion included)."""
 
 from __future__ import annotations
 
@@ -21,8 +16,6 @@ from nnc.passes.training.autodiff import grad
 from nnc.passes.training.gradcheck import build_op_module
 
 X86_CASES = [("lstm", 0), ("lstm", 1), ("gru", 0), ("rnn", 3), ("linear_attention", 4)]
-FUSE_BUG = {("lstm", 1), ("gru", 0), ("rnn", 3), ("linear_attention", 4)}
-NO_FUSE = {"disable_passes": ["fuse"]}  # see the module docstring
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -44,13 +37,6 @@ def _check_case(name: str, i: int, **compile_options) -> None:
 
 @pytest.mark.parametrize("name,i", [pytest.param(n, i, id=f"{n}-{i}") for n, i in X86_CASES])
 def test_gradient_graph_runs_on_x86(name: str, i: int):
-    _check_case(name, i, **(NO_FUSE if (name, i) in FUSE_BUG else {}))
-
-
-@pytest.mark.xfail(raises=NotImplementedError, strict=True,
-                   reason="fuse pass: an elementwise op placed before the matmul anchor of its group")
-@pytest.mark.parametrize("name,i", [pytest.param(n, i, id=f"{n}-{i}") for n, i in sorted(FUSE_BUG)])
-def test_full_pipeline(name: str, i: int):
     _check_case(name, i)
 
 
@@ -124,7 +110,7 @@ def test_recurrent_gradients_match_torch(kind: str, bidir: bool):
     if kind == "gru":
         attrs["linear_before_reset"] = 1  # torch's GRU
     m, names = _module(kind, arrays, weights, attrs)
-    got = nnc.compile(m, target="x86", **NO_FUSE).run(arrays)
+    got = nnc.compile(m, target="x86").run(arrays)
     dx, dstates = _torch_grads(layer, x, states, weights, kind == "lstm")
     np.testing.assert_allclose(got["d_x"], dx, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["d_h0"], dstates[0], rtol=1e-4, atol=1e-5)
