@@ -191,11 +191,16 @@ def all_models() -> dict[str, Callable[[], Path]]:
 # ResNet-50-light's ConstantOfShape weights are all 0.02 (every logit is the same number) and it ends
 # in a Softmax; MobileNetV2's default-initialised activations shrink to ~1e-8, so its logits are its
 # classifier bias. The variants below carry signal through every layer.
-REALISTIC_VERSION = 1  # bump to rebuild every cached realistic model after changing the recipe
+REALISTIC_VERSION = 2  # bump to rebuild every cached realistic model after changing the recipe
+# The last batch norm of every residual branch is scaled by this (scale and bias), as residual-branch
+# down-scaling initialisations do (Fixup, SkipInit, torchvision's zero_init_residual at 0) and as
+# trained ResNets look: with plain He initialisation these deep random networks are chaotic (40 dB
+# of input noise leaves 17-18 dB at the logits in fp32), which no real network is.
+RESIDUAL_SCALE = 0.1
 REALISTIC = ["resnet50", "resnet18", "mobilenet_v2"]
 
 
-def calibrated_torch_module(name: str, batch: int = 4) -> tuple:
+def calibrated_torch_module(name: str, batch: int = 4, residual_scale: float = 1.0) -> tuple:
     """(eval-mode module, example args) of ``torch_module(name)`` whose BatchNorm running statistics
     are the statistics of one training-mode forward pass over ``batch`` standard-normal inputs (fixed
     seed), so every BatchNorm output has per-channel mean ~0 and variance ~1 and activations keep
@@ -204,6 +209,14 @@ def calibrated_torch_module(name: str, batch: int = 4) -> tuple:
     from torch import nn
 
     model, args = torch_module(name)
+    if residual_scale != 1.0:
+        with torch.no_grad():
+            for m in model.modules():  # the last batch norm of each residual branch
+                bn = (m.body[-1][1] if getattr(m, "residual", False)  # MobileNetV2's inverted residual
+                      else m.b[1] if hasattr(m, "down") else None)  # ResNet's basic block
+                if bn is not None:
+                    bn.weight.mul_(residual_scale)
+                    bn.bias.mul_(residual_scale)
     bns = [b for b in model.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
     if bns:
         for b in bns:
@@ -216,12 +229,12 @@ def calibrated_torch_module(name: str, batch: int = 4) -> tuple:
     return model, args
 
 
-def _realistic_torch(name: str, path: Path) -> None:
+def _realistic_torch(name: str, path: Path, residual_scale: float = 1.0) -> None:
     import warnings
 
     import torch
 
-    model, args = calibrated_torch_module(name)
+    model, args = calibrated_torch_module(name, residual_scale=residual_scale)
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -298,7 +311,7 @@ def _np_forward_bn_stats(model, inits: dict, x) -> None:
         env[node.output[0]] = y.astype(np.float32)
 
 
-def _realistic_resnet50(path: Path, batch: int = 4) -> None:
+def _realistic_resnet50(path: Path, batch: int = 4, residual_scale: float = 1.0) -> None:
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -328,6 +341,9 @@ def _realistic_resnet50(path: Path, batch: int = 4) -> None:
         else:
             raise ValueError(f"unexpected ConstantOfShape output {name}")
         inits[name] = a.astype(np.float32)
+    for name in inits:
+        if "branch2c_bn_" in name and name.endswith(("_s_0", "_b_0")):
+            inits[name] = (inits[name] * residual_scale).astype(np.float32)
     # Cut before the final Softmax: the logits are what int8 must track.
     softmax = keep[-1]
     assert softmax.op_type == "Softmax"
@@ -355,11 +371,15 @@ def realistic_model(name: str) -> Path:
     replaced by a seeded random initializer (He-normal conv weights, BN scale ~1, bias ~0), every
     BatchNorm's mean/var set to the statistics of its input on one batch of 4 standard-normal images,
     and the graph cut before its final Softmax (output = logits). ``resnet18`` / ``mobilenet_v2``:
-    ``calibrated_torch_module(name)`` exported like ``torch_model``. Seeds differ from the ones the
+    ``calibrated_torch_module(name)`` exported like ``torch_model``. In all three the last batch norm
+    of every residual branch is scaled by ``RESIDUAL_SCALE``. Seeds differ from the ones the
     tests and benches draw their calibration and evaluation inputs from."""
     if name not in REALISTIC:
         raise KeyError(f"{name!r} has no realistic variant (choose from {', '.join(REALISTIC)})")
     path = cache_dir() / f"{name}.realistic.v{REALISTIC_VERSION}.onnx"
     if not path.exists():
-        _realistic_resnet50(path) if name == "resnet50" else _realistic_torch(name, path)
+        if name == "resnet50":
+            _realistic_resnet50(path, residual_scale=RESIDUAL_SCALE)
+        else:
+            _realistic_torch(name, path, residual_scale=RESIDUAL_SCALE)
     return path
