@@ -163,20 +163,23 @@ def torch_model(name: str) -> Path:
     path = cache_dir() / f"{name}.v{EXPORT_VERSION}.onnx"
     if path.exists():
         return path
+    model, args = torch_module(name)
+    _export(model, args, path)
+    return path
+
+
+def _export(model, args: tuple, path: Path) -> None:
+    """Export an eval-mode module to ``path`` atomically (TorchScript exporter, opset 17)."""
     import warnings
 
     import torch
 
-    torch.manual_seed(0)
-    model, args = _defs()[name]()
-    model.eval()
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, args, str(tmp), dynamo=False, opset_version=17, input_names=["input"],
                           output_names=["output"], do_constant_folding=True)
     os.replace(tmp, path)
-    return path
 
 
 def all_models() -> dict[str, Callable[[], Path]]:
@@ -230,17 +233,7 @@ def calibrated_torch_module(name: str, batch: int = 4, residual_scale: float = 1
 
 
 def _realistic_torch(name: str, path: Path, residual_scale: float = 1.0) -> None:
-    import warnings
-
-    import torch
-
-    model, args = calibrated_torch_module(name, residual_scale=residual_scale)
-    tmp = path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, args, str(tmp), dynamo=False, opset_version=17, input_names=["input"],
-                          output_names=["output"], do_constant_folding=True)
-    os.replace(tmp, path)
+    _export(*calibrated_torch_module(name, residual_scale=residual_scale), path)
 
 
 def _np_forward_bn_stats(model, inits: dict, x) -> None:
