@@ -3,7 +3,7 @@
 Backpropagation through time by static unrolling: a rule re-expresses the op's forward recurrence
 step by step with primitive IR ops (one input projection ``gemm`` for all time steps, then per step
 a ``matmul`` with the recurrent weights, ``split`` into gates, elementwise activations, ``where``
-masks for ``sequence_lens``) and differentiates that unrolled subgraph with ``autodiff.grad``
+masks for ``sequence_lens``) and differentiates that unrolled subgraph with ``engine.grad``
 itself, seeded with the op's result cotangents. Shapes are static in autodiff, so the unroll is
 exact; the recomputed forward costs one extra forward pass (the usual price of not keeping the
 op's internal gates). The inner ``grad`` only walks the unrolled ops: its loss is built from them
@@ -21,6 +21,7 @@ from ..errors import GradientError
 from ..graph import Op, Value
 from ..ops.sequence import _ACTS, _DEFAULT_ACTS
 from . import register_vjp
+from .engine import grad
 from .indexing import zeros
 from .util import reshape, scalar, shape_of
 
@@ -51,8 +52,7 @@ def _row(b: Builder, v: Value, d: int) -> Value:
 
 def _grad_through(b: Builder, op: Op, outs: list[Value], cts: list[Value | None]) -> list[Value | None]:
     """Cotangents of ``op``'s operands given the unrolled forward ``outs`` (one per result, same
-    types) and the result cotangents: differentiate the unrolled ops with ``autodiff.grad``."""
-    from nnc.passes.training.autodiff import grad  # the passes import the IR, not the reverse
+    types) and the result cotangents: differentiate the unrolled ops with ``engine.grad``."""
 
     pairs = [(o, c) for o, c in zip(outs, cts) if c is not None]
     flat = [reshape(b, o, [int(np.prod(shape_of(o)))]) for o, _ in pairs]

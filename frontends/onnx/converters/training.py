@@ -103,7 +103,7 @@ def adam(ctx: ConvertContext, node: Node):
 def gradient(ctx: ConvertContext, node: Node):
     """d y / d x for each x in ``xs``; y must be a scalar (or its elements are summed, the
     gradient of sum(y))."""
-    from nnc.passes.training.autodiff import grad  # noqa: PLC0415  (the one frontend op that needs autodiff)
+    from nnc.ir.grads.engine import grad
 
     xs, y_name = list(node.attr("xs")), node.attr("y")
     named = {v.name: v for v in ctx.b.graph.values()}

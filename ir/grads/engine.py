@@ -1,0 +1,129 @@
+"""Reverse-mode automatic differentiation over the IR (the engine; ``nnc.passes.training.autodiff``
+is its home for the training passes).
+
+``grad(module, loss, wrt)`` appends to the loss's graph the ops that compute d loss / d w for each
+``w`` in ``wrt`` and returns ``{w: gradient}``. It walks the forward ops that lie on a path from some
+``w`` to the loss in reverse order and asks each op's VJP rule (``OpDef.vjp``, see
+``nnc.ir.grads``) for the cotangents of its operands given those of its results; cotangents of a
+value used several times are summed. Ops off that path are never differentiated, so an op without
+a rule only matters when a gradient has to flow through it (then ``GradientError`` names it).
+
+Gradients are computed on static shapes: training compiles for a fixed batch (``specialize`` a
+module with symbolic dims first). The forward ops are left untouched; the backward ops are
+inserted at the end of the graph, and those a rule built for an operand that needs no gradient
+(a constant weight of a frozen layer, say) are deleted again.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..builder import Builder
+from ..errors import GradientError
+from ..graph import Graph, Module, Op, Value
+from ..registry import NOT_DIFFERENTIABLE
+
+
+def _on_path(graph: Graph, loss: Value, wrt: Sequence[Value]) -> list[Op]:
+    """Forward ops (in program order) that depend on some ``wrt`` and that the loss depends on."""
+    active: set[int] = {id(w) for w in wrt}
+    forward: list[Op] = []
+    for op in graph.ops:
+        if any(id(v) in active for v in op.operands):
+            forward.append(op)
+            active.update(id(r) for r in op.results)
+    needed: set[int] = {id(loss)}
+    path: list[Op] = []
+    for op in reversed(forward):
+        if any(id(r) in needed for r in op.results):
+            path.append(op)
+            needed.update(id(v) for v in op.operands if id(v) in active)
+    path.reverse()
+    return path
+
+
+def _check_static(op: Op) -> None:
+    for v in list(op.operands) + list(op.results):
+        if v.type.shape is None or not all(isinstance(d, int) for d in v.type.shape):
+            raise GradientError(f"cannot differentiate {op.opname}{op.where()}: {v.name} has the "
+                                f"non-static type {v.type}; training compiles for static shapes "
+                                "(give the batch size, e.g. specialize the model first)")
+
+
+def _rule(op: Op):
+    rule = op.opdef.vjp
+    if rule is None:
+        raise GradientError(f"no gradient rule for op {op.opname!r}{op.where()}: it lies between the "
+                            "trained parameters and the loss")
+    return rule
+
+
+def grad(module: Module, loss: Value, wrt: Sequence[Value], graph: Graph | None = None,
+         seed: Value | None = None) -> dict[Value, Value]:
+    """Append the backward pass for ``loss`` to ``graph`` (default ``module.main``) and return the
+    gradient of ``loss`` with respect to each value in ``wrt`` (zeros when the loss does not depend
+    on it). ``seed`` is the cotangent of the loss (default 1)."""
+    g = graph if graph is not None else module.main
+    if not loss.dtype.is_float:
+        raise GradientError(f"the loss {loss.name} must be a float tensor, got {loss.type}")
+    for w in wrt:
+        if not w.dtype.is_float:
+            raise GradientError(f"cannot differentiate with respect to {w.name} of type {w.type}")
+    if seed is None:
+        shape = loss.type.shape
+        if shape is None or any(d != 1 for d in shape):
+            raise GradientError(f"the loss {loss.name} must be a scalar, got {loss.type}")
+    path = _on_path(g, loss, wrt)
+    for op in path:
+        _check_static(op)
+    start = len(g.ops)
+    b = Builder(module, g, loc="grad")
+    cts: dict[int, Value] = {}
+    cts[id(loss)] = seed if seed is not None else b.const(np.ones(loss.type.shape, loss.dtype.numpy),
+                                                           name=f"d_{loss.name}")
+
+    def accumulate(v: Value, c: Value) -> None:
+        if c.type.shape != v.type.shape or c.dtype != v.dtype:
+            raise GradientError(f"internal: gradient of {v.name} has type {c.type}, expected {v.type}")
+        prev = cts.get(id(v))
+        cts[id(v)] = c if prev is None else b.op("add", prev, c, name=f"d_{v.name}")
+
+    for op in reversed(path):
+        outs = [cts.get(id(r)) for r in op.results]
+        if all(c is None for c in outs):
+            continue
+        rule = _rule(op)
+        if rule is NOT_DIFFERENTIABLE:
+            continue
+        b.loc = f"grad:{op.loc}" if op.loc else "grad"
+        ins = rule(b, op, outs)
+        if len(ins) != len(op.operands):
+            raise GradientError(f"internal: the rule of {op.opname} returned {len(ins)} cotangents for "
+                                f"{len(op.operands)} operands")
+        for v, c in zip(op.operands, ins):
+            if c is not None and v.dtype.is_float:
+                accumulate(v, c)
+    result: dict[Value, Value] = {}
+    b.loc = "grad"
+    for w in wrt:
+        c = cts.get(id(w))
+        if c is None:
+            c = b.const(np.zeros(w.type.shape, w.dtype.numpy), name=f"d_{w.name}")
+        result[w] = c
+    _erase_dead(g, start, keep=set(map(id, result.values())))
+    return result
+
+
+def _erase_dead(g: Graph, start: int, keep: set[int]) -> None:
+    """Delete backward ops (those at index >= start) whose results nobody uses."""
+    outputs = {id(v) for v in g.outputs}
+    changed = True
+    while changed:
+        changed = False
+        for op in reversed(g.ops[start:]):
+            if any(r.uses or id(r) in outputs or id(r) in keep for r in op.results):
+                continue
+            g.erase(op)
+            changed = True
