@@ -18,13 +18,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import GradientError
 from ..ops.conv import fill, window_count
-from ..ops.image import _affine_grid, _resize_axes, _resize_axis, resize_plan
+from ..ops.image import _affine_grid, _resize_axis, resize_axis_plans
 from . import register_vjp
 from .indexing import static_attr, zeros
 from .util import reshape, scalar, shape_of
@@ -41,25 +39,10 @@ def _resize_matrices(b, op, xs: tuple[int, ...]) -> list[tuple[int, np.ndarray]]
     a = dict(op.attrs)
     for name, idx in (("roi", 1), ("scales", 2), ("sizes", 3)):
         a[name] = static_attr(b, op, name, idx)
-    r = len(xs)
-    axes = _resize_axes(r, a["axes"])
-    scale, out = resize_plan(xs, axes, a["scales"] or None, a["sizes"] or None, a["keep_aspect_ratio_policy"])
-    roi = [0.0] * r + [1.0] * r
-    if a["roi"]:
-        n = len(axes)
-        for i, ax in enumerate(axes):
-            roi[ax], roi[r + ax] = a["roi"][i], a["roi"][n + i]
-    crop = a["coordinate_transformation_mode"] == "tf_crop_and_resize"
     a["extrapolation_value"] = 0.0  # extrapolated outputs are constants: zero rows
-    mats = []
-    for ax in axes:  # mirrors ops.image._resize
-        ident = (math.isclose(scale[ax], 1.0) and out[ax] == xs[ax]
-                 and (not crop or (math.isclose(roi[ax], 0.0) and math.isclose(roi[r + ax], 1.0))))
-        if ident:
-            continue
-        pair = (roi[ax], roi[r + ax]) if crop else None
-        mats.append((ax, _resize_axis(np.eye(xs[ax]), 0, scale[ax], out[ax], pair, a)))
-    return mats
+    # the resize of the identity matrix along an axis is that axis's linear map
+    return [(p.axis, _resize_axis(np.eye(p.n_in), 0, p.scale, p.n_out, p.roi, a))
+            for p in resize_axis_plans(xs, a) if not p.identity]
 
 
 def _apply_transposed(b, g, ax: int, m: np.ndarray):

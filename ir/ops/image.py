@@ -11,7 +11,7 @@ float64, round and saturate back to integer dtypes).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -184,10 +184,23 @@ def _resize_axis(data: np.ndarray, axis: int, scale: float, n_out: int, roi: tup
     return out
 
 
-def _resize(x: np.ndarray, **a) -> np.ndarray:
-    r = x.ndim
+class ResizeAxis(NamedTuple):
+    """How ``resize`` treats one axis it resizes: scale, sizes, the crop window (tf_crop_and_resize
+    only, else None) and whether the axis maps onto itself unchanged."""
+    axis: int
+    scale: float
+    n_in: int
+    n_out: int
+    roi: tuple[float, float] | None
+    identity: bool
+
+
+def resize_axis_plans(shape: Sequence[int], a: dict) -> list[ResizeAxis]:
+    """The per-axis geometry of a resize of a tensor of ``shape`` with attributes ``a`` (axes in the
+    order the op resizes them); shared by the reference, its gradient rule and the x86 kernel."""
+    r = len(shape)
     axes = _resize_axes(r, a["axes"])
-    scale, out = resize_plan(x.shape, axes, a["scales"] or None, a["sizes"] or None,
+    scale, out = resize_plan(tuple(shape), axes, a["scales"] or None, a["sizes"] or None,
                              a["keep_aspect_ratio_policy"])
     roi = [0.0] * r + [1.0] * r
     if a["roi"]:
@@ -195,15 +208,22 @@ def _resize(x: np.ndarray, **a) -> np.ndarray:
         for i, ax in enumerate(axes):
             roi[ax], roi[r + ax] = a["roi"][i], a["roi"][n + i]
     crop = a["coordinate_transformation_mode"] == "tf_crop_and_resize"
-    y = x.astype(np.float64)
+    plans = []
     for ax in axes:
-        ident = (math.isclose(scale[ax], 1.0) and out[ax] == y.shape[ax]
+        ident = (math.isclose(scale[ax], 1.0) and out[ax] == shape[ax]
                  and (not crop or (math.isclose(roi[ax], 0.0) and math.isclose(roi[r + ax], 1.0))))
-        if ident or out[ax] == 0:
-            if out[ax] == 0:
-                y = np.take(y, np.zeros(0, np.int64), axis=ax)
+        plans.append(ResizeAxis(ax, scale[ax], shape[ax], out[ax], (roi[ax], roi[r + ax]) if crop else None, ident))
+    return plans
+
+
+def _resize(x: np.ndarray, **a) -> np.ndarray:
+    y = x.astype(np.float64)
+    for p in resize_axis_plans(x.shape, a):
+        if p.identity or p.n_out == 0:
+            if p.n_out == 0:
+                y = np.take(y, np.zeros(0, np.int64), axis=p.axis)
             continue
-        y = _resize_axis(y, ax, scale[ax], out[ax], (roi[ax], roi[r + ax]) if crop else None, a)
+        y = _resize_axis(y, p.axis, p.scale, p.n_out, p.roi, a)
     return saturate(y, x.dtype)
 
 

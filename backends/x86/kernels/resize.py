@@ -18,7 +18,7 @@ import numpy as np
 from llvmlite import ir
 
 from nnc.ir import DType, Op, TargetError
-from nnc.ir.ops.image import _resize_axes, _source_coords, _taps, resize_plan, saturate
+from nnc.ir.ops.image import _resize_axes, _source_coords, _taps, resize_axis_plans, saturate
 
 from ..llvm_types import F64, I8, const_int, for_range, ll_type
 from .data_movement import FILL, const_table, emit_copy, fill_bits, load_table, row_major
@@ -39,28 +39,18 @@ class _AxisTaps:
 
 
 def _plan(x_shape: tuple[int, ...], out_shape: tuple[int, ...], a: dict) -> list[_AxisTaps]:
-    r = len(x_shape)
-    axes = _resize_axes(r, a["axes"])
-    scale, _ = resize_plan(x_shape, axes, a["scales"] or None, a["sizes"] or None, a["keep_aspect_ratio_policy"])
-    roi = [0.0] * r + [1.0] * r
-    if a["roi"]:
-        n = len(axes)
-        for i, ax in enumerate(axes):
-            roi[ax], roi[r + ax] = a["roi"][i], a["roi"][n + i]
-    crop = a["coordinate_transformation_mode"] == "tf_crop_and_resize"
+    by_axis = {p.axis: p for p in resize_axis_plans(x_shape, a)}
     plan = []
-    for d in range(r):
+    for d in range(len(x_shape)):
         n_in, n_out = x_shape[d], out_shape[d]
-        ident = d not in axes or (math.isclose(scale[d], 1.0) and n_out == n_in and
-                                  (not crop or (math.isclose(roi[d], 0.0) and math.isclose(roi[r + d], 1.0))))
-        if ident:
+        p = by_axis.get(d)
+        if p is None or p.identity:
             plan.append(_AxisTaps(np.arange(n_in, dtype=np.int64)[:, None], np.ones((n_in, 1)), None, True))
             continue
         # the lines of the reference's _resize_axis that decide taps and weights
         y = np.arange(n_out, dtype=np.float64)
-        xs, extrap = _source_coords(a["coordinate_transformation_mode"], y, scale[d], n_in, n_out,
-                                    (roi[d], roi[r + d]) if crop else None)
-        idx, w = _taps(xs, scale[d], n_in, a["mode"], a["nearest_mode"], a["cubic_coeff_a"], bool(a["antialias"]))
+        xs, extrap = _source_coords(a["coordinate_transformation_mode"], y, p.scale, n_in, n_out, p.roi)
+        idx, w = _taps(xs, p.scale, n_in, a["mode"], a["nearest_mode"], a["cubic_coeff_a"], bool(a["antialias"]))
         if a["exclude_outside"] and a["mode"] != "nearest":
             w = np.where((idx < 0) | (idx >= n_in), 0.0, w)
             total = w.sum(axis=1, keepdims=True)
