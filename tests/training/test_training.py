@@ -52,8 +52,18 @@ OPTIMIZERS = [
 ]
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch's multi-threaded optimizer kernels round parts of a tensor differently from run to run
+    (seen: 7% of elements off by 7e-5 after 20 Adam steps): one thread keeps the oracle fixed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("kind,attrs,make", OPTIMIZERS, ids=["nesterov", "dampening", "adam", "adamw"])
-def test_update_op_reference_and_x86_follow_torch_for_20_steps(kind, attrs, make):
+def test_update_op_reference_and_x86_follow_torch_for_20_steps(kind, attrs, make, one_torch_thread):
     from nnc.backends import x86
 
     shape = (3, 5000)  # more than one parallel chunk on x86
