@@ -29,7 +29,7 @@ from .cli_asic import add_asic_command, add_asic_flags, cmd_compile_asic
 from .cli_pipeline import add_pipeline_flags, pipeline_options, write_report
 from .cli_train import add_train_command, add_train_flags, cmd_compile_train
 from .cli_views import add_view_commands
-from .targets import PLANNED, TARGETS, get_backend
+from .targets import TARGETS, get_backend
 
 PROG = "nnc"
 _VALUES_SHOWN = 16  # outputs with at most this many elements are printed in full
@@ -476,8 +476,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _target_help() -> str:
-    planned = "; planned: " + ", ".join(PLANNED) if PLANNED else ""
-    return f"compilation target (default: reference). Available: {', '.join(TARGETS)}{planned}"
+    return f"compilation target (default: reference). Available: {', '.join(TARGETS)}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -555,7 +554,6 @@ def build_parser() -> argparse.ArgumentParser:
     bn.set_defaults(fn=cmd_bench)
 
     add_train_command(sub, _Formatter)
-
     add_asic_command(sub, _Formatter)
 
     o = sub.add_parser("ops", formatter_class=_Formatter, help="list the ONNX ops nnc supports",

@@ -1,6 +1,6 @@
 """The table of compilation targets. A target is a backend's ``compile(module, options)``.
 
-Targets are looked up by name; an unknown or not-yet-built target is a ``TargetError``.
+Targets are looked up by name; an unknown target is a ``TargetError``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ TARGETS: dict[str, tuple[str, str]] = {
     "x86": ("nnc.backends.x86", "LLVM code generation for x86 CPUs (host CPU and features by default)"),
     "asic": ("nnc.backends.asic", "simulated INT8 edge accelerator (quantizes, simulates, reports latency/energy)"),
 }
-PLANNED: dict[str, str] = {}
 
 
 def get_backend(name: str) -> Callable[..., Any]:
     if name not in TARGETS:
-        if name in PLANNED:
-            raise TargetError(f"target {name!r} ({PLANNED[name]}) is not available yet; "
-                              f"available targets: {', '.join(TARGETS)}")
         raise TargetError(f"unknown target {name!r}; available targets: {', '.join(TARGETS)}")
     return importlib.import_module(TARGETS[name][0]).compile
