@@ -10,7 +10,7 @@ kernel that has not opted in fails loudly instead of doing integer arithmetic on
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from llvmlite import ir
 
@@ -93,10 +93,12 @@ def const_of(dt: DType, v: float | int | bool) -> ir.Constant:
 
 @contextmanager
 def for_range(b: ir.IRBuilder, count: ir.Value | int, name: str = "i", start: int | ir.Value = 0,
-              step: int = 1) -> Iterator[ir.Value]:
+              step: int = 1, on_latch: Callable[[ir.Instruction, list[ir.Block]], None] | None = None
+              ) -> Iterator[ir.Value]:
     """``for (i = start; i < count; i += step)`` with an i64 induction variable.
 
     The body is emitted inside the ``with`` block; the builder ends positioned after the loop.
+    ``on_latch(back_edge_branch, body_blocks)`` may attach loop metadata once the body is built.
     """
     count = const_int(count) if isinstance(count, int) else count
     start = const_int(start) if isinstance(start, int) else start
@@ -105,6 +107,7 @@ def for_range(b: ir.IRBuilder, count: ir.Value | int, name: str = "i", start: in
     head = fn.append_basic_block(f"{name}.head")
     body = fn.append_basic_block(f"{name}.body")
     end = fn.append_basic_block(f"{name}.end")
+    first_new = len(fn.blocks)
     b.branch(head)
     b.position_at_end(head)
     i = b.phi(I64, name=name)
@@ -114,5 +117,7 @@ def for_range(b: ir.IRBuilder, count: ir.Value | int, name: str = "i", start: in
     yield i
     nxt = b.add(i, const_int(step), name=f"{name}.next")
     i.add_incoming(nxt, b.block)
-    b.branch(head)
+    latch = b.branch(head)
     b.position_at_end(end)
+    if on_latch is not None:
+        on_latch(latch, [body, *fn.blocks[first_new:]])

@@ -61,26 +61,11 @@ def vector_loop(b: ir.IRBuilder, count: ir.Value | int, lanes: int, name: str = 
     if isinstance(count, int) and isinstance(start, int) and (count - start < 2 * lanes and not predicate or
                                                               count - start <= 2):
         lanes = 1  # too short for LLVM to vectorise (unmasked): a width hint would only print a remark
-    count = const_int(count) if isinstance(count, int) else count
-    start = const_int(start) if isinstance(start, int) else start
-    pre = b.block
-    fn = b.function
-    head = fn.append_basic_block(f"{name}.head")
-    body = fn.append_basic_block(f"{name}.body")
-    end = fn.append_basic_block(f"{name}.end")
-    first_new = len(fn.blocks)
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64, name=name)
-    i.add_incoming(start, pre)
-    b.cbranch(b.icmp_signed("<", i, count), body, end)
-    b.position_at_end(body)
-    yield i
-    nxt = b.add(i, const_int(1), name=f"{name}.next")
-    i.add_incoming(nxt, b.block)
-    latch = b.branch(head)
-    b.position_at_end(end)
-    tag_loop(latch, [body, *fn.blocks[first_new:]], lanes, predicate=predicate)
+    def tag(latch: ir.Instruction, blocks: list[ir.Block]) -> None:
+        tag_loop(latch, blocks, lanes, predicate=predicate)
+
+    with for_range(b, count, name, start, on_latch=tag) as i:
+        yield i
 
 
 def tag_loop(latch: ir.Instruction, blocks: list[ir.Block], lanes: int, parallel: bool = True,
