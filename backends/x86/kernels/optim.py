@@ -17,25 +17,10 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op
 
-from ..llvm_types import F64, const_int
+from ..llvm_types import F64
 from .loopkit import Loops, compute_type, f64_exp, operand
-from .reduce import rows
+from .reduce import element_chunks
 from .registry import lowering
-
-_CHUNK = 16384  # elements per parallel task
-
-
-def _chunks(k, n: int, body) -> None:
-    """``body(kb, lo, hi)`` over [0, n) in chunks, in parallel when there is more than one."""
-    count = max(1, -(-n // _CHUNK))
-
-    def task(kb, t):
-        b = kb.b
-        lo = b.mul(t, const_int(_CHUNK))
-        hi = b.add(lo, const_int(_CHUNK))
-        hi = b.select(b.icmp_signed("<", hi, const_int(n)), hi, const_int(n))
-        body(kb, lo, hi)
-    rows(k, count, _CHUNK, task, name="chunk")
 
 
 def _scalar_f64(L: Loops, ptr: ir.Value, dt: DType) -> ir.Value:
@@ -80,7 +65,7 @@ def lower_sgd(k, op: Op) -> None:
             L.st(b.fsub(x, b.fmul(lr, d)), kb.out(0), i, dt)
         L.done()
 
-    _chunks(k, n, body)
+    element_chunks(k, n, body)
 
 
 @lowering("adam_update")
@@ -129,5 +114,5 @@ def lower_adam(k, op: Op) -> None:
             L.st(b.fsub(x, b.fmul(step_size, b.fdiv(m, denom))), kb.out(0), i, dt)
         L.done()
 
-    _chunks(k, n, body)
+    element_chunks(k, n, body)
 

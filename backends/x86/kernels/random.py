@@ -13,9 +13,12 @@ from __future__ import annotations
 from llvmlite import ir
 
 from nnc.ir import Op, TargetError
+from nnc.ir.ops.random import _GOLDEN, _KEYMUL, _MIX1, _MIX2, keep_threshold
 
 from ..llvm_types import I1, I8, I64, PTR
 from .data_movement import emit_memcpy
+from .loopkit import Loops, compute_type
+from .reduce import element_chunks
 from .registry import lowering
 
 
@@ -49,11 +52,6 @@ def lower_random(k, op: Op) -> None:
 def lower_keyed_dropout(k, op: Op) -> None:
     """The counter generator of ``ir/ops/random.py`` in wrapping 64-bit integer arithmetic, element
     by element (vectorisable: no state carried between elements), chunks in parallel."""
-    from nnc.ir.ops.random import _GOLDEN, _KEYMUL, _MIX1, _MIX2, keep_threshold
-
-    from .loopkit import Loops, compute_type
-    from .optim import _chunks
-
     x = op.operands[0]
     dt = x.dtype
     ct = compute_type(dt)
@@ -84,4 +82,4 @@ def lower_keyed_dropout(k, op: Op) -> None:
             if len(op.results) > 1:
                 mp = b.gep(kb.out(1), [i], source_etype=I8, inbounds=True)
                 b.store(b.zext(keep, I8), mp)
-    _chunks(k, n, body)
+    element_chunks(k, n, body)

@@ -85,6 +85,23 @@ def rows(k, count: int, work_per_row: int, body: Callable, name: str = "row") ->
         body(k, i)
 
 
+ELEMENT_CHUNK = 16384  # elements per parallel task of an elementwise pass
+
+
+def element_chunks(k, n: int, body: Callable) -> None:
+    """``body(kb, lo, hi)`` over [0, n) in chunks of ``ELEMENT_CHUNK``, in parallel when there is
+    more than one and enough work."""
+    count = max(1, -(-n // ELEMENT_CHUNK))
+
+    def task(kb, t):
+        b = kb.b
+        lo = b.mul(t, const_int(ELEMENT_CHUNK))
+        hi = b.add(lo, const_int(ELEMENT_CHUNK))
+        hi = b.select(b.icmp_signed("<", hi, const_int(n)), hi, const_int(n))
+        body(kb, lo, hi)
+    rows(k, count, ELEMENT_CHUNK, task, name="chunk")
+
+
 # -- combining ---------------------------------------------------------------------------------------
 def _reassoc(v: ir.Value) -> ir.Value:
     v.flags.append("reassoc")
