@@ -16,10 +16,10 @@ import math
 
 import numpy as np
 
-from ..builder import Builder, const_value
+from ..builder import Builder
 from ..graph import Value
 from . import register_vjp
-from .util import broadcast_to, cast_to, reshape, scalar, shape_of, sum_to
+from .util import broadcast_to, cast_to, reshape, scalar, scalar_attr, shape_of, sum_to
 
 
 def _axis(op, x: Value) -> int:
@@ -176,19 +176,6 @@ def _lrn(b, op, cts):
 
 # -- dropout ---------------------------------------------------------------------------------------
 
-def _attr_or_const(b: Builder, op, name: str, index: int):
-    """(compile-time value or None, run-time operand or None) of a dynamic attribute."""
-    v = op.attrs.get(name)
-    if v is not None:
-        return v, None
-    if index < len(op.operands):
-        c = const_value(b.module, op.operands[index])
-        if c is None:
-            return None, op.operands[index]
-        return c.reshape(-1)[0].item(), None
-    return None, None
-
-
 @register_vjp("dropout")
 def _dropout(b, op, cts):
     """dx = g * mask / (1 - ratio) with the op's own mask; the identity when not training."""
@@ -196,8 +183,8 @@ def _dropout(b, op, cts):
     rest = [None] * (len(op.operands) - 1)
     if g is None:
         return [None] + rest
-    ratio, ratio_rt = _attr_or_const(b, op, "ratio", 1)
-    training, training_rt = _attr_or_const(b, op, "training", 2)
+    ratio, ratio_rt = scalar_attr(b.module, op, "ratio", 1)
+    training, training_rt = scalar_attr(b.module, op, "training", 2)
     if training is not None and not training:
         return [g] + rest
     if ratio_rt is None and (ratio if ratio is not None else 0.5) == 0:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from ..builder import Builder
-from ..graph import Value
+from ..builder import Builder, const_value
+from ..graph import Module, Op, Value
 from ..types import TensorType
 
 
@@ -62,3 +62,17 @@ def cast_to(b: Builder, g: Value, like: Value) -> Value:
 
 def is_float(v: Value) -> bool:
     return v.dtype.is_float
+
+
+def scalar_attr(module: Module, op: Op, name: str, index: int) -> tuple[Any, Value | None]:
+    """(compile-time value or None, run-time operand or None) of a scalar dynamic attribute: the
+    attribute when set, else operand ``index`` when it is a constant, else that operand."""
+    v = op.attrs.get(name)
+    if v is not None:
+        return v, None
+    if index < len(op.operands):
+        c = const_value(module, op.operands[index])
+        if c is None:
+            return None, op.operands[index]
+        return c.reshape(-1)[0].item(), None
+    return None, None

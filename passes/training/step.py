@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from nnc.ir import DType, ModelError, Module
+from nnc.ir import Builder, DType, ModelError, Module
+from nnc.ir.grads.util import scalar_attr
 from nnc.ir.types import TensorType
 
 from .autodiff import grad
@@ -58,37 +59,28 @@ def key_dropouts(m: Module, step) -> int:
     every step from a counter generator that x86 reproduces bit for bit (and remat may recompute).
     Each op gets its own seed (its ``seed`` attribute, else its position). Dropout with a run-time
     ratio or training flag stays as it is (reference target only). Returns how many were keyed."""
-    from nnc.ir import Builder, const_value
-
     g = m.main
     n = 0
     for i, op in enumerate(list(g.ops)):
         if op.opname != "dropout":
             continue
-        ratio, training = op.attrs.get("ratio"), op.attrs.get("training")
-        for idx, val in ((1, ratio), (2, training)):
-            if len(op.operands) > idx and val is None:
-                c = const_value(m, op.operands[idx])
-                if c is None:
-                    break
-                if idx == 1:
-                    ratio = float(c.reshape(-1)[0])
-                else:
-                    training = int(c.reshape(-1)[0])
-        else:
-            ratio = 0.5 if ratio is None else ratio
-            if training == 0 or ratio == 0:
-                continue
-            seed = op.attrs.get("seed")
-            b = Builder(m, g, loc=op.loc)
-            b.set_insertion_before(op)
-            out, mask = b.op("keyed_dropout", op.operands[0], step, ratio=ratio,
-                             seed=int(seed) if seed is not None and seed == seed else 1000 + i,
-                             names=[r.name + ".keyed" for r in op.results])
-            g.replace_all_uses(op.results[0], out)
-            g.replace_all_uses(op.results[1], mask)
-            g.erase(op)
-            n += 1
+        ratio, ratio_rt = scalar_attr(m, op, "ratio", 1)
+        training, training_rt = scalar_attr(m, op, "training", 2)
+        if ratio_rt is not None or training_rt is not None:
+            continue
+        ratio = 0.5 if ratio is None else ratio
+        if training == 0 or ratio == 0:
+            continue
+        seed = op.attrs.get("seed")
+        b = Builder(m, g, loc=op.loc)
+        b.set_insertion_before(op)
+        out, mask = b.op("keyed_dropout", op.operands[0], step, ratio=ratio,
+                         seed=int(seed) if seed is not None and seed == seed else 1000 + i,
+                         names=[r.name + ".keyed" for r in op.results])
+        g.replace_all_uses(op.results[0], out)
+        g.replace_all_uses(op.results[1], mask)
+        g.erase(op)
+        n += 1
     return n
 
 
