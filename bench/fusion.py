@@ -42,7 +42,8 @@ def main() -> None:
             "|---|---|---|---|---|---|"]
     for name in a.models.split(","):
         path = str(table[name]())
-        res = benchmark(path, engines=("nnc-O0", "nnc"), threads=a.threads, rounds=a.rounds)
+        res = benchmark(path, engines=("nnc-O0", "nnc"), threads=a.threads, rounds=a.rounds,
+                        configs={"nnc-O0": {"target": "x86", "opt_level": 0}})
         o0, o3 = res["nnc-O0"], res["nnc"]
         if o0["status"] != "ok" or o3["status"] != "ok":
             rows.append(f"| {name} | | | {o0['status']} | {o3['status']} | |")

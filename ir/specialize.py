@@ -49,6 +49,34 @@ def specialize(module: Module, shapes: Mapping[str, tuple[int, ...]],
     return m
 
 
+def input_symbols(module: Module) -> list[str]:
+    """The symbolic dims of the main graph's inputs, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for p in module.main.params:
+        for d in p.type.shape or ():
+            if not isinstance(d, int):
+                seen.setdefault(str(d), None)
+    return list(seen)
+
+
+def bind_dims(module: Module, dims: Mapping[str, int]) -> Module:
+    """A copy with the named symbolic input dims fixed (``{"N": 1}``); other symbols stay. A name
+    that is not a symbolic input dim of the model is an ``InputError`` (a size that would change
+    nothing is a mistake worth saying)."""
+    symbols = input_symbols(module)
+    unknown = sorted(set(dims) - set(symbols))
+    if unknown:
+        have = ", ".join(symbols) if symbols else "none: its input shapes are static"
+        raise InputError(f"dims: the model has no symbolic input dim {', '.join(unknown)} (its symbols: {have})")
+    m = module.clone()
+    for p in m.main.params:
+        if p.type.shape is not None:
+            p.type = TensorType(p.type.dtype, tuple(d if isinstance(d, int) or str(d) not in dims else int(dims[str(d)])
+                                                    for d in p.type.shape))
+    reinfer(m)
+    return m
+
+
 def reinfer(m: Module) -> None:
     """Recompute every op's result types from its operands (after parameters were retyped, or after
     constant folding made more operands known)."""

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-ENGINES = ("nnc", "ort", "reference")
+ENGINES = ("nnc", "ort", "reference")  # the default engine labels; nnc configurations may add more
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NNC_NUM_THREADS")
 
 
@@ -112,12 +112,18 @@ def _run_worker(spec: dict[str, Any], threads: int, timeout: float, cache_dir: s
 
 def benchmark(model: str, engines: Sequence[str] = ("nnc", "ort"), threads: int = 1, target: str = "x86",
               rounds: int = 3, budget_s: float = 2.0, min_runs: int = 5, max_runs: int = 200,
-              timeout: float = 600.0, dims: Mapping[str, int] | None = None) -> dict[str, Any]:
+              timeout: float = 600.0, dims: Mapping[str, int] | None = None,
+              configs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Benchmark ``model`` on each engine; returns ``{engine: result}`` plus ``"agreement"``.
 
+    An engine is ``"ort"`` (onnxruntime), ``"reference"``, ``"nnc"`` (``target``, default options)
+    or a label of ``configs``: ``{label: {"target": ..., "mode": ..., **CompileOptions fields}}``, each
+    compiled with ``nnc.compile(model, **config)`` in its worker (``nnc bench --compare`` uses two).
     A result has ``status`` ("ok" or "fails: <reason>"), and when ok ``compile_s``, ``median_ms``,
-    ``p90_ms``, ``throughput`` (inferences per second at the model's batch), ``runs``.
+    ``p90_ms``, ``throughput`` (runs per second: inferences, or training steps in train mode),
+    ``runs`` and ``memory`` (the compile report's arena and lower bound, bytes).
     """
+    configs = dict(configs or {})
     results: dict[str, Any] = {e: {"status": "ok", "times": [], "compile": []} for e in engines}
     with tempfile.TemporaryDirectory(prefix="nnc-bench-") as tmp:
         feeds_path = os.path.join(tmp, "inputs.npz")
@@ -131,7 +137,10 @@ def benchmark(model: str, engines: Sequence[str] = ("nnc", "ort"), threads: int 
                 if res["status"] != "ok":
                     continue
                 out_path = os.path.join(tmp, f"out-{e}.npz") if r == 0 else None
-                spec = {"model": os.path.abspath(model), "engine": e, "target": target, "threads": threads,
+                config = dict(configs.get(e) or {"target": "reference" if e == "reference" else target})
+                if config.get("target") == "x86":
+                    config.setdefault("threads", threads)
+                spec = {"model": os.path.abspath(model), "engine": e, "config": config, "threads": threads,
                         "inputs": feeds_path, "outputs": out_path, "budget_s": budget_s,
                         "min_runs": min_runs, "max_runs": max_runs}
                 got = _run_worker(spec, threads, timeout, os.path.join(tmp, "cache"))
@@ -140,6 +149,8 @@ def benchmark(model: str, engines: Sequence[str] = ("nnc", "ort"), threads: int 
                     continue
                 res["times"] += got["times_ms"]
                 res["compile"].append(got["compile_s"])  # [0] is cold, later rounds hit the cache
+                res["memory"] = got.get("memory")
+                res["mode"] = got.get("mode", "infer")
         summary: dict[str, Any] = {}
         for e, res in results.items():
             if res["status"] != "ok":
@@ -150,18 +161,23 @@ def benchmark(model: str, engines: Sequence[str] = ("nnc", "ort"), threads: int 
                           "throughput": 1e3 / med, "compile_s": float(res["compile"][0]),
                           "cached_compile_s": float(np.median(res["compile"][1:])) if len(res["compile"]) > 1
                           else None,
-                          "runs": len(res["times"])}
-        summary["agreement"] = _agreement(tmp, [e for e in engines if summary[e]["status"] == "ok"])
+                          "runs": len(res["times"]), "memory": res.get("memory"), "mode": res.get("mode"),
+                          "config": dict(configs.get(e) or {})}
+        ok = [e for e in engines if summary[e]["status"] == "ok" and summary[e].get("mode") != "train"]
+        quantized = {e for e in ok if (configs.get(e) or {}).get("quantize")}
+        summary["agreement"] = _agreement(tmp, ok, quantized)
     return summary
 
 
-def _agreement(tmp: str, ok: list[str]) -> dict[str, Any]:
+def _agreement(tmp: str, ok: list[str], quantized: set[str] | None = None) -> dict[str, Any]:
     """Largest difference of each engine's outputs from a baseline: onnxruntime when it ran, else the
-    reference interpreter."""
+    reference interpreter, else the first float nnc engine; quantized engines get an SQNR instead."""
+    quantized = quantized or set()
     files = {e: os.path.join(tmp, f"out-{e}.npz") for e in ok if os.path.exists(os.path.join(tmp, f"out-{e}.npz"))}
     if len(files) < 2:
         return {}
-    base_e = next((e for e in ("ort", "reference") if e in files), next(iter(files)))
+    base_e = next((e for e in ("ort", "reference") if e in files),
+                  next((e for e in files if e not in quantized), next(iter(files))))
     out = {}
     with np.load(files[base_e]) as zb:
         base = {k: zb[k] for k in zb.files}
@@ -181,29 +197,56 @@ def _agreement(tmp: str, ok: list[str]) -> dict[str, Any]:
                 else:
                     diffs.append(float(np.any(got != want)))
         out[e] = {"vs": base_e, "max_scaled_diff": max(diffs) if diffs else 0.0}
+        if e in quantized:
+            with np.load(f) as z:
+                sig = sum(float(np.sum(want.astype(np.float64) ** 2)) for want in base.values())
+                noise = sum(float(np.sum((z[k].astype(np.float64) - want.astype(np.float64)) ** 2))
+                            for k, want in base.items() if k in z.files and z[k].shape == want.shape)
+            out[e]["sqnr_db"] = float(10 * np.log10(sig / noise)) if noise > 0 else float("inf")
     return out
 
 
-def format_report(model: str, res: Mapping[str, Any], threads: int, flops: float | None = None) -> str:
+def _mb(nbytes: Any) -> str:
+    return f"{nbytes / 2**20:9.2f}" if isinstance(nbytes, (int, float)) else f"{'-':>9}"
+
+
+def format_report(model: str, res: Mapping[str, Any], threads: int, flops: float | None = None,
+                  compare: tuple[str, str] | None = None) -> str:
+    """The table: one row per engine (latency, throughput, GFLOP/s, compile time, arena MB), the
+    nnc/onnxruntime ratio, the ratio of a ``compare`` pair of engines, and output agreement."""
     lines = [f"{os.path.basename(model)}, {threads} thread(s)" + (f", {flops / 1e9:.3g} GFLOP" if flops else "")]
-    hdr = f"  {'engine':<10} {'median ms':>10} {'p90 ms':>10} {'inf/s':>9} {'GFLOP/s':>8} {'compile s':>10} {'runs':>5}"
-    lines.append(hdr)
-    for e in ENGINES:
-        if e not in res:
-            continue
+    engines = [e for e in res if e != "agreement"]
+    w = max([10] + [len(e) for e in engines])
+    lines.append(f"  {'engine':<{w}} {'median ms':>10} {'p90 ms':>10} {'runs/s':>9} {'GFLOP/s':>8} {'compile s':>10} "
+                 f"{'runs':>5} {'arena MB':>9}")
+    for e in engines:
         r = res[e]
         if r["status"] != "ok":
-            lines.append(f"  {e:<10} {r['status']}")
+            lines.append(f"  {e:<{w}} {r['status']}")
             continue
-        gf = f"{flops / r['median_ms'] / 1e6:8.1f}" if flops else f"{'-':>8}"
-        lines.append(f"  {e:<10} {r['median_ms']:10.3f} {r['p90_ms']:10.3f} {r['throughput']:9.1f} {gf} "
-                     f"{r['compile_s']:10.2f} {r['runs']:5d}")
-    if res.get("nnc", {}).get("status") == "ok" and res.get("ort", {}).get("status") == "ok":
-        ratio = res["nnc"]["median_ms"] / res["ort"]["median_ms"]
-        lines.append(f"  nnc / onnxruntime median latency: {ratio:.2f}x ({'slower' if ratio > 1 else 'faster'})")
-    for e, a in res.get("agreement", {}).items():
-        verdict = "agree" if a["max_scaled_diff"] <= 1e-3 else "DIFFER"
-        lines.append(f"  outputs {e} vs {a['vs']}: {verdict} (max |diff|/max(|ref|,1) = {a['max_scaled_diff']:.2e})")
+        gf = f"{flops / r['median_ms'] / 1e6:8.1f}" if flops and r.get("mode") != "train" else f"{'-':>8}"
+        arena = (r.get("memory") or {}).get("arena_bytes")
+        lines.append(f"  {e:<{w}} {r['median_ms']:10.3f} {r['p90_ms']:10.3f} {r['throughput']:9.1f} {gf} "
+                     f"{r['compile_s']:10.2f} {r['runs']:5d} {_mb(arena)}")
+    base = next((e for e in engines if e.startswith("nnc")), None)
+    if base and res[base]["status"] == "ok" and res.get("ort", {}).get("status") == "ok" and \
+            res[base].get("mode") != "train":
+        ratio = res[base]["median_ms"] / res["ort"]["median_ms"]
+        lines.append(f"  {base} / onnxruntime median latency: {ratio:.2f}x ({'slower' if ratio > 1 else 'faster'})")
+    if compare and all(res.get(e, {}).get("status") == "ok" for e in compare):
+        a, b = (res[e] for e in compare)
+        ratio = a["median_ms"] / b["median_ms"]
+        lines.append(f"  {compare[0]} / {compare[1]} median latency: {ratio:.2f}x "
+                     f"({'slower' if ratio > 1 else 'faster'})")
+        ma, mb = ((r.get("memory") or {}).get("arena_bytes") for r in (a, b))
+        if ma and mb:
+            lines.append(f"  {compare[0]} / {compare[1]} arena: {ma / mb:.2f}x ({ma:,} vs {mb:,} bytes)")
+    for e, ag in res.get("agreement", {}).items():
+        if "sqnr_db" in ag:
+            lines.append(f"  outputs {e} vs {ag['vs']}: SQNR {ag['sqnr_db']:.1f} dB (quantized)")
+            continue
+        verdict = "agree" if ag["max_scaled_diff"] <= 1e-3 else "DIFFER"
+        lines.append(f"  outputs {e} vs {ag['vs']}: {verdict} (max |diff|/max(|ref|,1) = {ag['max_scaled_diff']:.2e})")
     return "\n".join(lines)
 
 
@@ -242,22 +285,45 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         import nnc
 
-        target = "reference" if engine == "reference" else spec["target"]
         # the parent gives every benchmark an empty cache (NNC_CACHE_DIR): round 0 compiles cold
         # (the compile time reported), later rounds hit the cache instead of compiling again
-        opts: dict[str, Any] = {"threads": threads} if target == "x86" else {}
-        if engine.startswith("nnc-O"):  # nnc at a given optimisation level (bench/fusion.py)
-            opts["opt_level"] = int(engine[len("nnc-O"):])
-        cm = nnc.compile(spec["model"], target=target, **opts)
+        cm = nnc.compile(spec["model"], **spec["config"])
+        memory = (cm.report.get("memory") or {})
+        result_memory = {k: memory.get(k) for k in ("arena_bytes", "lower_bound_bytes", "weights_bytes")}
+        if spec["config"].get("mode") == "train":
+            batch = _train_batch(cm, feeds)
 
-        def run():
-            return cm.run(feeds)
+            def run():
+                return {"loss": np.asarray(cm.step(batch))}
+        else:
+            def run():
+                return cm.run(feeds)
     compile_s = time.perf_counter() - t0
     outs = run()
     if spec.get("outputs"):
         np.savez(spec["outputs"], **{k: np.asarray(v) for k, v in outs.items()})
     times = _timed_runs(run, float(spec["budget_s"]), int(spec["min_runs"]), int(spec["max_runs"]))
-    return {"ok": True, "compile_s": compile_s, "times_ms": times}
+    out = {"ok": True, "compile_s": compile_s, "times_ms": times, "mode": spec.get("config", {}).get("mode", "infer")}
+    if engine != "ort":
+        out["memory"] = result_memory
+    return out
+
+
+def _train_batch(sess: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A batch for a training step: the benchmark's inputs at the step's batch size, and labels
+    (class ids 0/1 for an integer label, standard normal values for a float one)."""
+    rng = np.random.default_rng(0)
+    batch = {}
+    for name, t in sess.input_types.items():
+        shape = tuple(int(d) for d in t.shape)
+        if name in feeds and feeds[name].shape[1:] == shape[1:]:
+            reps = -(-shape[0] // max(feeds[name].shape[0], 1))
+            batch[name] = np.concatenate([feeds[name]] * reps)[:shape[0]].astype(t.dtype.numpy)
+        elif t.dtype.is_float:
+            batch[name] = rng.standard_normal(shape).astype(t.dtype.numpy)
+        else:
+            batch[name] = rng.integers(0, 2, size=shape).astype(t.dtype.numpy)
+    return batch
 
 
 def worker_main(spec_json: str) -> int:

@@ -1,6 +1,6 @@
 """Running the optimisation pipeline for ``nnc.compile``: options in, optimised module and report out.
 
-Pipeline options (all optional) taken out of ``nnc.compile``'s keyword arguments:
+Pipeline options (all optional; ``CompileOptions.pipeline_options()`` gives them as a dict):
 ``opt_level`` (0..3, default 3), ``passes`` (a pipeline string; replaces the preset),
 ``disable_passes``, ``verify_each``, ``print_ir_before``, ``print_ir_after`` (pass names or "all"),
 ``print_ir_after_change``, ``time_passes``, ``dump_dir``, ``explain_fusion``, ``pass_plugins``
@@ -18,17 +18,6 @@ from nnc.passes import PassManager, PassRecord
 from nnc.passes.pipeline import format_pipeline, parse_pipeline
 from nnc.passes.plugins import load_pass_plugin
 from nnc.passes.presets import DEFAULT_LEVEL, preset
-
-PIPELINE_OPTIONS = ("opt_level", "passes", "disable_passes", "verify_each", "print_ir_before", "print_ir_after",
-                    "print_ir_after_change", "time_passes", "dump_dir", "explain_fusion", "pass_plugins",
-                    "quantize", "calibration", "observer", "memory_budget")
-
-
-def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pipeline options, backend options)."""
-    pipe = {k: options[k] for k in PIPELINE_OPTIONS if k in options}
-    rest = {k: v for k, v in options.items() if k not in PIPELINE_OPTIONS}
-    return pipe, rest
 
 
 def _names(v: str | Iterable[str] | None) -> list[str]:

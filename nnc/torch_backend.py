@@ -40,7 +40,7 @@ def _compile(gm: Any, example_inputs: list[Any], opts: dict[str, Any]) -> Callab
         kinds = sorted({type(t).__name__ for t in example_inputs if not isinstance(t, torch.Tensor)})
         raise UnsupportedOpError(f"non-tensor graph inputs ({', '.join(kinds)})")
     target = opts.pop("target", os.environ.get("NNC_TORCH_TARGET", "reference"))
-    opts.setdefault("quiet", True) if target == "x86" else None
+    opts.setdefault("quiet", True)
     ep = torch.export.export(gm, tuple(example_inputs), strict=False)
     module = import_program(ep, name="dynamo_graph")
     cm = nnc.compile(module, target=target, **opts)

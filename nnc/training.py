@@ -25,14 +25,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from nnc.backends.artifact import npz_bytes, write_files
+from nnc.backends.compiled import Backend, CompiledModel
+from nnc.backends.options import CompileOptions
 from nnc.frontends.onnx import import_model
 from nnc.ir import InputError, ModelError, Module, NncError
 from nnc.ir.specialize import specialize
 from nnc.passes.training.optimizers import OptimizerConfig
 from nnc.passes.training.step import StepSignature, build_train_step
 
-from .pipeline import optimize, split_options
-from .targets import get_backend
+from .loading import from_torch
+from .pipeline import optimize
 
 _HEADER = "__nnc_training__"
 _STEP_OPTIONS = ("loss", "trainable", "frozen", "loss_output", "label_name", "reduction", "label_smoothing",
@@ -48,8 +51,6 @@ def load_for_training(model: Any, example_args: Any = None, dynamic_shapes: Any 
     from nnc.frontends.torch.loader import is_exported_program, is_pt2_path, is_torch_module
 
     if is_torch_module(model) or is_exported_program(model) or is_pt2_path(model):
-        from .api import from_torch
-
         if is_torch_module(model) and example_args is None:
             raise InputError("training a torch nn.Module needs example_args=(tensor, ...) to trace it")
         return from_torch(model, example_args or (), dynamic_shapes, weights="param"), None
@@ -86,43 +87,34 @@ def _unbound(module: Module) -> Module:
     return m
 
 
-def build_step_module(model: Any, loss: str = "cross_entropy", optimizer: str = "sgd", lr: float | None = None,
-                      input_shapes: Mapping[str, Any] | None = None, batch_size: int | None = None,
-                      **options: Any) -> tuple[Module, StepSignature, Module]:
-    """(the training-step module with bound initial values, its signature, the optimised step with
-    every tensor as a plain input: what a backend compiles). Leftover ``options`` are pipeline options."""
-    step_module, sig, config, _, _, rest = _build(model, loss, optimizer, lr, input_shapes, batch_size, options)
-    pipe, _ = split_options(rest)
-    optimized, _, _ = optimize(step_module, "train", pipe)
-    return step_module, sig, _unbound(optimized)
-
-
-def _build(model: Any, loss: str, optimizer: str, lr: float | None, input_shapes: Mapping[str, Any] | None,
-           batch_size: int | None, options: dict[str, Any]):
-    options = dict(options)
-    torch_args = (options.pop("example_args", None), options.pop("dynamic_shapes", None))
-    step_opts = {k: options.pop(k) for k in _STEP_OPTIONS if k in options}
-    optim_opts = {k: options.pop(k) for k in _OPTIM_OPTIONS if k in options}
+def _build(model: Any, opts: CompileOptions, example_args: Any, dynamic_shapes: Any):
+    train = opts.train_options()
+    step_opts = {k: train[k] for k in _STEP_OPTIONS if k in train}
+    optim_opts = {k: train[k] for k in _OPTIM_OPTIONS if k in train}
     if "betas" in optim_opts:
         optim_opts["betas"] = tuple(float(b) for b in optim_opts["betas"])
-    config = OptimizerConfig.make(optimizer, lr, **optim_opts)
-    module, proto = load_for_training(model, *torch_args)
-    module = _static(module, input_shapes, batch_size)
-    step_module, sig = build_train_step(module, loss=step_opts.pop("loss", loss), optimizer=config, **step_opts)
-    return step_module, sig, config, module, proto, options
+    config = OptimizerConfig.make(train.get("optimizer", "sgd"), train.get("lr"), **optim_opts)
+    module, proto = load_for_training(model, example_args, dynamic_shapes)
+    if opts.dims:
+        from nnc.ir.specialize import bind_dims
+
+        module = bind_dims(module, opts.dims)
+    module = _static(module, train.get("input_shapes"), train.get("batch_size"))
+    step_module, sig = build_train_step(module, loss=step_opts.pop("loss", "cross_entropy"), optimizer=config,
+                                        **step_opts)
+    return step_module, sig, config, module, proto
 
 
-def compile_training(model: Any, target: str = "reference", loss: str = "cross_entropy",
-                     optimizer: str = "sgd", lr: float | None = None, input_shapes: Mapping[str, Any] | None = None,
-                     batch_size: int | None = None, **options: Any) -> TrainingSession:
+def compile_training(model: Any, backend: Backend, opts: CompileOptions, example_args: Any = None,
+                     dynamic_shapes: Any = None) -> TrainingSession:
     """Build and compile the training step of ``model``; see ``nnc.compile`` and docs/training.md."""
-    step_module, sig, config, module, proto, rest = _build(model, loss, optimizer, lr, input_shapes, batch_size,
-                                                           options)
-    pipe, backend_opts = split_options(rest)
-    optimized, records, pipeline = optimize(step_module, "train", pipe)
-    executable = get_backend(target)(_unbound(optimized), backend_opts)
-    session = TrainingSession(step_module, sig, executable, target, config, module, proto)
-    session.report = training_report(optimized, records, target, pipeline, module)
+    step_module, sig, config, module, proto = _build(model, opts, example_args, dynamic_shapes)
+    optimized, records, pipeline = optimize(step_module, "train", opts.pipeline_options())
+    program = _unbound(optimized)
+    executable = backend.compile(program, opts)
+    session = TrainingSession(step_module, sig, executable, backend, config, module, proto)
+    session.report = training_report(optimized, records, backend.name, pipeline, module)
+    session.program = CompiledModel(program, executable, backend, session.report, opts)
     return session
 
 
@@ -183,12 +175,13 @@ class InferenceExport:
 class TrainingSession:
     """A compiled training step and the tensors it updates. See the module docstring."""
 
-    def __init__(self, step_module: Module, signature: StepSignature, executable: Any, target: str,
+    def __init__(self, step_module: Module, signature: StepSignature, executable: Any, backend: Backend,
                  optimizer: OptimizerConfig, source: Module, proto: Any = None):
         self.step_module = step_module
         self.signature = signature
         self.executable = executable
-        self.target = target
+        self.backend = backend
+        self.target = backend.name
         self.optimizer = optimizer
         self.lr = optimizer.lr
         self.step_count = 0
@@ -200,6 +193,7 @@ class TrainingSession:
                                                 for n in sig.params + sig.buffers + sig.state}
         self._grads: dict[str, np.ndarray] = {}
         self.report: dict[str, Any] = {}  # the compile report (docs/compile-report.md), set by compile_training
+        self.program: CompiledModel | None = None  # the compiled step (save_step), set by compile_training
         g = step_module.main
         self.input_types = {p.name: p.type for p in g.params if p.name in sig.data_inputs or p.name == sig.label}
 
@@ -256,6 +250,17 @@ class TrainingSession:
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         return {n: self._tensors[n].copy() for n in self.signature.state}
+
+    # -- the step as an artifact ---------------------------------------------------------------------
+    def save_step(self, path: str | os.PathLike) -> list[str]:
+        """Save the compiled step itself (x86: ``step.so`` + header + manifest; inputs: data, labels,
+        lr, step, then every parameter/buffer/state tensor; outputs: loss, then ``<name>.new``) and
+        the current tensors beside it as ``<stem>.init.npz``; returns the files written."""
+        path = os.fspath(path)
+        files = self.program.save(path)
+        init = os.path.splitext(path)[0] + ".init.npz"
+        write_files({init: npz_bytes(self._tensors)})
+        return files + [init]
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

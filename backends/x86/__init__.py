@@ -11,7 +11,13 @@ with symbolic dims or run-time shape inputs before calling this). Options:
 - ``threads``: threads for ``parallel_for`` (default ``$NNC_NUM_THREADS``, else every core; the pool
   size is compiled in, see ``runtime.py``);
 - ``cache``: use the compilation cache (default True; see ``cache.py``);
-- ``quiet``: no progress on stderr (progress appears only for compiles longer than a second).
+- ``quiet``: no progress on stderr (progress appears only for compiles longer than a second);
+- ``keep_llvm``: keep the optimised LLVM IR and assembly (``nnc compile --emit llvm|asm``; bypasses the
+  cache, which stores only object code).
+
+The executable keeps what the compile produced (``exe.compiled``: object code, weights, metadata),
+so ``CompiledModel.save`` links the very same machine code into a shared library (``aot.py``);
+``backend.py`` declares the target to the driver.
 """
 
 from __future__ import annotations
@@ -20,21 +26,20 @@ import sys
 import time
 from typing import Any, Mapping, TextIO
 
-from nnc.ir import Module, Op, TargetError, verify_module
+from nnc.ir import DType, Module, Op, TargetError, verify_module
 from nnc.ir.specialize import reinfer
 from nnc.passes import PassManager
 
 from .cache import CompileCache, Entry, cache_key
 from .codegen import ENTRY, CodeGen
 from .executable import Interface, X86Executable, load_object
-from .jit import optimize
+from .jit import add_pool_destructor, optimize
 from .runtime import attach, num_threads
 from .storage import assign_storage
 from .target import TargetInfo, resolve
 
 PREPARE = "freeze,fold-constants,fold-dynamic,dce"
 REFOLD = "fold-constants,fold-dynamic,dce"
-STATIC_SHAPES = True  # nnc.compile specialises dynamic models for this target
 
 
 def prepare(module: Module) -> Module:
@@ -134,7 +139,8 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Exec
     verify_module(module)
     info = resolve(options.get("cpu"), options.get("target_features"))
     progress = Progress(quiet=bool(options.get("quiet", False)))
-    cache = CompileCache(options.get("cache_dir")) if options.get("cache", True) else None
+    keep_llvm = bool(options.pop("keep_llvm", False))  # the LLVM text is not cached: build it afresh
+    cache = CompileCache(options.get("cache_dir")) if options.get("cache", True) and not keep_llvm else None
     status, key = "off", ""
     if cache is not None:
         key = cache_key(module, info, options)
@@ -146,20 +152,21 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Exec
                 return exe
             cache._discard(cache.path(key))
             status = "corrupt: bad metadata"
-    exe, entry = _build(module, info, options, progress)
+    exe, entry = _build(module, info, options, progress, keep_llvm)
     if cache is not None:
         cache.put(key, entry)
     exe.cache_status = status
     return exe
 
 
-def _build(module: Module, info: TargetInfo, options: Mapping[str, Any],
-           progress: Progress) -> tuple[X86Executable, Entry]:
+def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progress: Progress,
+           keep_llvm: bool = False) -> tuple[X86Executable, Entry]:
     """Code generation, LLVM and machine code: the work a cache hit skips."""
     m, storage, _, text = generate(module, {**options, "cpu": info.cpu, "target_features": info.features}, progress)
     opt = int(options.get("opt", 3))
     progress.update(f"optimising (LLVM O{opt})", force=True)
     mod, tm = optimize(text, info, opt)
+    add_pool_destructor(mod)
     progress.update("generating machine code", force=True)
     obj = tm.emit_object(mod)
     code = load_object(obj, info)
@@ -168,8 +175,36 @@ def _build(module: Module, info: TargetInfo, options: Mapping[str, Any],
                         storage=storage)
     attach(exe, code)  # joins the model's worker threads when it is collected
     progress.done(f"compiled {_count_kernels(m)} kernels")
-    meta = {"interface": interface.to_json(), "entry": ENTRY, "target": info.key()}
-    return exe, Entry(obj, storage.weights.tobytes(), meta)
+    meta = {"interface": interface.to_json(), "entry": ENTRY, "target": info.key(), "model": m.name,
+            "threads": int(options["threads"]), "opt": opt, "weights": weight_table(m, storage)}
+    entry = Entry(obj, storage.weights.tobytes(), meta)
+    exe.compiled = Compiled(entry, info)
+    if keep_llvm:
+        exe.compiled.llvm_ir = str(mod)
+        exe.compiled.assembly = tm.emit_assembly(mod)
+    return exe, entry
+
+
+def weight_table(m: Module, storage: Any) -> list[dict[str, Any]]:
+    """Each weight in the blob: name, offset, bytes, dtype, shape (for the library's manifest)."""
+    out = []
+    for key, off in sorted(storage.weight_offsets.items(), key=lambda kv: kv[1]):
+        arr = m.constants[key]
+        out.append({"name": key, "offset": int(off), "nbytes": int(arr.nbytes),
+                    "dtype": str(DType.from_numpy(arr.dtype)), "shape": list(arr.shape)})
+    return out
+
+
+class Compiled:
+    """What a compile produced, beyond the running code: the object file, weights and metadata
+    (exactly what the cache stores) and the target; ``save`` links a library from these, so the
+    library runs the same machine code as the JIT. ``llvm_ir``/``assembly`` are kept on request."""
+
+    def __init__(self, entry: Entry, info: TargetInfo):
+        self.entry = entry
+        self.info = info
+        self.llvm_ir: str | None = None
+        self.assembly: str | None = None
 
 
 def _from_entry(entry: Entry, info: TargetInfo) -> X86Executable | None:
@@ -177,13 +212,14 @@ def _from_entry(entry: Entry, info: TargetInfo) -> X86Executable | None:
     try:
         interface = Interface.from_json(entry.meta["interface"])
         name = str(entry.meta["entry"])
-        if entry.meta["target"] != info.key():
+        if entry.meta["target"] != info.key() or not isinstance(entry.meta["weights"], list):
             return None
     except (KeyError, TypeError, ValueError):
         return None
     code = load_object(entry.object_code, info)
     exe = X86Executable(interface, entry.weights, code.address(name), code)
     attach(exe, code)  # joins the model's worker threads when it is collected
+    exe.compiled = Compiled(entry, info)
     return exe
 
 

@@ -1,8 +1,8 @@
 """Ahead-of-time compilation: a model as a shared library with a C header and a JSON manifest.
 
-``compile_aot(module, "model.so", options)`` re-uses the JIT path (``generate`` then ``optimize``),
-asks the LLVM target machine for an object file instead of loading the code, and links it with
-``gcc -shared`` together with two small generated files: a C wrapper (create/run/destroy, shape and
+``write_library(executable, "model.so")`` takes the object file of a compile (``nnc.compile(...,
+target="x86")`` produced it and ran it in this process; the cache stores the same bytes) and links it
+with ``gcc -shared`` together with two small generated files: a C wrapper (create/run/destroy, shape and
 name queries, the manifest as a string) and an assembly file that embeds the weights blob with
 ``.incbin``. Three files are written, all-or-nothing (built in a temporary folder, copied beside the
 destination under temporary names, then renamed): ``model.so``, ``model.h`` and ``model.json``.
@@ -13,9 +13,9 @@ processes, and the create function needs no file I/O or path logic. ``.incbin`` 
 of LLVM (a global initialiser of hundreds of MB is slow to build and to optimise) and out of C (a
 byte-array literal that size is slower still). The price is one library per set of weights.
 
-``emit(module, form, options)`` returns the intermediate forms for ``nnc compile --emit``: the LLVM
-IR after optimisation, the assembly, or the object file. ``load("model.so")`` runs a library from
-Python through ctypes and returns a ``CompiledModel``.
+So the library and the JIT model run the same machine code: one compile, two ways to hold it. The
+manifest (embedded and as ``model.json``) carries the compile report. ``load("model.so")`` runs a
+library from Python through ctypes (``nnc.load`` wraps it in a ``CompiledModel``).
 """
 
 from __future__ import annotations
@@ -30,22 +30,17 @@ import subprocess
 import tempfile
 from typing import Any, Mapping
 
-import llvmlite.binding as llvm
 import numpy as np
 
-import nnc
-from nnc.api import CompiledModel
-from nnc.ir import DType, InputError, ModelError, Module, TargetError, TensorType, verify_module
+from nnc.ir import DType, InputError, ModelError, TargetError, TensorType
 from nnc.ir.interpreter import check_inputs
 
-from . import generate, optimize
+from ..artifact import Staging, json_bytes, nnc_version, sibling
 from .codegen import ENTRY
-from .runtime import SHUTDOWN, add_shutdown_destructor, num_threads
 from .target import TRIPLE
 
 FORMAT = "nnc-aot"
 FORMAT_VERSION = 1
-EMIT_FORMS = ("llvm", "asm", "obj", "so")
 MANIFEST_SYMBOL = "nnc_manifest"  # the same in every library, so a loader needs no other knowledge
 
 _C_TYPES = {
@@ -57,71 +52,6 @@ _C_TYPES = {
 
 
 # -- building -----------------------------------------------------------------------------------
-def _static_module(module: Module, options: Mapping[str, Any]) -> tuple[Module, dict[str, int]]:
-    """Fix symbolic input dims: ``shapes={input: dims}`` or ``dims={symbol: size}``; a library has
-    static shapes, so symbols given neither way are bound to 1 (batch 1). Returns the bindings used."""
-    shapes = {k: tuple(v) for k, v in (options.get("shapes") or {}).items()}
-    dims = dict(options.get("dims") or {})
-    used: dict[str, int] = {}
-    for p in module.main.params:
-        if p.name in shapes or p.type.shape is None or p.type.is_static:
-            continue
-        shape = []
-        for d in p.type.shape:
-            if not isinstance(d, int):
-                used[str(d)] = dims.get(str(d), 1)
-                d = used[str(d)]
-            shape.append(d)
-        shapes[p.name] = tuple(shape)
-    if not shapes:
-        return module, used
-    from nnc.ir.specialize import specialize
-
-    return specialize(module, shapes), used
-
-
-def _build(module: Module, options: Mapping[str, Any]):
-    verify_module(module)
-    options = {**options, "threads": num_threads(options)}  # the pool size is compiled in
-    static, bound = _static_module(module, options)
-    m, storage, info, text = generate(static, options)
-    opt = int(options.get("opt", 3))
-    mod, tm = optimize(text, info, opt)
-    _add_pool_destructor(mod)
-    return m, storage, info, opt, mod, tm, bound
-
-
-def _add_pool_destructor(mod: Any) -> None:
-    """A library with a thread pool joins its workers when it is unloaded (dlclose or exit): link in
-    an ``llvm.global_dtors`` entry for the runtime's shutdown function."""
-    try:
-        mod.get_function(SHUTDOWN)
-    except NameError:
-        return  # threads=1: no pool was emitted
-    from llvmlite import ir
-
-    d = ir.Module(name="nnc_dtors")
-    d.triple = TRIPLE
-    ir.Function(d, ir.FunctionType(ir.VoidType(), []), name=SHUTDOWN)
-    add_shutdown_destructor(d)
-    dtors = llvm.parse_assembly(str(d))
-    dtors.data_layout = mod.data_layout
-    mod.link_in(dtors)
-
-
-def emit(module: Module, form: str, options: Mapping[str, Any] | None = None) -> bytes:
-    """An intermediate form of the compiled module: ``llvm`` (IR after optimisation), ``asm``, ``obj``."""
-    options = dict(options or {})
-    if form not in ("llvm", "asm", "obj"):
-        raise TargetError(f"emit form {form!r}: choose one of llvm, asm, obj (or so, through compile_aot)")
-    *_, mod, tm, _ = _build(module, options)
-    if form == "llvm":
-        return str(mod).encode()
-    if form == "asm":
-        return tm.emit_assembly(mod).encode()
-    return tm.emit_object(mod)
-
-
 def c_identifier(name: str) -> str:
     """A C identifier from a file stem or model name: ``resnet-50`` -> ``resnet_50``."""
     ident = re.sub(r"\W", "_", name, flags=re.ASCII).strip("_") or "model"
@@ -132,114 +62,68 @@ def _tensor_entry(name: str, t: TensorType) -> dict[str, Any]:
     return {"name": name, "dtype": str(t.dtype), "shape": list(t.shape), "nbytes": int(t.nbytes or 0)}
 
 
-def manifest_for(m: Module, storage: Any, info: Any, opt: int, prefix: str, library: str,
-                 bound: Mapping[str, int] | None = None, threads: int = 1) -> dict[str, Any]:
-    g = m.main
-    tensors = []
-    for key, off in sorted(storage.weight_offsets.items(), key=lambda kv: kv[1]):
-        arr = m.constants[key]
-        tensors.append({"name": key, "offset": off, "nbytes": int(arr.nbytes),
-                        "dtype": str(DType.from_numpy(arr.dtype)), "shape": list(arr.shape)})
+def manifest_for(compiled: Any, interface: Any, prefix: str, library: str,
+                 report: Mapping[str, Any] | None = None, bound: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The library's manifest: interface, target, arena, weights and the compile report."""
+    meta, info = compiled.entry.meta, compiled.info
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "nnc_version": nnc.__version__,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "nnc_version": nnc_version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": m.name, "prefix": prefix, "library": os.path.basename(library),
-        "header": os.path.basename(_sibling(library, ".h")),
-        "inputs": [_tensor_entry(p.name, p.type) for p in g.params],
+        "model": meta.get("model", prefix), "prefix": prefix, "library": os.path.basename(library),
+        "header": os.path.basename(sibling(library, ".h")),
+        "inputs": [_tensor_entry(n, t) for n, t in interface.inputs],
         "bound_dims": dict(bound or {}),  # symbolic input dims fixed at compile time
-        "outputs": [_tensor_entry(n, v.type) for n, v in zip(g.output_names, g.outputs)],
+        "outputs": [_tensor_entry(n, t) for n, t in interface.outputs],
         "target": {"triple": TRIPLE, "cpu": info.cpu, "features": info.features, "vector_bits": info.vector_bits,
-                   "opt": opt},
-        "threads": int(threads),
-        "arena_bytes": int(storage.arena_bytes), "arena_alignment": 64,
+                   "opt": int(meta.get("opt", 3))},
+        "threads": int(meta.get("threads", 1)),
+        "arena_bytes": int(interface.arena_bytes), "arena_alignment": 64,
         "weights": {"layout": "embedded", "symbol": "nnc_weights", "section": ".rodata.nnc_weights",
-                    "alignment": 64, "nbytes": int(storage.weights.nbytes), "tensors": tensors},
+                    "alignment": 64, "nbytes": len(compiled.entry.weights), "tensors": meta.get("weights", [])},
         "api": {f: f"{prefix}_{f}" for f in ("create", "run", "destroy")},
+        "report": dict(report or {}),
     }
 
 
-def _sibling(path: str, ext: str) -> str:
-    root, _ = os.path.splitext(path)
-    return root + ext
+def library_files(path: str) -> list[str]:
+    """The files ``write_library(..., path)`` writes: the library, its header and its manifest."""
+    return [path, sibling(path, ".h"), sibling(path, ".json")]
 
 
-def compile_aot(module: Module, path: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Compile ``module`` to the shared library ``path`` plus ``<stem>.h`` and ``<stem>.json`` beside it.
-
-    Options: those of ``x86.compile`` (``cpu``, ``target_features``, ``opt``), ``shapes`` or ``dims``
-    to fix symbolic input dims (others become 1), and ``name``, the C prefix of the API (default:
-    the file stem).
-    Returns the manifest.
-    """
-    options = dict(options or {})
-    if shutil.which(options.get("cc", "gcc")) is None:
-        raise TargetError("AOT compilation links with gcc, which is not on PATH")
-    prefix = c_identifier(options.get("name") or os.path.splitext(os.path.basename(path))[0])
-    m, storage, info, opt, mod, tm, bound = _build(module, options)
-    manifest = manifest_for(m, storage, info, opt, prefix, path, bound, num_threads(options))
-    obj = tm.emit_object(mod)
+def write_library(executable: Any, path: str, report: Mapping[str, Any] | None = None, name: str | None = None,
+                  bound: Mapping[str, int] | None = None, cc: str = "gcc") -> dict[str, Any]:
+    """Link the object code of a compiled ``X86Executable`` into the shared library ``path``, with
+    ``<stem>.h`` and ``<stem>.json`` beside it; returns the manifest. ``name`` is the C prefix of the
+    API (default: the file stem); ``report`` is stored in the manifest (``nnc.load`` gives it back)."""
+    compiled = getattr(executable, "compiled", None)
+    if compiled is None:
+        raise TargetError("x86: this executable keeps no object code to save")
+    if shutil.which(cc) is None:
+        raise TargetError(f"AOT compilation links with {cc}, which is not on PATH")
+    prefix = c_identifier(name or os.path.splitext(os.path.basename(path))[0])
+    manifest = manifest_for(compiled, executable.interface, prefix, path, report, bound)
     header = header_text(manifest)
     with tempfile.TemporaryDirectory(prefix="nnc-aot-") as tmp, Staging() as out:
-        files = {"model.o": obj, "wrapper.c": wrapper_text(manifest).encode(), f"{prefix}.h": header.encode(),
+        files = {"model.o": compiled.entry.object_code, "wrapper.c": wrapper_text(manifest).encode(),
+                 f"{prefix}.h": header.encode(), "weights.bin": compiled.entry.weights,
                  "weights.S": _weights_asm("weights.bin").encode(),
                  "exports.map": f"{{ global: {prefix}_*; {MANIFEST_SYMBOL}; local: *; }};\n".encode()}
-        for name, data in files.items():
-            with open(os.path.join(tmp, name), "wb") as f:
+        for fname, data in files.items():
+            with open(os.path.join(tmp, fname), "wb") as f:
                 f.write(data)
-        storage.weights.tofile(os.path.join(tmp, "weights.bin"))  # no extra copy of a large blob
         # gcc writes the library straight to its temporary name beside the destination: a model's
         # weights can be hundreds of MB, so they are not copied once more
         lib = out.temp_for(path, executable=True)
-        cmd = [options.get("cc", "gcc"), "-shared", "-fPIC", "-O2", "-o", lib, "wrapper.c", "weights.S", "model.o",
+        cmd = [cc, "-shared", "-fPIC", "-O2", "-o", lib, "wrapper.c", "weights.S", "model.o",
                "-Wl,--version-script=exports.map", "-Wl,--no-undefined", "-Wl,-z,noexecstack", "-lm", "-lpthread"]
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:
             undefined = sorted(set(re.findall(r"undefined reference to `([^']+)'", proc.stderr)))
             why = f"undefined symbols {', '.join(undefined)}" if undefined else proc.stderr.strip()[-800:]
-            raise TargetError(f"x86 AOT: linking {os.path.basename(path)} with gcc failed: {why}")
-        out.write(_sibling(path, ".h"), header.encode())
-        out.write(_sibling(path, ".json"), (json.dumps(manifest, indent=1) + "\n").encode())
-        out.chmod_all()
+            raise TargetError(f"x86 AOT: linking {os.path.basename(path)} with {cc} failed: {why}")
+        out.write(sibling(path, ".h"), header.encode())
+        out.write(sibling(path, ".json"), json_bytes(manifest))
     return manifest
-
-
-class Staging:
-    """All-or-nothing output files: each is written under a temporary name beside its destination;
-    leaving the ``with`` block normally renames them all into place, an exception deletes them."""
-
-    def __init__(self) -> None:
-        self.temps: list[tuple[str, str, bool]] = []  # (temp, destination, executable)
-        umask = os.umask(0)
-        os.umask(umask)
-        self.umask = umask
-
-    def temp_for(self, path: str, executable: bool = False) -> str:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                   dir=os.path.dirname(os.path.abspath(path)))
-        os.close(fd)
-        self.temps.append((tmp, path, executable))
-        return tmp
-
-    def write(self, path: str, data: bytes) -> None:
-        with open(self.temp_for(path), "wb") as f:
-            f.write(data)
-
-    def chmod_all(self) -> None:
-        for tmp, _, executable in self.temps:  # mkstemp makes 0600 files: give the usual permissions
-            os.chmod(tmp, (0o777 if executable else 0o666) & ~self.umask)
-
-    def __enter__(self) -> Staging:
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        try:
-            if exc_type is None:
-                for tmp, path, _ in self.temps:
-                    os.replace(tmp, path)
-        finally:
-            for tmp, _, _ in self.temps:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
 
 
 def _weights_asm(blob: str) -> str:
@@ -439,20 +323,6 @@ class AotExecutable:
             self._destroy(ctx)
 
 
-class LoadedModel(CompiledModel):
-    """A ``CompiledModel`` over a library: no IR module, the manifest says what the model takes."""
-
-    def __init__(self, ex: AotExecutable) -> None:  # not CompiledModel.__init__: there is no IR module
-        self.module = None
-        self.executable = ex
-        self.target = "x86"
-        self.report = {"library": ex.path, "manifest": ex.manifest}
-        self.input_names = [n for n, _ in ex.inputs]
-        self.output_names = [n for n, _ in ex.outputs]
-        self.input_types = dict(ex.inputs)
-        self.output_types = dict(ex.outputs)
-
-
-def load(path: str | os.PathLike) -> CompiledModel:
-    """Run a library written by ``compile_aot`` (``nnc compile --target x86 -o model.so``)."""
-    return LoadedModel(AotExecutable(os.fspath(path)))
+def load(path: str | os.PathLike) -> AotExecutable:
+    """The executable of a library written by ``write_library`` (``cm.save("model.so")``)."""
+    return AotExecutable(os.fspath(path))

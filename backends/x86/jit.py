@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import llvmlite.binding as llvm
 
-from .target import TargetInfo, target_machine
+from .runtime import SHUTDOWN, add_shutdown_destructor
+from .target import TRIPLE, TargetInfo, target_machine
 
 
 def optimize(ll_text: str, info: TargetInfo, opt: int = 3):
@@ -20,6 +21,26 @@ def optimize(ll_text: str, info: TargetInfo, opt: int = 3):
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
     return mod, tm
+
+
+def add_pool_destructor(mod) -> None:
+    """Code with a thread pool joins its workers when it is unloaded as a shared library (dlclose or
+    exit): link in an ``llvm.global_dtors`` entry for the runtime's shutdown function. Every compile
+    gets it, so the JIT and a saved library run the same object code; the JIT never runs static
+    destructors (its executables join their pools when collected, ``runtime.attach``)."""
+    try:
+        mod.get_function(SHUTDOWN)
+    except NameError:
+        return  # threads=1: no pool was emitted
+    from llvmlite import ir
+
+    d = ir.Module(name="nnc_dtors")
+    d.triple = TRIPLE
+    ir.Function(d, ir.FunctionType(ir.VoidType(), []), name=SHUTDOWN)
+    add_shutdown_destructor(d)
+    dtors = llvm.parse_assembly(str(d))
+    dtors.data_layout = mod.data_layout
+    mod.link_in(dtors)
 
 
 class JitModule:

@@ -149,11 +149,14 @@ def test_run_output_dir_is_a_file(tmp_path: Path) -> None:
 # -- compile ------------------------------------------------------------------------------------
 def test_compile_writes_text_ir_and_weights_that_load_back(tmp_path: Path) -> None:
     out = ok(nnc_cli("compile", MLP, "--target", "reference", "--mode", "infer", "-o", tmp_path / "mlp.nnc"))
-    assert "mlp.nnc" in out and "mlp.npz" in out
-    assert sorted(os.listdir(tmp_path)) == ["mlp.nnc", "mlp.npz"]
+    assert "mlp.nnc" in out and "mlp.npz" in out and "mlp.json" in out
+    assert sorted(os.listdir(tmp_path)) == ["mlp.json", "mlp.nnc", "mlp.npz"]  # IR, weights, manifest + report
     x = np.load(MLP_INPUT)
     want = ort_run(MLP, {"x": x})["logits"]
     np.testing.assert_allclose(nnc.compile(str(tmp_path / "mlp.nnc"))(x), want, rtol=1e-5, atol=1e-6)
+    loaded = nnc.load(tmp_path / "mlp.nnc")  # the saved model with the report it was compiled with
+    assert loaded.target == "reference" and loaded.report["kernels"]["count"] >= 1
+    np.testing.assert_allclose(loaded(x), want, rtol=1e-5, atol=1e-6)
     # and through the CLI again
     ok(nnc_cli("run", tmp_path / "mlp.nnc", "-i", f"x={MLP_INPUT}", "-o", tmp_path / "out", "-q"))
     np.testing.assert_allclose(np.load(tmp_path / "out" / "logits.npy"), want, rtol=1e-5, atol=1e-6)

@@ -18,7 +18,8 @@ from nnc.passes.pipeline import format_pipeline, parse_pipeline
 from nnc.passes.plan_memory import plan_graph
 from nnc.pipeline import optimize, pipeline_string
 
-from .graph_views import memory_svg, to_dot
+from ..graph_views import memory_svg, to_dot
+from .common import Formatter, dim_spec, write_files
 
 
 def _load(args: argparse.Namespace, upto: str | None = None, default_level: int | None = None):
@@ -52,8 +53,6 @@ def _load(args: argparse.Namespace, upto: str | None = None, default_level: int 
 
 
 def _write(path: str | None, data: bytes) -> None:
-    from .cli import write_files
-
     if path:
         write_files({path: data})
     else:
@@ -94,14 +93,13 @@ def cmd_memory(args: argparse.Namespace) -> int:
     print(f"arena {plan.arena_bytes:,} B ({plan.strategy}); lower bound {plan.lower_bound_bytes:,} B; "
           f"no reuse {plan.no_reuse_bytes:,} B; {lv.in_place} in place; weights {module.weights_bytes():,} B")
     out = args.picture or os.path.splitext(os.path.basename(str(args.model)))[0] + "-memory.svg"
-    from .cli import write_files
-
     write_files({out: memory_svg(plan, os.path.basename(str(args.model))).encode()})
     print(f"wrote {out}")
     return 0
 
 
-def add_view_commands(sub: Any, formatter: Any, dim_spec: Any) -> None:
+def add_view_commands(sub: Any) -> None:
+    formatter = Formatter
     d = sub.add_parser("dump", formatter_class=formatter, help="print a model's IR, or draw its graph",
                        description="Import MODEL and print its nnc text IR (weights by reference, @name), or "
                                    "its dataflow graph as Graphviz DOT or SVG (fused groups drawn as clusters). "

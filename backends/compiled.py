@@ -1,0 +1,134 @@
+"""The compiled model and the backend interface: what every target produces and declares.
+
+``CompiledModel`` is what ``nnc.compile`` returns and what ``nnc.load`` gives back from a saved
+artifact: ``run(feeds)``, a positional call, the compile ``report``, and ``save(path)``, which asks
+the backend that compiled it to write the artifact (an x86 shared library, reference text IR). It
+lives here, below the driver, so that backends can build it without importing ``nnc``.
+
+``Backend`` is the declared interface of a target: its name, whether it needs static shapes, its
+default pipeline (``None``: the ``-O`` presets), the options it takes, and ``compile``, ``save``,
+``load``. Backends register once in ``nnc.backends.registry``; the driver asks them, never their
+modules.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from nnc.ir import InputError, Module, TargetError, TensorType
+
+from .options import CompileOptions
+
+
+class CompiledModel:
+    """A compiled model: ``run(feeds) -> {output name: array}`` or ``model(*arrays)``.
+
+    ``module`` is the optimised IR (``None`` for a model loaded from a library, whose interface
+    comes from its manifest); ``executable`` is the backend's; ``report`` the compile report
+    (docs/compile-report.md), the same after ``save`` and ``nnc.load``."""
+
+    def __init__(self, module: Module | None, executable: Any, backend: Backend,
+                 report: dict[str, Any] | None = None, options: CompileOptions | None = None,
+                 inputs: Mapping[str, TensorType] | None = None, outputs: Mapping[str, TensorType] | None = None):
+        self.module = module
+        self.executable = executable
+        self.backend = backend
+        self.report: dict[str, Any] = report or {}
+        self.options = options or CompileOptions(target=backend.name)
+        if inputs is None or outputs is None:
+            assert module is not None, "a CompiledModel needs a module or its interface"
+            g = module.main
+            inputs = {p.name: p.type for p in g.params if p.binding is None}
+            outputs = dict(zip(g.output_names, (v.type for v in g.outputs)))
+        self.input_types = dict(inputs)
+        self.output_types = dict(outputs)
+        self.input_names = list(self.input_types)
+        self.output_names = list(self.output_types)
+
+    @property
+    def target(self) -> str:
+        return self.backend.name
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            raise InputError("run() takes a dict of input name -> array; call the model directly for positional inputs")
+        return self.executable.run(feeds)
+
+    def __call__(self, *arrays: Any) -> Any:
+        if len(arrays) != len(self.input_names):
+            raise InputError(f"expected {len(self.input_names)} inputs ({', '.join(self.input_names)}), "
+                             f"got {len(arrays)}")
+        outs = self.run(dict(zip(self.input_names, arrays)))
+        vals = tuple(outs[n] for n in self.output_names)
+        return vals[0] if len(vals) == 1 else vals
+
+    def save(self, path: str | os.PathLike) -> list[str]:
+        """Write the compiled model as its backend's artifact; returns the files written. All or
+        nothing: on an error no file is left half-written."""
+        return self.backend.save(self, os.fspath(path))
+
+    def emit(self, form: str) -> bytes:
+        """An intermediate stage of this compile (x86: ``llvm``, ``asm``, ``obj``)."""
+        return self.backend.emit(self, form)
+
+    def __repr__(self) -> str:
+        return f"<CompiledModel target={self.target} inputs={self.input_names} outputs={self.output_names}>"
+
+
+class Backend:
+    """A compilation target. Subclasses set the class attributes and implement ``compile``."""
+
+    name: ClassVar[str] = ""
+    static_shapes: ClassVar[bool] = False      # the driver specialises symbolic dims per run first
+    default_passes: ClassVar[str | None] = None  # None: the -O presets; else the pipeline it needs
+    quantizes_itself: ClassVar[bool] = False   # takes the float graph and quantizes (asic)
+    options: ClassVar[frozenset[str]] = frozenset()  # the backend-scoped CompileOptions it reads
+    artifact_suffixes: ClassVar[tuple[str, ...]] = ()  # what save() writes; empty: cannot save
+    emit_forms: ClassVar[tuple[str, ...]] = ()
+
+    def compile(self, module: Module, options: CompileOptions) -> Any:
+        """An executable (``run(feeds)``) for an optimised module; it may carry ``target_report``,
+        the backend's section of the compile report."""
+        raise NotImplementedError
+
+    def check(self, options: CompileOptions) -> None:
+        options.check(self.name, self.options, self.quantizes_itself)
+
+    def check_artifact_path(self, path: str) -> None:
+        """Raise ``TargetError`` unless ``save(path)`` can write an artifact there."""
+        if not self.artifact_suffixes:
+            raise TargetError(f"target {self.name!r} cannot save a compiled model ({self.why_no_artifact()})")
+        if not path.endswith(self.artifact_suffixes):
+            raise TargetError(f"target {self.name!r} writes {' or '.join('*' + s for s in self.artifact_suffixes)}; "
+                              f"got {path!r}")
+
+    def save(self, model: CompiledModel, path: str) -> list[str]:
+        self.check_artifact_path(path)
+        return self.write(model, path)
+
+    def why_no_artifact(self) -> str:
+        return "it has no artifact format"
+
+    def write(self, model: CompiledModel, path: str) -> list[str]:
+        raise NotImplementedError
+
+    def artifact_files(self, path: str) -> list[str]:
+        """Every file ``save(path)`` writes (a report must not be written over one of them)."""
+        return [path]
+
+    def load(self, path: str) -> CompiledModel:
+        raise TargetError(f"target {self.name!r} has no loadable artifact")
+
+    def summary(self, model: CompiledModel) -> str:
+        """Text the CLI prints after a compile (the asic's per-layer table); empty by default."""
+        return ""
+
+    def emit(self, model: CompiledModel, form: str) -> bytes:
+        forms = ", ".join(self.emit_forms) or "none"
+        raise TargetError(f"target {self.name!r} cannot emit {form!r} (its forms: {forms})")
+
+    def __repr__(self) -> str:
+        return f"<Backend {self.name}>"

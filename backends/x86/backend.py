@@ -1,0 +1,72 @@
+"""The x86 target as the driver sees it: compile through LLVM, save as a shared library, load one.
+
+``save`` links the object code the compile produced (``exe.compiled``) into ``model.so`` with its
+header and manifest, so a saved library runs exactly the machine code of the JIT model it came
+from; ``load`` gives back a ``CompiledModel`` with the manifest's interface and the same report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nnc.ir import Module, TargetError
+
+from ..compiled import Backend, CompiledModel
+from ..options import CompileOptions
+from . import aot
+from . import compile as compile_x86
+
+
+class X86Backend(Backend):
+    name = "x86"
+    static_shapes = True
+    options = frozenset({"cpu", "target_features", "opt", "threads", "cache", "cache_dir", "keep_llvm"})
+    artifact_suffixes = (".so",)
+    emit_forms = ("llvm", "asm", "obj")
+
+    def compile(self, module: Module, options: CompileOptions) -> Any:
+        return compile_x86(module, options.backend_options())
+
+    def artifact_files(self, path: str) -> list[str]:
+        return aot.library_files(path)
+
+    def write(self, model: CompiledModel, path: str) -> list[str]:
+        exe = _static_executable(model, "save it as a library")
+        aot.write_library(exe, path, model.report, bound=model.report.get("bound_dims"))
+        return aot.library_files(path)
+
+    def load(self, path: str) -> CompiledModel:
+        ex = aot.load(path)
+        man = ex.manifest
+        options = CompileOptions(target=self.name, threads=int(man.get("threads", 1)))
+        return CompiledModel(None, ex, self, dict(man.get("report") or {}), options,
+                             inputs=dict(ex.inputs), outputs=dict(ex.outputs))
+
+    def emit(self, model: CompiledModel, form: str) -> bytes:
+        if form not in self.emit_forms:
+            return super().emit(model, form)
+        compiled = _static_executable(model, f"emit {form}").compiled
+        if form == "obj":
+            return compiled.entry.object_code
+        text = compiled.llvm_ir if form == "llvm" else compiled.assembly
+        if text is None:
+            raise TargetError(f"x86: emit {form!r} needs the LLVM module, which a compile keeps only when asked: "
+                              f"compile with keep_llvm=True (nnc compile --emit {form} does)")
+        return text.encode()
+
+
+def _static_executable(model: CompiledModel, what: str) -> Any:
+    exe = model.executable
+    if getattr(exe, "compiled", None) is None:
+        symbols = sorted({str(d) for t in model.input_types.values() for d in (t.shape or ())
+                          if not isinstance(d, int)})
+        if symbols:
+            fix = ", ".join(f"{s}=1" for s in symbols)
+            raise TargetError(f"x86: the model has symbolic input dims ({', '.join(symbols)}) and compiles per input "
+                              f"shape at run time; to {what}, fix them at compile time: dims={{{fix}}} "
+                              f"(CLI: --dim {symbols[0]}=1)")
+        if getattr(exe, "shape_inputs", None):
+            raise TargetError(f"x86: the model's shapes depend on the values of {', '.join(exe.shape_inputs)} and "
+                              f"compile per run; a library has static shapes, so it cannot {what}")
+        raise TargetError(f"x86: this model holds no object code to {what} (it was loaded from a library)")
+    return exe
