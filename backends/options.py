@@ -119,6 +119,14 @@ class CompileOptions:
                 if "scope" in f.metadata and getattr(self, f.name) is not None
                 and (scope is None or f.metadata["scope"] == scope)}
 
+    def report(self) -> dict[str, Any]:
+        """The options as given, for the compile report (JSON: arrays and feed lists are described)."""
+        out: dict[str, Any] = {"target": self.target, "mode": self.mode}
+        for k, v in self.given().items():
+            out[k] = v if isinstance(v, (str, int, float, bool, list, tuple, dict)) and k != "calibration" or \
+                isinstance(v, str) else f"<{type(v).__name__}>"
+        return out
+
     def backend_options(self) -> dict[str, Any]:
         """The backend-scoped options that were set, plus ``quiet`` (backends show progress)."""
         out = self.given("backend")

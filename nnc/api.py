@@ -76,6 +76,7 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", example_
     else:
         executable = backend.compile(module, opts)
     report = build_report(module, records, backend.name, opts.mode, pipeline)
+    report["options"] = opts.report()
     if opts.dims:
         report["bound_dims"] = dict(opts.dims)
     if getattr(executable, "target_report", None) is not None:

@@ -207,7 +207,7 @@ def _agreement(tmp: str, ok: list[str], quantized: set[str] | None = None) -> di
 
 
 def _mb(nbytes: Any) -> str:
-    return f"{nbytes / 2**20:9.2f}" if isinstance(nbytes, (int, float)) else f"{'-':>9}"
+    return f"{nbytes / 2**20:9.3g}" if isinstance(nbytes, (int, float)) else f"{'-':>9}"
 
 
 def format_report(model: str, res: Mapping[str, Any], threads: int, flops: float | None = None,

@@ -42,7 +42,6 @@ class NncRep(BackendRep):
 
 class _NncBackend(_OnnxBackend):
     target = "reference"
-    options: tuple[str, ...] = ()  # the nnc compile options prepare() accepts as keyword arguments
 
     @classmethod
     def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> bool:
@@ -51,10 +50,9 @@ class _NncBackend(_OnnxBackend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> NncRep:
         super().prepare(model, device, **kwargs)
-        options = {k: v for k, v in kwargs.items() if k in cls.options}
-        if cls.options:
-            options.setdefault("quiet", True)
-        return NncRep(nnc.compile(model, target=cls.target, **options))
+        # keyword arguments are nnc compile options, validated by nnc.compile (an unknown or
+        # inapplicable one is an NncError, not ignored); compiles are quiet unless asked otherwise
+        return NncRep(nnc.compile(model, target=cls.target, **{"quiet": True, **kwargs}))
 
     @classmethod
     def run_node(cls, node: onnx.NodeProto, inputs: Sequence[np.ndarray], device: str = "CPU",
@@ -77,7 +75,6 @@ class Backend(_NncBackend):
     inputs are compiled on their first run, per input signature."""
 
     target = "x86"
-    options = ("cache", "threads", "cpu", "target_features", "opt", "quiet")
 
 
 # -- which ONNX ops run on x86 ------------------------------------------------------------------

@@ -114,6 +114,7 @@ def compile_training(model: Any, backend: Backend, opts: CompileOptions, example
     executable = backend.compile(program, opts)
     session = TrainingSession(step_module, sig, executable, backend, config, module, proto)
     session.report = training_report(optimized, records, backend.name, pipeline, module)
+    session.report["options"] = opts.report()
     session.program = CompiledModel(program, executable, backend, session.report, opts)
     return session
 

@@ -61,8 +61,23 @@ def _one_line(msg: str) -> str:
     return lines[0] + (f" (near: {' '.join(lines[1:])})" if len(lines) > 1 else "")
 
 
+def _glue_compare(argv: list[str]) -> list[str]:
+    """``--compare -O0``: argparse would take ``-O0`` for a flag of its own; make it ``--compare=-O0``."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--compare" and i + 1 < len(argv):
+            out.append(f"--compare={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _glue_compare(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv[argv.index(args.command) + 1:] if args.command in argv else []
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from nnc.ir import NncError
 
-from .common import Formatter, add_compile_flags, compile_options
+from .common import TRAIN_FLAGS, Formatter, add_compile_flags, compile_options
 
 # compile flags that show compile internals: meaningless in a timing run, so an error there
 _NOT_FOR_BENCH = ("print_ir_before", "print_ir_after", "print_ir_after_all", "print_ir_after_change", "time_passes",
@@ -33,35 +33,33 @@ def _compare_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         if tok == "fp32":
             drop_quant = True
         tokens += _ALIASES.get(tok, [tok])
-    argv = [a for a in args.argv if a != "--compare" and a != args.compare]
+    argv = [a for a in args.argv if not a.startswith("--compare")]
     try:
         cmp_args = parser.parse_args(argv + tokens)
     except SystemExit:
         raise NncError(f"--compare {args.compare!r}: not a configuration (use fp32, int8, infer, train, -O0..-O3 "
                        f"or compile flags such as '--quantize int8')") from None
-    if drop_quant:
+    if drop_quant or cmp_args.mode == "train":  # training steps are not quantized
         cmp_args.quantize = cmp_args.calibration = cmp_args.observer = None
+    if cmp_args.mode == "infer":  # the training flags describe the other configuration's step
+        for flag in TRAIN_FLAGS:
+            setattr(cmp_args, flag, None)
     cmp_args.threads = args.threads
     return _config(cmp_args)
 
 
 def _label(config: dict[str, Any], other: dict[str, Any] | None) -> str:
+    """A row's name from what sets it apart from the other configuration: mode, quantization and
+    -O level first (their own options, like the training flags, follow from them), else any option."""
     if other is None:
         return "nnc"
-    parts = []
-    for key in sorted(set(config) | set(other)):
-        a, b = config.get(key), other.get(key)
-        if a == b or key in ("calibration", "observer"):
-            continue
-        if key == "opt_level":
-            parts.append(f"-O{3 if a is None else a}")
-        elif key == "quantize":
-            parts.append(a or "fp32")
-        elif key == "mode":
-            parts.append(a)
-        elif a is not None:
-            parts.append(f"{key}={a}")
-    return "nnc " + " ".join(parts) if parts else "nnc (same)"
+
+    def show(key: str, value: Any) -> str:
+        return {"opt_level": f"-O{3 if value is None else value}", "quantize": value or "fp32",
+                "mode": str(value)}.get(key, f"{key}={value}")
+    keys = [k for k in ("mode", "quantize", "opt_level") if config.get(k) != other.get(k)] or \
+        [k for k in sorted(set(config) | set(other)) if config.get(k) != other.get(k)]
+    return "nnc " + " ".join(show(k, config.get(k)) for k in keys) if keys else "nnc (same)"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

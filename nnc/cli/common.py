@@ -147,11 +147,11 @@ def add_compile_flags(p: argparse.ArgumentParser, target_default: str, mode: boo
 
 # flag attribute -> CompileOptions field, for the flags whose names differ
 _RENAMED = {"disable_pass": "disable_passes", "load_pass_plugin": "pass_plugins", "freeze": "frozen"}
-_TRAIN = ("loss", "loss_output", "reduction", "label_smoothing", "label_name", "optimizer", "lr", "momentum",
+TRAIN_FLAGS = ("loss", "loss_output", "reduction", "label_smoothing", "label_name", "optimizer", "lr", "momentum",
           "nesterov", "weight_decay", "betas", "batch_size", "freeze", "memory_budget")
 _PLAIN = ("opt_level", "passes", "disable_pass", "load_pass_plugin", "print_ir_before", "print_ir_after",
           "dump_dir", "quantize", "calibration", "observer", "cpu", "target_features", "threads",
-          "asic_preset", "asic_config") + _TRAIN
+          "asic_preset", "asic_config") + TRAIN_FLAGS
 _SWITCHES = ("print_ir_after_change", "verify_each", "time_passes", "explain_fusion")
 
 

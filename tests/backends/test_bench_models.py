@@ -1,4 +1,6 @@
-"""Every bench model (bench/models.py) compiled for x86 gives the outputs of an independent engine.
+"""Every bench model (bench/models.py) compiled for x86 gives the outputs of an independent engine,
+and saved as a library (``CompiledModel.save``) and loaded back it is the same model: same kernels,
+same memory report, outputs equal bit for bit.
 
 The small PyTorch models (mlp, cnn_small) run in the ordinary test step against the reference
 interpreter (``nnc.ir.interpret``, numpy) and onnxruntime. The big ones (ResNet-18, MobileNetV2,
@@ -56,22 +58,35 @@ def _ort(path: str, feeds: dict) -> dict:
     return dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds)))
 
 
-def _compiled(path: str, feeds: dict, threads: int = 1) -> dict:
-    return nnc.compile(path, target="x86", threads=threads, quiet=True, cache=False).run(feeds)
+def _compiled(path: str, feeds: dict, lib: str, threads: int = 1) -> dict:
+    """Run the JIT model, save it as a library (the one route: ``nnc compile -o`` is this ``save``),
+    load the library and check it is the same model: the same kernels and report, and outputs equal
+    bit for bit (it links the very object code the JIT runs). Returns the JIT's outputs."""
+    cm = nnc.compile(path, target="x86", threads=threads, quiet=True, cache=False, opt_level=3)
+    got = cm.run(feeds)
+    cm.save(lib)
+    loaded = nnc.load(lib)
+    assert loaded.report["kernels"] == cm.report["kernels"] and loaded.report["memory"] == cm.report["memory"]
+    assert loaded.report["memory"]["arena_bytes"] >= loaded.report["memory"]["lower_bound_bytes"] > 0
+    again = loaded.run(feeds)
+    assert set(again) == set(got)
+    for k in got:
+        np.testing.assert_array_equal(again[k], got[k], err_msg=f"library vs JIT output {k}")
+    return got
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn_small"])
-def test_small_models_match_interpreter_and_ort(name: str):
+def test_small_models_match_interpreter_and_ort(name: str, tmp_path):
     path = _path(name)
     feeds = onnx_inputs(path)
-    got = _compiled(path, feeds, threads=2)
+    got = _compiled(path, feeds, str(tmp_path / f"{name}.so"), threads=2)
     _check(got, nnc.ir.interpret(nnc.from_onnx(path), feeds))
     _check(got, _ort(path, feeds))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "bert_small"] + models.LIGHT)
-def test_big_models_match_onnxruntime(name: str):
+def test_big_models_match_onnxruntime(name: str, tmp_path):
     path = _path(name)
     feeds = onnx_inputs(path)
-    _check(_compiled(path, feeds), _ort(path, feeds))
+    _check(_compiled(path, feeds, str(tmp_path / f"{name}.so")), _ort(path, feeds))
