@@ -5,8 +5,11 @@ checked against networkx on random graphs."""
 from __future__ import annotations
 
 import networkx as nx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from nnc.ir import Builder, Graph, Module, tensor
+from nnc.ir import Builder, Graph, Module, Op, VerifyError, parse_module, tensor, verify_module
 from nnc.passes import PassManager
 
 F33 = tensor("f32", [3, 3])
@@ -107,3 +110,166 @@ def test_the_writing_a_pass_example():
 
     assert unused == [names["unused"]]
     assert chain == [names["y"], names["s"], names["r"], x]
+
+
+# -- verifier: two producers -----------------------------------------------------------------------
+
+def chain() -> tuple[Module, list[Op]]:
+    m = Module("c")
+    g = m.add_graph(Graph("main"))
+    b = Builder(m, g)
+    x = g.add_param("x", F33)
+    a = b.op("relu", x, name="a")
+    c = b.op("neg", a, name="c")
+    d = b.op("exp", c, name="d")
+    g.set_outputs([d])
+    return m, list(g.ops)
+
+
+def test_verifier_rejects_a_result_shared_by_two_ops():
+    m, (relu, neg, exp) = chain()
+    exp.results[0] = neg.results[0]  # exp claims neg's result as its own
+    with pytest.raises(VerifyError, match=r"at exp -> %c: result %c has two producers: this op and neg -> %c"):
+        verify_module(m)
+
+
+def test_verifier_rejects_a_parameter_that_an_op_produces():
+    m, (relu, neg, exp) = chain()
+    m.main.params.append(neg.results[0])
+    with pytest.raises(VerifyError, match=r"parameter %c is also a result of neg -> %c"):
+        verify_module(m)
+
+
+def test_verifier_rejects_an_op_result_that_is_a_parameter():
+    m, (relu, neg, exp) = chain()
+    neg.results[0] = m.main.params[0]
+    with pytest.raises(VerifyError, match=r"at neg -> %x: result %x is a graph parameter"):
+        verify_module(m)
+
+
+def test_verifier_rejects_an_op_listed_twice():
+    m, (relu, neg, exp) = chain()
+    m.main.ops.insert(2, neg)
+    with pytest.raises(VerifyError, match=r"%c is defined twice by neg -> %c: it is listed twice"):
+        verify_module(m)
+
+
+def test_verifier_rejects_two_values_with_one_name():
+    m, (relu, neg, exp) = chain()
+    neg.results[0].name = "x"
+    with pytest.raises(VerifyError, match=r"%x is defined twice: by parameter and by neg -> %x"):
+        verify_module(m)
+
+
+def test_verifier_rejects_a_wrong_result_index():
+    m, _ = small()
+    topk = m.main.ops[2]
+    topk.results[1].index = 0
+    with pytest.raises(VerifyError, match=r"at topk -> %vals, %idx: result %idx is result 1 but records index 0"):
+        verify_module(m)
+
+
+# -- verifier: declared types against inference ----------------------------------------------------
+
+@pytest.mark.parametrize("declared", [tensor("f32", [3, 3]), tensor("f16", [3, 2])])  # wrong shape, wrong dtype
+def test_verifier_rejects_declared_types_that_contradict_inference(declared):
+    m, _ = small()
+    m.main.ops[2].results[0].type = declared
+    want = (f"at topk -> %vals, %idx: declared result types {declared}, i64[3,2] but inference gives "
+            "f32[3,2], i64[3,2]")
+    with pytest.raises(VerifyError) as e:
+        verify_module(m)
+    assert want in str(e.value)
+
+
+def test_verifier_checks_every_result_of_a_multi_result_op():
+    m, _ = small()
+    m.main.ops[2].results[1].type = tensor("i32", [3, 2])  # topk indices are i64
+    with pytest.raises(VerifyError, match=r"declared result types f32\[3,2\], i32\[3,2\] but inference gives"):
+        verify_module(m)
+
+
+def test_verifier_rejects_a_parsed_op_whose_type_contradicts_inference():
+    text = ("graph @main(%a: f32[2,3], %b: f32[3,4]) -> (y: f32[2,3]) {\n"
+            "  %y = matmul(%a, %b) : f32[2,3]\n  return %y\n}")
+    with pytest.raises(VerifyError, match=r"matmul -> %y: declared result types f32\[2,3\] but inference gives "
+                                          r"f32\[2,4\]"):
+        verify_module(parse_module(text))
+
+
+# -- verifier: order and cycles --------------------------------------------------------------------
+
+def test_verifier_names_the_ops_of_a_cycle():
+    m, (relu, neg, exp) = chain()
+    relu.set_operand(0, exp.results[0])  # relu reads exp, which reads neg, which reads relu
+    with pytest.raises(VerifyError) as e:
+        verify_module(m)
+    msg = str(e.value)
+    assert "at relu -> %a: operand 0 %d is not defined before use: the ops form a cycle: " in msg
+    cycle = msg.split("the ops form a cycle: ")[1]
+    # the cycle is reported starting anywhere; each step names the op and the value it passes on
+    steps = {"relu -> %a --%a-->", "neg -> %c --%c-->", "exp -> %d --%d-->"}
+    assert all(s in cycle for s in steps)
+    assert cycle.count("-->") == 3
+
+
+def test_verifier_explains_ops_out_of_topological_order():
+    m, (relu, neg, exp) = chain()
+    m.main.ops[:] = [neg, relu, exp]
+    with pytest.raises(VerifyError, match=r"at neg -> %c: operand 0 %a is not defined before use: its producer "
+                                          r"relu -> %a comes later \(position 1\); the ops are not in topological"):
+        verify_module(m)
+
+
+def test_verifier_names_an_operand_from_another_graph():
+    m, (relu, neg, exp) = chain()
+    other, _ = chain()
+    neg.set_operand(0, other.main.ops[0].results[0])
+    with pytest.raises(VerifyError, match=r"operand 0 %a is not defined before use: it is not a parameter or a "
+                                          r"result of an op of this graph"):
+        verify_module(m)
+
+
+# -- random graphs: the verifier's order check against networkx ------------------------------------
+
+OPS = ("relu", "neg", "tanh", "add", "mul", "matmul")
+
+
+@st.composite
+def random_graphs(draw) -> Module:
+    """A random DAG of f32[3,3] ops (elementwise and matmul) over two parameters, with random outputs
+    (so some ops are dead and some values are read by several ops)."""
+    m = Module("r")
+    g = m.add_graph(Graph("main"))
+    b = Builder(m, g)
+    values = [g.add_param("p0", F33), g.add_param("p1", F33)]
+    n = draw(st.integers(1, 14))
+    for i in range(n):
+        opname = draw(st.sampled_from(OPS))
+        arity = 1 if opname in ("relu", "neg", "tanh") else 2
+        operands = [values[draw(st.integers(0, len(values) - 1))] for _ in range(arity)]
+        values.append(b.op(opname, *operands, name=f"v{i}"))
+    results = values[2:]
+    outs = draw(st.lists(st.sampled_from(results), min_size=1, max_size=3, unique_by=id))
+    if results[-1] not in outs:
+        outs.append(results[-1])
+    g.set_outputs(outs, [f"out{i}" for i in range(len(outs))])
+    return m
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_graphs(), st.randoms(use_true_random=False))
+def test_verifier_order_check_agrees_with_networkx(m, rnd):
+    """The verifier's linear defined-before-use scan accepts exactly the topological orders."""
+    g = m.main
+    nxg = g.to_networkx()
+    rnd.shuffle(g.ops)
+    position = {op: i for i, op in enumerate(g.ops)}
+    is_topological = all(position[u] < position[v] for u, v in nxg.edges() if isinstance(u, Op))
+    try:
+        verify_module(m)
+        accepted = True
+    except VerifyError as e:
+        assert "not in topological order" in str(e)
+        accepted = False
+    assert accepted == is_topological
