@@ -5,12 +5,14 @@ checked against networkx on random graphs."""
 from __future__ import annotations
 
 import networkx as nx
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnc.ir import Builder, Graph, Module, Op, VerifyError, parse_module, tensor, verify_module
+from nnc.ir import Builder, Graph, Module, Op, VerifyError, interpret, parse_module, tensor, verify_module
 from nnc.passes import PassManager
+from nnc.passes.fuse import Fuse
 
 F33 = tensor("f32", [3, 3])
 
@@ -273,3 +275,77 @@ def test_verifier_order_check_agrees_with_networkx(m, rnd):
         assert "not in topological order" in str(e)
         accepted = False
     assert accepted == is_topological
+
+
+# -- fusion legality -------------------------------------------------------------------------------
+
+def groups_of(fused_module: Module, original: Graph) -> list[set]:
+    by_name = {r.name: op for op in original.ops for r in op.results}
+    return [{by_name[o.results[0].name] for o in op.regions[0].ops}
+            for op in fused_module.main.ops if op.opname == "fused"]
+
+
+def is_convex(nxg: nx.MultiDiGraph, group: set) -> bool:
+    """No path leaves the group and comes back into it (fusing it would close a cycle)."""
+    below = set().union(*(nx.descendants(nxg, op) for op in group)) - group
+    above = set().union(*(nx.ancestors(nxg, op) for op in group))
+    return not (below & above)
+
+
+@settings(max_examples=80, deadline=None)
+@given(random_graphs())
+def test_fusion_groups_are_convex(m):
+    """Fusion legality holds by construction (see passes/fuse.py); networkx checks it on every group,
+    and the fused graph verifies and computes the same outputs."""
+    original = m.clone()
+    nxg = original.main.to_networkx()
+    rng = np.random.default_rng(0)
+    feeds = {p.name: rng.uniform(-1, 1, (3, 3)).astype(np.float32) for p in m.main.params}
+    want = interpret(m, feeds)
+    Fuse().run(m)
+    verify_module(m)
+    for group in groups_of(m, original.main):
+        assert len(group) >= 2 and is_convex(nxg, group)
+    got = interpret(m, feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6)
+
+
+def test_fusion_refuses_a_group_that_a_path_leaves_and_reenters():
+    """y = add(r, softmax(r)) with r = relu(x): fusing {relu, add} would put softmax both before and
+    after the group."""
+    m = Module("loop")
+    g = m.add_graph(Graph("main"))
+    b = Builder(m, g)
+    x = g.add_param("x", F33)
+    r = b.op("relu", x, name="r")
+    s = b.op("softmax", r, axis=1, name="s")
+    y = b.op("add", r, s, name="y")
+    g.set_outputs([b.op("neg", y, name="out")])
+    original = m.clone()
+    nxg = original.main.to_networkx()
+    assert not is_convex(nxg, {op for op in original.main.ops if op.opname in ("relu", "add")})
+    f = Fuse(explain=True)
+    f.run(m)
+    verify_module(m)
+    assert [op.opname for op in g.ops] == ["relu", "softmax", "fused"]
+    assert [o.opname for o in g.ops[2].regions[0].ops] == ["add", "neg"]
+    assert "relu %r not fused into the group of %y: %r is also read outside the group" in f.stats["rejected"]
+
+
+def test_fused_epilogue_keeps_only_what_reads_the_anchor():
+    """The networkx descendants of the anchor inside a group: ops that do not read the matmul
+    (directly or through members) stay outside the epilogue."""
+    m = Module("epi")
+    g = m.add_graph(Graph("main"))
+    b = Builder(m, g)
+    a, w, c = (g.add_param(n, F33) for n in "awc")
+    pre = b.op("neg", b.op("relu", c, name="c1"), name="c2")   # before the anchor, not reading it
+    mm = b.op("matmul", a, w, name="mm")
+    t = b.op("tanh", b.op("add", mm, pre, name="s"), name="t")
+    g.set_outputs([t])
+    Fuse().run(m)
+    verify_module(m)
+    fused = [op for op in g.ops if op.opname == "fused"]
+    kinds = sorted((op.attrs["kind"], tuple(o.opname for o in op.regions[0].ops)) for op in fused)
+    assert kinds == [("elementwise", ("relu", "neg")), ("matmul", ("matmul", "add", "tanh"))]
