@@ -11,8 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nnc.ir import Builder, Graph, Module, Op, VerifyError, interpret, parse_module, tensor, verify_module
+from nnc.ir.grads.engine import _on_path
 from nnc.passes import PassManager
+from nnc.passes.cost import op_flops
 from nnc.passes.fuse import Fuse
+from nnc.passes.training.remat import _closure_flops
 
 F33 = tensor("f32", [3, 3])
 
@@ -349,3 +352,60 @@ def test_fused_epilogue_keeps_only_what_reads_the_anchor():
     fused = [op for op in g.ops if op.opname == "fused"]
     kinds = sorted((op.attrs["kind"], tuple(o.opname for o in op.regions[0].ops)) for op in fused)
     assert kinds == [("elementwise", ("relu", "neg")), ("matmul", ("matmul", "add", "tanh"))]
+
+
+# -- hand-written walks kept for speed -------------------------------------------------------------
+
+def op_ancestors(nxg: nx.MultiDiGraph, ops) -> set:
+    found = set(ops)
+    for op in ops:
+        found |= nx.ancestors(nxg, op)
+    return {v for v in found if isinstance(v, Op)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_graphs(), st.data())
+def test_autodiff_path_agrees_with_networkx(m, data):
+    """``_on_path`` (two linear sweeps over the op order) == descendants of ``wrt`` that are ancestors
+    of the loss."""
+    g = m.main
+    nxg = g.to_networkx()
+    candidates = g.params + [r for op in g.ops for r in op.results]
+    wrt = data.draw(st.lists(st.sampled_from(candidates), min_size=1, max_size=3, unique_by=id))
+    loss = data.draw(st.sampled_from([r for op in g.ops for r in op.results]))
+    downstream = set()
+    for w in wrt:
+        readers = {u for u, _ in w.uses}
+        downstream |= readers
+        for r in readers:
+            downstream |= nx.descendants(nxg, r)
+    upstream = {loss.producer} | nx.ancestors(nxg, loss.producer)
+    want = [op for op in g.ops if op in downstream and op in upstream]
+    assert _on_path(g, loss, wrt) == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_graphs(), st.data())
+def test_remat_closure_agrees_with_networkx(m, data):
+    """``_closure_flops`` (a DFS that stops at kept values) == FLOPs of the producer's ancestors in the
+    graph restricted to edges carrying values that were freed after the forward pass."""
+    g = m.main
+    results = [r for op in g.ops for r in op.results]
+    kept = {id(v) for v in data.draw(st.lists(st.sampled_from(results), unique_by=id))}
+    v = data.draw(st.sampled_from(results))
+    forward = {id(op) for op in g.ops}
+    nxg = g.to_networkx(params=False)  # every edge leaves an op: the value it carries is a result
+    freed = nx.subgraph_view(nxg, filter_edge=lambda u, w, k: id(u.results[nxg.edges[u, w, k]["result"]]) not in kept)
+    closure = {v.producer} | nx.ancestors(freed, v.producer)
+    assert _closure_flops(v, kept - {id(v)}, forward) == sum(op_flops(op) for op in closure)
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_graphs())
+def test_dce_keeps_exactly_the_ancestors_of_the_outputs(m):
+    g = m.main
+    nxg = g.to_networkx()
+    live = op_ancestors(nxg, [p for p, _ in nxg.graph["outputs"] if isinstance(p, Op)])
+    want = [r.name for op in g.ops if op in live for r in op.results]
+    PassManager("dce").run(m)
+    assert [r.name for op in g.ops for r in op.results] == want
