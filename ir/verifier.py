@@ -1,7 +1,9 @@
 """The IR verifier: SSA, order, operand counts, attribute schemas, and inferred == declared types.
 
-``verify_module`` raises ``VerifyError`` naming the graph, the op and the broken rule. Tests run it
-after every pass, and the driver runs it with ``--verify-each``.
+``verify_module`` raises ``VerifyError`` naming the graph, the op and the broken rule: a value with
+two producers (two ops, or an op and a parameter), declared result types that contradict type
+inference, an operand used before its definition (with the ops of a cycle named when there is
+one). Tests run it after every pass, and the driver runs it with ``--verify-each``.
 """
 
 from __future__ import annotations
@@ -24,21 +26,26 @@ def verify_module(m: Module) -> None:
 
 def verify_graph(g: Graph, m: Module) -> None:
     defined: set[int] = set()
-    names: set[str] = set()
+    definer: dict[str, str] = {}  # value name -> what defines it ("parameter" or op.where())
 
     def fail(msg: str, op: Op | None = None) -> VerifyError:
         where = f" at {op.where()}" if op is not None else ""
         return VerifyError(f"graph @{g.name}{where}: {msg}")
 
     def define(v: Value, op: Op | None) -> None:
-        if v.name in names:
-            raise fail(f"%{v.name} is defined twice", op)
-        names.add(v.name)
+        by = "parameter" if op is None else op.where()
+        if id(v) in defined and definer[v.name] == by:
+            raise fail(f"%{v.name} is defined twice by {by}: it is listed twice in the graph", op)
+        if id(v) in defined:
+            raise fail(f"%{v.name} has two producers: {definer[v.name]} and {by}", op)
+        if v.name in definer:
+            raise fail(f"%{v.name} is defined twice: by {definer[v.name]} and by {by}", op)
+        definer[v.name] = by
         defined.add(id(v))
 
     for p in g.params:
         if p.producer is not None:
-            raise fail(f"parameter %{p.name} has a producer")
+            raise fail(f"parameter %{p.name} is also a result of {p.producer.where()}")
         if p.binding is not None and p.binding not in m.constant_types:
             raise fail(f"parameter %{p.name} is bound to missing constant @{p.binding}")
         if p.binding is not None and m.constant_types[p.binding] != p.type:
@@ -49,12 +56,16 @@ def verify_graph(g: Graph, m: Module) -> None:
             raise fail(f"unknown op {op.opname!r}", op)
         for i, v in enumerate(op.operands):
             if id(v) not in defined:
-                raise fail(f"operand {i} %{v.name} is not defined before use", op)
+                raise fail(f"operand {i} %{v.name} is not defined before use{_why_undefined(g, v)}", op)
             if (op, i) not in v.uses:
                 raise fail(f"use-list of %{v.name} misses operand {i}", op)
         for i, r in enumerate(op.results):
-            if r.producer is not op or r.index != i:
-                raise fail(f"result %{r.name} does not point back to its op", op)
+            if r.producer is None:
+                raise fail(f"result %{r.name} is a graph parameter (a value with no producer)", op)
+            if r.producer is not op:
+                raise fail(f"result %{r.name} has two producers: this op and {r.producer.where()}", op)
+            if r.index != i:
+                raise fail(f"result %{r.name} is result {i} but records index {r.index}", op)
         _verify_op(op, m, fail)
         for region in op.regions:
             verify_graph(region, m)
@@ -67,6 +78,29 @@ def verify_graph(g: Graph, m: Module) -> None:
         raise fail("output names and returned values differ in number")
     if len(set(g.output_names)) != len(g.output_names):
         raise fail(f"duplicate output names {g.output_names}")
+
+
+def _why_undefined(g: Graph, v: Value) -> str:
+    """Why an operand was not defined before its use: a cycle (named op by op), ops out of
+    topological order, or a value from outside the graph. Runs only on the failure path, so the
+    linear check above stays the cost of verifying a valid graph."""
+    import networkx as nx  # see Graph.to_networkx: kept off the import path of nnc
+
+    nxg = g.to_networkx()
+    try:
+        cycle = nx.find_cycle(nxg)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        steps = [f"{src.where()} --%{nxg.edges[src, dst, k]['value']}-->" for src, dst, k in cycle]
+        return f": the ops form a cycle: {' '.join(steps)} {cycle[0][0].where()}"
+    p = v.producer
+    if p is not None and any(op is p for op in g.ops):
+        return (f": its producer {p.where()} comes later (position {g.ops.index(p)}); the ops are not in "
+                "topological order")
+    if any(q is v for q in g.params):
+        return ""
+    return ": it is not a parameter or a result of an op of this graph"
 
 
 def _verify_op(op: Op, m: Module, fail) -> None:

@@ -69,7 +69,12 @@ def _recomputable(v: Value) -> bool:
 
 def _closure_flops(v: Value, kept: set[int], forward: set[int]) -> int:
     """FLOPs to recompute ``v`` when every other stashed value is kept: its producer plus, recursively,
-    the producers of operands that were not stashed (freed after the forward pass)."""
+    the producers of operands that were not stashed (freed after the forward pass).
+
+    A hand-written DFS rather than ``networkx.ancestors`` on an edge-filtered ``to_networkx`` view:
+    the walk stops at kept values, so it touches only the closure, and it runs once per candidate;
+    the networkx form measured 13x slower on ResNet-50 (10 ms vs 0.8 ms for 123 candidates) and 26x
+    on a 2000-op chain. tests/ir/test_networkx.py checks that both agree on random graphs."""
     seen: set[int] = set()
     total = 0
     todo = [v.producer]
