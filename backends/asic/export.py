@@ -41,19 +41,20 @@ def chrome_trace(program: Program, tl: Timeline) -> dict[str, Any]:
 
 
 def layer_chart_svg(report: dict[str, Any], width: int = 900) -> str:
-    layers = report["layers"]
+    host = [{**h, "bound": "host"} for h in (report.get("host") or {}).get("ops", [])]
+    layers = sorted(report["layers"] + host, key=lambda la: la["start_cycle"])  # timeline order
     bar_h, left, top = 14, 260, 30
     height = top + bar_h * len(layers) + 30
     longest = max([max(1, la["end_cycle"] - la["start_cycle"]) for la in layers] + [1])
     scale = (width - left - 120) / longest
     ghz = report["config"]["clock_ghz"]
-    colours = {"compute": "#4477aa", "memory": "#ee6677", "vector": "#228833"}
+    colours = {"compute": "#4477aa", "memory": "#ee6677", "vector": "#228833", "host": "#aa3377"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" '
            f'font-size="11">',
            f'<text x="4" y="16">per-layer latency ({report["config"]["name"]}, total {report["latency_ms"]:.3f} ms; '
-           f'blue compute-bound, red memory-bound, green vector)</text>']
+           f'blue compute-bound, red memory-bound, green vector, purple host op)</text>']
     for i, la in enumerate(layers):
-        y = top + i * bar_h
+        y = top + i * bar_h  # a bar per chip layer and per host op
         cyc = max(1, la["end_cycle"] - la["start_cycle"])
         name = la["name"][-36:]
         out.append(f'<text x="4" y="{y + 11}">{_esc(name)}</text>')

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import nnc
 from nnc.backends import asic
-from nnc.backends.asic.export import chrome_trace, text_table
+from nnc.backends.asic.export import chrome_trace, layer_chart_svg, text_table
 from nnc.backends.asic.sim.runner import run_program
 from nnc.ir import Builder, DType, Graph, Module, TensorType, UnsupportedOpError, interpret
 
@@ -153,6 +153,9 @@ def test_host_time_in_the_table_and_trace(se_model):
     ev = chrome_trace(cm.executable.program, cm.executable.timeline)["traceEvents"]
     host = [e for e in ev if e["ph"] == "X" and e["tid"] == 6]
     assert len(host) == len(cm.report["asic"]["host_ops"]) and all(e["dur"] > 0 for e in host)
+    svg = layer_chart_svg(cm.report["asic"])
+    assert svg.count('fill="#aa3377"') == len(host)  # one purple bar per host op
+    assert svg.count("<rect") == len(host) + len(cm.report["asic"]["layers"])
 
 
 def test_an_op_x86_rejects_falls_back_to_the_interpreter(se_model, monkeypatch):
