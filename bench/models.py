@@ -27,6 +27,8 @@ from typing import Callable
 EXPORT_VERSION = 1  # bump to re-export every cached model after changing a definition
 LIGHT = ["resnet50", "squeezenet", "densenet121", "inception_v1", "inception_v2", "shufflenet", "vgg19"]
 TORCH = ["mlp", "cnn_small", "resnet18", "mobilenet_v2", "bert_small"]
+# squeeze-excite CNNs for the ASIC host-partition measurements (bench/asic.py); not in the x86 suite
+SQUEEZE_EXCITE = ["mobilenet_v3_small", "efficientnet_b0"]
 
 
 def cache_dir() -> Path:
@@ -134,7 +136,7 @@ def _defs() -> dict[str, Callable[[], tuple]]:
             return self.layers(self.ln(self.tok(ids) + self.pos(self.positions)))
 
     image = (torch.randn(1, 3, 224, 224),)
-    return {
+    return {**_squeeze_excite_defs(conv_bn, image),
         "mlp": lambda: (nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                                       nn.Linear(512, 10)), (torch.randn(1, 784),)),
         "cnn_small": lambda: (nn.Sequential(conv_bn(3, 16, 3), nn.MaxPool2d(2), conv_bn(16, 32, 3), nn.MaxPool2d(2),
@@ -146,13 +148,88 @@ def _defs() -> dict[str, Callable[[], tuple]]:
     }
 
 
+def _squeeze_excite_defs(conv_bn: Callable, image: tuple) -> dict[str, Callable[[], tuple]]:
+    """MobileNetV3-small and EfficientNet-B0 as torchvision defines them (eval mode: dropout and
+    stochastic depth are identities): inverted residuals with squeeze-excite blocks and hard-swish /
+    SiLU activations, the ops the ASIC leaves to the host."""
+    from torch import nn
+
+    def divisible(v: float, d: int = 8) -> int:  # torchvision's _make_divisible
+        n = max(d, int(v + d / 2) // d * d)
+        return n + d if n < 0.9 * v else n
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, ch: int, squeeze: int, act: type, gate: type):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Conv2d(ch, squeeze, 1), nn.Conv2d(squeeze, ch, 1)
+            self.act, self.gate = act(), gate()
+
+        def forward(self, x):
+            s = nn.functional.adaptive_avg_pool2d(x, 1)
+            return x * self.gate(self.fc2(self.act(self.fc1(s))))
+
+    class Bneck(nn.Module):  # MobileNetV3 block and EfficientNet MBConv: expand, depthwise, SE, project
+        def __init__(self, cin: int, k: int, hidden: int, cout: int, se: SqueezeExcite | None, act: type,
+                     stride: int):
+            super().__init__()
+            layers = [conv_bn(cin, hidden, 1, act=act)] if hidden != cin else []
+            layers += [conv_bn(hidden, hidden, k, stride, groups=hidden, act=act), *([se] if se else []),
+                       conv_bn(hidden, cout, 1, act=None)]
+            self.body = nn.Sequential(*layers)
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    class MobileNetV3Small(nn.Module):
+        def __init__(self, classes: int = 1000):
+            super().__init__()
+            re_, hs = nn.ReLU, nn.Hardswish
+            layers, cin = [conv_bn(3, 16, 3, 2, act=hs)], 16
+            for k, exp, cout, use_se, act, s in (
+                    (3, 16, 16, True, re_, 2), (3, 72, 24, False, re_, 2), (3, 88, 24, False, re_, 1),
+                    (5, 96, 40, True, hs, 2), (5, 240, 40, True, hs, 1), (5, 240, 40, True, hs, 1),
+                    (5, 120, 48, True, hs, 1), (5, 144, 48, True, hs, 1), (5, 288, 96, True, hs, 2),
+                    (5, 576, 96, True, hs, 1), (5, 576, 96, True, hs, 1)):
+                se = SqueezeExcite(exp, divisible(exp // 4), nn.ReLU, nn.Hardsigmoid) if use_se else None
+                layers.append(Bneck(cin, k, exp, cout, se, act, s))
+                cin = cout
+            layers.append(conv_bn(cin, 576, 1, act=hs))
+            self.features = nn.Sequential(*layers)
+            self.classifier = nn.Sequential(nn.Linear(576, 1024), nn.Hardswish(), nn.Dropout(0.2),
+                                            nn.Linear(1024, classes))
+
+        def forward(self, x):
+            return self.classifier(nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+    class EfficientNetB0(nn.Module):
+        def __init__(self, classes: int = 1000):
+            super().__init__()
+            layers, cin = [conv_bn(3, 32, 3, 2, act=nn.SiLU)], 32
+            for e, k, s, cout, n in ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+                                     (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)):
+                for i in range(n):
+                    se = SqueezeExcite(cin * e, max(1, cin // 4), nn.SiLU, nn.Sigmoid)
+                    layers.append(Bneck(cin, k, cin * e, cout, se, nn.SiLU, s if i == 0 else 1))
+                    cin = cout
+            layers.append(conv_bn(cin, 1280, 1, act=nn.SiLU))
+            self.features = nn.Sequential(*layers)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, classes))
+
+        def forward(self, x):
+            return self.classifier(nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+    return {"mobilenet_v3_small": lambda: (MobileNetV3Small(), image),
+            "efficientnet_b0": lambda: (EfficientNetB0(), image)}
+
+
 def torch_module(name: str) -> tuple:
     """(eval-mode ``nn.Module``, example args) of a PyTorch-defined bench model: the same
     definition and seeded weights as its ONNX export (``torch_model``)."""
     import torch
 
-    if name not in TORCH:
-        raise KeyError(f"{name!r} is not a PyTorch bench model (choose from {', '.join(TORCH)})")
+    if name not in TORCH + SQUEEZE_EXCITE:
+        raise KeyError(f"{name!r} is not a PyTorch bench model (choose from {', '.join(TORCH + SQUEEZE_EXCITE)})")
     torch.manual_seed(0)
     model, args = _defs()[name]()
     return model.eval(), args
@@ -200,7 +277,7 @@ REALISTIC_VERSION = 2  # bump to rebuild every cached realistic model after chan
 # trained ResNets look: with plain He initialisation these deep random networks are chaotic (40 dB
 # of input noise leaves 17-18 dB at the logits in fp32), which no real network is.
 RESIDUAL_SCALE = 0.1
-REALISTIC = ["resnet50", "resnet18", "mobilenet_v2"]
+REALISTIC = ["resnet50", "resnet18", "mobilenet_v2", *SQUEEZE_EXCITE]
 
 
 def calibrated_torch_module(name: str, batch: int = 4, residual_scale: float = 1.0) -> tuple:

@@ -10,10 +10,13 @@ and host ops, generates the program and times it. Options:
 - ``calibration``: feed dicts or an ``.npz`` path (default: random inputs, smoke tests only);
   ``observer``: minmax | percentile | entropy;
 - ``functional``: simulate the program bit-exactly on ``run`` (default True); False runs the
-  quantized graph on the interpreter instead (timing-only use).
+  quantized graph on the interpreter instead (timing-only use, and no x86 compile);
+- ``cpu``, ``target_features``, ``opt``, ``cache``, ``cache_dir``: passed to the x86 compiles of the
+  host partition.
 
-The executable's ``report`` is ``CompiledModel.report["asic"]`` (see ``report.py``); host ops run on
-the reference interpreter.
+The executable's ``report`` is ``CompiledModel.report["asic"]`` (see ``report.py``). Host ops (the
+ops between chip segments) are compiled by the x86 backend, one module per run of consecutive host
+ops (``host.py``), and timed on the preset's host CPU model (``host_model.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 from nnc.ir import Interpreter, Module, verify_module
 
 from .config import AsicConfig, load_config
+from .host import HostSegment, compile_host_partition
 from .isa import disassemble
 from .program import Program, build_program
 from .report import build_asic_report
@@ -44,13 +48,15 @@ def is_quantized(module: Module) -> bool:
 class AsicExecutable:
     target = "asic"
 
-    def __init__(self, module: Module, program: Program, tl: Timeline, report: dict[str, Any], functional: bool):
+    def __init__(self, module: Module, program: Program, tl: Timeline, report: dict[str, Any], functional: bool,
+                 host: list[HostSegment] | None = None):
         self.module = module          # the integer graph
         self.program = program
         self.timeline = tl
         self.report = report
         self.target_report = report
         self.functional = functional
+        self.host = host if host is not None else []   # the host partition, compiled by x86
         self._interp = None if functional else Interpreter(module)
 
     @property
@@ -60,7 +66,7 @@ class AsicExecutable:
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if not self.functional:
             return self._interp.run(feeds)  # type: ignore[union-attr]
-        return run_program(self.program, self.module, feeds, self.timeline)
+        return run_program(self.program, self.module, feeds, self.timeline, self.host)
 
     def asm(self) -> str:
         cfg = self.program.cfg
@@ -82,7 +88,9 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> AsicExe
         module = quantize_module(module, options.get("calibration"), observer=options.get("observer", "minmax"))
     program = build_program(module, cfg)
     tl = timeline(program)
+    functional = bool(options.get("functional", True))
+    host = compile_host_partition(module, program.schedule, options) if functional else []
     host_ops = [item.opname for kind, item in program.schedule if kind == "host" and item.opname != "const"]
-    report = build_asic_report(program, tl, host_ops)
+    report = build_asic_report(program, tl, host_ops, host)
     report["compile_seconds"] = time.perf_counter() - t0
-    return AsicExecutable(module, program, tl, report, bool(options.get("functional", True)))
+    return AsicExecutable(module, program, tl, report, functional, host)

@@ -5,6 +5,8 @@ the package (``presets/edge.json``, ``presets/x1.json``) with an optional partia
 or a dict) merged over it, so a user changes the machine without rebuilding anything.
 Energy defaults follow Horowitz (ISSCC 2014, 45 nm): 8-bit multiply 0.2 pJ, 32-bit add 0.1 pJ,
 a 32 KB SRAM bank ~2.5 pJ/byte, a ~1 MB SRAM ~12.5 pJ/byte, DRAM 1.3 nJ per 64-bit access.
+The host CPU that runs the ops the chip cannot is a roofline (peak GFLOP/s, GB/s, per-op overhead)
+of a named edge core, so host time is the same on every build machine (``host_model.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class AsicConfig:
     dram_latency_ns: float
     ideal_bandwidth: bool
     host_link_gbps: float
+    host_cpu: str                 # the host that runs the ops the chip cannot (a roofline model, host_model.py)
+    host_gflops: float
+    host_gbps: float
+    host_op_overhead_ns: float
     target_latency_ms: float
     static_power_w: float
     energy_pj: Mapping[str, float]
@@ -140,6 +146,8 @@ def make_config(data: Mapping[str, Any]) -> AsicConfig:
             raise TargetError(f"asic config: {k} must be positive")
     if cfg.clock_ghz <= 0 or cfg.dram_gbps <= 0 or not 0 < cfg.dram_efficiency <= 1:
         raise TargetError("asic config: clock_ghz and dram_gbps must be positive, dram_efficiency in (0, 1]")
+    if cfg.host_gflops <= 0 or cfg.host_gbps <= 0 or cfg.host_op_overhead_ns < 0:
+        raise TargetError("asic config: host_gflops and host_gbps must be positive, host_op_overhead_ns >= 0")
     for k in ("mul8", "add32", "vector_op", "spad_byte", "buffer_byte", "dram_byte"):
         if k not in cfg.energy_pj:
             raise TargetError(f"asic config: energy_pj needs {k!r}")

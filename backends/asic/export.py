@@ -1,8 +1,8 @@
 """Views of a simulated run for people and other tools: a Chrome-trace/Perfetto JSON timeline (one
-track per engine queue plus host transfers), a per-layer latency bar chart as hand-written SVG, a
-text table, and the equivalent SCALE-Sim v2 config and topology CSV so a run can be checked outside
-nnc (convolutions as conv rows; matmuls as 1x1 convs; vector-unit layers are not array work and are
-left out).
+track per engine queue, one for host transfers, one for host compute), a per-layer latency bar chart
+as hand-written SVG, a text table (chip layers, host ops and transfers in timeline order), and the
+equivalent SCALE-Sim v2 config and topology CSV so a run can be checked outside nnc (convolutions as
+conv rows; matmuls as 1x1 convs; vector-unit layers are not array work and are left out).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from .program import Program
 from .sim.runner import Timeline
 
-_TID = {"load": 1, "compute": 2, "vector": 3, "store": 4, "host": 5}
+_TID = {"load": 1, "compute": 2, "vector": 3, "store": 4, "host": 5, "host cpu": 6}
 
 
 def chrome_trace(program: Program, tl: Timeline) -> dict[str, Any]:
@@ -33,23 +33,28 @@ def chrome_trace(program: Program, tl: Timeline) -> dict[str, Any]:
     for what, s, e, nbytes in tl.transfers:
         events.append({"ph": "X", "pid": 1, "tid": _TID["host"], "name": what[:60], "ts": s * us, "dur": (e - s) * us,
                        "args": {"bytes": nbytes}})
+    for h in tl.host:
+        events.append({"ph": "X", "pid": 1, "tid": _TID["host cpu"], "name": h.op.opname, "ts": h.start * us,
+                       "dur": (h.end - h.start) * us,
+                       "args": {"value": h.op.results[0].name, "flops": h.cost.flops, "bytes": h.cost.bytes}})
     return {"traceEvents": events, "displayTimeUnit": "ns"}
 
 
 def layer_chart_svg(report: dict[str, Any], width: int = 900) -> str:
-    layers = report["layers"]
+    host = [{**h, "bound": "host"} for h in (report.get("host") or {}).get("ops", [])]
+    layers = sorted(report["layers"] + host, key=lambda la: la["start_cycle"])  # timeline order
     bar_h, left, top = 14, 260, 30
     height = top + bar_h * len(layers) + 30
     longest = max([max(1, la["end_cycle"] - la["start_cycle"]) for la in layers] + [1])
     scale = (width - left - 120) / longest
     ghz = report["config"]["clock_ghz"]
-    colours = {"compute": "#4477aa", "memory": "#ee6677", "vector": "#228833"}
+    colours = {"compute": "#4477aa", "memory": "#ee6677", "vector": "#228833", "host": "#aa3377"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" '
            f'font-size="11">',
            f'<text x="4" y="16">per-layer latency ({report["config"]["name"]}, total {report["latency_ms"]:.3f} ms; '
-           f'blue compute-bound, red memory-bound, green vector)</text>']
+           f'blue compute-bound, red memory-bound, green vector, purple host op)</text>']
     for i, la in enumerate(layers):
-        y = top + i * bar_h
+        y = top + i * bar_h  # a bar per chip layer and per host op
         cyc = max(1, la["end_cycle"] - la["start_cycle"])
         name = la["name"][-36:]
         out.append(f'<text x="4" y="{y + 11}">{_esc(name)}</text>')
@@ -65,18 +70,31 @@ def _esc(s: str) -> str:
 
 
 def text_table(report: dict[str, Any]) -> str:
+    """Chip layers, host ops (``host`` rows: the host CPU model's time, in chip cycles) and host<->chip
+    transfers (``link`` rows) in the order they run on the timeline."""
     r = report
     c = r["config"]
     lines = [f"asic {c['name']}: {c['array_rows']}x{c['array_cols']} {c['dataflow']} array at {c['clock_ghz']} GHz "
              f"({r['tops_peak']:.2f} peak TOPS), DRAM {c['dram_gbps']} GB/s x {c['dram_efficiency']}",
              f"{'layer':<40} {'op':<24} {'MMACs':>8} {'cycles':>9} {'compute':>9} {'dma':>9} {'stall':>9} "
              f"{'map.eff':>7} {'DRAM KB':>9} {'uJ':>8}  bound"]
+    rows: list[tuple[int, int, str]] = []
     for la in r["layers"]:
         eff = "-" if la["mapping_efficiency"] is None else f"{la['mapping_efficiency']:.2f}"
-        lines.append(f"{la['name'][-40:]:<40} {la['op'][:24]:<24} {la['macs'] / 1e6:>8.2f} "
+        rows.append((la["start_cycle"], 1, f"{la['name'][-40:]:<40} {la['op'][:24]:<24} {la['macs'] / 1e6:>8.2f} "
                      f"{la['end_cycle'] - la['start_cycle']:>9} {la['compute_cycles'] + la['vector_cycles']:>9} "
                      f"{la['dma_cycles']:>9} {la['stall_cycles']:>9} {eff:>7} {la['dram_bytes'] / 1024:>9.1f} "
-                     f"{la['energy_mj'] * 1e3:>8.1f}  {la['bound']}")
+                     f"{la['energy_mj'] * 1e3:>8.1f}  {la['bound']}"))
+    host = r.get("host") or {"ops": [], "cycles": 0}
+    for h in host["ops"]:
+        rows.append((h["start_cycle"], 0, f"{h['name'][-40:]:<40} {h['op'][:24]:<24} {'-':>8} {h['cycles']:>9} "
+                     f"{h['cycles']:>9} {'-':>9} {'-':>9} {'-':>7} {'-':>9} {'-':>8}  host ({h['engine']}, "
+                     f"{h['bound']})"))
+    for t in r["transfers"]["list"]:
+        cyc = t["end_cycle"] - t["start_cycle"]
+        rows.append((t["start_cycle"], 0, f"{t['what'][:40]:<40} {'transfer':<24} {'-':>8} {cyc:>9} {'-':>9} "
+                     f"{cyc:>9} {'-':>9} {'-':>7} {t['bytes'] / 1024:>9.1f} {'-':>8}  link"))
+    lines += [text for _, _, text in sorted(rows, key=lambda e: (e[0], e[1]))]
     e = r["energy_mj"]
     lines.append(f"latency {r['latency_ms']:.3f} ms ({r['fps']:.1f} fps; 40 ms target "
                  f"{'met' if r['meets_40ms'] else 'MISSED'}), {r['tops_achieved']:.3f} TOPS achieved, "
@@ -86,6 +104,10 @@ def text_table(report: dict[str, Any]) -> str:
     if r["host_ops"]:
         lines.append(f"host ops: {', '.join(r['host_ops'])}; transfers {r['transfers']['bytes']} B in "
                      f"{r['transfers']['cycles']} cycles")
+    if host["ops"]:
+        lines.append(f"host compute {host['ms']:.3f} ms ({host['share']:.1%} of the latency) on the {host['model']} "
+                     f"model of {host['cpu']} ({host['gflops']} GFLOP/s, {host['gbps']} GB/s, "
+                     f"{host['op_overhead_ns']} ns per op)")
     return "\n".join(lines) + "\n"
 
 

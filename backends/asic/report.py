@@ -4,9 +4,11 @@ Schema of ``CompiledModel.report["asic"]`` (docs/asic.md): ``config`` (the machi
 ``array_rows``, ``array_cols``, ``clock_ghz``), ``cycles``, ``latency_ms``, ``fps``, ``meets_40ms``
 (against ``target_latency_ms``), ``tops_peak``, ``tops_achieved``, ``utilization``, ``macs``,
 ``dram_bytes``, ``sram_bytes``, ``energy_mj`` {mac, vector, sram, dram, static, total}, ``transfers``
-(host<->chip), ``host_ops``, ``instructions``, and ``layers``: per layer op, shape, macs, cycles
+(host<->chip), ``host_ops``, ``instructions``, ``layers``: per layer op, shape, macs, cycles
 (start..end), compute/vector/dma/stall cycles, mapping_efficiency, dram/sram bytes, energy_mj and the
-roofline bound (compute, memory or vector).
+roofline bound (compute, memory or vector), and ``host``: the host CPU model and, per host op, its
+engine (x86 or interpreter), flops, bytes, cycles (start..end) and time. ``cycles``/``latency_ms``
+are the whole timeline: chip segments, transfers and host compute.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .host import HostSegment
 from .program import Program
 from .sim.runner import Timeline
 from .sim.timing import dma_bytes, gemm_folds
@@ -44,7 +47,27 @@ def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
     return 0, 0, 0, 0, 0
 
 
-def build_asic_report(program: Program, tl: Timeline, host_ops: list[str]) -> dict[str, Any]:
+def host_report(program: Program, tl: Timeline, host: list[HostSegment]) -> dict[str, Any]:
+    cfg = program.cfg
+    where = {id(op): (i, seg) for i, seg in enumerate(host) for op in seg.ops}
+    ops = []
+    for step in tl.host:
+        i, seg = where.get(id(step.op), (None, None))
+        r = step.op.results[0]
+        ops.append({"name": r.name, "op": step.op.opname, "shape": [int(d) for d in r.type.shape],
+                    "segment": i, "engine": seg.engine if seg is not None else "interpreter",
+                    "flops": step.cost.flops, "bytes": step.cost.bytes, "start_cycle": step.start,
+                    "end_cycle": step.end, "cycles": step.end - step.start,
+                    "us": (step.end - step.start) / cfg.clock_ghz / 1e3, "bound": step.cost.bound})
+    fallback = [{"ops": [op.opname for op in seg.ops], "reason": seg.error} for seg in host if seg.engine != "x86"]
+    cycles = tl.host_cycles
+    return {"model": "roofline", "cpu": cfg.host_cpu, "gflops": cfg.host_gflops, "gbps": cfg.host_gbps,
+            "op_overhead_ns": cfg.host_op_overhead_ns, "cycles": cycles, "ms": cycles / cfg.clock_ghz / 1e6,
+            "share": cycles / max(tl.cycles, 1), "segments": len(host), "fallback": fallback, "ops": ops}
+
+
+def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
+                      host: list[HostSegment] | None = None) -> dict[str, Any]:
     cfg = program.cfg
     e = cfg.energy_pj
     n = len(program.instrs)
@@ -115,5 +138,5 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str]) -> di
                       "list": [{"what": t[0], "start_cycle": t[1], "end_cycle": t[2], "bytes": t[3]}
                                for t in tl.transfers]},
         "host_ops": host_ops, "instructions": n, "dram_footprint_bytes": program.dram.size,
-        "layers": layers,
+        "layers": layers, "host": host_report(program, tl, host or []),
     }

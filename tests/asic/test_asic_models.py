@@ -54,3 +54,31 @@ def test_model(name, preset):
         assert float(w.std()) > 0.1  # the logits carry signal: the SQNR below means something
         sqnr.append(10 * np.log10((w ** 2).sum() / max(((w - got[k]) ** 2).sum(), 1e-300)))
     assert min(sqnr) >= 20, f"{name}/{preset}: {min(sqnr):.1f} dB"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_squeeze_excite_model_host_partition(name):
+    """MobileNetV3-small and EfficientNet-B0 (bench/models.py): hard-swish, hard-sigmoid, SiLU and the
+    squeeze-excite multiplies run on the host through x86, the whole run equals the integer graph on
+    the interpreter bit for bit (every host float is requantized to int8 before the chip or the
+    classifier reads it), and every host op has its host time in the report and the latency."""
+    pytest.importorskip("torch")
+    import models
+
+    path = str(models.realistic_model(name))
+    shape = (1, 3, 224, 224)
+    calib = [{"input": np.random.default_rng(s).standard_normal(shape).astype(np.float32)} for s in (1, 2)]
+    x = {"input": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    cm = nnc.compile(path, target="asic", calibration=calib)
+    r = cm.report["asic"]
+    h = r["host"]
+    ops = {o["op"] for o in h["ops"]}
+    assert {"mul", "quantize", "dequantize"} <= ops
+    assert ({"hard_swish", "hard_sigmoid"} if name == "mobilenet_v3_small" else {"sigmoid"}) <= ops
+    assert all(o["engine"] == "x86" and o["cycles"] > 0 for o in h["ops"]) and h["fallback"] == []
+    assert len(h["ops"]) == len(r["host_ops"])
+    assert 0 < h["cycles"] < r["cycles"] and h["cycles"] == sum(o["cycles"] for o in h["ops"])
+    got = cm.run(x)
+    want = interpret(cm.executable.module, x)
+    assert all(np.array_equal(got[k], want[k]) for k in want)

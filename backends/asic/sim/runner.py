@@ -1,5 +1,8 @@
-"""Running a whole Program: host ops on the reference interpreter, chip segments on the functional
-machine, and the static timeline of every segment with the host<->chip transfers between them.
+"""Running a whole Program: host segments on their x86 executables (``host.py``; the reference
+interpreter for what x86 cannot take), chip segments on the functional machine, and the static
+timeline: chip segments, host<->chip transfers and host compute (the roofline of ``host_model.py``),
+one after the other as the schedule orders them (the chip ends a segment with ``finish`` before the
+host ops that follow it, and the host hands its results over before the next segment starts).
 
 A segment's instructions execute in the order the timing layer starts them (not program order), so
 a missing dependency token shows up as a wrong result rather than being hidden by sequential order.
@@ -16,9 +19,19 @@ import numpy as np
 from nnc.ir import Interpreter, Module
 from nnc.ir.interpreter import check_feeds
 
+from ..host import HostSegment
+from ..host_model import HostCost, host_cost
 from ..program import Program, from_dram, to_dram
 from .functional import Machine
 from .timing import Timing, simulate_timing
+
+
+@dataclasses.dataclass
+class HostStep:
+    op: Any                         # the host Op
+    start: int                      # absolute cycles
+    end: int
+    cost: HostCost
 
 
 @dataclasses.dataclass
@@ -26,6 +39,11 @@ class Timeline:
     segments: list[Timing]          # per segment, absolute cycles
     transfers: list[tuple[str, int, int, int]]   # (what, start, end, bytes)
     cycles: int
+    host: list[HostStep] = dataclasses.field(default_factory=list)   # in schedule order
+
+    @property
+    def host_cycles(self) -> int:
+        return sum(h.end - h.start for h in self.host)
 
 
 def link_cycles(program: Program, nbytes: int) -> int:
@@ -37,28 +55,40 @@ def timeline(program: Program) -> Timeline:
     t = 0
     segs: list[Timing] = []
     transfers: list[tuple[str, int, int, int]] = []
-    for kind, item in program.schedule:
-        if kind != "chip":
-            continue
-        vals = program.imports.get(item, [])
+    host: list[HostStep] = []
+    pending = {id(v): v for v in program.exports}    # chip values the host reads, not yet sent
+
+    def send(vals: list, what: str) -> None:
+        nonlocal t
         nbytes = sum(program.placement[id(v)].nbytes for v in vals)
         if nbytes:
             d = link_cycles(program, nbytes)
-            transfers.append((f"to chip: {', '.join(v.name for v in vals)}", t, t + d, nbytes))
+            transfers.append((f"{what}: {', '.join(v.name for v in vals)}", t, t + d, nbytes))
             t += d
+
+    for kind, item in program.schedule:
+        if kind == "host":
+            # the chip values this op reads come over the link before it starts
+            need = [pending.pop(id(r)) for r in (program.resolve(v) for v in item.operands) if id(r) in pending]
+            send(need, "to host")
+            c = host_cost(program.cfg, item)
+            d = c.cycles(program.cfg)
+            host.append(HostStep(item, t, t + d, c))
+            t += d
+            continue
+        send(program.imports.get(item, []), "to chip")
         seg = program.segments[item]
         tm = simulate_timing(program.cfg, program.instrs[seg.start:seg.end], t)
         segs.append(tm)
         t = tm.cycles
-    out_bytes = sum(program.placement[id(v)].nbytes for v in program.exports)
-    if out_bytes:
-        d = link_cycles(program, out_bytes)
-        transfers.append((f"to host: {', '.join(v.name for v in program.exports)}", t, t + d, out_bytes))
-        t += d
-    return Timeline(segs, transfers, t)
+    send(list(pending.values()), "to host")
+    return Timeline(segs, transfers, t, host)
 
 
-def run_program(program: Program, module: Module, feeds: Mapping[str, Any], tl: Timeline) -> dict[str, np.ndarray]:
+def run_program(program: Program, module: Module, feeds: Mapping[str, Any], tl: Timeline,
+                host: list[HostSegment] | None = None) -> dict[str, np.ndarray]:
+    """Outputs of one run; host ops run on the ``host`` segments (x86), else op by op on the
+    reference interpreter."""
     g = module.main
     args = check_feeds(g, feeds, module)
     env: dict[int, np.ndarray] = {id(p): a for p, a in zip(g.params, args)}
@@ -82,9 +112,18 @@ def run_program(program: Program, module: Module, feeds: Mapping[str, Any], tl: 
         env[id(v)] = a
         return a
 
+    first = {id(s.ops[0]): s for s in host or []}
+    covered = {id(op) for s in host or [] for op in s.ops}
     chip_seen = 0
     with np.errstate(all="ignore"):
         for kind, item in program.schedule:
+            if kind == "host" and id(item) in first:
+                seg = first[id(item)]
+                for r, a in zip(seg.outputs, seg.run([value(v) for v in seg.inputs], interp, value)):
+                    env[id(r)] = a
+                continue
+            if kind == "host" and id(item) in covered:
+                continue
             if kind == "host":
                 arrays = [value(v) for v in item.operands]
                 for r, a in zip(item.results, interp.run_op(item, arrays)):
