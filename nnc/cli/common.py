@@ -20,7 +20,7 @@ import numpy as np
 from nnc.backends.artifact import write_files
 from nnc.backends.options import MODES, CompileOptions
 from nnc.backends.registry import describe, get_backend
-from nnc.ir import NncError
+from nnc.ir import Module, NncError, TensorType
 from nnc.passes.training.losses import LOSSES, REDUCTIONS
 from nnc.passes.training.optimizers import OPTIMIZERS
 
@@ -60,6 +60,35 @@ def dim_spec(text: str) -> tuple[str, int]:
 def target_help(default: str) -> str:
     return f"compilation target (default: {default}). Available: " + \
         "; ".join(f"{n}: {d}" for n, d in describe().items())
+
+
+def op_count(m: Module) -> int:
+    return sum(1 for g in m.graphs.values() for op in g.ops if op.opname != "const")
+
+
+def signature(types: dict[str, TensorType]) -> str:
+    return ", ".join(f"{n}: {t}" for n, t in types.items()) or "(none)"
+
+
+def size_text(nbytes: float) -> str:
+    if nbytes < 1024:
+        return f"{nbytes:.0f} B"
+    for unit in ("KB", "MB"):
+        nbytes /= 1024
+        if nbytes < 1024:
+            return f"{nbytes:.1f} {unit}"
+    return f"{nbytes / 1024:.1f} GB"
+
+
+def how_compiled(cm: Any) -> str:
+    """Where an x86 model's machine code came from, for the compile summary."""
+    exe = cm.executable
+    if getattr(exe, "shape_inputs", None) is not None:  # nnc.specializer.Specializer
+        why = f"shape inputs {', '.join(exe.shape_inputs)}" if exe.shape_inputs else "symbolic dims"
+        return f"compiled at the first run for each input signature ({why})"
+    status = getattr(exe, "cache_status", None)
+    return {None: "", "off": "", "hit": "loaded from the compilation cache", "miss": "generated (now cached)"}.get(
+        status, f"generated (cache entry rebuilt: {status})")
 
 
 # -- the compile flags ------------------------------------------------------------------------------------

@@ -10,40 +10,23 @@ from typing import Any
 
 import nnc
 from nnc.backends.registry import get_backend
-from nnc.ir import Module, NncError, TensorType
+from nnc.ir import NncError
 from nnc.ir.specialize import input_symbols
 from nnc.loading import check_weights
 
-from .common import Formatter, add_compile_flags, check_output_paths, compile_options, say, write_files, write_report
-
-
-def op_count(m: Module) -> int:
-    return sum(1 for g in m.graphs.values() for op in g.ops if op.opname != "const")
-
-
-def signature(types: dict[str, TensorType]) -> str:
-    return ", ".join(f"{n}: {t}" for n, t in types.items()) or "(none)"
-
-
-def size_text(nbytes: float) -> str:
-    if nbytes < 1024:
-        return f"{nbytes:.0f} B"
-    for unit in ("KB", "MB"):
-        nbytes /= 1024
-        if nbytes < 1024:
-            return f"{nbytes:.1f} {unit}"
-    return f"{nbytes / 1024:.1f} GB"
-
-
-def how_compiled(cm: Any) -> str:
-    """Where an x86 model's machine code came from, for the compile summary."""
-    exe = cm.executable
-    if getattr(exe, "shape_inputs", None) is not None:  # nnc.specializer.Specializer
-        why = f"shape inputs {', '.join(exe.shape_inputs)}" if exe.shape_inputs else "symbolic dims"
-        return f"compiled at the first run for each input signature ({why})"
-    status = getattr(exe, "cache_status", None)
-    return {None: "", "off": "", "hit": "loaded from the compilation cache", "miss": "generated (now cached)"}.get(
-        status, f"generated (cache entry rebuilt: {status})")
+from .common import (
+    Formatter,
+    add_compile_flags,
+    check_output_paths,
+    compile_options,
+    how_compiled,
+    op_count,
+    say,
+    signature,
+    size_text,
+    write_files,
+    write_report,
+)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

@@ -15,8 +15,7 @@ import numpy as np
 import nnc
 from nnc.ir import DType, InputError, NncError, TensorType
 
-from .common import Formatter, add_compile_flags, compile_options, npy_bytes, say, write_files, write_report
-from .compile_cmd import signature
+from .common import Formatter, add_compile_flags, compile_options, npy_bytes, say, signature, write_files, write_report
 
 _VALUES_SHOWN = 16  # outputs with at most this many elements are printed in full
 _RANDOM_LIMIT = 2**31  # elements of one random input: more is surely a mistake (and would not fit)
