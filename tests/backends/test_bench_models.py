@@ -18,6 +18,7 @@ epilogue, a missed tail) produces on these random-weight models.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -26,6 +27,7 @@ import pytest
 
 import nnc
 from nnc.bench import onnx_inputs
+from nnc.cli import main
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
 import models  # noqa: E402
@@ -52,6 +54,13 @@ def _check(got: dict, want: dict) -> None:
         assert err <= TOL * scale, f"{k}: max |diff| {err:.3g} > {TOL} x {scale:.3g}"
 
 
+def _dims(path: str) -> dict[str, int] | None:
+    """The library fixes symbolic input dims to 1 (the CLI says so); the JIT gets the same dims."""
+    from nnc.ir.specialize import input_symbols
+
+    return {s: 1 for s in input_symbols(nnc.from_onnx(path))} or None
+
+
 def _ort(path: str, feeds: dict) -> dict:
     ort = pytest.importorskip("onnxruntime")
     s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -59,12 +68,18 @@ def _ort(path: str, feeds: dict) -> dict:
 
 
 def _compiled(path: str, feeds: dict, lib: str, threads: int = 1) -> dict:
-    """Run the JIT model, save it as a library (the one route: ``nnc compile -o`` is this ``save``),
-    load the library and check it is the same model: the same kernels and report, and outputs equal
-    bit for bit (it links the very object code the JIT runs). Returns the JIT's outputs."""
-    cm = nnc.compile(path, target="x86", threads=threads, quiet=True, cache=False, opt_level=3)
+    """Build the library from the shell (``nnc compile -t x86 -O3 -o lib --report``), compile the
+    same model with the API (the JIT), and check they are the same model: the same kernels and
+    memory plan in the report and the library's manifest, and outputs equal bit for bit. Returns
+    the JIT's outputs."""
+    report = lib[:-3] + ".report.json"
+    assert main(["compile", path, "-t", "x86", "-O3", "--threads", str(threads), "-o", lib, "--report", report,
+                 "-q"]) == 0
+    cm = nnc.compile(path, target="x86", threads=threads, quiet=True, opt_level=3, dims=_dims(path))
     got = cm.run(feeds)
-    cm.save(lib)
+    written = json.loads(open(report).read())
+    assert {"arena_bytes", "lower_bound_bytes", "no_reuse_bytes"} <= set(written["memory"])
+    assert written["kernels"]["count"] == cm.report["kernels"]["count"] > 0
     loaded = nnc.load(lib)
     assert loaded.report["kernels"] == cm.report["kernels"] and loaded.report["memory"] == cm.report["memory"]
     assert loaded.report["memory"]["arena_bytes"] >= loaded.report["memory"]["lower_bound_bytes"] > 0
