@@ -26,6 +26,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nnc.backends.registry import get_backend
+
 ENGINES = ("nnc", "ort", "reference")  # the default engine labels; nnc configurations may add more
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NNC_NUM_THREADS")
 
@@ -138,8 +140,8 @@ def benchmark(model: str, engines: Sequence[str] = ("nnc", "ort"), threads: int 
                     continue
                 out_path = os.path.join(tmp, f"out-{e}.npz") if r == 0 else None
                 config = dict(configs.get(e) or {"target": "reference" if e == "reference" else target})
-                if config.get("target") == "x86":
-                    config.setdefault("threads", threads)
+                if "threads" in get_backend(config.get("target", "reference")).options:
+                    config.setdefault("threads", threads)  # the engine's thread count, unless the config sets one
                 spec = {"model": os.path.abspath(model), "engine": e, "config": config, "threads": threads,
                         "inputs": feeds_path, "outputs": out_path, "budget_s": budget_s,
                         "min_runs": min_runs, "max_runs": max_runs}

@@ -10,24 +10,20 @@ import sys
 from typing import Any
 
 import nnc
-from nnc.ir import NncError
 
 from .common import Formatter, add_asic_flags, add_pipeline_flags, compile_options, dim_spec, write_files
 
 
 def cmd_asic_report(args: argparse.Namespace) -> int:
-    from nnc.backends.asic.export import layer_chart_svg, text_table, trace_json, write_scalesim
+    from nnc.backends.asic.export import layer_chart_svg, trace_json, write_scalesim
 
     cm = nnc.compile(args.model, options=compile_options(args))
-    if "asic" not in cm.report:  # symbolic dims: the program is built per input signature at run time
-        dims = ", ".join(f"{n}: {t}" for n, t in cm.input_types.items())
-        raise NncError(f"asic: {args.model} has symbolic input dims ({dims}); the ASIC program and its "
-                       f"report need static shapes (give them with --dim NAME=SIZE)")
+    table = cm.backend.summary(cm)  # the per-layer table; symbolic dims are an error saying so
     if not args.calibration and not args.quiet:
         print("nnc: no --calibration given: int8 ranges were calibrated on random inputs", file=sys.stderr)
     exe = cm.executable
-    rep = cm.report["asic"]
-    sys.stdout.write(text_table(rep))
+    rep = cm.report[cm.target]
+    sys.stdout.write(table)
     files: dict[str, bytes] = {}
     if args.trace:
         files[args.trace] = trace_json(exe.program, exe.timeline).encode()
