@@ -62,8 +62,10 @@ class CompileOptions:
     target_features: str | None = _scope("backend", "x86: LLVM feature list")
     opt: int | None = _scope("backend", "x86: LLVM optimisation level")
     threads: int | None = _scope("backend", "x86: threads per model")
-    cache: bool | None = _scope("backend", "x86: use the compilation cache")
-    cache_dir: str | None = _scope("backend", "x86: the compilation cache's folder")
+    # the compilation cache is the driver's to ask for: a target without one (reference) compiles
+    # nothing to cache, so cache=False holds there too
+    cache: bool | None = _scope("driver", "use the compilation cache of targets that have one (x86)")
+    cache_dir: str | None = _scope("driver", "the compilation cache's folder")
     keep_llvm: bool | None = _scope("backend", "x86: keep the optimised LLVM IR for emit('llvm'|'asm')")
     asic_preset: str | None = _scope("backend", "asic: machine preset (edge, x1)")
     asic_config: Any = _scope("backend", "asic: JSON path or dict merged over the preset")
@@ -128,11 +130,9 @@ class CompileOptions:
         return out
 
     def backend_options(self) -> dict[str, Any]:
-        """The backend-scoped options that were set, plus ``quiet`` (backends show progress)."""
-        out = self.given("backend")
-        if self.quiet:
-            out["quiet"] = True
-        return out
+        """The backend-scoped options that were set, plus the driver's (quiet, cache) that backends
+        honour."""
+        return {**self.given("backend"), **self.given("driver")}
 
     def pipeline_options(self) -> dict[str, Any]:
         """What ``nnc.pipeline.optimize`` reads: the pipeline, quantization and ``memory_budget``."""

@@ -20,7 +20,7 @@ from . import compile as compile_x86
 class X86Backend(Backend):
     name = "x86"
     static_shapes = True
-    options = frozenset({"cpu", "target_features", "opt", "threads", "cache", "cache_dir", "keep_llvm"})
+    options = frozenset({"cpu", "target_features", "opt", "threads", "keep_llvm"})
     artifact_suffixes = (".so",)
     emit_forms = ("llvm", "asm", "obj")
 
