@@ -197,6 +197,9 @@ def compile_aot(module: Module, path: str, options: Mapping[str, Any] | None = N
             undefined = sorted(set(re.findall(r"undefined reference to `([^']+)'", proc.stderr)))
             why = f"undefined symbols {', '.join(undefined)}" if undefined else proc.stderr.strip()[-800:]
             raise TargetError(f"x86 AOT: linking {os.path.basename(path)} with gcc failed: {why}")
+        # only the sidecar can record the library's hash (the embedded manifest is inside it)
+        from .library_check import file_digest
+        manifest["library_bytes"], manifest["library_sha256"] = file_digest(lib)
         out.write(_sibling(path, ".h"), header.encode())
         out.write(_sibling(path, ".json"), (json.dumps(manifest, indent=1) + "\n").encode())
         out.chmod_all()
@@ -393,6 +396,10 @@ class AotExecutable:
         path = os.path.abspath(path)
         if not os.path.exists(path):
             raise ModelError(f"{path}: no such file")
+        # dlopen maps a truncated file and the process dies of SIGBUS: check the file first
+        from .library_check import check_library
+        sidecar = os.path.splitext(path)[0] + ".json"
+        check_library(path, sidecar if os.path.exists(sidecar) else None)
         try:
             self._lib = ctypes.CDLL(path)
             get = self._lib[MANIFEST_SYMBOL]
