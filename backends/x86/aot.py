@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from typing import Any, Mapping
 
 import llvmlite.binding as llvm
@@ -426,17 +427,23 @@ class AotExecutable:
             raise MemoryError(f"{p}_create: cannot allocate {self.manifest['arena_bytes']} bytes of arena")
         self._in_ptrs = (ctypes.c_void_p * max(len(self.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(self.outputs), 1))()
+        # One context and one pair of pointer arrays, so runs from several Python threads take turns
+        # (ctypes releases the GIL during the call). A lock rather than a context per thread: the
+        # library has one worker pool, not reentrant (a call finding it busy runs its loops serially
+        # on the calling thread), so concurrent contexts would mostly run single-threaded, for an
+        # arena each. Same as X86Executable. C callers wanting parallel calls create one context per thread.
+        self._lock = threading.Lock()
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         keep = [np.ascontiguousarray(a) for a in check_inputs(self.inputs, feeds)]
-        for i, a in enumerate(keep):
-            self._in_ptrs[i] = a.ctypes.data
-        outs = {}
-        for j, (name, t) in enumerate(self.outputs):
-            o = np.empty(t.shape, dtype=t.dtype.numpy)
-            outs[name] = o
-            self._out_ptrs[j] = o.ctypes.data
-        if self._run(self._ctx, ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs)) != 0:
+        outs = {name: np.empty(t.shape, dtype=t.dtype.numpy) for name, t in self.outputs}
+        with self._lock:
+            for i, a in enumerate(keep):
+                self._in_ptrs[i] = a.ctypes.data
+            for j, o in enumerate(outs.values()):
+                self._out_ptrs[j] = o.ctypes.data
+            status = self._run(self._ctx, ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs))
+        if status != 0:
             raise InputError(f"{self.path}: the library refused the call (null pointer)")
         return outs
 
