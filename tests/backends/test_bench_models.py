@@ -31,6 +31,11 @@ import models  # noqa: E402
 TOL = 1e-3
 
 
+def names(*ns: str) -> list:
+    """Model names as parameters; those built from PyTorch definitions carry the torch marker."""
+    return [pytest.param(n, marks=pytest.mark.torch) if n in models.TORCH else n for n in ns]
+
+
 def _path(name: str) -> str:
     if name in models.TORCH:
         pytest.importorskip("torch")
@@ -60,7 +65,7 @@ def _compiled(path: str, feeds: dict, threads: int = 1) -> dict:
     return nnc.compile(path, target="x86", threads=threads, quiet=True, cache=False).run(feeds)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn_small"])
+@pytest.mark.parametrize("name", names("mlp", "cnn_small"))
 def test_small_models_match_interpreter_and_ort(name: str):
     path = _path(name)
     feeds = onnx_inputs(path)
@@ -70,7 +75,7 @@ def test_small_models_match_interpreter_and_ort(name: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "bert_small"] + models.LIGHT)
+@pytest.mark.parametrize("name", names("resnet18", "mobilenet_v2", "bert_small", *models.LIGHT))
 def test_big_models_match_onnxruntime(name: str):
     path = _path(name)
     feeds = onnx_inputs(path)
