@@ -163,3 +163,32 @@ def test_key_that_is_a_symlink_is_refused(cache_dir, capsys, tmp_path):
     os.unlink(cache_dir / x86cache.KEY_FILE)
     os.symlink(elsewhere, cache_dir / x86cache.KEY_FILE)
     refused(capsys, m, cache_dir, "symbolic link")
+
+
+RACE = r"""
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_x86_cache_trust import X, affine
+from nnc.backends import x86
+exe = x86.compile(affine(int(sys.argv[2])))
+print(exe.cache_status, float(exe.run(X)["y"].sum()))
+"""
+
+
+def test_processes_racing_on_an_empty_cache_agree_on_one_key(cache_dir):
+    """Four processes start on an empty cache at once: one key is made, no process fails or warns,
+    and each entry written is then a hit for everyone (signed with the key that won)."""
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, here, str(seed)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seed in (1, 2, 3, 4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and out.startswith("miss") and "warning" not in err, (out, err)
+    assert sorted(n for n in os.listdir(cache_dir) if not n.endswith(x86cache.SUFFIX)) == [x86cache.KEY_FILE]
+    assert len(entries(cache_dir)) == 4
+    for seed in (1, 2, 3, 4):
+        assert x86.compile(affine(seed)).cache_status == "hit"
