@@ -284,7 +284,7 @@ def calibrated_torch_module(name: str, batch: int = 4, residual_scale: float = 1
     """(eval-mode module, example args) of ``torch_module(name)`` whose BatchNorm running statistics
     are the statistics of one training-mode forward pass over ``batch`` standard-normal inputs (fixed
     seed), so every BatchNorm output has per-channel mean ~0 and variance ~1 and activations keep
-    their spread to the logits (as tests/frontends/torch/test_torch_models.py does)."""
+    their spread to the logits (as tests/frontends/torch_frontend/test_torch_models.py does)."""
     import torch
     from torch import nn
 

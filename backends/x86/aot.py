@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from typing import Any, Mapping
 
 import numpy as np
@@ -37,6 +38,7 @@ from nnc.ir.interpreter import check_inputs
 
 from ..artifact import Staging, json_bytes, nnc_version, sibling
 from .codegen import ENTRY
+from .library_check import check_library, file_digest
 from .target import TRIPLE
 
 FORMAT = "nnc-aot"
@@ -121,6 +123,8 @@ def write_library(executable: Any, path: str, report: Mapping[str, Any] | None =
             undefined = sorted(set(re.findall(r"undefined reference to `([^']+)'", proc.stderr)))
             why = f"undefined symbols {', '.join(undefined)}" if undefined else proc.stderr.strip()[-800:]
             raise TargetError(f"x86 AOT: linking {os.path.basename(path)} with {cc} failed: {why}")
+        # only the sidecar can record the library's hash (the embedded manifest is inside it)
+        manifest["library_bytes"], manifest["library_sha256"] = file_digest(lib)
         out.write(sibling(path, ".h"), header.encode())
         out.write(sibling(path, ".json"), json_bytes(manifest))
     return manifest
@@ -277,6 +281,9 @@ class AotExecutable:
         path = os.path.abspath(path)
         if not os.path.exists(path):
             raise ModelError(f"{path}: no such file")
+        # dlopen maps a truncated file and the process dies of SIGBUS: check the file first
+        sidecar = os.path.splitext(path)[0] + ".json"
+        check_library(path, sidecar if os.path.exists(sidecar) else None)
         try:
             self._lib = ctypes.CDLL(path)
             get = self._lib[MANIFEST_SYMBOL]
@@ -303,17 +310,23 @@ class AotExecutable:
             raise MemoryError(f"{p}_create: cannot allocate {self.manifest['arena_bytes']} bytes of arena")
         self._in_ptrs = (ctypes.c_void_p * max(len(self.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(self.outputs), 1))()
+        # One context and one pair of pointer arrays, so runs from several Python threads take turns
+        # (ctypes releases the GIL during the call). A lock rather than a context per thread: the
+        # library has one worker pool, not reentrant (a call finding it busy runs its loops serially
+        # on the calling thread), so concurrent contexts would mostly run single-threaded, for an
+        # arena each. Same as X86Executable. C callers wanting parallel calls create one context per thread.
+        self._lock = threading.Lock()
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         keep = [np.ascontiguousarray(a) for a in check_inputs(self.inputs, feeds)]
-        for i, a in enumerate(keep):
-            self._in_ptrs[i] = a.ctypes.data
-        outs = {}
-        for j, (name, t) in enumerate(self.outputs):
-            o = np.empty(t.shape, dtype=t.dtype.numpy)
-            outs[name] = o
-            self._out_ptrs[j] = o.ctypes.data
-        if self._run(self._ctx, ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs)) != 0:
+        outs = {name: np.empty(t.shape, dtype=t.dtype.numpy) for name, t in self.outputs}
+        with self._lock:
+            for i, a in enumerate(keep):
+                self._in_ptrs[i] = a.ctypes.data
+            for j, o in enumerate(outs.values()):
+                self._out_ptrs[j] = o.ctypes.data
+            status = self._run(self._ctx, ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs))
+        if status != 0:
             raise InputError(f"{self.path}: the library refused the call (null pointer)")
         return outs
 

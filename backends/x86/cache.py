@@ -8,12 +8,17 @@ linked into an MCJIT engine in this process (see ``executable.load_object``).
 
 One entry is one file ``<dir>/x86/<key>.nncx``::
 
-    b"NNCX86\\0\\1"  u32 header length  header (JSON)  object bytes  weights bytes  meta (JSON)
+    b"NNCX86\\0\\2"  u32 header length  header (JSON)  HMAC (32 bytes)  object  weights  meta (JSON)
 
-The header names the key, the section sizes and the SHA-256 of the sections. A file that is short,
-garbled, for another key or fails its checksum is deleted and rebuilt, never loaded: the object is
-machine code we are about to execute. Files are written to a temporary name and renamed, so a
-reader never sees a half-written entry. The directory is ``~/.cache/nnc`` (``$XDG_CACHE_HOME/nnc``
+The header names the key, the section sizes and the SHA-256 of the sections; the HMAC-SHA256,
+under a per-user secret (``<dir>/x86/secret.key``, 32 random bytes, mode 0600), covers the magic,
+the key, the header and every section. A file that is short, garbled, for another key, fails its
+checksum or its signature is deleted and rebuilt, never loaded: the object is machine code we are
+about to execute, and the checksum alone only catches accidents (anyone can recompute a SHA-256).
+A cache folder another user could write to (not owned by us, or group/other writable) is not used
+at all: one warning line on stderr, and the compile goes on without the cache, as pip does with a
+cache folder it does not own (docs/security.md). Files are written to a temporary name and renamed,
+so a reader never sees a half-written entry. The directory is ``~/.cache/nnc`` (``$XDG_CACHE_HOME/nnc``
 when set); ``NNC_CACHE_DIR`` moves it; ``NNC_CACHE_MAX_MB`` (default 5120, as ccache) bounds its size, oldest
 entries going first.
 """
@@ -22,9 +27,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import json
 import os
+import secrets
+import stat
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -35,19 +44,27 @@ from nnc.ir import Module, print_module
 
 from .target import TargetInfo
 
-MAGIC = b"NNCX86\x00\x01"
+MAGIC = b"NNCX86\x00\x02"  # v2: signed entries; a v1 file is "bad magic", rebuilt
 _HEADER_LEN = struct.Struct("<I")
 SUFFIX = ".nncx"
+KEY_FILE = "secret.key"
+KEY_BYTES = 32
+_MAC_BYTES = hashlib.sha256().digest_size
 # options that change what the driver does around compilation, not the code it produces
 DRIVER_OPTIONS = frozenset({"cache", "quiet", "cache_dir"})
 
 
-def cache_dir() -> str:
-    """Where entries live: ``$NNC_CACHE_DIR``, else ``$XDG_CACHE_HOME/nnc``, else ``~/.cache/nnc``."""
+def cache_root() -> str:
+    """nnc's cache folder: ``$NNC_CACHE_DIR``, else ``$XDG_CACHE_HOME/nnc``, else ``~/.cache/nnc``."""
     if os.environ.get("NNC_CACHE_DIR"):
-        return os.path.join(os.environ["NNC_CACHE_DIR"], "x86")
+        return os.environ["NNC_CACHE_DIR"]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "nnc", "x86")
+    return os.path.join(base, "nnc")
+
+
+def cache_dir() -> str:
+    """Where x86 entries live: ``<cache_root()>/x86``."""
+    return os.path.join(cache_root(), "x86")
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,18 +120,29 @@ class CorruptEntry(Exception):
     """An entry that must not be loaded (the message says why)."""
 
 
-def encode(key: str, entry: Entry) -> bytes:
+def _signature(secret: bytes, key: str, header: bytes, sections: list[Any]) -> bytes:
+    mac = hmac.new(secret, MAGIC, hashlib.sha256)
+    for part in (key.encode(), header):  # length-prefixed: no two (key, header) pairs sign alike
+        mac.update(struct.pack("<Q", len(part)) + part)
+    for s in sections:
+        mac.update(s)
+    return mac.digest()
+
+
+def encode(key: str, entry: Entry, secret: bytes) -> bytes:
     meta = json.dumps(entry.meta, sort_keys=True).encode()
     sections = [entry.object_code, entry.weights, meta]
     digest = hashlib.sha256()
     for s in sections:
         digest.update(s)
     header = json.dumps({"key": key, "sizes": [len(s) for s in sections], "sha256": digest.hexdigest()}).encode()
-    return b"".join([MAGIC, _HEADER_LEN.pack(len(header)), header, *sections])
+    mac = _signature(secret, key, header, sections)
+    return b"".join([MAGIC, _HEADER_LEN.pack(len(header)), header, mac, *sections])
 
 
-def decode(key: str, data: bytes) -> Entry:
-    """Parse and verify an entry; raises ``CorruptEntry`` for anything but a whole, intact entry."""
+def decode(key: str, data: bytes, secret: bytes) -> Entry:
+    """Parse and verify an entry; raises ``CorruptEntry`` for anything but a whole, intact entry
+    signed with ``secret``."""
     if not data.startswith(MAGIC):
         raise CorruptEntry("bad magic")
     pos = len(MAGIC)
@@ -122,8 +150,9 @@ def decode(key: str, data: bytes) -> Entry:
         raise CorruptEntry("truncated header")
     (n,) = _HEADER_LEN.unpack_from(data, pos)
     pos += _HEADER_LEN.size
+    header_bytes = data[pos:pos + n]
     try:
-        header = json.loads(data[pos:pos + n])
+        header = json.loads(header_bytes)
         sizes = [int(s) for s in header["sizes"]]
         want_key, want_sum = str(header["key"]), str(header["sha256"])
     except (ValueError, KeyError, TypeError) as e:
@@ -131,6 +160,8 @@ def decode(key: str, data: bytes) -> Entry:
     pos += n
     if want_key != key:
         raise CorruptEntry("entry for another key")
+    mac = data[pos:pos + _MAC_BYTES]
+    pos += _MAC_BYTES
     if len(sizes) != 3 or any(s < 0 for s in sizes) or pos + sum(sizes) != len(data):
         raise CorruptEntry(f"size mismatch ({len(data)} bytes, header says {pos + sum(max(s, 0) for s in sizes)})")
     view = memoryview(data)
@@ -142,6 +173,9 @@ def decode(key: str, data: bytes) -> Entry:
         pos += s
     if digest.hexdigest() != want_sum:
         raise CorruptEntry("checksum mismatch")
+    # checked last so that accidents keep their own message; compare_digest: no timing oracle
+    if not hmac.compare_digest(mac, _signature(secret, key, header_bytes, sections)):
+        raise CorruptEntry("bad signature")
     try:
         meta = json.loads(bytes(sections[2]))
     except ValueError as e:
@@ -149,31 +183,140 @@ def decode(key: str, data: bytes) -> Entry:
     return Entry(bytes(sections[0]), bytes(sections[1]), meta)
 
 
+class UntrustedFolder(Exception):
+    """A cache folder (or its key) that someone other than this user could have written."""
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(f"nnc: warning: {message}", file=sys.stderr)
+
+
+def _check_owned(st: os.stat_result, path: str, what: str) -> None:
+    if st.st_uid != os.getuid():
+        raise UntrustedFolder(f"{what} {path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()})")
+    if st.st_mode & 0o022:
+        raise UntrustedFolder(f"{what} {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                              f"fix with: chmod go-w {path}")
+
+
+def _make_private_dirs(path: str) -> list[str]:
+    """Create ``path`` and its missing parents with mode 0700 (``os.makedirs`` would give the
+    parents the umask's mode, often 0755 or 0775); returns the folders it created."""
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass  # another process made it: checked below like any folder
+    return missing
+
+
+def _read_or_create_key(directory: str) -> bytes:
+    """The per-user secret in ``directory``: created 0600 with O_EXCL under a temporary name, then
+    linked into place (atomic: two processes racing agree on one key, a reader never sees half)."""
+    path = os.path.join(directory, KEY_FILE)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    if os.path.islink(path):  # O_NOFOLLOW would refuse it too, but with a less helpful message
+        raise UntrustedFolder(f"cache key {path} is a symbolic link")
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        tmp = os.path.join(directory, f".{KEY_FILE}.{secrets.token_hex(8)}.tmp")
+        wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            with os.fdopen(wfd, "wb") as f:
+                f.write(secrets.token_bytes(KEY_BYTES))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process won the race: use its key
+        finally:
+            os.unlink(tmp)
+        fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())  # of the file we read, not of whatever the name points to later
+        if not stat.S_ISREG(st.st_mode):
+            raise UntrustedFolder(f"cache key {path} is not a regular file")
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise UntrustedFolder(f"cache key {path} must be yours and private (mode 0600), "
+                                  f"not uid {st.st_uid} mode {stat.S_IMODE(st.st_mode):04o}")
+        secret = f.read(KEY_BYTES + 1)
+    if len(secret) != KEY_BYTES:
+        raise UntrustedFolder(f"cache key {path} is not {KEY_BYTES} bytes (delete it to make a new one)")
+    return secret
+
+
 class CompileCache:
-    """Entries in one directory. Every failure to read or write is a miss, never an error."""
+    """Entries in one directory. Every failure to read or write is a miss, never an error; an
+    untrusted folder turns the cache off for this compile (status "off", one warning on stderr)."""
 
     def __init__(self, directory: str | None = None, max_bytes: int | None = None):
         self.dir = directory or cache_dir()
+        # the folders that must be ours: the entries' folder, nnc's cache root when it is the
+        # default one, and any parent nnc creates (an existing parent of an explicit folder is the
+        # user's choice, like /tmp)
+        self._owned = [os.path.abspath(self.dir)] + ([] if directory else [os.path.abspath(cache_root())])
         if max_bytes is None:
             try:
                 max_bytes = int(float(os.environ.get("NNC_CACHE_MAX_MB", "5120")) * 2**20)
             except ValueError:
                 max_bytes = 5120 * 2**20
         self.max_bytes = max_bytes
+        self._secret: bytes | None = None
+        self.untrusted = False  # set (and warned about) when the folder is refused
 
     def path(self, key: str) -> str:
         return os.path.join(self.dir, key + SUFFIX)
 
+    def _trusted_secret(self, create: bool) -> bytes | None:
+        """The signing key once the folder is known to be ours; None when the cache must not be
+        used (untrusted: warned) or, with ``create=False``, when there is no folder yet."""
+        if self._secret is not None:
+            return self._secret
+        try:
+            if create:
+                self._owned += _make_private_dirs(self.dir)
+            elif not os.path.isdir(self.dir):
+                return None
+            for d in dict.fromkeys(self._owned):
+                _check_owned(os.stat(d), d, "cache folder")
+            self._secret = _read_or_create_key(self.dir)
+        except UntrustedFolder as e:
+            self.untrusted = True
+            _warn_once(f"{e}; the compilation cache is disabled")
+            return None
+        except OSError:
+            return None  # unreadable or full: a miss, as any other I/O failure
+        return self._secret
+
     def get(self, key: str) -> tuple[Entry | None, str]:
-        """(entry, status): status is "hit", "miss", or "corrupt: <why>" (the file was deleted)."""
+        """(entry, status): status is "hit", "miss", "corrupt: <why>" (the file was deleted) or
+        "off" (the folder is not trusted)."""
         path = self.path(key)
+        if not os.path.isdir(self.dir):
+            return None, "miss"
+        secret = self._trusted_secret(create=False)
+        if secret is None:
+            return None, "off" if self.untrusted else "miss"
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError:
             return None, "miss"
         try:
-            entry = decode(key, data)
+            entry = decode(key, data, secret)
         except CorruptEntry as e:
             self._discard(path)
             return None, f"corrupt: {e}"
@@ -184,10 +327,12 @@ class CompileCache:
         return entry, "hit"
 
     def put(self, key: str, entry: Entry) -> bool:
-        data = encode(key, entry)
+        secret = self._trusted_secret(create=True)
+        if secret is None:
+            return False
+        data = encode(key, entry, secret)
         tmp = None
         try:
-            os.makedirs(self.dir, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.dir)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

@@ -80,6 +80,35 @@ def round_bf16(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return bf16_to_f32(b, f32_to_bf16(b, x))
 
 
+def f64_to_f32_odd(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """An f64 narrowed to f32 rounding to odd: truncated toward zero, lowest bit set when inexact.
+    Rounding that to bf16 (to nearest even) then gives the correctly rounded bf16 of ``x``, where
+    two roundings to nearest would not (1 + 2**-8 + 2**-30 would tie in f32, then round to 1):
+    f32 keeps more than two bits beyond bf16's eight, which is what rounding to odd needs."""
+    t = b.fptrunc(x, F32)
+    back = b.fpext(t, F64)
+    inexact = b.fcmp_ordered("one", back, x)
+    away = b.select(b.fcmp_ordered(">", x, ir.Constant(F64, 0.0)), b.fcmp_ordered(">", back, x),
+                    b.fcmp_ordered("<", back, x))  # rounded away from zero (inf included): step back
+    bits = b.bitcast(t, I32)
+    bits = b.select(away, b.sub(bits, ir.Constant(I32, 1)), bits)
+    bits = b.select(inexact, b.or_(bits, ir.Constant(I32, 1)), bits)
+    return b.bitcast(bits, F32)
+
+
+def i64_to_f64_odd(b: ir.IRBuilder, x: ir.Value, signed: bool) -> ir.Value:
+    """A 64-bit integer as an f64 whose rounding to 24 bits (or fewer) is that of ``x``: from 2**53
+    on, the bits below the 53 an f64 holds are folded into one sticky bit, so the conversion is exact."""
+    neg = b.icmp_signed("<", x, ir.Constant(I64, 0)) if signed else None
+    mag = b.select(neg, b.sub(ir.Constant(I64, 0), x), x) if signed else x  # INT64_MIN: 2**63 unsigned
+    low = b.and_(mag, ir.Constant(I64, 0xFFF))
+    sticky = b.shl(b.zext(b.icmp_unsigned("!=", low, ir.Constant(I64, 0)), I64), ir.Constant(I64, 11))
+    folded = b.or_(b.and_(mag, ir.Constant(I64, ~0xFFF & (2**64 - 1))), sticky)
+    big = b.icmp_unsigned(">=", mag, ir.Constant(I64, 2**53))
+    d = b.uitofp(b.select(big, folded, mag), F64)
+    return b.select(neg, b.fneg(d), d) if signed else d
+
+
 def const_int(v: int, ty: ir.IntType = I64) -> ir.Constant:
     return ir.Constant(ty, v)
 

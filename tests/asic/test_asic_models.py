@@ -21,7 +21,11 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet50", "resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("name", [
+    "resnet50",
+    pytest.param("resnet18", marks=pytest.mark.torch),
+    pytest.param("mobilenet_v2", marks=pytest.mark.torch),
+])
 @pytest.mark.parametrize("preset", ["edge", "x1"])
 def test_model(name, preset):
     if name != "resnet50":

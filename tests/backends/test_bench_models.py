@@ -35,6 +35,11 @@ import models  # noqa: E402
 TOL = 1e-3
 
 
+def names(*ns: str) -> list:
+    """Model names as parameters; those built from PyTorch definitions carry the torch marker."""
+    return [pytest.param(n, marks=pytest.mark.torch) if n in models.TORCH else n for n in ns]
+
+
 def _path(name: str) -> str:
     if name in models.TORCH:
         pytest.importorskip("torch")
@@ -90,7 +95,7 @@ def _compiled(path: str, feeds: dict, lib: str, threads: int = 1) -> dict:
     return got
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn_small"])
+@pytest.mark.parametrize("name", names("mlp", "cnn_small"))
 def test_small_models_match_interpreter_and_ort(name: str, tmp_path):
     path = _path(name)
     feeds = onnx_inputs(path)
@@ -100,7 +105,7 @@ def test_small_models_match_interpreter_and_ort(name: str, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "bert_small"] + models.LIGHT)
+@pytest.mark.parametrize("name", names("resnet18", "mobilenet_v2", "bert_small", *models.LIGHT))
 def test_big_models_match_onnxruntime(name: str, tmp_path):
     path = _path(name)
     feeds = onnx_inputs(path)

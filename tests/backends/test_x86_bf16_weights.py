@@ -133,7 +133,7 @@ def test_casts_between_bf16_and_every_dtype():
     src = {"f64": RNG.standard_normal(300) * 100, "f32": (RNG.standard_normal(300) * 100).astype(np.float32),
            "f16": (RNG.standard_normal(300) * 1000).astype(np.float16), "bool": RNG.integers(0, 2, 300).astype(bool)}
     src["f32"][:3] = [np.nan, np.inf, 1 + 2 ** -8]  # a tie: rounds to even
-    src["f64"][:2] = [np.nan, 1 + 2 ** -8 + 2 ** -30]  # ml_dtypes rounds f64 through f32: twice
+    src["f64"][:2] = [np.nan, 1 + 2 ** -8 + 2 ** -30]  # just above a tie: 1.0078125 (through f32 it would tie)
     for d in INTS:
         info = np.iinfo(DType(d).numpy)
         src[d] = RNG.integers(info.min, info.max, 300, dtype=DType(d).numpy, endpoint=True)
@@ -156,6 +156,48 @@ def test_casts_between_bf16_and_every_dtype():
     for name in want:
         same(got[name], want[name])
     assert got["nan_i32"].tolist() == [0, -1, 3]
+
+
+def nearest_bf16(v: int | float) -> float:
+    """The bf16 nearest to ``v`` (exactly, ties to even), by exact rational arithmetic: an oracle
+    independent of ml_dtypes, whose f64 and integer conversions rounded twice before 0.7."""
+    from fractions import Fraction
+
+    f = Fraction(v)
+    if f == 0:
+        return 0.0
+    e = abs(f).numerator.bit_length() - abs(f).denominator.bit_length()
+    if abs(f) < Fraction(2) ** e:
+        e -= 1  # now 2**e <= |f| < 2**(e+1)
+    step = Fraction(2) ** (max(e, -126) - 7)  # 8 significant bits; subnormal below 2**-126
+    q, r = divmod(f / step, 1)
+    if r > Fraction(1, 2) or (r == Fraction(1, 2) and q % 2 == 1):
+        q += 1
+    return float(q * step)
+
+
+def test_casts_to_bf16_round_once():
+    """Values just above or below a bf16 tie, which a conversion through f32 rounded to nearest
+    would put exactly on the tie: f64, 32- and 64-bit integers, each rounded once."""
+    rng = np.random.default_rng(5)
+    cases: dict[str, np.ndarray] = {}
+    m = rng.integers(128, 256, 64) * 2 + 1  # odd 9-bit: a bf16 tie once scaled
+    cases["f64"] = np.concatenate([(m * 2.0 ** -8 + s * 2.0 ** -35) for s in (1, -1)] + [-(m * 2.0 ** 90 + 2.0 ** 60)])
+    for d, bits in (("i32", 31), ("u32", 32), ("i64", 63), ("u64", 64)):
+        shift = bits - 10
+        vals = [(int(k) << shift) + (1 if j % 2 else -1) for j, k in enumerate(m)]
+        if d.startswith("i"):
+            vals += [-v for v in vals[:8]] + [-(2 ** bits)]  # the most negative value too
+        vals = [v for v in vals if 0 <= v < 2 ** bits or (d.startswith("i") and -(2 ** bits) <= v < 0)]
+        cases[d] = np.array(vals, dtype=DType(d).numpy)
+    feeds = {f"s_{d}": a for d, a in cases.items()}
+    m = module_of(lambda b, p: {d: b.op("cast", p[f"s_{d}"], to=DType.bf16) for d in cases}, feeds)
+    got = nnc.compile(m, target="x86").run(feeds)
+    for d, a in cases.items():
+        want = np.array([nearest_bf16(int(v) if d != "f64" else float(v)) for v in a])
+        twice = a.astype(np.float32).astype(BF).astype(np.float64)
+        assert (twice != want).sum() > len(a) // 4, d  # the inputs do tell one rounding from two
+        np.testing.assert_array_equal(got[d].astype(np.float64), want, err_msg=d)
 
 
 def test_matmul_gemm_einsum_softmax_and_reductions_on_bf16():

@@ -110,7 +110,8 @@ def test_shape_of_a_data_input_is_not_a_shape_input():
 def test_cache_miss_then_hit_without_codegen(cache_dir, monkeypatch):
     m = mlp(batch=2)
     first = x86.compile(m)
-    assert first.cache_status == "miss" and len(os.listdir(cache_dir)) == 1
+    assert first.cache_status == "miss" and sorted(os.listdir(cache_dir)) == [os.path.basename(only_entry(cache_dir)),
+                                                                             "secret.key"]
 
     def no_codegen(*a, **k):
         raise AssertionError("a cache hit must not generate code")
@@ -166,13 +167,16 @@ def test_corrupt_entry_is_discarded_and_rebuilt(cache_dir, damage):
 
 def test_decode_checks_the_checksum():
     entry = x86cache.Entry(b"object", b"weights", {"k": 1})
-    data = bytearray(x86cache.encode("key", entry))
-    assert x86cache.decode("key", bytes(data)).weights == b"weights"
+    secret = bytes(range(32))
+    data = bytearray(x86cache.encode("key", entry, secret))
+    assert x86cache.decode("key", bytes(data), secret).weights == b"weights"
     with pytest.raises(x86cache.CorruptEntry, match="another key"):
-        x86cache.decode("other", bytes(data))
+        x86cache.decode("other", bytes(data), secret)
+    with pytest.raises(x86cache.CorruptEntry, match="bad signature"):
+        x86cache.decode("key", bytes(data), bytes(32))
     data[-12] ^= 1
     with pytest.raises(x86cache.CorruptEntry, match="checksum"):
-        x86cache.decode("key", bytes(data))
+        x86cache.decode("key", bytes(data), secret)
 
 
 def test_unresolved_symbol_is_a_target_error_not_a_crash():

@@ -31,7 +31,11 @@ def model_path(name: str) -> str:
     return str(models.torch_model(name))
 
 
-@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "bert_small"])
+@pytest.mark.parametrize("name", [
+    "resnet50",
+    pytest.param("mobilenet_v2", marks=pytest.mark.torch),
+    pytest.param("bert_small", marks=pytest.mark.torch),
+])
 def test_arena_within_5_percent_of_the_lower_bound(name):
     m = nnc.from_onnx(model_path(name))
     m = specialize(m, {p.name: tuple(1 if isinstance(d, str) else d for d in p.shape) for p in m.main.params})
@@ -43,6 +47,7 @@ def test_arena_within_5_percent_of_the_lower_bound(name):
         assert plan.arena_bytes < plan.no_reuse_bytes / 2, (level, plan.summary())
 
 
+@pytest.mark.torch  # every one of these is exported from its PyTorch definition
 @pytest.mark.parametrize("name", ["mlp", "cnn_small", "resnet18", "mobilenet_v2", "bert_small"])
 def test_every_level_keeps_bench_model_results(name):
     m = nnc.from_onnx(model_path(name))

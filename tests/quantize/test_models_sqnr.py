@@ -41,7 +41,11 @@ def normal_feeds(name: str, count: int, seed: int) -> list[dict[str, np.ndarray]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "resnet50"])
+@pytest.mark.parametrize("name", [
+    pytest.param("resnet18", marks=pytest.mark.torch),
+    pytest.param("mobilenet_v2", marks=pytest.mark.torch),
+    "resnet50",
+])
 def test_int8_logits_track_onnxruntime_fp32(name):
     path = _path(name)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])

@@ -17,6 +17,7 @@ import pytest
 
 import nnc
 
+pytestmark = pytest.mark.torch  # before the skip, so that -m torch selects the module
 torch = pytest.importorskip("torch", reason="torch is the oracle for gradients")
 nn = torch.nn
 F = torch.nn.functional

@@ -15,6 +15,7 @@ from nnc.ir import Builder, DType, Graph, InputError, ModelError, Module
 from nnc.ir.interpreter import interpret
 from nnc.ir.types import TensorType
 
+pytestmark = pytest.mark.torch  # before the skip, so that -m torch selects the module
 torch = pytest.importorskip("torch", reason="torch is the oracle for training tests")
 onnx = pytest.importorskip("onnx")
 

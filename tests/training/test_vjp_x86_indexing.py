@@ -125,6 +125,7 @@ def _grads(opname: str, operands: list[np.ndarray], attrs: dict, r: np.ndarray) 
 
 @pytest.mark.parametrize("mode,padding,align", [("linear", "zeros", 0), ("linear", "border", 1),
                                                 ("nearest", "zeros", 0)])
+@pytest.mark.torch
 def test_grid_sample_gradients_match_torch(mode: str, padding: str, align: int):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
@@ -148,6 +149,7 @@ def test_grid_sample_gradients_match_torch(mode: str, padding: str, align: int):
     ({"mode": "linear", "scales": [1.0, 1.0, 2.0, 1.5]}, "bilinear"),
     ({"mode": "nearest", "scales": [1.0, 1.0, 2.0, 3.0], "coordinate_transformation_mode": "asymmetric",
       "nearest_mode": "floor"}, "nearest")])
+@pytest.mark.torch
 def test_resize_gradient_matches_torch(attrs: dict, torch_mode: str):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(4)

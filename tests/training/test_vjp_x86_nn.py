@@ -87,6 +87,7 @@ def _a(*shape: int) -> np.ndarray:
     return _rng.standard_normal(shape).astype(np.float32)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("group,stride,dilation", [(1, 2, 1), (2, 1, 2), (6, 2, 1)])
 def test_conv_gradients_match_torch(group: int, stride: int, dilation: int):
     torch = pytest.importorskip("torch")
@@ -100,6 +101,7 @@ def test_conv_gradients_match_torch(group: int, stride: int, dilation: int):
     _close(_x86_grads("conv", [x, w, bias], attrs, r), _torch_grads(fn, [x, w, bias], r), ["x0", "x1", "x2"])
 
 
+@pytest.mark.torch
 def test_conv_transpose_gradients_match_torch():
     torch = pytest.importorskip("torch")
     x, w, bias = _a(2, 4, 5, 6), _a(4, 3, 3, 2), _a(6)
@@ -113,6 +115,7 @@ def test_conv_transpose_gradients_match_torch():
            ["x0", "x1", "x2"])
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("with_indices", [0, 1])
 def test_max_pool_ties_send_the_gradient_to_the_first_max_like_torch(with_indices: int):
     torch = pytest.importorskip("torch")
@@ -125,6 +128,7 @@ def test_max_pool_ties_send_the_gradient_to_the_first_max_like_torch(with_indice
     _close(_x86_grads("max_pool", [x], attrs, r), _torch_grads(fn, [x], r), ["x0"])
 
 
+@pytest.mark.torch
 def test_avg_pool_ceil_mode_matches_torch():
     torch = pytest.importorskip("torch")
     x = _a(2, 3, 8, 7)
@@ -136,6 +140,7 @@ def test_avg_pool_ceil_mode_matches_torch():
     _close(_x86_grads("avg_pool", [x], attrs, r), _torch_grads(fn, [x], r), ["x0"])
 
 
+@pytest.mark.torch
 def test_inference_batch_norm_gradients_of_every_operand_match_torch():
     pytest.importorskip("torch")
     x, s, bias, mean, var = _a(3, 4, 5, 5), _a(4), _a(4), _a(4), np.abs(_a(4)) + 0.5
@@ -149,6 +154,7 @@ def test_inference_batch_norm_gradients_of_every_operand_match_torch():
            [f"x{i}" for i in range(5)])
 
 
+@pytest.mark.torch
 def test_layer_norm_and_group_norm_match_torch():
     torch = pytest.importorskip("torch")
     x, s, bias = _a(3, 5, 16), _a(16), _a(16)
@@ -163,6 +169,7 @@ def test_layer_norm_and_group_norm_match_torch():
            ["x0", "x1", "x2"])
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("form", ["float_mask", "causal", "gqa_bool_mask"])
 def test_attention_gradients_match_torch_sdpa(form: str):
     torch = pytest.importorskip("torch")

@@ -83,6 +83,7 @@ def _onnx_order(t, blocks: list[int], dirs: int, suffixes: list[str], name: str)
     return np.stack(out)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("kind,bidir", [("lstm", False), ("lstm", True), ("gru", False)])
 def test_recurrent_gradients_match_torch(kind: str, bidir: bool):
     torch = pytest.importorskip("torch")

@@ -484,12 +484,19 @@ def _cast(b, a, op):
 def cast_value(b: ir.IRBuilder, x: ir.Value, src: DType, dst: DType) -> ir.Value:
     """``x`` of dtype ``src`` converted to ``dst`` as numpy's astype does (NaN -> integer is 0).
 
-    bf16 values are in their f32 register form on both sides: ml_dtypes converts every dtype to
-    bf16 through f32 (so f64 and i64 round twice, as here) and bf16 to every dtype from f32."""
+    bf16 values are in their f32 register form on both sides. To bf16, every value is rounded once,
+    to nearest even, as ml_dtypes >= 0.7 does: dtypes wider than f32 (f64, 32- and 64-bit
+    integers) go through f32 rounded to odd, never through two roundings to nearest."""
     if src is DType.bf16:
         return x if dst is DType.bf16 else cast_value(b, x, DType.f32, dst)
     if dst is DType.bf16:
-        return lt.round_bf16(b, cast_value(b, x, src, DType.f32))
+        if src in (DType.i64, DType.u64):
+            x, src = lt.i64_to_f64_odd(b, x, src.is_signed), DType.f64
+        elif src in (DType.i32, DType.u32):
+            x, src = cast_value(b, x, src, DType.f64), DType.f64  # exact
+        if src is DType.f64:
+            return lt.round_bf16(b, lt.f64_to_f32_odd(b, x))
+        return lt.round_bf16(b, cast_value(b, x, src, DType.f32))  # f32, f16 and narrow ints: exact
     st, tt = ll_type(src), ll_type(dst)
     if src is DType.bool:
         x = b.icmp_unsigned("!=", x, _zero(x.type))

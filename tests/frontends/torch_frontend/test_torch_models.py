@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch  # before the skip, so that -m torch selects the module
 torch = pytest.importorskip("torch", reason="the PyTorch frontend tests need torch (pip install 'nnc[torch]')")
 
 from torch import nn  # noqa: E402

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.torch  # before the skip, so that -m torch selects the module
 torch = pytest.importorskip("torch", reason="the PyTorch frontend tests need torch (pip install 'nnc[torch]')")
 
 from torch_cases import CASES, assert_close, eager, make  # noqa: E402
