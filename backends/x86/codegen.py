@@ -176,7 +176,8 @@ class CodeGen:
         fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR] * n), name=name)
         fn.linkage = "internal"
         k = KernelBuilder(self, fn, op)
-        lower(k, op)
+        if not _writes_nothing(op):  # every result empty (a zero batch): nothing to compute or write
+            lower(k, op)
         if not k.b.block.is_terminated:
             k.b.ret_void()
         self.kernel_names.append((name, op))
@@ -213,3 +214,8 @@ class CodeGen:
             nbytes = v.type.nbytes or 0
             b.call(memcpy, [dst, pointer(v), const_int(nbytes), ir.Constant(ir.IntType(1), 0)])
         b.ret_void()
+
+
+def _writes_nothing(op: Op) -> bool:
+    """True when every result of ``op`` has zero elements, so its kernel has no work at all."""
+    return bool(op.results) and all(r.type.numel == 0 for r in op.results)
