@@ -105,6 +105,12 @@ class Interpreter:
             kwargs["regions"] = [lambda *xs, _g=r: self.run_graph(_g, xs) for r in op.regions]
         try:
             out = d.reference(*positional, **kwargs)
+        except InputError as e:  # bad data (an index out of range): say which op met it, once
+            if getattr(e, "op_named", False):
+                raise
+            err = InputError(f"{op.where()}: {e}")
+            err.op_named = True  # type: ignore[attr-defined]
+            raise err from None
         except NncError:
             raise
         except Exception as e:

@@ -8,6 +8,10 @@ to a kernel (``slot``, called after every kernel is emitted). A weight that a ke
 packed form (it passes ``replaces=`` to ``KernelBuilder.packed_constant``, and the entry point gives
 it a null pointer) is therefore not stored twice. The blob's bytes are gathered once, on the first
 read of ``weights``, after code generation.
+
+The arena ends with a 64-byte error record when some kernel checks its data at run time (an index
+out of range): ``error_record`` places it after the planned values, so a model that checks nothing
+keeps the planner's arena size.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 from nnc.ir import Graph, Module, Value
 from nnc.passes.liveness import aligned
 from nnc.passes.plan_memory import MemoryPlan, plan_graph
+
+ERROR_RECORD_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class StorageMap:
         self._size = 0
         self._blob: np.ndarray | None = None
         self._packed: set[str] = set()  # keys added by add_weights (compile-time data of this map)
+        self.error_offset: int | None = None  # byte offset of the error record in the arena, once placed
+        self.kernel_table: list[str] = []  # the code generator's kernel descriptions (error code - 1)
 
     def slot(self, v: Value) -> Slot:
         """Where ``v`` lives; a constant asked for here is placed in the blob (if not already)."""
@@ -85,9 +93,17 @@ class StorageMap:
             self._blob = blob
         return self._blob
 
+    def error_record(self) -> int:
+        """The arena offset of the run-time error record (code generation asks once it needs one)."""
+        if self.error_offset is None:
+            self.error_offset = aligned(self.plan.arena_bytes)
+        return self.error_offset
+
     @property
     def arena_bytes(self) -> int:
-        return self.plan.arena_bytes
+        if self.error_offset is None:
+            return self.plan.arena_bytes
+        return self.error_offset + ERROR_RECORD_BYTES
 
 
 def assign_storage(module: Module, g: Graph) -> StorageMap:

@@ -1,7 +1,9 @@
 """Indexing ops: gathers and scatters (by axis, elementwise, N-d), ``nonzero`` and ``unique``.
 
-Indices may be i32 or i64 and negative (counted from the end), as in ONNX. Rare ONNX ops built on
-these (OneHot, Compress, ReverseSequence, TensorScatter, Scatter) are decomposed by the frontend.
+Indices may be i32 or i64 and negative (counted from the end, once), as in ONNX: the valid range of
+an index into a dim of n is [-n, n-1], and anything else raises ``InputError`` naming the index (the
+interpreter adds the op). Rare ONNX ops built on these (OneHot, Compress, ReverseSequence,
+TensorScatter, Scatter) are decomposed by the frontend.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 
 from ..attrs import AttrKind, AttrSpec
 from ..dtypes import DType
+from ..errors import InputError
 from ..registry import NOT_DIFFERENTIABLE, InferContext, defop
 from ..shape_rules import check_dtype, norm_axis
 from ..types import UNKNOWN, Dim, TensorType
@@ -22,9 +25,17 @@ _UFUNC = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimu
 
 
 def _wrap(indices: np.ndarray, dim: int | np.ndarray) -> np.ndarray:
-    """Negative indices count from the end."""
+    """Indices checked against [-dim, dim-1]; negative ones count from the end. ``dim`` may be an
+    array broadcasting against the indices (one bound per index component, for the N-d ops)."""
     idx = indices.astype(np.int64)
-    return np.where(idx < 0, idx + dim, idx)
+    dims = np.broadcast_to(np.asarray(dim, dtype=np.int64), idx.shape)
+    bad = (idx < -dims) | (idx >= dims)
+    if bad.any():
+        pos = tuple(int(p[0]) for p in np.nonzero(bad))
+        n = int(dims[pos])
+        raise InputError(f"index {int(idx[pos])} (at indices{list(pos)}) is out of range for a dim of {n} "
+                         f"(valid: [{-n}, {n - 1}])")
+    return np.where(idx < 0, idx + dims, idx)
 
 
 # -- gather --------------------------------------------------------------------------------------------
