@@ -24,7 +24,7 @@ _REDUCTIONS = ("none", "add", "mul", "max", "min")
 _UFUNC = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
-def _wrap(indices: np.ndarray, dim: int | np.ndarray) -> np.ndarray:
+def checked_indices(indices: np.ndarray, dim: int | np.ndarray) -> np.ndarray:
     """Indices checked against [-dim, dim-1]; negative ones count from the end. ``dim`` may be an
     array broadcasting against the indices (one bound per index component, for the N-d ops)."""
     idx = indices.astype(np.int64)
@@ -51,7 +51,7 @@ def _gather_infer(ctx: InferContext) -> list[TensorType]:
 
 def _gather(x: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
     axis %= x.ndim
-    return np.take(x, _wrap(indices, x.shape[axis]), axis=axis)
+    return np.take(x, checked_indices(indices, x.shape[axis]), axis=axis)
 
 
 defop("gather", operands=("x", "indices"), attrs={"axis": AttrSpec(AttrKind.INT, 0)}, infer=_gather_infer,
@@ -68,7 +68,7 @@ def _gather_elements_infer(ctx: InferContext) -> list[TensorType]:
 
 def _gather_elements(x: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
     axis %= x.ndim
-    return np.take_along_axis(x, _wrap(indices, x.shape[axis]), axis=axis)
+    return np.take_along_axis(x, checked_indices(indices, x.shape[axis]), axis=axis)
 
 
 defop("gather_elements", operands=("x", "indices"), attrs={"axis": AttrSpec(AttrKind.INT, 0)},
@@ -92,7 +92,7 @@ def _gather_nd(x: np.ndarray, indices: np.ndarray, batch_dims: int) -> np.ndarra
     b, k = batch_dims, indices.shape[-1]
     batch = x.shape[:b]
     xb = x.reshape((-1,) + x.shape[b:])
-    ib = _wrap(indices, np.array(x.shape[b:b + k])).reshape((xb.shape[0], -1, k))
+    ib = checked_indices(indices, np.array(x.shape[b:b + k])).reshape((xb.shape[0], -1, k))
     out = np.stack([xb[i][tuple(ib[i].T)] for i in range(xb.shape[0])]) if xb.shape[0] else \
         np.zeros((0, ib.shape[1]) + x.shape[b + k:], x.dtype)
     return out.reshape(batch + indices.shape[b:-1] + x.shape[b + k:])
@@ -118,7 +118,7 @@ def _scatter_elements(x: np.ndarray, indices: np.ndarray, updates: np.ndarray, a
     axis %= x.ndim
     out = x.copy()
     idx = list(np.indices(indices.shape, sparse=True))
-    idx[axis] = _wrap(indices, x.shape[axis])
+    idx[axis] = checked_indices(indices, x.shape[axis])
     where = tuple(idx)
     if reduction == "none":
         out[where] = updates
@@ -135,7 +135,7 @@ defop("scatter_elements", operands=("x", "indices", "updates"), infer=_scatter_i
 def _scatter_nd(x: np.ndarray, indices: np.ndarray, updates: np.ndarray, reduction: str) -> np.ndarray:
     out = x.copy()
     k = indices.shape[-1]
-    ind = _wrap(indices, np.array(x.shape[:k])).reshape(-1, k)
+    ind = checked_indices(indices, np.array(x.shape[:k])).reshape(-1, k)
     upd = updates.reshape((-1,) + x.shape[k:])
     for i in range(ind.shape[0]):  # sequential: later updates win, reductions see earlier ones
         where = tuple(ind[i])

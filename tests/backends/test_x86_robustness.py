@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nnc
-from nnc.ir import InputError
+from nnc.ir import Builder, DType, Graph, InputError, Module, interpret, tensor
 
 ort = pytest.importorskip("onnxruntime")
 RNG = np.random.default_rng(14)
@@ -280,3 +280,45 @@ def test_large_gather_checks_every_index_in_parallel_tasks(threads):
         with pytest.raises(InputError, match=rf"gather .*'embed'.*index {bad} is out of range for a dim of 50"):
             cm.run({"i": spoilt})
     np.testing.assert_array_equal(cm.run({"i": ids})["y"], table[ids])
+
+
+# -- the other ops that take indices as data --------------------------------------------------------
+
+def _ir_model(opname: str, params: dict[str, np.ndarray], **attrs) -> Module:
+    m = Module()
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    vals = [g.add_param(n, tensor(str(DType.from_numpy(a.dtype)), list(a.shape))) for n, a in params.items()]
+    g.set_outputs([b.op(opname, *vals, **attrs)], ["y"])
+    return m
+
+
+def _other_index_cases():
+    """(op, feeds, name of the index input, size of the indexed dim, attrs)."""
+    yield ("rotary_embedding", {"x": RNG.standard_normal((1, 2, 3, 4)).astype(np.float32),
+                                "cos": RNG.standard_normal((5, 2)).astype(np.float32),
+                                "sin": RNG.standard_normal((5, 2)).astype(np.float32),
+                                "pos": np.array([[1, 4, -2]], np.int64)}, "pos", 5, {})
+    yield ("roi_align", {"x": RNG.standard_normal((2, 1, 4, 4)).astype(np.float32),
+                         "rois": np.array([[0, 0, 3, 3], [1, 1, 2, 3]], np.float32),
+                         "bi": np.array([1, -2], np.int64)}, "bi", 2,
+           {"mode": "avg", "output_height": 2, "output_width": 2, "sampling_ratio": 1, "spatial_scale": 1.0,
+            "coordinate_transformation_mode": "half_pixel"})
+    yield ("max_unpool", {"x": RNG.standard_normal((1, 1, 2, 2)).astype(np.float32),
+                          "ind": np.array([0, 3, -7, 15], np.int64).reshape(1, 1, 2, 2)}, "ind", 16,
+           {"kernel_shape": [2, 2], "strides": [2, 2]})
+
+
+@pytest.mark.parametrize("case", list(_other_index_cases()), ids=lambda c: c[0])
+def test_other_index_operands_are_checked(case):
+    opname, feeds, key, n, attrs = case
+    m = _ir_model(opname, feeds, **attrs)
+    want = interpret(m, feeds)["y"]  # valid indices, negative ones among them
+    jit = nnc.compile(m, target="x86")
+    np.testing.assert_allclose(jit.run(feeds)["y"], want, rtol=1e-6, atol=1e-6)
+    for bad in (n, 1000, -n - 1, -2**40):
+        spoilt = feeds[key].copy()
+        spoilt.reshape(-1)[-1] = bad
+        for run in (lambda f: interpret(m, f), jit.run):
+            with pytest.raises(InputError, match=rf"{opname} .*index {bad} .*out of range for a dim of {n}\b"):
+                run({**feeds, key: spoilt})
