@@ -29,6 +29,7 @@ import numpy as np
 
 from nnc.ir import DType, Graph, InputError, Module, TargetError, TensorType
 from nnc.ir.interpreter import check_inputs
+from nnc.ir.memory_limits import check_allocation
 
 from .codegen import ERROR_BOUND, ERROR_VALUE
 from .storage import StorageMap
@@ -159,6 +160,10 @@ class X86Executable:
         self.cache_status = "off"  # "hit", "miss", "corrupt: ...", set by the driver
         self._keepalive = keepalive  # the engine owning the code
         self._entry = _ENTRY_T(entry_address)
+        # before allocating: a cache entry may come from a compile under another bound
+        check_allocation(interface.arena_bytes, "x86: the arena", TargetError)
+        for name, t in interface.outputs:
+            check_allocation(t.nbytes or 0, f"x86: output {name!r} ({t})", TargetError)
         self._arena_buf, self._arena_ptr = _aligned_buffer(max(interface.arena_bytes, ALIGN))
         raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray)) else \
             np.ascontiguousarray(weights).reshape(-1).view(np.uint8)

@@ -12,6 +12,9 @@ read of ``weights``, after code generation.
 The arena ends with a 64-byte error record when some kernel checks its data at run time (an index
 out of range): ``error_record`` places it after the planned values, so a model that checks nothing
 keeps the planner's arena size.
+
+A value or an arena larger than the machine's memory (``nnc.ir.memory_limits``) is refused here, at
+compile time, with a ``TargetError`` naming it, before anything is allocated.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnc.ir import Graph, Module, Value
+from nnc.ir import Graph, Module, TargetError, Value
+from nnc.ir.memory_limits import check_allocation
 from nnc.passes.liveness import aligned
 from nnc.passes.plan_memory import MemoryPlan, plan_graph
 
@@ -107,7 +111,13 @@ class StorageMap:
 
 
 def assign_storage(module: Module, g: Graph) -> StorageMap:
+    for op in g.ops:  # the most specific complaint first: the value that does not fit
+        for r in op.results:
+            if op.opname != "const":
+                check_allocation(r.type.nbytes or 0, f"x86: {op.where()}: %{r.name} ({r.type})", TargetError)
     plan = plan_graph(g)
+    check_allocation(plan.arena_bytes, f"x86: the arena of {g.name or 'the graph'} (every intermediate value at "
+                     f"its planned offset)", TargetError)
     slots: dict[int, Slot] = {}
     for i, p in enumerate(g.params):
         slots[id(p)] = Slot("input", i)

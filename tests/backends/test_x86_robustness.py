@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nnc
-from nnc.ir import Builder, DType, Graph, InputError, Module, interpret, tensor
+from nnc.ir import Builder, DType, Graph, InputError, Module, TargetError, interpret, memory_limits, tensor
 
 ort = pytest.importorskip("onnxruntime")
 RNG = np.random.default_rng(14)
@@ -322,3 +322,40 @@ def test_other_index_operands_are_checked(case):
         for run in (lambda f: interpret(m, f), jit.run):
             with pytest.raises(InputError, match=rf"{opname} .*index {bad} .*out of range for a dim of {n}\b"):
                 run({**feeds, key: spoilt})
+
+
+# -- size guards ----------------------------------------------------------------------------------
+
+def _outer_then_matmul(n: int, m: int) -> Module:
+    """x[1,n,1] + y[1,m] -> s[1,n,m] (f32) -> s @ w[m,1]: the intermediate s lives in the arena."""
+    mod = Module()
+    g = mod.add_graph(Graph())
+    b = Builder(mod, g)
+    x = g.add_param("x", tensor("f32", [1, n, 1]))
+    y = g.add_param("y", tensor("f32", [1, m]))
+    w = g.add_param("w", tensor("f32", [m, 1]))
+    s = b.op("add", x, y)
+    g.set_outputs([b.op("matmul", s, w)], ["z"])
+    return mod
+
+
+def test_x86_refuses_a_3_6_tib_intermediate_at_compile():
+    n = m = 994_873  # 4 * n * m bytes = 3.6 TiB
+    with pytest.raises(TargetError) as err:
+        nnc.compile(_outer_then_matmul(n, m), target="x86", cache=False)
+    msg = str(err.value)
+    assert "add -> %" in msg and "f32[1,994873,994873]" in msg and "3.6 TiB" in msg, msg
+
+
+def test_x86_executable_checks_its_arena_before_allocating(tmp_path, monkeypatch):
+    """A cache hit skips compilation (and its checks): loading under a smaller bound is refused too."""
+    mod = _outer_then_matmul(64, 64)  # a 16 KiB intermediate
+    feeds = {"x": np.ones((1, 64, 1), np.float32), "y": np.ones((1, 64), np.float32),
+             "w": np.ones((64, 1), np.float32)}
+    cm = nnc.compile(mod, target="x86", cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(cm.run(feeds)["z"], np.full((1, 64, 1), 128.0, np.float32))
+    monkeypatch.setenv(memory_limits.ENV, "8K")
+    with pytest.raises(TargetError, match=r"x86: the arena needs .*more than this machine can give .*NNC_MEMORY_LIM"):
+        nnc.compile(mod, target="x86", cache_dir=str(tmp_path))  # a hit: the executable's own check
+    with pytest.raises(TargetError, match=r"x86: add -> %.* \(f32\[1,64,64\]\) needs 16\.0 KiB"):
+        nnc.compile(mod, target="x86", cache=False)  # a fresh compile: the storage map's check
