@@ -85,6 +85,24 @@ def _zero_batch_cases():
                                 helper.make_node("Mul", ["r", "r"], ["y"])],
                                [vi("x", [0, 3, 4])], [vi("y", [0, 3, 4])],
                                [("b", RNG.standard_normal((3, 4)).astype(np.float32))]), {"x": (0, 3, 4)}
+    yield "layernorm", model([helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1)],
+                             [vi("x", [0, 5, 8])], [vi("y", [0, 5, 8])],
+                             [("g", FC[:8, 0].copy()), ("b", FC[:8, 1].copy())]), \
+        {"x": (0, 5, 8)}
+    yield "instancenorm", model([helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"])], [x4],
+                                [vi("y", [0, 3, 6, 6])], [("s", FC[:3, 0].copy()), ("b", FC[:3, 1].copy())]), \
+        {"x": (0, 3, 6, 6)}
+    yield "pad_reflect", model([helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect")], [x4],
+                               [vi("y", [0, 3, 8, 8])], [("p", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))]), \
+        {"x": (0, 3, 6, 6)}
+    yield "resize", model([helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear")], [x4],
+                          [vi("y", [0, 3, 12, 12])], [("s", np.array([1, 1, 2, 2], np.float32))]), {"x": (0, 3, 6, 6)}
+    yield "conv_transpose", model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2])], [x4],
+                                  [vi("y", [0, 4, 13, 13])], [("w", W.transpose(1, 0, 2, 3).copy())]), \
+        {"x": (0, 3, 6, 6)}
+    yield "topk", model([helper.make_node("TopK", ["x", "k"], ["v", "i"])], [vi("x", [0, 8])],
+                        [vi("v", [0, 3]), vi("i", [0, 3], TensorProto.INT64)], [("k", np.array([3], np.int64))]), \
+        {"x": (0, 8)}
     yield "cnn", model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
                         helper.make_node("Relu", ["c"], ["r"]),
                         helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
@@ -115,6 +133,19 @@ def test_zero_size_dims_match_onnxruntime(name, target):
     for key, w in want.items():
         assert got[key].shape == w.shape and got[key].dtype == w.dtype, key
         np.testing.assert_allclose(got[key], w, rtol=1e-5, atol=1e-5)
+
+
+def test_zero_batch_lstm_matches_the_interpreter():
+    """onnxruntime 1.32 aborts the process on an LSTM with a batch of 0; the interpreter is the oracle."""
+    m = model([helper.make_node("LSTM", ["x", "W", "R"], ["y", "h"], hidden_size=4)], [vi("x", [5, 0, 8])],
+              [vi("y", [5, 1, 0, 4]), vi("h", [1, 0, 4])],
+              [("W", RNG.standard_normal((1, 16, 8)).astype(np.float32)),
+               ("R", RNG.standard_normal((1, 16, 4)).astype(np.float32))])
+    feeds = {"x": np.zeros((5, 0, 8), np.float32)}
+    want = nnc.compile(m, target="reference").run(feeds)
+    got = nnc.compile(m, target="x86").run(feeds)
+    assert {k: v.shape for k, v in want.items()} == {k: v.shape for k, v in got.items()} == \
+        {"y": (5, 1, 0, 4), "h": (1, 0, 4)}
 
 
 # -- index checks ---------------------------------------------------------------------------------
