@@ -71,11 +71,16 @@ class Interface:
         return cls(io(d["inputs"]), io(d["outputs"]), int(d["arena_bytes"]), tuple(str(k) for k in d["kernels"]),
                    None if off is None else int(off))
 
-    def error_message(self, status: int, value: int | None = None, bound: int | None = None) -> str:
-        """The ``InputError`` message for a nonzero entry-point status (and the record's contents)."""
+    def error_message(self, status: int, arena_address: int | None = None) -> str:
+        """The ``InputError`` message for a nonzero entry-point status; with the address of the arena
+        the run used, it includes the offending index from the error record. (The AOT loader can call
+        this too, given the kernel table and error offset in its manifest: a library context's first
+        field is its arena pointer.)"""
         where = self.kernels[status - 1] if 0 < status <= len(self.kernels) else f"kernel #{status - 1}"
-        if value is None or bound is None:
+        if arena_address is None or self.error_offset is None:
             return f"{where}: an index is out of range"
+        value, bound = (ctypes.c_int64.from_address(arena_address + self.error_offset + k).value
+                        for k in (ERROR_VALUE, ERROR_BOUND))
         return f"{where}: index {value} is out of range for a dim of {bound} (valid: [{-bound}, {bound - 1}])"
 
 
@@ -198,17 +203,8 @@ class X86Executable:
         status = self._entry(ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs), self._arena_ptr,
                              self._weights_ptr)
         if status:
-            raise InputError(self._error_message(status))
+            raise InputError(self.interface.error_message(status, self._arena_ptr))
         return dict(zip(self.output_names, outs))
-
-    def _error_message(self, status: int) -> str:
-        off = self.interface.error_offset
-        if off is None:
-            return self.interface.error_message(status)
-        value, bound = (ctypes.c_int64.from_address(self._arena_ptr + off + k).value
-                        for k in (ERROR_VALUE, ERROR_BOUND))
-        return self.interface.error_message(status, value, bound)
-
 
 def _aligned_buffer(nbytes: int) -> tuple[np.ndarray, int]:
     """A zeroed buffer with at least ``nbytes`` from an ``ALIGN``-byte boundary, and that address."""

@@ -390,3 +390,18 @@ def test_x86_executable_checks_its_arena_before_allocating(tmp_path, monkeypatch
         nnc.compile(mod, target="x86", cache_dir=str(tmp_path))  # a hit: the executable's own check
     with pytest.raises(TargetError, match=r"x86: add -> %.* \(f32\[1,64,64\]\) needs 16\.0 KiB"):
         nnc.compile(mod, target="x86", cache=False)  # a fresh compile: the storage map's check
+
+
+def test_interface_json_carries_the_kernel_table():
+    from nnc.backends.x86.executable import Interface
+
+    m, _ = _index_case("gather")
+    iface = nnc.compile(m, target="x86", cache=False).executable.interface
+    assert len(iface.kernels) == 1 and iface.kernels[0].startswith("gather -> %") and "'G0'" in iface.kernels[0]
+    assert iface.error_offset is not None and iface.arena_bytes >= iface.error_offset + 24
+    assert Interface.from_json(iface.to_json()) == iface
+    old = {k: v for k, v in iface.to_json().items() if k not in ("kernels", "error_offset")}
+    with pytest.raises(KeyError):  # a cache entry written before status codes: rebuilt, never run
+        Interface.from_json(old)
+    assert iface.error_message(1) == f"{iface.kernels[0]}: an index is out of range"
+    assert iface.error_message(7).startswith("kernel #6")
