@@ -405,3 +405,21 @@ def test_interface_json_carries_the_kernel_table():
         Interface.from_json(old)
     assert iface.error_message(1) == f"{iface.kernels[0]}: an index is out of range"
     assert iface.error_message(7).startswith("kernel #6")
+
+
+def test_i32_indices_are_checked_after_sign_extension():
+    feeds = {"x": DATA, "i": np.array([[0, -4], [3, -1]], np.int32)}
+    m = _ir_model("gather_elements", {"x": DATA, "i": np.zeros((2, 3), np.int32)}, axis=0)
+    m1 = _ir_model("gather", feeds, axis=0)
+    jit = nnc.compile(m1, target="x86")
+    np.testing.assert_array_equal(jit.run(feeds)["y"], DATA[[[0, 0], [3, 3]]])
+    jit_e = nnc.compile(m, target="x86")
+    for bad in (4, -5, 2**31 - 1, -2**31):
+        spoilt = {**feeds, "i": np.array([[0, bad], [3, -1]], np.int32)}
+        for run in (lambda f: interpret(m1, f), jit.run):
+            with pytest.raises(InputError, match=rf"gather .*index {bad} .*out of range for a dim of 4"):
+                run(spoilt)
+        ind = np.zeros((2, 3), np.int32)
+        ind[1, 2] = bad
+        with pytest.raises(InputError, match=rf"gather_elements .*index {bad} "):
+            jit_e.run({"x": DATA, "i": ind})
