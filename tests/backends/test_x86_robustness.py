@@ -205,6 +205,16 @@ def test_out_of_range_index_raises_on_every_target(name):
             _assert_names_op(err, name, bad)
 
 
+def test_asic_host_ops_check_indices_too():
+    """The simulated ASIC runs a gather as a host op, on the interpreter: the same error."""
+    m, feeds = _index_case("gather")
+    cm = nnc.compile(m, target="asic", calibration=[feeds])
+    np.testing.assert_array_equal(cm.run(feeds)["y"], DATA[feeds["i"]])
+    with pytest.raises(InputError) as err:
+        cm.run(_spoil(feeds, -5))
+    _assert_names_op(err, "gather", -5)
+
+
 @pytest.mark.parametrize("name", INDEX_OPS)
 def test_valid_negative_indices_match_onnxruntime(name):
     m, feeds = _index_case(name)
