@@ -2,7 +2,10 @@
 
 It is the oracle every backend and pass is tested against, not a performance path. It checks the
 inputs against the graph's signature (raising ``InputError``) and every op's results against the
-declared types (raising ``IRError``), so a wrong inference rule or reference cannot hide.
+declared types (raising ``IRError``), so a wrong inference rule or reference cannot hide. Before an op
+runs, each result whose size is known (static, or its symbols bound by the inputs) is checked against
+the memory bound (``memory_limits``): too large is an ``InputError`` naming the value and its size,
+not a ``MemoryError`` from numpy halfway through the run.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import numpy as np
 from .dtypes import DType
 from .errors import InputError, IRError, NncError
 from .graph import Graph, Module, Op, Value
-from .types import TensorType
+from .memory_limits import check_allocation
+from .types import UNKNOWN, TensorType
 
 
 def check_inputs(inputs: Sequence[tuple[str, TensorType]], feeds: Mapping[str, Any],
@@ -80,8 +84,13 @@ class Interpreter:
     def run_graph(self, g: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         env: dict[int, np.ndarray] = {id(p): a for p, a in zip(g.params, args)}
         last = self._plan(g)
+        dims = _bound_symbols(g, args)
         with np.errstate(all="ignore"):
             for i, op in enumerate(g.ops):
+                for r in op.results:
+                    nbytes = _nbytes(r.type, dims)
+                    if nbytes is not None:
+                        check_allocation(nbytes, f"{op.where()}: %{r.name} ({r.type})", InputError)
                 results = self.run_op(op, [env[id(v)] for v in op.operands])
                 for r, a in zip(op.results, results):
                     env[id(r)] = a
@@ -105,6 +114,12 @@ class Interpreter:
             kwargs["regions"] = [lambda *xs, _g=r: self.run_graph(_g, xs) for r in op.regions]
         try:
             out = d.reference(*positional, **kwargs)
+        except InputError as e:  # bad data (an index out of range): say which op met it, once
+            if getattr(e, "op_named", False):
+                raise
+            err = InputError(f"{op.where()}: {e}")
+            err.op_named = True  # type: ignore[attr-defined]
+            raise err from None
         except NncError:
             raise
         except Exception as e:
@@ -117,6 +132,32 @@ class Interpreter:
             for r, a in zip(op.results, results):
                 _check_result(op, r, a)
         return results
+
+
+def _bound_symbols(g: Graph, args: Sequence[np.ndarray]) -> dict[str, int]:
+    """The sizes the inputs give the graph's symbolic dims."""
+    dims: dict[str, int] = {}
+    for p, a in zip(g.params, args):
+        if p.type.shape is not None:
+            for d, n in zip(p.type.shape, np.shape(a)):
+                if isinstance(d, str) and d != UNKNOWN:  # "?" is not a name: two of them may differ
+                    dims.setdefault(d, int(n))
+    return dims
+
+
+def _nbytes(t: TensorType, dims: Mapping[str, int]) -> int | None:
+    """Bytes of a value of type ``t``, or None while a dim is unknown."""
+    if t.shape is None:
+        return None
+    n = t.dtype.itemsize
+    for d in t.shape:
+        if isinstance(d, int):
+            n *= d
+        elif d in dims:
+            n *= dims[d]
+        else:
+            return None
+    return n
 
 
 def _check_result(op: Op, r: Value, a: np.ndarray) -> None:

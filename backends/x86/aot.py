@@ -162,6 +162,8 @@ def header_text(man: dict[str, Any]) -> str:
         " *",
         f" *   {p}_ctx *ctx = {p}_create();          (allocates the working memory; NULL if out of memory)",
         f" *   {p}_run(ctx, inputs, outputs);         (arrays of pointers, in the order below; 0 on success)",
+        " *     -1: a null pointer; n > 0: the input data was refused (an index out of range) by the",
+        " *     n-th kernel (the n-th non-constant op of the compiled graph); outputs are then undefined",
         f" *   {p}_destroy(ctx);",
         " *",
         " * Tensors are dense, row-major (C order), of the dtype and shape below; bool is one byte,",
@@ -232,7 +234,7 @@ def wrapper_text(man: dict[str, Any]) -> str:
 #include <string.h>
 #include "{p}.h"  /* so the compiler checks these definitions against the published declarations */
 
-extern void {ENTRY}(void *const *inputs, void *const *outputs, void *arena, const void *weights);
+extern int {ENTRY}(void *const *inputs, void *const *outputs, void *arena, const void *weights);
 extern const unsigned char nnc_weights[];
 
 struct {p}_ctx {{ void *arena; }};
@@ -250,8 +252,7 @@ int {p}_run({p}_ctx *c, const void *const *inputs, void *const *outputs) {{
     if (!c || ({n_in} && !inputs) || ({n_out} && !outputs)) return -1;
     for (int i = 0; i < {n_in}; i++) if (!inputs[i]) return -1;
     for (int i = 0; i < {n_out}; i++) if (!outputs[i]) return -1;
-    {ENTRY}((void *const *)inputs, outputs, c->arena, nnc_weights);
-    return 0;
+    return {ENTRY}((void *const *)inputs, outputs, c->arena, nnc_weights);  /* 0, or 1 + failing kernel */
 }}
 
 void {p}_destroy({p}_ctx *c) {{

@@ -1,10 +1,16 @@
 """Turns a graph into one LLVM module: a kernel function per op, and one entry point.
 
-    void nnc_entry(ptr inputs[], ptr outputs[], ptr arena, ptr weights)
+    int32_t nnc_entry(ptr inputs[], ptr outputs[], ptr arena, ptr weights)
 
 The entry point walks the kernels in order, passing each the pointers of its results and operands
 (computed from the storage map), so no Python runs between kernels. Kernels are internal functions
 that LLVM may inline.
+
+Run-time errors (an index out of range): every kernel also gets a pointer to an error record in the
+arena (``StorageMap.error_record``). A kernel that checks its data (``KernelBuilder.fail_unless``)
+branches to a cold block that writes its code (kernel index + 1) and the offending value there and
+returns; after such a kernel the entry point returns the code if it is set. 0 means success. The
+kernel names, in code order, are ``StorageMap.kernel_table`` (the executable's message table).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from nnc.ir import Graph, Module, Op, TargetError, Value
 
 from . import runtime
 from .kernels.registry import get_lowering
-from .llvm_types import I8, I64, PTR, VOID, const_int, for_range, ll_type
+from .llvm_types import I8, I32, I64, PTR, VOID, const_int, for_range, ll_type
 from .storage import StorageMap
 from .target import TRIPLE, TargetInfo
 
@@ -25,18 +31,22 @@ if TYPE_CHECKING:
     import numpy as np
 
 ENTRY = "nnc_entry"
+# the error record: i32 code at 0, then the offending value and the bound it broke (i64 at 8 and 16)
+ERROR_CODE, ERROR_VALUE, ERROR_BOUND = 0, 8, 16
 
 
 class KernelBuilder:
     """What a lowering works with: the kernel function, its builder, typed argument pointers."""
 
     def __init__(self, cg: "CodeGen", fn: ir.Function, op: Op, pointers: list[ir.Value] | None = None,
-                 builder: ir.IRBuilder | None = None):
+                 builder: ir.IRBuilder | None = None, error: ir.Value | None = None):
         self.cg = cg
         self.fn = fn
         self.op = op
         self.b = builder or ir.IRBuilder(fn.append_basic_block("entry"))
-        ptrs = list(fn.args) if pointers is None else pointers
+        ptrs = list(fn.args)[:-1] if pointers is None else pointers
+        # the error record: the kernel's last argument, or (a builder over the same kernel) the enclosing one's
+        self._error = error if error is not None else fn.args[-1] if pointers is None else cg.current_error
         n_out = len(op.results)
         self._outs = ptrs[:n_out]
         self._args = ptrs[n_out:]
@@ -70,13 +80,13 @@ class KernelBuilder:
         Tasks must be independent (they run in any order, concurrently).
         """
         self._tasks += 1
-        ptrs = list(self._outs) + list(self._args)
+        ptrs = list(self._outs) + list(self._args) + [self._error]
         task = ir.Function(self.cg.ll, ir.FunctionType(VOID, [PTR, I64]), name=f"{self.fn.name}.{name}{self._tasks}")
         task.linkage = "internal"
         tb = ir.IRBuilder(task.append_basic_block("entry"))
         ctx_arg, index = task.args
         loaded = [tb.load(tb.gep(ctx_arg, [const_int(i)], source_etype=PTR), typ=PTR) for i in range(len(ptrs))]
-        inner = KernelBuilder(self.cg, task, self.op, loaded, tb)
+        inner = KernelBuilder(self.cg, task, self.op, loaded[:-1], tb, error=loaded[-1])
         inner._outer = {id(p): q for p, q in zip(ptrs, loaded)}
         body(inner, index)
         if not inner.b.block.is_terminated:
@@ -109,6 +119,36 @@ class KernelBuilder:
         base = self.b.load(self.cg.weights_base(), typ=PTR)
         return self.b.gep(base, [const_int(offset)], source_etype=I8, inbounds=True)
 
+    def fail_unless(self, ok: ir.Value, value: ir.Value, bound: ir.Value) -> None:
+        """Stop the run unless ``ok`` (i1): a cold block records this kernel's code, ``value`` and
+        ``bound`` (i64) in the error record and returns from the current function (kernel or task);
+        the entry point then returns the code. Costs one well-predicted branch where ``ok`` holds."""
+        self.cg.may_fail = True
+        b = self.b
+        fail = self.b.function.append_basic_block("fail")
+        cont = self.b.function.append_basic_block("ok")
+        br = b.cbranch(ok, cont, fail)
+        br.set_weights([1 << 20, 1])
+        b.position_at_end(fail)
+        rec = self._error
+        b.store(const_int(self.cg.current_code, I32), rec)
+        b.store(value, b.gep(rec, [const_int(ERROR_VALUE)], source_etype=I8))
+        b.store(bound, b.gep(rec, [const_int(ERROR_BOUND)], source_etype=I8))
+        if self.b.function.function_type.return_type == VOID:
+            b.ret_void()
+        else:
+            b.unreachable()
+        b.position_at_end(cont)
+
+    def checked_index(self, x: ir.Value, dim: int | ir.Value) -> ir.Value:
+        """``x`` (i64) as an index into a dim of ``dim``: [-dim, dim-1] is valid and a negative
+        index counts from the end; anything else stops the run (``fail_unless``). One compare."""
+        b = self.b
+        d = const_int(dim) if isinstance(dim, int) else dim
+        shifted = b.add(x, d)  # valid iff 0 <= x + dim < 2 * dim, one unsigned compare
+        self.fail_unless(b.icmp_unsigned("<", shifted, b.add(d, d)), x, d)
+        return b.select(b.icmp_signed("<", x, const_int(0)), shifted, x)
+
     @property
     def pointers(self) -> list[ir.Value]:
         """The kernel's argument pointers: results then operands."""
@@ -139,6 +179,12 @@ class CodeGen:
         self.kernel_names: list[tuple[str, Op]] = []
         self._weights_gv: ir.GlobalVariable | None = None
         self.unread_args: set[int] = set()  # ids of kernel arguments the kernel never reads (packed_constant)
+        self.failing: set[str] = set()  # kernels that may stop the run (fail_unless)
+        self.kernel_table: list[str] = []  # op descriptions; a run-time error code is index + 1
+        # the kernel being lowered: its error code, error-record argument, and whether it checks data
+        self.current_code = 0
+        self.current_error: ir.Value | None = None
+        self.may_fail = False
 
     def weights_base(self) -> ir.GlobalVariable:
         """A module global holding the weights base pointer; the entry point stores it first thing
@@ -173,21 +219,32 @@ class CodeGen:
             raise TargetError(f"x86: no lowering for op {op.opname!r} ({op.where()})")
         n = len(op.results) + len(op.operands)
         name = f"k{i}_{op.opname}"
-        fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR] * n), name=name)
+        fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR] * (n + 1)), name=name)  # + the error record
         fn.linkage = "internal"
+        self.kernel_table.append(op.where())
+        self.current_code, self.current_error, self.may_fail = len(self.kernel_table), fn.args[-1], False
         k = KernelBuilder(self, fn, op)
-        lower(k, op)
+        if not _writes_nothing(op):  # every result empty (a zero batch): nothing to compute or write
+            lower(k, op)
         if not k.b.block.is_terminated:
             k.b.ret_void()
         self.kernel_names.append((name, op))
+        if self.may_fail:
+            self.failing.add(name)
         return fn
 
     def _entry(self, kernels: list[tuple[Op, ir.Function]]) -> None:
-        fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR, PTR, PTR, PTR]), name=ENTRY)
+        fn = ir.Function(self.ll, ir.FunctionType(I32, [PTR, PTR, PTR, PTR]), name=ENTRY)
         inputs, outputs, arena, weights = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         if self._weights_gv is not None:
             b.store(weights, self._weights_gv)
+        self.storage.kernel_table = list(self.kernel_table)
+        if self.failing:
+            record = b.gep(arena, [const_int(self.storage.error_record())], source_etype=I8, inbounds=True)
+            b.store(const_int(0, I32), record)
+        else:  # no kernel checks anything: the record is never written, and takes no arena space
+            record = ir.Constant(PTR, None)
 
         def pointer(v: Value) -> ir.Value:
             s = self.storage.slot(v)
@@ -206,10 +263,20 @@ class CodeGen:
 
         for op, kfn in kernels:
             n = len(op.results)
-            b.call(kfn, [pointer(r) for r in op.results] + [operand(kfn, n + i, v) for i, v in enumerate(op.operands)])
+            b.call(kfn, [pointer(r) for r in op.results] + [operand(kfn, n + i, v) for i, v in enumerate(op.operands)]
+                   + [record])
+            if kfn.name in self.failing:
+                code = b.load(record, typ=I32)
+                with b.if_then(b.icmp_unsigned("!=", code, const_int(0, I32)), likely=False):
+                    b.ret(code)
         memcpy = self.ll.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
         for j, v in self.storage.output_copies:
             dst = b.load(b.gep(outputs, [const_int(j)], source_etype=PTR), typ=PTR)
             nbytes = v.type.nbytes or 0
             b.call(memcpy, [dst, pointer(v), const_int(nbytes), ir.Constant(ir.IntType(1), 0)])
-        b.ret_void()
+        b.ret(const_int(0, I32))
+
+
+def _writes_nothing(op: Op) -> bool:
+    """True when every result of ``op`` has zero elements, so its kernel has no work at all."""
+    return bool(op.results) and all(r.type.numel == 0 for r in op.results)

@@ -6,6 +6,10 @@ compile and a compilation-cache hit (where no IR is rebuilt). The arena is alloc
 executable and reused across calls; outputs are fresh numpy arrays (the caller owns them). ``run``
 checks the feeds with the same rules as the interpreter.
 
+The entry point returns 0, or the code of the kernel that stopped the run (an index out of range):
+``run`` then raises ``InputError`` naming that kernel's op (``Interface.kernels``, code - 1) and the
+offending value read from the error record at the end of the arena.
+
 Machine code is always loaded from an object file (``load_object``): the fresh compile emits one
 and the cache stores the same bytes, so a hit runs exactly the code a miss produced.
 """
@@ -23,39 +27,61 @@ from typing import Any, Mapping
 import llvmlite.binding as llvm
 import numpy as np
 
-from nnc.ir import DType, Graph, Module, TargetError, TensorType
+from nnc.ir import DType, Graph, InputError, Module, TargetError, TensorType
 from nnc.ir.interpreter import check_inputs
+from nnc.ir.memory_limits import check_allocation
 
+from .codegen import ERROR_BOUND, ERROR_VALUE
 from .storage import StorageMap
 from .target import TargetInfo, target_machine
 
-_ENTRY_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+_ENTRY_T = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 ALIGN = 64
 
 
 @dataclass(frozen=True)
 class Interface:
-    """What the entry point expects: inputs and outputs in order (all static), and the arena size."""
+    """What the entry point expects: inputs and outputs in order (all static), and the arena size;
+    and what its status means: the kernels' op descriptions (status - 1 indexes them) and where the
+    error record sits in the arena (None when no kernel checks anything)."""
 
     inputs: tuple[tuple[str, TensorType], ...]
     outputs: tuple[tuple[str, TensorType], ...]
     arena_bytes: int
+    kernels: tuple[str, ...] = ()
+    error_offset: int | None = None
 
     @classmethod
     def of(cls, graph: Graph, storage: StorageMap) -> Interface:
         return cls(tuple((p.name, p.type) for p in graph.params),
-                   tuple(zip(graph.output_names, (v.type for v in graph.outputs))), int(storage.arena_bytes))
+                   tuple(zip(graph.output_names, (v.type for v in graph.outputs))), int(storage.arena_bytes),
+                   tuple(storage.kernel_table), storage.error_offset)
 
     def to_json(self) -> dict[str, Any]:
         def io(pairs: tuple[tuple[str, TensorType], ...]) -> list[list[Any]]:
             return [[n, t.dtype.name, list(t.shape)] for n, t in pairs]
-        return {"inputs": io(self.inputs), "outputs": io(self.outputs), "arena_bytes": self.arena_bytes}
+        return {"inputs": io(self.inputs), "outputs": io(self.outputs), "arena_bytes": self.arena_bytes,
+                "kernels": list(self.kernels), "error_offset": self.error_offset}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Interface:
         def io(rows: list[list[Any]]) -> tuple[tuple[str, TensorType], ...]:
             return tuple((str(n), TensorType(DType[dt], tuple(int(x) for x in shape))) for n, dt, shape in rows)
-        return cls(io(d["inputs"]), io(d["outputs"]), int(d["arena_bytes"]))
+        off = d["error_offset"]  # required, like "kernels": an entry without them predates status codes
+        return cls(io(d["inputs"]), io(d["outputs"]), int(d["arena_bytes"]), tuple(str(k) for k in d["kernels"]),
+                   None if off is None else int(off))
+
+    def error_message(self, status: int, arena_address: int | None = None) -> str:
+        """The ``InputError`` message for a nonzero entry-point status; with the address of the arena
+        the run used, it includes the offending index from the error record. (The AOT loader can call
+        this too, given the kernel table and error offset in its manifest: a library context's first
+        field is its arena pointer.)"""
+        where = self.kernels[status - 1] if 0 < status <= len(self.kernels) else f"kernel #{status - 1}"
+        if arena_address is None or self.error_offset is None:
+            return f"{where}: an index is out of range"
+        value, bound = (ctypes.c_int64.from_address(arena_address + self.error_offset + k).value
+                        for k in (ERROR_VALUE, ERROR_BOUND))
+        return f"{where}: index {value} is out of range for a dim of {bound} (valid: [{-bound}, {bound - 1}])"
 
 
 class LoadedCode:
@@ -139,6 +165,10 @@ class X86Executable:
         self.cache_status = "off"  # "hit", "miss", "corrupt: ...", set by the driver
         self._keepalive = keepalive  # the engine owning the code
         self._entry = _ENTRY_T(entry_address)
+        # before allocating: a cache entry may come from a compile under another bound
+        check_allocation(interface.arena_bytes, "x86: the arena", TargetError)
+        for name, t in interface.outputs:
+            check_allocation(t.nbytes or 0, f"x86: output {name!r} ({t})", TargetError)
         self._arena_buf, self._arena_ptr = _aligned_buffer(max(interface.arena_bytes, ALIGN))
         raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray)) else \
             np.ascontiguousarray(weights).reshape(-1).view(np.uint8)
@@ -170,10 +200,11 @@ class X86Executable:
             o = np.empty(t.shape, dtype=t.dtype.numpy)
             outs.append(o)
             self._out_ptrs[j] = o.ctypes.data
-        self._entry(ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs), self._arena_ptr,
-                    self._weights_ptr)
+        status = self._entry(ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs), self._arena_ptr,
+                             self._weights_ptr)
+        if status:
+            raise InputError(self.interface.error_message(status, self._arena_ptr))
         return dict(zip(self.output_names, outs))
-
 
 def _aligned_buffer(nbytes: int) -> tuple[np.ndarray, int]:
     """A zeroed buffer with at least ``nbytes`` from an ``ALIGN``-byte boundary, and that address."""

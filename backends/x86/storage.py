@@ -8,6 +8,13 @@ to a kernel (``slot``, called after every kernel is emitted). A weight that a ke
 packed form (it passes ``replaces=`` to ``KernelBuilder.packed_constant``, and the entry point gives
 it a null pointer) is therefore not stored twice. The blob's bytes are gathered once, on the first
 read of ``weights``, after code generation.
+
+The arena ends with a 64-byte error record when some kernel checks its data at run time (an index
+out of range): ``error_record`` places it after the planned values, so a model that checks nothing
+keeps the planner's arena size.
+
+A value or an arena larger than the machine's memory (``nnc.ir.memory_limits``) is refused here, at
+compile time, with a ``TargetError`` naming it, before anything is allocated.
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnc.ir import Graph, Module, Value
+from nnc.ir import Graph, Module, TargetError, Value
+from nnc.ir.memory_limits import check_allocation
 from nnc.passes.liveness import aligned
 from nnc.passes.plan_memory import MemoryPlan, plan_graph
+
+ERROR_RECORD_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class StorageMap:
         self._size = 0
         self._blob: np.ndarray | None = None
         self._packed: set[str] = set()  # keys added by add_weights (compile-time data of this map)
+        self.error_offset: int | None = None  # byte offset of the error record in the arena, once placed
+        self.kernel_table: list[str] = []  # the code generator's kernel descriptions (error code - 1)
 
     def slot(self, v: Value) -> Slot:
         """Where ``v`` lives; a constant asked for here is placed in the blob (if not already)."""
@@ -85,13 +97,27 @@ class StorageMap:
             self._blob = blob
         return self._blob
 
+    def error_record(self) -> int:
+        """The arena offset of the run-time error record (code generation asks once it needs one)."""
+        if self.error_offset is None:
+            self.error_offset = aligned(self.plan.arena_bytes)
+        return self.error_offset
+
     @property
     def arena_bytes(self) -> int:
-        return self.plan.arena_bytes
+        if self.error_offset is None:
+            return self.plan.arena_bytes
+        return self.error_offset + ERROR_RECORD_BYTES
 
 
 def assign_storage(module: Module, g: Graph) -> StorageMap:
+    for op in g.ops:  # the most specific complaint first: the value that does not fit
+        for r in op.results:
+            if op.opname != "const":
+                check_allocation(r.type.nbytes or 0, f"x86: {op.where()}: %{r.name} ({r.type})", TargetError)
     plan = plan_graph(g)
+    check_allocation(plan.arena_bytes, f"x86: the arena of {g.name or 'the graph'} (every intermediate value at "
+                     f"its planned offset)", TargetError)
     slots: dict[int, Slot] = {}
     for i, p in enumerate(g.params):
         slots[id(p)] = Slot("input", i)

@@ -17,6 +17,7 @@ from ..dtypes import FLOAT_TYPES, DType
 from ..registry import InferContext, defop
 from ..shape_rules import check_dtype, require_rank, same_dtype
 from ..types import UNKNOWN, Dim, TensorType
+from .indexing import checked_indices
 
 
 def present(a: np.ndarray | None) -> np.ndarray | None:
@@ -219,7 +220,8 @@ def _rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, position_ids: np.nd
         xs = xs.reshape(b, s, heads, -1)
     rd = rotary_dim or xs.shape[3]
     if position_ids is not None:
-        cos, sin = cos[position_ids], sin[position_ids]
+        ids = checked_indices(position_ids, cos.shape[0])
+        cos, sin = cos[ids], sin[ids]
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     rot = xs[..., :rd]
     x1, x2 = (rot[..., 0::2], rot[..., 1::2]) if interleaved else (rot[..., : rd // 2], rot[..., rd // 2:])

@@ -20,6 +20,7 @@ from ..dtypes import FLOAT_TYPES, NUMERIC_TYPES, DType
 from ..registry import NOT_DIFFERENTIABLE, InferContext, Trait, defop
 from ..shape_rules import check_dtype, norm_axes, require_rank
 from ..types import UNKNOWN, Dim, TensorType
+from .indexing import checked_indices
 
 
 def saturate(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -408,6 +409,7 @@ def _roi_align(x: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, mode:
     offset = 0.5 if half else 0.0
     out = np.zeros((len(rois), n_c, ph, pw))
     xd = x.astype(np.float64)
+    batch_indices = checked_indices(batch_indices, x.shape[0])
     for r, (roi, b) in enumerate(zip(rois.astype(np.float64), batch_indices)):
         x0, y0, x1, y1 = roi * spatial_scale - offset
         rw, rh = x1 - x0, y1 - y0

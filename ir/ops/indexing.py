@@ -1,7 +1,9 @@
 """Indexing ops: gathers and scatters (by axis, elementwise, N-d), ``nonzero`` and ``unique``.
 
-Indices may be i32 or i64 and negative (counted from the end), as in ONNX. Rare ONNX ops built on
-these (OneHot, Compress, ReverseSequence, TensorScatter, Scatter) are decomposed by the frontend.
+Indices may be i32 or i64 and negative (counted from the end, once), as in ONNX: the valid range of
+an index into a dim of n is [-n, n-1], and anything else raises ``InputError`` naming the index (the
+interpreter adds the op). Rare ONNX ops built on these (OneHot, Compress, ReverseSequence,
+TensorScatter, Scatter) are decomposed by the frontend.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 
 from ..attrs import AttrKind, AttrSpec
 from ..dtypes import DType
+from ..errors import InputError
 from ..registry import NOT_DIFFERENTIABLE, InferContext, defop
 from ..shape_rules import check_dtype, norm_axis
 from ..types import UNKNOWN, Dim, TensorType
@@ -21,10 +24,18 @@ _REDUCTIONS = ("none", "add", "mul", "max", "min")
 _UFUNC = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
-def _wrap(indices: np.ndarray, dim: int | np.ndarray) -> np.ndarray:
-    """Negative indices count from the end."""
+def checked_indices(indices: np.ndarray, dim: int | np.ndarray) -> np.ndarray:
+    """Indices checked against [-dim, dim-1]; negative ones count from the end. ``dim`` may be an
+    array broadcasting against the indices (one bound per index component, for the N-d ops)."""
     idx = indices.astype(np.int64)
-    return np.where(idx < 0, idx + dim, idx)
+    dims = np.broadcast_to(np.asarray(dim, dtype=np.int64), idx.shape)
+    bad = (idx < -dims) | (idx >= dims)
+    if bad.any():
+        pos = tuple(int(p[0]) for p in np.nonzero(bad))
+        n = int(dims[pos])
+        raise InputError(f"index {int(idx[pos])} (at indices{list(pos)}) is out of range for a dim of {n} "
+                         f"(valid: [{-n}, {n - 1}])")
+    return np.where(idx < 0, idx + dims, idx)
 
 
 # -- gather --------------------------------------------------------------------------------------------
@@ -40,7 +51,7 @@ def _gather_infer(ctx: InferContext) -> list[TensorType]:
 
 def _gather(x: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
     axis %= x.ndim
-    return np.take(x, _wrap(indices, x.shape[axis]), axis=axis)
+    return np.take(x, checked_indices(indices, x.shape[axis]), axis=axis)
 
 
 defop("gather", operands=("x", "indices"), attrs={"axis": AttrSpec(AttrKind.INT, 0)}, infer=_gather_infer,
@@ -57,7 +68,7 @@ def _gather_elements_infer(ctx: InferContext) -> list[TensorType]:
 
 def _gather_elements(x: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
     axis %= x.ndim
-    return np.take_along_axis(x, _wrap(indices, x.shape[axis]), axis=axis)
+    return np.take_along_axis(x, checked_indices(indices, x.shape[axis]), axis=axis)
 
 
 defop("gather_elements", operands=("x", "indices"), attrs={"axis": AttrSpec(AttrKind.INT, 0)},
@@ -81,7 +92,7 @@ def _gather_nd(x: np.ndarray, indices: np.ndarray, batch_dims: int) -> np.ndarra
     b, k = batch_dims, indices.shape[-1]
     batch = x.shape[:b]
     xb = x.reshape((-1,) + x.shape[b:])
-    ib = _wrap(indices, np.array(x.shape[b:b + k])).reshape((xb.shape[0], -1, k))
+    ib = checked_indices(indices, np.array(x.shape[b:b + k])).reshape((xb.shape[0], -1, k))
     out = np.stack([xb[i][tuple(ib[i].T)] for i in range(xb.shape[0])]) if xb.shape[0] else \
         np.zeros((0, ib.shape[1]) + x.shape[b + k:], x.dtype)
     return out.reshape(batch + indices.shape[b:-1] + x.shape[b + k:])
@@ -107,7 +118,7 @@ def _scatter_elements(x: np.ndarray, indices: np.ndarray, updates: np.ndarray, a
     axis %= x.ndim
     out = x.copy()
     idx = list(np.indices(indices.shape, sparse=True))
-    idx[axis] = _wrap(indices, x.shape[axis])
+    idx[axis] = checked_indices(indices, x.shape[axis])
     where = tuple(idx)
     if reduction == "none":
         out[where] = updates
@@ -124,7 +135,7 @@ defop("scatter_elements", operands=("x", "indices", "updates"), infer=_scatter_i
 def _scatter_nd(x: np.ndarray, indices: np.ndarray, updates: np.ndarray, reduction: str) -> np.ndarray:
     out = x.copy()
     k = indices.shape[-1]
-    ind = _wrap(indices, np.array(x.shape[:k])).reshape(-1, k)
+    ind = checked_indices(indices, np.array(x.shape[:k])).reshape(-1, k)
     upd = updates.reshape((-1,) + x.shape[k:])
     for i in range(ind.shape[0]):  # sequential: later updates win, reductions see earlier ones
         where = tuple(ind[i])

@@ -10,6 +10,7 @@ softmax/layer norm; batch norm folds into a preceding conv). Statistics are comp
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -172,7 +173,8 @@ defop("batch_norm", operands=("x", "scale", "bias", "mean", "var"),
 
 def _group_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, *, num_groups: int, epsilon: float,
                 stash_type: DType) -> np.ndarray:
-    g = x.astype(stash_type.numpy).reshape((x.shape[0], num_groups, -1))
+    per_group = math.prod(x.shape[1:]) // num_groups  # explicit: -1 is ambiguous for a batch of 0
+    g = x.astype(stash_type.numpy).reshape((x.shape[0], num_groups, per_group))
     mean = np.mean(g, axis=2, keepdims=True)
     d = g - mean
     var = np.mean(d * d, axis=2, keepdims=True)

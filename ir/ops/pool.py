@@ -20,6 +20,7 @@ from ..registry import InferContext, defop
 from ..shape_rules import check_dtype
 from ..types import UNKNOWN, Dim, TensorType
 from .conv import fill, pad_spatial, resolve_pads, spatial_attrs, window_count, window_view
+from .indexing import checked_indices
 
 _MAX_TYPES = FLOAT_TYPES | frozenset({DType.i8, DType.u8})
 
@@ -177,7 +178,7 @@ def _max_unpool(x: np.ndarray, indices: np.ndarray, **attrs) -> np.ndarray:
     # of each axis (the ONNX test data's reading of the spec)
     natural = _unpool_shape(x.shape, {**attrs, "output_shape": None})
     y = np.zeros(math.prod(natural), dtype=x.dtype)
-    y[indices.reshape(-1)] = x.reshape(-1)
+    y[checked_indices(indices.reshape(-1), y.size)] = x.reshape(-1)
     y = y.reshape(natural)
     shape = _unpool_shape(x.shape, attrs)
     if tuple(shape) == tuple(natural):

@@ -348,7 +348,10 @@ def _pad(x: np.ndarray, pads: Sequence[int], value: float | None, mode: str) -> 
         fill = np.asarray(0 if value is None else value).astype(x.dtype)
         return np.pad(x, width, mode="constant", constant_values=fill)
     if x.size == 0:
-        raise ValueError(f"{mode} padding of an empty tensor")
+        if any(w != (0, 0) and n == 0 for w, n in zip(width, x.shape)):
+            raise ValueError(f"{mode} padding of an empty axis")
+        # an empty axis that is not padded (a batch of 0): the result is empty too
+        return np.empty(tuple(n + a + b for n, (a, b) in zip(x.shape, width)), x.dtype)
     return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
 
 

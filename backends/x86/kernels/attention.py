@@ -212,7 +212,8 @@ def lower_rotary(k, op: Op) -> None:
         R = Loops(kb, L.ct)
         b = R.b
         bi, si = b.sdiv(t, R.i(S)), b.srem(t, R.i(S))
-        crow = R.lin((R.ld_int(kb.arg(3), t, pos.dtype), half_c)) if pos is not None else R.lin((t, half_c))
+        crow = R.lin((kb.checked_index(R.ld_int(kb.arg(3), t, pos.dtype), cos.shape[0]), half_c)) \
+            if pos is not None else R.lin((t, half_c))
         with R.loop(H, "h") as h:
             base = R.lin((bi, S * H * D), (si, H * D), (h, D)) if len(shape) == 3 else \
                 R.lin((bi, H * S * D), (h, S * D), (si, D))

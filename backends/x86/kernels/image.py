@@ -188,7 +188,7 @@ def lower_roi_align(k, op: Op) -> None:
             gw = b.fptosi(L.intr("llvm.ceil", b.fdiv(rw, L.f(float(pw)))), I64)
         count = b.mul(gh, gw)
         fcount = b.sitofp(count, F64)
-        img = L.lin((L.ld_int(kb.arg(2), r, bidx.dtype), n_c * h * w))
+        img = L.lin((kb.checked_index(L.ld_int(kb.arg(2), r, bidx.dtype), x.shape[0]), n_c * h * w))
 
         def axis_taps(cv, size: int):
             skip = b.or_(b.fcmp_ordered("<", cv, L.f(-1.0)), b.fcmp_ordered(">", cv, L.f(float(size))))

@@ -1,8 +1,10 @@
 """Gathers and scatters: gather, gather_elements, gather_nd, scatter_elements, scatter_nd; nonzero and
 unique are refused (their result shapes depend on the data).
 
-Indices are i32 or i64 and may be negative (counted from the end); out-of-range indices, an error
-in the reference, are clamped so that generated code never touches memory outside its tensors.
+Indices are i32 or i64 and may be negative (counted from the end, once). An index outside [-n, n-1]
+stops the run with the kernel's error code (``KernelBuilder.checked_index``: one compare and a
+branch to a cold block), so the caller gets an ``InputError`` naming the op, as from the reference,
+and generated code never touches memory outside its tensors.
 Gathers copy whole slices with ``memcpy`` (LLVM inlines the small constant-size ones); scatters
 first copy ``x`` into the result, then apply the updates in order, because repeated indices must
 behave as the reference's sequential loop (later updates win, reductions see earlier ones).
@@ -21,17 +23,15 @@ from .data_movement import PAR_BYTES, emit_memcpy, itype, memcpy, row_major, smi
 from .registry import lowering
 
 
-def load_index(b: ir.IRBuilder, ptr: ir.Value, i: ir.Value, v: Value, dim: int | ir.Value) -> ir.Value:
-    """Index ``i`` of the index tensor ``v``, as i64, wrapped (negative counts from the end) and
-    clamped into [0, dim)."""
+def load_index(kb, ptr: ir.Value, i: ir.Value, v: Value, dim: int | ir.Value) -> ir.Value:
+    """Index ``i`` of the index tensor ``v``, as i64 in [0, dim): a negative one counts from the end;
+    one outside [-dim, dim-1] stops the run (``kb.checked_index``)."""
+    b = kb.b
     t = ll_type(v.dtype)
     x = b.load(b.gep(ptr, [i], source_etype=t, inbounds=True), typ=t)
     if t.width < 64:
         x = b.sext(x, I64)
-    d = const_int(dim) if isinstance(dim, int) else dim
-    x = b.select(b.icmp_signed("<", x, const_int(0)), b.add(x, d), x)
-    x = b.select(b.icmp_signed("<", x, const_int(0)), const_int(0), x)
-    return smin(b, x, b.sub(d, const_int(1)))
+    return kb.checked_index(x, dim)
 
 
 def chunked(k, count: int, item_bytes: int, body, name: str = "rows") -> None:
@@ -74,7 +74,7 @@ def lower_gather(k, op: Op) -> None:
     def body(kb, flat):
         b = kb.b
         o, j = b.udiv(flat, const_int(n)), b.urem(flat, const_int(n))
-        idx = load_index(b, kb.arg(1), j, ind, dim)
+        idx = load_index(kb, kb.arg(1), j, ind, dim)
         src = b.mul(b.add(b.mul(o, const_int(dim)), idx), const_int(inner))
         dst = b.mul(flat, const_int(inner))
         if inner == 1:
@@ -120,18 +120,19 @@ def lower_gather_elements(k, op: Op) -> None:
 
     def body(kb, flat, off):
         b = kb.b
-        idx = load_index(b, kb.arg(1), flat, ind, x.shape[axis])
+        idx = load_index(kb, kb.arg(1), flat, ind, x.shape[axis])
         src = b.add(off, b.mul(idx, const_int(xs[axis])))
         b.store(b.load(_elem(kb, b, kb.arg(0), src, t), typ=t), _elem(kb, b, kb.out(0), flat, t))
     _index_nest(k, tuple(ind.shape), xs, axis, body)
 
 
-def _nd_offset(b: ir.IRBuilder, ptr: ir.Value, ind: Value, row: ir.Value, depth: int,
+def _nd_offset(kb, ptr: ir.Value, ind: Value, row: ir.Value, depth: int,
                dims: tuple[int, ...], strides: list[int]) -> ir.Value:
     """sum over t < depth of wrap(ind[row, t]) * strides[t]."""
+    b = kb.b
     off = const_int(0)
     for t_ in range(depth):
-        idx = load_index(b, ptr, b.add(b.mul(row, const_int(depth)), const_int(t_)), ind, dims[t_])
+        idx = load_index(kb, ptr, b.add(b.mul(row, const_int(depth)), const_int(t_)), ind, dims[t_])
         off = b.add(off, b.mul(idx, const_int(strides[t_])))
     return off
 
@@ -153,7 +154,7 @@ def lower_gather_nd(k, op: Op) -> None:
         b = kb.b
         bi = b.udiv(flat, const_int(rows))
         src = b.add(b.mul(bi, const_int(per_batch)),
-                    _nd_offset(b, kb.arg(1), ind, flat, depth, tuple(x.shape[bd:]), xs))
+                    _nd_offset(kb, kb.arg(1), ind, flat, depth, tuple(x.shape[bd:]), xs))
         memcpy(b, _elem(kb, b, kb.out(0), b.mul(flat, const_int(inner)), t), _elem(kb, b, kb.arg(0), src, t),
                inner * esz)
     chunked(k, batch * rows, inner * esz, body)
@@ -205,7 +206,7 @@ def lower_scatter_elements(k, op: Op) -> None:
 
     def level(d, flat_i, flat_u, off):
         if d == len(shape):
-            idx = load_index(b, k.arg(1), flat_i, ind, x.shape[axis])
+            idx = load_index(k, k.arg(1), flat_i, ind, x.shape[axis])
             dst = _elem(k, b, k.out(0), b.add(off, b.mul(idx, const_int(xs[axis]))), t)
             new = b.load(_elem(k, b, k.arg(2), flat_u, t), typ=t)
             b.store(new if red == "none" else combine(b, red, x.dtype, b.load(dst, typ=t), new), dst)
@@ -232,7 +233,7 @@ def lower_scatter_nd(k, op: Op) -> None:
         return
     b = k.b
     with for_range(b, n_rows, "sn") as r:  # sequential: later rows see (or overwrite) earlier ones
-        off = _nd_offset(b, k.arg(1), ind, r, depth, tuple(x.shape), xs)
+        off = _nd_offset(k, k.arg(1), ind, r, depth, tuple(x.shape), xs)
         src = b.mul(r, const_int(inner))
         if red == "none":
             memcpy(b, _elem(k, b, k.out(0), off, t), _elem(k, b, k.arg(2), src, t), inner * esz)

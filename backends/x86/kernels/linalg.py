@@ -80,7 +80,7 @@ def lower_matmul(k, op: Op) -> None:
     sa_b = _batch_strides(a2[:-2], batch, M * K)
     sb_b = _batch_strides(b2[:-2], batch, K * N)
     nb = math.prod(batch)
-    if out.dtype not in FAST:
+    if out.dtype not in FAST or K == 0:  # an empty contraction: plain loops write the zeros (or C)
         _loop_matmul(k, out.dtype, nb, M, N, K, batch_offset(batch, sa_b), batch_offset(batch, sb_b),
                      (K, 1), (N, 1))
         return
@@ -133,7 +133,7 @@ def lower_gemm(k, op: Op) -> None:
     if has_c:
         from .elementwise import broadcast_strides
         s = broadcast_strides(op.operands[2], (M, N))
-    if out.dtype not in FAST:
+    if out.dtype not in FAST or K == 0:  # an empty contraction: plain loops write the zeros (or C)
         _loop_matmul(k, out.dtype, 1, M, N, K, None, None, (1, M) if ta else (K, 1), (1, K) if tb else (N, 1),
                      alpha=alpha, beta=beta, c_strides=tuple(s) if has_c else None)
         return

@@ -363,8 +363,8 @@ def lower_max_unpool(k, op: Op) -> None:
     nat_total, out_total = math.prod(natural), math.prod(shape)
     nst, ost = row_major(natural), row_major(shape)
     with for_range(b, n, "u") as i:  # sequential: a repeated index keeps the last value, as numpy does
-        idx = b.load(b.gep(k.arg(1), [i], source_etype=I64, inbounds=True), typ=I64)
-        ok = b.and_(b.icmp_signed(">=", idx, const_int(0)), b.icmp_signed("<", idx, const_int(nat_total)))
+        idx = k.checked_index(b.load(b.gep(k.arg(1), [i], source_etype=I64, inbounds=True), typ=I64), nat_total)
+        ok = ir.Constant(I1, 1)
         if shape == natural:
             dst = idx
         else:  # the natural layout's coordinates, kept where they fall inside the output
