@@ -35,9 +35,11 @@ import numpy as np
 
 from nnc.ir import DType, InputError, ModelError, TargetError, TensorType
 from nnc.ir.interpreter import check_inputs
+from nnc.ir.memory_limits import check_allocation
 
 from ..artifact import Staging, json_bytes, nnc_version, sibling
 from .codegen import ENTRY
+from .executable import Interface
 from .library_check import check_library, file_digest
 from .target import TRIPLE
 
@@ -80,6 +82,9 @@ def manifest_for(compiled: Any, interface: Any, prefix: str, library: str,
                    "opt": int(meta.get("opt", 3))},
         "threads": int(meta.get("threads", 1)),
         "arena_bytes": int(interface.arena_bytes), "arena_alignment": 64,
+        # what a nonzero status of run means: status - 1 indexes the kernels; the error record
+        # (the bad index and its bound) sits at error_offset in the arena
+        "kernels": list(interface.kernels), "error_offset": interface.error_offset,
         "weights": {"layout": "embedded", "symbol": "nnc_weights", "section": ".rodata.nnc_weights",
                     "alignment": 64, "nbytes": len(compiled.entry.weights), "tensors": meta.get("weights", [])},
         "api": {f: f"{prefix}_{f}" for f in ("create", "run", "destroy")},
@@ -306,9 +311,13 @@ class AotExecutable:
         self.path = path
         self.inputs = [(t["name"], TensorType(DType(t["dtype"]), tuple(t["shape"]))) for t in self.manifest["inputs"]]
         self.outputs = [(t["name"], TensorType(DType(t["dtype"]), tuple(t["shape"]))) for t in self.manifest["outputs"]]
+        self.interface = Interface(tuple(self.inputs), tuple(self.outputs), int(self.manifest["arena_bytes"]),
+                                   tuple(str(k) for k in self.manifest.get("kernels", [])),
+                                   self.manifest.get("error_offset"))
+        check_allocation(self.interface.arena_bytes, f"{path}: the arena", TargetError)
         self._ctx = self._create()
         if not self._ctx:
-            raise MemoryError(f"{p}_create: cannot allocate {self.manifest['arena_bytes']} bytes of arena")
+            raise TargetError(f"{p}_create: cannot allocate {self.manifest['arena_bytes']} bytes of arena")
         self._in_ptrs = (ctypes.c_void_p * max(len(self.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(self.outputs), 1))()
         # One context and one pair of pointer arrays, so runs from several Python threads take turns
@@ -327,6 +336,9 @@ class AotExecutable:
             for j, o in enumerate(outs.values()):
                 self._out_ptrs[j] = o.ctypes.data
             status = self._run(self._ctx, ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs))
+            if status > 0:  # a kernel refused its input (an index out of range): read its record now
+                arena = ctypes.c_void_p.from_address(self._ctx).value  # the context's first field
+                raise InputError(self.interface.error_message(status, arena))
         if status != 0:
             raise InputError(f"{self.path}: the library refused the call (null pointer)")
         return outs

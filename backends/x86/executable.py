@@ -73,9 +73,9 @@ class Interface:
 
     def error_message(self, status: int, arena_address: int | None = None) -> str:
         """The ``InputError`` message for a nonzero entry-point status; with the address of the arena
-        the run used, it includes the offending index from the error record. (The AOT loader can call
-        this too, given the kernel table and error offset in its manifest: a library context's first
-        field is its arena pointer.)"""
+        the run used, it includes the offending index from the error record. The AOT loader calls it
+        too, with the kernel table and error offset of its manifest (a library context's first field
+        is its arena pointer)."""
         where = self.kernels[status - 1] if 0 < status <= len(self.kernels) else f"kernel #{status - 1}"
         if arena_address is None or self.error_offset is None:
             return f"{where}: an index is out of range"

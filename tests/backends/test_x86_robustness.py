@@ -261,8 +261,6 @@ def test_library_refuses_out_of_range_index(tmp_path):
     np.testing.assert_array_equal(lib.run(feeds)["y"], onnxruntime_run(m, feeds)["y"])
 
 
-@pytest.mark.xfail(strict=True, reason="the library returns the failing kernel's status, but naming its op needs "
-                   "the kernel table in the manifest and AotExecutable.run mapping the status (aot.py, the lead's)")
 def test_library_error_names_the_op(tmp_path):
     m, feeds = _index_case("gather")
     with pytest.raises(InputError) as err:
