@@ -30,10 +30,13 @@ _REDUCE_ATTRS = {
 
 
 def _acc_dtype(x: np.ndarray) -> np.dtype:
-    """Accumulate half-precision floats in f32: summing thousands of f16 values in f16 loses
-    most of their bits."""
-    if x.dtype.kind == "f" and x.dtype.itemsize < 4 or x.dtype.name == "bfloat16":
-        return np.dtype(np.float32)
+    """Accumulate floats in f64, then round once: the reference is the oracle, so its sums should
+    be as close to exact as is cheap. In f32, numpy's pairwise/SIMD order rounds differently from
+    one row to the next, so rows whose exact means are equal come out an ulp apart (SqueezeNet's
+    global average pool at ~1e9, where one ulp is 512, turned a uniform softmax into 1/512 and 0);
+    summing thousands of f16 values in f16 would lose most of their bits."""
+    if x.dtype.kind == "f" or x.dtype.name == "bfloat16":
+        return np.dtype(np.float64)
     return x.dtype
 
 
