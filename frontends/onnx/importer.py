@@ -169,7 +169,7 @@ class Importer:
         except NncError as e:
             if n.describe() in str(e):
                 raise
-            raise type(e)(f"{n.describe()}: {e}") from None
+            raise type(e)(f"{n.describe()}: {e}") from e.__cause__  # keeps the safety net's chain
         except _UNTYPED as e:
             # a malformed node the schema allows (or an op without a schema) tripped the converter
             raise ModelError(f"{n.describe()}: malformed node ({type(e).__name__}: {e})") from e
