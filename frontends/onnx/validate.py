@@ -10,6 +10,7 @@ all (custom domains, made-up names) are left to the converter table, which refus
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -22,6 +23,7 @@ from nnc.ir import DType, ModelError, Value
 from .context import node_label, onnx_dtype
 
 _Option = defs.OpSchema.FormalParameterOption
+_CHECKER_PREFIX = re.compile(r"^Node\(.*?\) with schema\(.*?\) ")  # we name the node our way
 
 
 def describe_node(node: onnx.NodeProto, opset: int | None) -> str:
@@ -102,6 +104,7 @@ class _Schema:
     inputs: tuple[_Formal, ...]
     outputs: tuple[_Formal, ...]
     attributes: dict[str, tuple[int, bool]]  # name -> (AttributeProto type, required)
+    deprecated: bool
 
 
 def _formals(params: Sequence, constraints: dict[str, frozenset[str]]) -> tuple[_Formal, ...]:
@@ -138,7 +141,7 @@ def _schema(op_type: str, opset: int, domain: str) -> _Schema | None:
     constraints = {c.type_param_str: frozenset(c.allowed_type_strs) for c in s.type_constraints}
     attrs = {name: (int(a.type), bool(a.required)) for name, a in s.attributes.items()}
     return _Schema(s.since_version, s.min_input, s.max_input, s.min_output, s.max_output,
-                   _formals(s.inputs, constraints), _formals(s.outputs, constraints), attrs)
+                   _formals(s.inputs, constraints), _formals(s.outputs, constraints), attrs, bool(s.deprecated))
 
 
 def _formal_at(formals: tuple[_Formal, ...], i: int) -> _Formal | None:
@@ -204,6 +207,21 @@ def check_node(node: onnx.NodeProto, domain: str, opset: int, inputs: Sequence[V
         if required and name not in given:
             raise fail(f"required attribute {name!r} is missing")
     _check_input_types(node, s, inputs, fail)
+    if s.deprecated:
+        return  # the checker refuses deprecated forms outright; nnc still converts some (GroupNormalization-18)
+    try:  # the rules onnx.defs does not expose, such as BatchNormalization's allowed output counts {1, 3}
+        onnx.checker.check_node(node, _checker_context(domain, opset))
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0]
+        raise fail(_CHECKER_PREFIX.sub("", first).rstrip(".")) from None
+
+
+@lru_cache(maxsize=None)
+def _checker_context(domain: str, opset: int) -> onnx.checker.C.CheckerContext:
+    ctx = onnx.checker.C.CheckerContext()
+    ctx.ir_version = onnx.IR_VERSION
+    ctx.opset_imports = {domain: opset}
+    return ctx
 
 
 def _check_input_types(node: onnx.NodeProto, s: _Schema, inputs: Sequence[Value | None], fail) -> None:

@@ -241,6 +241,25 @@ def mutate_graph_output(m, data):
     vi.name = data.draw(st.sampled_from(_values(m.graph) + ["nowhere"]), label="new name")
 
 
+def mutate_rename(m, data):
+    """Rename one value everywhere it appears (so the model stays connected) to an awkward name."""
+    old = data.draw(st.sampled_from(_values(m.graph)), label="value")
+    new = data.draw(st.sampled_from(["", " ", "a b", "%w", "@w", "1", "a.b", "main", "?", "é", "x", "y", "w" * 200]),
+                    label="new name")
+    for vi in list(m.graph.input) + list(m.graph.output):
+        vi.name = new if vi.name == old else vi.name
+    for t in m.graph.initializer:
+        t.name = new if t.name == old else t.name
+    for n in m.graph.node:
+        n.input[:] = [new if v == old else v for v in n.input]
+        n.output[:] = [new if v == old else v for v in n.output]
+
+
+def mutate_duplicate_node(m, data):
+    node = data.draw(st.sampled_from(list(m.graph.node)), label="node")
+    m.graph.node.insert(data.draw(st.integers(0, len(m.graph.node)), label="at"), node)
+
+
 def mutate_node_order(m, data):
     nodes = list(m.graph.node)
     i = data.draw(st.integers(0, len(nodes) - 1), label="node")
@@ -263,8 +282,8 @@ def mutate_versions(m, data):
 
 MUTATIONS = [mutate_dim, mutate_value_dtype, mutate_initializer_dtype, mutate_initializer_shape,
              mutate_initializer_data, mutate_attribute_value, mutate_attribute_type, mutate_attribute_set,
-             mutate_op_type, mutate_edge, mutate_inputs, mutate_output_name, mutate_graph_output,
-             mutate_node_order, mutate_versions]
+             mutate_op_type, mutate_edge, mutate_inputs, mutate_output_name, mutate_graph_output, mutate_rename,
+             mutate_duplicate_node, mutate_node_order, mutate_versions]
 
 
 # -- running a mutant --------------------------------------------------------------------------------

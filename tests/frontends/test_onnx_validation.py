@@ -77,6 +77,9 @@ SCHEMA_CASES = {
     "mixed element types under one constraint": (_node("Add", ["x", "i"]),
                                                  "inputs 0 ('x') and 1 ('i') share type T but have element "
                                                  "types float and int64"),
+    # a rule onnx.defs does not expose (BatchNormalization allows 1 or 3 outputs, not 2): the checker's
+    "output count outside an allowed set": (_node("BatchNormalization", ["x", "s", "s", "s", "s"], ["y", "m"]),
+                                            "has output size 2 not in allowed output sizes"),
     "op used before its opset": (_node("LayerNormalization", ["x", "s"]),
                                  "LayerNormalization does not exist in opset 13 of domain 'ai.onnx'; it was "
                                  "introduced in opset 17"),
@@ -87,9 +90,20 @@ SCHEMA_CASES = {
 def test_schema_violation(case: str) -> None:
     node, why = SCHEMA_CASES[case]
     opset = 13 if case == "op used before its opset" else OPSET
-    inits = [numpy_helper.from_array(np.ones(4, np.int64), "i"), numpy_helper.from_array(np.ones(4, np.float32), "s")]
+    inits = [numpy_helper.from_array(np.ones(4, np.int64), "i"), numpy_helper.from_array(np.ones(2, np.float32), "s")]
     msg = _import_error(_model([node], inits=inits, opset=opset))
     assert f"{node.op_type} node {node.name!r} (opset {opset}): {why}" in msg
+
+
+def test_deprecated_op_form_still_imports() -> None:
+    # GroupNormalization-18 (one scale per group) is deprecated in later onnx releases, still valid at opset 18
+    p = [numpy_helper.from_array(np.array([2.0, 2.0], np.float32), "scale"),
+         numpy_helper.from_array(np.array([3.0, 3.0], np.float32), "bias")]
+    node = helper.make_node("GroupNormalization", ["x", "scale", "bias"], ["y"], num_groups=2, epsilon=0.0)
+    x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+    y = nnc.compile(_model([node], inits=p, opset=18))(x)
+    z = (x - x.mean(axis=(2, 3), keepdims=True)) / x.std(axis=(2, 3), keepdims=True)  # one channel per group
+    np.testing.assert_allclose(y, z * 2 + 3, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_op_stays_unsupported() -> None:
