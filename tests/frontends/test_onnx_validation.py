@@ -106,6 +106,19 @@ def test_deprecated_op_form_still_imports() -> None:
     np.testing.assert_allclose(y, z * 2 + 3, rtol=1e-5, atol=1e-5)
 
 
+def test_valid_control_flow_is_not_called_malformed() -> None:
+    # the If body reads the outer 'x'; a checker run on the node alone would call that unsorted
+    out4 = helper.make_tensor_value_info("o", TensorProto.FLOAT, [4])
+    body = helper.make_graph([helper.make_node("Relu", ["x"], ["o"])], "body", [], [out4])
+    node = helper.make_node("If", ["c"], ["y"], name="branch", then_branch=body, else_branch=body)
+    m = _model([node], inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+                               helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+               outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    onnx.checker.check_model(m, full_check=True)
+    msg = _import_error(m, nnc.UnsupportedOpError)
+    assert "If node 'branch' (opset 17): operator 'If' is not supported" in msg
+
+
 def test_unknown_op_stays_unsupported() -> None:
     # no schema anywhere: not malformed, just an op nnc (and onnx) does not know
     msg = _import_error(_model([_node("Frobnicate", ["x"])]), nnc.UnsupportedOpError)
