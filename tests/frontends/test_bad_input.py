@@ -158,6 +158,17 @@ def test_unsupported_op(case: str, tmp_path: Path) -> None:
     _assert_cli_error(_cli("compile", str(path), cwd=tmp_path), *needles)
 
 
+@pytest.mark.parametrize("model, needles", [
+    (_model([helper.make_node("Relu", ["x"], ["y"])], *_io(), opsets=(("", 99),)),
+     ["opset 99 of domain 'ai.onnx' is newer than the newest supported opset"]),
+    (_model([helper.make_node("Add", ["x"], ["y"], name="add_1")], *_io()),
+     ["Add node 'add_1' (opset 17)", "has 1 input, the schema wants exactly 2"]),
+])
+def test_invalid_model_is_one_cli_line(model: onnx.ModelProto, needles: list[str], tmp_path: Path) -> None:
+    onnx.save(model, tmp_path / "m.onnx")
+    _assert_cli_error(_cli("compile", "m.onnx", cwd=tmp_path), *needles)
+
+
 def test_unsupported_dtype(tmp_path: Path) -> None:
     x = helper.make_tensor_value_info("x", TensorProto.STRING, [2])
     model = _model([helper.make_node("Identity", ["x"], ["y"])], [x],
