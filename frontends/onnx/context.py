@@ -41,6 +41,14 @@ def onnx_dtype(dt: DType) -> int:
     return _ONNX_OF[dt]
 
 
+def node_label(node: onnx.NodeProto) -> str:
+    """The name a node goes by in messages: its name, else its first output, else its op type."""
+    if node.name:
+        return node.name
+    first = next((o for o in node.output if o), None)
+    return first if first is not None else f"<unnamed {node.op_type}>"
+
+
 class Node:
     """One ONNX node as a converter sees it."""
 
@@ -66,7 +74,7 @@ class Node:
 
     def describe(self) -> str:
         dom = f"{self.domain}." if self.domain else ""
-        return f"{dom}{self.op_type} node {self.name or self.outputs[0]!r} (opset {self.opset})"
+        return f"{dom}{self.op_type} node {node_label(self.proto)!r} (opset {self.opset})"
 
     def unsupported(self, why: str) -> UnsupportedOpError:
         return UnsupportedOpError(f"{self.describe()}: {why}")

@@ -18,9 +18,14 @@ import onnx
 from nnc.ir import Builder, Graph, ModelError, Module, NncError, UnsupportedOpError, Value
 from nnc.ir.types import UNKNOWN, TensorType
 
-from .context import ConvertContext, Node, decode_attribute, dtype_from_onnx
+from .context import ConvertContext, Node, decode_attribute, dtype_from_onnx, node_label, onnx_dtype
 from .loader import load_model, tensor_to_array
 from .registry import lookup
+from .validate import check_node, check_single_producers, check_versions, describe_node
+
+# What a converter (or the importer around it) raises when a malformed model slips past the schema
+# checks: turned into a ModelError naming the node, so no raw exception leaves the importer.
+_UNTYPED = (AttributeError, IndexError, KeyError, TypeError, ValueError, ZeroDivisionError)
 
 _SYMBOL_CLEAN = re.compile(r"[^A-Za-z0-9_]")
 
@@ -31,8 +36,14 @@ def import_model(source: Any, weights: str = "const", fold: bool = True, name: s
     weights: ``"const"`` turns initializers into constants (inference), ``"param"`` into graph
     parameters bound to their initial values (training; ``freeze`` later makes them constants).
     """
+    if weights not in ("const", "param"):
+        raise ValueError("weights must be 'const' or 'param'")
     proto, base_dir = load_model(source)
-    return Importer(proto, base_dir, weights, fold, name).run()
+    check_versions(proto)
+    try:
+        return Importer(proto, base_dir, weights, fold, name).run()
+    except _UNTYPED as e:  # outside any node (node errors are named in convert_node)
+        raise ModelError(f"malformed model ({type(e).__name__}: {e})") from e
 
 
 def _symbol(text: str) -> str:
@@ -61,8 +72,6 @@ def value_type(vi: onnx.ValueInfoProto, where: str) -> TensorType:
 
 class Importer:
     def __init__(self, proto: onnx.ModelProto, base_dir: Path | None, weights: str, fold: bool, name: str | None):
-        if weights not in ("const", "param"):
-            raise ValueError("weights must be 'const' or 'param'")
         self.proto = proto
         self.base_dir = base_dir
         self.weights = weights
@@ -82,6 +91,7 @@ class Importer:
 
     def run(self) -> Module:
         g = self.proto.graph
+        check_single_producers(g)
         for vi in list(g.output) + list(g.value_info):
             self.reserved.add(vi.name)
         for n in g.node:
@@ -102,10 +112,21 @@ class Importer:
         for vi in g.output:
             if vi.name not in self.env:
                 raise ModelError(f"graph output {vi.name!r} is not produced by any node")
-            outs.append(self.env[vi.name])
+            outs.append(self._checked_output(vi))
             names.append(vi.name)
         self.graph.set_outputs(outs, names)
         return self.module
+
+    def _checked_output(self, vi: onnx.ValueInfoProto) -> Value:
+        """The value behind a graph output, whose declared element type (if any) must be the computed one."""
+        v = self.env[vi.name]
+        declared = vi.type.tensor_type.elem_type if vi.type.WhichOneof("value") == "tensor_type" else 0
+        if declared and declared != onnx_dtype(v.dtype):
+            known = declared in onnx.TensorProto.DataType.values()
+            name = onnx.TensorProto.DataType.Name(declared) if known else str(declared)
+            raise ModelError(f"graph output {vi.name!r} is declared {name} but the graph computes {v.dtype} "
+                             f"(produced by {v.producer.opname if v.producer else 'a graph input'} {v.name!r})")
+        return v
 
     def _initializer(self, t: onnx.TensorProto) -> None:
         arr = tensor_to_array(t, self.base_dir)
@@ -129,18 +150,18 @@ class Importer:
             elif name in env:
                 inputs.append(env[name])
             else:
-                raise ModelError(f"{node.op_type} node {node.name or node.output[0]!r}: input {i} {name!r} "
+                raise ModelError(f"{describe_node(node, opsets.get(domain))}: input {i} {name!r} "
                                  f"is not defined before use (graph not in topological order?)")
         if domain not in opsets:
-            raise UnsupportedOpError(f"{domain}.{node.op_type} node {node.name or node.output[0]!r}: "
-                                     f"domain {domain!r} is not imported by the model")
+            raise UnsupportedOpError(f"{describe_node(node, None)}: domain {domain!r} is not imported by the model")
         opset = opsets[domain]
-        attrs = {a.name: decode_attribute(a) for a in node.attribute}
-        n = Node(node, inputs, opset, attrs)
-        fn = lookup(domain, node.op_type, opset)
+        check_node(node, domain, opset, inputs)
+        n = Node(node, inputs, opset, {})
         prev_node, self.ctx.node = self.ctx.node, n
-        self.b.loc = node.name or (node.output[0] if node.output else node.op_type)
+        self.b.loc = node_label(node)
         try:
+            n.attrs.update((a.name, decode_attribute(a)) for a in node.attribute)
+            fn = lookup(domain, node.op_type, opset)
             if fn is not None:
                 results = fn(self.ctx, n)
             else:
@@ -148,7 +169,10 @@ class Importer:
         except NncError as e:
             if n.describe() in str(e):
                 raise
-            raise type(e)(f"{n.describe()}: {e}") from None
+            raise type(e)(f"{n.describe()}: {e}") from e.__cause__  # keeps the safety net's chain
+        except _UNTYPED as e:
+            # a malformed node the schema allows (or an op without a schema) tripped the converter
+            raise ModelError(f"{n.describe()}: malformed node ({type(e).__name__}: {e})") from e
         finally:
             self.ctx.node = prev_node
         if isinstance(results, Value):

@@ -73,11 +73,18 @@ def _external(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
         raise ModelError(f"initializer {t.name!r}: external data path {loc!r} escapes the model folder {base_dir}")
     if not target.is_file():
         raise ModelError(f"initializer {t.name!r}: external data file {loc!r} not found in {base_dir}")
-    offset = int(info.get("offset", 0))
-    length = int(info["length"]) if "length" in info else None
-    with open(target, "rb") as f:
-        f.seek(offset)
-        raw = f.read() if length is None else f.read(length)
+    offset, length = _extent(t, loc, info)
+    try:
+        size = target.stat().st_size
+        if offset > size or (length is not None and offset + length > size):
+            end = "the end" if length is None else f"byte {offset + length}"
+            raise ModelError(f"initializer {t.name!r}: external data {loc!r} reaches past the end of the file "
+                             f"(offset {offset}, {end}; the file has {size} bytes)")
+        with open(target, "rb") as f:
+            f.seek(offset)
+            raw = f.read() if length is None else f.read(length)
+    except OSError as e:
+        raise ModelError(f"initializer {t.name!r}: cannot read external data {loc!r}: {e.strerror}") from None
     copy = onnx.TensorProto()
     copy.CopyFrom(t)
     del copy.external_data[:]
@@ -87,3 +94,22 @@ def _external(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
         return numpy_helper.to_array(copy)
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"initializer {t.name!r}: external data {loc!r} is truncated or malformed: {e}") from None
+
+
+def _extent(t: onnx.TensorProto, loc: str, info: dict[str, str]) -> tuple[int, int | None]:
+    """The (offset, length) of a tensor's external data; length None means "to the end of the file"."""
+    out = []
+    for key, default in (("offset", "0"), ("length", None)):
+        text = info.get(key, default)
+        if text is None:
+            out.append(None)
+            continue
+        try:
+            n = int(text)
+        except ValueError:
+            raise ModelError(f"initializer {t.name!r}: external data {loc!r} has a non-integer {key} "
+                             f"{text!r}") from None
+        if n < 0:
+            raise ModelError(f"initializer {t.name!r}: external data {loc!r} has a negative {key} ({n})")
+        out.append(n)
+    return out[0], out[1]

@@ -158,6 +158,17 @@ def test_unsupported_op(case: str, tmp_path: Path) -> None:
     _assert_cli_error(_cli("compile", str(path), cwd=tmp_path), *needles)
 
 
+@pytest.mark.parametrize("model, needles", [
+    (_model([helper.make_node("Relu", ["x"], ["y"])], *_io(), opsets=(("", 99),)),
+     ["opset 99 of domain 'ai.onnx' is newer than the newest supported opset"]),
+    (_model([helper.make_node("Add", ["x"], ["y"], name="add_1")], *_io()),
+     ["Add node 'add_1' (opset 17)", "has 1 input, the schema wants exactly 2"]),
+])
+def test_invalid_model_is_one_cli_line(model: onnx.ModelProto, needles: list[str], tmp_path: Path) -> None:
+    onnx.save(model, tmp_path / "m.onnx")
+    _assert_cli_error(_cli("compile", "m.onnx", cwd=tmp_path), *needles)
+
+
 def test_unsupported_dtype(tmp_path: Path) -> None:
     x = helper.make_tensor_value_info("x", TensorProto.STRING, [2])
     model = _model([helper.make_node("Identity", ["x"], ["y"])], [x],
@@ -223,6 +234,50 @@ def test_external_data_missing_file(tmp_path: Path) -> None:
     (tmp_path / "weights.bin").unlink()
     with pytest.raises(nnc.ModelError, match="'weights.bin' not found"):
         nnc.from_onnx(str(path))
+
+
+def _set_extent(path: Path, **fields: str | None) -> None:
+    """Rewrite the weight's external-data entries (offset, length; None removes one) in the saved model."""
+    m = onnx.load(path, load_external_data=False)
+    (t,) = m.graph.initializer
+    info = {e.key: e.value for e in t.external_data}
+    info.update(fields)
+    info = {k: v for k, v in info.items() if v is not None}
+    del t.external_data[:]
+    for k, v in info.items():
+        t.external_data.add(key=k, value=v)
+    onnx.save(m, path)
+
+
+# the weight is 1024 f32 = 4096 bytes, the whole of weights.bin
+@pytest.mark.parametrize("fields, why", [
+    ({"offset": "0", "length": "8192"}, "reaches past the end of the file (offset 0, byte 8192; the file has 4096"),
+    ({"offset": "4000", "length": "4096"}, "reaches past the end of the file (offset 4000, byte 8096"),
+    ({"offset": "5000", "length": None}, "reaches past the end of the file (offset 5000, the end; the file has 4096"),
+    ({"offset": "-8"}, "has a negative offset (-8)"),
+    ({"offset": "0", "length": "-4096"}, "has a negative length (-4096)"),
+    ({"offset": "zero"}, "has a non-integer offset 'zero'"),
+])
+def test_external_data_extent_outside_the_file(fields: dict, why: str, tmp_path: Path) -> None:
+    path = _external_model(tmp_path, "weights.bin")
+    assert (tmp_path / "weights.bin").stat().st_size == 4096
+    _set_extent(path, **fields)
+    with pytest.raises(nnc.ModelError) as e:
+        nnc.from_onnx(str(path))
+    assert f"initializer 'w': external data 'weights.bin' {why}" in str(e.value)
+
+
+def test_external_data_extent_inside_the_file_loads(tmp_path: Path) -> None:
+    # the last 2048 bytes: the weight's second half, declared as a 512-element tensor
+    path = _external_model(tmp_path, "weights.bin")
+    m = onnx.load(path, load_external_data=False)
+    m.graph.initializer[0].dims[:] = [512]
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 512
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 512
+    onnx.save(m, path)
+    _set_extent(path, offset="2048", length="2048")
+    y = nnc.compile(str(path))(np.zeros(512, np.float32))
+    np.testing.assert_array_equal(y, np.arange(512, 1024, dtype=np.float32))
 
 
 # -- run-time inputs ----------------------------------------------------------------------------

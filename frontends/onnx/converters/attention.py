@@ -53,8 +53,6 @@ def rotary_embedding(ctx: ConvertContext, node: Node):
 def linear_attention(ctx: ConvertContext, node: Node):
     q = node.inputs[0]
     operands = optional_operands(ctx, node.inputs, [q.dtype] * 6)
-    if node.attr("q_num_heads", None) is None or node.attr("kv_num_heads", None) is None:
-        raise node.unsupported("q_num_heads and kv_num_heads are required")
     # chunk_size is a tuning hint of chunked kernels; it does not change the result
     return ctx.op("linear_attention", *operands, q_num_heads=node.attr("q_num_heads"),
                   kv_num_heads=node.attr("kv_num_heads"), scale=node.attr("scale", 0.0),

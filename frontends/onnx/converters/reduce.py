@@ -101,9 +101,7 @@ def arg_reduce(ctx: ConvertContext, node: Node):
 
 @converter("CumSum", "CumProd")
 def cumulative(ctx: ConvertContext, node: Node):
-    x, axis = node.inputs[0], node.input(1)
-    if axis is None:
-        raise node.unsupported("the axis input is required")
+    x, axis = node.inputs[0], node.inputs[1]
     return ctx.op_dynamic(node.op_type.lower(), [x], {"axis": axis}, exclusive=node.attr("exclusive", 0),
                           reverse=node.attr("reverse", 0))
 
