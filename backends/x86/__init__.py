@@ -33,7 +33,7 @@ from nnc.passes import PassManager
 from .cache import CompileCache, Entry, cache_key
 from .codegen import ENTRY, CodeGen
 from .executable import Interface, X86Executable, load_object
-from .jit import add_pool_destructor, optimize
+from .llvm_worker import object_code
 from .runtime import attach, num_threads
 from .storage import assign_storage
 from .target import TargetInfo, resolve
@@ -164,11 +164,8 @@ def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progres
     """Code generation, LLVM and machine code: the work a cache hit skips."""
     m, storage, _, text = generate(module, {**options, "cpu": info.cpu, "target_features": info.features}, progress)
     opt = int(options.get("opt", 3))
-    progress.update(f"optimising (LLVM O{opt})", force=True)
-    mod, tm = optimize(text, info, opt)
-    add_pool_destructor(mod)
-    progress.update("generating machine code", force=True)
-    obj = tm.emit_object(mod)
+    progress.update(f"optimising and generating machine code (LLVM O{opt})", force=True)
+    obj, llvm_ir, assembly = object_code(text, info, opt, keep_llvm)
     code = load_object(obj, info)
     interface = Interface.of(m.main, storage)
     exe = X86Executable(interface, storage.weights, code.address(ENTRY), code, module=m, graph=m.main,
@@ -179,9 +176,7 @@ def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progres
             "threads": int(options["threads"]), "opt": opt, "weights": weight_table(m, storage)}
     entry = Entry(obj, storage.weights.tobytes(), meta)
     exe.compiled = Compiled(entry, info)
-    if keep_llvm:
-        exe.compiled.llvm_ir = str(mod)
-        exe.compiled.assembly = tm.emit_assembly(mod)
+    exe.compiled.llvm_ir, exe.compiled.assembly = llvm_ir, assembly
     return exe, entry
 
 
