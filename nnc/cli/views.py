@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import nnc
+from nnc.backends.onnx_export import export_onnx
 from nnc.ir import NncError, print_module
 from nnc.ir.specialize import specialize
 from nnc.passes.liveness import DynamicShapeError
@@ -62,6 +63,11 @@ def _write(path: str | None, data: bytes) -> None:
 
 def cmd_dump(args: argparse.Namespace) -> int:
     module = _load(args, args.after)
+    if args.format == "onnx":
+        if not args.output:
+            raise NncError("--format onnx writes a binary file: give it with -o FILE.onnx")
+        write_files({args.output: export_onnx(module).SerializeToString()})
+        return 0
     if args.format == "text":
         text = print_module(module)
         _write(args.output, (text if text.endswith("\n") else text + "\n").encode())
@@ -144,11 +150,13 @@ def add_view_commands(sub: Any) -> None:
                                    "its dataflow graph as Graphviz DOT or SVG (fused groups drawn as clusters). "
                                    "With --after PASS, the IR after that pass of the -O pipeline.",
                        epilog="examples:\n  nnc dump examples/mlp.onnx -o mlp.txt\n"
-                              "  nnc dump examples/cnn.onnx --format dot --after fuse -o cnn.dot")
+                              "  nnc dump examples/cnn.onnx --format dot --after fuse -o cnn.dot\n"
+                              "  nnc dump examples/cnn.onnx --format onnx --after fuse --dim N=1 -o fused.onnx")
     d.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx) or nnc text IR (.nnc)")
     d.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
-    d.add_argument("--format", choices=("text", "dot", "svg"), default="text",
-                   help="text IR (default), Graphviz DOT, or SVG (needs graphviz; else DOT)")
+    d.add_argument("--format", choices=("text", "dot", "svg", "onnx"), default="text",
+                   help="text IR (default), Graphviz DOT, SVG, or ONNX (fused groups as local functions, "
+                        "nnc-only ops in the ai.nnc domain; needs -o)")
     d.add_argument("--after", metavar="PASS", help="run the pipeline up to and including PASS first")
     d.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2, 3), metavar="LEVEL",
                    help="optimisation level of the pipeline for --after (default 3)")

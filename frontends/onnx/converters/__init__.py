@@ -7,6 +7,7 @@ from . import (  # noqa: F401
                image,
                indexing,
                linalg,
+               nnc_domain,
                normalization,
                optional,
                pool,
