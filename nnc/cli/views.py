@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 from typing import Any
 
@@ -19,7 +17,7 @@ from nnc.passes.pipeline import format_pipeline, parse_pipeline
 from nnc.passes.plan_memory import plan_graph
 from nnc.pipeline import optimize, pipeline_string
 
-from ..graph_views import to_dot
+from ..graph_views import graph_svg, to_dot
 from ..memory_picture import PLOT_HINT, memory_picture, memory_png, memory_svg, memory_table
 from .common import Formatter, dim_spec, write_files
 
@@ -72,17 +70,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
         text = print_module(module)
         _write(args.output, (text if text.endswith("\n") else text + "\n").encode())
         return 0
-    dot = to_dot(module, show_constants=args.show_constants)
     if args.format == "dot":
-        _write(args.output, dot.encode())
+        _write(args.output, to_dot(module, show_constants=args.show_constants).encode())
         return 0
-    exe = shutil.which("dot")
-    if exe is None:  # no graphviz: fall back to the DOT text, and say so
-        print("nnc: graphviz ('dot') is not installed; writing DOT text instead of SVG", file=sys.stderr)
-        _write(args.output, dot.encode())
-        return 0
-    svg = subprocess.run([exe, "-Tsvg"], input=dot.encode(), capture_output=True, check=True).stdout
-    _write(args.output, svg)
+    _write(args.output, graph_svg(module, show_constants=args.show_constants).encode())
     return 0
 
 
@@ -155,7 +146,8 @@ def add_view_commands(sub: Any) -> None:
     d.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx) or nnc text IR (.nnc)")
     d.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     d.add_argument("--format", choices=("text", "dot", "svg", "onnx"), default="text",
-                   help="text IR (default), Graphviz DOT, SVG, or ONNX (fused groups as local functions, "
+                   help="text IR (default), Graphviz DOT, SVG (laid out by nnc, no Graphviz needed), or ONNX "
+                        "(fused groups as local functions, "
                         "nnc-only ops in the ai.nnc domain; needs -o)")
     d.add_argument("--after", metavar="PASS", help="run the pipeline up to and including PASS first")
     d.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2, 3), metavar="LEVEL",
