@@ -48,7 +48,8 @@ class MemoryPicture:
         """About ten evenly spaced plotted points to label, always including the peak."""
         n = len(self.op_index)
         step = max(1, n // 10)
-        return sorted(set(range(0, n, step)) | {self.peak})
+        near_peak = {k for k in range(0, n, step) if k and 0 < abs(k - self.peak) < max(step // 2, 1)}
+        return sorted((set(range(0, n, step)) - near_peak) | {self.peak})
 
 
 def _op_label(op: Op) -> str:
@@ -87,7 +88,7 @@ def _kb(n: int) -> str:
     return f"{n / 1024:,.0f} KiB" if n >= 10 * 1024 else f"{n:,} B"
 
 
-def memory_svg(pic: MemoryPicture, width: int = 1000, height: int = 620) -> str:
+def memory_svg(pic: MemoryPicture, width: int = 1000, height: int = 590) -> str:
     """Top: buffers as boxes over (plotted op, arena offset). Bottom: the live-bytes curve with the
     lower bound and the arena as lines. Shared x axis of op indices, a few labelled with op names."""
     n = max(len(pic.op_index), 1)

@@ -7,7 +7,6 @@ from . import (  # noqa: F401
                image,
                indexing,
                linalg,
-               nnc_domain,
                normalization,
                optional,
                pool,

@@ -4,17 +4,16 @@ its name), so every registered op reads back as itself and an exported model rou
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from nnc.ir import Value
 from nnc.ir.attrs import AttrKind
 from nnc.ir.dtypes import DType
-from nnc.ir.registry import OpDef, all_opdefs
+from nnc.ir.registry import OpDef, get_opdef, has_op
 
 from ..context import ConvertContext, Node
-from ..registry import converter
 
-DOMAIN = "ai.nnc"
+NNC_DOMAIN = "ai.nnc"
 
 
 def _attrs(d: OpDef, node: Node) -> dict[str, Any]:
@@ -40,6 +39,10 @@ def _make(d: OpDef):
     return convert
 
 
-for _d in all_opdefs():
-    if _d.name not in ("const", "fused"):
-        converter(_d.name, domain=DOMAIN)(_make(_d))
+def lookup_nnc(op_type: str) -> Callable | None:
+    """The converter of ``ai.nnc`` node ``op_type``: any registered op but ``const`` and ``fused`` (which
+    the exporter writes as initializers and local functions). Kept out of the ONNX converter table, so
+    ``nnc ops`` lists ONNX ops only."""
+    if op_type in ("const", "fused") or not has_op(op_type):
+        return None
+    return _make(get_opdef(op_type))
