@@ -121,3 +121,16 @@ def test_training_step_round_trips() -> None:
     assert list(got) == list(want)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_unknown_ai_nnc_op_is_one_clear_error() -> None:
+    from onnx import helper as oh
+
+    from nnc.ir import UnsupportedOpError
+
+    node = oh.make_node("frobnicate", ["x"], ["y"], domain=NNC_DOMAIN)
+    g = oh.make_graph([node], "g", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+                      [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    model = oh.make_model(g, opset_imports=[oh.make_opsetid("", 18), oh.make_opsetid(NNC_DOMAIN, 1)])
+    with pytest.raises(UnsupportedOpError, match="'frobnicate' is not an op of this nnc version"):
+        import_model(model)

@@ -39,10 +39,13 @@ def _make(d: OpDef):
     return convert
 
 
-def lookup_nnc(op_type: str) -> Callable | None:
+def lookup_nnc(op_type: str) -> Callable:
     """The converter of ``ai.nnc`` node ``op_type``: any registered op but ``const`` and ``fused`` (which
     the exporter writes as initializers and local functions). Kept out of the ONNX converter table, so
     ``nnc ops`` lists ONNX ops only."""
     if op_type in ("const", "fused") or not has_op(op_type):
-        return None
+        def unknown(ctx: ConvertContext, node: Node) -> list[Value]:
+            raise node.unsupported(f"{op_type!r} is not an op of this nnc version: an ai.nnc node names an "
+                                   "nnc op, as nnc's ONNX export writes them")
+        return unknown
     return _make(get_opdef(op_type))
