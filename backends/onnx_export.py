@@ -154,6 +154,14 @@ class _Writer:
             while bounds and not bounds[-1]:
                 bounds.pop()
             self.node("Clip", ins + bounds, outs)
+        elif name == "isinf":
+            self.node("IsInf", ins, outs, detect_positive=a["detect_positive"], detect_negative=a["detect_negative"])
+        elif name == "split" and len(ins) == 1 and (a["sizes"] is not None or a["num_outputs"] is not None):
+            if a["sizes"] is not None:
+                sizes = self.const_input(np.asarray(a["sizes"], np.int64), outs[0] + ".sizes")
+                self.node("Split", ins + [sizes], outs, axis=a["axis"])
+            else:
+                self.node("Split", ins, outs, axis=a["axis"], num_outputs=a["num_outputs"])
         else:
             return False
         return True

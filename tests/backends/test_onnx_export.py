@@ -134,3 +134,22 @@ def test_unknown_ai_nnc_op_is_one_clear_error() -> None:
     model = oh.make_model(g, opset_imports=[oh.make_opsetid("", 18), oh.make_opsetid(NNC_DOMAIN, 1)])
     with pytest.raises(UnsupportedOpError, match="'frobnicate' is not an op of this nnc version"):
         import_model(model)
+
+
+@pytest.mark.parametrize("name", [_param(n) for n in ("cnn_small", "resnet18", "bert_small", "squeezenet",
+                                                      "shufflenet")])
+def test_export_without_nnc_ops_runs_in_onnxruntime(name: str) -> None:
+    """An independent engine: onnxruntime runs the export (local functions included) and agrees with
+    itself on the original model. Tolerance: onnxruntime picks different kernels (and summation orders)
+    for the folded/fused graph, a few f32 ulps of the output's magnitude."""
+    ort = pytest.importorskip("onnxruntime")
+    path = _path(name)
+    proto = export_onnx(optimize(nnc.load_module(path), "infer", {"opt_level": 3})[0])
+    assert not [n for f in [proto.graph, *proto.functions] for n in f.node if n.domain == NNC_DOMAIN]
+    before = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    after = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = _feeds(nnc.load_module(path))
+    want, got = before.run(None, feeds), after.run(None, feeds)
+    for w, g in zip(want, got):
+        assert g.shape == w.shape
+        assert float(np.abs(g - w).max()) <= 1e-5 * max(float(np.abs(w).max()), 1e-30)
