@@ -83,6 +83,9 @@ def _train_step(args: argparse.Namespace):
     from nnc.frontends.onnx.importer import import_model
     from nnc.passes.training.step import build_train_step
 
+    if not str(args.model).endswith(".onnx"):
+        raise NncError(f"--mode train needs an ONNX model (its initializers become the trained parameters), "
+                       f"not {args.model}")
     module = import_model(str(args.model), weights="param")
     dims = dict(args.dim or [])
     shapes = {p.name: tuple(dims.get(d, d) if isinstance(d, str) else d for d in p.shape)

@@ -123,3 +123,12 @@ def test_png_without_matplotlib_says_how_and_falls_back_to_the_table(tmp_path: P
     assert len(err) == 1 and "pip install 'nnc[plot]'" in err[0]
     _, plan = _cnn_plan()
     assert "<- peak" in captured.out and f"{plan.lower_bound_bytes:,}  <- peak" in captured.out
+
+
+def test_train_mode_options_are_checked(tmp_path: Path) -> None:
+    from test_cli import error_line
+
+    nnc_file = tmp_path / "cnn.nnc"
+    nnc_file.write_text(ok(nnc_cli("dump", CNN)))
+    assert "needs an ONNX model" in error_line(nnc_cli("memory", nnc_file, "--mode", "train"))
+    assert "--memory-budget applies to --mode train" in error_line(nnc_cli("memory", CNN, "--memory-budget", "0.5"))
