@@ -197,7 +197,7 @@ def layout_graph(module: Module, show_constants: bool = False) -> GraphLayout:
         shift = (width - x) / 2
         for n in row:
             n.x += shift
-    return GraphLayout(nodes, edges, width + 20, y)
+    return GraphLayout(nodes, edges, width + 20 + 3 * _GAP_X, y)  # room for edges bowing right
 
 
 _FILL = {"input": "#e3f5e1", "op": "#eef3fb", "fused": "#ffffff", "output": "#fde7e7", "const": "#fff6d6"}
@@ -213,9 +213,14 @@ def graph_svg(module: Module, show_constants: bool = False) -> str:
     for s, t in lay.edges:
         a, b = lay.nodes[s], lay.nodes[t]
         x0, y0, x1, y1 = a.x + a.w / 2, a.y + a.h, b.x + b.w / 2, b.y
-        mid = (y0 + y1) / 2
-        out.append(f'<path class="edge" d="M{x0:.1f},{y0:.1f} C{x0:.1f},{mid:.1f} {x1:.1f},{mid:.1f} '
-                   f'{x1:.1f},{y1:.1f}" fill="none" stroke="#667085" stroke-width="0.8" '
+        if b.layer - a.layer > 1:  # skips layers (a residual): bow out to the right, clear of the nodes between
+            side = max(a.x + a.w, b.x + b.w) + 3 * _GAP_X
+            d = (f"M{a.x + a.w:.1f},{a.y + a.h / 2:.1f} C{side:.1f},{y0:.1f} {side:.1f},{y1:.1f} "
+                 f"{x1 + b.w / 4:.1f},{y1:.1f}")
+        else:
+            mid = (y0 + y1) / 2
+            d = f"M{x0:.1f},{y0:.1f} C{x0:.1f},{mid:.1f} {x1:.1f},{mid:.1f} {x1:.1f},{y1:.1f}"
+        out.append(f'<path class="edge" d="{d}" fill="none" stroke="#667085" stroke-width="0.8" '
                    f'marker-end="url(#arrow)"/>')
     for n in lay.nodes:
         rx = 14 if n.kind in ("input", "output") else 4
