@@ -115,6 +115,8 @@ def cmd_memory(args: argparse.Namespace) -> int:
         names = ", ".join("%" + v.name for v in b.values)
         print(f"{b.id:>6} {b.size:>12,} {plan.offsets[b.id]:>12,} {b.start:>5}..{b.end:<5}  {names}")
     pic = memory_picture(plan, module.main, os.path.basename(str(args.model)))
+    if not pic.op_index:
+        raise NncError("no op runs in this graph (only constants and inputs): there is no memory plan to draw")
     peak_op = ops[pic.op_index[pic.peak]]
     print(f"peak {pic.live_bytes[pic.peak]:,} B live at op {pic.op_index[pic.peak]} ({peak_op.opname} "
           f"%{peak_op.results[0].name})" + (f"; backward starts at op {pic.op_index[pic.backward_start]}, "

@@ -132,3 +132,11 @@ def test_train_mode_options_are_checked(tmp_path: Path) -> None:
     nnc_file.write_text(ok(nnc_cli("dump", CNN)))
     assert "needs an ONNX model" in error_line(nnc_cli("memory", nnc_file, "--mode", "train"))
     assert "--memory-budget applies to --mode train" in error_line(nnc_cli("memory", CNN, "--memory-budget", "0.5"))
+
+
+def test_a_graph_where_nothing_runs_is_one_error(tmp_path: Path) -> None:
+    from test_cli import error_line
+
+    f = tmp_path / "e.nnc"
+    f.write_text("module @e {}\n\ngraph @main(%x: f32[2]) -> (y: f32[2]) {\n  return %x\n}\n")
+    assert "no op runs in this graph" in error_line(nnc_cli("memory", f))
