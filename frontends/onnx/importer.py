@@ -88,6 +88,7 @@ class Importer:
         self.env: dict[str, Value] = {}
         self.reserved: set[str] = set()  # ONNX value names, kept for the values they name
         self.named: set[int] = set()  # ids of values that already carry an ONNX name
+        self.functions = {(f.domain, f.name): f for f in proto.functions}  # model-local functions
 
     def run(self) -> Module:
         g = self.proto.graph
@@ -194,7 +195,7 @@ class Importer:
 
     def _expand_function(self, node: onnx.NodeProto, n: Node, opsets: dict[str, int]) -> list[Value | None]:
         """Inline the ONNX function body of an op that has no converter of its own."""
-        body = _function_body(node, n)
+        body = self.functions.get((node.domain, node.op_type)) or _function_body(node, n)
         if body is None:
             from .registry import supported
 

@@ -32,6 +32,10 @@ def converter(*op_types: str, since: int = 1, domain: str = ""):
 
 def lookup(domain: str, op_type: str, opset: int) -> Callable | None:
     _ensure_loaded()
+    if domain == "ai.nnc":  # nnc's own ops, as its ONNX exporter writes them
+        from .converters.nnc_domain import lookup_nnc
+
+        return lookup_nnc(op_type)
     entries = _TABLE.get((_norm_domain(domain), op_type))
     if not entries:
         return None
