@@ -70,6 +70,16 @@ class CompiledModel:
         nothing: on an error no file is left half-written."""
         return self.backend.save(self, os.fspath(path))
 
+    def profile(self, feeds: Mapping[str, Any], runs: int = 10) -> Any:
+        """Run ``runs`` times with per-kernel timing and return the backend's profile (x86:
+        ``nnc.backends.x86.profile.Profile``, with ``to_table()`` and ``to_chrome_trace()``;
+        docs/profiling.md). The model itself runs unchanged: the backend builds a profiling twin."""
+        if not isinstance(feeds, Mapping):
+            raise InputError("profile() takes a dict of input name -> array")
+        if not isinstance(runs, int) or runs < 1:
+            raise InputError(f"profile(): runs={runs!r}, give a positive number of runs")
+        return self.backend.profile(self, feeds, runs)
+
     def emit(self, form: str) -> bytes:
         """An intermediate stage of this compile (x86: ``llvm``, ``asm``, ``obj``)."""
         return self.backend.emit(self, form)
@@ -125,6 +135,9 @@ class Backend:
     def summary(self, model: CompiledModel) -> str:
         """Text the CLI prints after a compile (the asic's per-layer table); empty by default."""
         return ""
+
+    def profile(self, model: CompiledModel, feeds: Mapping[str, Any], runs: int) -> Any:
+        raise TargetError(f"target {self.name!r} has no kernel profiler (x86 has: --target x86)")
 
     def emit(self, model: CompiledModel, form: str) -> bytes:
         forms = ", ".join(self.emit_forms) or "none"

@@ -67,6 +67,7 @@ class CompileOptions:
     cache: bool | None = _scope("driver", "use the compilation cache of targets that have one (x86)")
     cache_dir: str | None = _scope("driver", "the compilation cache's folder")
     keep_llvm: bool | None = _scope("backend", "x86: keep the optimised LLVM IR for emit('llvm'|'asm')")
+    profile: bool | None = _scope("backend", "x86: time every kernel inside the entry point (cm.profile)")
     asic_preset: str | None = _scope("backend", "asic: machine preset (edge, x1)")
     asic_config: Any = _scope("backend", "asic: JSON path or dict merged over the preset")
     functional: bool | None = _scope("backend", "asic: simulate bit-exactly on run (default True)")

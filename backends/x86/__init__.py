@@ -12,6 +12,8 @@ with symbolic dims or run-time shape inputs before calling this). Options:
   size is compiled in, see ``runtime.py``);
 - ``cache``: use the compilation cache (default True; see ``cache.py``);
 - ``quiet``: no progress on stderr (progress appears only for compiles longer than a second);
+- ``profile``: time every kernel inside the entry point (``profile.py``, docs/profiling.md); the
+  code differs, so it is a separate cache entry;
 - ``keep_llvm``: keep the optimised LLVM IR and assembly (``nnc compile --emit llvm|asm``; bypasses the
   cache, which stores only object code).
 
@@ -129,7 +131,8 @@ def generate(module: Module, options: Mapping[str, Any] | None = None, progress:
     progress.update("preparing the graph")
     m = prepare(module)
     storage = assign_storage(m, m.main)
-    ll = _ReportingCodeGen(m, m.main, storage, info, num_threads(options), progress=progress).emit()
+    ll = _ReportingCodeGen(m, m.main, storage, info, num_threads(options), bool(options.get("profile")),
+                           progress=progress).emit()
     return m, storage, info, str(ll)
 
 

@@ -7,7 +7,7 @@ from; ``load`` gives back a ``CompiledModel`` with the manifest's interface and 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from nnc.ir import Module, TargetError
 
@@ -20,7 +20,7 @@ from . import compile as compile_x86
 class X86Backend(Backend):
     name = "x86"
     static_shapes = True
-    options = frozenset({"cpu", "target_features", "opt", "threads", "keep_llvm"})
+    options = frozenset({"cpu", "target_features", "opt", "threads", "keep_llvm", "profile"})
     artifact_suffixes = (".so",)
     emit_forms = ("llvm", "asm", "obj")
 
@@ -41,6 +41,11 @@ class X86Backend(Backend):
         options = CompileOptions(target=self.name, threads=int(man.get("threads", 1)))
         return CompiledModel(None, ex, self, dict(man.get("report") or {}), options,
                              inputs=dict(ex.inputs), outputs=dict(ex.outputs))
+
+    def profile(self, model: CompiledModel, feeds: Mapping[str, Any], runs: int) -> Any:
+        from .profile import profile_model  # the profiler is only loaded when asked for
+
+        return profile_model(model, feeds, runs)
 
     def emit(self, model: CompiledModel, form: str) -> bytes:
         if form not in self.emit_forms:

@@ -11,6 +11,11 @@ arena (``StorageMap.error_record``). A kernel that checks its data (``KernelBuil
 branches to a cold block that writes its code (kernel index + 1) and the offending value there and
 returns; after such a kernel the entry point returns the code if it is set. 0 means success. The
 kernel names, in code order, are ``StorageMap.kernel_table`` (the executable's message table).
+
+Profiling (``profile=True``, docs/profiling.md): the entry point reads ``clock_gettime(CLOCK_MONOTONIC)``
+at its start and end and around every kernel call, and stores the nanosecond stamps in the exported
+global ``nnc_profile`` (i64 pairs: the entry's, then each kernel's, in code order). Without it the
+module is exactly what it was: no global, no calls.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ if TYPE_CHECKING:
 ENTRY = "nnc_entry"
 # the error record: i32 code at 0, then the offending value and the bound it broke (i64 at 8 and 16)
 ERROR_CODE, ERROR_VALUE, ERROR_BOUND = 0, 8, 16
+PROFILE = "nnc_profile"
+CLOCK_MONOTONIC = 1
 
 
 class KernelBuilder:
@@ -167,8 +174,10 @@ class KernelBuilder:
 
 
 class CodeGen:
-    def __init__(self, module: Module, graph: Graph, storage: StorageMap, target: TargetInfo, threads: int = 1):
+    def __init__(self, module: Module, graph: Graph, storage: StorageMap, target: TargetInfo, threads: int = 1,
+                 profile: bool = False):
         self.module = module
+        self.profile = profile  # time stamps around every kernel call, into the global nnc_profile
         self.graph = graph
         self.storage = storage
         self.target = target
@@ -240,6 +249,9 @@ class CodeGen:
         if self._weights_gv is not None:
             b.store(weights, self._weights_gv)
         self.storage.kernel_table = list(self.kernel_table)
+        stamp = self._profile_stamps(b, len(kernels)) if self.profile else None
+        if stamp:
+            stamp(0)
         if self.failing:
             record = b.gep(arena, [const_int(self.storage.error_record())], source_etype=I8, inbounds=True)
             b.store(const_int(0, I32), record)
@@ -261,10 +273,14 @@ class CodeGen:
                 return ir.Constant(PTR, None)
             return pointer(v)
 
-        for op, kfn in kernels:
+        for k, (op, kfn) in enumerate(kernels):
             n = len(op.results)
-            b.call(kfn, [pointer(r) for r in op.results] + [operand(kfn, n + i, v) for i, v in enumerate(op.operands)]
-                   + [record])
+            args = [pointer(r) for r in op.results] + [operand(kfn, n + i, v) for i, v in enumerate(op.operands)]
+            if stamp:
+                stamp(2 * k + 2)
+            b.call(kfn, args + [record])
+            if stamp:
+                stamp(2 * k + 3)
             if kfn.name in self.failing:
                 code = b.load(record, typ=I32)
                 with b.if_then(b.icmp_unsigned("!=", code, const_int(0, I32)), likely=False):
@@ -274,7 +290,25 @@ class CodeGen:
             dst = b.load(b.gep(outputs, [const_int(j)], source_etype=PTR), typ=PTR)
             nbytes = v.type.nbytes or 0
             b.call(memcpy, [dst, pointer(v), const_int(nbytes), ir.Constant(ir.IntType(1), 0)])
+        if stamp:
+            stamp(1)
         b.ret(const_int(0, I32))
+
+    def _profile_stamps(self, b: ir.IRBuilder, n_kernels: int) -> Callable[[int], None]:
+        """The global of 2 * (kernels + 1) i64 stamps, and a function storing the time now at a slot."""
+        table_t = ir.ArrayType(I64, 2 * (n_kernels + 1))
+        table = ir.GlobalVariable(self.ll, table_t, name=PROFILE)
+        table.initializer = ir.Constant(table_t, None)
+        clock = ir.Function(self.ll, ir.FunctionType(I32, [I32, PTR]), name="clock_gettime")
+        ts = b.alloca(I64, size=const_int(2), name="ts")  # struct timespec: seconds, nanoseconds
+
+        def stamp(slot: int) -> None:
+            b.call(clock, [const_int(CLOCK_MONOTONIC, I32), b.bitcast(ts, PTR)])
+            sec = b.load(b.gep(ts, [const_int(0)], source_etype=I64), typ=I64)
+            nsec = b.load(b.gep(ts, [const_int(1)], source_etype=I64), typ=I64)
+            now = b.add(b.mul(sec, const_int(1_000_000_000)), nsec)
+            b.store(now, b.gep(table, [const_int(0), const_int(slot)], inbounds=True))  # typed: i64*
+        return stamp
 
 
 def _writes_nothing(op: Op) -> bool:

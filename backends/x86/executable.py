@@ -31,7 +31,7 @@ from nnc.ir import DType, Graph, InputError, Module, TargetError, TensorType
 from nnc.ir.interpreter import check_inputs
 from nnc.ir.memory_limits import check_allocation
 
-from .codegen import ERROR_BOUND, ERROR_VALUE
+from .codegen import ERROR_BOUND, ERROR_VALUE, PROFILE
 from .storage import StorageMap
 from .target import TargetInfo, target_machine
 
@@ -103,6 +103,10 @@ class LoadedCode:
         self.engine.finalize_object()
         self.engine.run_static_constructors()
 
+    def global_address(self, name: str) -> int | None:
+        """The address of a global variable of the code, or None when it has none of that name."""
+        return self.engine.get_global_value_address(name) or None
+
     def address(self, name: str) -> int:
         addr = self.engine.get_function_address(name)
         if not addr:
@@ -119,7 +123,7 @@ def _load_runtime_libraries() -> None:
     """LLVM lowers some conversions (f64 -> f16...) to libgcc/compiler-rt calls such as
     ``__truncdfhf2``; make libgcc's visible to the JIT linker. Scalar math kernels call libm
     (sinf, powf, fmodf, erf...), which must be visible too."""
-    for lib in ("gcc_s", "m"):
+    for lib in ("gcc_s", "m", "c"):  # libc: clock_gettime, which profiling code calls
         name = ctypes.util.find_library(lib)
         if name:
             try:
@@ -205,6 +209,21 @@ class X86Executable:
         if status:
             raise InputError(self.interface.error_message(status, self._arena_ptr))
         return dict(zip(self.output_names, outs))
+
+    def run_profiled(self, feeds: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Run once and return the outputs and the entry point's clock stamps (int64 nanoseconds,
+        shape (kernels + 1, 2): the whole entry point, then each kernel's start and end). Only code
+        compiled with ``profile=True`` records them."""
+        address = self._keepalive.global_address(PROFILE) if hasattr(self._keepalive, "global_address") else None
+        if address is None:
+            raise TargetError("x86: this code was compiled without profile=True; it records no kernel times")
+        args = self.check_feeds(feeds)
+        rows = len(self.interface.kernels) + 1
+        with self._lock:
+            outs = self._call(args)
+            stamps = np.ctypeslib.as_array((ctypes.c_int64 * (2 * rows)).from_address(address)).copy()
+        return outs, stamps.reshape(rows, 2)
+
 
 def _aligned_buffer(nbytes: int) -> tuple[np.ndarray, int]:
     """A zeroed buffer with at least ``nbytes`` from an ``ALIGN``-byte boundary, and that address."""

@@ -1,0 +1,146 @@
+"""The x86 kernel profiler: counters read inside the entry point, a table, a Chrome trace."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import nnc
+from nnc.backends.x86.profile import kernel_times_from_trace
+from nnc.ir import TargetError
+
+CNN = "examples/cnn.onnx"
+
+
+def _feeds(cm, seed=0):
+    rng = np.random.default_rng(seed)
+    return {n: rng.standard_normal(t.shape).astype(np.float32) for n, t in cm.input_types.items()}
+
+
+def _conv_stack(layers=4, channels=64, size=112) -> onnx.ModelProto:
+    """A ResNet-style stack of 3x3 convs with ReLU: ~0.92 GFLOP per layer, >= 5 ms per run."""
+    rng = np.random.default_rng(1)
+    nodes, inits, x = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((channels, channels, 3, 3)) * 0.05).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1], name=f"conv{i}"))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
+        x = f"r{i}"
+    g = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         [1, channels, size, size])],
+                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, channels, size, size])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return nnc.compile(CNN, target="x86", cache=False)
+
+
+def test_profile_describes_every_kernel_and_matches_the_model(cnn):
+    feeds = _feeds(cnn)
+    p = cnn.profile(feeds, runs=5)
+    exe, ops = cnn._profile_twin
+    assert [f"{k.result}" for k in p.kernels] == [op.results[0].name for op in ops]
+    assert len(p.kernels) == len(exe.interface.kernels) > 0
+    assert all(k.seconds > 0 for k in p.kernels)
+    # the twin computes what the model computes
+    ref, out = cnn.run(feeds), exe.run(feeds)
+    for name in ref:
+        np.testing.assert_array_equal(out[name], ref[name])
+    # FLOPs of a conv kernel, computed here from its shapes: 2 * out elements * (C_in * kh * kw)
+    conv = next(k for k in p.kernels if "conv" in k.ops)
+    op = ops[conv.index]
+    w = next(v for v in op.operands if len(v.type.shape) == 4 and v.type.shape[0] == op.results[0].type.shape[1])
+    assert conv.flops == 2 * op.results[0].type.numel * int(np.prod(w.type.shape[1:]))
+    assert conv.gflops == pytest.approx(conv.flops / conv.seconds / 1e9)
+    assert sum(k.share for k in p.kernels) == pytest.approx(p.kernel_sum / p.total)
+    # the twin is built once
+    cnn.profile(feeds, runs=1)
+    assert cnn._profile_twin[0] is exe
+
+
+def test_model_without_profile_option_has_no_counters(cnn):
+    with pytest.raises(TargetError, match="without profile=True"):
+        cnn.executable.run_profiled(_feeds(cnn))
+    assert cnn.options.profile is None
+
+
+def test_table_is_sorted_by_time_and_names_the_slowest(cnn):
+    p = cnn.profile(_feeds(cnn), runs=3)
+    table = p.to_table()
+    rows = [line for line in table.splitlines()[2:] if line[:4].strip().isdigit()]
+    times = [float(line.split()[-3]) if line.split()[-1] == "-" else float(line.split()[-3]) for line in rows]
+    assert times == sorted(times, reverse=True)
+    slowest = max(p.kernels, key=lambda k: k.seconds)
+    assert f"%{slowest.result}" in rows[0]
+    assert f"{len(p.kernels)} kernels" in table
+
+
+def test_chrome_trace_has_one_span_per_kernel_inside_the_entry(cnn, tmp_path):
+    p = cnn.profile(_feeds(cnn), runs=3)
+    path = tmp_path / "trace.json"
+    p.save_trace(path)
+    trace = json.loads(path.read_text())
+    spans = [e for e in trace["traceEvents"] if e.get("cat") == "kernel"]
+    entry = next(e for e in trace["traceEvents"] if e.get("cat") == "entry")
+    assert len(spans) == len(p.kernels)
+    assert all(e["ph"] == "X" and e["tid"] == 0 for e in spans)
+    starts = [e["ts"] for e in spans]
+    assert starts == sorted(starts)  # kernels run in code order on the main thread
+    assert all(0 <= e["ts"] and e["ts"] + e["dur"] <= entry["dur"] + 1e-3 for e in spans)
+    times = kernel_times_from_trace(path)
+    assert times == {k.result: pytest.approx(k.seconds) for k in p.kernels}
+
+
+def test_kernel_times_add_up_to_the_run_time():
+    """On a model whose run takes several ms: the kernels' sum is within 10% of the entry point's
+    time (the same clock), and of the run time measured from Python with the model's own code."""
+    cm = nnc.compile(_conv_stack(), target="x86", cache=False)
+    feeds = _feeds(cm)
+    p = cm.profile(feeds, runs=9)
+    assert p.total > 5e-3, "the model is too small for a meaningful comparison"
+    assert p.kernel_sum == pytest.approx(p.total, rel=0.10)
+    cm.run(feeds)
+    walls = []
+    for _ in range(9):
+        t0 = time.perf_counter()
+        cm.run(feeds)
+        walls.append(time.perf_counter() - t0)
+    assert p.kernel_sum == pytest.approx(float(np.median(walls)), rel=0.10)
+
+
+def test_reference_target_has_no_profiler():
+    cm = nnc.compile(CNN, target="reference")
+    with pytest.raises(TargetError, match="no kernel profiler"):
+        cm.profile(_feeds(cm))
+
+
+def test_profile_option_is_x86_only():
+    with pytest.raises(nnc.ir.NncError, match="--target x86 only"):
+        nnc.compile(CNN, target="reference", profile=True)
+
+
+def test_code_without_profile_has_no_counters_and_with_it_has():
+    plain = nnc.compile(CNN, target="x86", keep_llvm=True).emit("llvm").decode()
+    timed = nnc.compile(CNN, target="x86", keep_llvm=True, profile=True).emit("llvm").decode()
+    assert "nnc_profile" not in plain and "clock_gettime" not in plain
+    assert "@nnc_profile" in timed and timed.count("call i32 @clock_gettime") == 2 * (len(
+        nnc.compile(CNN, target="x86", keep_llvm=True).executable.interface.kernels) + 1)
+
+
+def test_profile_twin_from_the_compilation_cache(tmp_path):
+    """A cache hit keeps no IR: the profiler rebuilds the kernel list from the prepared module."""
+    first = nnc.compile(CNN, target="x86", cache_dir=str(tmp_path))
+    a = first.profile(_feeds(first), runs=2)
+    again = nnc.compile(CNN, target="x86", cache_dir=str(tmp_path))
+    b = again.profile(_feeds(again), runs=2)
+    assert again._profile_twin[0].cache_status == "hit"
+    assert [(k.result, k.ops, k.shapes, k.flops) for k in a.kernels] == \
+        [(k.result, k.ops, k.shapes, k.flops) for k in b.kernels]
