@@ -1,6 +1,8 @@
 """Pictures of a module's dataflow graph: Graphviz DOT text, and an SVG drawn from a layout nnc computes
-itself with networkx (no system tools). Fused groups are clusters in both. The memory plan's picture
-is in ``memory_picture.py``."""
+itself with networkx (no system tools). Fused groups are clusters in both. Given kernel times (a
+profile, ``nnc run --profile trace.json``), the SVG adds each kernel's time and share to its node,
+shades it by time, and carries the time as ``data-kernel-us`` on the node's group. The memory plan's
+picture is in ``memory_picture.py``."""
 
 from __future__ import annotations
 
@@ -96,6 +98,8 @@ class Node:
     kind: str  # "input", "op", "fused", "output", "const"
     lines: list[str]  # text lines: op name, result, type
     inner: list[list[str]] = field(default_factory=list)  # a fused group's ops, in body order
+    result: str = ""  # an op's first result name: how a kernel's profile time finds its node
+    seconds: float | None = None  # the kernel's time, when a profile is given
     layer: int = 0
     x: float = 0.0
     y: float = 0.0
@@ -140,6 +144,8 @@ def _nodes_and_edges(module: Module, show_constants: bool) -> tuple[list[Node], 
         else:
             n = add("op", [op.opname, ", ".join(f"%{r.name}" for r in op.results),
                            ", ".join(str(r.type) for r in op.results)])
+        if op.results and n.kind in ("op", "fused"):
+            n.result = op.results[0].name
         for v in dict.fromkeys(op.operands):  # one edge per distinct operand
             if id(v) in node_of:
                 edges.append((node_of[id(v)], n.id))
@@ -156,10 +162,18 @@ def _short(text: str, limit: int = 34) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def layout_graph(module: Module, show_constants: bool = False) -> GraphLayout:
+def layout_graph(module: Module, show_constants: bool = False,
+                 kernel_times: dict[str, float] | None = None) -> GraphLayout:
     """Layered top-down layout: a node's layer is its longest path from the inputs (networkx over the
-    DAG); within a layer nodes are ordered by the mean position of their sources (one barycentre sweep)."""
+    DAG); within a layer nodes are ordered by the mean position of their sources (one barycentre sweep).
+    ``kernel_times``: result name -> kernel seconds, added as a text line to the nodes they name."""
     nodes, edges = _nodes_and_edges(module, show_constants)
+    if kernel_times:
+        total = sum(kernel_times.values()) or 1.0
+        for n in nodes:
+            if n.result in kernel_times:
+                n.seconds = kernel_times[n.result]
+                n.lines.append(f"{n.seconds * 1e6:.1f} us ({n.seconds / total * 100:.1f}%)")
     dag = nx.DiGraph()
     dag.add_nodes_from(n.id for n in nodes)
     dag.add_edges_from(edges)
@@ -203,8 +217,19 @@ def layout_graph(module: Module, show_constants: bool = False) -> GraphLayout:
 _FILL = {"input": "#e3f5e1", "op": "#eef3fb", "fused": "#ffffff", "output": "#fde7e7", "const": "#fff6d6"}
 
 
-def graph_svg(module: Module, show_constants: bool = False) -> str:
-    lay = layout_graph(module, show_constants)
+def _heat(fill: str, seconds: float | None, slowest: float) -> str:
+    """``fill`` blended towards red by the kernel's time relative to the slowest kernel's."""
+    if seconds is None or slowest <= 0:
+        return fill
+    a = min(seconds / slowest, 1.0) * 0.75
+    base = [int(fill[i:i + 2], 16) for i in (1, 3, 5)]
+    red = (0xF0, 0x44, 0x38)
+    return "#" + "".join(f"{round(c + (r - c) * a):02x}" for c, r in zip(base, red))
+
+
+def graph_svg(module: Module, show_constants: bool = False, kernel_times: dict[str, float] | None = None) -> str:
+    lay = layout_graph(module, show_constants, kernel_times)
+    slowest = max((n.seconds for n in lay.nodes if n.seconds is not None), default=0.0)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{lay.width:.0f}" height="{lay.height:.0f}" '
            f'font-family="Helvetica,Arial,sans-serif" font-size="10">',
            '<defs><marker id="arrow" viewBox="0 0 6 6" refX="6" refY="3" markerWidth="6" markerHeight="6" '
@@ -225,14 +250,15 @@ def graph_svg(module: Module, show_constants: bool = False) -> str:
     for n in lay.nodes:
         rx = 14 if n.kind in ("input", "output") else 4
         title = html.escape(" ".join(n.lines))
+        data = f' data-kernel-us="{n.seconds * 1e6:.3f}"' if n.seconds is not None else ""
         if n.kind == "fused":
-            out.append(f'<g class="cluster"><title>{title}</title>')
+            out.append(f'<g class="cluster"{data}><title>{title}</title>')
             out.append(f'<rect x="{n.x:.1f}" y="{n.y:.1f}" width="{n.w:.1f}" height="{n.h:.1f}" rx="6" '
-                       f'fill="#fafbfc" stroke="#98a2b3" stroke-dasharray="4,3"/>')
+                       f'fill="{_heat("#fafbfc", n.seconds, slowest)}" stroke="#98a2b3" stroke-dasharray="4,3"/>')
         else:
-            out.append(f'<g class="node {n.kind}"><title>{title}</title>')
+            out.append(f'<g class="node {n.kind}"{data}><title>{title}</title>')
             out.append(f'<rect x="{n.x:.1f}" y="{n.y:.1f}" width="{n.w:.1f}" height="{n.h:.1f}" rx="{rx}" '
-                       f'fill="{_FILL[n.kind]}" stroke="#475467" stroke-width="0.6"/>')
+                       f'fill="{_heat(_FILL[n.kind], n.seconds, slowest)}" stroke="#475467" stroke-width="0.6"/>')
         for i, line in enumerate(n.lines):
             weight = ' font-weight="bold"' if i == 0 else ""
             out.append(f'<text x="{n.x + n.w / 2:.1f}" y="{n.y + _PAD + _LINE_H * (i + 0.8):.1f}" '

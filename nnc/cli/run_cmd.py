@@ -1,10 +1,13 @@
 """``nnc run``: compile a model (``nnc.compile``, the compile flags apply) or load a saved one
 (``model.so``, ``model.nnc`` with its manifest: ``nnc.load``), run it once on inputs from .npy files
-or random ones, print a summary of each output and optionally save them."""
+or random ones, print a summary of each output and optionally save them. With ``--profile`` it also
+prints the time of each compiled kernel (x86, ``CompiledModel.profile``; docs/profiling.md) and can
+write it as a Chrome trace."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import time
@@ -178,7 +181,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         paths = [os.path.join(args.output_dir, f) for f in files]
         write_files({p: npy_bytes(outs[n]) for p, n in zip(paths, cm.output_names)})
         say(args, f"wrote {', '.join(paths)}")
+    if args.profile is not None:
+        _profile(args, cm, feeds)
     return 0
+
+
+def _profile(args: argparse.Namespace, cm: Any, feeds: dict[str, np.ndarray]) -> None:
+    prof = cm.profile(feeds, runs=args.profile_runs)
+    print(prof.to_table())
+    if isinstance(args.profile, str):
+        trace = json.dumps(prof.to_chrome_trace(), indent=1) + "\n"
+        write_files({args.profile: trace.encode()})
+        say(args, f"wrote {args.profile} (open it in ui.perfetto.dev or chrome://tracing)")
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of runs, got {text!r}")
+    return n
 
 
 
@@ -191,6 +212,7 @@ def add_run_command(sub: Any) -> None:
                        epilog="examples:\n"
                               "  nnc run examples/mlp.onnx --input x=examples/mlp_input.npy\n"
                               "  nnc run examples/cnn.onnx --target x86 --random-inputs --dim N=1 --output-dir out/\n"
+                              "  nnc run examples/cnn.onnx --target x86 --random-inputs --profile trace.json\n"
                               "  nnc run mlp.so --random-inputs")
     r.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx), nnc text IR (.nnc), .pt2, or a saved .so")
     r.add_argument("--input", "-i", action="append", type=_input_spec, metavar="NAME=FILE.npy",
@@ -199,6 +221,11 @@ def add_run_command(sub: Any) -> None:
                    help="generate the inputs not given with --input (standard normal floats, integers 0..9)")
     r.add_argument("--seed", type=int, default=0, help="seed for --random-inputs (default 0)")
     r.add_argument("--output-dir", "-o", metavar="DIR", help="write each output to DIR/NAME.npy")
+    r.add_argument("--profile", nargs="?", const=True, metavar="TRACE.json",
+                   help="x86: also time every kernel inside the compiled code and print them sorted by time; with "
+                        "a path, write a Chrome-trace/Perfetto JSON there (docs/profiling.md)")
+    r.add_argument("--profile-runs", type=_positive, default=10, metavar="N",
+                   help="runs the profile takes the median of (default 10)")
     add_compile_flags(r, "reference", mode=False,
                       dims_help="fix a symbolic input dim at compile time (and size random inputs), e.g. --dim N=1")
     r.set_defaults(fn=cmd_run)

@@ -60,7 +60,15 @@ def _write(path: str | None, data: bytes) -> None:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    module = _load(args, args.after)
+    times = None
+    if args.profile:
+        if args.format != "svg":
+            raise NncError("--profile annotates the graph picture: use it with --format svg")
+        from nnc.backends.x86.profile import kernel_times_from_trace
+
+        times = kernel_times_from_trace(args.profile)
+    # a profile times the kernels of the -O3 graph (fused groups): draw that graph unless told otherwise
+    module = _load(args, args.after, default_level=3 if times is not None else None)
     if args.format == "onnx":
         if not args.output:
             raise NncError("--format onnx writes a binary file: give it with -o FILE.onnx")
@@ -73,7 +81,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     if args.format == "dot":
         _write(args.output, to_dot(module, show_constants=args.show_constants).encode())
         return 0
-    _write(args.output, graph_svg(module, show_constants=args.show_constants).encode())
+    _write(args.output, graph_svg(module, show_constants=args.show_constants, kernel_times=times).encode())
     return 0
 
 
@@ -147,6 +155,7 @@ def add_view_commands(sub: Any) -> None:
                                    "With --after PASS, the IR after that pass of the -O pipeline.",
                        epilog="examples:\n  nnc dump examples/mlp.onnx -o mlp.txt\n"
                               "  nnc dump examples/cnn.onnx --format dot --after fuse -o cnn.dot\n"
+                              "  nnc dump examples/cnn.onnx --format svg --profile trace.json -o cnn.svg\n"
                               "  nnc dump examples/cnn.onnx --format onnx --after fuse --dim N=1 -o fused.onnx")
     d.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx) or nnc text IR (.nnc)")
     d.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
@@ -160,6 +169,9 @@ def add_view_commands(sub: Any) -> None:
     d.add_argument("--passes", metavar="PIPELINE", help="run this pipeline first")
     d.add_argument("--dim", action="append", type=dim_spec, metavar="SYMBOL=SIZE", help="bind a symbolic dim")
     d.add_argument("--show-constants", action="store_true", help="draw constants (weights) as nodes too")
+    d.add_argument("--profile", metavar="TRACE.json",
+                   help="with --format svg: write each kernel's time (a trace from nnc run --profile TRACE.json) "
+                        "on its node, shaded by time; draws the -O3 graph unless -O/--passes/--after say otherwise")
     d.set_defaults(fn=cmd_dump)
 
     m = sub.add_parser("memory", formatter_class=formatter, help="show the memory plan of a model",
