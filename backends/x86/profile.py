@@ -67,18 +67,17 @@ class Profile:
     def to_table(self, limit: int | None = None) -> str:
         """The kernels sorted by time, slowest first (``limit``: only the first rows), with a footer
         comparing their sum to the entry point's and Python's run time."""
-        head = f"{'#':>4}  {'kernel':<22} {'ops':<34} {'output':<22} {'time us':>9} {'share':>6} {'GFLOP/s':>8}"
+        head = f"{'#':>4} {'time us':>9} {'share':>6} {'GFLOP/s':>8}  {'kernel':<13} {'ops':<30} {'output':<20} result"
         lines = [head, "-" * len(head)]
         rows = self.by_time()
         for k in rows[:limit] if limit else rows:
-            ops = "+".join(k.ops)
-            lines.append(f"{k.index:>4}  {_cut(k.kind + ' %' + k.result, 22):<22} {_cut(ops, 34):<34} "
-                         f"{_cut(', '.join(k.shapes), 22):<22} {k.seconds * 1e6:>9.1f} {k.share * 100:>5.1f}% "
-                         + (f"{k.gflops:>8.1f}" if k.flops else f"{'-':>8}"))
+            rate = f"{k.gflops:>8.1f}" if k.flops else f"{'-':>8}"
+            lines.append(f"{k.index:>4} {k.seconds * 1e6:>9.1f} {k.share * 100:>5.1f}% {rate}  {_cut(k.kind, 13):<13} "
+                         f"{_cut('+'.join(k.ops), 30):<30} {_cut(', '.join(k.shapes), 20):<20} %{k.result}")
         if limit and len(rows) > limit:
             rest = rows[limit:]
-            lines.append(f"{'':>4}  {f'... {len(rest)} more kernels':<80} {sum(k.seconds for k in rest) * 1e6:>9.1f} "
-                         f"{sum(k.share for k in rest) * 100:>5.1f}%")
+            us, share = sum(k.seconds for k in rest) * 1e6, sum(k.share for k in rest) * 100
+            lines.append(f"{'':>4} {us:>9.1f} {share:>5.1f}% {'':>8}  ... {len(rest)} more kernels")
         lines.append("-" * len(head))
         flops = sum(k.flops for k in self.kernels)
         lines.append(f"{len(self.kernels)} kernels: {self.kernel_sum * 1e3:.3f} ms of {self.total * 1e3:.3f} ms in the "

@@ -31,9 +31,9 @@ def _table_rows(out: str) -> list[tuple[str, float]]:
     """(result name, time in us) of each table row, in printed order."""
     rows = []
     for line in out.splitlines():
-        m = re.match(r"\s*\d+\s+\S+(?: \S+)? %(\S+)\s.*?\s([0-9.]+)\s+[0-9.]+%\s+(?:[0-9.]+|-)$", line)
+        m = re.match(r"\s*\d+\s+([0-9.]+)\s+[0-9.]+%\s+(?:[0-9.]+|-)\s.* %(\S+)$", line)
         if m:
-            rows.append((m.group(1), float(m.group(2))))
+            rows.append((m.group(2), float(m.group(1))))
     return rows
 
 
