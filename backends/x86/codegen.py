@@ -14,8 +14,10 @@ kernel names, in code order, are ``StorageMap.kernel_table`` (the executable's m
 
 Profiling (``profile=True``, docs/profiling.md): the entry point reads ``clock_gettime(CLOCK_MONOTONIC)``
 at its start and end and around every kernel call, and stores the nanosecond stamps in the exported
-global ``nnc_profile`` (i64 pairs: the entry's, then each kernel's, in code order). Without it the
-module is exactly what it was: no global, no calls.
+global ``nnc_profile`` (i64 pairs: the entry's, then each kernel's, in code order). With a thread
+pool it also makes ``runtime.PROFILE_THREADS`` (each pool thread's chunk times per kernel), zeroes it
+at the start of a run and tells the pool which kernel runs (``runtime.PROFILE_KERNEL``). Without it
+the module is exactly what it was: no globals, no calls.
 """
 
 from __future__ import annotations
@@ -194,6 +196,12 @@ class CodeGen:
         self.current_code = 0
         self.current_error: ir.Value | None = None
         self.may_fail = False
+        if profile and threads > 1:  # before any kernel: the pool's runtime instruments itself if it sees them
+            n = sum(op.opname != "const" for op in graph.ops) * min(threads, runtime.MAX_THREADS)
+            for name, ty in ((runtime.PROFILE_THREADS, ir.ArrayType(I64, max(n, 1) * runtime.PROFILE_FIELDS)),
+                             (runtime.PROFILE_KERNEL, I64)):
+                gv = ir.GlobalVariable(self.ll, ty, name=name)
+                gv.initializer = ir.Constant(ty, None)
 
     def weights_base(self) -> ir.GlobalVariable:
         """A module global holding the weights base pointer; the entry point stores it first thing
@@ -252,6 +260,11 @@ class CodeGen:
         stamp = self._profile_stamps(b, len(kernels)) if self.profile else None
         if stamp:
             stamp(0)
+        per_thread = self.ll.globals.get(runtime.PROFILE_THREADS)
+        if per_thread is not None:
+            zero = self.ll.declare_intrinsic("llvm.memset", [PTR, I64])
+            b.call(zero, [per_thread, ir.Constant(I8, 0), const_int(per_thread.value_type.count * 8),
+                          ir.Constant(ir.IntType(1), 0)])
         if self.failing:
             record = b.gep(arena, [const_int(self.storage.error_record())], source_etype=I8, inbounds=True)
             b.store(const_int(0, I32), record)
@@ -276,6 +289,8 @@ class CodeGen:
         for k, (op, kfn) in enumerate(kernels):
             n = len(op.results)
             args = [pointer(r) for r in op.results] + [operand(kfn, n + i, v) for i, v in enumerate(op.operands)]
+            if per_thread is not None:
+                b.store(const_int(k), self.ll.globals[runtime.PROFILE_KERNEL])
             if stamp:
                 stamp(2 * k + 2)
             b.call(kfn, args + [record])
@@ -299,7 +314,8 @@ class CodeGen:
         table_t = ir.ArrayType(I64, 2 * (n_kernels + 1))
         table = ir.GlobalVariable(self.ll, table_t, name=PROFILE)
         table.initializer = ir.Constant(table_t, None)
-        clock = ir.Function(self.ll, ir.FunctionType(I32, [I32, PTR]), name="clock_gettime")
+        clock = self.ll.globals.get("clock_gettime") or \
+            ir.Function(self.ll, ir.FunctionType(I32, [I32, PTR]), name="clock_gettime")  # the pool may have it
         ts = b.alloca(I64, size=const_int(2), name="ts")  # struct timespec: seconds, nanoseconds
 
         def stamp(slot: int) -> None:

@@ -32,6 +32,7 @@ from nnc.ir.interpreter import check_inputs
 from nnc.ir.memory_limits import check_allocation
 
 from .codegen import ERROR_BOUND, ERROR_VALUE, PROFILE
+from .runtime import MAX_THREADS, PROFILE_FIELDS, PROFILE_THREADS
 from .storage import StorageMap
 from .target import TargetInfo, target_machine
 
@@ -210,19 +211,32 @@ class X86Executable:
             raise InputError(self.interface.error_message(status, self._arena_ptr))
         return dict(zip(self.output_names, outs))
 
-    def run_profiled(self, feeds: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Run once and return the outputs and the entry point's clock stamps (int64 nanoseconds,
-        shape (kernels + 1, 2): the whole entry point, then each kernel's start and end). Only code
+    def run_profiled(self, feeds: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+        """Run once and return the outputs, the entry point's clock stamps (int64 nanoseconds,
+        shape (kernels + 1, 2): the whole entry point, then each kernel's start and end), and with a
+        thread pool each pool thread's chunks per kernel (shape (kernels, threads, 3): first chunk's
+        start, last chunk's end, busy ns; zeros for a thread that ran none), else None. Only code
         compiled with ``profile=True`` records them."""
-        address = self._keepalive.global_address(PROFILE) if hasattr(self._keepalive, "global_address") else None
+        code = self._keepalive
+        address = code.global_address(PROFILE) if hasattr(code, "global_address") else None
         if address is None:
             raise TargetError("x86: this code was compiled without profile=True; it records no kernel times")
         args = self.check_feeds(feeds)
-        rows = len(self.interface.kernels) + 1
+        n = len(self.interface.kernels)
+        per_thread = code.global_address(PROFILE_THREADS)
         with self._lock:
             outs = self._call(args)
-            stamps = np.ctypeslib.as_array((ctypes.c_int64 * (2 * rows)).from_address(address)).copy()
-        return outs, stamps.reshape(rows, 2)
+            stamps = _int64s(address, 2 * (n + 1)).reshape(n + 1, 2)
+            threads = None if per_thread is None or n == 0 else _int64s(per_thread, self._profile_cells(n))
+        return outs, stamps, None if threads is None else threads.reshape(n, -1, PROFILE_FIELDS)
+
+    def _profile_cells(self, kernels: int) -> int:
+        threads = self.compiled.entry.meta["threads"] if getattr(self, "compiled", None) is not None else 1
+        return kernels * min(int(threads), MAX_THREADS) * PROFILE_FIELDS
+
+
+def _int64s(address: int, count: int) -> np.ndarray:
+    return np.ctypeslib.as_array((ctypes.c_int64 * count).from_address(address)).copy()
 
 
 def _aligned_buffer(nbytes: int) -> tuple[np.ndarray, int]:

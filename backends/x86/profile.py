@@ -5,8 +5,8 @@ the model with ``profile=True`` once (cached on the ``CompiledModel``; the model
 the code without counters), runs it ``runs`` times after one warm-up run and reads the clock stamps
 the entry point stored (``codegen.py``). Each kernel's time is its median over the runs; the
 ``Profile`` gives it as a table sorted by time (``to_table``) and as a Chrome-trace/Perfetto JSON
-(``to_chrome_trace``) of the median run. Kernels that use the thread pool show as one span on the
-main thread's track: their workers' chunks run inside that span (docs/profiling.md).
+(``to_chrome_trace``) of the median run: the kernels on the main thread's track, and with a thread
+pool one track per pool thread with its share of each kernel (first chunk to last, and busy time).
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ class Profile:
     wall: float
     kernels: list[KernelTime]
     spans: list[tuple[int, int]] = field(default_factory=list)
+    # pool threads in the median run: (kernel index, slot, first chunk start, last chunk end, busy), ns
+    # from the entry's start; slot 0 is the calling (main) thread, 1.. the workers
+    thread_spans: list[tuple[int, int, int, int, int]] = field(default_factory=list)
 
     @property
     def kernel_sum(self) -> float:
@@ -102,6 +105,17 @@ class Profile:
                            "ts": start / 1e3, "dur": (end - start) / 1e3,
                            "args": {"index": k.index, "result": k.result, "ops": k.ops, "shapes": k.shapes,
                                     "flops": k.flops, "median_ms": k.seconds * 1e3, "share": k.share}})
+        slots = sorted({s for _, s, *_ in self.thread_spans})
+        for s in slots:
+            if s:
+                events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": s,
+                               "args": {"name": f"pool worker {s}"}})
+        for i, s, start, end, busy in self.thread_spans:
+            k = self.kernels[i]
+            # slot 0 is the main thread: its chunks nest inside the kernel's span on the same track
+            events.append({"ph": "X", "name": f"chunks of {k.kind} %{k.result}", "cat": "chunks", "pid": pid,
+                           "tid": s, "ts": start / 1e3, "dur": (end - start) / 1e3,
+                           "args": {"kernel": i, "busy_us": busy / 1e3}})
         return {"traceEvents": events, "displayTimeUnit": "ms",
                 "otherData": {"model": self.model, "runs": self.runs, "threads": self.threads,
                               "total_ms": self.total * 1e3, "wall_ms": self.wall * 1e3}}
@@ -164,12 +178,13 @@ def _twin(model: Any) -> Any:
 def profile_model(model: Any, feeds: Mapping[str, Any], runs: int = 10) -> Profile:
     exe, ops = _twin(model)
     exe.run_profiled(feeds)  # warm-up: first touch of the arena, worker threads started
-    stamps, walls = [], []
+    stamps, walls, pools = [], [], []
     for _ in range(runs):
         t0 = time.perf_counter()
-        _, s = exe.run_profiled(feeds)
+        _, s, pool = exe.run_profiled(feeds)
         walls.append(time.perf_counter() - t0)
         stamps.append(s)
+        pools.append(pool)
     st = np.stack(stamps)  # (runs, kernels + 1, 2)
     durations = (st[:, :, 1] - st[:, :, 0]).astype(np.float64) / 1e9
     total = float(np.median(durations[:, 0]))
@@ -179,6 +194,11 @@ def profile_model(model: Any, feeds: Mapping[str, Any], runs: int = 10) -> Profi
         k.share = k.seconds / total if total > 0 else 0.0
     base = st[median_run, 0, 0]
     spans = [(int(a - base), int(b - base)) for a, b in st[median_run, 1:]]
+    pool = pools[median_run]
+    thread_spans = [] if pool is None else \
+        [(i, s, int(pool[i, s, 0] - base), int(pool[i, s, 1] - base), int(pool[i, s, 2]))
+         for i in range(pool.shape[0]) for s in range(pool.shape[1]) if pool[i, s, 0]]
     threads = int(model.options.threads or exe.compiled.entry.meta.get("threads", 1)) \
         if getattr(exe, "compiled", None) is not None else int(model.options.threads or 1)
-    return Profile(model.module.name or "model", threads, runs, total, float(np.median(walls)), kernels, spans)
+    return Profile(model.module.name or "model", threads, runs, total, float(np.median(walls)), kernels, spans,
+                   thread_spans)

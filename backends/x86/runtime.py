@@ -12,6 +12,12 @@ under a millisecond (so back-to-back kernels of one run start at once), then sle
 and are woken by the next call. Atomics are LLVM atomic instructions; libc gives pthread_create,
 pthread_join, pthread_sigmask and syscall(futex).
 
+Profiling (a module whose code generator made the global ``nnc_profile_threads``): every pool thread
+(slot 0 the caller, 1.. the workers, whose slot rides in the upper half of their start argument) times
+each chunk it runs with ``clock_gettime`` and keeps, per kernel (``nnc_profile_kernel``, set by the
+entry point) and slot, its first chunk's start, its last chunk's end and its busy nanoseconds. A
+module without that global gets exactly the pool it always had.
+
 Where the pool lives: one pool *per compiled model*, in that model's own globals. The runtime is
 part of the model's LLVM module (no C, no gcc), so the AOT shared library carries the identical
 runtime with nothing to link; the workers execute code owned by the model's JIT engine, so tying the
@@ -43,6 +49,9 @@ PARALLEL_FOR = "nnc_parallel_for"
 PARALLEL_RANGE = "nnc_parallel_range"
 SHUTDOWN = "nnc_threads_shutdown"
 MAX_THREADS = 1024
+PROFILE_THREADS = "nnc_profile_threads"  # i64 [kernel][slot][first start, last end, busy ns]
+PROFILE_KERNEL = "nnc_profile_kernel"  # i64: the kernel the entry point is running
+PROFILE_FIELDS = 3
 GRAIN = 1 << 15  # elements per parallel block of a cheap elementwise loop (~10 us of work)
 
 # about 0.3-1 ms of `pause` before an idle worker (or the waiting caller) sleeps
@@ -137,6 +146,8 @@ class _Emitter:
     def __init__(self, ll: ir.Module, workers: int):
         self.ll = ll
         self.workers = workers
+        self.profile = ll.globals.get(PROFILE_THREADS)  # chunk times per thread, when profiling
+        self.kernel = ll.globals.get(PROFILE_KERNEL)
 
     # -- small pieces --------------------------------------------------------------------------------
     def glob(self, name: str, ty: ir.Type, align: int = 4) -> ir.GlobalVariable:
@@ -256,7 +267,11 @@ class _Emitter:
         Whoever finishes the last item flags ``finished``: completion counts items, not threads, so
         the caller never waits for a worker that was not scheduled in time to take any work.
         """
-        fn, b = self.function("nnc_pool.run_chunks", VOID, [])
+        fn, b = self.function("nnc_pool.run_chunks", VOID, [I64] if self.profile is not None else [])
+        if self.profile is not None:
+            ts = b.alloca(I64, size=const_int(2), name="ts")
+            base = b.mul(b.add(b.mul(b.load(self.kernel, typ=I64), const_int(self.workers + 1)), fn.args[0]),
+                         const_int(PROFILE_FIELDS))
         job, ctx = b.load(self.job_fn, typ=RANGE_PTR), b.load(self.job_ctx, typ=PTR)
         count, chunk = b.load(self.job_count, typ=I64), b.load(self.job_chunk, typ=I64)
         loop, body, last, wake, out = (fn.append_basic_block(n) for n in ("grab", "run", "last", "wake", "out"))
@@ -267,7 +282,11 @@ class _Emitter:
         b.position_at_end(body)
         hi = b.add(lo, chunk)
         hi = b.select(b.icmp_signed("<", hi, count), hi, count)
+        if self.profile is not None:
+            t0 = self.now(b, ts)
         b.call(job, [ctx, lo, hi])
+        if self.profile is not None:
+            self.record(b, base, t0, self.now(b, ts))
         n = b.sub(hi, lo)
         old = b.atomic_rmw("sub", self.remaining, n, "seq_cst")  # releases this chunk's writes
         b.cbranch(b.icmp_unsigned("==", old, n), last, loop)
@@ -281,6 +300,22 @@ class _Emitter:
         b.position_at_end(out)
         b.ret_void()
         return fn
+
+    def now(self, b: ir.IRBuilder, ts: ir.Value) -> ir.Value:
+        """CLOCK_MONOTONIC in nanoseconds (``ts``: room for a struct timespec)."""
+        clock = self.declare("clock_gettime", I32, [I32, PTR])
+        b.call(clock, [const_int(1, I32), ts])
+        sec, nsec = (b.load(b.gep(ts, [const_int(k)], source_etype=I64), typ=I64) for k in (0, 1))
+        return b.add(b.mul(sec, const_int(1_000_000_000)), nsec)
+
+    def record(self, b: ir.IRBuilder, base: ir.Value, t0: ir.Value, t1: ir.Value) -> None:
+        """This thread's fields of the current kernel: first start (once), last end, busy time."""
+        first, last, busy = (b.gep(self.profile, [const_int(0), b.add(base, const_int(k))], inbounds=True)
+                             for k in range(PROFILE_FIELDS))
+        with b.if_then(b.icmp_unsigned("==", b.load(first, typ=I64), const_int(0))):
+            b.store(t0, first)
+        b.store(t1, last)
+        b.store(b.add(b.load(busy, typ=I64), b.sub(t1, t0)), busy)
 
     def _worker(self) -> ir.Function:
         fn, b = self.function("nnc_pool.worker", PTR, [PTR])
@@ -312,7 +347,8 @@ class _Emitter:
         b.atomic_rmw("add", self.inside, one32, "seq_cst")
         b.cbranch(b.icmp_unsigned("==", self.load(b, self.gen, I32), gen), work, leave)
         b.position_at_end(work)
-        b.call(self.run_chunks, [])
+        # profiling: the worker's slot is the upper half of its start argument
+        b.call(self.run_chunks, [] if self.profile is None else [b.lshr(b.ptrtoint(fn.args[0], I64), const_int(32))])
         b.branch(leave)
         b.position_at_end(leave)
         b.atomic_rmw("sub", self.inside, one32, "seq_cst")
@@ -333,6 +369,8 @@ class _Emitter:
             ok_so_far = b.icmp_unsigned("==", b.zext(n, I64), t)  # stop at the first failure
             with b.if_then(ok_so_far):
                 slot = b.gep(self.threads, [const_int(0), t], source_etype=self.threads.value_type)
+                if self.profile is not None:  # the slot in the upper half; the worker reads gen from the lower
+                    arg = b.inttoptr(b.or_(b.zext(gen, I64), b.shl(b.add(t, const_int(1)), const_int(32))), PTR)
                 rc = b.call(self.pthread_create, [slot, ir.Constant(PTR, None), self.worker, arg])
                 with b.if_then(b.icmp_unsigned("==", rc, const_int(0, I32))):
                     b.store(b.add(n, const_int(1, I32)), made)
@@ -383,7 +421,7 @@ class _Emitter:
         b.atomic_rmw("add", self.gen, one32, "seq_cst")  # even again: publishes the job
         with b.if_then(b.icmp_unsigned("!=", self.load(b, self.sleepers, I32), zero32)):
             self.futex(b, self.gen, _FUTEX_WAKE, const_int(_INT_MAX, I32))
-        b.call(self.run_chunks, [])
+        b.call(self.run_chunks, [] if self.profile is None else [const_int(0)])
         self.wait_while_equal(b, self.finished, zero32, self.waiting, "finish")
         self.store(b, zero32, self.busy, "release")
         b.ret_void()

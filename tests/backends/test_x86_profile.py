@@ -128,11 +128,13 @@ def test_profile_option_is_x86_only():
 
 
 def test_code_without_profile_has_no_counters_and_with_it_has():
-    plain = nnc.compile(CNN, target="x86", keep_llvm=True).emit("llvm").decode()
-    timed = nnc.compile(CNN, target="x86", keep_llvm=True, profile=True).emit("llvm").decode()
+    plain = nnc.compile(_conv_stack(layers=1), target="x86", keep_llvm=True, threads=2).emit("llvm").decode()
+    timed = nnc.compile(CNN, target="x86", keep_llvm=True, profile=True, threads=1).emit("llvm").decode()
+    assert "nnc_pool" in plain  # the pool is there, and not instrumented
     assert "nnc_profile" not in plain and "clock_gettime" not in plain
     assert "@nnc_profile" in timed and timed.count("call i32 @clock_gettime") == 2 * (len(
         nnc.compile(CNN, target="x86", keep_llvm=True).executable.interface.kernels) + 1)
+    assert "nnc_profile_threads" not in timed  # one thread: no pool to time
 
 
 def test_profile_twin_from_the_compilation_cache(tmp_path):
@@ -144,3 +146,20 @@ def test_profile_twin_from_the_compilation_cache(tmp_path):
     assert again._profile_twin[0].cache_status == "hit"
     assert [(k.result, k.ops, k.shapes, k.flops) for k in a.kernels] == \
         [(k.result, k.ops, k.shapes, k.flops) for k in b.kernels]
+
+
+def test_pool_threads_get_tracks_with_their_chunks_inside_the_kernel():
+    cm = nnc.compile(_conv_stack(layers=2), target="x86", cache=False, threads=2)
+    p = cm.profile(_feeds(cm), runs=3)
+    events = p.to_chrome_trace()["traceEvents"]
+    kernels = {e["args"]["index"]: e for e in events if e.get("cat") == "kernel"}
+    chunks = [e for e in events if e.get("cat") == "chunks"]
+    assert {e["tid"] for e in chunks} <= {0, 1} and any(e["tid"] == 1 for e in chunks)  # the worker took work
+    assert any(e["ph"] == "M" and e["tid"] == 1 and e["args"]["name"] == "pool worker 1" for e in events)
+    for e in chunks:
+        k = kernels[e["args"]["kernel"]]
+        # the job is published after the kernel's start stamp; the caller waits for the last chunk
+        assert k["ts"] <= e["ts"] and e["ts"] + e["dur"] <= k["ts"] + k["dur"]
+        assert 0 < e["args"]["busy_us"] <= e["dur"] + 1e-3
+    single = nnc.compile(_conv_stack(layers=1, size=28), target="x86", cache=False, threads=1)
+    assert single.profile(_feeds(single), runs=1).thread_spans == []
