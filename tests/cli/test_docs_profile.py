@@ -4,6 +4,7 @@ ResNet-18, measured now: the kernel times add up to the run time within 10%."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -64,6 +65,9 @@ def test_docs_profile_lists_the_models_kernels(name: str, title: str, picture: s
     svg = ET.parse(ROOT / "docs" / "images" / f"{picture}-profile.svg").getroot()
     drawn = [float(g.get("data-kernel-us")) for g in svg.iter(f"{SVG}g") if g.get("data-kernel-us")]
     assert sorted(drawn) == pytest.approx(sorted(t * 1e6 for t in trace.values()), abs=1e-3)
+    if name == "resnet18":  # its convs use the pool: the worker's track is in the trace
+        events = json.loads((ROOT / "docs" / "images" / f"{picture}-trace.json").read_text())["traceEvents"]
+        assert any(e.get("cat") == "chunks" and e["tid"] == 1 for e in events)
 
 
 @pytest.mark.torch
