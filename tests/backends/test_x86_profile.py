@@ -104,16 +104,26 @@ def test_kernel_times_add_up_to_the_run_time():
     time (the same clock), and of the run time measured from Python with the model's own code."""
     cm = nnc.compile(_conv_stack(), target="x86", cache=False)
     feeds = _feeds(cm)
-    p = cm.profile(feeds, runs=9)
-    assert p.total > 5e-3, "the model is too small for a meaningful comparison"
-    assert p.kernel_sum == pytest.approx(p.total, rel=0.10)
+    kernel_sums, walls = _interleaved(cm, feeds)
+    assert min(walls) > 5e-3, "the model is too small for a meaningful comparison"
+    assert np.median(kernel_sums) == pytest.approx(float(np.median(walls)), rel=0.10)
+
+
+def _interleaved(cm, feeds, rounds=5):
+    """Profiles (3 runs each) and plain runs of the model's own code, taken in turns so that a change
+    of load on a shared machine affects both; each profile's kernel sum is checked against its entry
+    point's time as it comes."""
     cm.run(feeds)
-    walls = []
-    for _ in range(9):
-        t0 = time.perf_counter()
-        cm.run(feeds)
-        walls.append(time.perf_counter() - t0)
-    assert p.kernel_sum == pytest.approx(float(np.median(walls)), rel=0.10)
+    kernel_sums, walls = [], []
+    for _ in range(rounds):
+        p = cm.profile(feeds, runs=3)
+        assert p.kernel_sum == pytest.approx(p.total, rel=0.10)
+        kernel_sums.append(p.kernel_sum)
+        for _ in range(3):
+            t0 = time.perf_counter()
+            cm.run(feeds)
+            walls.append(time.perf_counter() - t0)
+    return kernel_sums, walls
 
 
 def test_reference_target_has_no_profiler():
