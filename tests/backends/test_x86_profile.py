@@ -173,3 +173,20 @@ def test_pool_threads_get_tracks_with_their_chunks_inside_the_kernel():
         assert 0 < e["args"]["busy_us"] <= e["dur"] + 1e-3
     single = nnc.compile(_conv_stack(layers=1, size=28), target="x86", cache=False, threads=1)
     assert single.profile(_feeds(single), runs=1).thread_spans == []
+
+
+def test_a_model_compiled_with_profile_is_its_own_twin():
+    cm = nnc.compile(CNN, target="x86", cache=False, profile=True)
+    p = cm.profile(_feeds(cm), runs=2)
+    assert cm._profile_twin[0] is cm.executable and len(p.kernels) == len(cm.executable.interface.kernels)
+
+
+def test_models_that_cannot_be_profiled_say_why(tmp_path):
+    cm = nnc.compile(CNN, target="x86")
+    cm.save(tmp_path / "cnn.so")
+    loaded = nnc.load(tmp_path / "cnn.so")
+    with pytest.raises(TargetError, match="loaded from a library"):
+        loaded.profile(_feeds(loaded))
+    symbolic = nnc.compile("examples/mlp.onnx", target="x86")  # input f32[N,784]: compiled per shape
+    with pytest.raises(TargetError, match="symbolic.*--dim N=1"):
+        symbolic.profile({"x": np.zeros((2, 784), np.float32)})
