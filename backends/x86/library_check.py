@@ -13,11 +13,12 @@ authentication: whoever can rewrite the library can rewrite its manifest (see do
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 
 from nnc.ir import ModelError
+
+from ..artifact import read_manifest
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
 _PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
@@ -84,13 +85,7 @@ def _check_elf(path: str, f, size: int, head: bytes) -> None:
 
 
 def _check_manifest(path: str, manifest_path: str, size: int) -> None:
-    try:
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{manifest_path}: unreadable manifest beside {os.path.basename(path)} ({e})") from None
-    if not isinstance(manifest, dict):
-        raise ModelError(f"{manifest_path}: the manifest is not a JSON object")
+    manifest = read_manifest(manifest_path) or {}
     want_size, want_sha = manifest.get("library_bytes"), manifest.get("library_sha256")
     if want_size is None and want_sha is None:
         return  # written before nnc recorded them: the ELF checks above are all there is
