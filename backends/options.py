@@ -112,10 +112,6 @@ class CompileOptions:
         return dataclasses.replace(self, **changes)
 
     # -- what was set --------------------------------------------------------------------------
-    @staticmethod
-    def scope_of(name: str) -> str:
-        return _FIELDS[name].metadata.get("scope", "")
-
     def given(self, scope: str | None = None) -> dict[str, Any]:
         """The options set (not None), optionally only those of one scope."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)

@@ -24,10 +24,6 @@ _DECLARED: dict[str, tuple[str, str, str]] = {
 _INSTANCES: dict[str, Backend] = {}
 
 
-def backend_names() -> list[str]:
-    return list(_DECLARED)
-
-
 def get_backend(name: str) -> Backend:
     if not isinstance(name, str) or name not in _DECLARED:
         raise TargetError(f"unknown target {name!r}; available targets: {', '.join(_DECLARED)}")
