@@ -131,7 +131,7 @@ def layer_chart_svg(report: dict[str, Any], width: int = 1000) -> str:
 def roofline_svg(report: dict[str, Any], width: int = 720, height: int = 480) -> str:
     """Log-log roofline of the chip layers: operational intensity (ops = 2 x MACs per DRAM byte) against
     achieved ops/s over the layer's span, under the preset's roofs (peak 2 x rows x cols x clock, and
-    DRAM bandwidth x efficiency x intensity). Layers without MACs (vector-unit work) are left out."""
+    DRAM bandwidth x efficiency x intensity). Layers without MACs (pooling, adds) are left out."""
     c = report["config"]
     peak = 2 * c["array_rows"] * c["array_cols"] * c["clock_ghz"] * 1e9
     bw = c["dram_gbps"] * c["dram_efficiency"] * 1e9
@@ -152,7 +152,7 @@ def roofline_svg(report: dict[str, Any], width: int = 720, height: int = 480) ->
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" '
            f'font-size="10">',
-           f'<text x="{ml}" y="16" font-size="12">roofline ({c["name"]}): {len(pts)} array layers, '
+           f'<text x="{ml}" y="16" font-size="12">roofline ({c["name"]}): {len(pts)} layers with MACs, '
            f'peak {peak / 1e12:.2f} TOPS, DRAM {bw / 1e9:.1f} GB/s</text>',
            f'<rect x="{ml}" y="{mt}" width="{width - ml - mr}" height="{height - mt - mb}" fill="none" stroke="#888"/>']
     for e in range(math.ceil(x0), math.floor(x1) + 1):
