@@ -24,7 +24,7 @@ from nnc.ir import TargetError
 
 from .config import AsicConfig
 from .emitter import DramImage, Emitter
-from .tiling import choose_gemm_tiles
+from .tiling import choose_gemm_tiles, untileable_message
 
 
 @dataclasses.dataclass
@@ -224,12 +224,15 @@ def emit_tap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, 
     ih, acc_el, buf = s["ispad"] // 2, s["acc"] // 4, s["buf"]
     cb = min(C, 8 * cfg.vector_lanes)
     tp = min(P, ih // cb, (acc_el - 4 * cb) // (2 * cb), buf // (2 * cb))
-    if kind == "dw":
-        if taps * cb > s["wspad"] // 2:
-            raise TargetError(f"asic: {name}: depthwise kernel of {taps} taps x {cb} channels does not fit "
-                              f"half the weight scratchpad")
+    needs = {"input_spad_kib": (2 * cb, f"2 slots of one input row of {cb} channels"),
+             "acc_kib": (4 * 6 * cb, f"2 int32 rows of {cb} channels and their requantization words"),
+             "buffer_kib": (2 * cb, f"2 int8 output rows of {cb} channels")}
+    if kind == "dw" and taps * cb > s["wspad"] // 2:
+        needs["weight_spad_kib"] = (2 * taps * cb, f"2 slots of a {taps}-tap x {cb}-channel depthwise kernel")
+        raise TargetError(untileable_message(cfg, name, f"depthwise {win.kh}x{win.kw}, {C} channels", needs))
     if tp <= 0:
-        raise TargetError(f"asic: {name} cannot be tiled: one row of {cb} channels does not fit the scratchpads")
+        what = "depthwise" if kind == "dw" else "max-pool"
+        raise TargetError(untileable_message(cfg, name, f"{what} {win.kh}x{win.kw}, {C} channels", needs))
     par = _requant_params(dram, mult, shift, C) if kind == "dw" else 0
     w_addr = dram.put(weights) if kind == "dw" else 0
     bias_addr = dram.put(bias.astype(np.int32)) if kind == "dw" and bias is not None else None

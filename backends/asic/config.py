@@ -79,6 +79,11 @@ class AsicConfig:
         return d
 
 
+def kib_for(nbytes: int) -> int:
+    """The smallest whole KiB count holding ``nbytes`` (scratchpad fields are in KiB)."""
+    return -(-int(nbytes) // 1024)
+
+
 def _read_json(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -141,13 +146,15 @@ def make_config(data: Mapping[str, Any]) -> AsicConfig:
     if cfg.dataflow not in DATAFLOWS:
         raise TargetError(f"asic config: dataflow must be one of {', '.join(DATAFLOWS)}, got {cfg.dataflow!r}")
     for k in ("array_rows", "array_cols", "input_spad_kib", "weight_spad_kib", "acc_kib", "buffer_kib",
-              "vector_lanes"):
-        if getattr(cfg, k) <= 0:
-            raise TargetError(f"asic config: {k} must be positive")
-    if cfg.clock_ghz <= 0 or cfg.dram_gbps <= 0 or not 0 < cfg.dram_efficiency <= 1:
-        raise TargetError("asic config: clock_ghz and dram_gbps must be positive, dram_efficiency in (0, 1]")
-    if cfg.host_gflops <= 0 or cfg.host_gbps <= 0 or cfg.host_op_overhead_ns < 0:
-        raise TargetError("asic config: host_gflops and host_gbps must be positive, host_op_overhead_ns >= 0")
+              "vector_lanes", "clock_ghz", "dram_gbps", "host_link_gbps", "host_gflops", "host_gbps",
+              "target_latency_ms"):
+        if not getattr(cfg, k) > 0:  # also catches NaN
+            raise TargetError(f"asic config: {k} must be positive, got {getattr(cfg, k)!r}")
+    for k in ("vector_overhead_cycles", "dram_latency_ns", "host_op_overhead_ns", "static_power_w"):
+        if not getattr(cfg, k) >= 0:
+            raise TargetError(f"asic config: {k} must be >= 0, got {getattr(cfg, k)!r}")
+    if not 0 < cfg.dram_efficiency <= 1:
+        raise TargetError(f"asic config: dram_efficiency must be in (0, 1], got {cfg.dram_efficiency!r}")
     for k in ("mul8", "add32", "vector_op", "spad_byte", "buffer_byte", "dram_byte"):
         if k not in cfg.energy_pj:
             raise TargetError(f"asic config: energy_pj needs {k!r}")

@@ -22,6 +22,48 @@ from .program import Program
 from .sim.runner import Timeline
 from .sim.timing import dma_bytes, gemm_folds
 
+# the parts of a layer's span, in the order that claims a cycle when several overlap (docs/asic.md)
+TIME_PARTS = ("compute", "vector", "dma", "latency", "stall")
+
+
+def _union_cycles(spans: list[tuple[int, int]]) -> int:
+    """Cycles covered by the union of half-open intervals."""
+    total, reach = 0, None
+    for s, e in sorted(x for x in spans if x[1] > x[0]):
+        if reach is None or s > reach:
+            total, reach = total + e - s, e
+        elif e > reach:
+            total, reach = total + e - reach, e
+    return total
+
+
+def time_breakdown(starts: np.ndarray, ends: np.ndarray, busy: np.ndarray, ops: list[str]) -> dict[str, int]:
+    """Each cycle of a layer's span [min start, max end) counted once: ``compute`` when the array
+    (or a config) is busy with one of its instructions, else ``vector`` when the vector unit is, else
+    ``dma`` when a load/store engine moves its bytes, else ``latency`` when one of its transfers is in
+    flight (the DRAM latency after the engine is free), else ``stall`` (none of its instructions is
+    running: it waits for a token or for a queue another layer holds). The parts sum to the span."""
+    if len(starts) == 0:
+        return dict.fromkeys(TIME_PARTS, 0)
+    groups: dict[str, list[tuple[int, int]]] = {k: [] for k in TIME_PARTS[:4]}
+    for s, e, b, op in zip(starts.tolist(), ends.tolist(), busy.tolist(), ops):
+        if op in ("load", "store"):
+            groups["dma"].append((s, s + b))
+            groups["latency"].append((s + b, e))
+        elif op.startswith("vec."):
+            groups["vector"].append((s, s + b))
+        elif op != "finish":
+            groups["compute"].append((s, s + b))
+    out: dict[str, int] = {}
+    seen: list[tuple[int, int]] = []
+    covered = 0
+    for k in TIME_PARTS[:4]:
+        seen += groups[k]
+        now = _union_cycles(seen)
+        out[k], covered = now - covered, now
+    out["stall"] = int(ends.max() - starts.min()) - covered
+    return out
+
 
 def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
     """(dram bytes, spad bytes, buffer bytes, vector elements, array slots) of one instruction."""
@@ -74,17 +116,17 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
     start = np.zeros(n, np.int64)
     end = np.zeros(n, np.int64)
     busy = np.zeros(n, np.int64)
-    stall = np.zeros(n, np.int64)
     for seg, tm in zip(program.segments, tl.segments):
         start[seg.start:seg.end], end[seg.start:seg.end] = tm.start, tm.end
-        busy[seg.start:seg.end], stall[seg.start:seg.end] = tm.busy, tm.stall
+        busy[seg.start:seg.end] = tm.busy
     R, C = cfg.array_rows, cfg.array_cols
     ridge = 2 * R * C / cfg.dram_bytes_per_cycle
     layers = []
     tot = {"dram": 0, "spad": 0, "buf": 0, "vec": 0.0}
     for info in program.layer_info:
         i0, i1 = info["instrs"]
-        comp = vec = dma = st = 0
+        comp = vec = dma = 0
+        n_dma = n_vec = 0
         dram_b = spad_b = buf_b = 0
         vec_n = 0.0
         slots = 0
@@ -96,9 +138,11 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
                 comp += int(busy[i])
             elif ins.op.startswith("vec."):
                 vec += int(busy[i])
+                n_vec += 1
             elif ins.op in ("load", "store"):
                 dma += int(busy[i])
-            st += int(stall[i])
+                n_dma += 1
+        parts = time_breakdown(start[i0:i1], end[i0:i1], busy[i0:i1], [x.op for x in program.instrs[i0:i1]])
         macs = info["macs"]
         energy = (macs * (e["mul8"] + e["add32"]) + vec_n * e["vector_op"] + spad_b * e["spad_byte"]
                   + buf_b * e["buffer_byte"] + dram_b * e["dram_byte"]) * 1e-9
@@ -114,7 +158,10 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
             "name": info["name"], "kind": info["kind"], "op": info["op"], "shape": info["shape"], "macs": macs,
             "start_cycle": int(start[i0:i1].min()) if i1 > i0 else 0,
             "end_cycle": int(end[i0:i1].max()) if i1 > i0 else 0,
-            "compute_cycles": comp, "vector_cycles": vec, "dma_cycles": dma, "stall_cycles": st,
+            "compute_cycles": comp, "vector_cycles": vec, "dma_cycles": dma, "stall_cycles": parts["stall"],
+            "time": parts, "dma_transfers": n_dma,
+            "dma_latency_cycles": 0 if cfg.ideal_bandwidth else n_dma * cfg.dram_latency_cycles,
+            "vector_overhead_cycles": n_vec * cfg.vector_overhead_cycles,
             "mapping_efficiency": (macs / slots) if slots else None,
             "dram_bytes": dram_b, "sram_bytes": spad_b + buf_b, "energy_mj": energy, "bound": bound,
             "instructions": i1 - i0, "tiles": info.get("tiles"),

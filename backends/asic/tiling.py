@@ -16,7 +16,7 @@ import math
 
 from nnc.ir import TargetError
 
-from .config import AsicConfig
+from .config import AsicConfig, kib_for
 from .sim.timing import gemm_folds
 
 
@@ -86,7 +86,28 @@ def choose_gemm_tiles(cfg: AsicConfig, P: int, K: int, M: int, residual: bool = 
                     if best is None or key < best[0]:
                         best = (key, GemmTiles(tp, kb, mb, order, traffic, compute))
     if best is None:
-        raise TargetError(f"asic: {what} (GEMM {P}x{K}x{M}) cannot be tiled: even the smallest tile "
-                          f"({min(P, 16)}x{min(K, R)} inputs, {min(K, R)}x{min(M, C)} weights) does not fit half of "
-                          f"the scratchpads (input {s['ispad']} B, weight {s['wspad']} B, accumulator {s['acc']} B)")
+        raise TargetError(untileable_message(cfg, what, f"GEMM {P}x{K}x{M}", _smallest_needs(cfg, K, M, residual)))
     return best[1]
+
+
+def _smallest_needs(cfg: AsicConfig, K: int, M: int, residual: bool) -> dict[str, tuple[int, str]]:
+    """{config field: (bytes it needs, what for)} for the smallest GEMM tile: one row of the smallest
+    reduction block ``kb`` and channel block ``mb`` the tiler tries (double-buffered where it is)."""
+    R, C = cfg.array_rows, cfg.array_cols
+    kb = min(_candidates(K, R, (R // 2, R // 4, R // 8)))
+    mb = min(_candidates(M, C, (C // 2, C // 4)))
+    return {"input_spad_kib": (2 * kb, f"2 slots of a 1x{kb} int8 input tile"),
+            "weight_spad_kib": (2 * kb * mb, f"2 slots of a {kb}x{mb} int8 weight tile"),
+            "acc_kib": (4 * (2 * mb + 4 * mb), f"2 int32 1x{mb} output tiles and 4 x {mb} requantization words"),
+            "buffer_kib": ((4 if residual else 2) * mb, f"{4 if residual else 2} int8 1x{mb} output/residual tiles")}
+
+
+def untileable_message(cfg: AsicConfig, what: str, shape: str, needs: dict[str, tuple[int, str]]) -> str:
+    """"layer X cannot be tiled" naming each config field too small for the smallest tile and what it
+    must be raised to (the fields are in KiB)."""
+    short = [f"{f} >= {kib_for(b)} (has {getattr(cfg, f)}; needs {b} B for {why})"
+             for f, (b, why) in needs.items() if b > getattr(cfg, f) * 1024]
+    if not short:  # each fits alone: the combination (or the candidate grid) fails
+        short = [f"{f}: {b} B for {why}" for f, (b, why) in needs.items()]
+    return (f"asic: layer {what} ({shape}) cannot be tiled on config {cfg.name!r}: the smallest tile needs "
+            + "; ".join(short))

@@ -15,7 +15,7 @@ from .common import Formatter, add_asic_flags, add_pipeline_flags, compile_optio
 
 
 def cmd_asic_report(args: argparse.Namespace) -> int:
-    from nnc.backends.asic.export import layer_chart_svg, trace_json, write_scalesim
+    from nnc.backends.asic.export import layer_chart_svg, roofline_svg, trace_json, write_scalesim
 
     cm = nnc.compile(args.model, options=compile_options(args))
     table = cm.backend.summary(cm)  # the per-layer table; symbolic dims are an error saying so
@@ -29,6 +29,8 @@ def cmd_asic_report(args: argparse.Namespace) -> int:
         files[args.trace] = trace_json(exe.program, exe.timeline).encode()
     if args.chart:
         files[args.chart] = layer_chart_svg(rep).encode()
+    if args.roofline:
+        files[args.roofline] = roofline_svg(rep).encode()
     if args.report:
         files[args.report] = (json.dumps(cm.report, indent=2, default=str) + "\n").encode()
     write_files(files)
@@ -49,6 +51,7 @@ def add_asic_command(sub: Any) -> None:
     r.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx) or nnc text IR (.nnc)")
     r.add_argument("--trace", metavar="OUT.json", help="write a Chrome-trace/Perfetto timeline (one track per engine)")
     r.add_argument("--chart", metavar="OUT.svg", help="write a per-layer latency bar chart (SVG)")
+    r.add_argument("--roofline", metavar="OUT.svg", help="write a roofline plot of the array layers (SVG)")
     r.add_argument("--scalesim-dir", metavar="DIR", help="write the equivalent SCALE-Sim v2 config and topology CSV")
     r.add_argument("--report", metavar="FILE.json", help="write the full compile report as JSON")
     r.add_argument("--dim", action="append", type=dim_spec, metavar="SYMBOL=SIZE", help="fix a symbolic input dim")

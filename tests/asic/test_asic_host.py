@@ -154,8 +154,7 @@ def test_host_time_in_the_table_and_trace(se_model):
     host = [e for e in ev if e["ph"] == "X" and e["tid"] == 6]
     assert len(host) == len(cm.report["asic"]["host_ops"]) and all(e["dur"] > 0 for e in host)
     svg = layer_chart_svg(cm.report["asic"])
-    assert svg.count('fill="#aa3377"') == len(host)  # one purple bar per host op
-    assert svg.count("<rect") == len(host) + len(cm.report["asic"]["layers"])
+    assert svg.count("<title>host ") == len(host)  # one host bar per host op (test_asic_export.py: the rest)
 
 
 def test_an_op_x86_rejects_falls_back_to_the_interpreter(se_model, monkeypatch):
