@@ -211,3 +211,33 @@ def test_blame_reads_the_frontend_error() -> None:
     assert b.describe() == f"op {FFT}, node '_fft_r2c' in module 'spec' (Spectrum): ATen op {FFT} is not supported"
     other = backend.blame(TargetError("no kernel for this"))
     assert other.op is None and other.key == "eager: TargetError"
+
+
+def test_a_wrong_compile_option_is_an_error_not_a_fallback() -> None:
+    with pytest.raises(NncError, match="unknown compile option"):
+        backend.nnc_backend(None, [], options={"opt_levle": 2})
+    assert backend.stats() == backend.TorchBackendStats()
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
+def test_strict_environment_values(monkeypatch, value) -> None:
+    monkeypatch.setenv("NNC_STRICT", value)
+    assert backend._strict({}) is True
+
+
+def test_strict_environment_off_values(monkeypatch) -> None:
+    for value in ("0", "", "false"):
+        monkeypatch.setenv("NNC_STRICT", value)
+        assert backend._strict({}) is False
+
+
+def test_strict_failure_that_is_not_an_nnc_error_is_a_chained_target_error(monkeypatch) -> None:
+    def broken(*args):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(backend, "_compile", broken)
+    run = backend.nnc_backend(None, [], options={"strict": True})
+    with pytest.raises(TargetError, match="KeyError") as info:
+        run()
+    assert isinstance(info.value.__cause__, KeyError)
+    assert backend.stats().ops_missing == {"eager: KeyError": 1}
