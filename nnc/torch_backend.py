@@ -73,13 +73,12 @@ def reset_stats() -> None:
         _counts.missing.clear()
 
 
-def _count(compiled: int = 0, fallen_back: int = 0, errors: int = 0, missing: str | None = None) -> None:
+def _count(compiled: int = 0, fallen_back: int = 0, errors: int = 0, missing: Sequence[str] = ()) -> None:
     with _counts.lock:
         _counts.compiled += compiled
         _counts.fallen_back += fallen_back
         _counts.errors += errors
-        if missing is not None:
-            _counts.missing[missing] += 1
+        _counts.missing.update(missing)
 
 
 def _next_graph_number() -> int:
@@ -104,19 +103,27 @@ class Blame:
     reason: str
     key: str  # the ``ops_missing`` key
     where: str = ""  # " in module 'layer1.0' (Conv2d)" when torch.export recorded the module
+    others: tuple[tuple[str, str], ...] = ()  # (op, node) of the graph's other ops without a converter
+
+    @property
+    def keys(self) -> list[str]:
+        """The ``ops_missing`` keys to count for this graph, each once."""
+        return list(dict.fromkeys([self.key] + [op for op, _ in self.others]))
 
     def describe(self) -> str:
         if self.op is None:
             return self.reason
-        return f"op {self.op}, node {self.node!r}{self.where}: {self.reason}"
+        text = f"op {self.op}, node {self.node!r}{self.where}: {self.reason}"
+        others = [f"{op} (node {node!r})" for op, node in self.others if node != self.node]
+        return text + (f"; the graph's other ops without a converter: {', '.join(others)}" if others else "")
 
 
-def blame(e: BaseException) -> Blame:
+def blame(e: BaseException, others: Sequence[tuple[str, str]] = ()) -> Blame:
     text = str(e).strip()
     line = text.splitlines()[0] if text else type(e).__name__
     m = _DESCRIBED.search(line)
     if m:
-        return Blame(m["op"], m["node"], m["why"] or line, m["op"], m["where"] or "")
+        return Blame(m["op"], m["node"], m["why"] or line, m["op"], m["where"] or "", tuple(others))
     if isinstance(e, _NonTensorInputs):
         return Blame(None, None, line, "eager: non-tensor inputs")
     return Blame(None, None, f"{type(e).__name__}: {line}", f"eager: {type(e).__name__}")
@@ -124,6 +131,15 @@ def blame(e: BaseException) -> Blame:
 
 class _NonTensorInputs(UnsupportedOpError):
     pass
+
+
+class _ImportFailed(Exception):
+    """The frontend's error for a graph, with every op of the graph that has no converter."""
+
+    def __init__(self, error: UnsupportedOpError, missing: list[tuple[str, str]]):
+        super().__init__(str(error))
+        self.error = error
+        self.missing = missing
 
 
 # -- the backend ------------------------------------------------------------------------------------
@@ -140,11 +156,12 @@ def nnc_backend(gm: Any, example_inputs: Sequence[Any], options: dict[str, Any] 
     try:
         run = _compile(gm, list(example_inputs), compile_options, number, strict)
     except Exception as e:  # noqa: BLE001 - any failure means eager (or, strict, an error), never a crash here
-        why = blame(e)
+        error, others = (e.error, e.missing) if isinstance(e, _ImportFailed) else (e, [])
+        why = blame(error, others)
         if strict:
-            _count(errors=1, missing=why.key)
-            return _raise_when_run(e, why, number)
-        _count(fallen_back=1, missing=why.key)
+            _count(errors=1, missing=why.keys)
+            return _raise_when_run(error, why, number)
+        _count(fallen_back=1, missing=why.keys)
         warnings.warn(f"nnc could not compile torch.compile graph {number}; running it eagerly: {why.describe()}",
                       NncFallbackWarning, stacklevel=2)
         return gm.forward
@@ -192,13 +209,20 @@ def _compile(gm: Any, example_inputs: list[Any], options: Any, number: int, stri
     import torch
 
     import nnc
-    from nnc.frontends.torch.importer import import_program
+    from nnc.frontends.torch.importer import import_program, missing_converters
 
     if not all(isinstance(t, torch.Tensor) for t in example_inputs):
         kinds = sorted({type(t).__name__ for t in example_inputs if not isinstance(t, torch.Tensor)})
         raise _NonTensorInputs(f"non-tensor graph inputs ({', '.join(kinds)}); nnc compiles tensor graphs only")
     ep = torch.export.export(gm, tuple(example_inputs), strict=False)
-    module = import_program(ep, name="dynamo_graph")
+    try:
+        module = import_program(ep, name="dynamo_graph")
+    except UnsupportedOpError as e:
+        try:
+            missing = missing_converters(ep)
+        except Exception:  # noqa: BLE001 - the list only adds to the error already in hand
+            missing = []
+        raise _ImportFailed(e, missing) from e
     cm = nnc.compile(module, options=options)
     outs_spec = _output_structure(gm)
     needed_gradients = []
@@ -208,7 +232,7 @@ def _compile(gm: Any, example_inputs: list[Any], options: Any, number: int, stri
             # nnc computes no gradients for torch's autograd: a call that needs them runs eagerly
             if not needed_gradients:
                 needed_gradients.append(True)
-                _count(errors=int(strict), fallen_back=int(not strict), missing=GRADIENTS_NEEDED)
+                _count(errors=int(strict), fallen_back=int(not strict), missing=[GRADIENTS_NEEDED])
                 if not strict:
                     warnings.warn(f"nnc runs torch.compile graph {number} eagerly while gradients are needed "
                                   "(call it under torch.no_grad() to use the compiled code)",

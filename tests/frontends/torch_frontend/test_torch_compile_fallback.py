@@ -60,6 +60,13 @@ class WithFft(nn.Module):
         return torch.fft.rfft(self.fc(x)).abs()
 
 
+class FftAndBessel(nn.Module):
+    """Two ops without a converter (FFT twice, Bessel i0 once) in one graph."""
+
+    def forward(self, x):
+        return torch.fft.rfft(x).abs() + torch.fft.rfft(x * 2.0).abs(), torch.special.i0(x)
+
+
 class BranchOnItem(nn.Module):
     """``.item()`` feeding Python control flow: dynamo breaks the graph there."""
 
@@ -114,6 +121,17 @@ def test_unsupported_op_is_named_once_and_counted() -> None:
     with torch.no_grad():
         expected = m(x)
     assert max_abs_diff(y, expected) == 0.0 and max_abs_diff(y2, expected) == 0.0  # eager is eager
+
+
+def test_every_op_without_a_converter_is_named_and_counted_once_per_graph() -> None:
+    m = FftAndBessel().eval()
+    x = torch.randn(2, 8)
+    (y, z), msgs = run_recording(torch.compile(m, backend="nnc"), x)
+    assert len(msgs) == 1 and FFT in msgs[0] and "aten.i0.default (node 'i0')" in msgs[0]
+    assert backend.stats().ops_missing == {FFT: 1, "aten.i0.default": 1}
+    with torch.no_grad():
+        ey, ez = m(x)
+    assert max_abs_diff(y, ey) == 0.0 and max_abs_diff(z, ez) == 0.0
 
 
 def test_strict_option_raises_the_nnc_error_naming_the_op() -> None:
