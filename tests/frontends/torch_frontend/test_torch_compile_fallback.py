@@ -259,3 +259,28 @@ def test_strict_failure_that_is_not_an_nnc_error_is_a_chained_target_error(monke
         run()
     assert isinstance(info.value.__cause__, KeyError)
     assert backend.stats().ops_missing == {"eager: KeyError": 1}
+
+
+def test_a_second_input_shape_gives_a_dynamic_graph_that_falls_back_visibly() -> None:
+    # dynamo recompiles with a symbolic batch dim and passes its size as a SymInt input, which the
+    # backend does not take yet: the fallback is counted instead of silent
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU()).eval()
+    compiled = torch.compile(m, backend="nnc")
+    for n in (2, 3):
+        y, _ = run_recording(compiled, torch.randn(n, 8))
+    s = backend.stats()
+    assert (s.compiled, s.fallen_back) == (1, 1) and s.ops_missing == {"eager: non-tensor inputs": 1}
+
+
+def test_dynamic_false_compiles_each_input_shape_with_nnc() -> None:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU()).eval()
+    compiled = torch.compile(m, backend="nnc", dynamic=False)
+    for n in (2, 3, 4):
+        x = torch.randn(n, 8)
+        y, msgs = run_recording(compiled, x)
+        with torch.no_grad():
+            assert max_abs_diff(y, m(x)) <= 1e-5
+        assert not msgs
+    s = backend.stats()
+    assert (s.compiled, s.fallen_back) == (3, 0)
