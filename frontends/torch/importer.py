@@ -140,6 +140,20 @@ def import_program(ep: Any, weights: str = "const", name: str | None = None,
     return Importer(ep, weights, name, input_names, symbols or {}).run()
 
 
+def missing_converters(ep: Any) -> list[tuple[str, str]]:
+    """(ATen overload, FX node name) of every call in ``ep``, decomposed as ``import_program`` does,
+    that has no converter: ``import_program`` stops at the first, this lists them all."""
+    ep = ep.run_decompositions(decomposition_table())
+    out = []
+    for fx in ep.graph.nodes:
+        name = str(fx.target)
+        if fx.op != "call_function" or name in _SKIP or name.startswith("aten._assert"):
+            continue
+        if getattr(fx.target, "_schema", None) is not None and name != "aten.sym_size.int" and lookup(name) is None:
+            out.append((name, fx.name))
+    return out
+
+
 class Importer:
     def __init__(self, ep: Any, weights: str, name: str | None, input_names: Sequence[str] | None,
                  symbols: Mapping[str, str]):
