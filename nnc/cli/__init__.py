@@ -1,5 +1,5 @@
 """The ``nnc`` command line: ``compile``, ``run``, ``bench``, ``dump``, ``memory``, ``train``,
-``asic-report`` and ``ops``, each a thin layer over the Python API (``nnc.compile``, ``save``,
+``asic-report``, ``asic-sweep`` and ``ops``, each a thin layer over the Python API (``nnc.compile``, ``save``,
 ``nnc.load``). Each command is a module of this package that depends only on ``common``.
 
 Errors nnc raises on purpose (``NncError``) and failures to write an output (``OSError``) become one
@@ -23,6 +23,7 @@ from .common import PROG, Formatter, write_files
 from .compile_cmd import add_compile_command
 from .ops_cmd import add_ops_command, converter_table, function_expanded_ops
 from .run_cmd import add_run_command
+from .sweep_cmd import add_sweep_command
 from .train_cmd import add_train_command
 from .views import add_view_commands
 
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_command(sub)
     add_train_command(sub)
     add_asic_command(sub)
+    add_sweep_command(sub)
     add_ops_command(sub)
     return p
 

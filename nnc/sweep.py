@@ -1,0 +1,294 @@
+"""ASIC design sweeps: simulate every (model, machine configuration) pair and collect one table row each.
+
+A sweep is a grid of configurations (array rows x cols, scratchpad KiB, DRAM GB/s, dataflow, all
+merged over a preset) times a list of models. One task is one simulation. Tasks run on an executor:
+a local process pool (``PoolExecutor``, the default) or Ray tasks (``RayExecutor``), and results
+stream back in completion order. Either executor survives a worker that dies mid-task: the pool is
+rebuilt and the unfinished tasks resubmitted; Ray retries the task on another worker
+(``max_retries``). The table is sorted by task index at the end, so every executor gives the same
+table. The front, CSV/JSON and chart are in ``nnc.sweep_report`` (docs/asic.md, docs/distributed.md).
+
+Calibration is the slow part of a compile, so a worker quantizes each model once (on the preset,
+with random calibration inputs of a fixed seed, or the ``calibration`` given) and reuses the integer
+graph for every configuration it simulates: the result depends only on (model, configuration).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import itertools
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from nnc.ir import NncError, TargetError
+
+__all__ = ["CRASH_ONCE_ENV", "PoolExecutor", "RayExecutor", "SweepConfig", "SweepTask", "config_grid", "make_tasks",
+           "run_sweep", "run_task", "Progress"]
+
+# test-only hook: when set to a file path that does not exist yet, the first task to see it creates the
+# file and kills its worker process (os._exit), standing in for a machine lost mid-sweep
+CRASH_ONCE_ENV = "NNC_SWEEP_CRASH_ONCE"
+
+ROW_FIELDS = ("model", "config", "array_rows", "array_cols", "spad_kib", "dram_gbps", "dataflow", "sram_kib",
+              "cycles", "latency_ms", "fps", "energy_mj", "utilization", "tops_achieved", "dram_bytes", "error")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """One machine in the grid: the fields swept, merged over ``preset``. ``spad_kib`` sizes both the
+    input and the weight scratchpad."""
+
+    array_rows: int
+    array_cols: int
+    spad_kib: int
+    dram_gbps: float
+    dataflow: str
+    preset: str = "edge"
+
+    @property
+    def name(self) -> str:
+        return f"{self.array_rows}x{self.array_cols}-{self.dataflow}-s{self.spad_kib}k-d{self.dram_gbps:g}g"
+
+    def overrides(self) -> dict[str, Any]:
+        return {"name": self.name, "array_rows": self.array_rows, "array_cols": self.array_cols,
+                "input_spad_kib": self.spad_kib, "weight_spad_kib": self.spad_kib,
+                "dram_gbps": self.dram_gbps, "dataflow": self.dataflow}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepTask:
+    index: int
+    model: str
+    config: SweepConfig
+    calibration: str | None = None
+    dims: tuple[tuple[str, int], ...] = ()   # symbolic input dims fixed for the compile
+
+
+def config_grid(rows: Sequence[int], cols: Sequence[int] | None, spad_kib: Sequence[int],
+                dram_gbps: Sequence[float], dataflows: Sequence[str], preset: str = "edge") -> list[SweepConfig]:
+    """Every combination, validated against the preset now (a bad value fails before any task runs).
+    ``cols=None`` pairs each row count with the same column count (square arrays)."""
+    from nnc.backends.asic.config import load_config
+
+    shapes = [(r, r) for r in rows] if cols is None else list(itertools.product(rows, cols))
+    grid = [SweepConfig(r, c, s, float(d), df, preset)
+            for (r, c), s, d, df in itertools.product(shapes, spad_kib, dram_gbps, dataflows)]
+    if not grid:
+        raise TargetError("asic sweep: the configuration grid is empty")
+    for cfg in grid:
+        load_config(preset, cfg.overrides())
+    return grid
+
+
+def make_tasks(models: Sequence[str], grid: Sequence[SweepConfig], calibration: str | None = None,
+               dims: dict[str, int] | None = None) -> list[SweepTask]:
+    """Model-major order, so a worker that picks consecutive tasks reuses its quantized graph."""
+    fixed = tuple(sorted((dims or {}).items()))
+    return [SweepTask(i, m, c, calibration, fixed) for i, (m, c) in enumerate(itertools.product(models, grid))]
+
+
+# -- the task ------------------------------------------------------------------------------------------
+
+_INTEGER_GRAPHS: dict[tuple[Any, ...], Any] = {}   # per worker process: (model, calibration, dims, preset)
+
+
+def _integer_graph(task: SweepTask) -> Any:
+    key = (task.model, task.calibration, task.dims, task.config.preset)
+    if key not in _INTEGER_GRAPHS:
+        import nnc
+
+        module = nnc.load_module(task.model, None, None)
+        # --dim applies to every model of the sweep; each takes the symbols it has
+        symbols = {d for p in module.main.params for d in (p.type.shape or ()) if isinstance(d, str)}
+        dims = {n: v for n, v in task.dims if n in symbols}
+        cm = nnc.compile(module, target="asic", asic_preset=task.config.preset, calibration=task.calibration,
+                         dims=dims or None, functional=False)
+        if not hasattr(cm.executable, "module"):  # a Specializer: the model still has symbolic dims
+            dims = ", ".join(f"{n}: {t}" for n, t in cm.input_types.items())
+            raise TargetError(f"symbolic input dims ({dims}); fix them with --dim NAME=SIZE")
+        _INTEGER_GRAPHS[key] = cm.executable.module
+    return _INTEGER_GRAPHS[key]
+
+
+def _maybe_crash() -> None:
+    marker = os.environ.get(CRASH_ONCE_ENV)
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os._exit(17)
+
+
+def run_task(task: SweepTask) -> dict[str, Any]:
+    """Simulate one (model, configuration); a compile error becomes the row's ``error``, not an exception,
+    so one model the chip cannot take does not stop the sweep."""
+    from nnc.backends.asic import compile as compile_asic
+    from nnc.backends.asic.config import load_config
+
+    _maybe_crash()
+    cfg = task.config
+    row: dict[str, Any] = {"index": task.index, "model": task.model, "config": cfg.name,
+                           "array_rows": cfg.array_rows, "array_cols": cfg.array_cols, "spad_kib": cfg.spad_kib,
+                           "dram_gbps": cfg.dram_gbps, "dataflow": cfg.dataflow}
+    machine = load_config(cfg.preset, cfg.overrides())
+    row["sram_kib"] = sum(machine.sizes().values()) // 1024
+    try:
+        module = _integer_graph(task)
+        exe = compile_asic(module, {"asic_preset": cfg.preset, "asic_config": cfg.overrides(), "functional": False})
+    except NncError as e:
+        row["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return row
+    rep = exe.report
+    row.update(cycles=int(rep["cycles"]), latency_ms=float(rep["latency_ms"]), fps=float(rep["fps"]),
+               energy_mj=float(rep["energy_mj"]["total"]), utilization=float(rep["utilization"]),
+               tops_achieved=float(rep["tops_achieved"]), dram_bytes=int(rep["dram_bytes"]), error=None)
+    return row
+
+
+# -- executors -----------------------------------------------------------------------------------------
+
+class PoolExecutor:
+    """A local process pool (spawn context: no inherited locks or llvmlite state). A worker that dies
+    breaks the whole pool, so the pool is rebuilt and every unfinished task resubmitted, up to
+    ``max_restarts`` times."""
+
+    def __init__(self, workers: int | None = None, max_restarts: int = 3):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.max_restarts = max_restarts
+        self.restarts = 0
+
+    def describe(self) -> str:
+        return f"process pool, {self.workers} worker(s)"
+
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
+        todo = dict(enumerate(tasks))
+        ctx = multiprocessing.get_context("spawn")
+        while todo:
+            with cf.ProcessPoolExecutor(max_workers=min(self.workers, len(todo)), mp_context=ctx) as pool:
+                futures = {pool.submit(fn, t): k for k, t in todo.items()}
+                broken = False
+                for fut in cf.as_completed(futures):
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        continue
+                    del todo[futures[fut]]
+                    yield result
+            if broken and todo:
+                self.restarts += 1
+                if self.restarts > self.max_restarts:
+                    raise NncError(f"asic sweep: the process pool broke {self.restarts} times; "
+                                   f"{len(todo)} task(s) unfinished")
+
+
+class RayExecutor:
+    """Ray tasks on a cluster (``address``: ``auto`` joins the one ``ray start`` set up on this machine,
+    ``ray://host:10001`` a remote one) or, with ``address="local"``, on a private instance started here.
+    A task whose worker dies is retried on another worker up to ``max_retries`` times."""
+
+    def __init__(self, address: str = "auto", max_retries: int = 3, num_cpus: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise NncError("--ray needs Ray: pip install 'nnc[distributed]'") from None
+        self.ray = ray
+        self.address = address
+        self.max_retries = max_retries
+        self._started = False
+        if not ray.is_initialized():
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address == "local":
+                kw["num_cpus"] = num_cpus
+            else:
+                kw["address"] = address
+            try:
+                ray.init(**kw)
+            except Exception as e:  # ray raises ConnectionError, RuntimeError... when there is no cluster
+                raise NncError(f"--ray {address}: cannot connect to Ray: {str(e).splitlines()[0]}") from None
+            self._started = True
+
+    def describe(self) -> str:
+        cpus = int(self.ray.cluster_resources().get("CPU", 0))
+        return f"ray ({self.address}), {cpus} CPU(s) in the cluster"
+
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
+        remote = self.ray.remote(max_retries=self.max_retries, num_cpus=1)(fn)
+        pending = [remote.remote(t) for t in tasks]
+        while pending:
+            done, pending = self.ray.wait(pending, num_returns=1)
+            yield self.ray.get(done[0])
+
+    def shutdown(self) -> None:
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+
+# -- progress ------------------------------------------------------------------------------------------
+
+class Progress:
+    """One status line on a stream: configurations done/total, best latency so far, ETA."""
+
+    def __init__(self, total: int, stream: Any = None, enabled: bool = True):
+        self.total, self.done = total, 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.best: dict[str, Any] | None = None
+        self._width = 0
+        self.t0 = time.perf_counter()
+
+    def update(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        if row.get("error") is None and (self.best is None or row["latency_ms"] < self.best["latency_ms"]):
+            self.best = row
+        if self.enabled:
+            text = self.line()
+            self.stream.write("\r" + text.ljust(self._width))
+            self._width = len(text)
+            if self.done == self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        width = 24
+        fill = width * self.done // max(self.total, 1)
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        best = (f"best {self.best['latency_ms']:.3f} ms {self.best['config']} ({os.path.basename(self.best['model'])})"
+                if self.best else "best -")
+        return (f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total}  {best}  "
+                f"ETA {eta:.0f}s  " if self.done < self.total else
+                f"[{'#' * width}] {self.done}/{self.total}  {best}  in {elapsed:.1f}s")
+
+
+def run_sweep(tasks: Sequence[SweepTask], executor: Any,
+              on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run every task on ``executor``; ``on_row`` sees each row as it arrives. Returns the rows in task
+    order (so the table does not depend on which worker finished first)."""
+    rows: dict[int, dict[str, Any]] = {}
+    for row in executor.map_unordered(run_task, list(tasks)):
+        rows[row["index"]] = row
+        if on_row is not None:
+            on_row(row)
+    missing = sorted(set(t.index for t in tasks) - set(rows))
+    if missing:
+        raise NncError(f"asic sweep: {len(missing)} task(s) returned no result")
+    return [rows[t.index] for t in tasks]
+
+
+def unique(values: Iterable[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
