@@ -222,7 +222,10 @@ class RayExecutor:
         return f"ray ({self.address}), {cpus} CPU(s) in the cluster"
 
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
-        remote = self.ray.remote(max_retries=self.max_retries, num_cpus=1)(fn)
+        opts: dict[str, Any] = {"max_retries": self.max_retries, "num_cpus": 1}
+        if os.environ.get(CRASH_ONCE_ENV):  # workers do not inherit the driver's environment: pass the hook on
+            opts["runtime_env"] = {"env_vars": {CRASH_ONCE_ENV: os.environ[CRASH_ONCE_ENV]}}
+        remote = self.ray.remote(**opts)(fn)
         pending = [remote.remote(t) for t in tasks]
         while pending:
             done, pending = self.ray.wait(pending, num_returns=1)
