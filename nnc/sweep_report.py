@@ -1,6 +1,7 @@
 """The outputs of an ASIC sweep (``nnc.sweep``): the Pareto front of latency vs energy per model and
-overall, the table as CSV or JSON, a plain-text summary and a chart (hand-written SVG: one log-log
-scatter panel per model plus one for the overall score, front points joined and labelled).
+overall (and, per model, of latency vs SRAM KiB, the area proxy), the table as CSV or JSON, a
+plain-text summary and a chart (hand-written SVG: one log-log scatter panel per model plus one for
+the overall score, front points joined and labelled).
 
 "Overall" scores a configuration by the geometric mean, over the models, of its latency and of its
 energy (only configurations every model ran on): no model dominates the score by being big.
@@ -62,8 +63,11 @@ def sweep_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def sweep_json(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
+    models = unique(r["model"] for r in rows)
     doc = {**(meta or {}), "rows": [{k: r.get(k) for k in ROW_FIELDS} for r in rows],
-           "front": {m: [r["config"] for r in f] for m, f in fronts(rows).items()}}
+           "front": {m: [r["config"] for r in f] for m, f in fronts(rows).items()},
+           "front_latency_sram": {m: [r["config"] for r in pareto_front([r for r in rows if r["model"] == m],
+                                                                        y="sram_kib")] for m in models}}
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -80,6 +84,11 @@ def sweep_summary(rows: Sequence[dict[str, Any]]) -> str:
                          f"{r['sram_kib']:>6} KiB SRAM{extra}")
         if not front:
             lines.append("  (no configuration ran)")
+    lines.append("Pareto front (latency vs SRAM KiB, the area proxy), per model:")
+    for model in unique(r["model"] for r in rows):
+        front = pareto_front([r for r in rows if r["model"] == model], y="sram_kib")
+        lines.append(f"  {os.path.basename(model)}: " + (", ".join(f"{r['config']} ({r['latency_ms']:.4g} ms, "
+                                                                   f"{r['sram_kib']} KiB)" for r in front) or "-"))
     errors = [r for r in rows if r.get("error")]
     if errors:
         lines.append(f"{len(errors)} simulation(s) failed, e.g. {os.path.basename(errors[0]['model'])} on "
@@ -139,9 +148,17 @@ def _panel(title: str, pts: list[dict[str, Any]], front: list[dict[str, Any]], o
     if front:
         path = " ".join(f"{sx(p['latency_ms']):.1f},{sy(p['energy_mj']):.1f}" for p in front)
         out.append(f'<polyline points="{path}" fill="none" stroke="#d62728" stroke-width="1.5"/>')
-        for i, p in enumerate(front[:8]):  # more labels than this overlap; the table names them all
-            out.append(f'<text x="{sx(p["latency_ms"]) + 5:.1f}" y="{sy(p["energy_mj"]) - 5 - 9 * (i % 2):.1f}" '
-                       f'font-size="9" fill="#d62728">{_esc(p["config"])}</text>')
+        placed: list[tuple[float, float, float]] = []  # (x, y, width) of the labels so far
+        for p in front[:8]:  # more labels than this crowd the panel; the table names them all
+            px, py = sx(p["latency_ms"]), sy(p["energy_mj"])
+            lx, ly, lw = min(px + 5, x1 - 5.2 * len(p["config"])), py - 5, 5.2 * len(p["config"])
+            while any(abs(ly - y) < 10 and lx < x + w and x < lx + lw for x, y, w in placed) and ly > y1 + 10:
+                ly -= 10  # move up past a label it would overprint
+            placed.append((lx, ly, lw))
+            if abs(ly - (py - 5)) > 1:  # a leader line back to a label that moved
+                out.append(f'<line x1="{px:.1f}" y1="{py:.1f}" x2="{lx:.1f}" y2="{ly + 2:.1f}" stroke="#d62728" '
+                           f'stroke-width="0.5"/>')
+            out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="9" fill="#d62728">{_esc(p["config"])}</text>')
     out.append("</g>")
     return out
 

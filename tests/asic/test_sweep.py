@@ -159,8 +159,12 @@ def test_outputs_csv_json_svg(pool_rows):
     assert "overall (geometric mean)" in texts and "tiny_cnn.onnx" in texts
     assert doc["front"]["overall"][0] in texts  # the front is labelled
     assert len(list(svg.iter("{http://www.w3.org/2000/svg}circle"))) == 36 + 12
+    for model, names in doc["front_latency_sram"].items():
+        mine = [r for r in rows if r["model"] == model]
+        assert names == [r["config"] for r in pareto_front(mine, y="sram_kib")] and names
     summary = sweep_summary(rows)
-    assert summary.count("Pareto front") == 4 and doc["front"]["overall"][0] in summary
+    assert summary.count("Pareto front (latency vs energy)") == 4 and doc["front"]["overall"][0] in summary
+    assert "Pareto front (latency vs SRAM KiB, the area proxy)" in summary
 
 
 def test_pool_survives_a_worker_killed_mid_sweep(tmp_path, monkeypatch, pool_rows):
