@@ -16,6 +16,7 @@ graph for every configuration it simulates: the result depends only on (model, c
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import itertools
 import multiprocessing
@@ -156,6 +157,25 @@ def run_task(task: SweepTask) -> dict[str, Any]:
 
 # -- executors -----------------------------------------------------------------------------------------
 
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Processes started inside see one BLAS/OpenMP thread (unless the user chose a number), as Ray
+    gives its workers: N workers each running a BLAS pool as wide as the machine oversubscribe it
+    (calibration is numpy matmuls; measured 2.8x slower on 2 cores, bench/ASIC_SWEEP.md)."""
+    saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARS}
+    for k in BLAS_THREAD_VARS:
+        os.environ.setdefault(k, "1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
 class PoolExecutor:
     """A local process pool (spawn context: no inherited locks or llvmlite state). A worker that dies
     breaks the whole pool, so the pool is rebuilt and every unfinished task resubmitted, up to
@@ -174,7 +194,8 @@ class PoolExecutor:
         ctx = multiprocessing.get_context("spawn")
         while todo:
             with cf.ProcessPoolExecutor(max_workers=min(self.workers, len(todo)), mp_context=ctx) as pool:
-                futures = {pool.submit(fn, t): k for k, t in todo.items()}
+                with _one_blas_thread():  # the workers start (and copy the environment) at the first submit
+                    futures = {pool.submit(fn, t): k for k, t in todo.items()}
                 broken = False
                 for fut in cf.as_completed(futures):
                     try:

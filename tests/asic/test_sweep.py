@@ -200,3 +200,11 @@ def test_cli_asic_sweep(tmp_path, capsys):
     assert os.path.getsize(tmp_path / "p.svg") > 1000
     assert main(["asic-sweep", models[0], "--rows", "4", "--dataflow", "rs"]) == 1
     assert "dataflow must be one of" in capsys.readouterr().err
+
+
+def test_pool_workers_get_one_blas_thread_and_the_parent_keeps_its_environment(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # a choice of the user's is kept
+    got = list(PoolExecutor(1).map_unordered(os.getenv, ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]))
+    assert sorted(got) == ["1", "3"]
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["OPENBLAS_NUM_THREADS"] == "3"
