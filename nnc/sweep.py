@@ -235,7 +235,8 @@ class RayExecutor:
             try:
                 ray.init(**kw)
             except Exception as e:  # ray raises ConnectionError, RuntimeError... when there is no cluster
-                raise NncError(f"--ray {address}: cannot connect to Ray: {str(e).splitlines()[0]}") from None
+                hint = " (start a cluster with 'ray start --head', or use --ray local)" if address == "auto" else ""
+                raise NncError(f"--ray {address}: cannot connect to Ray{hint}: {str(e).splitlines()[0]}") from None
             self._started = True
 
     def describe(self) -> str:

@@ -13,8 +13,26 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'nnc[
 
 from test_sweep import sweep_models, twelve_configs  # noqa: E402
 
+from nnc.ir import NncError  # noqa: E402
 from nnc.sweep import CRASH_ONCE_ENV, PoolExecutor, RayExecutor, make_tasks, run_sweep  # noqa: E402
 from nnc.sweep_report import sweep_csv, sweep_json  # noqa: E402
+
+
+def test_no_cluster_is_one_clear_error(monkeypatch):
+    """Runs before the module's Ray instance starts: --ray auto with no 'ray start' cluster."""
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already running in this process")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    try:
+        ray.init(address="auto", include_dashboard=False)
+    except Exception:  # noqa: BLE001 - the expected case: nothing to join
+        pass
+    else:
+        ray.shutdown()
+        pytest.skip("a Ray cluster is running on this machine")
+    with pytest.raises(NncError, match=r"--ray auto: cannot connect to Ray \(start a cluster with 'ray start --head'"):
+        RayExecutor("auto")
+    assert not ray.is_initialized()
 
 
 @pytest.fixture(scope="module")
