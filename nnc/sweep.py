@@ -28,12 +28,15 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from nnc.ir import NncError, TargetError
 
-__all__ = ["CRASH_ONCE_ENV", "PoolExecutor", "RayExecutor", "SweepConfig", "SweepTask", "config_grid", "make_tasks",
-           "run_sweep", "run_task", "Progress"]
+__all__ = ["CRASH_ONCE_ENV", "HANG_ONCE_ENV", "PoolExecutor", "Progress", "RayExecutor", "SweepConfig", "SweepTask",
+           "config_grid", "make_tasks", "run_sweep", "run_task"]
 
-# test-only hook: when set to a file path that does not exist yet, the first task to see it creates the
-# file and kills its worker process (os._exit), standing in for a machine lost mid-sweep
+# test-only hooks standing in for a machine lost mid-sweep. Each is set to a file path that does not exist
+# yet; the first task to see it creates the file with its worker's pid and then, for CRASH, exits its
+# process (os._exit); for HANG, sleeps (60 s at most) so that the test can kill the worker from outside.
 CRASH_ONCE_ENV = "NNC_SWEEP_CRASH_ONCE"
+HANG_ONCE_ENV = "NNC_SWEEP_HANG_ONCE"
+HOOK_ENVS = (CRASH_ONCE_ENV, HANG_ONCE_ENV)
 
 ROW_FIELDS = ("model", "config", "array_rows", "array_cols", "spad_kib", "dram_gbps", "dataflow", "sram_kib",
               "cycles", "latency_ms", "fps", "energy_mj", "utilization", "tops_achieved", "dram_bytes", "error")
@@ -116,17 +119,24 @@ def _integer_graph(task: SweepTask) -> Any:
     return _INTEGER_GRAPHS[key]
 
 
-def _maybe_crash() -> None:
-    marker = os.environ.get(CRASH_ONCE_ENV)
+def _claim(env: str) -> bool:
+    marker = os.environ.get(env)
     if not marker:
-        return
+        return False
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        return
-    os.write(fd, str(os.getpid()).encode())
+        return False
+    os.write(fd, f"{os.getpid()}\n".encode())
     os.close(fd)
-    os._exit(17)
+    return True
+
+
+def _test_hooks() -> None:
+    if _claim(CRASH_ONCE_ENV):
+        os._exit(17)
+    if _claim(HANG_ONCE_ENV):
+        time.sleep(60)
 
 
 def run_task(task: SweepTask) -> dict[str, Any]:
@@ -135,7 +145,7 @@ def run_task(task: SweepTask) -> dict[str, Any]:
     from nnc.backends.asic import compile as compile_asic
     from nnc.backends.asic.config import load_config
 
-    _maybe_crash()
+    _test_hooks()
     cfg = task.config
     row: dict[str, Any] = {"index": task.index, "model": task.model, "config": cfg.name,
                            "array_rows": cfg.array_rows, "array_cols": cfg.array_cols, "spad_kib": cfg.spad_kib,
@@ -245,8 +255,9 @@ class RayExecutor:
 
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
         opts: dict[str, Any] = {"max_retries": self.max_retries, "num_cpus": 1}
-        if os.environ.get(CRASH_ONCE_ENV):  # workers do not inherit the driver's environment: pass the hook on
-            opts["runtime_env"] = {"env_vars": {CRASH_ONCE_ENV: os.environ[CRASH_ONCE_ENV]}}
+        hooks = {k: os.environ[k] for k in HOOK_ENVS if os.environ.get(k)}
+        if hooks:  # workers do not inherit the driver's environment: pass the test hooks on
+            opts["runtime_env"] = {"env_vars": hooks}
         remote = self.ray.remote(**opts)(fn)
         pending = [remote.remote(t) for t in tasks]
         while pending:

@@ -9,6 +9,9 @@ import csv
 import io
 import json
 import os
+import signal
+import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 import nnc
 from nnc.cli import main
 from nnc.ir import TargetError
-from nnc.sweep import CRASH_ONCE_ENV, PoolExecutor, SweepConfig, config_grid, make_tasks, run_sweep
+from nnc.sweep import CRASH_ONCE_ENV, HANG_ONCE_ENV, PoolExecutor, SweepConfig, config_grid, make_tasks, run_sweep
 from nnc.sweep_report import overall_rows, pareto_front, sweep_csv, sweep_json, sweep_summary, sweep_svg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,6 +179,34 @@ def test_pool_survives_a_worker_killed_mid_sweep(tmp_path, monkeypatch, pool_row
     assert marker.exists(), "no worker was killed"
     assert ex.restarts == 1
     assert again == rows[:12]
+
+
+def kill_when_claimed(marker: Path) -> threading.Thread:
+    """A thread that waits for the hang hook's marker and SIGKILLs the worker whose pid it holds."""
+    def run() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = marker.read_text() if marker.exists() else ""
+            if text.endswith("\n"):
+                os.kill(int(text), signal.SIGKILL)
+                return
+            time.sleep(0.05)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_pool_survives_a_worker_killed_from_outside(tmp_path, monkeypatch, pool_rows):
+    _, tasks, rows, _ = pool_rows
+    marker = tmp_path / "hung"
+    monkeypatch.setenv(HANG_ONCE_ENV, str(marker))  # the first task sleeps until the thread kills it
+    killer = kill_when_claimed(marker)
+    t0 = time.monotonic()
+    again = run_sweep(tasks[12:24], PoolExecutor(2))
+    killer.join(5)
+    assert marker.exists() and not killer.is_alive()
+    assert time.monotonic() - t0 < 50  # it did not sit out the 60 s sleep
+    assert again == rows[12:24]
 
 
 def test_a_model_that_fails_is_an_error_row_not_a_crash(tmp_path):

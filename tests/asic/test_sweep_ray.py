@@ -11,10 +11,10 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'nnc[distributed]')")
 
-from test_sweep import sweep_models, twelve_configs  # noqa: E402
+from test_sweep import kill_when_claimed, sweep_models, twelve_configs  # noqa: E402
 
 from nnc.ir import NncError  # noqa: E402
-from nnc.sweep import CRASH_ONCE_ENV, PoolExecutor, RayExecutor, make_tasks, run_sweep  # noqa: E402
+from nnc.sweep import CRASH_ONCE_ENV, HANG_ONCE_ENV, PoolExecutor, RayExecutor, make_tasks, run_sweep  # noqa: E402
 from nnc.sweep_report import sweep_csv, sweep_json  # noqa: E402
 
 
@@ -76,3 +76,13 @@ def test_ray_retries_a_task_whose_worker_died(local_ray, tasks, pool_rows, tmp_p
     # the worker that ran the crashing task is gone
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_ray_retries_a_task_whose_worker_was_killed_from_outside(local_ray, tasks, pool_rows, tmp_path, monkeypatch):
+    marker = tmp_path / "hung"
+    monkeypatch.setenv(HANG_ONCE_ENV, str(marker))  # the first task sleeps until the thread SIGKILLs its worker
+    killer = kill_when_claimed(marker)
+    rows = run_sweep(tasks[24:], RayExecutor("local", max_retries=2))
+    killer.join(5)
+    assert marker.exists() and not killer.is_alive()
+    assert rows == pool_rows[24:]
