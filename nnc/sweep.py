@@ -273,12 +273,16 @@ class RayExecutor:
 # -- progress ------------------------------------------------------------------------------------------
 
 class Progress:
-    """One status line on a stream: configurations done/total, best latency so far, ETA."""
+    """Configurations done/total, best latency so far, ETA: one line redrawn in place on a terminal;
+    elsewhere (a log file, a CI job) one line per tenth of the work, so the log stays readable."""
 
     def __init__(self, total: int, stream: Any = None, enabled: bool = True):
         self.total, self.done = total, 0
         self.stream = stream or sys.stderr
         self.enabled = enabled
+        isatty = getattr(self.stream, "isatty", None)
+        self.redraw = bool(isatty and isatty())
+        self._tenths = -1
         self.best: dict[str, Any] | None = None
         self._width = 0
         self.t0 = time.perf_counter()
@@ -287,13 +291,16 @@ class Progress:
         self.done += 1
         if row.get("error") is None and (self.best is None or row["latency_ms"] < self.best["latency_ms"]):
             self.best = row
-        if self.enabled:
-            text = self.line()
-            self.stream.write("\r" + text.ljust(self._width))
+        if not self.enabled:
+            return
+        text = self.line()
+        if self.redraw:
+            self.stream.write("\r" + text.ljust(self._width) + ("\n" if self.done == self.total else ""))
             self._width = len(text)
-            if self.done == self.total:
-                self.stream.write("\n")
-            self.stream.flush()
+        elif 10 * self.done // max(self.total, 1) > self._tenths:
+            self._tenths = 10 * self.done // max(self.total, 1)
+            self.stream.write(text.rstrip() + "\n")
+        self.stream.flush()
 
     def line(self) -> str:
         elapsed = time.perf_counter() - self.t0

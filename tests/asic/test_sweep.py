@@ -239,3 +239,16 @@ def test_pool_workers_get_one_blas_thread_and_the_parent_keeps_its_environment(m
     got = list(PoolExecutor(1).map_unordered(os.getenv, ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]))
     assert sorted(got) == ["1", "3"]
     assert "OMP_NUM_THREADS" not in os.environ and os.environ["OPENBLAS_NUM_THREADS"] == "3"
+
+
+def test_progress_in_a_log_is_one_line_per_tenth_of_the_work():
+    from nnc.sweep import Progress
+
+    out = io.StringIO()
+    p = Progress(40, stream=out)
+    for i in range(40):
+        p.update({"latency_ms": 10.0 - i * 0.1, "config": f"c{i}", "model": "/m/a.onnx", "error": None})
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == 11  # the first result, then each tenth
+    assert lines[0].startswith("[") and " 1/40 " in lines[0] and " 4/40 " in lines[1] and "ETA" in lines[1]
+    assert "40/40" in lines[-1] and "best 6.100 ms c39 (a.onnx)" in lines[-1]
