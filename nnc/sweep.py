@@ -174,7 +174,7 @@ BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 def _one_blas_thread() -> Iterator[None]:
     """Processes started inside see one BLAS/OpenMP thread (unless the user chose a number), as Ray
     gives its workers: N workers each running a BLAS pool as wide as the machine oversubscribe it
-    (calibration is numpy matmuls; measured 2.8x slower on 2 cores, bench/ASIC_SWEEP.md)."""
+    (calibration is numpy matmuls; on 2 busy cores 24-54 s instead of 16-17 s, bench/ASIC_SWEEP.md)."""
     saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARS}
     for k in BLAS_THREAD_VARS:
         os.environ.setdefault(k, "1")
