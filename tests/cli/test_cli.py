@@ -70,7 +70,8 @@ def test_version() -> None:
 
 
 def test_help() -> None:
-    commands = [[], ["compile"], ["run"], ["dump"], ["ops"]]
+    commands = [[], ["compile"], ["run"], ["dump"], ["ops"], ["bench"], ["memory"], ["train"], ["asic-report"],
+                ["asic-sweep"]]
     for command, r in zip(commands, nnc_cli_all(*[c + ["--help"] for c in commands])):
         out = ok(r)
         assert out.startswith("usage: nnc" + "".join(" " + c for c in command)), command
