@@ -239,12 +239,41 @@ def gather(ctx: TorchContext, node: AtenNode):
 def index(ctx: TorchContext, node: AtenNode):
     x, indices = node.positional[:2]
     given = [(i, v) for i, v in enumerate(indices) if v is not None]
-    if len(given) != 1:
-        raise node.unsupported("advanced indexing with more than one index tensor")
-    axis, idx = given[0]
-    if idx.dtype == DType.bool:
+    if any(v.dtype == DType.bool for _, v in given):
         raise node.unsupported("boolean-mask indexing (data-dependent output size)")
-    return ctx.op("gather", x, idx, axis=axis)
+    if len(given) == 1:
+        axis, idx = given[0]
+        return ctx.op("gather", x, idx, axis=axis)
+    return _index_many(ctx, node, x, given)
+
+
+def _index_many(ctx: TorchContext, node: AtenNode, x: Value, given: list[tuple[int, Value]]) -> Value:
+    """``x[..., i0, ..., i1, ...]``: the index tensors broadcast together and are stacked on a new
+    last axis for one ``gather_nd`` over the indexed dims, moved to the front. numpy's placement rule
+    decides where the broadcast dims land: in place of the indexed dims when those are adjacent, in
+    front otherwise."""
+    shapes = [tuple(v.shape) for _, v in given]
+    if not all(isinstance(d, int) for s in shapes for d in s):
+        raise node.unsupported("advanced indexing with several index tensors of symbolic shape")
+    bshape = tuple(np.broadcast_shapes(*shapes))
+    axes = [a for a, _ in given]
+    rest = [a for a in range(x.type.rank) if a not in axes]
+    if axes + rest != list(range(x.type.rank)):
+        x = ctx.op("transpose", x, perm=tuple(axes + rest))
+    parts = []
+    for _, v in given:
+        v = ctx.cast(v, DType.i64)
+        if tuple(v.shape) != bshape:
+            v = ctx.op("expand", v, shape=bshape)
+        parts.append(ctx.op("unsqueeze", v, axes=(len(bshape),)))
+    out = ctx.op("gather_nd", x, ctx.op("concat", *parts, axis=len(bshape)), batch_dims=0)
+    first, nb = axes[0], len(bshape)
+    adjacent = axes == list(range(first, first + len(axes)))
+    if adjacent and first > 0:
+        # out is [*bshape, *x.shape[rest]]; the rest dims before the indexed block go back in front
+        perm = list(range(nb, nb + first)) + list(range(nb)) + list(range(nb + first, out.type.rank))
+        out = ctx.op("transpose", out, perm=tuple(perm))
+    return out
 
 
 @aten("aten.tril.default", "aten.triu.default")
