@@ -252,22 +252,25 @@ def _index_many(ctx: TorchContext, node: AtenNode, x: Value, given: list[tuple[i
     last axis for one ``gather_nd`` over the indexed dims, moved to the front. numpy's placement rule
     decides where the broadcast dims land: in place of the indexed dims when those are adjacent, in
     front otherwise."""
-    shapes = [tuple(v.shape) for _, v in given]
-    if not all(isinstance(d, int) for s in shapes for d in s):
-        raise node.unsupported("advanced indexing with several index tensors of symbolic shape")
-    bshape = tuple(np.broadcast_shapes(*shapes))
+    idx = [ctx.cast(v, DType.i64) for _, v in given]
+    shapes = [tuple(v.shape) for v in idx]
+    nb = max(len(s) for s in shapes)
+    if all(isinstance(d, int) for s in shapes for d in s):
+        bshape = tuple(np.broadcast_shapes(*shapes))
+        idx = [v if tuple(v.shape) == bshape else ctx.op("expand", v, shape=bshape) for v in idx]
+    else:
+        # symbolic dims: adding a broadcast zero (sum of every index times 0) broadcasts each index
+        zero = ctx.op("mul", idx[0], ctx.scalar(0, DType.i64))
+        for v in idx[1:]:
+            zero = ctx.op("add", zero, ctx.op("mul", v, ctx.scalar(0, DType.i64)))
+        idx = [ctx.op("add", v, zero) for v in idx]
     axes = [a for a, _ in given]
     rest = [a for a in range(x.type.rank) if a not in axes]
     if axes + rest != list(range(x.type.rank)):
         x = ctx.op("transpose", x, perm=tuple(axes + rest))
-    parts = []
-    for _, v in given:
-        v = ctx.cast(v, DType.i64)
-        if tuple(v.shape) != bshape:
-            v = ctx.op("expand", v, shape=bshape)
-        parts.append(ctx.op("unsqueeze", v, axes=(len(bshape),)))
-    out = ctx.op("gather_nd", x, ctx.op("concat", *parts, axis=len(bshape)), batch_dims=0)
-    first, nb = axes[0], len(bshape)
+    stacked = ctx.op("concat", *[ctx.op("unsqueeze", v, axes=(nb,)) for v in idx], axis=nb)
+    out = ctx.op("gather_nd", x, stacked, batch_dims=0)
+    first = axes[0]
     adjacent = axes == list(range(first, first + len(axes)))
     if adjacent and first > 0:
         # out is [*bshape, *x.shape[rest]]; the rest dims before the indexed block go back in front
