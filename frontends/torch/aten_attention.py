@@ -32,7 +32,7 @@ def sdpa(ctx: TorchContext, node: AtenNode):
                   is_causal=int(bool(node.arg("is_causal", False))))
 
 
-def _heads(node: AtenNode, i: int, x: Value):
+def _heads(node: AtenNode, i: int, x: Value) -> int | str | None:
     """The head count of operand ``i``: torch's traced size when the IR type lost it (a symbolic
     sequence length through ``arange`` leaves unknown dims that broadcast onto q)."""
     val = getattr(node.fx.args[i], "meta", {}).get("val")
