@@ -153,11 +153,12 @@ def test_torch_x86(tf, kind: str) -> None:
     assert_close(nnc.compile(m, example_args=args, target="x86", quiet=True)(*numpy_args(args)), want)
 
 
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_onnx_export(tf, kind: str, tmp_path) -> None:
-    m, args = build(tf, kind, "eager")
+def test_onnx_export(tf, kind: str, attn: str, tmp_path) -> None:
+    m, args = build(tf, kind, attn)
     want = expected(m, args)
-    path = str(tmp_path / f"{kind}.onnx")
+    path = str(tmp_path / f"{kind}-{attn}.onnx")
     # the TorchScript exporter: the dynamo one needs onnxscript, which is not a dependency
     torch.onnx.export(m, args, path, dynamo=False, opset_version=17)
     assert_close(nnc.compile(path)(*numpy_args(args)), want)
