@@ -239,12 +239,44 @@ def gather(ctx: TorchContext, node: AtenNode):
 def index(ctx: TorchContext, node: AtenNode):
     x, indices = node.positional[:2]
     given = [(i, v) for i, v in enumerate(indices) if v is not None]
-    if len(given) != 1:
-        raise node.unsupported("advanced indexing with more than one index tensor")
-    axis, idx = given[0]
-    if idx.dtype == DType.bool:
+    if any(v.dtype == DType.bool for _, v in given):
         raise node.unsupported("boolean-mask indexing (data-dependent output size)")
-    return ctx.op("gather", x, idx, axis=axis)
+    if len(given) == 1:
+        axis, idx = given[0]
+        return ctx.op("gather", x, idx, axis=axis)
+    return _index_many(ctx, node, x, given)
+
+
+def _index_many(ctx: TorchContext, node: AtenNode, x: Value, given: list[tuple[int, Value]]) -> Value:
+    """``x[..., i0, ..., i1, ...]``: the index tensors broadcast together and are stacked on a new
+    last axis for one ``gather_nd`` over the indexed dims, moved to the front. numpy's placement rule
+    decides where the broadcast dims land: in place of the indexed dims when those are adjacent, in
+    front otherwise."""
+    idx = [ctx.cast(v, DType.i64) for _, v in given]
+    shapes = [tuple(v.shape) for v in idx]
+    nb = max(len(s) for s in shapes)
+    if all(isinstance(d, int) for s in shapes for d in s):
+        bshape = tuple(np.broadcast_shapes(*shapes))
+        idx = [v if tuple(v.shape) == bshape else ctx.op("expand", v, shape=bshape) for v in idx]
+    else:
+        # symbolic dims: adding a broadcast zero (sum of every index times 0) broadcasts each index
+        zero = ctx.op("mul", idx[0], ctx.scalar(0, DType.i64))
+        for v in idx[1:]:
+            zero = ctx.op("add", zero, ctx.op("mul", v, ctx.scalar(0, DType.i64)))
+        idx = [ctx.op("add", v, zero) for v in idx]
+    axes = [a for a, _ in given]
+    rest = [a for a in range(x.type.rank) if a not in axes]
+    if axes + rest != list(range(x.type.rank)):
+        x = ctx.op("transpose", x, perm=tuple(axes + rest))
+    stacked = ctx.op("concat", *[ctx.op("unsqueeze", v, axes=(nb,)) for v in idx], axis=nb)
+    out = ctx.op("gather_nd", x, stacked, batch_dims=0)
+    first = axes[0]
+    adjacent = axes == list(range(first, first + len(axes)))
+    if adjacent and first > 0:
+        # out is [*bshape, *x.shape[rest]]; the rest dims before the indexed block go back in front
+        perm = list(range(nb, nb + first)) + list(range(nb)) + list(range(nb + first, out.type.rank))
+        out = ctx.op("transpose", out, perm=tuple(perm))
+    return out
 
 
 @aten("aten.tril.default", "aten.triu.default")
