@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnc.ir import Module, Op, const_value
+from nnc.ir.types import UNKNOWN
 
 from .registry import Pass, register_pass
 from .rewrite import Pattern, Rewriter, apply_patterns
@@ -34,6 +35,8 @@ class RemoveNoOps(Pattern):
         x = op.operands[0]
         if op.results[0].type != x.type:
             return False
+        if op.opname not in ("identity", "cast") and (x.type.shape is None or UNKNOWN in x.type.shape):
+            return False  # "?" equals "?" but two unknown sizes need not: a slice may still cut
         if op.opname == "transpose":
             perm = op.attrs["perm"]
             if perm is not None and list(perm) != list(range(len(perm))):

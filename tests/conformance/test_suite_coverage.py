@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from categories import numeric_node_tests
-from conftest import load_expected_failures
+from expected_failures import load_expected_failures
 from test_onnx_backend_reference import REAL_MODELS
 from test_onnx_backend_x86 import GOAL as X86_GOAL
 

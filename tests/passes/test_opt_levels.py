@@ -23,7 +23,7 @@ from nnc.passes.presets import preset
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "conformance"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "property"))
 from categories import numeric_node_tests  # noqa: E402
-from conftest import load_expected_failures  # noqa: E402
+from expected_failures import load_expected_failures  # noqa: E402
 from test_random_graphs import random_graph  # noqa: E402
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")

@@ -179,15 +179,9 @@ def test_llama_grouped_query_attention(tf, target: str, monkeypatch) -> None:
     assert_close(nnc.compile(module, target=target, quiet=True)(*numpy_args(args)), want)
 
 
-LLAMA_SIMPLIFY_BUG = pytest.mark.xfail(
-    strict=True, reason="rotary embeddings under a symbolic seq leave q/k with unknown ('?') dims, and -O1's "
-                        "simplify removes a slice whose result type equals its operand's, '?' matching '?' "
-                        "(passes/simplify.py RemoveNoOps); at -O0 the same graph is right")
-
 
 @pytest.mark.parametrize("target", ["reference", pytest.param("x86", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("kind", ["bert", "distilbert", "gpt2", pytest.param("llama", marks=LLAMA_SIMPLIFY_BUG),
-                                  "t5"])
+@pytest.mark.parametrize("kind", ["bert", "distilbert", "gpt2", "llama", "t5"])
 def test_symbolic_sequence_length(tf, kind: str, target: str) -> None:
     """One compile for a symbolic sequence length (torch.export ``Dim``), run at two lengths; the
     mask builder's index tensors then have symbolic shapes."""
