@@ -165,7 +165,18 @@ def _conv_infer(ctx: InferContext) -> list[TensorType]:
     if len(x.shape) < 3 or len(w.shape) != len(x.shape):
         raise ctx.fail(f"input {x} and weight {w} must have the same rank >= 3")
     _check_groups(ctx, x.shape[1], w.shape[1], w.shape[0], ctx.attrs["group"])
+    _check_bias(ctx, w.shape[0])
     return [TensorType(dt, (x.shape[0], w.shape[0], *_conv_out_dims(x.shape, w.shape[2:], ctx.attrs)))]
+
+
+def _check_bias(ctx: InferContext, channels: Dim) -> None:
+    """The optional bias is one value per output channel (a bias of another shape would broadcast
+    silently in one backend and fail in another)."""
+    if len(ctx.types) < 3 or ctx.types[2].shape is None:
+        return
+    b = ctx.types[2].shape
+    if len(b) != 1 or (isinstance(b[0], int) and isinstance(channels, int) and b[0] != channels):
+        raise ctx.fail(f"bias {ctx.types[2]} must be one value per output channel ({channels})")
 
 
 def grouped_conv(xp: np.ndarray, w: np.ndarray, group: int, strides: Sequence[int], dilations: Sequence[int],
@@ -255,6 +266,7 @@ def _convt_infer(ctx: InferContext) -> list[TensorType]:
     if isinstance(x.shape[1], int) and isinstance(w.shape[0], int) and x.shape[1] != w.shape[0]:
         raise ctx.fail(f"input has {x.shape[1]} channels but weight expects {w.shape[0]}")
     m: Dim = w.shape[1] * g if isinstance(w.shape[1], int) else UNKNOWN
+    _check_bias(ctx, m)
     return [TensorType(dt, (x.shape[0], m, *_convt_out_dims(x.shape, w.shape, ctx.attrs)))]
 
 

@@ -262,3 +262,19 @@ def test_conv_keeps_auto_pad_for_symbolic_spatial_dims():
     assert conv.attrs["auto_pad"] == "SAME_LOWER"
     np.testing.assert_allclose(_run_nnc(m, {"x": x, "w": w})[0], _oracle(m, {"x": x, "w": w}, "ort")[0],
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bias_shape", [[6, 6], [5], []])
+def test_conv_bias_must_be_one_value_per_output_channel(bias_shape):
+    """A bias of another shape is a type error at inference (it used to be accepted and then failed
+    in fold-batchnorm with a ValueError)."""
+    from nnc.ir import TypeInferenceError
+
+    m = Module("conv_bias")
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    x = g.add_param("x", tensor("f32", [1, 3, 8, 8]))
+    w = b.const(np.ones((6, 3, 3, 3), np.float32), name="w")
+    bias = b.const(np.ones(bias_shape, np.float32), name="b")
+    with pytest.raises(TypeInferenceError, match="one value per output channel"):
+        b.op("conv", x, w, bias, name="y")
