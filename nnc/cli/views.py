@@ -11,7 +11,7 @@ from typing import Any
 import nnc
 from nnc.backends.onnx_export import export_onnx
 from nnc.ir import NncError, print_module
-from nnc.ir.specialize import specialize
+from nnc.ir.specialize import bind_dims, input_symbols
 from nnc.passes.liveness import DynamicShapeError
 from nnc.passes.pipeline import format_pipeline, parse_pipeline
 from nnc.passes.plan_memory import plan_graph
@@ -25,14 +25,8 @@ from .common import Formatter, dim_spec, write_files
 def _load(args: argparse.Namespace, upto: str | None = None, default_level: int | None = None):
     """Import the model, bind --dim sizes, and run the pipeline (up to and including ``upto``)."""
     module = nnc.load_module(args.model)
-    dims = dict(getattr(args, "dim", None) or [])
-    if dims:
-        shapes = {p.name: tuple(dims.get(d, d) if isinstance(d, str) else d for d in p.shape)
-                  for p in module.main.params if p.shape is not None}
-        missing = sorted({d for s in shapes.values() for d in s if isinstance(d, str)})
-        if missing:
-            raise NncError(f"give a size for symbolic dim(s) {', '.join(missing)} with --dim NAME=SIZE")
-        module = specialize(module, shapes)
+    if getattr(args, "dim", None):
+        module = _bind_dims(module, args)
     opts: dict[str, Any] = {}
     level = getattr(args, "opt_level", None)
     if level is None:
@@ -50,6 +44,19 @@ def _load(args: argparse.Namespace, upto: str | None = None, default_level: int 
             raise NncError(f"pass {upto!r} is not in the pipeline {format_pipeline(items)}")
         opts["passes"] = format_pipeline(items[: names.index(upto) + 1])
     return optimize(module, "infer", opts)[0]
+
+
+def _bind_dims(module: Any, args: argparse.Namespace) -> Any:
+    """Fix the --dim sizes with the compile's binding (``ir.specialize.bind_dims``); every symbolic
+    input dim must get one. Unlike nnc compile, the views accept sizes for symbols the model lacks
+    (one --dim N=1 for a mixed set of models, as their tests and users pass it)."""
+    have = set(input_symbols(module))
+    dims = {k: v for k, v in (getattr(args, "dim", None) or []) if k in have}
+    module = bind_dims(module, dims) if dims else module
+    missing = input_symbols(module)
+    if missing:
+        raise NncError(f"give a size for symbolic dim(s) {', '.join(missing)} with --dim NAME=SIZE")
+    return module
 
 
 def _write(path: str | None, data: bytes) -> None:
@@ -95,13 +102,7 @@ def _train_step(args: argparse.Namespace):
         raise NncError(f"--mode train needs an ONNX model (its initializers become the trained parameters), "
                        f"not {args.model}")
     module = import_model(str(args.model), weights="param")
-    dims = dict(args.dim or [])
-    shapes = {p.name: tuple(dims.get(d, d) if isinstance(d, str) else d for d in p.shape)
-              for p in module.main.params if p.shape is not None and p.binding is None}
-    missing = sorted({d for s in shapes.values() for d in s if isinstance(d, str)})
-    if missing:
-        raise NncError(f"give a size for symbolic dim(s) {', '.join(missing)} with --dim NAME=SIZE")
-    step, _ = build_train_step(specialize(module, shapes) if shapes else module)
+    step, _ = build_train_step(_bind_dims(module, args))
     opts: dict[str, Any] = {"opt_level": 3 if args.opt_level is None else args.opt_level}
     if args.memory_budget:
         opts["memory_budget"] = args.memory_budget
