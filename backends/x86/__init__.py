@@ -153,7 +153,7 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Exec
             if exe is not None:
                 exe.cache_status = status
                 return exe
-            cache._discard(cache.path(key))
+            cache.discard(key)
             status = "corrupt: bad metadata"
     exe, entry = _build(module, info, options, progress, keep_llvm)
     if cache is not None:

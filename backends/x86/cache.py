@@ -364,6 +364,10 @@ class CompileCache:
             self._discard(path)
             total -= size
 
+    def discard(self, key: str) -> None:
+        """Delete ``key``'s entry (one that verified but whose metadata the backend cannot use)."""
+        self._discard(self.path(key))
+
     @staticmethod
     def _discard(path: str) -> None:
         try:
