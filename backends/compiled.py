@@ -23,6 +23,12 @@ from nnc.ir import InputError, Module, TargetError, TensorType
 from .options import CompileOptions
 
 
+class NotShapeGeneric(TargetError):
+    """A backend that compiles symbolic dims into its code cannot do so for this model (an op
+    without a shape-generic kernel, a shape that depends on data); the message says why. The driver
+    then compiles per input shape (``nnc.specializer``) and reports the reason."""
+
+
 class CompiledModel:
     """A compiled model: ``run(feeds) -> {output name: array}`` or ``model(*arrays)``.
 
@@ -93,6 +99,7 @@ class Backend:
 
     name: ClassVar[str] = ""
     static_shapes: ClassVar[bool] = False      # the driver specialises symbolic dims per run first
+    shape_generic: ClassVar[bool] = False      # ...unless this backend compiles them (NotShapeGeneric if not)
     default_passes: ClassVar[str | None] = None  # None: the -O presets; else the pipeline it needs
     quantizes_itself: ClassVar[bool] = False   # takes the float graph and quantizes (asic)
     options: ClassVar[frozenset[str]] = frozenset()  # the backend-scoped CompileOptions it reads

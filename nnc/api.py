@@ -21,12 +21,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from nnc.backends.compiled import CompiledModel
+from nnc.backends.compiled import CompiledModel, NotShapeGeneric
 from nnc.backends.options import MODES, CompileOptions, as_options
 from nnc.backends.registry import get_backend
 from nnc.backends.registry import load as load_artifact
 from nnc.ir import NncError
-from nnc.ir.specialize import bind_dims
+from nnc.ir.specialize import bind_dims, input_symbols
 
 from .loading import check_weights, from_onnx, from_torch, load_module, parse
 from .pipeline import optimize
@@ -69,13 +69,26 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", example_
     if backend.default_passes and "passes" not in pipe:
         pipe["passes"] = backend.default_passes  # e.g. the float graph the asic's quantizer expects
     module, records, pipeline = optimize(module, opts.mode, pipe)
+    shapes: dict[str, Any] | None = None
+    executable: Any = None
     if backend.static_shapes and not is_static(module):
-        # optimise again once shapes are known: folding and fusion need static shapes
-        replay = {k: v for k, v in pipe.items() if k in ("opt_level", "passes", "disable_passes", "pass_plugins")}
-        executable: Any = Specializer(module, lambda m: backend.compile(optimize(m, opts.mode, replay)[0], opts))
+        if backend.shape_generic:  # one compile for every value of the symbolic dims, if the backend can
+            try:
+                executable = backend.compile(module, opts)
+                shapes = {"generic": True, "symbols": input_symbols(module)}
+            except NotShapeGeneric as e:
+                shapes = {"generic": False, "reason": str(e)}
+        else:
+            shapes = {"generic": False, "reason": f"target {backend.name!r} compiles static shapes only"}
+        if executable is None:
+            # compile per input shape, optimising again once shapes are known (folding and fusion do more)
+            replay = {k: v for k, v in pipe.items() if k in ("opt_level", "passes", "disable_passes", "pass_plugins")}
+            executable = Specializer(module, lambda m: backend.compile(optimize(m, opts.mode, replay)[0], opts))
     else:
         executable = backend.compile(module, opts)
     report = build_report(module, records, backend.name, opts.mode, pipeline)
+    if shapes is not None:
+        report["shapes"] = shapes
     report["options"] = opts.report()
     if opts.dims:
         report["bound_dims"] = dict(opts.dims)

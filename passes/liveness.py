@@ -9,6 +9,7 @@ that operand dies at this op and has the same size; the two values then share on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from nnc.ir import Graph, Op, Trait, Value
 
@@ -59,7 +60,11 @@ class DynamicShapeError(ValueError):
     pass
 
 
-def analyze_liveness(g: Graph, allow_in_place: bool = True) -> Liveness:
+def analyze_liveness(g: Graph, allow_in_place: bool = True,
+                     nbytes_of: Callable[[Value], int | None] | None = None) -> Liveness:
+    """Buffers and lifetimes of ``g``'s intermediate values. ``nbytes_of`` gives a value's size when
+    the graph's types are symbolic (the sizes of one binding, ``ir.shape_eval``); default: the type's."""
+    size = nbytes_of or (lambda v: v.type.nbytes)
     outputs = {id(v) for v in g.outputs}
     last_use: dict[int, int] = {}
     for i, op in enumerate(g.ops):
@@ -74,11 +79,11 @@ def analyze_liveness(g: Graph, allow_in_place: bool = True) -> Liveness:
         for k, r in enumerate(op.results):
             if id(r) in outputs:
                 continue
-            nbytes = r.type.nbytes
+            nbytes = size(r)
             if nbytes is None:
                 raise DynamicShapeError(f"%{r.name} has a dynamic shape {r.type}; memory planning needs static shapes")
             end = last_use.get(id(r), i)
-            reuse = _reusable_operand(op, k, i, last_use, buffer_of, outputs) if allow_in_place else None
+            reuse = _reusable_operand(op, k, i, last_use, buffer_of, outputs, size) if allow_in_place else None
             if reuse is not None and buffers[reuse].size == aligned(nbytes):
                 b = buffers[reuse]
                 b.end = max(b.end, end)
@@ -93,7 +98,7 @@ def analyze_liveness(g: Graph, allow_in_place: bool = True) -> Liveness:
 
 
 def _reusable_operand(op: Op, k: int, i: int, last_use: dict[int, int], buffer_of: dict[int, int],
-                      outputs: set[int]) -> int | None:
+                      outputs: set[int], size: Callable[[Value], int | None]) -> int | None:
     if k != 0 or not op.operands or not op.opdef.has(Trait.INPLACE):
         return None
     src = op.operands[0]
@@ -101,6 +106,6 @@ def _reusable_operand(op: Op, k: int, i: int, last_use: dict[int, int], buffer_o
         return None
     if any(v is src for v in op.operands[1:]):  # read again through another operand
         return None
-    if src.type.nbytes != op.results[0].type.nbytes:
+    if size(src) != size(op.results[0]):
         return None
     return buffer_of[id(src)]

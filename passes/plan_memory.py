@@ -15,8 +15,9 @@ plan is attached to the module (``module.annotations["memory_plan"]``) for the b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
-from nnc.ir import Graph, Module
+from nnc.ir import Graph, Module, Value
 
 from .liveness import Buffer, DynamicShapeError, Liveness, analyze_liveness
 from .registry import Pass, register_pass
@@ -85,8 +86,10 @@ def greedy_by_breadth(lv: Liveness) -> tuple[dict[int, int], int]:
     return _place(order)
 
 
-def plan_graph(g: Graph, allow_in_place: bool = True) -> MemoryPlan:
-    lv = analyze_liveness(g, allow_in_place)
+def plan_graph(g: Graph, allow_in_place: bool = True, nbytes_of: Callable[[Value], int | None] | None = None
+               ) -> MemoryPlan:
+    """The arena plan of ``g`` (``nbytes_of``: value sizes of one binding of a symbolic graph)."""
+    lv = analyze_liveness(g, allow_in_place, nbytes_of)
     best = None
     for name, strategy in (("greedy-by-size", greedy_by_size), ("greedy-by-breadth", greedy_by_breadth)):
         offsets, size = strategy(lv)

@@ -29,12 +29,16 @@ import time
 from typing import Any, Mapping, TextIO
 
 from nnc.ir import DType, Module, Op, TargetError, verify_module
+from nnc.ir.shape_eval import ShapeEvaluator
 from nnc.ir.specialize import reinfer
 from nnc.passes import PassManager
 
 from .cache import CompileCache, Entry, cache_key
 from .codegen import ENTRY, CodeGen
+from ..compiled import NotShapeGeneric
 from .executable import Interface, X86Executable, load_object
+from .frame import FrameLayout
+from .generic import GenericExecutable, is_symbolic, shape_generic_reason, symbolic_interface
 from .llvm_worker import object_code
 from .runtime import attach, num_threads
 from .storage import assign_storage
@@ -44,7 +48,10 @@ PREPARE = "freeze,fold-constants,fold-dynamic,dce"
 REFOLD = "fold-constants,fold-dynamic,dce"
 
 
-def prepare(module: Module) -> Module:
+def prepare(module: Module, allow_symbolic: bool = False) -> Module:
+    """The graph the code generator lowers: frozen, shape arithmetic folded, dead code removed.
+    Static shapes are required unless ``allow_symbolic`` (shape-generic code, ``generic.py``);
+    a data-dependent output shape (NonZero) is refused either way."""
     m = module.clone()  # the graphs are copied; the (large, read-only) constant arrays are shared
     records = PassManager(PREPARE).run(m)
     g = m.main
@@ -56,12 +63,15 @@ def prepare(module: Module) -> Module:
         # more shapes (and so more shape arithmetic) constant
         reinfer(m)
         records = PassManager(REFOLD).run(m)
+    needed = ShapeEvaluator(m, g).needed if allow_symbolic else set()
     for op in g.ops:  # an op whose shape is unknown though its operands' are: data-dependent
+        if any(id(v) in needed for v in op.operands):
+            continue  # its shape follows from shape arithmetic the host evaluates per binding (a range's limit)
         if all(v.type.is_static for v in op.operands) and not all(r.type.is_static for r in op.results):
             types = ", ".join(str(r.type) for r in op.results)
             raise TargetError(f"x86: {op.where()} has a data-dependent output shape ({types}); the x86 backend "
                               f"compiles static shapes only")
-    for v in list(g.params) + [r for op in g.ops for r in op.results]:
+    for v in [] if allow_symbolic else list(g.params) + [r for op in g.ops for r in op.results]:
         if not v.type.is_static:
             raise TargetError(f"x86: %{v.name} has a dynamic type {v.type}; compile with static input shapes")
     return m
@@ -111,7 +121,7 @@ class _ReportingCodeGen(CodeGen):
     """CodeGen that reports each kernel it emits (kernels emitted / total)."""
 
     def __init__(self, *args: Any, progress: Progress):
-        super().__init__(*args)
+        super().__init__(*args[:6], frame=args[6])
         self.progress = progress
         self.total = sum(1 for op in self.graph.ops if op.opname != "const")
         self.done = 0
@@ -124,16 +134,31 @@ class _ReportingCodeGen(CodeGen):
 
 
 def generate(module: Module, options: Mapping[str, Any] | None = None, progress: Progress | None = None):
-    """The prepared module, its storage map, the target and the LLVM IR text."""
+    """The prepared module, its storage map, the target and the LLVM IR text. A module with
+    symbolic dims gives shape-generic code (``generic.py``; ``storage.generic``), or a
+    ``NotShapeGeneric`` error saying why it cannot."""
     options = dict(options or {})
     progress = progress or Progress(quiet=True)
     info = resolve(options.get("cpu"), options.get("target_features"))
     progress.update("preparing the graph")
-    m = prepare(module)
-    storage = assign_storage(m, m.main)
+    m, storage, layout = _prepared(module)
     ll = _ReportingCodeGen(m, m.main, storage, info, num_threads(options), bool(options.get("profile")),
-                           progress=progress).emit()
+                           layout, progress=progress).emit()
     return m, storage, info, str(ll)
+
+
+def _prepared(module: Module) -> tuple[Module, Any, FrameLayout | None]:
+    """The prepared module, its storage map and (shape-generic code) its frame layout."""
+    m = prepare(module, allow_symbolic=True)
+    if not is_symbolic(m.main):
+        return m, assign_storage(m, m.main), None
+    storage = assign_storage(m, m.main, generic=True)
+    layout = FrameLayout(m, m.main, storage.arena_values())
+    storage.layout = layout
+    why = shape_generic_reason(m, m.main, layout)
+    if why is not None:
+        raise NotShapeGeneric(f"x86: {why}")
+    return m, storage, layout
 
 
 def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Executable:  # noqa: A001
@@ -149,7 +174,7 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Exec
         key = cache_key(module, info, options)
         entry, status = cache.get(key)
         if entry is not None:
-            exe = _from_entry(entry, info)
+            exe = _from_entry(entry, info, module)
             if exe is not None:
                 exe.cache_status = status
                 return exe
@@ -170,13 +195,20 @@ def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progres
     progress.update(f"optimising and generating machine code (LLVM O{opt})", force=True)
     obj, llvm_ir, assembly = object_code(text, info, opt, keep_llvm)
     code = load_object(obj, info)
-    interface = Interface.of(m.main, storage)
-    exe = X86Executable(interface, storage.weights, code.address(ENTRY), code, module=m, graph=m.main,
-                        storage=storage)
+    exe: Any
+    if storage.generic:
+        interface = symbolic_interface(m.main, storage.kernel_table)
+        exe = GenericExecutable(interface, storage.layout, storage.weights, code.address(ENTRY), code, module=m,
+                                storage=storage)
+    else:
+        interface = Interface.of(m.main, storage)
+        exe = X86Executable(interface, storage.weights, code.address(ENTRY), code, module=m, graph=m.main,
+                            storage=storage)
     attach(exe, code)  # joins the model's worker threads when it is collected
     progress.done(f"compiled {_count_kernels(m)} kernels")
     meta = {"interface": interface.to_json(), "entry": ENTRY, "target": info.key(), "model": m.name,
-            "threads": int(options["threads"]), "opt": opt, "weights": weight_table(m, storage)}
+            "threads": int(options["threads"]), "opt": opt, "weights": weight_table(m, storage),
+            "generic": storage.generic}
     entry = Entry(obj, storage.weights.tobytes(), meta)
     exe.compiled = Compiled(entry, info)
     exe.compiled.llvm_ir, exe.compiled.assembly = llvm_ir, assembly
@@ -205,17 +237,27 @@ class Compiled:
         self.assembly: str | None = None
 
 
-def _from_entry(entry: Entry, info: TargetInfo) -> X86Executable | None:
-    """An executable from a verified cache entry; None when its metadata is not what we write."""
+def _from_entry(entry: Entry, info: TargetInfo, module: Module) -> Any:
+    """An executable from a verified cache entry; None when its metadata is not what we write.
+    Shape-generic code needs its frame layout, which preparing the graph again gives (Python only,
+    no code generation)."""
     try:
         interface = Interface.from_json(entry.meta["interface"])
         name = str(entry.meta["entry"])
+        generic = bool(entry.meta.get("generic", False))
         if entry.meta["target"] != info.key() or not isinstance(entry.meta["weights"], list):
             return None
     except (KeyError, TypeError, ValueError):
         return None
     code = load_object(entry.object_code, info)
-    exe = X86Executable(interface, entry.weights, code.address(name), code)
+    exe: Any
+    if generic:
+        m, storage, layout = _prepared(module)
+        if layout is None:
+            return None
+        exe = GenericExecutable(interface, layout, entry.weights, code.address(name), code, module=m)
+    else:
+        exe = X86Executable(interface, entry.weights, code.address(name), code)
     attach(exe, code)  # joins the model's worker threads when it is collected
     exe.compiled = Compiled(entry, info)
     return exe

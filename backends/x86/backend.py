@@ -20,6 +20,7 @@ from . import compile as compile_x86
 class X86Backend(Backend):
     name = "x86"
     static_shapes = True
+    shape_generic = True  # symbolic dims compile to code that reads them at run time (generic.py)
     options = frozenset({"cpu", "target_features", "opt", "threads", "keep_llvm", "profile"})
     artifact_suffixes = (".so",)
     emit_forms = ("llvm", "asm", "obj")

@@ -31,6 +31,7 @@ from nnc.ir import Graph, Module, Op, TargetError, Value
 from . import runtime
 from .kernels.registry import get_lowering
 from .llvm_types import I8, I32, I64, PTR, VOID, const_int, for_range, ll_type
+from .frame import FrameLayout
 from .storage import StorageMap
 from .target import TRIPLE, TargetInfo
 
@@ -48,14 +49,19 @@ class KernelBuilder:
     """What a lowering works with: the kernel function, its builder, typed argument pointers."""
 
     def __init__(self, cg: "CodeGen", fn: ir.Function, op: Op, pointers: list[ir.Value] | None = None,
-                 builder: ir.IRBuilder | None = None, error: ir.Value | None = None):
+                 builder: ir.IRBuilder | None = None, error: ir.Value | None = None, frame: ir.Value | None = None):
         self.cg = cg
         self.fn = fn
         self.op = op
         self.b = builder or ir.IRBuilder(fn.append_basic_block("entry"))
-        ptrs = list(fn.args)[:-1] if pointers is None else pointers
-        # the error record: the kernel's last argument, or (a builder over the same kernel) the enclosing one's
-        self._error = error if error is not None else fn.args[-1] if pointers is None else cg.current_error
+        extra = 2 if cg.frame is not None else 1  # the error record, and in shape-generic code the frame
+        ptrs = list(fn.args)[:-extra] if pointers is None else pointers
+        # the error record: the kernel's argument after the pointers, or (a builder over the same
+        # kernel) the enclosing one's; likewise the frame
+        self._error = error if error is not None else fn.args[-extra] if pointers is None else cg.current_error
+        self._frame = frame if frame is not None else (fn.args[-1] if pointers is None else cg.current_frame) \
+            if cg.frame is not None else None
+        self._dims: dict[tuple[int, int], ir.Value] = {}
         n_out = len(op.results)
         self._outs = ptrs[:n_out]
         self._args = ptrs[n_out:]
@@ -70,6 +76,38 @@ class KernelBuilder:
 
     def arg(self, i: int) -> ir.Value:
         return self._args[i]
+
+    def shape(self, v: Value) -> tuple[int | ir.Value, ...]:
+        """``v``'s dims: ints where the type has them, else i64 values read from the run's frame
+        (shape-generic code, ``frame.py``). Loads in the kernel's entry block are reused."""
+        shape = v.type.shape
+        if shape is None:
+            raise TargetError(f"x86: %{v.name} has no known rank ({self.op.where()})")
+        if all(isinstance(d, int) for d in shape):
+            return tuple(shape)
+        if self._frame is None:
+            raise TargetError(f"x86: %{v.name} has symbolic dims {v.type} in static code ({self.op.where()})")
+        src = getattr(self, "shape_alias", {}).get(id(v), v)
+        dims: list[int | ir.Value] = []
+        for axis, d in enumerate(shape):
+            if isinstance(d, int):
+                dims.append(d)
+                continue
+            key = (id(src), axis)
+            x = self._dims.get(key)
+            if x is None:
+                slot = self.cg.frame.dim_slot[key]
+                x = self.b.load(self.b.gep(self._frame, [const_int(slot)], source_etype=I64, inbounds=True), typ=I64)
+                x.set_metadata("invariant.load", self.cg.ll.add_metadata([]))
+                if self.b.block is self.b.function.entry_basic_block:  # dominates every later use
+                    self._dims[key] = x
+            dims.append(x)
+        return tuple(dims)
+
+    @property
+    def generic(self) -> bool:
+        """Shape-generic code: some dims are read at run time (``shape``)."""
+        return self._frame is not None
 
     def elem_ptr(self, base: ir.Value, index: ir.Value, value: Value) -> ir.Value:
         return self.b.gep(base, [index], source_etype=ll_type(value.dtype), inbounds=True)
@@ -89,13 +127,17 @@ class KernelBuilder:
         Tasks must be independent (they run in any order, concurrently).
         """
         self._tasks += 1
-        ptrs = list(self._outs) + list(self._args) + [self._error]
+        frame = [self._frame] if self._frame is not None else []
+        ptrs = list(self._outs) + list(self._args) + [self._error] + frame
         task = ir.Function(self.cg.ll, ir.FunctionType(VOID, [PTR, I64]), name=f"{self.fn.name}.{name}{self._tasks}")
         task.linkage = "internal"
         tb = ir.IRBuilder(task.append_basic_block("entry"))
         ctx_arg, index = task.args
         loaded = [tb.load(tb.gep(ctx_arg, [const_int(i)], source_etype=PTR), typ=PTR) for i in range(len(ptrs))]
-        inner = KernelBuilder(self.cg, task, self.op, loaded[:-1], tb, error=loaded[-1])
+        n = len(ptrs) - len(frame)
+        inner = KernelBuilder(self.cg, task, self.op, loaded[:n - 1], tb, error=loaded[n - 1],
+                              frame=loaded[n] if frame else None)
+        inner.shape_alias = getattr(self, "shape_alias", {})
         inner._outer = {id(p): q for p, q in zip(ptrs, loaded)}
         body(inner, index)
         if not inner.b.block.is_terminated:
@@ -177,8 +219,10 @@ class KernelBuilder:
 
 class CodeGen:
     def __init__(self, module: Module, graph: Graph, storage: StorageMap, target: TargetInfo, threads: int = 1,
-                 profile: bool = False):
+                 profile: bool = False, frame: FrameLayout | None = None):
         self.module = module
+        self.frame = frame  # shape-generic code: dims and arena offsets come from the run's frame
+        self.current_frame: ir.Value | None = None
         self.profile = profile  # time stamps around every kernel call, into the global nnc_profile
         self.graph = graph
         self.storage = storage
@@ -236,10 +280,12 @@ class CodeGen:
             raise TargetError(f"x86: no lowering for op {op.opname!r} ({op.where()})")
         n = len(op.results) + len(op.operands)
         name = f"k{i}_{op.opname}"
-        fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR] * (n + 1)), name=name)  # + the error record
+        extra = 2 if self.frame is not None else 1  # + the error record (+ the frame)
+        fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR] * (n + extra)), name=name)
         fn.linkage = "internal"
         self.kernel_table.append(op.where())
-        self.current_code, self.current_error, self.may_fail = len(self.kernel_table), fn.args[-1], False
+        self.current_code, self.current_error, self.may_fail = len(self.kernel_table), fn.args[n], False
+        self.current_frame = fn.args[-1] if self.frame is not None else None
         k = KernelBuilder(self, fn, op)
         if not _writes_nothing(op):  # every result empty (a zero batch): nothing to compute or write
             lower(k, op)
@@ -251,8 +297,10 @@ class CodeGen:
         return fn
 
     def _entry(self, kernels: list[tuple[Op, ir.Function]]) -> None:
-        fn = ir.Function(self.ll, ir.FunctionType(I32, [PTR, PTR, PTR, PTR]), name=ENTRY)
-        inputs, outputs, arena, weights = fn.args
+        generic = self.frame is not None
+        fn = ir.Function(self.ll, ir.FunctionType(I32, [PTR] * (5 if generic else 4)), name=ENTRY)
+        inputs, outputs, arena, weights = fn.args[:4]
+        frame = fn.args[4] if generic else None
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         if self._weights_gv is not None:
             b.store(weights, self._weights_gv)
@@ -265,8 +313,12 @@ class CodeGen:
             zero = self.ll.declare_intrinsic("llvm.memset", [PTR, I64])
             b.call(zero, [per_thread, ir.Constant(I8, 0), const_int(per_thread.value_type.count * 8),
                           ir.Constant(ir.IntType(1), 0)])
+        def frame_at(slot: int) -> ir.Value:
+            return b.load(b.gep(frame, [const_int(slot)], source_etype=I64, inbounds=True), typ=I64)
+
         if self.failing:
-            record = b.gep(arena, [const_int(self.storage.error_record())], source_etype=I8, inbounds=True)
+            at = frame_at(self.frame.error_slot) if generic else const_int(self.storage.error_record())
+            record = b.gep(arena, [at], source_etype=I8, inbounds=True)
             b.store(const_int(0, I32), record)
         else:  # no kernel checks anything: the record is never written, and takes no arena space
             record = ir.Constant(PTR, None)
@@ -274,7 +326,8 @@ class CodeGen:
         def pointer(v: Value) -> ir.Value:
             s = self.storage.slot(v)
             if s.kind == "arena":
-                return b.gep(arena, [const_int(s.index)], source_etype=I8, inbounds=True)
+                at = frame_at(self.frame.offset_slot[id(v)]) if generic else const_int(s.index)
+                return b.gep(arena, [at], source_etype=I8, inbounds=True)
             if s.kind == "weights":
                 return b.gep(weights, [const_int(s.index)], source_etype=I8, inbounds=True)
             table = inputs if s.kind == "input" else outputs
@@ -293,7 +346,7 @@ class CodeGen:
                 b.store(const_int(k), self.ll.globals[runtime.PROFILE_KERNEL])
             if stamp:
                 stamp(2 * k + 2)
-            b.call(kfn, args + [record])
+            b.call(kfn, args + [record] + ([frame] if generic else []))
             if stamp:
                 stamp(2 * k + 3)
             if kfn.name in self.failing:
@@ -303,8 +356,8 @@ class CodeGen:
         memcpy = self.ll.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
         for j, v in self.storage.output_copies:
             dst = b.load(b.gep(outputs, [const_int(j)], source_etype=PTR), typ=PTR)
-            nbytes = v.type.nbytes or 0
-            b.call(memcpy, [dst, pointer(v), const_int(nbytes), ir.Constant(ir.IntType(1), 0)])
+            nbytes = _nbytes(b, v, frame_at, self.frame) if generic else const_int(v.type.nbytes or 0)
+            b.call(memcpy, [dst, pointer(v), nbytes, ir.Constant(ir.IntType(1), 0)])
         if stamp:
             stamp(1)
         b.ret(const_int(0, I32))
@@ -325,6 +378,14 @@ class CodeGen:
             now = b.add(b.mul(sec, const_int(1_000_000_000)), nsec)
             b.store(now, b.gep(table, [const_int(0), const_int(slot)], inbounds=True))  # typed: i64*
         return stamp
+
+
+def _nbytes(b: ir.IRBuilder, v: Value, frame_at: Callable[[int], ir.Value], frame: FrameLayout) -> ir.Value:
+    """``v``'s size in bytes, from its dims in the frame where they are not static."""
+    n: ir.Value = const_int(v.dtype.itemsize)
+    for axis, d in enumerate(v.type.shape or ()):
+        n = b.mul(n, const_int(d) if isinstance(d, int) else frame_at(frame.dim_slot[(id(v), axis)]))
+    return n
 
 
 def _writes_nothing(op: Op) -> bool:

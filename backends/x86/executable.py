@@ -67,7 +67,8 @@ class Interface:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Interface:
         def io(rows: list[list[Any]]) -> tuple[tuple[str, TensorType], ...]:
-            return tuple((str(n), TensorType(DType[dt], tuple(int(x) for x in shape))) for n, dt, shape in rows)
+            return tuple((str(n), TensorType(DType[dt], tuple(x if isinstance(x, str) else int(x) for x in shape)))
+                         for n, dt, shape in rows)
         off = d["error_offset"]  # required, like "kernels": an entry without them predates status codes
         return cls(io(d["inputs"]), io(d["outputs"]), int(d["arena_bytes"]), tuple(str(k) for k in d["kernels"]),
                    None if off is None else int(off))

@@ -40,7 +40,7 @@ class Slot:
 class StorageMap:
     """The slot of every value, and the layout of the weights blob (filled in lazily)."""
 
-    def __init__(self, module: Module, slots: dict[int, Slot], const_keys: dict[int, str], plan: MemoryPlan,
+    def __init__(self, module: Module, slots: dict[int, Slot], const_keys: dict[int, str], plan: MemoryPlan | None,
                  output_copies: list[tuple[int, Value]]):
         self.module = module
         self.slots = slots  # id(value) -> slot, for every value that is not a constant
@@ -53,6 +53,8 @@ class StorageMap:
         self._packed: set[str] = set()  # keys added by add_weights (compile-time data of this map)
         self.error_offset: int | None = None  # byte offset of the error record in the arena, once placed
         self.kernel_table: list[str] = []  # the code generator's kernel descriptions (error code - 1)
+        self._arena_order: list[Value] = []
+        self.layout = None  # shape-generic code: its FrameLayout (frame.py), set by the backend
 
     def slot(self, v: Value) -> Slot:
         """Where ``v`` lives; a constant asked for here is placed in the blob (if not already)."""
@@ -104,13 +106,28 @@ class StorageMap:
         return self.error_offset
 
     @property
+    def generic(self) -> bool:
+        """Shape-generic code: arena offsets are read from the run's frame."""
+        return self.plan is None
+
+    def arena_values(self) -> list[Value]:
+        """The values that live in the arena, in op order."""
+        return list(self._arena_order)
+
+    @property
     def arena_bytes(self) -> int:
+        if self.plan is None:
+            return 0  # per binding (frame.py)
         if self.error_offset is None:
             return self.plan.arena_bytes
         return self.error_offset + ERROR_RECORD_BYTES
 
 
-def assign_storage(module: Module, g: Graph) -> StorageMap:
+def assign_storage(module: Module, g: Graph, generic: bool = False) -> StorageMap:
+    """Slots for every value. ``generic``: the graph has symbolic dims; arena values get a slot of
+    offset -1 and their offsets come from the run's frame (``frame.py``), planned per binding."""
+    if generic:
+        return _generic_storage(module, g)
     for op in g.ops:  # the most specific complaint first: the value that does not fit
         for r in op.results:
             if op.opname != "const":
@@ -118,6 +135,14 @@ def assign_storage(module: Module, g: Graph) -> StorageMap:
     plan = plan_graph(g)
     check_allocation(plan.arena_bytes, f"x86: the arena of {g.name or 'the graph'} (every intermediate value at "
                      f"its planned offset)", TargetError)
+    return _slots(module, g, plan, lambda r: plan.offset_of(r))
+
+
+def _generic_storage(module: Module, g: Graph) -> StorageMap:
+    return _slots(module, g, None, lambda r: -1)
+
+
+def _slots(module: Module, g: Graph, plan: MemoryPlan | None, offset_of) -> StorageMap:
     slots: dict[int, Slot] = {}
     for i, p in enumerate(g.params):
         slots[id(p)] = Slot("input", i)
@@ -130,11 +155,15 @@ def assign_storage(module: Module, g: Graph) -> StorageMap:
             copies.append((j, v))  # a parameter, a constant, or a value already returned
         else:
             slots[id(v)] = Slot("output", j)
+    arena: list[Value] = []
     for op in g.ops:
         for r in op.results:
             if id(r) not in slots and id(r) not in const_keys:
-                off = plan.offset_of(r)
+                off = offset_of(r)
                 if off is None:
                     raise AssertionError(f"%{r.name} has no storage")
                 slots[id(r)] = Slot("arena", off)
-    return StorageMap(module, slots, const_keys, plan, copies)
+                arena.append(r)
+    storage = StorageMap(module, slots, const_keys, plan, copies)
+    storage._arena_order = arena
+    return storage

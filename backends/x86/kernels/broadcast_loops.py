@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from llvmlite import ir
 from llvmlite.ir.values import MDValue
@@ -22,6 +22,8 @@ from nnc.ir import DType, Value
 
 from .. import llvm_types as lt
 from ..llvm_types import I64, const_int, for_range
+from . import dims as dm
+from .dims import Dim
 from ..runtime import split_rows
 
 
@@ -109,10 +111,41 @@ def broadcast_strides(v: Value, out_shape: tuple[int, ...]) -> list[int]:
     return strides
 
 
+def dynamic_broadcast_strides(b: ir.IRBuilder, shape: Sequence[Dim], out_shape: Sequence[Dim]) -> list[Dim]:
+    """``broadcast_strides`` for dims that may be run-time values: a run-time dim of 1 under a larger
+    output dim is broadcast (stride 0), decided by a select at run time."""
+    shape = [1] * (len(out_shape) - len(shape)) + list(shape)
+    strides: list[Dim] = [0] * len(shape)
+    acc: Dim = 1
+    for d in range(len(shape) - 1, -1, -1):
+        n, o = shape[d], out_shape[d]
+        if isinstance(n, int):
+            strides[d] = 0 if n == 1 and o != 1 else acc
+        else:  # a run-time 1 under a bigger output dim is a broadcast
+            one = b.icmp_signed("==", n, const_int(1))
+            strides[d] = b.select(one, const_int(0), dm.val(acc))
+        acc = dm.mul(b, acc, n)
+    return strides
+
+
 def load_elem(b: ir.IRBuilder, ptr: ir.Value, index: ir.Value, dt: DType) -> ir.Value:
     """Element ``index`` of a ``dt`` buffer in its register form (bf16 widened to f32)."""
     x = b.load(b.gep(ptr, [index], source_etype=lt.storage_type(dt), inbounds=True), typ=lt.storage_type(dt))
     return lt.bf16_to_f32(b, x) if dt is DType.bf16 else x
+
+
+def _mergeable(all_strides: list[list[Dim]], merged: list[list[Dim]], d: int, n: Dim) -> bool:
+    """Dims d-1 and d can be one loop: for every operand, stride[d-1] == stride[d] * n (or both 0)."""
+    for s, ms in zip(all_strides, merged):
+        a, c, last = s[d - 1], s[d], ms[-1]
+        if not (isinstance(a, int) and isinstance(c, int) and isinstance(n, int) and isinstance(last, int)):
+            if not (isinstance(a, int) and isinstance(c, int) and a == 0 and c == 0 and isinstance(last, int)
+                    and last == 0):
+                return False
+            continue
+        if not (a == c * n or (a == 0 and c == 0)) or last != a:
+            return False
+    return True
 
 
 def emit_elementwise(k, out_index: int, operands: list[ir.Value], values: list[Value], out: Value,
@@ -120,28 +153,37 @@ def emit_elementwise(k, out_index: int, operands: list[ir.Value], values: list[V
     """Emit ``out[i] = body(operand elements at i)`` over ``out``'s shape with broadcasting.
 
     bf16 operands reach ``body`` as f32; a bf16 result is rounded from the f32 ``body`` returns."""
-    shape = tuple(out.shape)
-    all_strides = [broadcast_strides(v, shape) for v in values]
-    # merge adjacent dims along which every operand is contiguous (or broadcast the same way)
-    dims: list[int] = []
-    merged: list[list[int]] = [[] for _ in values]
-    for d, n in enumerate(shape):
-        if dims and all(s[d - 1] == s[d] * n or (s[d - 1] == 0 and s[d] == 0) for s in all_strides) and \
-                all(ms[-1] == s[d - 1] for ms, s in zip(merged, all_strides)):
-            dims[-1] *= n
+    def layout(kb) -> tuple[list[Dim], list[list[Dim]]]:
+        """The loop dims and each operand's strides along them; run-time dims are read through
+        ``kb`` (the kernel, or a parallel task, which has its own copy of the frame)."""
+        if kb.generic:
+            shape: tuple[Dim, ...] = kb.shape(out)
+            all_strides = [dynamic_broadcast_strides(kb.b, kb.shape(v), shape) for v in values]
+        else:
+            shape = tuple(out.shape)
+            all_strides = [broadcast_strides(v, shape) for v in values]
+        # merge adjacent dims along which every operand is contiguous (or broadcast the same way);
+        # run-time dims are merged only where that holds whatever their value
+        dims: list[Dim] = []
+        merged: list[list[Dim]] = [[] for _ in values]
+        for d, n in enumerate(shape):
+            if dims and _mergeable(all_strides, merged, d, n):
+                dims[-1] = dm.mul(kb.b, dims[-1], n)
+                for ms, s in zip(merged, all_strides):
+                    ms[-1] = s[d]
+                continue
+            dims.append(n)
             for ms, s in zip(merged, all_strides):
-                ms[-1] = s[d]
-            continue
-        dims.append(n)
-        for ms, s in zip(merged, all_strides):
-            ms.append(s[d])
-    if not dims:
-        dims = [1]
-        merged = [[0] for _ in values]
+                ms.append(s[d])
+        if not dims:
+            return [1], [[0] for _ in values]
+        return dims, merged
+
     lanes = vector_lanes(k, [v.dtype for v in values] + [out.dtype])
 
-    def nest(b: ir.IRBuilder, ptrs: list[ir.Value], outp: ir.Value, level: int, offsets: list[ir.Value],
-             flat: ir.Value, rows: tuple[ir.Value, ir.Value] | None = None) -> None:
+    def nest(b: ir.IRBuilder, dims: list[Dim], merged: list[list[Dim]], ptrs: list[ir.Value], outp: ir.Value,
+             level: int, offsets: list[ir.Value], flat: ir.Value, rows: tuple[ir.Value, ir.Value] | None = None
+             ) -> None:
         if level == len(dims):
             elems = [load_elem(b, ptr, off, v.dtype) for ptr, off, v in zip(ptrs, offsets, values)]
             res = body(b, elems)
@@ -153,32 +195,35 @@ def emit_elementwise(k, out_index: int, operands: list[ir.Value], values: list[V
         loop = vector_loop(b, hi, lanes, name=f"d{level}", start=lo) if level == len(dims) - 1 else \
             for_range(b, hi, name=f"d{level}", start=lo)
         with loop as i:
-            new_offsets = [b.add(off, b.mul(i, const_int(ms[level]))) if ms[level] else off
-                           for off, ms in zip(offsets, merged)]
-            inner = 1
-            for n in dims[level + 1:]:
-                inner *= n
-            new_flat = b.add(flat, b.mul(i, const_int(inner)))
-            nest(b, ptrs, outp, level + 1, new_offsets, new_flat)
+            new_offsets = [off if isinstance(ms[level], int) and not ms[level] else
+                           b.add(off, dm.val(dm.mul(b, i, ms[level]))) for off, ms in zip(offsets, merged)]
+            inner = dm.prod(b, dims[level + 1:])
+            new_flat = b.add(flat, dm.val(dm.mul(b, i, inner)))
+            nest(b, dims, merged, ptrs, outp, level + 1, new_offsets, new_flat)
 
     zero = ir.Constant(I64, 0)
+    dims, merged = layout(k)
     # >>> x86 thread pool (runtime.py, threads helper): a large output splits its outermost loop into
     # blocks of `rows` iterations run by the pool's threads (only when every pointer is a kernel
     # argument, which the outlined block can reload)
     outp = k.out(out_index)
     rows = 0
     if all(any(p is q for q in k.pointers) for p in [outp, *operands]):
-        rows = split_rows(getattr(k.cg, "threads", 1), dims[0], math.prod(dims[1:]))
+        rows = split_rows(getattr(k.cg, "threads", 1), dm.hint(dims[0], 1 << 12),
+                          math.prod(dm.hint(d, 64) for d in dims[1:]))
     if rows:
         def block(kb, j: ir.Value) -> None:
+            tdims, tmerged = layout(kb)
+            n0 = dm.val(tdims[0])
             lo = kb.b.mul(j, const_int(rows))
             hi = kb.b.add(lo, const_int(rows))
-            hi = kb.b.select(kb.b.icmp_signed("<", hi, const_int(dims[0])), hi, const_int(dims[0]))
-            nest(kb.b, [kb.local(p) for p in operands], kb.local(outp), 0, [zero for _ in values], zero, (lo, hi))
+            hi = kb.b.select(kb.b.icmp_signed("<", hi, n0), hi, n0)
+            nest(kb.b, tdims, tmerged, [kb.local(p) for p in operands], kb.local(outp), 0, [zero for _ in values],
+                 zero, (lo, hi))
 
-        k.parallel_for(-(-dims[0] // rows), block, name="rows")
+        k.parallel_for(dm.val(dm.ceil_div(k.b, dims[0], rows)), block, name="rows")
         return
     # <<< x86 thread pool
-    nest(k.b, operands, outp, 0, [zero for _ in values], zero)
+    nest(k.b, dims, merged, operands, outp, 0, [zero for _ in values], zero)
 
 

@@ -524,7 +524,7 @@ def cast_value(b: ir.IRBuilder, x: ir.Value, src: DType, dst: DType) -> ir.Value
     return b.sext(x, tt) if src.is_signed else b.zext(x, tt)
 
 
-@lowering(*SCALAR)
+@lowering(*SCALAR, generic=True)
 def lower_elementwise(k, op: Op) -> None:
     fn = SCALAR[op.opname]
     emit_elementwise(k, 0, [k.arg(i) for i in range(len(op.operands))], op.operands, op.results[0],

@@ -38,7 +38,15 @@ def _eval_region(b: ir.IRBuilder, body_ops: list[Op], env: dict[int, ir.Value]) 
         env[id(rop.results[0])] = round_bf16(b, r) if rop.results[0].dtype is DType.bf16 else r
 
 
-@lowering("fused")
+def _fused_generic(op: Op) -> str | None:
+    from .registry import why_not_generic
+
+    if op.attrs["kind"] == "elementwise":
+        return None
+    return why_not_generic(op.regions[0].ops[0])
+
+
+@lowering("fused", generic=_fused_generic)
 def lower_fused(k, op: Op) -> None:
     region = op.regions[0]
     kind = op.attrs["kind"]
@@ -76,7 +84,9 @@ def lower_fused(k, op: Op) -> None:
     try:
         sub = KernelBuilder(k.cg, k.fn, outer, [k.out(0)] + [k.arg(index[id(v)]) for v in anchor.operands]
                             + [k.arg(index[id(v)]) for v in used], k.b)
-        if epilogue:
+        # the temporary op's results have the anchor's types: their run-time dims are the anchor's
+        sub.shape_alias = {id(r): a for r, a in zip(outer.results, anchor.results)}
+        if epilogue and not k.generic:  # shape-generic code: the epilogue is a pass over the result
             sub.tile_epilogue = _tile_epilogue(kind, out, anchor_out, epilogue, used, len(anchor.operands))
         lower_anchor(sub, outer)
     finally:

@@ -13,16 +13,32 @@ from __future__ import annotations
 from typing import Callable
 
 _LOWERINGS: dict[str, Callable] = {}
+# shape-generic lowerings (dims read at run time through ``k.shape``): True, or a function of the op
+# that returns why this instance cannot be generic (None when it can)
+_GENERIC: dict[str, bool | Callable] = {}
 
 
-def lowering(*opnames: str):
+def lowering(*opnames: str, generic: bool | Callable = False):
+    """Register a lowering. ``generic``: it handles symbolic dims (reads them with ``k.shape``); a
+    function ``op -> reason | None`` when that holds only for some instances."""
     def register(fn: Callable) -> Callable:
         for name in opnames:
             if name in _LOWERINGS:
                 raise ValueError(f"x86 lowering for {name!r} registered twice")
             _LOWERINGS[name] = fn
+            if generic:
+                _GENERIC[name] = generic
         return fn
     return register
+
+
+def why_not_generic(op) -> str | None:
+    """Why ``op`` cannot be lowered to shape-generic code, or None when it can."""
+    _ensure_loaded()
+    g = _GENERIC.get(op.opname)
+    if g is None:
+        return "no shape-generic kernel" if op.opname in _LOWERINGS else "no x86 lowering"
+    return g(op) if callable(g) else None
 
 
 def get_lowering(opname: str) -> Callable | None:

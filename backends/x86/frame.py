@@ -1,0 +1,86 @@
+"""The shape frame of shape-generic code: where a kernel finds the dims and arena offsets of a run.
+
+A graph with symbolic dims compiles once (docs/dynamic-shapes.md). Its kernels read every dim that
+is not a compile-time int, and the entry point every arena offset, from one ``int64`` array passed
+at each call, the *frame*. ``FrameLayout`` assigns the slots at compile time: one per non-static
+dim of every value (inputs, op results, the values inside fused regions), one per value placed in
+the arena. ``FrameLayout.plan`` fills a frame for one binding of the inputs: the concrete type of
+every value from ``ir.shape_eval``, then the memory planner over those sizes. That is Python work
+of a few milliseconds per *new* input signature (a plan is kept per signature); the machine code is
+never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from nnc.ir import Graph, Module, TensorType, Value
+from nnc.ir.memory_limits import check_allocation
+from nnc.ir.errors import TargetError
+from nnc.ir.shape_eval import ShapeEvaluator, bound_symbols
+from nnc.passes.liveness import aligned
+from nnc.passes.plan_memory import plan_graph
+
+ERROR_RECORD_BYTES = 64
+
+
+def all_values(graph: Graph) -> Iterator[Value]:
+    """Params, then op results in order, descending into regions (fused groups' bodies)."""
+    yield from graph.params
+    for op in graph.ops:
+        for region in op.regions:
+            yield from all_values(region)
+        yield from op.results
+
+
+@dataclass
+class ShapePlan:
+    """One binding's frame: dims, arena offsets, arena size, and the graph's output types."""
+
+    frame: np.ndarray
+    arena_bytes: int
+    outputs: list[TensorType]
+    lower_bound_bytes: int
+    symbols: dict[str, int]
+
+
+class FrameLayout:
+    """Frame slots of a graph (compile time) and frames for bindings (run time)."""
+
+    def __init__(self, module: Module, graph: Graph, arena_values: Sequence[Value]):
+        self.module = module
+        self.graph = graph
+        self.evaluator = ShapeEvaluator(module, graph)
+        self.dim_slot: dict[tuple[int, int], int] = {}
+        self._dims: list[tuple[Value, int]] = []
+        for v in all_values(graph):
+            for axis, d in enumerate(v.type.shape or ()):
+                if not isinstance(d, int):
+                    self.dim_slot[(id(v), axis)] = len(self._dims)
+                    self._dims.append((v, axis))
+        self.offset_slot: dict[int, int] = {}
+        self._arena: list[Value] = list(arena_values)
+        for v in self._arena:
+            self.offset_slot[id(v)] = len(self._dims) + len(self.offset_slot)
+        self.error_slot = len(self._dims) + len(self._arena)  # the error record's arena offset
+        self.size = self.error_slot + 1
+
+    def plan(self, args: Sequence[np.ndarray]) -> ShapePlan:
+        types = self.evaluator.types(args)
+        frame = np.zeros(max(self.size, 1), dtype=np.int64)
+        for i, (v, axis) in enumerate(self._dims):
+            frame[i] = types[id(v)].shape[axis]
+        for v in self._arena:
+            check_allocation(types[id(v)].nbytes or 0, f"x86: %{v.name} ({types[id(v)]})", TargetError)
+        plan = plan_graph(self.graph, nbytes_of=lambda v: types[id(v)].nbytes)
+        for v in self._arena:
+            frame[self.offset_slot[id(v)]] = plan.offset_of(v)
+        arena = plan.arena_bytes
+        frame[self.error_slot] = aligned(arena)
+        arena = aligned(arena) + ERROR_RECORD_BYTES
+        check_allocation(arena, "x86: the arena for these input shapes", TargetError)
+        return ShapePlan(frame, arena, [types[id(v)] for v in self.graph.outputs], plan.lower_bound_bytes,
+                         dict(bound_symbols(self.graph, args)))

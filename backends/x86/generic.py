@@ -1,0 +1,150 @@
+"""Shape-generic x86 code: one compile serves every value of a model's symbolic dims.
+
+A model whose inputs have symbolic dims (``N``, ``seq``, or ``?`` dims inside) compiles once: every
+kernel reads the dims it needs from the run's *frame* (``frame.py``) and the entry point reads each
+value's arena offset from it, so loop bounds, strides and offsets are computed at run time. Per new
+input signature, ``GenericExecutable`` computes the frame in Python (the concrete shape of every
+value through ``ir.shape_eval``, then the memory planner over those sizes; milliseconds) and keeps
+it; the machine code never changes.
+
+A model compiles shape-generic when every op's lowering is (``kernels.registry.why_not_generic``)
+and no shape depends on tensor data (``ShapeEvaluator.data_dependence``: a NonZero's size). When
+not, ``shape_generic_reason`` says why and the driver compiles per input shape instead
+(``nnc.specializer``), reporting the reason (``report["shapes"]``).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import threading
+from typing import Any, Mapping
+
+import numpy as np
+
+from nnc.ir import Graph, InputError, Module, TargetError, TensorType
+from nnc.ir.interpreter import check_inputs
+from nnc.ir.memory_limits import check_allocation
+
+from .executable import ALIGN, Interface, _aligned_buffer
+from .frame import FrameLayout, ShapePlan
+from .kernels.registry import why_not_generic
+
+_ENTRY_T = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                            ctypes.c_void_p)
+
+
+def is_symbolic(graph: Graph) -> bool:
+    """Some input or intermediate value has a dim that is not a compile-time int."""
+    from .frame import all_values
+
+    return any(not v.type.is_static for v in all_values(graph))
+
+
+def shape_generic_reason(module: Module, graph: Graph, layout: FrameLayout | None = None) -> str | None:
+    """Why ``graph`` (prepared, symbolic) cannot compile to shape-generic code, or None."""
+    for op in graph.ops:
+        if op.opname == "const":
+            continue
+        if all(v.type.is_static for v in op.operands) and any(r.type.shape is None for r in op.results):
+            return f"{op.where()} has an output of unknown rank"
+        why = why_not_generic(op)
+        if why is not None:
+            return f"{op.where()}: {why}"
+    evaluator = layout.evaluator if layout is not None else None
+    if evaluator is None:
+        from nnc.ir.shape_eval import ShapeEvaluator
+
+        evaluator = ShapeEvaluator(module, graph)
+    return evaluator.data_dependence
+
+
+class GenericExecutable:
+    """The compiled shape-generic model: one entry point, a frame per input signature."""
+
+    target = "x86"
+    keep = 64  # frames kept (one per distinct input signature), most recent first
+
+    def __init__(self, interface: Interface, layout: FrameLayout, weights: np.ndarray | bytes, entry_address: int,
+                 keepalive: Any, module: Module | None = None, storage: Any = None):
+        self.interface = interface  # symbolic input/output types; arena_bytes 0 (per binding)
+        self.layout = layout
+        self.module = module
+        self.graph = layout.graph
+        self.storage = storage
+        self.cache_status = "off"
+        self.value_inputs = layout.evaluator.value_inputs()
+        self._keepalive = keepalive
+        self._entry = _ENTRY_T(entry_address)
+        raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray)) else \
+            np.ascontiguousarray(weights).reshape(-1).view(np.uint8)
+        self._weights_buf, self._weights_ptr = _aligned_buffer(max(raw.size, ALIGN))
+        self._weights_buf[self._weights_ptr - self._weights_buf.ctypes.data:][:raw.size] = raw
+        self._plans: collections.OrderedDict[tuple, ShapePlan] = collections.OrderedDict()
+        self._arena_buf, self._arena_ptr = _aligned_buffer(ALIGN)
+        self._arena_size = 0
+        self._in_ptrs = (ctypes.c_void_p * max(len(interface.inputs), 1))()
+        self._out_ptrs = (ctypes.c_void_p * max(len(interface.outputs), 1))()
+        self._lock = threading.Lock()  # one arena (grown to the largest binding seen): runs take turns
+        self.plans_made = 0  # how many distinct input signatures were planned (a report figure)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [n for n, _ in self.interface.outputs]
+
+    def check_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(a) for a in check_inputs(self.interface.inputs, feeds)]
+
+    def plan_for(self, args: list[np.ndarray]) -> ShapePlan:
+        """The frame for these inputs (made once per input signature)."""
+        key = tuple(a.shape for a in args) + tuple(
+            args[i].tobytes() for i, (n, _) in enumerate(self.interface.inputs) if n in self.value_inputs)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self.layout.plan(args)
+            for (name, _), t in zip(self.interface.outputs, plan.outputs):
+                check_allocation(t.nbytes or 0, f"x86: output {name!r} ({t})", TargetError)
+            self._plans[key] = plan
+            self.plans_made += 1
+            if len(self._plans) > self.keep:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        return plan
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        args = self.check_feeds(feeds)
+        with self._lock:
+            plan = self.plan_for(args)
+            if plan.arena_bytes > self._arena_size:
+                self._arena_buf, self._arena_ptr = _aligned_buffer(plan.arena_bytes)
+                self._arena_size = plan.arena_bytes
+            for i, a in enumerate(args):
+                self._in_ptrs[i] = a.ctypes.data
+            outs = []
+            for j, t in enumerate(plan.outputs):
+                o = np.empty(t.shape, dtype=t.dtype.numpy)
+                outs.append(o)
+                self._out_ptrs[j] = o.ctypes.data
+            status = self._entry(ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs), self._arena_ptr,
+                                 self._weights_ptr, plan.frame.ctypes.data)
+            if status:
+                err = Interface(self.interface.inputs, self.interface.outputs, plan.arena_bytes,
+                                self.interface.kernels, int(plan.frame[self.layout.error_slot]))
+                raise InputError(err.error_message(status, self._arena_ptr))
+        return dict(zip(self.output_names, outs))
+
+    def memory_at(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """The arena at these input shapes: bytes, the planner's lower bound, the bound symbols."""
+        args = self.check_feeds(feeds)
+        with self._lock:
+            plan = self.plan_for(args)
+        return {"dims": plan.symbols, "arena_bytes": plan.arena_bytes, "lower_bound_bytes": plan.lower_bound_bytes}
+
+
+def symbolic_interface(graph: Graph, kernels: list[str]) -> Interface:
+    return Interface(tuple((p.name, p.type) for p in graph.params),
+                     tuple(zip(graph.output_names, (v.type for v in graph.outputs))), 0, tuple(kernels), None)
+
+
+__all__ = ["GenericExecutable", "is_symbolic", "shape_generic_reason", "symbolic_interface", "TensorType"]
