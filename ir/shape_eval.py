@@ -105,8 +105,8 @@ class ShapeEvaluator:
                                      f"({t})")
                 types[id(r)] = t
             if any(id(r) in self.needed for r in op.results):
-                arrays = [known[id(v)] if id(v) in known else
-                          np.broadcast_to(np.zeros((), t.dtype.numpy), t.shape) for v, t in zip(op.operands, operand_types)]
+                arrays = [known[id(v)] if id(v) in known else np.broadcast_to(np.zeros((), t.dtype.numpy), t.shape)
+                          for v, t in zip(op.operands, operand_types)]
                 d = op.opdef
                 attrs = d.attrs_with_dynamic(op.attrs, arrays, static=False)
                 dyn = d.dynamic_operand_indices()

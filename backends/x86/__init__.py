@@ -33,9 +33,9 @@ from nnc.ir.shape_eval import ShapeEvaluator
 from nnc.ir.specialize import reinfer
 from nnc.passes import PassManager
 
+from ..compiled import NotShapeGeneric
 from .cache import CompileCache, Entry, cache_key
 from .codegen import ENTRY, CodeGen
-from ..compiled import NotShapeGeneric
 from .executable import Interface, X86Executable, load_object
 from .frame import FrameLayout
 from .generic import GenericExecutable, is_symbolic, shape_generic_reason, symbolic_interface

@@ -29,9 +29,9 @@ from llvmlite import ir
 from nnc.ir import Graph, Module, Op, TargetError, Value
 
 from . import runtime
+from .frame import FrameLayout
 from .kernels.registry import get_lowering
 from .llvm_types import I8, I32, I64, PTR, VOID, const_int, for_range, ll_type
-from .frame import FrameLayout
 from .storage import StorageMap
 from .target import TRIPLE, TargetInfo
 

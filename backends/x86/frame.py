@@ -18,8 +18,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from nnc.ir import Graph, Module, TensorType, Value
-from nnc.ir.memory_limits import check_allocation
 from nnc.ir.errors import TargetError
+from nnc.ir.memory_limits import check_allocation
 from nnc.ir.shape_eval import ShapeEvaluator, bound_symbols
 from nnc.passes.liveness import aligned
 from nnc.passes.plan_memory import plan_graph

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import nnc
 from nnc.backends import x86
-from nnc.ir import Builder, Graph, Module, TargetError, interpret, tensor
+from nnc.ir import Builder, Graph, Module, interpret, tensor
 
 
 def mlp() -> Module:

@@ -22,9 +22,9 @@ from nnc.ir import DType, Value
 
 from .. import llvm_types as lt
 from ..llvm_types import I64, const_int, for_range
+from ..runtime import split_rows
 from . import dims as dm
 from .dims import Dim
-from ..runtime import split_rows
 
 
 class _Distinct(MDValue):
