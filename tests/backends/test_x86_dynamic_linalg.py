@@ -1,0 +1,132 @@
+"""Shape-generic x86 matrix products, normalizations and reductions: one compile serves every
+value of the symbolic dims (``report["shapes"]["generic"]``), checked against the interpreter at
+sizes of 1, odd sizes and sizes past the GEMM blocking (M = 300 rows > MC; K = 300 > KC).
+
+Tolerances: f32 sums of up to a few hundred products (or a row's statistics) in another order than
+numpy's differ by a few ulps of the sum's magnitude (rtol/atol 1e-4 on unit-variance data); f64
+1e-10; integer products and data movement (argmax) are exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnc
+from nnc.ir import Builder, Graph, Module, interpret, tensor
+
+TOL = {np.float32: 1e-4, np.float64: 1e-10, np.int32: 0, np.int64: 0}
+NAMES = {np.float32: "f32", np.float64: "f64", np.int32: "i32", np.int64: "i64"}
+
+
+def _data(rng, shape, dt):
+    if np.issubdtype(dt, np.integer):
+        return rng.integers(-5, 6, size=shape).astype(dt)
+    return rng.standard_normal(shape).astype(dt)
+
+
+def _model(opname, params, consts=(), dt=np.float32, post=None, **attrs):
+    """``opname(*params, *consts)``; params are (name, symbolic shape), consts concrete shapes."""
+    rng = np.random.default_rng(7)
+    m = Module()
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    operands = [g.add_param(n, tensor(NAMES[dt], list(shape))) for n, shape in params]
+    operands += [b.const(_data(rng, shape, dt), name=f"c{i}") for i, shape in enumerate(consts)]
+    y = b.op(opname, *operands, name="y", **attrs)
+    if isinstance(y, (tuple, list)):
+        y = y[0]
+    if post is not None:
+        y = b.op(post, y, name="z")
+    g.set_outputs([y], ["y"])
+    return m
+
+
+def _check(m, bindings, dt=np.float32, threads=1):
+    """Compile once; at each binding of the symbols compare with the interpreter."""
+    cm = nnc.compile(m, target="x86", cache=False, quiet=True, threads=threads)
+    assert cm.report["shapes"]["generic"] is True, cm.report["shapes"]
+    rng = np.random.default_rng(1)
+    params = m.main.params
+    for bind in bindings:
+        feeds = {p.name: _data(rng, tuple(bind[d] if isinstance(d, str) else d for d in p.type.shape), dt)
+                 for p in params}
+        got = cm.run(feeds)["y"]
+        want = interpret(m, feeds)["y"]
+        assert got.shape == want.shape and got.dtype == want.dtype, (bind, got.shape, want.shape)
+        tol = TOL[dt]
+        if tol == 0:
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tol,
+                                       atol=tol * max(1.0, float(np.abs(want).max(initial=0))), err_msg=str(bind))
+    return cm
+
+
+SIZES_NS = [{"N": 1, "S": 1}, {"N": 2, "S": 7}, {"N": 3, "S": 100}, {"N": 1, "S": 13}]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_layer_packed_weight_runtime_rows(threads):
+    # x[N,S,K] @ W[K,Nout]: W packed at compile time, M = N*S read at run time (300 > MC rows)
+    m = _model("matmul", [("x", ("N", "S", 64))], [(64, 100)])
+    _check(m, SIZES_NS, threads=threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_layer_fused_epilogue(threads):
+    m = _model("matmul", [("x", ("N", "S", 40))], [(40, 33)], post="relu")
+    _check(m, SIZES_NS, threads=threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_attention_batched_matmuls_runtime_mnk(threads):
+    # scores [B,h,S,d] x [B,h,d,S]: runtime M and N; then [B,h,S,S] x [B,h,S,d]: runtime K
+    m = _model("matmul", [("q", ("B", 2, "S", 8)), ("k", ("B", 2, 8, "S"))])
+    _check(m, [{"B": 1, "S": 1}, {"B": 2, "S": 5}, {"B": 1, "S": 300}], threads=threads)
+    m = _model("matmul", [("p", ("B", 2, "S", "S")), ("v", ("B", 2, "S", 8))])
+    _check(m, [{"B": 1, "S": 1}, {"B": 2, "S": 5}, {"B": 1, "S": 300}], threads=threads)
+
+
+def test_matmul_runtime_k_may_be_zero():
+    m = _model("matmul", [("a", (3, "K")), ("b", ("K", 5))])
+    _check(m, [{"K": 0}, {"K": 1}, {"K": 300}])
+
+
+@pytest.mark.parametrize("sa,sb", [(("N", 6, 8), ("B", 1, 8, 40)), (("S",), ("S", 5)), (("N", 4, "K"), ("K",)),
+                                   (("A", 5, 8), ("A", 8, 3))])
+def test_matmul_broadcast_and_vectors(sa, sb):
+    m = _model("matmul", [("a", sa), ("b", sb)])
+    _check(m, [{"N": 1, "B": 1, "S": 1, "K": 1, "A": 1}, {"N": 3, "B": 2, "S": 9, "K": 17, "A": 4}])
+
+
+def test_matmul_runtime_b_constant_a():
+    m = Module()
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    w = b.const(np.random.default_rng(3).standard_normal((20, 30)).astype(np.float32), name="w")
+    x = g.add_param("x", tensor("f32", [30, "N"]))
+    g.set_outputs([b.op("matmul", w, x, name="y")], ["y"])
+    _check(m, [{"N": 1}, {"N": 37}, {"N": 300}], threads=2)
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.int32])
+def test_matmul_other_dtypes(dt):
+    m = _model("matmul", [("a", ("N", 9, "K")), ("b", ("K", 11))], dt=dt)
+    _check(m, [{"N": 1, "K": 1}, {"N": 3, "K": 13}], dt=dt)
+
+
+@pytest.mark.parametrize("ta,tb", [(0, 0), (1, 1)])
+@pytest.mark.parametrize("c_shape", [None, (23,), ("N", 23)])
+def test_gemm_runtime_rows(ta, tb, c_shape):
+    m = Module()
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    rng = np.random.default_rng(5)
+    a = g.add_param("a", tensor("f32", [41, "N"] if ta else ["N", 41]))
+    w = b.const(rng.standard_normal((23, 41) if tb else (41, 23)).astype(np.float32), name="w")
+    ops = [a, w]
+    if c_shape is not None:
+        ops.append(g.add_param("c", tensor("f32", list(c_shape))))
+    g.set_outputs([b.op("gemm", *ops, name="y", trans_a=ta, trans_b=tb, alpha=0.5, beta=2.0)], ["y"])
+    _check(m, [{"N": 1}, {"N": 5}, {"N": 300}], threads=2)
