@@ -18,6 +18,7 @@ from llvmlite import ir
 from nnc.ir import DType, Op, TargetError, Value
 
 from ..llvm_types import F32, F64, I16, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type
+from . import dims as dm
 from .broadcast_loops import vector_lanes, vector_loop
 from .elementwise import cast_value, fmath
 from .reduce import axis_layout, combine, fold_range, gep, load, rows
@@ -53,7 +54,7 @@ def _c(t: ir.Type, v: float) -> ir.Constant:
 
 
 # -- softmax -----------------------------------------------------------------------------------------
-@lowering("softmax", "log_softmax")
+@lowering("softmax", "log_softmax", generic=True)
 def lower_softmax(k, op: Op) -> None:
     x = op.operands[0]
     dt = x.dtype
@@ -63,21 +64,24 @@ def lower_softmax(k, op: Op) -> None:
     if not bf:
         _check(op)
     t = F32 if bf else ll_type(dt)
-    outer, n, inner = axis_layout(tuple(x.shape), op.attrs.get("axis", -1) % len(x.shape))
+    axis = op.attrs.get("axis", -1) % len(x.shape)
+    outer, n, inner = axis_layout(k.shape(x), axis, k.b)
     log = op.opname == "log_softmax"
     # f16 runs in f16 like the reference (each step rounded to f16), with exp and the sum in f32
     half = dt is DType.f16
     st = F32 if half else t
-    if outer * n * inner == 0:
+    if dm.is_static(outer, n, inner) and outer * n * inner == 0:
         return
 
     def line(kb, oi):
         b = kb.b
-        o, i = b.sdiv(oi, const_int(inner)), b.srem(oi, const_int(inner))
-        base = b.add(b.mul(o, const_int(n * inner)), i)
+        _, n, inner = axis_layout(kb.shape(x), axis, b)  # (the task's own reads of run-time dims)
+        contiguous = isinstance(inner, int) and inner == 1
+        o, i = b.sdiv(oi, dm.val(inner)), b.srem(oi, dm.val(inner))
+        base = b.add(b.mul(o, dm.val(dm.mul(b, n, inner))), i)
 
         def at(j):
-            return b.add(base, b.mul(j, const_int(inner))) if inner != 1 else b.add(base, j)
+            return b.add(base, b.mul(j, dm.val(inner))) if not contiguous else b.add(base, j)
 
         def xv(j):
             return bf16_to_f32(b, load(b, kb.arg(0), at(j), I16)) if bf else load(b, kb.arg(0), at(j), t)
@@ -93,7 +97,7 @@ def lower_softmax(k, op: Op) -> None:
                 b.store(e, gep(b, kb.out(0), at(j), t))
             return b.fpext(e, F32) if half else e
         # f32 rows: the full vector width (exp is vecmath's, the sum reassociates)
-        lanes = vector_lanes(kb, [dt]) if t == F32 and not half and not bf and inner == 1 else 0
+        lanes = vector_lanes(kb, [dt]) if t == F32 and not half and not bf and contiguous else 0
         s = _row_sum(b, n, st, exp_term, lanes)
         if half:
             s = b.fptrunc(s, t)
@@ -117,7 +121,7 @@ def lower_softmax(k, op: Op) -> None:
                 p = gep(b, kb.out(0), at(j), t)
                 b.store(b.fmul(b.load(p, typ=t), r) if lanes else b.fdiv(b.load(p, typ=t), s), p)
 
-    rows(k, outer * inner, 3 * n, line)
+    rows(k, dm.mul(k.b, outer, inner), dm.mul(k.b, 3, n), line)
 
 
 # -- layer norm / rms norm ---------------------------------------------------------------------------
@@ -140,15 +144,23 @@ def _param_index(b: ir.IRBuilder, p: Value, tail: tuple[int, ...], j: ir.Value) 
     return idx
 
 
-@lowering("layer_norm", "rms_norm")
+def _layer_norm_generic(op: Op) -> str | None:
+    x = op.operands[0]
+    axis = op.attrs.get("axis", -1) % len(x.shape)
+    if not dm.is_static(*x.type.shape[axis:]) or not all(v.type.is_static for v in op.operands[1:]):
+        return "normalises over run-time dims (only the leading dims may be symbolic)"
+    return None
+
+
+@lowering("layer_norm", "rms_norm", generic=_layer_norm_generic)
 def lower_layer_norm(k, op: Op) -> None:
     _check(op)
     x = op.operands[0]
     dt = x.dtype
     t = ll_type(dt)
-    shape = tuple(x.shape)
+    shape = k.shape(x)
     axis = op.attrs.get("axis", -1) % len(shape)
-    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    outer = dm.prod(k.b, shape[:axis])
     tail = shape[axis:]
     n = int(np.prod(tail, dtype=np.int64))
     sdt = op.attrs.get("stash_type", DType.f32)
@@ -157,7 +169,7 @@ def lower_layer_norm(k, op: Op) -> None:
     rms = op.opname == "rms_norm"
     scale = op.operands[1]
     bias = op.operands[2] if len(op.operands) > 2 else None
-    if outer == 0:
+    if isinstance(outer, int) and outer == 0:
         return
 
     def row(kb, r):
