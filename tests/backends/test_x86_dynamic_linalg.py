@@ -125,11 +125,42 @@ def test_gemm_runtime_rows(ta, tb, c_shape):
     rng = np.random.default_rng(5)
     a = g.add_param("a", tensor("f32", [41, "N"] if ta else ["N", 41]))
     w = b.const(rng.standard_normal((23, 41) if tb else (41, 23)).astype(np.float32), name="w")
-    ops = [a, w]
+    _gemm_check(m, g, b, [a, w], ta, tb, c_shape)
+
+
+@pytest.mark.parametrize("ta,tb", [(0, 1), (1, 0)])
+def test_gemm_runtime_contraction_both_operands_inputs(ta, tb):
+    # B read in place with a run-time column stride (trans_b: K), A with a run-time row count
+    m = Module()
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    a = g.add_param("a", tensor("f32", ["K", "N"] if ta else ["N", "K"]))
+    w = g.add_param("w", tensor("f32", [23, "K"] if tb else ["K", 23]))
+    _gemm_check(m, g, b, [a, w], ta, tb, (23,), [{"N": 1, "K": 1}, {"N": 5, "K": 0}, {"N": 300, "K": 300}])
+
+
+def _gemm_check(m, g, b, ops, ta, tb, c_shape, bindings=({"N": 1}, {"N": 5}, {"N": 300})):
+    """gemm(*ops[, c]) with alpha 0.5, beta 2, compared at each binding with two threads."""
+    ops = list(ops)
     if c_shape is not None:
         ops.append(g.add_param("c", tensor("f32", list(c_shape))))
     g.set_outputs([b.op("gemm", *ops, name="y", trans_a=ta, trans_b=tb, alpha=0.5, beta=2.0)], ["y"])
-    _check(m, [{"N": 1}, {"N": 5}, {"N": 300}], threads=2)
+    _check(m, list(bindings), threads=2)
+
+
+EMPTY = [("linear", "matmul", [("x", ("N", "S", 64))], [(64, 100)], {}),
+         ("attention", "matmul", [("q", ("N", 2, "S", 8)), ("k", ("N", 2, 8, "S"))], [], {}),
+         ("softmax", "softmax", [("x", ("N", "S", 33))], [], {"axis": -1}),
+         ("layer_norm", "layer_norm", [("x", ("N", "S", 48))], [(48,), (48,)], {"axis": -1}),
+         ("reduce_sum", "reduce_sum", [("x", ("N", "S", 5))], [], {"axes": [1]}),
+         ("argmax", "argmax", [("x", ("N", 4, "S"))], [], {"axis": 1})]
+
+
+@pytest.mark.parametrize("name,opname,params,consts,attrs", EMPTY, ids=[e[0] for e in EMPTY])
+def test_empty_runtime_dims(name, opname, params, consts, attrs):
+    # a run-time 0 anywhere: no task, no read past an empty operand, the (empty or zero) result
+    m = _model(opname, params, consts, **attrs)
+    _check(m, [{"N": 0, "S": 3}, {"N": 2, "S": 0}, {"N": 1, "S": 2}], threads=2)
 
 
 @pytest.mark.parametrize("opname", ["softmax", "log_softmax"])

@@ -7,6 +7,10 @@ dims folds A's batch into M (one big GEMM, as for a linear layer over a sequence
 (ints, f16) use a plain loop nest that accumulates in the reference's accumulator type: ints wrap
 in their own width (the same low bits as the reference's i64 sum cast back), halves in f32.
 ``einsum`` is a general loop nest over the output labels with the contracted labels inside.
+
+matmul and gemm are shape-generic: run-time sizes (``MatmulDims``, read again in every GEMM task)
+reach emit_gemm as ``RunDim``s; a constant weight has static dims, so a linear layer over a run-time
+batch and sequence still multiplies by the weight packed at compile time.
 """
 
 from __future__ import annotations
