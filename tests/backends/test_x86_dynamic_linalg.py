@@ -241,17 +241,21 @@ def test_transformer_mlp_block_compiles_once(threads):
     _check(m, SIZES_NS, threads=threads)
 
 
-def test_layer_norm_over_runtime_dim_falls_back_per_shape():
-    m = Module()
-    g = m.add_graph(Graph())
-    b = Builder(m, g)
-    x, s = g.add_param("x", tensor("f32", ["N", "D"])), g.add_param("s", tensor("f32", ["D"]))
-    y = b.op("layer_norm", x, s, axis=-1, name="y")
-    g.set_outputs([y[0] if isinstance(y, (tuple, list)) else y], ["y"])
+@pytest.mark.parametrize("opname", ["layer_norm", "rms_norm"])
+def test_norms_over_runtime_dims(opname):
+    # the normalised dims are run-time too; the parameters have their shape (or one value)
+    params = [("x", ("N", "S", "D")), ("s", ("S", "D"))] + ([("c", (1,))] if opname == "layer_norm" else [])
+    m = _model(opname, params, axis=1)
+    _check(m, [{"N": 1, "S": 1, "D": 1}, {"N": 3, "S": 5, "D": 7}, {"N": 2, "S": 3, "D": 300}], threads=2)
+
+
+def test_layer_norm_broadcast_over_runtime_dims_falls_back_per_shape():
+    m = _model("layer_norm", [("x", ("N", "S", "D")), ("s", ("D",))], axis=1)
     cm = nnc.compile(m, target="x86", cache=False, quiet=True)
     shapes = cm.report["shapes"]
-    assert shapes["generic"] is False and "run-time dims" in shapes["reason"], shapes
-    feeds = {"x": np.random.default_rng(2).standard_normal((3, 10)).astype(np.float32), "s": np.ones(10, np.float32)}
+    assert shapes["generic"] is False and "broadcast over the run-time normalised shape" in shapes["reason"], shapes
+    feeds = {"x": np.random.default_rng(2).standard_normal((3, 4, 10)).astype(np.float32),
+             "s": np.random.default_rng(3).standard_normal(10).astype(np.float32)}
     np.testing.assert_allclose(cm.run(feeds)["y"], interpret(m, feeds)["y"], rtol=1e-5, atol=1e-5)
 
 
