@@ -282,3 +282,30 @@ def test_fused_matmul_group_with_symbolic_dims(threads):
     from nnc.ir import parse_module
 
     _check(parse_module(FUSED_LINEAR), SIZES_NS, threads=threads)
+
+
+def _check_feeds(m, shapes_list, threads=2):
+    """Compile once, then compare at each set of input shapes (for '?' dims, which bind no symbol)."""
+    cm = nnc.compile(m, target="x86", cache=False, quiet=True, threads=threads)
+    assert cm.report["shapes"]["generic"] is True, cm.report["shapes"]
+    rng = np.random.default_rng(4)
+    for shapes in shapes_list:
+        feeds = {p.name: rng.standard_normal(s).astype(np.float32) for p, s in zip(m.main.params, shapes)}
+        np.testing.assert_allclose(cm.run(feeds)["y"], interpret(m, feeds)["y"], rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_unknown_batch_dims_broadcast_at_run_time():
+    # '?' batch dims: either side may be 1 at run time (a stride-0 broadcast chosen by a select)
+    m = _model("matmul", [("a", ("?", 3, 8)), ("b", ("?", 8, "?"))])
+    _check_feeds(m, [((1, 3, 8), (4, 8, 5)), ((4, 3, 8), (1, 8, 300)), ((2, 3, 8), (2, 8, 1))])
+
+
+def test_gemm_bias_of_unknown_dims_broadcast_at_run_time():
+    # C's '?' dims may broadcast or not: its strides are run-time values (the loop path)
+    m = Module()
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    ops = [g.add_param("a", tensor("f32", ["N", 41])), g.add_param("w", tensor("f32", [41, 23])),
+           g.add_param("c", tensor("f32", ["?", "?"]))]
+    g.set_outputs([b.op("gemm", *ops, name="y", trans_a=0, trans_b=0, alpha=1.0, beta=1.0)], ["y"])
+    _check_feeds(m, [((5, 41), (41, 23), cs) for cs in ((1, 23), (5, 1), (5, 23), (1, 1))])
