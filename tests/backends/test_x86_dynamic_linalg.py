@@ -275,13 +275,30 @@ graph @main(%x: f32[N,S,40], %w: f32[40,36], %r: f32[N,S,36]) -> (y: f32[N,S,36]
 """
 
 
+FUSED_GEMM = """module @m
+
+graph @main(%x: f32[N,40], %w: f32[36,40], %c: f32[36], %r: f32[N,36]) -> (y: f32[N,36]) {
+  %y = fused(%x, %w, %c, %r) {kind="gemm"} : f32[N,36] {
+    graph @gemm.y(%x: f32[N,40], %w: f32[36,40], %c: f32[36], %r: f32[N,36]) -> (y: f32[N,36]) {
+      %h = gemm(%x, %w, %c) {trans_b=1} : f32[N,36]
+      %a = add(%h, %r) : f32[N,36]
+      %y = relu(%a) : f32[N,36]
+      return %y
+    }
+  }
+  return %y
+}
+"""
+
+
+@pytest.mark.parametrize("text", [FUSED_LINEAR, FUSED_GEMM], ids=["matmul", "gemm"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_matmul_group_with_symbolic_dims(threads):
+def test_fused_anchor_group_with_symbolic_dims(text, threads):
     # (the fuse pass leaves symbolic groups alone for now; a fused group written out still compiles
     # once, its anchor shape-generic and its elementwise tail a pass over the result)
     from nnc.ir import parse_module
 
-    _check(parse_module(FUSED_LINEAR), SIZES_NS, threads=threads)
+    _check(parse_module(text), SIZES_NS, threads=threads)
 
 
 def _check_feeds(m, shapes_list, threads=2):
