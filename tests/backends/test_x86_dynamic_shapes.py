@@ -134,3 +134,29 @@ def test_an_op_without_a_generic_kernel_compiles_per_shape_and_says_why() -> Non
     assert isinstance(cm.executable, Specializer)
     x = np.random.default_rng(1).standard_normal((4, 3, 3)).astype(np.float32)
     np.testing.assert_allclose(cm.run({"x": x})["d"], interpret(m, {"x": x})["d"], rtol=1e-5, atol=1e-6)
+
+
+LINEAR = """
+module @m
+
+graph @main(%x: f32[N,64], %w: f32[64,40]) -> (y: f32[N,40]) {
+  %y = matmul(%x, %w) : f32[N,40]
+  return %y
+}
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemm_versions_by_run_time_rows(threads: int) -> None:
+    """A run-time row count picks a 1-row, 4-row or full-tile version of the GEMM: each must be
+    right at and around its limit. The products sum 64 terms in another order than numpy's
+    (pairwise) sum: rtol 1e-5 is ~100 ulp, well above that order's error, far below any real bug."""
+    m = parse_module(LINEAR)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 40)).astype(np.float32)
+    m.main.params[1].binding = m.add_constant("w", w)  # a weight: packed at compile time
+    cm = nnc.compile(m, target="x86", cache=False, threads=threads, quiet=True)
+    assert cm.report["shapes"]["generic"] is True
+    for n in (1, 2, 4, 5, 12, 13, 257):
+        x = rng.standard_normal((n, 64)).astype(np.float32)
+        np.testing.assert_allclose(cm.run({"x": x})["y"], x @ w, rtol=1e-5, atol=1e-5)

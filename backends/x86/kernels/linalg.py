@@ -15,7 +15,7 @@ batch and sequence still multiplies by the weight packed at compile time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -29,6 +29,7 @@ from ..llvm_types import F16, F32, bf16_to_f32, const_int, f32_to_bf16, for_rang
 from . import dims as dm
 from .dims import Dim
 from .gemm import (
+    Blocking,
     Epilogue,
     Packed,
     RunDim,
@@ -180,8 +181,36 @@ def lower_matmul(k, op: Op) -> None:
             return const_int(0)
         d = dims(kb)
         return kb.b.mul(bi, dm.val(dm.mul(kb.b, d.M, d.N)))
-    emit_gemm(k, blk, M, N, K, aop, bop, Strided(lambda kb: kb.out(0), N, 1, c_offset), Epilogue(), batch=nb,
-              name="matmul")
+    emit_gemm_rows(k, blk, M, N, K, aop, bop, Strided(lambda kb: kb.out(0), N, 1, c_offset), Epilogue(), batch=nb,
+                   name="matmul")
+
+
+def emit_gemm_rows(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, epi: Epilogue, batch: Size = 1,
+                   name: str = "gemm") -> None:
+    """``emit_gemm`` for a row count known only at run time, in versions by that count: one row
+    (a batch-1 linear layer, a decode step) runs a 1-row microkernel tile, a few rows a 4-row
+    tile, more the full tile, so a small run-time M does not pay for 12 padded rows. The versions
+    share the packed B (same NR and KC); with M static, or A packed at compile time, one version."""
+    if isinstance(M, int) or isinstance(a, Packed) or blk.MR <= 1:
+        emit_gemm(k, blk, M, N, K, a, bop, c, epi, batch=batch, name=name)
+        return
+    b = k.b
+    rows = dm.val(M.at(k))
+    versions = [(1, replace(blk, MR=1, MC=192))]
+    if blk.MR > 4:
+        versions.append((4, replace(blk, MR=4, MC=192)))
+
+    def emit(i: int) -> None:
+        if i == len(versions):
+            emit_gemm(k, blk, M, N, K, a, bop, c, epi, batch=batch, name=name)
+            return
+        limit, small = versions[i]
+        with b.if_else(b.icmp_signed("<=", rows, const_int(limit))) as (then, other):
+            with then:
+                emit_gemm(k, small, M, N, K, a, bop, c, epi, batch=batch, name=f"{name}{limit}r")
+            with other:
+                emit(i + 1)
+    emit(0)
 
 
 def _operand(k, v: Value, blk, rows: Dim, cols: Dim, strides: tuple[Size, Size], off, bshape: tuple, which: str,
@@ -234,7 +263,7 @@ def lower_gemm(k, op: Op) -> None:
     epi = Epilogue(alpha=alpha, beta=beta)
     if has_c:
         epi = Epilogue(alpha=alpha, beta=beta, bias=lambda kb: kb.arg(2), bias_rs=s[0], bias_cs=s[1])
-    emit_gemm(k, blk, Ms, Ns, Ks, aop, bop, Strided(lambda kb: kb.out(0), Ns, 1), epi, name="gemm")
+    emit_gemm_rows(k, blk, Ms, Ns, Ks, aop, bop, Strided(lambda kb: kb.out(0), Ns, 1), epi, name="gemm")
 
 
 def _bias_strides(k, c: Value, out: Value) -> list[Dim]:
