@@ -22,6 +22,7 @@ the module is exactly what it was: no globals, no calls.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Callable
 
 from llvmlite import ir
@@ -49,18 +50,24 @@ class KernelBuilder:
     """What a lowering works with: the kernel function, its builder, typed argument pointers."""
 
     def __init__(self, cg: "CodeGen", fn: ir.Function, op: Op, pointers: list[ir.Value] | None = None,
-                 builder: ir.IRBuilder | None = None, error: ir.Value | None = None, frame: ir.Value | None = None):
+                 builder: ir.IRBuilder | None = None, error: ir.Value | None = None, frame: ir.Value | None = None,
+                 wtab: ir.Value | None = None):
         self.cg = cg
         self.fn = fn
         self.op = op
         self.b = builder or ir.IRBuilder(fn.append_basic_block("entry"))
-        extra = 2 if cg.frame is not None else 1  # the error record, and in shape-generic code the frame
+        extra = cg.trailing_args  # the error record, the weights table, in shape-generic code the frame
         ptrs = list(fn.args)[:-extra] if pointers is None else pointers
-        # the error record: the kernel's argument after the pointers, or (a builder over the same
-        # kernel) the enclosing one's; likewise the frame
-        self._error = error if error is not None else fn.args[-extra] if pointers is None else cg.current_error
-        self._frame = frame if frame is not None else (fn.args[-1] if pointers is None else cg.current_frame) \
-            if cg.frame is not None else None
+        # the trailing arguments: the kernel's own after the pointers, or (a builder over the same
+        # kernel, with pointers given) the enclosing kernel's
+        if pointers is None:
+            trail = list(fn.args)[-extra:]
+            self._error, self._wtab = trail[0], trail[1]
+            self._frame = trail[2] if cg.frame is not None else None
+        else:
+            self._error = error if error is not None else cg.current_error
+            self._wtab = wtab if wtab is not None else cg.current_wtab
+            self._frame = frame if frame is not None else cg.current_frame
         self._dims: dict[tuple[int, int], ir.Value] = {}
         n_out = len(op.results)
         self._outs = ptrs[:n_out]
@@ -128,15 +135,15 @@ class KernelBuilder:
         """
         self._tasks += 1
         frame = [self._frame] if self._frame is not None else []
-        ptrs = list(self._outs) + list(self._args) + [self._error] + frame
+        ptrs = list(self._outs) + list(self._args) + [self._error, self._wtab] + frame
         task = ir.Function(self.cg.ll, ir.FunctionType(VOID, [PTR, I64]), name=f"{self.fn.name}.{name}{self._tasks}")
         task.linkage = "internal"
         tb = ir.IRBuilder(task.append_basic_block("entry"))
         ctx_arg, index = task.args
         loaded = [tb.load(tb.gep(ctx_arg, [const_int(i)], source_etype=PTR), typ=PTR) for i in range(len(ptrs))]
-        n = len(ptrs) - len(frame)
-        inner = KernelBuilder(self.cg, task, self.op, loaded[:n - 1], tb, error=loaded[n - 1],
-                              frame=loaded[n] if frame else None)
+        n = len(ptrs) - len(frame) - 2
+        inner = KernelBuilder(self.cg, task, self.op, loaded[:n], tb, error=loaded[n], wtab=loaded[n + 1],
+                              frame=loaded[n + 2] if frame else None)
         inner.shape_alias = getattr(self, "shape_alias", {})
         inner._outer = {id(p): q for p, q in zip(ptrs, loaded)}
         body(inner, index)
@@ -150,7 +157,9 @@ class KernelBuilder:
 
     def packed_constant(self, name: str, array: "np.ndarray", replaces: ir.Value | None = None) -> int:
         """Store ``array`` (e.g. weights pre-packed for a microkernel) in the weights blob under a new
-        constant-pool key; return its byte offset, for ``weights_ptr``.
+        constant-pool key; return a handle for ``weights_ptr``. (The byte offset is not in the
+        kernel's code but in the call site's weights table, so layers that differ only in their
+        weights share one kernel function: ``CodeGen`` compiles each distinct kernel once.)
 
         ``replaces``: the operand pointer (``k.arg(i)`` of this kernel, not of a parallel_for body)
         whose raw constant this copy stands for, when the kernel never reads that pointer: the entry
@@ -158,17 +167,21 @@ class KernelBuilder:
         kernel reads it (``reads_raw`` takes the promise back)."""
         if replaces is not None:
             self.cg.unread_args.add(id(replaces))
-        return self.cg.storage.add_weights(self.cg.module, name, array)
+        self.cg.site_weights.append(self.cg.storage.add_weights(self.cg.module, name, array))
+        return len(self.cg.site_weights) - 1
 
     def reads_raw(self, ptr: ir.Value) -> None:
         """This kernel does read ``ptr`` after all (a fused epilogue reading a weight its anchor packed)."""
         self.cg.unread_args.discard(id(ptr))
 
-    def weights_ptr(self, offset: int) -> ir.Value:
-        """A pointer into the weights blob. Usable inside ``parallel_for`` bodies too: the base comes
-        from a module global the entry point sets, not from the kernel's arguments."""
+    def weights_ptr(self, handle: int) -> ir.Value:
+        """A pointer to the packed constant ``handle`` (from ``packed_constant``): the blob's base
+        (a module global the entry point sets) plus the offset in the call site's weights table.
+        Usable inside ``parallel_for`` bodies too (they get the table pointer)."""
         base = self.b.load(self.cg.weights_base(), typ=PTR)
-        return self.b.gep(base, [const_int(offset)], source_etype=I8, inbounds=True)
+        off = self.b.load(self.b.gep(self._wtab, [const_int(handle)], source_etype=I64, inbounds=True), typ=I64)
+        off.set_metadata("invariant.load", self.cg.ll.add_metadata([]))
+        return self.b.gep(base, [off], source_etype=I8, inbounds=True)
 
     def fail_unless(self, ok: ir.Value, value: ir.Value, bound: ir.Value) -> None:
         """Stop the run unless ``ok`` (i1): a cold block records this kernel's code, ``value`` and
@@ -223,6 +236,10 @@ class CodeGen:
         self.module = module
         self.frame = frame  # shape-generic code: dims and arena offsets come from the run's frame
         self.current_frame: ir.Value | None = None
+        self.current_wtab: ir.Value | None = None
+        self.trailing_args = 3 if frame is not None else 2  # error record, weights table (, frame)
+        self.site_weights: list[int] = []  # the kernel being lowered: byte offsets of its packed constants
+        self.shared_kernels = 0  # call sites that reuse an identical kernel (compiled once)
         self.profile = profile  # time stamps around every kernel call, into the global nnc_profile
         self.graph = graph
         self.storage = storage
@@ -267,10 +284,25 @@ class CodeGen:
 
     def emit(self) -> ir.Module:
         kernels = []
+        seen: dict[str, ir.Function] = {}
         for i, op in enumerate(self.graph.ops):
             if op.opname == "const":
                 continue
-            kernels.append((op, self._kernel(i, op)))
+            before = set(self.ll.globals)
+            fn = self._kernel(i, op)
+            weights = list(self.site_weights)
+            new = [g for name, g in self.ll.globals.items() if name not in before]
+            key = _kernel_text(fn.name, new)
+            same = seen.get(key)
+            if same is None:
+                seen[key] = fn
+            else:  # the same code as an earlier kernel (a repeated layer): call that one
+                for g in new:
+                    del self.ll.globals[g.name]
+                self.failing.discard(fn.name)
+                fn = same
+                self.shared_kernels += 1
+            kernels.append((op, fn, weights))
         self._entry(kernels)
         return self.ll
 
@@ -280,12 +312,13 @@ class CodeGen:
             raise TargetError(f"x86: no lowering for op {op.opname!r} ({op.where()})")
         n = len(op.results) + len(op.operands)
         name = f"k{i}_{op.opname}"
-        extra = 2 if self.frame is not None else 1  # + the error record (+ the frame)
-        fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR] * (n + extra)), name=name)
+        fn = ir.Function(self.ll, ir.FunctionType(VOID, [PTR] * (n + self.trailing_args)), name=name)
         fn.linkage = "internal"
         self.kernel_table.append(op.where())
         self.current_code, self.current_error, self.may_fail = len(self.kernel_table), fn.args[n], False
-        self.current_frame = fn.args[-1] if self.frame is not None else None
+        self.current_wtab = fn.args[n + 1]
+        self.current_frame = fn.args[n + 2] if self.frame is not None else None
+        self.site_weights = []
         k = KernelBuilder(self, fn, op)
         if not _writes_nothing(op):  # every result empty (a zero batch): nothing to compute or write
             lower(k, op)
@@ -296,7 +329,7 @@ class CodeGen:
             self.failing.add(name)
         return fn
 
-    def _entry(self, kernels: list[tuple[Op, ir.Function]]) -> None:
+    def _entry(self, kernels: list[tuple[Op, ir.Function, list[int]]]) -> None:
         generic = self.frame is not None
         fn = ir.Function(self.ll, ir.FunctionType(I32, [PTR] * (5 if generic else 4)), name=ENTRY)
         inputs, outputs, arena, weights = fn.args[:4]
@@ -339,14 +372,21 @@ class CodeGen:
                 return ir.Constant(PTR, None)
             return pointer(v)
 
-        for k, (op, kfn) in enumerate(kernels):
+        for k, (op, kfn, site) in enumerate(kernels):
             n = len(op.results)
             args = [pointer(r) for r in op.results] + [operand(kfn, n + i, v) for i, v in enumerate(op.operands)]
+            table: ir.Value = ir.Constant(PTR, None)
+            if site:  # this call site's packed constants: their offsets in the blob
+                ty = ir.ArrayType(I64, len(site))
+                gv = ir.GlobalVariable(self.ll, ty, name=f"nnc.wtab{k}")
+                gv.linkage, gv.global_constant = "internal", True
+                gv.initializer = ir.Constant(ty, [const_int(w) for w in site])
+                table = gv
             if per_thread is not None:
                 b.store(const_int(k), self.ll.globals[runtime.PROFILE_KERNEL])
             if stamp:
                 stamp(2 * k + 2)
-            b.call(kfn, args + [record] + ([frame] if generic else []))
+            b.call(kfn, args + [record, table] + ([frame] if generic else []))
             if stamp:
                 stamp(2 * k + 3)
             if kfn.name in self.failing:
@@ -378,6 +418,16 @@ class CodeGen:
             now = b.add(b.mul(sec, const_int(1_000_000_000)), nsec)
             b.store(now, b.gep(table, [const_int(0), const_int(slot)], inbounds=True))  # typed: i64*
         return stamp
+
+
+def _kernel_text(name: str, new_globals: list) -> str:
+    """The code of a kernel and what it created (tasks, microkernels, tables), with its own name and
+    metadata numbers blanked: equal texts are the same code."""
+    text = "\n".join(str(g) for g in new_globals).replace(name, "KERNEL")
+    return _METADATA.sub("!M", text)
+
+
+_METADATA = re.compile(r"!\d+")
 
 
 def _nbytes(b: ir.IRBuilder, v: Value, frame_at: Callable[[int], ir.Value], frame: FrameLayout) -> ir.Value:
