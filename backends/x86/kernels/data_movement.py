@@ -22,10 +22,12 @@ from llvmlite import ir
 from nnc.ir import DType, Op, TargetError, Value
 
 from ..llvm_types import I1, I64, PTR, const_int, for_range, ll_type
+from . import dims as dm
+from . import strided_copy as sc
 from .registry import lowering
+from .strided_copy import PAR_BYTES, emit_strided_copy
 
 FILL = np.iinfo(np.int64).min  # table entry: "write the fill value here"
-PAR_BYTES = 1 << 18  # copies at least this large are split over the worker threads
 TILE = 32  # transpose tile edge (elements)
 
 Ptr = Callable[..., ir.Value]  # kb -> pointer (resolved inside outlined parallel bodies)
@@ -358,29 +360,45 @@ def axis_offsets(shape: Sequence[int]) -> list[np.ndarray]:
     return [np.arange(n, dtype=np.int64) * s for n, s in zip(shape, row_major(shape))]
 
 
-@lowering("reshape", "squeeze", "unsqueeze")
+def _static(k, *values: Value) -> bool:
+    """Every dim of ``values`` is a compile-time int: the table-driven engine (``emit_copy``)."""
+    return all(dm.is_static(*k.shape(v)) for v in values)
+
+
+@lowering("reshape", "squeeze", "unsqueeze", generic=True)
 def lower_copy(k, op: Op) -> None:
     # these ops are INPLACE: when the planner gave the result its operand's buffer, nothing moves
+    out = op.results[0]
     moved = k.b.icmp_unsigned("!=", k.out(0), k.arg(0))
     with k.b.if_then(moved):
-        emit_memcpy(k, _out(0), _arg(0), op.results[0].type.nbytes or 0)
+        if _static(k, out):
+            emit_memcpy(k, _out(0), _arg(0), out.type.nbytes or 0)
+        else:
+            emit_strided_copy(k, _out(0), _arg(0), sc.flat_layout(out), out.dtype)
 
 
-@lowering("transpose")
+@lowering("transpose", generic=True)
 def lower_transpose(k, op: Op) -> None:
     x = op.operands[0]
     r = len(x.shape)
     perm = op.attrs["perm"]
     perm = list(reversed(range(r))) if perm is None else [p % r for p in perm]
+    if not _static(k, x):
+        emit_strided_copy(k, _out(0), _arg(0), sc.transpose_layout(x, perm), x.dtype)
+        return
     st = row_major(x.shape)
     emit_copy(k, _out(0), _arg(0), [np.arange(x.shape[p], dtype=np.int64) * st[p] for p in perm], x.dtype)
 
 
-@lowering("concat")
+@lowering("concat", generic=True)
 def lower_concat(k, op: Op) -> None:
     out = op.results[0]
     r = len(out.shape)
     axis = op.attrs["axis"] % r
+    if not _static(k, out, *op.operands):
+        for i, v in enumerate(op.operands):
+            emit_strided_copy(k, _out(0), _arg(i), sc.concat_layout(op, i, axis), v.dtype)
+        return
     ost = row_major(out.shape)
     pos = 0
     for i, v in enumerate(op.operands):
@@ -388,10 +406,14 @@ def lower_concat(k, op: Op) -> None:
         pos += v.shape[axis]
 
 
-@lowering("split")
+@lowering("split", generic=True)
 def lower_split(k, op: Op) -> None:
     x = op.operands[0]
     axis = op.attrs["axis"] % len(x.shape)
+    if not _static(k, x, *op.results):
+        for i in range(len(op.results)):
+            emit_strided_copy(k, _out(i), _arg(0), sc.split_layout(op, i, axis), x.dtype)
+        return
     st = row_major(x.shape)
     pos = 0
     for i, r in enumerate(op.results):
@@ -400,12 +422,43 @@ def lower_split(k, op: Op) -> None:
         pos += r.shape[axis]
 
 
-@lowering("slice")
+_SLICE_OPERANDS = {"starts": 1, "axes": 3, "steps": 4}  # what a shape-generic slice must know statically
+
+
+def _slice_generic(op: Op) -> str | None:
+    for name, i in _SLICE_OPERANDS.items():
+        if op.attrs[name] is None and i < len(op.operands):
+            p = op.operands[i].producer
+            if p is None or p.opname != "const":
+                return f"slice {name} computed at run time"
+    return None
+
+
+def _slice_attrs(k, op: Op) -> tuple[tuple[int, ...], tuple[int, ...] | None, tuple[int, ...] | None]:
+    """starts, axes, steps: attributes, or constant operands (the ends, computed at run time, are not
+    needed: the result's dims are in the frame)."""
+    from nnc.ir import const_value
+
+    got = []
+    for name, i in _SLICE_OPERANDS.items():
+        v = op.attrs[name]
+        if v is None and i < len(op.operands):
+            v = tuple(int(e) for e in np.asarray(const_value(k.cg.module, op.operands[i])).reshape(-1))
+        got.append(v)
+    return got[0], got[1], got[2]
+
+
+@lowering("slice", generic=_slice_generic)
 def lower_slice(k, op: Op) -> None:
     from nnc.ir.ops.shape import _slice_params
 
     x = op.operands[0]
     a = op.attrs
+    if len(op.operands) > 1 or not _static(k, x, op.results[0]):
+        starts, axes, steps = _slice_attrs(k, op)
+        params = _slice_params(len(x.shape), starts, starts, axes, steps)  # ends: unused
+        emit_strided_copy(k, _out(0), _arg(0), sc.slice_layout(x, op.results[0], params), x.dtype)
+        return
     st = row_major(x.shape)
     idx = [np.arange(n, dtype=np.int64) for n in x.shape]
     for axis, s, e, step in _slice_params(len(x.shape), a["starts"], a["ends"], a["axes"], a["steps"]):
@@ -448,32 +501,42 @@ def lower_pad(k, op: Op) -> None:
                                                                    else 0))
 
 
-@lowering("expand")
+@lowering("expand", generic=True)
 def lower_expand(k, op: Op) -> None:
     x, out = op.operands[0], op.results[0]
+    if not _static(k, x, out):
+        emit_strided_copy(k, _out(0), _arg(0), sc.expand_layout(x, out), x.dtype)
+        return
     from .elementwise import broadcast_strides
 
     st = broadcast_strides(x, tuple(out.shape))
     emit_copy(k, _out(0), _arg(0), [np.arange(n, dtype=np.int64) * s for n, s in zip(out.shape, st)], x.dtype)
 
 
-@lowering("tile")
+def _tile_generic(op: Op) -> str | None:
+    return "tile repeats computed at run time" if op.attrs["repeats"] is None else None
+
+
+@lowering("tile", generic=_tile_generic)
 def lower_tile(k, op: Op) -> None:
     # tile's result, row-major, is the index space (r0, d0, r1, d1, ...) reading x at (i0, i1, ...)
     x = op.operands[0]
+    if not _static(k, x):
+        emit_strided_copy(k, _out(0), _arg(0), sc.tile_layout(x, op.attrs["repeats"]), x.dtype)
+        return
     offs = []
     for n, s, rep in zip(x.shape, row_major(x.shape), op.attrs["repeats"]):
         offs += [np.zeros(rep, dtype=np.int64), np.arange(n, dtype=np.int64) * s]
     emit_copy(k, _out(0), _arg(0), offs, x.dtype)
 
 
-@lowering("trilu")
+@lowering("trilu", generic=True)
 def lower_trilu(k, op: Op) -> None:
     x = op.operands[0]
     b = k.b
     t = itype(x.dtype)  # zero is all-zero bits in every dtype
-    *batch, rows, cols = x.shape
-    if not x.type.numel:
+    *batch, rows, cols = k.shape(x)
+    if x.type.numel == 0:
         return
     if len(op.operands) > 1:  # k known only at run time: a 0-d integer tensor
         kt = ll_type(op.operands[1].dtype)
@@ -483,41 +546,42 @@ def lower_trilu(k, op: Op) -> None:
         kk = const_int(op.attrs["k"] or 0)
     upper = bool(op.attrs["upper"])
     zero = ir.Constant(t, 0)
-    with for_range(b, math.prod(batch) * rows, "tr") as r:
-        i = b.srem(r, const_int(rows))
-        with for_range(b, cols, "tc") as j:
+    with for_range(b, dm.val(dm.mul(b, dm.prod(b, batch), rows)), "tr") as r:
+        i = b.srem(r, dm.val(rows))
+        with for_range(b, dm.val(cols), "tc") as j:
             diff = b.sub(j, i)
             keep = b.icmp_signed(">=" if upper else "<=", diff, kk)
-            flat = b.add(b.mul(r, const_int(cols)), j)
+            flat = b.add(b.mul(r, dm.val(cols)), j)
             v = b.load(b.gep(k.arg(0), [flat], source_etype=t, inbounds=True), typ=t)
             b.store(b.select(keep, v, zero), b.gep(k.out(0), [flat], source_etype=t, inbounds=True))
 
 
-@lowering("range")
+@lowering("range", generic=True)
 def lower_range(k, op: Op) -> None:
     out = op.results[0]
     dt = out.dtype
     b = k.b
     t = ll_type(dt)
+    (n,) = k.shape(out)  # the length, worked out on the host from the operands' values
     start = b.load(k.arg(0), typ=t)
     delta = b.load(k.arg(2), typ=t)
     if dt.is_float:  # the reference computes start + i * delta in float64, then rounds once
         f64 = ir.DoubleType()
         s, d = (b.fpext(v, f64) if t != f64 else v for v in (start, delta))
-        with for_range(b, out.shape[0], "ri") as i:
+        with for_range(b, dm.val(n), "ri") as i:
             y = b.fadd(s, b.fmul(b.sitofp(i, f64), d))
             b.store(b.fptrunc(y, t) if t != f64 else y, b.gep(k.out(0), [i], source_etype=t, inbounds=True))
         return
     ext = (b.sext if dt.is_signed else b.zext) if t.width < 64 else None
     s, d = (ext(v, I64) if ext else v for v in (start, delta))
-    with for_range(b, out.shape[0], "ri") as i:
+    with for_range(b, dm.val(n), "ri") as i:
         y = b.add(s, b.mul(i, d))
         b.store(b.trunc(y, t) if t.width < 64 else y, b.gep(k.out(0), [i], source_etype=t, inbounds=True))
 
 
-@lowering("shape")
+@lowering("shape", generic=True)
 def lower_shape(k, op: Op) -> None:
     x: Value = op.operands[0]
-    dims = list(x.shape[op.attrs["start"]:op.attrs["end"]])
+    dims = list(k.shape(x)[op.attrs["start"]:op.attrs["end"]])
     for i, d in enumerate(dims):
-        k.b.store(const_int(int(d)), k.b.gep(k.out(0), [const_int(i)], source_etype=I64, inbounds=True))
+        k.b.store(dm.val(d), k.b.gep(k.out(0), [const_int(i)], source_etype=I64, inbounds=True))

@@ -1,0 +1,170 @@
+"""Shape-generic x86 data movement: graphs with symbolic dims compile once
+(``report["shapes"]["generic"]``) and agree exactly with the interpreter at every size tried.
+
+Sizes include 1 (axes that vanish or broadcast), odd sizes, and sizes large enough that the copies
+are split into several blocks over the workers (run with threads=1 and threads=2). These ops move
+bytes, so results must be bit-identical.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pytest
+
+import nnc
+from nnc.ir import Builder, DType, Graph, Module, interpret, tensor
+
+RNG = np.random.default_rng(11)
+
+
+def build(params: dict[str, tuple[str, list]], body: Callable[..., object]) -> Module:
+    m = Module("t")
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    args = [g.add_param(n, tensor(dt, shape)) for n, (dt, shape) in params.items()]
+    outs = body(b, *args)
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    g.set_outputs(outs, [f"o{i}" for i in range(len(outs))])
+    return m
+
+
+def data(shape: tuple[int, ...], dt: str = "f32") -> np.ndarray:
+    if dt == "bool":
+        return RNG.random(shape) < 0.5
+    return (RNG.standard_normal(shape) * 50).astype(DType(dt).numpy)
+
+
+def check(m: Module, feeds: list[dict[str, np.ndarray]], threads: int = 1) -> None:
+    """One compile serves every feed; each result equals the interpreter's exactly."""
+    cm = nnc.compile(m, target="x86", cache=False, threads=threads)
+    assert cm.report["shapes"]["generic"] is True, cm.report["shapes"]
+    for f in feeds:
+        got, want = cm.run(f), interpret(m, f)
+        for key, w in want.items():
+            assert got[key].dtype == w.dtype and got[key].shape == w.shape, (key, got[key].shape, w.shape)
+            np.testing.assert_array_equal(got[key], w, err_msg=f"{key} at {[a.shape for a in f.values()]}")
+
+
+THREADS = pytest.mark.parametrize("threads", [1, 2])
+# (N, S): 1s, odd sizes, and a size large enough to split copies over the workers
+SIZES = [(1, 1), (2, 3), (3, 70), (5, 2048)]
+
+
+@THREADS
+@pytest.mark.parametrize("dt", ["f32", "f16", "i64", "u8", "bool"])
+def test_reshape_squeeze_unsqueeze(dt, threads):
+    def body(b, x):
+        flat = b.op("reshape", x, shape=[-1, 6])
+        s = b.op("shape", x, end=2)  # a target computed from the input's dims
+        six = b.const(np.array([2, 3], dtype=np.int64))
+        split = b.op("reshape", x, b.op("concat", s, six, axis=0))
+        return b.op("squeeze", b.op("unsqueeze", flat, axes=[1]), axes=[1]), split
+    m = build({"x": (dt, ["N", "S", 6])}, body)
+    check(m, [{"x": data((n, s, 6), dt)} for n, s in SIZES], threads)
+
+
+@THREADS
+@pytest.mark.parametrize("perm", [[0, 2, 1, 3], [3, 2, 1, 0], [1, 0, 2, 3], [2, 3, 0, 1], [0, 1, 3, 2]])
+def test_transpose(perm, threads):
+    m = build({"x": ("f32", ["N", "S", 2, 3])}, lambda b, x: b.op("transpose", x, perm=perm))
+    check(m, [{"x": data((n, s, 2, 3))} for n, s in SIZES], threads)
+
+
+def test_transpose_merges_runs_of_run_time_dims():
+    # perm (2, 0, 1): source axes 0 and 1 stay adjacent and contiguous, so they copy as one run
+    m = build({"x": ("i64", ["N", "S", "C"])}, lambda b, x: b.op("transpose", x, perm=[2, 0, 1]))
+    check(m, [{"x": data((n, s, c), "i64")} for n, s, c in [(1, 1, 1), (3, 5, 7), (40, 30, 33)]], threads=2)
+
+
+@THREADS
+def test_concat(threads):
+    def body(b, x, y, z):
+        return (b.op("concat", x, y, x, axis=1), b.op("concat", x, z, axis=2),
+                b.op("concat", x, x, axis=0), b.op("concat", x, y, axis=-2))
+    m = build({"x": ("f32", ["N", "S", 4]), "y": ("f32", ["N", "T", 4]), "z": ("f32", ["N", "S", 3])}, body)
+    feeds = [{"x": data((n, s, 4)), "y": data((n, t, 4)), "z": data((n, s, 3))}
+             for n, s, t in [(1, 1, 1), (2, 3, 1), (3, 70, 9), (5, 2048, 3)]]
+    check(m, feeds, threads)
+
+
+@THREADS
+def test_split(threads):
+    def body(b, x):
+        a = b.op("split", x, n_results=2, axis=2, sizes=[2, 4])
+        c = b.op("split", x, n_results=3, axis=1, num_outputs=3)  # sizes from the run-time dim
+        return [*a, *c]
+    m = build({"x": ("f32", ["N", "S", 6])}, body)
+    check(m, [{"x": data((n, s, 6))} for n, s in [(1, 3), (2, 7), (3, 70), (5, 2048)]], threads)
+
+
+SLICES = [
+    dict(starts=[1], ends=[-1], axes=[1]),
+    dict(starts=[-3], ends=[1 << 62], axes=[1]),  # negative start, end clamped
+    dict(starts=[-1], ends=[-(1 << 62)], axes=[1], steps=[-2]),  # backwards to the front
+    dict(starts=[5], ends=[2], axes=[1], steps=[-1]),  # start clamped to the last index
+    dict(starts=[4], ends=[100], axes=[1]),  # empty when S <= 4
+    dict(starts=[0, 1, 1], ends=[-1, 1 << 62, 5], axes=[0, 1, 2], steps=[1, 3, 2]),
+    dict(starts=[-2, -100], ends=[1 << 62, 1 << 62], axes=[2, 0]),
+]
+
+
+@THREADS
+@pytest.mark.parametrize("attrs", SLICES, ids=range(len(SLICES)))
+def test_slice_static_bounds_against_run_time_dims(attrs, threads):
+    m = build({"x": ("f32", ["N", "S", 6])}, lambda b, x: b.op("slice", x, **attrs))
+    check(m, [{"x": data((n, s, 6))} for n, s in SIZES + [(2, 4), (2, 5)]], threads)
+
+
+def test_slice_with_run_time_ends():
+    # ends computed from another input's dims: only the starts must be constant
+    def body(b, x, y):
+        starts = b.const(np.array([1], dtype=np.int64))
+        axes = b.const(np.array([1], dtype=np.int64))
+        return b.op("slice", x, starts, b.op("shape", y), axes)
+    m = build({"x": ("f32", ["N", "S", 6]), "y": ("f32", ["M"])}, body)
+    check(m, [{"x": data((n, s, 6)), "y": data((mm,))} for n, s, mm in [(1, 1, 1), (2, 9, 4), (3, 5, 50)]])
+
+
+def test_slice_with_run_time_starts_is_not_generic():
+    def body(b, x, y):
+        axes = b.const(np.array([1], dtype=np.int64))
+        return b.op("slice", x, b.op("shape", y), b.op("shape", x, start=1, end=2), axes)
+    m = build({"x": ("f32", ["N", "S"]), "y": ("f32", ["M"])}, body)
+    cm = nnc.compile(m, target="x86", cache=False)
+    assert cm.report["shapes"]["generic"] is False
+    assert "slice starts computed at run time" in cm.report["shapes"]["reason"]
+    f = {"x": data((2, 7)), "y": data((3,))}
+    np.testing.assert_array_equal(cm.run(f)["o0"], interpret(m, f)["o0"])
+
+
+@THREADS
+def test_expand(threads):
+    def body(b, x, y, z):
+        return (b.op("expand", x, shape=[3, 1, 4]),  # attribute target: [3, N, 4]
+                b.op("expand", z, b.op("shape", y)))  # the host evaluates the target: [N, S, 4]
+    m = build({"x": ("f32", ["N", 4]), "y": ("f32", ["N", "S", 4]), "z": ("f32", ["B", 1, 4])}, body)
+    feeds = [{"x": data((n, 4)), "y": data((n, s, 4)), "z": data((bb, 1, 4))}
+             for n, s, bb in [(1, 1, 1), (3, 5, 1), (3, 5, 3), (4, 700, 4), (4, 700, 1)]]
+    check(m, feeds, threads)
+
+
+def test_range_and_shape():
+    def body(b, x):
+        zero = b.const(np.array(0, dtype=np.int64))
+        one = b.const(np.array(1, dtype=np.int64))
+        seq = b.op("squeeze", b.op("shape", x, start=1, end=2), axes=[0])
+        return b.op("range", zero, seq, one), b.op("shape", x), b.op("shape", x, start=-2)
+    m = build({"x": ("f32", ["N", "S", 2])}, body)
+    check(m, [{"x": data((n, s, 2))} for n, s in SIZES])
+
+
+@THREADS
+def test_tile_and_trilu(threads):
+    def body(b, x):
+        return (b.op("tile", x, repeats=[2, 1, 3]), b.op("tile", x, repeats=[1, 1, 1]),
+                b.op("trilu", x, k=-1, upper=0), b.op("trilu", x, k=2, upper=1))
+    m = build({"x": ("i64", ["N", "S", "T"])}, body)
+    check(m, [{"x": data((n, s, t), "i64")} for n, s, t in [(1, 1, 1), (2, 3, 5), (3, 70, 9), (2, 300, 300)]],
+          threads)
