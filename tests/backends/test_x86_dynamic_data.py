@@ -1,4 +1,4 @@
-"""Shape-generic x86 data movement: graphs with symbolic dims compile once
+"""Shape-generic x86 data movement and gathers: graphs with symbolic dims compile once
 (``report["shapes"]["generic"]``) and agree exactly with the interpreter at every size tried.
 
 Sizes include 1 (axes that vanish or broadcast), odd sizes, and sizes large enough that the copies
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import nnc
-from nnc.ir import Builder, DType, Graph, Module, interpret, tensor
+from nnc.ir import Builder, DType, Graph, InputError, Module, interpret, tensor
 
 RNG = np.random.default_rng(11)
 
@@ -168,3 +168,51 @@ def test_tile_and_trilu(threads):
     m = build({"x": ("i64", ["N", "S", "T"])}, body)
     check(m, [{"x": data((n, s, t), "i64")} for n, s, t in [(1, 1, 1), (2, 3, 5), (3, 70, 9), (2, 300, 300)]],
           threads)
+
+
+@THREADS
+def test_gather(threads):
+    table = data((50, 8))
+
+    def body(b, ids, x, i):
+        emb = b.op("gather", b.const(table), ids, axis=0)  # an embedding lookup: [N, S, 8]
+        return emb, b.op("gather", x, i, axis=1), b.op("gather", x, i, axis=2)
+    m = build({"ids": ("i64", ["N", "S"]), "x": ("f32", ["N", "S", 5]), "i": ("i32", ["K"])}, body)
+    feeds = []
+    for n, s in SIZES:
+        k = 1 + (n * s) % 6
+        feeds.append({"ids": RNG.integers(-50, 50, (n, s)), "x": data((n, s, 5)),
+                      "i": RNG.integers(-min(s, 5), min(s, 5), k).astype(np.int32)})
+    check(m, feeds, threads)
+
+
+def test_gather_index_out_of_range_at_a_run_time_dim():
+    m = build({"x": ("f32", ["N", "S"]), "i": ("i64", ["K"])}, lambda b, x, i: b.op("gather", x, i, axis=1))
+    cm = nnc.compile(m, target="x86", cache=False)
+    assert cm.report["shapes"]["generic"] is True
+    x = data((2, 4))
+    np.testing.assert_array_equal(cm.run({"x": x, "i": np.array([3, -4])})["o0"], x[:, [3, 0]])
+    for bad in ([4], [-5]):
+        with pytest.raises(InputError):
+            cm.run({"x": x, "i": np.array(bad)})
+
+
+@THREADS
+def test_gather_elements(threads):
+    def body(b, x, i, j):
+        return b.op("gather_elements", x, i, axis=1), b.op("gather_elements", x, j, axis=0)
+    m = build({"x": ("f32", ["N", "S"]), "i": ("i64", ["N", "K"]), "j": ("i64", ["M", "S"])}, body)
+    feeds = [{"x": data((n, s)), "i": RNG.integers(-s, s, (n, k)), "j": RNG.integers(-n, n, (mm, s))}
+             for n, s, k, mm in [(1, 1, 1, 1), (2, 3, 5, 1), (3, 70, 9, 4), (300, 300, 200, 2)]]
+    check(m, feeds, threads)
+
+
+@THREADS
+def test_gather_nd(threads):
+    def body(b, x, i, j):
+        return b.op("gather_nd", x, i, batch_dims=1), b.op("gather_nd", x, j)
+    m = build({"x": ("f32", ["N", "S", 4]), "i": ("i64", ["N", "K", 1]), "j": ("i64", ["K", 2])}, body)
+    feeds = [{"x": data((n, s, 4)), "i": RNG.integers(-s, s, (n, k, 1)),
+              "j": np.stack([RNG.integers(-n, n, k), RNG.integers(-s, s, k)], axis=1)}
+             for n, s, k in [(1, 1, 1), (2, 3, 5), (3, 70, 9), (6, 500, 3000)]]
+    check(m, feeds, threads)
