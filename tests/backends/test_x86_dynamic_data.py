@@ -72,10 +72,15 @@ def test_transpose(perm, threads):
     check(m, [{"x": data((n, s, 2, 3))} for n, s in SIZES], threads)
 
 
-def test_transpose_merges_runs_of_run_time_dims():
-    # perm (2, 0, 1): source axes 0 and 1 stay adjacent and contiguous, so they copy as one run
-    m = build({"x": ("i64", ["N", "S", "C"])}, lambda b, x: b.op("transpose", x, perm=[2, 0, 1]))
-    check(m, [{"x": data((n, s, c), "i64")} for n, s, c in [(1, 1, 1), (3, 5, 7), (40, 30, 33)]], threads=2)
+@THREADS
+def test_transpose_of_run_time_inner_dims(threads):
+    # perm (2, 0, 1): source axes 0 and 1 stay adjacent, so they copy as one run; both copies read
+    # with a run-time stride and go in tiles (edges not multiples of the tile)
+    def body(b, x, y):
+        return b.op("transpose", x, perm=[2, 0, 1]), b.op("transpose", y, perm=[0, 1, 3, 2])
+    m = build({"x": ("i64", ["N", "S", "C"]), "y": ("f16", ["N", 2, "S", "C"])}, body)
+    sizes = [(1, 1, 1), (3, 5, 7), (40, 30, 33), (2, 700, 65)]
+    check(m, [{"x": data((n, s, c), "i64"), "y": data((n, 2, s, c), "f16")} for n, s, c in sizes], threads)
 
 
 @THREADS

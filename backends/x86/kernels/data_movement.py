@@ -25,10 +25,9 @@ from ..llvm_types import I1, I64, PTR, const_int, for_range, ll_type
 from . import dims as dm
 from . import strided_copy as sc
 from .registry import lowering
-from .strided_copy import PAR_BYTES, emit_strided_copy
+from .strided_copy import PAR_BYTES, TILE, emit_strided_copy
 
 FILL = np.iinfo(np.int64).min  # table entry: "write the fill value here"
-TILE = 32  # transpose tile edge (elements)
 
 Ptr = Callable[..., ir.Value]  # kb -> pointer (resolved inside outlined parallel bodies)
 

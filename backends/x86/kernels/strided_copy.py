@@ -27,7 +27,8 @@ from . import dims as dm
 from .broadcast_loops import dynamic_broadcast_strides
 from .dims import Dim
 
-PAR_BYTES = 1 << 18  # as data_movement: copies at least this large are split over the workers
+PAR_BYTES = 1 << 18  # copies at least this large are split over the workers
+TILE = 32  # transpose tile edge (elements)
 
 
 @dataclass
@@ -128,6 +129,8 @@ def emit_strided_copy(k, dst: Ptr, src: Ptr, layout: Layout, dt: DType, parallel
         rows = max(1, PAR_BYTES // dt.itemsize)  # one contiguous run: chunks of it
     else:
         rows = max(1, PAR_BYTES // max(row_bytes, 1))
+        if tile_axis(axes) == 0:  # whole tiles per task
+            rows = -(-rows // TILE) * TILE
 
     def block(kb, j: ir.Value) -> None:
         b = kb.b
@@ -146,28 +149,69 @@ def _placed(kb, layout: Layout) -> tuple[list[Axis], Dim, Dim]:
     return simplify(kb.b, axes), sb, db
 
 
+def tile_axis(axes: Sequence[Axis]) -> int | None:
+    """For a transpose-like copy (the innermost axis written contiguously but read with a stride),
+    an outer axis read contiguously, to copy together with the innermost one in TILE x TILE blocks
+    (both the reads and the writes of a block stay within a few cache lines)."""
+    q = axes[-1]
+    if len(axes) < 2 or not _is(q.dst, 1) or _const(q.src) in (0, 1) or dm.hint(q.size) < 8:
+        return None
+    for d in range(len(axes) - 2, -1, -1):
+        if _is(axes[d].src, 1) and dm.hint(axes[d].size) >= 8:
+            return d
+    return None
+
+
 def _copy(kb, dp: ir.Value, sp: ir.Value, axes: list[Axis], sb: Dim, db: Dim, t: ir.IntType,
           first: tuple[ir.Value, ir.Value] | None = None) -> None:
+    """The loop nest; ``first``: the range of the outermost axis (a parallel task's block)."""
     b = kb.b
     size = t.width // 8
+    last = len(axes) - 1
+    tile = tile_axis(axes)
+
+    def move(s: Dim, o: Dim) -> None:
+        x = b.load(b.gep(sp, [dm.val(s)], source_etype=t), typ=t)
+        b.store(x, b.gep(dp, [dm.val(o)], source_etype=t))
+
+    def step(a: Axis, i: ir.Value, soff: Dim, doff: Dim) -> tuple[Dim, Dim]:
+        return dm.add(b, soff, dm.mul(b, i, a.src)), dm.add(b, doff, dm.mul(b, i, a.dst))
 
     def level(d: int, soff: Dim, doff: Dim, lo: Dim, hi: Dim) -> None:
         a = axes[d]
-        if d == len(axes) - 1 and _contiguous(a):
-            start = dm.add(b, soff, lo), dm.add(b, doff, lo)
-            n = dm.mul(b, dm.sub(b, hi, lo), size)
+        if d == tile:
+            tiled(d, soff, doff, lo, hi)
+            return
+        if d == last and _contiguous(a):
             fn = b.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
-            b.call(fn, [b.gep(dp, [dm.val(start[1])], source_etype=t), b.gep(sp, [dm.val(start[0])], source_etype=t),
-                        dm.val(n), ir.Constant(I1, 0)])
+            b.call(fn, [b.gep(dp, [dm.val(dm.add(b, doff, lo))], source_etype=t),
+                        b.gep(sp, [dm.val(dm.add(b, soff, lo))], source_etype=t),
+                        dm.val(dm.mul(b, dm.sub(b, hi, lo), size)), ir.Constant(I1, 0)])
             return
         with for_range(b, dm.val(hi), f"s{d}", start=dm.val(lo)) as i:
-            s = dm.add(b, soff, dm.mul(b, i, a.src))
-            o = dm.add(b, doff, dm.mul(b, i, a.dst))
-            if d == len(axes) - 1:
-                x = b.load(b.gep(sp, [dm.val(s)], source_etype=t), typ=t)
-                b.store(x, b.gep(dp, [dm.val(o)], source_etype=t))
+            s, o = step(a, i, soff, doff)
+            if d == last:
+                move(s, o)
             else:
                 level(d + 1, s, o, 0, axes[d + 1].size)
+
+    def tiled(d: int, soff: Dim, doff: Dim, lo: Dim, hi: Dim) -> None:
+        p, q = axes[d], axes[last]
+        with for_range(b, dm.val(hi), "pb", start=dm.val(lo), step=TILE) as p0:
+            pn = dm.minimum(b, TILE, dm.sub(b, hi, p0))
+            with for_range(b, dm.val(q.size), "qb", step=TILE) as q0:
+                qn = dm.minimum(b, TILE, dm.sub(b, q.size, q0))
+
+                def block(e: int, s: Dim, o: Dim) -> None:
+                    if e < last:  # the axes between the two tiled ones run inside the block loops
+                        with for_range(b, dm.val(axes[e].size), f"m{e}") as i:
+                            block(e + 1, *step(axes[e], i, s, o))
+                        return
+                    with for_range(b, dm.val(pn), "pi") as pi:
+                        s2, o2 = step(p, b.add(p0, pi), s, o)
+                        with for_range(b, dm.val(qn), "qi") as qi:
+                            move(*step(q, b.add(q0, qi), s2, o2))
+                block(d + 1, soff, doff)
 
     lo, hi = first if first is not None else (0, axes[0].size)
     level(0, sb, db, lo, hi)
