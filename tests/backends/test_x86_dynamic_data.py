@@ -221,3 +221,12 @@ def test_gather_nd(threads):
               "j": np.stack([RNG.integers(-n, n, k), RNG.integers(-s, s, k)], axis=1)}
              for n, s, k in [(1, 1, 1), (2, 3, 5), (3, 70, 9), (6, 500, 3000)]]
     check(m, feeds, threads)
+
+
+def test_reshape_to_a_target_of_run_time_length_is_not_generic():
+    m = build({"x": ("f32", ["N", 4]), "s": ("i64", ["K"])}, lambda b, x, s: b.op("reshape", x, s))
+    cm = nnc.compile(m, target="x86", cache=False)
+    assert cm.report["shapes"]["generic"] is False
+    assert "unknown rank" in cm.report["shapes"]["reason"]
+    f = {"x": data((3, 4)), "s": np.array([2, -1, 3])}
+    np.testing.assert_array_equal(cm.run(f)["o0"], interpret(m, f)["o0"])

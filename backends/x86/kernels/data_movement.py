@@ -364,7 +364,12 @@ def _static(k, *values: Value) -> bool:
     return all(dm.is_static(*k.shape(v)) for v in values)
 
 
-@lowering("reshape", "squeeze", "unsqueeze", generic=True)
+def _ranked(op: Op) -> str | None:
+    """A result's rank comes from an operand's run-time value (a target shape of unknown length)."""
+    return "a result of unknown rank" if any(r.type.shape is None for r in op.results) else None
+
+
+@lowering("reshape", "squeeze", "unsqueeze", generic=_ranked)
 def lower_copy(k, op: Op) -> None:
     # these ops are INPLACE: when the planner gave the result its operand's buffer, nothing moves
     out = op.results[0]
@@ -500,7 +505,7 @@ def lower_pad(k, op: Op) -> None:
                                                                    else 0))
 
 
-@lowering("expand", generic=True)
+@lowering("expand", generic=_ranked)
 def lower_expand(k, op: Op) -> None:
     x, out = op.operands[0], op.results[0]
     if not _static(k, x, out):
