@@ -230,3 +230,17 @@ def test_reshape_to_a_target_of_run_time_length_is_not_generic():
     assert "unknown rank" in cm.report["shapes"]["reason"]
     f = {"x": data((3, 4)), "s": np.array([2, -1, 3])}
     np.testing.assert_array_equal(cm.run(f)["o0"], interpret(m, f)["o0"])
+
+
+@pytest.mark.parametrize("red", ["none", "add", "max"])
+def test_scatters(red):
+    # sequential updates in the reference's order: repeated indices agree exactly too
+    def body(b, x, i, u, j, v):
+        return (b.op("scatter_elements", x, i, u, axis=1, reduction=red),
+                b.op("scatter_nd", b.op("expand", x, shape=[3, 1, 1]), j, v, reduction=red))
+    m = build({"x": ("f32", ["N", "S"]), "i": ("i64", ["N", "K"]), "u": ("f32", ["N", "K"]),
+               "j": ("i64", ["R", 2]), "v": ("f32", ["R", "S"])}, body)
+    feeds = [{"x": data((n, s)), "i": RNG.integers(-s, s, (n, k)), "u": data((n, k)),
+              "j": np.stack([RNG.integers(-3, 3, r), RNG.integers(-n, n, r)], axis=1), "v": data((r, s))}
+             for n, s, k, r in [(1, 1, 1, 1), (2, 3, 5, 4), (3, 70, 9, 20)]]
+    check(m, feeds)

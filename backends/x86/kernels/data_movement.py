@@ -100,6 +100,14 @@ def emit_memcpy(k, dst: Ptr, src: Ptr, nbytes: int, dst_off: int = 0, src_off: i
     k.parallel_for(-(-nbytes // chunk), body, name="memcpy")
 
 
+def emit_copy_all(k, v: Value, dst: Ptr, src: Ptr) -> None:
+    """Copy all of ``v``'s bytes (as many as its dims read at run time say, in shape-generic code)."""
+    if dm.is_static(*k.shape(v)):
+        emit_memcpy(k, dst, src, v.type.nbytes or 0)
+    else:
+        emit_strided_copy(k, dst, src, sc.flat_layout(v), v.dtype)
+
+
 # -- the copy engine -----------------------------------------------------------------------------------
 
 class _Axis:
@@ -375,10 +383,7 @@ def lower_copy(k, op: Op) -> None:
     out = op.results[0]
     moved = k.b.icmp_unsigned("!=", k.out(0), k.arg(0))
     with k.b.if_then(moved):
-        if _static(k, out):
-            emit_memcpy(k, _out(0), _arg(0), out.type.nbytes or 0)
-        else:
-            emit_strided_copy(k, _out(0), _arg(0), sc.flat_layout(out), out.dtype)
+        emit_copy_all(k, out, _out(0), _arg(0))
 
 
 @lowering("transpose", generic=True)

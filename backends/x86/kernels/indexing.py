@@ -21,7 +21,7 @@ from nnc.ir import DType, Op, TargetError, Value
 
 from ..llvm_types import I64, const_int, for_range, ll_type
 from . import dims as dm
-from .data_movement import PAR_BYTES, emit_memcpy, itype, memcpy, row_major, smin
+from .data_movement import PAR_BYTES, emit_copy_all, itype, memcpy, smin
 from .dims import Dim
 from .registry import lowering
 
@@ -170,7 +170,7 @@ def _nd_offset(kb, ptr: ir.Value, ind: Value, row: ir.Value, depth: int,
 
 def _gather_nd_generic(op: Op) -> str | None:
     depth = op.operands[1].type.shape[-1] if op.operands[1].type.shape else None
-    return None if isinstance(depth, int) else "gather_nd index depth (the last dim of the indices) not static"
+    return None if isinstance(depth, int) else f"{op.opname} index depth (the last dim of the indices) not static"
 
 
 @lowering("gather_nd", generic=_gather_nd_generic)
@@ -230,55 +230,58 @@ def _value_type(op: Op, dt: DType) -> ir.Type:
         raise TargetError(f"x86: {op.opname} reduction {op.attrs['reduction']!r} on {dt} ({op.where()})") from None
 
 
-@lowering("scatter_elements")
+@lowering("scatter_elements", generic=True)
 def lower_scatter_elements(k, op: Op) -> None:
     x, ind, upd = op.operands
     axis = op.attrs["axis"] % len(x.shape)
     red = op.attrs["reduction"]
-    xs = row_major(x.shape)
-    t = _value_type(op, x.dtype)
-    emit_memcpy(k, lambda kb: kb.out(0), lambda kb: kb.arg(0), x.type.nbytes or 0)
-    if not ind.type.numel:
-        return
-    us = row_major(upd.shape)
-    shape = tuple(ind.shape)
     b = k.b
+    xd = k.shape(x)
+    xs = dm.row_major_strides(b, xd)
+    t = _value_type(op, x.dtype)
+    emit_copy_all(k, x, lambda kb: kb.out(0), lambda kb: kb.arg(0))
+    shape = k.shape(ind)
+    if _zero(*shape):
+        return
+    us = dm.row_major_strides(b, k.shape(upd))
+    st = dm.row_major_strides(b, shape)
 
     def level(d, flat_i, flat_u, off):
         if d == len(shape):
-            idx = load_index(k, k.arg(1), flat_i, ind, x.shape[axis])
-            dst = _elem(k, b, k.out(0), b.add(off, b.mul(idx, const_int(xs[axis]))), t)
+            idx = load_index(k, k.arg(1), flat_i, ind, xd[axis])
+            dst = _elem(k, b, k.out(0), b.add(off, b.mul(idx, dm.val(xs[axis]))), t)
             new = b.load(_elem(k, b, k.arg(2), flat_u, t), typ=t)
             b.store(new if red == "none" else combine(b, red, x.dtype, b.load(dst, typ=t), new), dst)
             return
-        with for_range(b, shape[d], f"s{d}") as i:
-            level(d + 1, b.add(flat_i, b.mul(i, const_int(row_major(shape)[d]))),
-                  b.add(flat_u, b.mul(i, const_int(us[d]))),
-                  off if d == axis else b.add(off, b.mul(i, const_int(xs[d]))))
+        with for_range(b, dm.val(shape[d]), f"s{d}") as i:
+            level(d + 1, b.add(flat_i, b.mul(i, dm.val(st[d]))),
+                  b.add(flat_u, b.mul(i, dm.val(us[d]))),
+                  off if d == axis else b.add(off, b.mul(i, dm.val(xs[d]))))
     zero = const_int(0)
     level(0, zero, zero, zero)  # sequential: repeated indices apply in order
 
 
-@lowering("scatter_nd")
+@lowering("scatter_nd", generic=_gather_nd_generic)
 def lower_scatter_nd(k, op: Op) -> None:
     x, ind, upd = op.operands
     red = op.attrs["reduction"]
     depth = ind.shape[-1]
-    n_rows = math.prod(ind.shape[:-1])
-    inner = math.prod(x.shape[depth:])
-    xs = row_major(x.shape)
-    t, esz = _value_type(op, x.dtype), x.dtype.itemsize
-    emit_memcpy(k, lambda kb: kb.out(0), lambda kb: kb.arg(0), x.type.nbytes or 0)
-    if not (n_rows and inner):
-        return
     b = k.b
-    with for_range(b, n_rows, "sn") as r:  # sequential: later rows see (or overwrite) earlier ones
-        off = _nd_offset(k, k.arg(1), ind, r, depth, tuple(x.shape), xs)
-        src = b.mul(r, const_int(inner))
+    xd = k.shape(x)
+    n_rows = dm.prod(b, k.shape(ind)[:-1])
+    inner = dm.prod(b, xd[depth:])
+    xs = dm.row_major_strides(b, xd)
+    t, esz = _value_type(op, x.dtype), x.dtype.itemsize
+    emit_copy_all(k, x, lambda kb: kb.out(0), lambda kb: kb.arg(0))
+    if _zero(n_rows, inner):
+        return
+    with for_range(b, dm.val(n_rows), "sn") as r:  # sequential: later rows see (or overwrite) earlier ones
+        off = _nd_offset(k, k.arg(1), ind, r, depth, xd, xs)
+        src = b.mul(r, dm.val(inner))
         if red == "none":
-            memcpy(b, _elem(k, b, k.out(0), off, t), _elem(k, b, k.arg(2), src, t), inner * esz)
+            memcpy(b, _elem(k, b, k.out(0), off, t), _elem(k, b, k.arg(2), src, t), dm.val(dm.mul(b, inner, esz)))
         else:
-            with for_range(b, inner, "sj") as j:
+            with for_range(b, dm.val(inner), "sj") as j:
                 dst = _elem(k, b, k.out(0), b.add(off, j), t)
                 new = b.load(_elem(k, b, k.arg(2), b.add(src, j), t), typ=t)
                 b.store(combine(b, red, x.dtype, b.load(dst, typ=t), new), dst)
