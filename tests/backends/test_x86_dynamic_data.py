@@ -244,3 +244,21 @@ def test_scatters(red):
               "j": np.stack([RNG.integers(-3, 3, r), RNG.integers(-n, n, r)], axis=1), "v": data((r, s))}
              for n, s, k, r in [(1, 1, 1, 1), (2, 3, 5, 4), (3, 70, 9, 20)]]
     check(m, feeds)
+
+
+@THREADS
+def test_constant_pad_with_cropping(threads):
+    def body(b, x):
+        return (b.op("pad", x, pads=[1, 0, 3, 2, 0, 1], mode="constant", value=2.5),
+                b.op("pad", x, pads=[0, -1, 2, 0, -2, -1], mode="constant", value=-1.0))  # crops
+    m = build({"x": ("f16", ["N", "S", 5])}, body)
+    check(m, [{"x": data((n, s, 5), "f16")} for n, s in [(1, 3), (2, 4), (3, 70), (5, 2048)]], threads)
+
+
+def test_reflect_pad_of_run_time_dims_is_not_generic():
+    m = build({"x": ("f32", ["N", 5])}, lambda b, x: b.op("pad", x, pads=[0, 1, 0, 2], mode="reflect"))
+    cm = nnc.compile(m, target="x86", cache=False)
+    assert cm.report["shapes"] == {"generic": False, "reason": cm.report["shapes"]["reason"]}
+    assert "reflect padding of run-time dims" in cm.report["shapes"]["reason"]
+    f = {"x": data((3, 5))}
+    np.testing.assert_array_equal(cm.run(f)["o0"], interpret(m, f)["o0"])

@@ -1,5 +1,5 @@
-"""Data movement: reshape/squeeze/unsqueeze copies, transpose, concat, split, slice, pad, expand, tile,
-plus trilu, range and shape.
+"""Data movement: reshape/squeeze/unsqueeze copies, transpose, concat, split, slice, expand, tile,
+plus trilu, range and shape (pad, on the same engine, is in ``pad.py``).
 
 Every layout op here is one instance of a single copy engine (``emit_copy``): the result, walked in
 row-major order, reads the source at ``base + sum(offsets[d][i_d])`` where ``offsets[d]`` is a
@@ -9,6 +9,8 @@ strided loops, merges axes that stay contiguous (a reshape becomes one ``memcpy`
 innermost axis into runs (pad's border | interior | border), tiles the two axes of a transpose for
 cache locality, and hands the outermost loop to ``parallel_for`` for large tensors. Elements are moved
 as integers of their byte size, so one kernel serves every dtype (bool and f16/bf16 included).
+Where some dim is read at run time (shape-generic code) there are no tables: the lowerings describe
+the same copies as strided axes for ``strided_copy.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 from llvmlite import ir
 
-from nnc.ir import DType, Op, TargetError, Value
+from nnc.ir import DType, Op, Value
 
 from ..llvm_types import I1, I64, PTR, const_int, for_range, ll_type
 from . import dims as dm
@@ -367,7 +369,7 @@ def axis_offsets(shape: Sequence[int]) -> list[np.ndarray]:
     return [np.arange(n, dtype=np.int64) * s for n, s in zip(shape, row_major(shape))]
 
 
-def _static(k, *values: Value) -> bool:
+def static_dims(k, *values: Value) -> bool:
     """Every dim of ``values`` is a compile-time int: the table-driven engine (``emit_copy``)."""
     return all(dm.is_static(*k.shape(v)) for v in values)
 
@@ -392,7 +394,7 @@ def lower_transpose(k, op: Op) -> None:
     r = len(x.shape)
     perm = op.attrs["perm"]
     perm = list(reversed(range(r))) if perm is None else [p % r for p in perm]
-    if not _static(k, x):
+    if not static_dims(k, x):
         emit_strided_copy(k, _out(0), _arg(0), sc.transpose_layout(x, perm), x.dtype)
         return
     st = row_major(x.shape)
@@ -404,7 +406,7 @@ def lower_concat(k, op: Op) -> None:
     out = op.results[0]
     r = len(out.shape)
     axis = op.attrs["axis"] % r
-    if not _static(k, out, *op.operands):
+    if not static_dims(k, out, *op.operands):
         for i, v in enumerate(op.operands):
             emit_strided_copy(k, _out(0), _arg(i), sc.concat_layout(op, i, axis), v.dtype)
         return
@@ -419,7 +421,7 @@ def lower_concat(k, op: Op) -> None:
 def lower_split(k, op: Op) -> None:
     x = op.operands[0]
     axis = op.attrs["axis"] % len(x.shape)
-    if not _static(k, x, *op.results):
+    if not static_dims(k, x, *op.results):
         for i in range(len(op.results)):
             emit_strided_copy(k, _out(i), _arg(0), sc.split_layout(op, i, axis), x.dtype)
         return
@@ -463,7 +465,7 @@ def lower_slice(k, op: Op) -> None:
 
     x = op.operands[0]
     a = op.attrs
-    if len(op.operands) > 1 or not _static(k, x, op.results[0]):
+    if len(op.operands) > 1 or not static_dims(k, x, op.results[0]):
         starts, axes, steps = _slice_attrs(k, op)
         params = _slice_params(len(x.shape), starts, starts, axes, steps)  # ends: unused
         emit_strided_copy(k, _out(0), _arg(0), sc.slice_layout(x, op.results[0], params), x.dtype)
@@ -475,45 +477,10 @@ def lower_slice(k, op: Op) -> None:
     emit_copy(k, _out(0), _arg(0), [i * s for i, s in zip(idx, st)], x.dtype)
 
 
-def pad_index(n_out: int, begin: int, n_in: int, mode: str) -> np.ndarray:
-    """Source index of each padded position along one axis (FILL for constant padding)."""
-    i = np.arange(n_out, dtype=np.int64) - begin
-    if mode == "constant":
-        return np.where((i >= 0) & (i < n_in), i, FILL)
-    if mode == "edge":
-        return np.clip(i, 0, n_in - 1)
-    if mode == "wrap":
-        return np.mod(i, n_in)
-    if n_in == 1:  # reflect
-        return np.zeros_like(i)
-    period = 2 * (n_in - 1)
-    m = np.mod(i, period)
-    return np.where(m >= n_in, period - m, m)
-
-
-@lowering("pad")
-def lower_pad(k, op: Op) -> None:
-    x, out = op.operands[0], op.results[0]
-    if len(op.operands) > 1:
-        raise TargetError(f"x86: pad with run-time pads or value is not supported ({op.where()})")
-    pads, mode, r = op.attrs["pads"], op.attrs["mode"], len(x.shape)
-    st = row_major(x.shape)
-    offs = []
-    for d in range(r):
-        crop_b, crop_e = max(0, -pads[d]), max(0, -pads[d + r])
-        n_in = x.shape[d] - crop_b - crop_e
-        if n_in <= 0 and mode != "constant" and out.shape[d] > 0:
-            raise TargetError(f"x86: {mode} padding of an empty axis ({op.where()})")
-        idx = pad_index(out.shape[d], max(0, pads[d]), n_in, mode)
-        offs.append(np.where(idx == FILL, FILL, (idx + crop_b) * st[d]))
-    emit_copy(k, _out(0), _arg(0), offs, x.dtype, fill=fill_bits(x.dtype, op.attrs["value"] if mode == "constant"
-                                                                   else 0))
-
-
 @lowering("expand", generic=_ranked)
 def lower_expand(k, op: Op) -> None:
     x, out = op.operands[0], op.results[0]
-    if not _static(k, x, out):
+    if not static_dims(k, x, out):
         emit_strided_copy(k, _out(0), _arg(0), sc.expand_layout(x, out), x.dtype)
         return
     from .elementwise import broadcast_strides
@@ -530,7 +497,7 @@ def _tile_generic(op: Op) -> str | None:
 def lower_tile(k, op: Op) -> None:
     # tile's result, row-major, is the index space (r0, d0, r1, d1, ...) reading x at (i0, i1, ...)
     x = op.operands[0]
-    if not _static(k, x):
+    if not static_dims(k, x):
         emit_strided_copy(k, _out(0), _arg(0), sc.tile_layout(x, op.attrs["repeats"]), x.dtype)
         return
     offs = []
