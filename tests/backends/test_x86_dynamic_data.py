@@ -90,7 +90,7 @@ def test_concat(threads):
                 b.op("concat", x, x, axis=0), b.op("concat", x, y, axis=-2))
     m = build({"x": ("f32", ["N", "S", 4]), "y": ("f32", ["N", "T", 4]), "z": ("f32", ["N", "S", 3])}, body)
     feeds = [{"x": data((n, s, 4)), "y": data((n, t, 4)), "z": data((n, s, 3))}
-             for n, s, t in [(1, 1, 1), (2, 3, 1), (3, 70, 9), (5, 2048, 3)]]
+             for n, s, t in [(1, 1, 1), (2, 3, 1), (3, 70, 9), (5, 2048, 3), (2, 3, 0)]]  # T=0: an empty cache
     check(m, feeds, threads)
 
 
@@ -165,6 +165,14 @@ def test_range_and_shape():
     check(m, [{"x": data((n, s, 2))} for n, s in SIZES])
 
 
+def test_range_of_input_values():
+    # the operands are inputs: the host works out the length from their values, per value
+    m = build({"a": ("i32", []), "z": ("i32", []), "d": ("i32", [])}, lambda b, a, z, d: b.op("range", a, z, d))
+    feeds = [{"a": np.int32(a), "z": np.int32(z), "d": np.int32(d)} for a, z, d in
+             [(0, 5, 1), (7, -6, -3), (2, 2, 1), (-4, 100, 7)]]
+    check(m, [{k: np.asarray(v) for k, v in f.items()} for f in feeds])
+
+
 @THREADS
 def test_tile_and_trilu(threads):
     def body(b, x):
@@ -188,6 +196,7 @@ def test_gather(threads):
         k = 1 + (n * s) % 6
         feeds.append({"ids": RNG.integers(-50, 50, (n, s)), "x": data((n, s, 5)),
                       "i": RNG.integers(-min(s, 5), min(s, 5), k).astype(np.int32)})
+    feeds.append({"ids": np.zeros((2, 0), np.int64), "x": data((2, 0, 5)), "i": np.zeros(0, np.int32)})  # empty
     check(m, feeds, threads)
 
 
