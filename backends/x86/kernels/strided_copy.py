@@ -2,16 +2,17 @@
 shape-generic code.
 
 ``data_movement.emit_copy`` works from compile-time offset tables; a dim read from the frame has no
-table. Every layout op (reshape, transpose, concat, split, slice, expand, tile) is affine per axis,
-so in shape-generic code it is described as a list of ``Axis`` (size, source stride, destination
-stride; ints or i64 values) plus two base offsets, built by a *layout function* of the kernel
-builder. The function is called again inside outlined ``parallel_for`` bodies, which must read
-the dims through their own builder. Axes of static size 1 are dropped and neighbours that are
-contiguous in both tensors (decided at compile time) are merged, so a contiguous copy becomes one
-``memcpy`` of a run-time length; the outermost loop is split over the workers when its static
-sizes and hints (``dims.hint``) say the copy is large. The code is correct for any run-time value.
+table. Every layout op (reshape, transpose, concat, split, slice, expand, tile, constant pad) is
+affine per axis, so in shape-generic code it is described as a list of ``Axis`` (size, source
+stride, destination stride; ints or i64 values) plus two base offsets, built by a *layout
+function* of the kernel builder. The function is called again inside outlined ``parallel_for``
+bodies, which must read the dims through their own builder. Axes of static size 1 are dropped and
+neighbours contiguous in both tensors are merged where that holds for every run-time value (equal
+ints, or a stride that is the very product of the inner stride and size the layout built), so a
+contiguous copy becomes one ``memcpy`` of a run-time length. A transpose-like copy goes in
+TILE x TILE blocks, and the outermost loop is split over the workers when the static sizes and
+hints (``dims.hint``) say the copy is large. The code is correct for any run-time value.
 """
-
 from __future__ import annotations
 
 import math
