@@ -146,11 +146,13 @@ def test_slice_with_run_time_starts_is_not_generic():
 
 @THREADS
 def test_expand(threads):
-    def body(b, x, y, z):
+    def body(b, x, y, z, w):
         return (b.op("expand", x, shape=[3, 1, 4]),  # attribute target: [3, N, 4]
-                b.op("expand", z, b.op("shape", y)))  # the host evaluates the target: [N, S, 4]
-    m = build({"x": ("f32", ["N", 4]), "y": ("f32", ["N", "S", 4]), "z": ("f32", ["B", 1, 4])}, body)
-    feeds = [{"x": data((n, 4)), "y": data((n, s, 4)), "z": data((bb, 1, 4))}
+                b.op("expand", z, b.op("shape", y)),  # the host evaluates the target: [N, S, 4]
+                b.op("expand", w, shape=[1, 2, 5, 1]))  # an attention mask: [N, 2, 5, S], rows of S copied
+    m = build({"x": ("f32", ["N", 4]), "y": ("f32", ["N", "S", 4]), "z": ("f32", ["B", 1, 4]),
+               "w": ("u8", ["N", 1, 1, "S"])}, body)
+    feeds = [{"x": data((n, 4)), "y": data((n, s, 4)), "z": data((bb, 1, 4)), "w": data((n, 1, 1, s), "u8")}
              for n, s, bb in [(1, 1, 1), (3, 5, 1), (3, 5, 3), (4, 700, 4), (4, 700, 1)]]
     check(m, feeds, threads)
 

@@ -22,10 +22,10 @@ from typing import Callable, Sequence
 from llvmlite import ir
 
 from nnc.ir import DType, Op, Value
+from nnc.ir.types import UNKNOWN
 
 from ..llvm_types import I1, I64, PTR, const_int, for_range
 from . import dims as dm
-from .broadcast_loops import dynamic_broadcast_strides
 from .dims import Dim
 
 PAR_BYTES = 1 << 18  # copies at least this large are split over the workers
@@ -291,10 +291,33 @@ def slice_layout(x: Value, out: Value, params: Sequence[tuple[int, int, int, int
     return layout
 
 
+def _same_symbol(a, b) -> bool:
+    """Two type dims that are one named symbol: equal at run time (inputs bind symbols consistently)."""
+    return isinstance(a, str) and a == b and a != UNKNOWN
+
+
 def expand_layout(x: Value, out: Value) -> Layout:
+    """A dim of x that is the result's own symbol is copied, not broadcast (if it is 1, so is the
+    result's); another run-time dim of x broadcasts where it is 1, decided by a select."""
+    xt, ot = list(x.type.shape), list(out.type.shape)
+    lead = len(ot) - len(xt)
+    same = [a >= lead and _same_symbol(xt[a - lead], ot[a]) for a in range(len(ot))]
+
     def layout(kb):
-        o = kb.shape(out)
-        return row_major_axes(kb.b, o, dynamic_broadcast_strides(kb.b, kb.shape(x), o)), 0, 0
+        b = kb.b
+        o, d = kb.shape(out), kb.shape(x)
+        sizes, src = list(o), [0] * len(o)
+        acc: Dim = 1
+        for a in range(len(o) - 1, lead - 1, -1):
+            n = d[a - lead]
+            if same[a]:
+                sizes[a], src[a] = n, acc  # x's own value: strides and sizes merge by identity
+            elif isinstance(n, int):
+                src[a] = 0 if n == 1 and not _is(o[a], 1) else acc
+            else:  # a run-time 1 under the result's dim broadcasts
+                src[a] = b.select(b.icmp_signed("==", n, const_int(1)), const_int(0), dm.val(acc))
+            acc = dm.mul(b, acc, n)
+        return row_major_axes(b, sizes, src), 0, 0
     return layout
 
 
