@@ -25,7 +25,7 @@ import numpy as np
 
 from .builder import const_value
 from .dtypes import DType
-from .errors import InputError
+from .errors import InputError, TypeInferenceError
 from .graph import Graph, Module, Op, Value
 from .registry import Trait
 from .types import TensorType
@@ -98,7 +98,10 @@ class ShapeEvaluator:
                 result_types = [types[id(v)] for v in body.outputs]
             else:
                 consts = [known.get(id(v)) for v in op.operands]
-                result_types = op.opdef.run_infer(operand_types, op.attrs, consts, len(op.results), op.regions)
+                try:
+                    result_types = op.opdef.run_infer(operand_types, op.attrs, consts, len(op.results), op.regions)
+                except TypeInferenceError as e:  # these inputs do not fit the model (a reshape that cannot split)
+                    raise InputError(f"{op.where()}: {e}") from None
             for r, t in zip(op.results, result_types):
                 if _unknown(t):
                     raise InputError(f"{op.where()}: the shape of %{r.name} is not known for these input shapes "
@@ -125,7 +128,7 @@ def _needed_values(g: Graph) -> set[int]:
                 stack.append(op.operands[i])
         if op.opname != "const" and any(_unknown(r.type) for r in op.results):
             # a range's limit, a one-hot's depth, a constant-of-shape's shape: small integer operands
-            stack.extend(v for v in op.operands if v.type.rank is not None and v.type.rank <= 1 and
+            stack.extend(v for v in op.operands if v.type.rank == 0 or v.type.rank == 1 and
                          not v.dtype.is_float and v.dtype is not DType.bool and
                          (v.type.numel or 0) <= MAX_HOST_ELEMENTS)
     seen: set[int] = set()

@@ -89,6 +89,10 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", example_
     report = build_report(module, records, backend.name, opts.mode, pipeline)
     if shapes is not None:
         report["shapes"] = shapes
+        if shapes["generic"]:
+            report["memory"] = {**report.get("memory", {}), "planned": False,
+                                "reason": "symbolic dims: the arena is planned per input shape at run time "
+                                          "(cm.executable.memory_at(feeds), .shapes_seen())"}
     report["options"] = opts.report()
     if opts.dims:
         report["bound_dims"] = dict(opts.dims)

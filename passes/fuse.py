@@ -27,9 +27,11 @@ ANCHORS = ("conv", "matmul", "gemm")
 
 
 def _fusible_elementwise(op: Op) -> bool:
+    """Symbolic dims are fine: members are evaluated per element of the group's result with their
+    inputs broadcast to it, which gives each member's values whatever the dims turn out to be."""
     d = op.opdef
     return d.has(Trait.ELEMENTWISE) and d.is_pure and len(op.results) == 1 and not op.regions \
-        and op.results[0].type.is_static and op.opname != "const"
+        and op.results[0].type.shape is not None and op.opname != "const"
 
 
 @dataclass
@@ -86,6 +88,11 @@ class Fuse(Pass):
                         continue
                     if v.type.shape != shape:
                         self._reject(op, p, f"its result {v.type} is not the group's shape (broadcast input)")
+                        continue
+                    if is_anchor and "?" in shape:
+                        # the epilogue runs in place over the anchor's result: it must be the group's
+                        # shape for every input, which unknown dims cannot promise
+                        self._reject(op, p, f"the group's shape {v.type} has unknown dims")
                         continue
                     if id(v) in outputs or any(id(u) not in ids for u, _ in v.uses):
                         self._reject(op, p, f"%{v.name} is also read outside the group")

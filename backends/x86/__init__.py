@@ -69,8 +69,9 @@ def prepare(module: Module, allow_symbolic: bool = False) -> Module:
             continue  # its shape follows from shape arithmetic the host evaluates per binding (a range's limit)
         if all(v.type.is_static for v in op.operands) and not all(r.type.is_static for r in op.results):
             types = ", ".join(str(r.type) for r in op.results)
-            raise TargetError(f"x86: {op.where()} has a data-dependent output shape ({types}); the x86 backend "
-                              f"compiles static shapes only")
+            error = NotShapeGeneric if allow_symbolic else TargetError  # symbolic: the driver compiles per shape
+            raise error(f"x86: {op.where()} has a data-dependent output shape ({types}); the x86 backend "
+                        f"needs every shape to follow from the input shapes")
     for v in [] if allow_symbolic else list(g.params) + [r for op in g.ops for r in op.results]:
         if not v.type.is_static:
             raise TargetError(f"x86: %{v.name} has a dynamic type {v.type}; compile with static input shapes")
@@ -151,6 +152,10 @@ def _prepared(module: Module) -> tuple[Module, Any, FrameLayout | None]:
     """The prepared module, its storage map and (shape-generic code) its frame layout."""
     m = prepare(module, allow_symbolic=True)
     if not is_symbolic(m.main):
+        values = ShapeEvaluator(m, m.main).value_inputs()
+        if values:  # static shapes, but an input's value is an attribute (a Reshape target, a CumSum axis)
+            raise NotShapeGeneric(f"x86: the values of input(s) {', '.join(values)} decide shapes or attributes; "
+                                  f"compiled per value")
         return m, assign_storage(m, m.main), None
     storage = assign_storage(m, m.main, generic=True)
     layout = FrameLayout(m, m.main, storage.arena_values())

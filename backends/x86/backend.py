@@ -15,6 +15,7 @@ from ..compiled import Backend, CompiledModel
 from ..options import CompileOptions
 from . import aot
 from . import compile as compile_x86
+from .generic import GenericExecutable
 
 
 class X86Backend(Backend):
@@ -63,6 +64,11 @@ class X86Backend(Backend):
 
 def _static_executable(model: CompiledModel, what: str) -> Any:
     exe = model.executable
+    if isinstance(exe, GenericExecutable) and what.startswith("save"):
+        symbols = ", ".join(model.report.get("shapes", {}).get("symbols") or ["?"])
+        raise TargetError(f"x86: the model has symbolic input dims ({symbols}) and compiled to shape-generic code, "
+                          f"whose per-shape memory plan is made in Python at run time; a library has a C entry "
+                          f"point, so fix the dims at compile time to {what}: dims={{...}} (CLI: --dim NAME=SIZE)")
     if getattr(exe, "compiled", None) is None:
         symbols = sorted({str(d) for t in model.input_types.values() for d in (t.shape or ())
                           if not isinstance(d, int)})

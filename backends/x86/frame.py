@@ -12,6 +12,7 @@ never touched.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -73,9 +74,12 @@ class FrameLayout:
         frame = np.zeros(max(self.size, 1), dtype=np.int64)
         for i, (v, axis) in enumerate(self._dims):
             frame[i] = types[id(v)].shape[axis]
+        sizes = {}
         for v in self._arena:
-            check_allocation(types[id(v)].nbytes or 0, f"x86: %{v.name} ({types[id(v)]})", TargetError)
-        plan = plan_graph(self.graph, nbytes_of=lambda v: types[id(v)].nbytes)
+            t = types[id(v)]
+            sizes[id(v)] = n = t.dtype.itemsize * math.prod(t.shape)
+            check_allocation(n, f"x86: %{v.name} ({t})", TargetError)
+        plan = plan_graph(self.graph, nbytes_of=lambda v: sizes[id(v)] if id(v) in sizes else types[id(v)].nbytes)
         for v in self._arena:
             frame[self.offset_slot[id(v)]] = plan.offset_of(v)
         arena = plan.arena_bytes

@@ -134,6 +134,12 @@ class GenericExecutable:
                 raise InputError(err.error_message(status, self._arena_ptr))
         return dict(zip(self.output_names, outs))
 
+    def shapes_seen(self) -> list[dict[str, Any]]:
+        """The input signatures planned so far (most recent last): dims, arena and lower bound."""
+        with self._lock:
+            return [{"dims": p.symbols, "arena_bytes": p.arena_bytes, "lower_bound_bytes": p.lower_bound_bytes}
+                    for p in self._plans.values()]
+
     def memory_at(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """The arena at these input shapes: bytes, the planner's lower bound, the bound symbols."""
         args = self.check_feeds(feeds)

@@ -102,9 +102,10 @@ def split(ctx: TorchContext, node: AtenNode):
     x = node.positional[0]
     dim = ctx.axis(int(node.arg("dim", 0)), x.type.rank)
     n = x.shape[dim]
-    if not isinstance(n, int):
-        raise node.unsupported("splitting a symbolic dim")
     packet = node.target.split(".")[1]
+    explicit = packet in ("split_with_sizes", "split_with_sizes_copy") or node.target == "aten.split.sizes"
+    if not isinstance(n, int) and not explicit:  # explicit sizes need no dim size
+        raise node.unsupported("splitting a symbolic dim")
     if packet == "unbind":
         parts = ctx.op("split", x, axis=dim, sizes=(1,) * n, n_results=n) if n > 1 else [x]
         return [ctx.op("squeeze", p, axes=(dim,)) for p in parts]

@@ -83,12 +83,18 @@ def size_text(nbytes: float) -> str:
 def how_compiled(cm: Any) -> str:
     """Where an x86 model's machine code came from, for the compile summary."""
     exe = cm.executable
+    shapes = cm.report.get("shapes") or {}
     if getattr(exe, "shape_inputs", None) is not None:  # nnc.specializer.Specializer
-        why = f"shape inputs {', '.join(exe.shape_inputs)}" if exe.shape_inputs else "symbolic dims"
+        why = shapes.get("reason") or (f"shape inputs {', '.join(exe.shape_inputs)}" if exe.shape_inputs
+                                       else "symbolic dims")
         return f"compiled at the first run for each input signature ({why})"
     status = getattr(exe, "cache_status", None)
-    return {None: "", "off": "", "hit": "loaded from the compilation cache", "miss": "generated (now cached)"}.get(
+    how = {None: "", "off": "", "hit": "loaded from the compilation cache", "miss": "generated (now cached)"}.get(
         status, f"generated (cache entry rebuilt: {status})")
+    if shapes.get("generic"):
+        dims = ", ".join(shapes.get("symbols") or []) or "its ? dims"
+        how = (how + "; " if how else "") + f"shape-generic: {dims} read at run time (one compile for every size)"
+    return how
 
 
 # -- the compile flags ------------------------------------------------------------------------------------

@@ -95,8 +95,22 @@ def test_console_script() -> None:
 
 
 # -- run ----------------------------------------------------------------------------------------
+def test_the_readme_first_command_runs(tmp_path: Path) -> None:
+    """The nnc command of the README's first line, exactly as written there (it once asked for a
+    --dim the example model does not have, and failed)."""
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    first = readme.split("```bash\n", 1)[1].splitlines()[0]
+    install, command = first.split(" && ", 1)
+    assert install.startswith("pip install")
+    argv = shlex.split(command)
+    assert argv[0] == "nnc"
+    out = ok(nnc_cli(*argv[1:], cwd=REPO))
+    assert re.search(r"^output \w+: f32\[", out, re.M), out
+
+
 def test_run_mlp_example_matches_onnxruntime(tmp_path: Path) -> None:
-    """The README's first command."""
     x = np.load(MLP_INPUT)
     want = ort_run(MLP, {"x": x})["logits"]
     out = ok(nnc_cli("run", MLP, "--input", f"x={MLP_INPUT}", "--output-dir", tmp_path / "out"))

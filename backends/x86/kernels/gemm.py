@@ -11,20 +11,45 @@ packed into task-local heap buffers (malloc'd per task: bounded by the blocking,
 
 Operands are described by small objects (``Strided``, ``Packed``, or a custom packer such as the
 implicit-im2col one of conv.py), so matmul, gemm and conv share one driver, ``emit_gemm``, which
-splits (batch x M x N) into tasks for ``k.parallel_for``.
+splits (batch x M x N) into tasks for ``k.parallel_for``. In shape-generic code the sizes and
+strides may be ``RunDim``s, read at run time in the kernel and again in every task; their hints size
+the task grid, and the chunking is computed at run time so it is right for any value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 from llvmlite import ir
 
 from ..llvm_types import F32, F64, I1, I8, I32, I64, PTR, VOID, const_int, for_range
+from . import dims as dm
+from .dims import Dim
+from .gemm_grid import task_grid
 
 IdxFn = Callable[[object, ir.Value], ir.Value]  # (kb, batch index) -> element offset (i64)
+
+
+@dataclass(frozen=True)
+class RunDim:
+    """A size or stride known only at run time (shape-generic code): ``at(kb)`` reads it through
+    ``kb``, the kernel or a parallel task (each has its own copy of the frame); ``hint`` stands for it
+    where a compile-time choice needs a number (the task grid)."""
+    at: Callable[[object], Dim]
+    hint: int = 256
+
+
+Size = Union[int, RunDim]
+
+
+def size_at(kb, d: Size) -> Dim:
+    return d if isinstance(d, int) else d.at(kb)
+
+
+def size_hint(d: Size) -> int:
+    return d if isinstance(d, int) else d.hint
 
 
 @dataclass(frozen=True)
@@ -108,8 +133,8 @@ def pack_a_const(am: np.ndarray, blk: Blocking) -> np.ndarray:
 class Strided:
     """Element (r, c) of the matrix at ``ptr(kb)[offset(kb, batch) + r*rs + c*cs]``."""
     ptr: Callable[[object], ir.Value]
-    rs: int
-    cs: int
+    rs: Size
+    cs: Size
     offset: IdxFn | None = None
 
 
@@ -312,7 +337,7 @@ def microkernel(mod: ir.Module, blk: Blocking, epi: Epilogue, name: str) -> ir.F
 
 # -- packing at run time -------------------------------------------------------------------------
 
-def _pack_a(b: ir.IRBuilder, blk: Blocking, buf, src, rs: int, cs: int, m0, m_end, k0, kc) -> None:
+def _pack_a(b: ir.IRBuilder, blk: Blocking, buf, src, rs: Dim, cs: Dim, m0, m_end, k0, kc) -> None:
     """buf[ip*kc*MR + k*MR + r] = A[m0 + ip*MR + r, k0 + k] (0 for rows >= m_end)."""
     et, MR = blk.et, blk.MR
     zero = ir.Constant(et, 0.0)
@@ -324,15 +349,15 @@ def _pack_a(b: ir.IRBuilder, blk: Blocking, buf, src, rs: int, cs: int, m0, m_en
         for r in range(MR):
             m = b.add(mbase, const_int(r))
             ok = b.icmp_signed("<", m, m_end)
-            rows.append((ok, b.mul(b.select(ok, m, m0), const_int(rs))))
+            rows.append((ok, b.mul(b.select(ok, m, m0), dm.val(rs))))
         with for_range(b, kc, "pak") as k:
-            kk = b.mul(b.add(k0, k), const_int(cs))
+            kk = b.mul(b.add(k0, k), dm.val(cs))
             for r, (ok, roff) in enumerate(rows):
                 x = b.load(gep(b, src, b.add(roff, kk), et), typ=et)
                 b.store(b.select(ok, x, zero), gep(b, dst, b.add(b.mul(k, const_int(MR)), const_int(r)), et))
 
 
-def _pack_b(b: ir.IRBuilder, blk: Blocking, buf, src, rs: int, cs: int, n0, n_end, k0, kc) -> None:
+def _pack_b(b: ir.IRBuilder, blk: Blocking, buf, src, rs: Dim, cs: Dim, n0, n_end, k0, kc) -> None:
     """buf[jp*kc*NR + k*NR + j] = B[k0 + k, n0 + jp*NR + j] (0 for columns >= n_end)."""
     et, NR, vt, L = blk.et, blk.NR, blk.vt, blk.lanes
     zero = ir.Constant(et, 0.0)
@@ -341,11 +366,11 @@ def _pack_b(b: ir.IRBuilder, blk: Blocking, buf, src, rs: int, cs: int, n0, n_en
         nbase = b.add(n0, b.mul(jp, const_int(NR)))
         dst = gep(b, buf, b.mul(jp, b.mul(kc, const_int(NR))), et)
         whole = b.icmp_signed("<=", b.add(nbase, const_int(NR)), n_end)
-        if cs == 1:
+        if isinstance(cs, int) and cs == 1:
             with b.if_else(whole) as (then, other):
                 with then:
                     with for_range(b, kc, "pbk") as k:
-                        s = gep(b, src, b.add(b.mul(b.add(k0, k), const_int(rs)), nbase), et)
+                        s = gep(b, src, b.add(b.mul(b.add(k0, k), dm.val(rs)), nbase), et)
                         d = gep(b, dst, b.mul(k, const_int(NR)), et)
                         for v in range(blk.nv):
                             b.store(b.load(gep(b, s, v * L, et), typ=vt, align=4), gep(b, d, v * L, et), align=4)
@@ -358,11 +383,11 @@ def _pack_b(b: ir.IRBuilder, blk: Blocking, buf, src, rs: int, cs: int, n0, n_en
 def _pack_b_cols(b, blk, dst, src, rs, cs, nbase, n_end, k0, kc, zero) -> None:
     et, NR = blk.et, blk.NR
     with for_range(b, kc, "pbc") as k:
-        krow = b.mul(b.add(k0, k), const_int(rs))
+        krow = b.mul(b.add(k0, k), dm.val(rs))
         with for_range(b, NR, "pbj") as j:
             n = b.add(nbase, j)
             ok = b.icmp_signed("<", n, n_end)
-            x = b.load(gep(b, src, b.add(krow, b.mul(b.select(ok, n, nbase), const_int(cs))), et), typ=et)
+            x = b.load(gep(b, src, b.add(krow, b.mul(b.select(ok, n, nbase), dm.val(cs))), et), typ=et)
             b.store(b.select(ok, x, zero), gep(b, dst, b.add(b.mul(k, const_int(NR)), j), et))
 
 
@@ -372,64 +397,21 @@ def _offset(kb, fn: IdxFn | None, bi: ir.Value) -> ir.Value:
     return const_int(0) if fn is None else fn(kb, bi)
 
 
-# rough costs (seconds) for choosing the task grid: one multiply-add in the microkernel, packing one
-# element of B (an implicit-im2col gather costs more than a strided copy) or of A, reading one
-# pre-packed element (each task streams its share of a packed weight from L3)
-_MAC_S, _PACK_B_S, _PACK_IM2COL_S, _PACK_A_S, _READ_S, _TASK_S = 1.5e-11, 1e-10, 3e-10, 1e-10, 1e-10, 3e-6
+def _chunk(b: ir.IRBuilder, n: Dim, parts: int, unit: int) -> Dim:
+    """The length of each of ``parts`` chunks of ``n``, in whole ``unit``s; a run-time chunk is at
+    least one unit (``n`` may be 0 at run time, and the chunk is a divisor)."""
+    chunk = dm.mul(b, dm.ceil_div(b, dm.ceil_div(b, n, parts), unit), unit)
+    if isinstance(chunk, int):
+        return chunk
+    return b.select(b.icmp_signed("<", chunk, const_int(unit)), const_int(unit), chunk)
 
 
-def task_grid(batch: int, M: int, N: int, K: int, blk: Blocking, threads: int,
-              pack_a: bool = True, pack_b: bool | str = True) -> tuple[int, int]:
-    """How many M and N chunks (whole tiles) to split each batch item into.
-
-    One task when there is one thread or little work: every extra task packs its operands again.
-    Otherwise the grid whose simulated schedule finishes first: each task costs its (tile-padded)
-    multiply-adds, the packing it does (``pack_a``: its rows of A; ``pack_b``: its columns of B,
-    "im2col" for conv's gathers) and its reads of pre-packed operands; tasks go to the least-loaded
-    thread, largest first (the pool hands them out dynamically). Every chunk of M packs B again and
-    every chunk of N streams A again, so the split follows the cheaper of the two, and uneven
-    splits (7 column panels over 2 threads) are refined until they balance. (More tasks than that
-    for balance under load measured slower: each one packs and streams its operands again.)"""
-    cores = threads
-    if cores <= 1 or 2 * batch * M * N * K < 2e6:
-        return 1, 1
-    mt, nt = _ceil(M, blk.MR), _ceil(N, blk.NR)
-    pb = 0.0 if not pack_b else (_PACK_IM2COL_S if pack_b == "im2col" else _PACK_B_S)
-    pa = _PACK_A_S if pack_a else _READ_S
-    found: list[tuple[float, int, int, int]] = []
-    seen = set()
-    for tm in range(1, min(mt, 4 * cores) + 1):
-        mchunk = _ceil(mt, tm) * blk.MR
-        for tn in range(1, min(nt, 8 * cores) + 1):
-            nchunk = _ceil(nt, tn) * blk.NR
-            grid = (_ceil(M, mchunk), _ceil(N, nchunk))
-            if grid in seen or batch * grid[0] * grid[1] > 64 * cores:
-                continue
-            seen.add(grid)
-            costs = []
-            for i in range(grid[0]):
-                rows = _ceil(min(mchunk, M - i * mchunk), blk.MR) * blk.MR
-                for j in range(grid[1]):
-                    cols = _ceil(min(nchunk, N - j * nchunk), blk.NR) * blk.NR
-                    # A is used once per NC block of columns; pre-packed B is re-read per MC block of rows
-                    a_cost = rows * K * pa * _ceil(cols, blk.NC)
-                    b_cost = cols * K * (pb if pb else _READ_S * _ceil(rows, blk.MC))
-                    costs.append(rows * cols * K * _MAC_S + a_cost + b_cost + _TASK_S)
-            load = [0.0] * cores
-            for c in sorted(costs * batch, reverse=True):
-                load[load.index(min(load))] += c
-            found.append((max(load), len(costs) * batch, grid[0], grid[1]))
-    if not found:
-        return 1, 1
-    _, _, tm, tn = min(found)  # the fastest; on a tie the fewest tasks (each packs again)
-    return tm, tn
-
-
-def emit_gemm(k, blk: Blocking, M: int, N: int, K: int, a, bop, c: Strided, epi: Epilogue,
-              batch: int = 1, name: str = "gemm") -> None:
+def emit_gemm(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, epi: Epilogue,
+              batch: Size = 1, name: str = "gemm") -> None:
     """C[batch][M, N] = epi(A[batch] @ B[batch]); C is row-major with row stride ``c.rs`` (c.cs == 1).
 
-    ``a`` is ``Strided`` or ``Packed``; ``bop`` is ``Strided``, ``Packed`` or ``Custom``.
+    ``a`` is ``Strided`` or ``Packed``; ``bop`` is ``Strided``, ``Packed`` or ``Custom``. Sizes and
+    strides may be ``RunDim``s (shape-generic code); a packed operand's dims are compile-time ints.
 
     When the kernel builder carries a ``tile_epilogue`` (a fused group's elementwise tail, set by
     fused.py), it runs on every C tile right after the tile's last K slice, while the tile is in L1:
@@ -438,33 +420,42 @@ def emit_gemm(k, blk: Blocking, M: int, N: int, K: int, a, bop, c: Strided, epi:
     of ``c.rs`` elements (``tile_epilogue.inner``: true of conv, gemm and matmul except with a 1-D
     operand); ``k.tile_epilogue_applied`` then says so.
     """
-    tile = getattr(k, "tile_epilogue", None) if K > 0 else None
+    static = all(isinstance(d, int) for d in (M, N, K, batch, c.rs))
+    tile = getattr(k, "tile_epilogue", None) if static and K > 0 else None
     if getattr(tile, "inner", c.rs) != c.rs:  # e.g. a matrix-vector product: C rows are not result rows
         tile = None
     if tile is not None:
         k.tile_epilogue_applied = True
-    tm, tn = task_grid(batch, M, N, K, blk, max(1, getattr(k.cg, "threads", 1)),
-                       pack_a=not isinstance(a, Packed),
+    tm, tn = task_grid(size_hint(batch), size_hint(M), size_hint(N), size_hint(K), blk,
+                       max(1, getattr(k.cg, "threads", 1)), pack_a=not isinstance(a, Packed),
                        pack_b="im2col" if isinstance(bop, Custom) else not isinstance(bop, Packed))
-    mchunk = _ceil(_ceil(M, tm), blk.MR) * blk.MR
-    nchunk = _ceil(_ceil(N, tn), blk.NR) * blk.NR
-    tm, tn = _ceil(M, mchunk), _ceil(N, nchunk)
-    kc_max = max(1, min(blk.KC, K))
-    mc_max = min(blk.MC, mchunk)
-    nc_max = min(blk.NC, nchunk)
+
+    def grid(kb) -> tuple[Dim, ...]:
+        """(batch, M, N, K, rows and columns per task, tasks along M and N), read through ``kb``."""
+        b = kb.b
+        nb, m, n, kk = (size_at(kb, d) for d in (batch, M, N, K))
+        mchunk, nchunk = _chunk(b, m, tm, blk.MR), _chunk(b, n, tn, blk.NR)
+        return nb, m, n, kk, mchunk, nchunk, dm.ceil_div(b, m, mchunk), dm.ceil_div(b, n, nchunk)
+
+    nb0, _, _, K0, mchunk0, nchunk0, tm0, tn0 = grid(k) if not (isinstance(K, int) and K == 0) else (0,) * 8
+    kc_max = max(1, min(blk.KC, K)) if isinstance(K, int) else blk.KC
+    mc_max = min(blk.MC, mchunk0) if isinstance(mchunk0, int) else blk.MC
+    nc_max = min(blk.NC, nchunk0) if isinstance(nchunk0, int) else blk.NC
     mk = microkernel(k.cg.ll, blk, epi, f"{k.fn.name}.micro{k._tasks + 1}")
     et = blk.et
 
     def body(kb, t):
         b = kb.b
-        per = tm * tn
-        bi = b.sdiv(t, const_int(per))
-        rem = b.srem(t, const_int(per))
-        mi, ni = b.sdiv(rem, const_int(tn)), b.srem(rem, const_int(tn))
-        m0 = b.mul(mi, const_int(mchunk))
-        m1 = imin(b, b.add(m0, const_int(mchunk)), const_int(M))
-        n0 = b.mul(ni, const_int(nchunk))
-        n1 = imin(b, b.add(n0, const_int(nchunk)), const_int(N))
+        _, M_, N_, K_, mchunk, nchunk, tm_, tn_ = grid(kb)
+        ldc = size_at(kb, c.rs)
+        per = dm.mul(b, tm_, tn_)
+        bi = b.sdiv(t, dm.val(per))
+        rem = b.srem(t, dm.val(per))
+        mi, ni = b.sdiv(rem, dm.val(tn_)), b.srem(rem, dm.val(tn_))
+        m0 = b.mul(mi, dm.val(mchunk))
+        m1 = imin(b, b.add(m0, dm.val(mchunk)), dm.val(M_))
+        n0 = b.mul(ni, dm.val(nchunk))
+        n1 = imin(b, b.add(n0, dm.val(nchunk)), dm.val(N_))
         cbase = gep(b, c.ptr(kb), _offset(kb, c.offset, bi), et)
         if epi.bias is not None:
             bias = gep(b, epi.bias(kb), _offset(kb, epi.bias_offset, bi), et)
@@ -487,30 +478,31 @@ def emit_gemm(k, blk: Blocking, M: int, N: int, K: int, a, bop, c: Strided, epi:
         sraw = None
         if isinstance(bop, Custom) and bop.scratch:
             scratch, sraw = heap_buffer(b, bop.scratch)
-        mpad = _ceil(M, blk.MR) * blk.MR
-        npad = _ceil(N, blk.NR) * blk.NR
+        # a packed operand is a constant: its dims are compile-time ints
+        mpad = _ceil(M_, blk.MR) * blk.MR if isinstance(a, Packed) else 0
+        npad = _ceil(N_, blk.NR) * blk.NR if isinstance(bop, Packed) else 0
         after = None
         if tile is not None:
             row0 = b.sdiv(_offset(kb, c.offset, bi), const_int(c.rs))  # C's rows are whole result rows
 
             def after(m, n, mrem, nrem, cp):
                 tile(kb, b.add(row0, m), n, mrem, nrem, cp, c.rs)
-        nblocks = b.sdiv(b.add(b.sub(n1, n0), const_int(nc_step - 1)), const_int(nc_step))
+        nblocks = b.sdiv(b.add(b.sub(n1, n0), dm.val(dm.sub(b, nc_step, 1))), dm.val(nc_step))
         with for_range(b, nblocks, "jc") as jc:
-            nc0 = b.add(n0, b.mul(jc, const_int(nc_step)))
-            nc1 = imin(b, b.add(nc0, const_int(nc_step)), n1)
-            with for_range(b, K, "pc", step=blk.KC) as pc:
-                kc = imin(b, const_int(blk.KC), b.sub(const_int(K), pc))
+            nc0 = b.add(n0, b.mul(jc, dm.val(nc_step)))
+            nc1 = imin(b, b.add(nc0, dm.val(nc_step)), n1)
+            with for_range(b, K_, "pc", step=blk.KC) as pc:
+                kc = imin(b, const_int(blk.KC), b.sub(dm.val(K_), pc))
                 if isinstance(bop, Packed):
                     bpan = gep(b, bbase, b.add(b.mul(pc, const_int(npad)), b.mul(nc0, kc)), et)
                 elif isinstance(bop, Custom):
                     bop.pack(kb, bbuf, scratch if sraw is not None else None, bi, pc, kc, nc0, nc1, blk)
                     bpan = bbuf
                 else:
-                    _pack_b(b, blk, bbuf, bbase, bop.rs, bop.cs, nc0, nc1, pc, kc)
+                    _pack_b(b, blk, bbuf, bbase, size_at(kb, bop.rs), size_at(kb, bop.cs), nc0, nc1, pc, kc)
                     bpan = bbuf
                 first = b.icmp_signed("==", pc, const_int(0))
-                last = b.icmp_signed(">=", b.add(pc, kc), const_int(K))
+                last = b.icmp_signed(">=", b.add(pc, kc), dm.val(K_))
                 mblocks = b.sdiv(b.add(b.sub(m1, m0), const_int(blk.MC - 1)), const_int(blk.MC))
                 with for_range(b, mblocks, "ic") as ic:
                     mc0 = b.add(m0, b.mul(ic, const_int(blk.MC)))
@@ -518,18 +510,27 @@ def emit_gemm(k, blk: Blocking, M: int, N: int, K: int, a, bop, c: Strided, epi:
                     if isinstance(a, Packed):
                         apan = gep(b, abase, b.add(b.mul(pc, const_int(mpad)), b.mul(mc0, kc)), et)
                     else:
-                        _pack_a(b, blk, abuf, abase, a.rs, a.cs, mc0, mc1, pc, kc)
+                        _pack_a(b, blk, abuf, abase, size_at(kb, a.rs), size_at(kb, a.cs), mc0, mc1, pc, kc)
                         apan = abuf
-                    _macro(b, blk, mk, kc, apan, bpan, cbase, c.rs, mc0, mc1, nc0, nc1, first, last,
+                    _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, last,
                            bias, epi, after)
         for raw in (araw, braw, sraw):
             if raw is not None:
                 heap_free(b, raw)
 
-    if K == 0:
-        _zero_k(k, blk, M, N, c, epi, batch)
+    if isinstance(K, int):
+        if K == 0:
+            _zero_k(k, blk, M, N, c, epi, batch)
+            return
+        k.parallel_for(dm.mul(k.b, dm.mul(k.b, nb0, tm0), tn0), body, name=name)
         return
-    k.parallel_for(batch * tm * tn, body, name=name)
+    # a run-time K may be 0: the result is then the epilogue of zeros
+    count = dm.mul(k.b, dm.mul(k.b, nb0, tm0), tn0)
+    with k.b.if_else(k.b.icmp_signed("==", dm.val(K0), const_int(0))) as (empty, work):
+        with empty:
+            _zero_k(k, blk, M, N, c, epi, batch)
+        with work:
+            k.parallel_for(count, body, name=name)
 
 
 def _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, last, bias, epi, after=None) -> None:
@@ -542,20 +543,21 @@ def _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, la
             ap = gep(b, apan, b.mul(ir_, kc), et)
             m = b.add(mc0, ir_)
             mrem = imin(b, const_int(blk.MR), b.sub(mc1, m))
-            cp = gep(b, cbase, b.add(b.mul(m, const_int(ldc)), n), et)
+            cp = gep(b, cbase, b.add(b.mul(m, dm.val(ldc)), n), et)
             bp_tile = bias
             if epi.bias is not None:
                 bp_tile = gep(b, bias, b.add(b.mul(m, const_int(epi.bias_rs)), b.mul(n, const_int(epi.bias_cs))), et)
-            b.call(mk, [kc, ap, bp, cp, const_int(ldc), mrem, nrem, first, last, bp_tile])
+            b.call(mk, [kc, ap, bp, cp, dm.val(ldc), mrem, nrem, first, last, bp_tile])
             if after is not None:
                 with b.if_then(last):
                     after(m, n, mrem, nrem, cp)
 
 
-def _zero_k(k, blk, M, N, c, epi, batch) -> None:
+def _zero_k(k, blk, M: Size, N: Size, c: Strided, epi: Epilogue, batch: Size) -> None:
     """An empty contraction: the result is the epilogue applied to zeros."""
     et = blk.et
     b = k.b
+    M, N, batch, ldc = (size_at(k, d) for d in (M, N, batch, c.rs))
     with for_range(b, batch, "zb") as bi:
         cbase = gep(b, c.ptr(k), _offset(k, c.offset, bi), et)
         bias = gep(b, epi.bias(k), _offset(k, epi.bias_offset, bi), et) if epi.bias is not None else None
@@ -567,4 +569,4 @@ def _zero_k(k, blk, M, N, c, epi, batch) -> None:
                     x = b.fmul(b.load(gep(b, bias, bi_, et), typ=et), ir.Constant(et, epi.beta))
                 if epi.act is not None:
                     x = b.extract_element(epi.act(b, splat(b, x, blk.vt)), ir.Constant(I32, 0))
-                b.store(x, gep(b, cbase, b.add(b.mul(m, const_int(c.rs)), n), et))
+                b.store(x, gep(b, cbase, b.add(b.mul(m, dm.val(ldc)), n), et))

@@ -15,10 +15,12 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from nnc.ir import DType, Op, TargetError, Value
+from nnc.ir import UNKNOWN, DType, Op, TargetError, Value
 
 from ..llvm_types import F32, F64, I16, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type
+from . import dims as dm
 from .broadcast_loops import vector_lanes, vector_loop
+from .dims import Dim
 from .elementwise import cast_value, fmath
 from .reduce import axis_layout, combine, fold_range, gep, load, rows
 from .registry import lowering
@@ -53,7 +55,7 @@ def _c(t: ir.Type, v: float) -> ir.Constant:
 
 
 # -- softmax -----------------------------------------------------------------------------------------
-@lowering("softmax", "log_softmax")
+@lowering("softmax", "log_softmax", generic=True)
 def lower_softmax(k, op: Op) -> None:
     x = op.operands[0]
     dt = x.dtype
@@ -63,21 +65,24 @@ def lower_softmax(k, op: Op) -> None:
     if not bf:
         _check(op)
     t = F32 if bf else ll_type(dt)
-    outer, n, inner = axis_layout(tuple(x.shape), op.attrs.get("axis", -1) % len(x.shape))
+    axis = op.attrs.get("axis", -1) % len(x.shape)
+    outer, n, inner = axis_layout(k.shape(x), axis, k.b)
     log = op.opname == "log_softmax"
     # f16 runs in f16 like the reference (each step rounded to f16), with exp and the sum in f32
     half = dt is DType.f16
     st = F32 if half else t
-    if outer * n * inner == 0:
+    if dm.is_static(outer, n, inner) and outer * n * inner == 0:
         return
 
     def line(kb, oi):
         b = kb.b
-        o, i = b.sdiv(oi, const_int(inner)), b.srem(oi, const_int(inner))
-        base = b.add(b.mul(o, const_int(n * inner)), i)
+        _, n, inner = axis_layout(kb.shape(x), axis, b)  # (the task's own reads of run-time dims)
+        contiguous = isinstance(inner, int) and inner == 1
+        o, i = b.sdiv(oi, dm.val(inner)), b.srem(oi, dm.val(inner))
+        base = b.add(b.mul(o, dm.val(dm.mul(b, n, inner))), i)
 
         def at(j):
-            return b.add(base, b.mul(j, const_int(inner))) if inner != 1 else b.add(base, j)
+            return b.add(base, b.mul(j, dm.val(inner))) if not contiguous else b.add(base, j)
 
         def xv(j):
             return bf16_to_f32(b, load(b, kb.arg(0), at(j), I16)) if bf else load(b, kb.arg(0), at(j), t)
@@ -93,7 +98,7 @@ def lower_softmax(k, op: Op) -> None:
                 b.store(e, gep(b, kb.out(0), at(j), t))
             return b.fpext(e, F32) if half else e
         # f32 rows: the full vector width (exp is vecmath's, the sum reassociates)
-        lanes = vector_lanes(kb, [dt]) if t == F32 and not half and not bf and inner == 1 else 0
+        lanes = vector_lanes(kb, [dt]) if t == F32 and not half and not bf and contiguous else 0
         s = _row_sum(b, n, st, exp_term, lanes)
         if half:
             s = b.fptrunc(s, t)
@@ -117,12 +122,15 @@ def lower_softmax(k, op: Op) -> None:
                 p = gep(b, kb.out(0), at(j), t)
                 b.store(b.fmul(b.load(p, typ=t), r) if lanes else b.fdiv(b.load(p, typ=t), s), p)
 
-    rows(k, outer * inner, 3 * n, line)
+    rows(k, dm.mul(k.b, outer, inner), dm.mul(k.b, 3, n), line)
 
 
 # -- layer norm / rms norm ---------------------------------------------------------------------------
-def _param_index(b: ir.IRBuilder, p: Value, tail: tuple[int, ...], j: ir.Value) -> ir.Value:
-    """Index into a parameter broadcast over the normalized ``tail`` shape at flat position j."""
+def _param_index(b: ir.IRBuilder, p: Value, tail: tuple[Dim, ...], j: ir.Value) -> ir.Value:
+    """Index into a parameter broadcast over the normalized ``tail`` shape at flat position j. A
+    run-time tail takes a parameter of its shape or a single value (``_layer_norm_generic``)."""
+    if not dm.is_static(*tail):
+        return const_int(0) if p.type.numel == 1 else j
     numel = int(np.prod(p.shape, dtype=np.int64))
     n = int(np.prod(tail, dtype=np.int64))
     if numel == n:
@@ -140,40 +148,64 @@ def _param_index(b: ir.IRBuilder, p: Value, tail: tuple[int, ...], j: ir.Value) 
     return idx
 
 
-@lowering("layer_norm", "rms_norm")
+def _layer_norm_generic(op: Op) -> str | None:
+    """A run-time normalised shape needs parameters of that very shape (the same symbols) or of one
+    value: a broadcast over run-time dims would need a division per element."""
+    x = op.operands[0]
+    axis = op.attrs.get("axis", -1) % len(x.shape)
+    tail = _strip_ones(x.type.shape[axis:])
+    if dm.is_static(*tail):
+        return None if all(v.type.is_static for v in op.operands[1:]) else "parameters with run-time dims"
+    for p in op.operands[1:]:
+        if p.type.numel != 1 and (_strip_ones(p.type.shape) != tail or UNKNOWN in tail):
+            return f"parameter %{p.name} {p.type} broadcast over the run-time normalised shape {list(tail)}"
+    return None
+
+
+def _strip_ones(shape: tuple) -> tuple:
+    """``shape`` without its leading 1s (a broadcast prefix)."""
+    i = 0
+    while i < len(shape) and shape[i] == 1:
+        i += 1
+    return tuple(shape[i:])
+
+
+@lowering("layer_norm", "rms_norm", generic=_layer_norm_generic)
 def lower_layer_norm(k, op: Op) -> None:
     _check(op)
     x = op.operands[0]
     dt = x.dtype
     t = ll_type(dt)
-    shape = tuple(x.shape)
+    shape = k.shape(x)
     axis = op.attrs.get("axis", -1) % len(shape)
-    outer = int(np.prod(shape[:axis], dtype=np.int64))
-    tail = shape[axis:]
-    n = int(np.prod(tail, dtype=np.int64))
+    outer = dm.prod(k.b, shape[:axis])
+    n = _norm_size(k.b, shape[axis:])
     sdt = op.attrs.get("stash_type", DType.f32)
     st = ll_type(sdt)
     eps = _c(st, op.attrs.get("epsilon", 1e-5))
     rms = op.opname == "rms_norm"
     scale = op.operands[1]
     bias = op.operands[2] if len(op.operands) > 2 else None
-    if outer == 0:
+    if isinstance(outer, int) and outer == 0:
         return
 
     def row(kb, r):
         b = kb.b
-        base = b.mul(r, const_int(n))
+        tail = kb.shape(x)[axis:]
+        n = _norm_size(b, tail)
+        base = b.mul(r, dm.val(n))
+        count = _c(st, float(n)) if isinstance(n, int) else b.sitofp(n, st)
 
         def v(j):
             return _lv(b, kb.arg(0), b.add(base, j), x, sdt)
         if rms:
             ss = _row_sum(b, n, st, lambda j: (lambda a: b.fmul(a, a))(v(j)))
-            denom = fmath(b, "sqrt", b.fadd(b.fdiv(ss, _c(st, float(n))), eps))
+            denom = fmath(b, "sqrt", b.fadd(b.fdiv(ss, count), eps))
             mean = None
         else:
-            mean = b.fdiv(_row_sum(b, n, st, v), _c(st, float(n)))
+            mean = b.fdiv(_row_sum(b, n, st, v), count)
             ss = _row_sum(b, n, st, lambda j: (lambda d: b.fmul(d, d))(b.fsub(v(j), mean)))
-            inv = b.fdiv(_c(st, 1.0), fmath(b, "sqrt", b.fadd(b.fdiv(ss, _c(st, float(n))), eps)))
+            inv = b.fdiv(_c(st, 1.0), fmath(b, "sqrt", b.fadd(b.fdiv(ss, count), eps)))
             b.store(mean, gep(b, kb.out(1), r, st))
             b.store(inv, gep(b, kb.out(2), r, st))
         with for_range(b, n, "w") as j:
@@ -187,7 +219,11 @@ def lower_layer_norm(k, op: Op) -> None:
                 y = b.fadd(y, _lv(b, kb.arg(2), _param_index(b, bias, tail, j), bias, dt))
             b.store(y, gep(b, kb.out(0), b.add(base, j), t))
 
-    rows(k, outer, 3 * n, row)
+    rows(k, outer, dm.mul(k.b, 3, n), row)
+
+
+def _norm_size(b: ir.IRBuilder, tail: tuple[Dim, ...]) -> Dim:
+    return int(np.prod(tail, dtype=np.int64)) if dm.is_static(*tail) else dm.prod(b, tail)
 
 
 # -- batch norm / group norm -------------------------------------------------------------------------

@@ -20,7 +20,9 @@ from llvmlite import ir
 from nnc.ir import DType, Op, TargetError
 
 from ..llvm_types import F32, F64, I1, I64, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type, storage_type
+from . import dims as dm
 from .broadcast_loops import tag_loop
+from .dims import Dim
 from .elementwise import cast_value
 from .registry import lowering
 from .vecmath import intrinsic
@@ -60,8 +62,11 @@ def fold_range(b: ir.IRBuilder, count: int | ir.Value, inits: list[ir.Value],
     return list(accs)
 
 
-def axis_layout(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
-    """(outer, n, inner) element counts around ``axis`` of a row-major ``shape``."""
+def axis_layout(shape: tuple[Dim, ...], axis: int, b: ir.IRBuilder | None = None) -> tuple[Dim, Dim, Dim]:
+    """(outer, n, inner) element counts around ``axis`` of a row-major ``shape``; dims read at run
+    time (shape-generic code) give products computed with ``b``."""
+    if not dm.is_static(*shape):
+        return dm.prod(b, shape[:axis]), shape[axis], dm.prod(b, shape[axis + 1:])
     outer = int(np.prod(shape[:axis], dtype=np.int64))
     inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
     return outer, int(shape[axis]), inner
@@ -75,10 +80,12 @@ def load(b: ir.IRBuilder, ptr: ir.Value, idx: ir.Value, t: ir.Type) -> ir.Value:
     return b.load(gep(b, ptr, idx, t), typ=t)
 
 
-def rows(k, count: int, work_per_row: int, body: Callable, name: str = "row") -> None:
+def rows(k, count: Dim, work_per_row: Dim, body: Callable, name: str = "row") -> None:
     """``body(kb, i)`` for each independent row ``i``: over threads when there is enough work, else a
-    plain loop in the kernel."""
-    if count > 1 and count * work_per_row >= PARALLEL_MIN_WORK:
+    plain loop in the kernel. Run-time counts decide by a guess (``dims.hint``); ``body`` reads
+    run-time dims through its ``kb``."""
+    count_hint, work_hint = dm.hint(count, 1 << 10), dm.hint(work_per_row, 1 << 8)
+    if count_hint > 1 and count_hint * work_hint >= PARALLEL_MIN_WORK:
         k.parallel_for(count, body, name=name)
         return
     with for_range(k.b, count, name) as i:
@@ -151,111 +158,146 @@ def identity(kind: str, t: ir.Type, dt: DType) -> ir.Constant:
 
 
 # -- reduce_* ----------------------------------------------------------------------------------------
-def _groups(shape: tuple[int, ...], red: set[int]) -> list[tuple[int, bool]]:
-    """Adjacent dims merged into (size, reduced) groups; size-1 dims are dropped."""
-    out: list[tuple[int, bool]] = []
+def _groups(b: ir.IRBuilder, shape: tuple[Dim, ...], red: set[int]) -> list[tuple[Dim, bool]]:
+    """Adjacent dims merged into (size, reduced) groups; size-1 dims are dropped (a run-time dim is
+    kept whatever its value, so every builder sees the same groups)."""
+    out: list[tuple[Dim, bool]] = []
     for d, n in enumerate(shape):
-        if n == 1:
+        if isinstance(n, int) and n == 1:
             continue
         r = d in red
         if out and out[-1][1] == r:
-            out[-1] = (out[-1][0] * n, r)
+            out[-1] = (dm.mul(b, out[-1][0], n), r)
         else:
             out.append((n, r))
     return out
 
 
-@lowering("reduce_sum", "reduce_mean", "reduce_prod", "reduce_max", "reduce_min")
+def _reduce_plan(kb, x, red: set[int]) -> tuple[list[tuple[Dim, bool]], list[Dim], Dim]:
+    """(groups, their element strides in x, reduced element count), read through ``kb``."""
+    b = kb.b
+    shape = kb.shape(x)
+    groups = _groups(b, shape, red)
+    strides: list[Dim] = []
+    acc: Dim = 1
+    for n, _ in reversed(groups):
+        strides.append(acc)
+        acc = dm.mul(b, acc, n)
+    strides.reverse()
+    if dm.is_static(*shape):
+        count: Dim = int(np.prod([shape[a] for a in red], dtype=np.int64))
+    else:
+        count = dm.prod(b, [shape[a] for a in sorted(red)])
+    return groups, strides, count
+
+
+def _as_float(b: ir.IRBuilder, n: Dim, t: ir.Type) -> ir.Value:
+    """A count as a float of type ``t`` (a constant when static)."""
+    return ir.Constant(t, float(n)) if isinstance(n, int) else b.sitofp(n, t)
+
+
+def _reduce_generic(op: Op) -> str | None:
+    return "run-time axes" if len(op.operands) > 1 else None
+
+
+@lowering("reduce_sum", "reduce_mean", "reduce_prod", "reduce_max", "reduce_min", generic=_reduce_generic)
 def lower_reduce(k, op: Op) -> None:
     kind = op.opname.split("_", 1)[1]
     x, out = op.operands[0], op.results[0]
     if len(op.operands) > 1:
         raise TargetError(f"x86: {op.opname} with run-time axes is not supported ({op.where()})")
-    shape = tuple(x.shape)
+    rank = len(x.shape)
     axes, noop = op.attrs.get("axes"), op.attrs.get("noop_with_empty_axes", 0)
     if axes is not None and len(axes) == 0 and noop:
         _copy(k, out, x)
         return
-    red = set(range(len(shape))) if not axes else {a % len(shape) for a in axes}
+    red = set(range(rank)) if not axes else {a % rank for a in axes}
     dt = x.dtype
     at, adt = _acc_type(kind, dt)
-    count = int(np.prod([shape[a] for a in red], dtype=np.int64))
-    n_out = int(np.prod(out.shape, dtype=np.int64))
-    if n_out == 0:
+    out_shape = k.shape(out)
+    if dm.is_static(*out_shape) and int(np.prod(out_shape, dtype=np.int64)) == 0:
         return
-    groups = _groups(shape, red)
-    strides = []
-    acc = 1
-    for n, _ in reversed(groups):
-        strides.append(acc)
-        acc *= n
-    strides.reverse()
+    groups, strides, count = _reduce_plan(k, x, red)
     if groups and not groups[-1][1] and at == storage_type(dt) and len(groups) > 1:
         _reduce_rows_in_place(k, op, kind, groups, strides, count)
         return
 
-    kept = [(n, s) for (n, r), s in zip(groups, strides) if not r]
-    redg = [(n, s) for (n, r), s in zip(groups, strides) if r]
+    def split(plan):
+        groups, strides, count = plan
+        kept = [(n, s) for (n, r), s in zip(groups, strides) if not r]
+        redg = [(n, s) for (n, r), s in zip(groups, strides) if r]
+        return kept, redg, count
 
-    def finish(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    def finish(b: ir.IRBuilder, v: ir.Value, count: Dim) -> ir.Value:
         if kind == "mean":
             if dt.is_int:
                 f = b.sitofp(v, F64) if dt.is_signed else b.uitofp(v, F64)
-                q = b.fdiv(f, ir.Constant(F64, float(count)))
+                q = b.fdiv(f, _as_float(b, count, F64))
                 return cast_value(b, q, DType.f64, dt)
-            v = b.fdiv(v, ir.Constant(at, float(count)))
+            v = b.fdiv(v, _as_float(b, count, at))
         return cast_value(b, v, adt, dt) if adt is not dt else v
 
-    def reduce_at(b: ir.IRBuilder, xp: ir.Value, base: ir.Value) -> ir.Value:
+    def reduce_at(b: ir.IRBuilder, redg, xp: ir.Value, base: ir.Value) -> ir.Value:
         def level(lv: int, off: ir.Value, a: ir.Value) -> ir.Value:
             if lv == len(redg):
                 v = load(b, xp, off, storage_type(dt))
                 v = bf16_to_f32(b, v) if dt is DType.bf16 else v
                 return combine(b, kind, a, cast_value(b, v, dt, adt) if adt is not dt else v, dt)
             n, s = redg[lv]
-            return fold_range(b, n, [a], lambda i, accs: [level(lv + 1, b.add(off, b.mul(i, const_int(s))), accs[0])],
+            return fold_range(b, n, [a], lambda i, accs: [level(lv + 1, b.add(off, b.mul(i, dm.val(s))), accs[0])],
                               name=f"red{lv}")[0]
         return level(0, base, identity(kind, at, adt))
 
-    def outputs(kb, b: ir.IRBuilder, lv: int, base: ir.Value, flat: ir.Value) -> None:
+    def outputs(kb, plan, b: ir.IRBuilder, lv: int, base: ir.Value, flat: ir.Value) -> None:
+        kept, redg, count = plan
         if lv == len(kept):
-            r = finish(b, reduce_at(b, kb.arg(0), base))
+            r = finish(b, reduce_at(b, redg, kb.arg(0), base), count)
             r = f32_to_bf16(b, r) if dt is DType.bf16 else r
             b.store(r, gep(b, kb.out(0), flat, storage_type(dt)))
             return
         n, s = kept[lv]
-        inner = int(np.prod([m for m, _ in kept[lv + 1:]], dtype=np.int64))
+        inner = _prod([m for m, _ in kept[lv + 1:]], b)
         with for_range(b, n, f"o{lv}") as i:
-            outputs(kb, b, lv + 1, b.add(base, b.mul(i, const_int(s))), b.add(flat, b.mul(i, const_int(inner))))
+            outputs(kb, plan, b, lv + 1, b.add(base, b.mul(i, dm.val(s))), b.add(flat, b.mul(i, dm.val(inner))))
 
     zero = const_int(0)
-    if kept and kept[0][0] > 1:
-        n0, s0 = kept[0]
-        inner0 = int(np.prod([m for m, _ in kept[1:]], dtype=np.int64))
+    kept, _, _ = split((groups, strides, count))
+    if kept and not (isinstance(kept[0][0], int) and kept[0][0] <= 1):
+        n0 = kept[0][0]
+        inner0 = _prod([m for m, _ in kept[1:]], k.b)
 
         def row(kb, i):
             b = kb.b
-            outputs(kb, b, 1, b.mul(i, const_int(s0)), b.mul(i, const_int(inner0)))
-        rows(k, n0, max(count, 1) * inner0, row)
+            plan = split(_reduce_plan(kb, x, red))
+            s0, inner0 = plan[0][0][1], _prod([m for m, _ in plan[0][1:]], b)
+            outputs(kb, plan, b, 1, b.mul(i, dm.val(s0)), b.mul(i, dm.val(inner0)))
+        work = max(count, 1) * inner0 if dm.is_static(count, inner0) else dm.hint(count, 64) * dm.hint(inner0, 64)
+        rows(k, n0, work, row)
     else:
-        outputs(k, k.b, 0, zero, zero)
+        outputs(k, split((groups, strides, count)), k.b, 0, zero, zero)
 
 
-def _reduce_rows_in_place(k, op: Op, kind: str, groups, strides, count: int) -> None:
+def _prod(dims: list[Dim], b: ir.IRBuilder) -> Dim:
+    """The product of ``dims`` (an int when all are static, as numpy computes it)."""
+    return int(np.prod(dims, dtype=np.int64)) if dm.is_static(*dims) else dm.prod(b, dims)
+
+
+def _reduce_rows_in_place(k, op: Op, kind: str, groups, strides, count: Dim) -> None:
     """Innermost dims kept: out[o, :] = combine(out[o, :], x[..., :]) row by row (vectorises)."""
     b = k.b
     dt = op.operands[0].dtype
     t = ll_type(dt)
-    n_out = int(np.prod(op.results[0].shape, dtype=np.int64))
+    n_out = _prod(list(k.shape(op.results[0])), b)
     inner = groups[-1][0]
     ident = identity(kind, t, dt)
     with for_range(b, n_out, "init") as i:
         b.store(ident, gep(b, k.out(0), i, t))
     # output strides of the kept groups
-    ostr, acc = [], 1
+    ostr: list[Dim] = []
+    acc: Dim = 1
     for n, r in reversed(groups):
         ostr.append(0 if r else acc)
-        acc *= 1 if r else n
+        acc = dm.mul(b, acc, 1 if r else n)
     ostr.reverse()
 
     def nest(lv: int, xoff: ir.Value, ooff: ir.Value) -> None:
@@ -266,7 +308,7 @@ def _reduce_rows_in_place(k, op: Op, kind: str, groups, strides, count: int) -> 
                 b.store(combine(b, kind, b.load(op_, typ=t), v, dt), op_)
             return
         with for_range(b, groups[lv][0], f"g{lv}") as i:
-            nest(lv + 1, b.add(xoff, b.mul(i, const_int(strides[lv]))), b.add(ooff, b.mul(i, const_int(ostr[lv]))))
+            nest(lv + 1, b.add(xoff, b.mul(i, dm.val(strides[lv]))), b.add(ooff, b.mul(i, dm.val(ostr[lv]))))
 
     nest(0, const_int(0), const_int(0))
     if kind == "mean":
@@ -275,24 +317,23 @@ def _reduce_rows_in_place(k, op: Op, kind: str, groups, strides, count: int) -> 
             v = b.load(p, typ=t)
             if dt.is_int:
                 f = b.sitofp(v, F64) if dt.is_signed else b.uitofp(v, F64)
-                b.store(cast_value(b, b.fdiv(f, ir.Constant(F64, float(count))), DType.f64, dt), p)
+                b.store(cast_value(b, b.fdiv(f, _as_float(b, count, F64)), DType.f64, dt), p)
             else:
-                b.store(b.fdiv(v, ir.Constant(t, float(count))), p)
+                b.store(b.fdiv(v, _as_float(b, count, t)), p)
 
 
 def _copy(k, out, x) -> None:
     memcpy = k.b.module.declare_intrinsic("llvm.memcpy", [k.out(0).type, k.arg(0).type, I64])
-    nbytes = int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize
-    k.b.call(memcpy, [k.out(0), k.arg(0), const_int(nbytes), ir.Constant(I1, 0)])
+    nbytes = dm.mul(k.b, _prod(list(k.shape(x)), k.b), x.dtype.itemsize)
+    k.b.call(memcpy, [k.out(0), k.arg(0), dm.val(nbytes), ir.Constant(I1, 0)])
 
 
 # -- argmax / argmin ---------------------------------------------------------------------------------
-@lowering("argmax", "argmin")
+@lowering("argmax", "argmin", generic=True)
 def lower_arg(k, op: Op) -> None:
     x = op.operands[0]
-    shape = tuple(x.shape)
-    axis = op.attrs.get("axis", 0) % len(shape)
-    outer, n, inner = axis_layout(shape, axis)
+    axis = op.attrs.get("axis", 0) % len(x.shape)
+    outer, n, inner = axis_layout(k.shape(x), axis, k.b)
     dt = x.dtype
     t = ll_type(dt)
     last = bool(op.attrs.get("select_last_index", 0))
@@ -313,18 +354,22 @@ def lower_arg(k, op: Op) -> None:
 
     def row(kb, o):
         b = kb.b
+        _, n, inner = axis_layout(kb.shape(x), axis, b)
         with for_range(b, inner, "in") as i:
-            base = b.add(b.mul(o, const_int(n * inner)), i)
-            first = load(b, kb.arg(0), base, t) if n else ir.Constant(t, 0)
+            base = b.add(b.mul(o, dm.val(dm.mul(b, n, inner))), i)
+            if isinstance(n, int):
+                first, start = load(b, kb.arg(0), base, t) if n else ir.Constant(t, 0), 1
+            else:  # a run-time axis may be empty: start from the identity of the order (index 0 unless beaten)
+                first, start = identity("max" if larger else "min", t, dt), 0
 
             def step(j, accs):
-                v = load(b, kb.arg(0), b.add(base, b.mul(j, const_int(inner))), t)
+                v = load(b, kb.arg(0), b.add(base, b.mul(j, dm.val(inner))), t)
                 take = better(b, v, accs[0])
                 return [b.select(take, v, accs[0]), b.select(take, j, accs[1])]
-            _, idx = fold_range(b, n, [first, const_int(0)], step, start=1)
-            b.store(idx, gep(b, kb.out(0), b.add(b.mul(o, const_int(inner)), i), I64))
+            _, idx = fold_range(b, n, [first, const_int(0)], step, start=start)
+            b.store(idx, gep(b, kb.out(0), b.add(b.mul(o, dm.val(inner)), i), I64))
 
-    rows(k, outer, n * inner, row)
+    rows(k, outer, dm.mul(k.b, n, inner), row)
 
 
 # -- cumsum / cumprod --------------------------------------------------------------------------------
