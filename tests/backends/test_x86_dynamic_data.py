@@ -273,3 +273,24 @@ def test_reflect_pad_of_run_time_dims_is_not_generic():
     assert "reflect padding of run-time dims" in cm.report["shapes"]["reason"]
     f = {"x": data((3, 5))}
     np.testing.assert_array_equal(cm.run(f)["o0"], interpret(m, f)["o0"])
+
+
+@THREADS
+def test_head_split_and_merge_with_computed_targets(threads):
+    # the attention reshapes of an exported transformer: targets computed with Shape -> Gather ->
+    # Unsqueeze -> Concat, which the host evaluates per signature; then the kernels move the data
+    def body(b, x, past):
+        s = b.op("shape", x)
+        n, seq = (b.op("unsqueeze", b.op("gather", s, b.const(np.array(i, np.int64)), axis=0), axes=[0])
+                  for i in (0, 1))
+        heads = b.const(np.array([2, 4], np.int64))
+        h = b.op("transpose", b.op("reshape", x, b.op("concat", n, seq, heads, axis=0)), perm=[0, 2, 1, 3])
+        kv = b.op("concat", past, h, axis=2)  # a cache grown along the sequence
+        merged = b.op("reshape", b.op("transpose", kv, perm=[0, 2, 1, 3]),
+                      b.op("concat", n, b.const(np.array([-1, 8], np.int64)), axis=0))
+        last = b.op("slice", merged, starts=[-1], ends=[1 << 62], axes=[1])
+        return kv, merged, last
+    m = build({"x": ("f32", ["N", "S", 8]), "past": ("f32", ["N", 2, "P", 4])}, body)
+    feeds = [{"x": data((n, s, 8)), "past": data((n, 2, p, 4))}
+             for n, s, p in [(1, 1, 0), (2, 3, 1), (3, 70, 9), (2, 600, 31)]]
+    check(m, feeds, threads)
