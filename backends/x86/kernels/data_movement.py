@@ -16,7 +16,7 @@ the same copies as strided axes for ``strided_copy.py``.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from llvmlite import ir
@@ -27,11 +27,9 @@ from ..llvm_types import I1, I64, PTR, const_int, for_range, ll_type
 from . import dims as dm
 from . import strided_copy as sc
 from .registry import lowering
-from .strided_copy import PAR_BYTES, TILE, emit_strided_copy
+from .strided_copy import PAR_BYTES, TILE, Ptr, emit_strided_copy
 
 FILL = np.iinfo(np.int64).min  # table entry: "write the fill value here"
-
-Ptr = Callable[..., ir.Value]  # kb -> pointer (resolved inside outlined parallel bodies)
 
 
 def itype(dt: DType) -> ir.IntType:

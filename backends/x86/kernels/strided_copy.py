@@ -43,7 +43,7 @@ class Axis:
 
 # kb -> (axes outermost first, source base, destination base), offsets in elements
 Layout = Callable[..., tuple[list[Axis], Dim, Dim]]
-Ptr = Callable[..., ir.Value]
+Ptr = Callable[..., ir.Value]  # kb -> pointer (resolved inside outlined parallel bodies)
 
 
 def smax(b: ir.IRBuilder, x: Dim, y: Dim) -> Dim:
