@@ -3,7 +3,7 @@
 import importlib
 
 FAMILIES = ("attention", "conv", "data_movement", "elementwise", "fused", "gemm", "image", "indexing", "linalg",
-            "normalization", "norm_train", "optim", "pool", "quant", "quant_int8", "random", "reduce", "resize",
+            "normalization", "norm_train", "optim", "pad", "pool", "quant", "quant_int8", "random", "reduce", "resize",
             "sequence", "signal", "vecmath")
 
 for _family in FAMILIES:

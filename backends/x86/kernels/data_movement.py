@@ -1,5 +1,5 @@
-"""Data movement: reshape/squeeze/unsqueeze copies, transpose, concat, split, slice, pad, expand, tile,
-plus trilu, range and shape.
+"""Data movement: reshape/squeeze/unsqueeze copies, transpose, concat, split, slice, expand, tile,
+plus trilu, range and shape (pad, on the same engine, is in ``pad.py``).
 
 Every layout op here is one instance of a single copy engine (``emit_copy``): the result, walked in
 row-major order, reads the source at ``base + sum(offsets[d][i_d])`` where ``offsets[d]`` is a
@@ -9,26 +9,27 @@ strided loops, merges axes that stay contiguous (a reshape becomes one ``memcpy`
 innermost axis into runs (pad's border | interior | border), tiles the two axes of a transpose for
 cache locality, and hands the outermost loop to ``parallel_for`` for large tensors. Elements are moved
 as integers of their byte size, so one kernel serves every dtype (bool and f16/bf16 included).
+Where some dim is read at run time (shape-generic code) there are no tables: the lowerings describe
+the same copies as strided axes for ``strided_copy.py``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from llvmlite import ir
 
-from nnc.ir import DType, Op, TargetError, Value
+from nnc.ir import DType, Op, Value
 
 from ..llvm_types import I1, I64, PTR, const_int, for_range, ll_type
+from . import dims as dm
+from . import strided_copy as sc
 from .registry import lowering
+from .strided_copy import PAR_BYTES, TILE, Ptr, emit_strided_copy
 
 FILL = np.iinfo(np.int64).min  # table entry: "write the fill value here"
-PAR_BYTES = 1 << 18  # copies at least this large are split over the worker threads
-TILE = 32  # transpose tile edge (elements)
-
-Ptr = Callable[..., ir.Value]  # kb -> pointer (resolved inside outlined parallel bodies)
 
 
 def itype(dt: DType) -> ir.IntType:
@@ -97,6 +98,14 @@ def emit_memcpy(k, dst: Ptr, src: Ptr, nbytes: int, dst_off: int = 0, src_off: i
         memcpy(b, byte_ptr(b, dst(kb), b.add(off, const_int(dst_off))),
                byte_ptr(b, src(kb), b.add(off, const_int(src_off))), n)
     k.parallel_for(-(-nbytes // chunk), body, name="memcpy")
+
+
+def emit_copy_all(k, v: Value, dst: Ptr, src: Ptr) -> None:
+    """Copy all of ``v``'s bytes (as many as its dims read at run time say, in shape-generic code)."""
+    if dm.is_static(*k.shape(v)):
+        emit_memcpy(k, dst, src, v.type.nbytes or 0)
+    else:
+        emit_strided_copy(k, dst, src, sc.flat_layout(v), v.dtype)
 
 
 # -- the copy engine -----------------------------------------------------------------------------------
@@ -358,29 +367,47 @@ def axis_offsets(shape: Sequence[int]) -> list[np.ndarray]:
     return [np.arange(n, dtype=np.int64) * s for n, s in zip(shape, row_major(shape))]
 
 
-@lowering("reshape", "squeeze", "unsqueeze")
+def static_dims(k, *values: Value) -> bool:
+    """Every dim of ``values`` is a compile-time int: the table-driven engine (``emit_copy``)."""
+    return all(dm.is_static(*k.shape(v)) for v in values)
+
+
+def _ranked(op: Op) -> str | None:
+    """A result's rank comes from an operand's run-time value (a target shape of unknown length)."""
+    return "a result of unknown rank" if any(r.type.shape is None for r in op.results) else None
+
+
+@lowering("reshape", "squeeze", "unsqueeze", generic=_ranked)
 def lower_copy(k, op: Op) -> None:
     # these ops are INPLACE: when the planner gave the result its operand's buffer, nothing moves
+    out = op.results[0]
     moved = k.b.icmp_unsigned("!=", k.out(0), k.arg(0))
     with k.b.if_then(moved):
-        emit_memcpy(k, _out(0), _arg(0), op.results[0].type.nbytes or 0)
+        emit_copy_all(k, out, _out(0), _arg(0))
 
 
-@lowering("transpose")
+@lowering("transpose", generic=True)
 def lower_transpose(k, op: Op) -> None:
     x = op.operands[0]
     r = len(x.shape)
     perm = op.attrs["perm"]
     perm = list(reversed(range(r))) if perm is None else [p % r for p in perm]
+    if not static_dims(k, x):
+        emit_strided_copy(k, _out(0), _arg(0), sc.transpose_layout(x, perm), x.dtype)
+        return
     st = row_major(x.shape)
     emit_copy(k, _out(0), _arg(0), [np.arange(x.shape[p], dtype=np.int64) * st[p] for p in perm], x.dtype)
 
 
-@lowering("concat")
+@lowering("concat", generic=True)
 def lower_concat(k, op: Op) -> None:
     out = op.results[0]
     r = len(out.shape)
     axis = op.attrs["axis"] % r
+    if not static_dims(k, out, *op.operands):
+        for i, v in enumerate(op.operands):
+            emit_strided_copy(k, _out(0), _arg(i), sc.concat_layout(op, i, axis), v.dtype)
+        return
     ost = row_major(out.shape)
     pos = 0
     for i, v in enumerate(op.operands):
@@ -388,10 +415,14 @@ def lower_concat(k, op: Op) -> None:
         pos += v.shape[axis]
 
 
-@lowering("split")
+@lowering("split", generic=True)
 def lower_split(k, op: Op) -> None:
     x = op.operands[0]
     axis = op.attrs["axis"] % len(x.shape)
+    if not static_dims(k, x, *op.results):
+        for i in range(len(op.results)):
+            emit_strided_copy(k, _out(i), _arg(0), sc.split_layout(op, i, axis), x.dtype)
+        return
     st = row_major(x.shape)
     pos = 0
     for i, r in enumerate(op.results):
@@ -400,12 +431,43 @@ def lower_split(k, op: Op) -> None:
         pos += r.shape[axis]
 
 
-@lowering("slice")
+_SLICE_OPERANDS = {"starts": 1, "axes": 3, "steps": 4}  # what a shape-generic slice must know statically
+
+
+def _slice_generic(op: Op) -> str | None:
+    for name, i in _SLICE_OPERANDS.items():
+        if op.attrs[name] is None and i < len(op.operands):
+            p = op.operands[i].producer
+            if p is None or p.opname != "const":
+                return f"slice {name} computed at run time"
+    return None
+
+
+def _slice_attrs(k, op: Op) -> tuple[tuple[int, ...], tuple[int, ...] | None, tuple[int, ...] | None]:
+    """starts, axes, steps: attributes, or constant operands (the ends, computed at run time, are not
+    needed: the result's dims are in the frame)."""
+    from nnc.ir import const_value
+
+    got = []
+    for name, i in _SLICE_OPERANDS.items():
+        v = op.attrs[name]
+        if v is None and i < len(op.operands):
+            v = tuple(int(e) for e in np.asarray(const_value(k.cg.module, op.operands[i])).reshape(-1))
+        got.append(v)
+    return got[0], got[1], got[2]
+
+
+@lowering("slice", generic=_slice_generic)
 def lower_slice(k, op: Op) -> None:
     from nnc.ir.ops.shape import _slice_params
 
     x = op.operands[0]
     a = op.attrs
+    if len(op.operands) > 1 or not static_dims(k, x, op.results[0]):
+        starts, axes, steps = _slice_attrs(k, op)
+        params = _slice_params(len(x.shape), starts, starts, axes, steps)  # ends: unused
+        emit_strided_copy(k, _out(0), _arg(0), sc.slice_layout(x, op.results[0], params), x.dtype)
+        return
     st = row_major(x.shape)
     idx = [np.arange(n, dtype=np.int64) for n in x.shape]
     for axis, s, e, step in _slice_params(len(x.shape), a["starts"], a["ends"], a["axes"], a["steps"]):
@@ -413,67 +475,42 @@ def lower_slice(k, op: Op) -> None:
     emit_copy(k, _out(0), _arg(0), [i * s for i, s in zip(idx, st)], x.dtype)
 
 
-def pad_index(n_out: int, begin: int, n_in: int, mode: str) -> np.ndarray:
-    """Source index of each padded position along one axis (FILL for constant padding)."""
-    i = np.arange(n_out, dtype=np.int64) - begin
-    if mode == "constant":
-        return np.where((i >= 0) & (i < n_in), i, FILL)
-    if mode == "edge":
-        return np.clip(i, 0, n_in - 1)
-    if mode == "wrap":
-        return np.mod(i, n_in)
-    if n_in == 1:  # reflect
-        return np.zeros_like(i)
-    period = 2 * (n_in - 1)
-    m = np.mod(i, period)
-    return np.where(m >= n_in, period - m, m)
-
-
-@lowering("pad")
-def lower_pad(k, op: Op) -> None:
-    x, out = op.operands[0], op.results[0]
-    if len(op.operands) > 1:
-        raise TargetError(f"x86: pad with run-time pads or value is not supported ({op.where()})")
-    pads, mode, r = op.attrs["pads"], op.attrs["mode"], len(x.shape)
-    st = row_major(x.shape)
-    offs = []
-    for d in range(r):
-        crop_b, crop_e = max(0, -pads[d]), max(0, -pads[d + r])
-        n_in = x.shape[d] - crop_b - crop_e
-        if n_in <= 0 and mode != "constant" and out.shape[d] > 0:
-            raise TargetError(f"x86: {mode} padding of an empty axis ({op.where()})")
-        idx = pad_index(out.shape[d], max(0, pads[d]), n_in, mode)
-        offs.append(np.where(idx == FILL, FILL, (idx + crop_b) * st[d]))
-    emit_copy(k, _out(0), _arg(0), offs, x.dtype, fill=fill_bits(x.dtype, op.attrs["value"] if mode == "constant"
-                                                                   else 0))
-
-
-@lowering("expand")
+@lowering("expand", generic=_ranked)
 def lower_expand(k, op: Op) -> None:
     x, out = op.operands[0], op.results[0]
+    if not static_dims(k, x, out):
+        emit_strided_copy(k, _out(0), _arg(0), sc.expand_layout(x, out), x.dtype)
+        return
     from .elementwise import broadcast_strides
 
     st = broadcast_strides(x, tuple(out.shape))
     emit_copy(k, _out(0), _arg(0), [np.arange(n, dtype=np.int64) * s for n, s in zip(out.shape, st)], x.dtype)
 
 
-@lowering("tile")
+def _tile_generic(op: Op) -> str | None:
+    return "tile repeats computed at run time" if op.attrs["repeats"] is None else None
+
+
+@lowering("tile", generic=_tile_generic)
 def lower_tile(k, op: Op) -> None:
     # tile's result, row-major, is the index space (r0, d0, r1, d1, ...) reading x at (i0, i1, ...)
     x = op.operands[0]
+    if not static_dims(k, x):
+        emit_strided_copy(k, _out(0), _arg(0), sc.tile_layout(x, op.attrs["repeats"]), x.dtype)
+        return
     offs = []
     for n, s, rep in zip(x.shape, row_major(x.shape), op.attrs["repeats"]):
         offs += [np.zeros(rep, dtype=np.int64), np.arange(n, dtype=np.int64) * s]
     emit_copy(k, _out(0), _arg(0), offs, x.dtype)
 
 
-@lowering("trilu")
+@lowering("trilu", generic=True)
 def lower_trilu(k, op: Op) -> None:
     x = op.operands[0]
     b = k.b
     t = itype(x.dtype)  # zero is all-zero bits in every dtype
-    *batch, rows, cols = x.shape
-    if not x.type.numel:
+    *batch, rows, cols = k.shape(x)
+    if x.type.numel == 0:
         return
     if len(op.operands) > 1:  # k known only at run time: a 0-d integer tensor
         kt = ll_type(op.operands[1].dtype)
@@ -483,41 +520,47 @@ def lower_trilu(k, op: Op) -> None:
         kk = const_int(op.attrs["k"] or 0)
     upper = bool(op.attrs["upper"])
     zero = ir.Constant(t, 0)
-    with for_range(b, math.prod(batch) * rows, "tr") as r:
-        i = b.srem(r, const_int(rows))
-        with for_range(b, cols, "tc") as j:
+    with for_range(b, dm.val(dm.mul(b, dm.prod(b, batch), rows)), "tr") as r:
+        i = b.srem(r, dm.val(rows))
+        with for_range(b, dm.val(cols), "tc") as j:
             diff = b.sub(j, i)
             keep = b.icmp_signed(">=" if upper else "<=", diff, kk)
-            flat = b.add(b.mul(r, const_int(cols)), j)
+            flat = b.add(b.mul(r, dm.val(cols)), j)
             v = b.load(b.gep(k.arg(0), [flat], source_etype=t, inbounds=True), typ=t)
             b.store(b.select(keep, v, zero), b.gep(k.out(0), [flat], source_etype=t, inbounds=True))
 
 
-@lowering("range")
+def _range_generic(op: Op) -> str | None:
+    # with static shapes a range of input values is compiled per value, where it folds to a constant
+    return "a bf16 range (no bf16 range kernel)" if op.results[0].dtype is DType.bf16 else None
+
+
+@lowering("range", generic=_range_generic)
 def lower_range(k, op: Op) -> None:
     out = op.results[0]
     dt = out.dtype
     b = k.b
     t = ll_type(dt)
+    (n,) = k.shape(out)  # the length, worked out on the host from the operands' values
     start = b.load(k.arg(0), typ=t)
     delta = b.load(k.arg(2), typ=t)
     if dt.is_float:  # the reference computes start + i * delta in float64, then rounds once
         f64 = ir.DoubleType()
         s, d = (b.fpext(v, f64) if t != f64 else v for v in (start, delta))
-        with for_range(b, out.shape[0], "ri") as i:
+        with for_range(b, dm.val(n), "ri") as i:
             y = b.fadd(s, b.fmul(b.sitofp(i, f64), d))
             b.store(b.fptrunc(y, t) if t != f64 else y, b.gep(k.out(0), [i], source_etype=t, inbounds=True))
         return
     ext = (b.sext if dt.is_signed else b.zext) if t.width < 64 else None
     s, d = (ext(v, I64) if ext else v for v in (start, delta))
-    with for_range(b, out.shape[0], "ri") as i:
+    with for_range(b, dm.val(n), "ri") as i:
         y = b.add(s, b.mul(i, d))
         b.store(b.trunc(y, t) if t.width < 64 else y, b.gep(k.out(0), [i], source_etype=t, inbounds=True))
 
 
-@lowering("shape")
+@lowering("shape", generic=True)
 def lower_shape(k, op: Op) -> None:
     x: Value = op.operands[0]
-    dims = list(x.shape[op.attrs["start"]:op.attrs["end"]])
+    dims = list(k.shape(x)[op.attrs["start"]:op.attrs["end"]])
     for i, d in enumerate(dims):
-        k.b.store(const_int(int(d)), k.b.gep(k.out(0), [const_int(i)], source_etype=I64, inbounds=True))
+        k.b.store(dm.val(d), k.b.gep(k.out(0), [const_int(i)], source_etype=I64, inbounds=True))

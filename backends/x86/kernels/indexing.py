@@ -13,13 +13,16 @@ behave as the reference's sequential loop (later updates win, reductions see ear
 from __future__ import annotations
 
 import math
+from typing import Callable, Sequence
 
 from llvmlite import ir
 
 from nnc.ir import DType, Op, TargetError, Value
 
 from ..llvm_types import I64, const_int, for_range, ll_type
-from .data_movement import PAR_BYTES, emit_memcpy, itype, memcpy, row_major, smin
+from . import dims as dm
+from .data_movement import PAR_BYTES, emit_copy_all, itype, memcpy, smin
+from .dims import Dim
 from .registry import lowering
 
 
@@ -36,23 +39,31 @@ def load_index(kb, ptr: ir.Value, i: ir.Value, v: Value, dim: int | ir.Value) ->
 
 def chunked(k, count: int, item_bytes: int, body, name: str = "rows") -> None:
     """``body(kb, i)`` for i < count; split over the workers in chunks when the work is large."""
-    if count <= 0:
+    chunked_dims(k, lambda kb: (count, item_bytes, None), lambda kb, i, _: body(kb, i), name)
+
+
+def chunked_dims(k, setup: Callable, body: Callable, name: str = "rows") -> None:
+    """``chunked`` where the count may be a run-time dim: ``setup(kb) -> (count, item_bytes, ctx)``
+    reads the dims (again inside each outlined task), ``body(kb, i, ctx)`` does item ``i``. The
+    split is decided from the static sizes or their hints; the loop bounds are run-time values."""
+    count, item_bytes, ctx = setup(k)
+    if isinstance(count, int) and count <= 0:
         return
-    total = count * max(item_bytes, 1)
-    if total < PAR_BYTES or count < 2:
-        with for_range(k.b, count, name) as i:
-            body(k, i)
+    item = max(dm.hint(item_bytes, 64), 1)
+    if dm.hint(count, 1 << 12) * item < PAR_BYTES or isinstance(count, int) and count < 2:
+        with for_range(k.b, dm.val(count), name) as i:
+            body(k, i, ctx)
         return
-    per = max(1, PAR_BYTES // max(item_bytes, 1))
-    n_chunks = -(-count // per)
+    per = max(1, PAR_BYTES // item)
 
     def task(kb, c):
         b = kb.b
+        n, _, tctx = setup(kb)
         lo = b.mul(c, const_int(per))
-        hi = smin(b, b.add(lo, const_int(per)), const_int(count))
+        hi = smin(b, b.add(lo, const_int(per)), dm.val(n))
         with for_range(b, hi, name, start=lo) as i:
-            body(kb, i)
-    k.parallel_for(n_chunks, task, name=name)
+            body(kb, i, tctx)
+    k.parallel_for(dm.val(dm.ceil_div(k.b, count, per)), task, name=name)
 
 
 def _elem(k, b: ir.IRBuilder, base: ir.Value, i: ir.Value, t: ir.Type) -> ir.Value:
@@ -61,103 +72,132 @@ def _elem(k, b: ir.IRBuilder, base: ir.Value, i: ir.Value, t: ir.Type) -> ir.Val
 
 # -- gathers ----------------------------------------------------------------------------------------
 
-@lowering("gather")
+def _zero(*dims: Dim) -> bool:
+    """Some dim is a static 0: nothing to do (run-time zeros give empty loops)."""
+    return any(isinstance(d, int) and d == 0 for d in dims)
+
+
+@lowering("gather", generic=True)
 def lower_gather(k, op: Op) -> None:
     x, ind = op.operands
     axis = op.attrs["axis"] % len(x.shape)
-    outer, dim, inner = math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:])
-    n = ind.type.numel or 0
     esz, t = x.dtype.itemsize, itype(x.dtype)
-    if not (outer and n and inner):
-        return
 
-    def body(kb, flat):
+    def setup(kb):
+        b, xs = kb.b, kb.shape(x)
+        outer, dim, inner = dm.prod(b, xs[:axis]), xs[axis], dm.prod(b, xs[axis + 1:])
+        n = dm.prod(b, kb.shape(ind))
+        return dm.mul(b, outer, n), dm.mul(b, inner, esz), (dim, inner, n)
+
+    def body(kb, flat, dims):
         b = kb.b
-        o, j = b.udiv(flat, const_int(n)), b.urem(flat, const_int(n))
+        dim, inner, n = dims
+        o, j = b.udiv(flat, dm.val(n)), b.urem(flat, dm.val(n))
         idx = load_index(kb, kb.arg(1), j, ind, dim)
-        src = b.mul(b.add(b.mul(o, const_int(dim)), idx), const_int(inner))
-        dst = b.mul(flat, const_int(inner))
-        if inner == 1:
+        src = b.mul(b.add(b.mul(o, dm.val(dim)), idx), dm.val(inner))
+        dst = b.mul(flat, dm.val(inner))
+        if isinstance(inner, int) and inner == 1:
             b.store(b.load(_elem(kb, b, kb.arg(0), src, t), typ=t), _elem(kb, b, kb.out(0), dst, t))
         else:
-            memcpy(b, _elem(kb, b, kb.out(0), dst, t), _elem(kb, b, kb.arg(0), src, t), inner * esz)
-    chunked(k, outer * n, inner * esz, body)
+            memcpy(b, _elem(kb, b, kb.out(0), dst, t), _elem(kb, b, kb.arg(0), src, t),
+                   dm.val(dm.mul(b, inner, esz)))
+    xs = k.shape(x)
+    if not _zero(*xs[:axis], *xs[axis + 1:], *k.shape(ind)):
+        chunked_dims(k, setup, body)
 
 
-def _index_nest(k, shape: tuple[int, ...], x_strides: list[int], axis: int, body) -> None:
-    """Walk ``shape`` row-major; ``body(kb, flat, off)`` gets the flat position and the offset of the
-    same coordinates in a tensor of strides ``x_strides``, with the ``axis`` coordinate left out."""
+def _index_nest(k, layout: Callable, axis: int, body) -> None:
+    """Walk ``shape`` row-major, where ``layout(kb) -> (shape, x_strides, ctx)`` (dims may be read at
+    run time, again inside outlined tasks); ``body(kb, flat, off, ctx)`` gets the flat position and
+    the offset of the same coordinates in a tensor of strides ``x_strides``, with the ``axis``
+    coordinate left out."""
+    shape, x_strides, ctx = layout(k)
     r = len(shape)
-    st = row_major(shape)
 
-    def level(kb, d, flat, off):
+    def level(kb, shape, st, x_strides, ctx, d, flat, off):
         b = kb.b
         if d == r:
-            body(kb, flat, off)
+            body(kb, flat, off, ctx)
             return
-        with for_range(b, shape[d], f"g{d}") as i:
-            level(kb, d + 1, b.add(flat, b.mul(i, const_int(st[d]))),
-                  off if d == axis else b.add(off, b.mul(i, const_int(x_strides[d]))))
+        with for_range(b, dm.val(shape[d]), f"g{d}") as i:
+            level(kb, shape, st, x_strides, ctx, d + 1, b.add(flat, b.mul(i, dm.val(st[d]))),
+                  off if d == axis else b.add(off, b.mul(i, dm.val(x_strides[d]))))
 
     zero = const_int(0)
-    if r > 1 and math.prod(shape) >= PAR_BYTES // 8 and shape[0] > 1 and axis != 0:
+    if r > 1 and math.prod(dm.hint(n) for n in shape) >= PAR_BYTES // 8 and dm.hint(shape[0]) > 1 and axis != 0:
         def task(kb, i):
             b = kb.b
-            level(kb, 1, b.mul(i, const_int(st[0])), b.mul(i, const_int(x_strides[0])))
-        k.parallel_for(shape[0], task, name="rows")
+            tshape, txs, tctx = layout(kb)
+            st = dm.row_major_strides(b, tshape)
+            level(kb, tshape, st, txs, tctx, 1, b.mul(i, dm.val(st[0])), b.mul(i, dm.val(txs[0])))
+        k.parallel_for(dm.val(shape[0]), task, name="rows")
     else:
-        level(k, 0, zero, zero)
+        level(k, shape, dm.row_major_strides(k.b, shape), x_strides, ctx, 0, zero, zero)
 
 
-@lowering("gather_elements")
+@lowering("gather_elements", generic=True)
 def lower_gather_elements(k, op: Op) -> None:
     x, ind = op.operands
     axis = op.attrs["axis"] % len(x.shape)
-    xs = row_major(x.shape)
     t = itype(x.dtype)
-    if not ind.type.numel:
+    if _zero(*k.shape(ind)):
         return
 
-    def body(kb, flat, off):
+    def layout(kb):
+        d = kb.shape(x)
+        xs = dm.row_major_strides(kb.b, d)
+        return kb.shape(ind), xs, (d[axis], xs[axis])
+
+    def body(kb, flat, off, ctx):
         b = kb.b
-        idx = load_index(kb, kb.arg(1), flat, ind, x.shape[axis])
-        src = b.add(off, b.mul(idx, const_int(xs[axis])))
+        dim, stride = ctx
+        idx = load_index(kb, kb.arg(1), flat, ind, dim)
+        src = b.add(off, b.mul(idx, dm.val(stride)))
         b.store(b.load(_elem(kb, b, kb.arg(0), src, t), typ=t), _elem(kb, b, kb.out(0), flat, t))
-    _index_nest(k, tuple(ind.shape), xs, axis, body)
+    _index_nest(k, layout, axis, body)
 
 
 def _nd_offset(kb, ptr: ir.Value, ind: Value, row: ir.Value, depth: int,
-               dims: tuple[int, ...], strides: list[int]) -> ir.Value:
+               dims: Sequence[Dim], strides: Sequence[Dim]) -> ir.Value:
     """sum over t < depth of wrap(ind[row, t]) * strides[t]."""
     b = kb.b
     off = const_int(0)
     for t_ in range(depth):
         idx = load_index(kb, ptr, b.add(b.mul(row, const_int(depth)), const_int(t_)), ind, dims[t_])
-        off = b.add(off, b.mul(idx, const_int(strides[t_])))
+        off = b.add(off, b.mul(idx, dm.val(strides[t_])))
     return off
 
 
-@lowering("gather_nd")
+def _gather_nd_generic(op: Op) -> str | None:
+    depth = op.operands[1].type.shape[-1] if op.operands[1].type.shape else None
+    return None if isinstance(depth, int) else f"{op.opname} index depth (the last dim of the indices) not static"
+
+
+@lowering("gather_nd", generic=_gather_nd_generic)
 def lower_gather_nd(k, op: Op) -> None:
     x, ind = op.operands
     bd, depth = op.attrs["batch_dims"], ind.shape[-1]
-    batch = math.prod(x.shape[:bd])
-    per_batch = math.prod(x.shape[bd:])
-    rows = math.prod(ind.shape[bd:-1])  # index tuples per batch entry
-    inner = math.prod(x.shape[bd + depth:])
-    xs = row_major(x.shape[bd:])
     t, esz = itype(x.dtype), x.dtype.itemsize
-    if not (batch and rows and inner):
-        return
 
-    def body(kb, flat):
+    def setup(kb):
+        b, d = kb.b, kb.shape(x)
+        batch = dm.prod(b, d[:bd])
+        per_batch = dm.prod(b, d[bd:])
+        rows = dm.prod(b, kb.shape(ind)[bd:-1])  # index tuples per batch entry
+        inner = dm.prod(b, d[bd + depth:])
+        xs = dm.row_major_strides(b, d[bd:])
+        return dm.mul(b, batch, rows), dm.mul(b, inner, esz), (rows, per_batch, inner, d[bd:], xs)
+
+    def body(kb, flat, ctx):
         b = kb.b
-        bi = b.udiv(flat, const_int(rows))
-        src = b.add(b.mul(bi, const_int(per_batch)),
-                    _nd_offset(kb, kb.arg(1), ind, flat, depth, tuple(x.shape[bd:]), xs))
-        memcpy(b, _elem(kb, b, kb.out(0), b.mul(flat, const_int(inner)), t), _elem(kb, b, kb.arg(0), src, t),
-               inner * esz)
-    chunked(k, batch * rows, inner * esz, body)
+        rows, per_batch, inner, dims, xs = ctx
+        bi = b.udiv(flat, dm.val(rows))
+        src = b.add(b.mul(bi, dm.val(per_batch)), _nd_offset(kb, kb.arg(1), ind, flat, depth, dims, xs))
+        memcpy(b, _elem(kb, b, kb.out(0), b.mul(flat, dm.val(inner)), t), _elem(kb, b, kb.arg(0), src, t),
+               dm.val(dm.mul(b, inner, esz)))
+    d = k.shape(x)
+    if not _zero(*d[:bd], *k.shape(ind)[bd:-1], *d[bd + depth:]):
+        chunked_dims(k, setup, body)
 
 
 # -- scatters ---------------------------------------------------------------------------------------
@@ -190,55 +230,58 @@ def _value_type(op: Op, dt: DType) -> ir.Type:
         raise TargetError(f"x86: {op.opname} reduction {op.attrs['reduction']!r} on {dt} ({op.where()})") from None
 
 
-@lowering("scatter_elements")
+@lowering("scatter_elements", generic=True)
 def lower_scatter_elements(k, op: Op) -> None:
     x, ind, upd = op.operands
     axis = op.attrs["axis"] % len(x.shape)
     red = op.attrs["reduction"]
-    xs = row_major(x.shape)
-    t = _value_type(op, x.dtype)
-    emit_memcpy(k, lambda kb: kb.out(0), lambda kb: kb.arg(0), x.type.nbytes or 0)
-    if not ind.type.numel:
-        return
-    us = row_major(upd.shape)
-    shape = tuple(ind.shape)
     b = k.b
+    xd = k.shape(x)
+    xs = dm.row_major_strides(b, xd)
+    t = _value_type(op, x.dtype)
+    emit_copy_all(k, x, lambda kb: kb.out(0), lambda kb: kb.arg(0))
+    shape = k.shape(ind)
+    if _zero(*shape):
+        return
+    us = dm.row_major_strides(b, k.shape(upd))
+    st = dm.row_major_strides(b, shape)
 
     def level(d, flat_i, flat_u, off):
         if d == len(shape):
-            idx = load_index(k, k.arg(1), flat_i, ind, x.shape[axis])
-            dst = _elem(k, b, k.out(0), b.add(off, b.mul(idx, const_int(xs[axis]))), t)
+            idx = load_index(k, k.arg(1), flat_i, ind, xd[axis])
+            dst = _elem(k, b, k.out(0), b.add(off, b.mul(idx, dm.val(xs[axis]))), t)
             new = b.load(_elem(k, b, k.arg(2), flat_u, t), typ=t)
             b.store(new if red == "none" else combine(b, red, x.dtype, b.load(dst, typ=t), new), dst)
             return
-        with for_range(b, shape[d], f"s{d}") as i:
-            level(d + 1, b.add(flat_i, b.mul(i, const_int(row_major(shape)[d]))),
-                  b.add(flat_u, b.mul(i, const_int(us[d]))),
-                  off if d == axis else b.add(off, b.mul(i, const_int(xs[d]))))
+        with for_range(b, dm.val(shape[d]), f"s{d}") as i:
+            level(d + 1, b.add(flat_i, b.mul(i, dm.val(st[d]))),
+                  b.add(flat_u, b.mul(i, dm.val(us[d]))),
+                  off if d == axis else b.add(off, b.mul(i, dm.val(xs[d]))))
     zero = const_int(0)
     level(0, zero, zero, zero)  # sequential: repeated indices apply in order
 
 
-@lowering("scatter_nd")
+@lowering("scatter_nd", generic=_gather_nd_generic)
 def lower_scatter_nd(k, op: Op) -> None:
     x, ind, upd = op.operands
     red = op.attrs["reduction"]
     depth = ind.shape[-1]
-    n_rows = math.prod(ind.shape[:-1])
-    inner = math.prod(x.shape[depth:])
-    xs = row_major(x.shape)
-    t, esz = _value_type(op, x.dtype), x.dtype.itemsize
-    emit_memcpy(k, lambda kb: kb.out(0), lambda kb: kb.arg(0), x.type.nbytes or 0)
-    if not (n_rows and inner):
-        return
     b = k.b
-    with for_range(b, n_rows, "sn") as r:  # sequential: later rows see (or overwrite) earlier ones
-        off = _nd_offset(k, k.arg(1), ind, r, depth, tuple(x.shape), xs)
-        src = b.mul(r, const_int(inner))
+    xd = k.shape(x)
+    n_rows = dm.prod(b, k.shape(ind)[:-1])
+    inner = dm.prod(b, xd[depth:])
+    xs = dm.row_major_strides(b, xd)
+    t, esz = _value_type(op, x.dtype), x.dtype.itemsize
+    emit_copy_all(k, x, lambda kb: kb.out(0), lambda kb: kb.arg(0))
+    if _zero(n_rows, inner):
+        return
+    with for_range(b, dm.val(n_rows), "sn") as r:  # sequential: later rows see (or overwrite) earlier ones
+        off = _nd_offset(k, k.arg(1), ind, r, depth, xd, xs)
+        src = b.mul(r, dm.val(inner))
         if red == "none":
-            memcpy(b, _elem(k, b, k.out(0), off, t), _elem(k, b, k.arg(2), src, t), inner * esz)
+            memcpy(b, _elem(k, b, k.out(0), off, t), _elem(k, b, k.arg(2), src, t), dm.val(dm.mul(b, inner, esz)))
         else:
-            with for_range(b, inner, "sj") as j:
+            with for_range(b, dm.val(inner), "sj") as j:
                 dst = _elem(k, b, k.out(0), b.add(off, j), t)
                 new = b.load(_elem(k, b, k.arg(2), b.add(src, j), t), typ=t)
                 b.store(combine(b, red, x.dtype, b.load(dst, typ=t), new), dst)
