@@ -55,7 +55,7 @@ class ShapeEvaluator:
             for r in op.results:
                 if id(r) not in self.needed:
                     continue
-                if op.opdef.traits & Trait.RANDOM or op.regions:
+                if op.opdef.traits & Trait.RANDOM or op.regions and op.opname != "fused":
                     return f"{op.where()} computes a shape from random data or a nested graph"
                 for v in op.operands:
                     if v.producer is None and v.dtype.is_float:
@@ -110,12 +110,31 @@ class ShapeEvaluator:
             if any(id(r) in self.needed for r in op.results):
                 arrays = [known[id(v)] if id(v) in known else np.broadcast_to(np.zeros((), t.dtype.numpy), t.shape)
                           for v, t in zip(op.operands, operand_types)]
-                d = op.opdef
-                attrs = d.attrs_with_dynamic(op.attrs, arrays, static=False)
-                dyn = d.dynamic_operand_indices()
-                out = d.reference(*[a for i, a in enumerate(arrays) if i not in dyn], **attrs)
+                if op.opname == "fused":  # shape arithmetic the fuse pass grouped (equal, where...)
+                    out = self._run_region(op.regions[0], arrays)
+                else:
+                    out = _reference(op, arrays)
                 for r, a in zip(op.results, out if isinstance(out, (tuple, list)) else [out]):
                     known[id(r)] = np.asarray(a)
+
+    def _run_region(self, body: Graph, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        env = {id(p): a for p, a in zip(body.params, arrays)}
+        for op in body.ops:
+            if op.opname == "const":
+                env[id(op.results[0])] = const_value(self.module, op.results[0])
+                continue
+            out = _reference(op, [env[id(v)] for v in op.operands])
+            for r, a in zip(op.results, out if isinstance(out, (tuple, list)) else [out]):
+                env[id(r)] = np.asarray(a)
+        return [env[id(v)] for v in body.outputs]
+
+
+def _reference(op: Op, arrays: list[np.ndarray]):
+    """``op``'s reference semantics on host arrays (dynamic operands become attributes)."""
+    d = op.opdef
+    attrs = d.attrs_with_dynamic(op.attrs, arrays, static=False)
+    dyn = d.dynamic_operand_indices()
+    return d.reference(*[a for i, a in enumerate(arrays) if i not in dyn], **attrs)
 
 
 def _needed_values(g: Graph) -> set[int]:

@@ -220,6 +220,8 @@ def _operand(k, v: Value, blk, rows: Dim, cols: Dim, strides: tuple[Size, Size],
     idx = 0 if which == "a" else 1
     if arr is None:
         return Strided(lambda kb: kb.arg(idx), strides[0], strides[1], off)
+    # a constant's matrix dims are its own (static) ones, even where the other operand's are '?'
+    rows, cols = (arr.shape[-1], arr.shape[-2]) if transposed else (arr.shape[-2], arr.shape[-1])
     arr = arr.reshape(bshape + ((cols, rows) if transposed else (rows, cols)))
     if transposed:
         arr = np.swapaxes(arr, -1, -2)
