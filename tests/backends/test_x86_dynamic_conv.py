@@ -1,0 +1,94 @@
+"""Shape-generic x86 code for the CNN and attention ops: conv (and conv_transpose), pooling and batch
+norm with a batch known only at run time, attention with run-time batch and sequence lengths. Each
+graph compiles once (``report["shapes"]["generic"]``) and runs at several sizes: 1, odd sizes, sizes
+above the kernels' blocks and thread splits, and 0 where the op allows an empty batch.
+
+Tolerances: f32 convolutions sum their taps in GEMM order, not numpy's, so results agree to a few
+ulps of the largest partial sums (rtol 1e-4 / atol 1e-4 for values of order 10); pooling maxima are
+exact, averages and batch norm a couple of ulps; attention as in test_x86_longtail.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_x86_longtail import build  # one op graph from a body over typed params (the tests are not packages)
+
+import nnc
+from nnc.ir import Module, interpret
+
+RNG = np.random.default_rng(11)
+
+
+def randn(*shape: int, dtype=np.float32) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+def compile_once(m: Module, threads: int = 1):
+    cm = nnc.compile(m, target="x86", cache=False, threads=threads)
+    assert cm.report["shapes"]["generic"] is True, cm.report["shapes"]
+    return cm
+
+
+def agree(cm, m: Module, feeds: dict[str, np.ndarray], rtol: float = 1e-4, atol: float = 1e-4) -> None:
+    got = cm.run(feeds)
+    want = interpret(m, feeds)
+    for k, w in want.items():
+        assert got[k].dtype == w.dtype and got[k].shape == w.shape, (k, got[k].shape, w.shape)
+        if w.dtype.kind in "iub":
+            np.testing.assert_array_equal(got[k], w, err_msg=k)
+        else:
+            np.testing.assert_allclose(got[k], w, rtol=rtol, atol=atol, err_msg=k)
+
+
+# -- conv -------------------------------------------------------------------------------------------
+
+def _convs(b, x):
+    """Each conv path: implicit-im2col GEMM with bias and a fused relu, a 1x1 conv read directly,
+    grouped and strided, depthwise (a small plane and a strided one), and a residual epilogue."""
+    c = x.shape[1]
+    return [
+        b.op("relu", b.op("conv", x, b.const(randn(16, c, 3, 3)), b.const(randn(16)), pads=[1, 1, 1, 1])),
+        b.op("conv", x, b.const(randn(8, c, 1, 1))),
+        b.op("conv", x, b.const(randn(8, c // 4, 3, 3)), strides=[2, 2], group=4),
+        b.op("conv", x, b.const(randn(c, 1, 3, 3)), b.const(randn(c)), pads=[1, 1, 1, 1], group=c),
+        b.op("conv", x, b.const(randn(2 * c, 1, 3, 3)), pads=[1, 1, 1, 1], group=c, strides=[2, 2]),
+        b.op("add", b.op("conv", x, b.const(randn(c, c, 3, 3)), pads=[1, 1, 1, 1]), x),
+    ]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_runtime_batch(threads):
+    m = build({"x": ("f32", ["N", 8, 11, 11])}, _convs)
+    cm = compile_once(m, threads)
+    for n in (1, 3, 0, 6):
+        agree(cm, m, {"x": randn(n, 8, 11, 11)})
+    assert cm.executable.plans_made == 4  # one machine code, a frame per batch size
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_runtime_batch_large_images_split_over_threads(threads):
+    # 2*M*P*K = 2*32*400*144 per image: enough work for the GEMM to split each image into tasks
+    m = build({"x": ("f32", ["N", 16, 20, 20])},
+              lambda b, x: b.op("conv", x, b.const(randn(32, 16, 3, 3)), b.const(randn(32)), pads=[1, 1, 1, 1]))
+    cm = compile_once(m, threads)
+    for n in (1, 5):
+        agree(cm, m, {"x": randn(n, 16, 20, 20)}, atol=3e-4)
+
+
+def test_conv_other_dtypes_and_conv_transpose_runtime_batch():
+    m = build({"x": ("f16", ["N", 3, 7, 7]), "y": ("f32", ["B", 4, 5, 5])}, lambda b, x, y: [
+        b.op("conv", x, b.const(randn(4, 3, 3, 3, dtype=np.float16)), pads=[1, 1, 1, 1]),
+        b.op("conv_transpose", y, b.const(randn(4, 3, 3, 3)), b.const(randn(3)), strides=[2, 2])])
+    cm = compile_once(m, 2)
+    for n, nb in ((1, 2), (4, 1)):
+        feeds = {"x": randn(n, 3, 7, 7, dtype=np.float16), "y": randn(nb, 4, 5, 5)}
+        agree(cm, m, feeds, rtol=5e-3, atol=5e-3)  # f16: a few ulps of sums of 27 products of order 1
+
+
+def test_conv_with_runtime_spatial_dims_compiles_per_shape():
+    m = build({"x": ("f32", [1, 3, "H", "W"])}, lambda b, x: b.op("conv", x, b.const(randn(4, 3, 3, 3))))
+    cm = nnc.compile(m, target="x86", cache=False)
+    shapes = cm.report["shapes"]
+    assert shapes["generic"] is False and "only the batch dim may be symbolic" in shapes["reason"]
+    agree(cm, m, {"x": randn(1, 3, 6, 9)})
