@@ -92,3 +92,49 @@ def test_conv_with_runtime_spatial_dims_compiles_per_shape():
     shapes = cm.report["shapes"]
     assert shapes["generic"] is False and "only the batch dim may be symbolic" in shapes["reason"]
     agree(cm, m, {"x": randn(1, 3, 6, 9)})
+
+
+# -- pooling and batch norm -------------------------------------------------------------------------
+
+def _pools(b, x):
+    return [
+        *b.op("max_pool", x, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        *b.op("max_pool", x, kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[2, 2], ceil_mode=1),
+        *b.op("max_pool", x, kernel_shape=[2, 2], with_indices=1),
+        b.op("avg_pool", x, kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        b.op("avg_pool", x, kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1], count_include_pad=1),
+        b.op("lp_pool", x, kernel_shape=[2, 3], p=2),
+        b.op("batch_norm", x, b.const(randn(6)), b.const(randn(6)), b.const(randn(6)), b.const(np.abs(randn(6)) + 0.1),
+             epsilon=1e-3),
+    ]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pooling_and_batch_norm_runtime_batch(threads):
+    m = build({"x": ("f32", ["N", 6, 9, 10])}, _pools)
+    cm = compile_once(m, threads)
+    for n in (1, 2, 5):  # (no empty batch: the reference of max_pool with indices cannot reshape one)
+        agree(cm, m, {"x": randn(n, 6, 9, 10)}, rtol=1e-5, atol=1e-5)  # f32 sums of at most 9 taps
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pooling_and_batch_norm_many_planes_split_over_threads(threads):
+    # 40x40 f32 planes (6.4 kB): 64 images give 1536 planes, several chunks of the pool's tasks
+    m = build({"x": ("f32", ["N", 24, 40, 40])}, lambda b, x: [
+        *b.op("max_pool", x, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        b.op("avg_pool", x, kernel_shape=[2, 2], strides=[2, 2]),
+        b.op("batch_norm", x, b.const(randn(24)), b.const(randn(24)), b.const(randn(24)),
+             b.const(np.abs(randn(24)) + 0.1))])
+    cm = compile_once(m, threads)
+    for n in (1, 64, 3):
+        agree(cm, m, {"x": randn(n, 24, 40, 40)}, rtol=1e-5, atol=1e-5)
+
+
+def test_pooling_runtime_batch_f16_and_int():
+    m = build({"x": ("f16", ["N", 3, 6, 6]), "y": ("i8", ["B", 2, 5, 5])}, lambda b, x, y: [
+        b.op("avg_pool", x, kernel_shape=[2, 2], strides=[2, 2]),
+        *b.op("max_pool", y, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])])
+    cm = compile_once(m)
+    for n, nb in ((1, 3), (4, 1)):
+        feeds = {"x": randn(n, 3, 6, 6, dtype=np.float16), "y": RNG.integers(-99, 99, (nb, 2, 5, 5)).astype(np.int8)}
+        agree(cm, m, feeds, rtol=1e-3, atol=1e-3)  # f16: one rounding of a mean of 4

@@ -38,7 +38,7 @@ from .gemm import (
     splat,
 )
 from .linalg import const_array, entry_alloca
-from .registry import lowering
+from .registry import batch_only, lowering
 
 
 def _geometry(op: Op):
@@ -64,17 +64,7 @@ def _decompose(b: ir.IRBuilder, flat: ir.Value, dims) -> list[ir.Value]:
     return out[::-1]
 
 
-def _batch_only(op: Op) -> str | None:
-    """Shape-generic conv: the batch dim may be read at run time, every other dim is static."""
-    x = op.operands[0]
-    if x.shape is None or not all(isinstance(d, int) for d in x.shape[1:]):
-        return f"{op.opname}: only the batch dim may be symbolic, not the channels or spatial dims ({x.type})"
-    if not all(v.type.is_static for v in op.operands[1:]):
-        return f"{op.opname}: the weights and bias must have static shapes"
-    return None
-
-
-@lowering("conv", generic=_batch_only)
+@lowering("conv", generic=batch_only)
 def lower_conv(k, op: Op) -> None:
     x, w = op.operands[0], op.operands[1]
     out = op.results[0]
@@ -402,7 +392,7 @@ def _conv_loops(k, op: Op, N, C, M, G, insp, outsp, ks, s, d, p) -> None:
     k.parallel_for(dim_mul(k.b, N, M), body, name="conv")
 
 
-@lowering("conv_transpose", generic=_batch_only)
+@lowering("conv_transpose", generic=batch_only)
 def lower_conv_transpose(k, op: Op) -> None:
     """Gather form: y[n, g*mg + m, o] = sum over input pixels i and taps t with i*s + t*d - pad = o."""
     x, w = op.operands[0], op.operands[1]

@@ -23,7 +23,8 @@ from .broadcast_loops import vector_lanes, vector_loop
 from .dims import Dim
 from .elementwise import cast_value, fmath
 from .reduce import axis_layout, combine, fold_range, gep, load, rows
-from .registry import lowering
+from .registry import batch_only, lowering
+from .runtime_rows import runtime_rows
 from .vecmath import intrinsic
 
 
@@ -227,7 +228,7 @@ def _norm_size(b: ir.IRBuilder, tail: tuple[Dim, ...]) -> Dim:
 
 
 # -- batch norm / group norm -------------------------------------------------------------------------
-@lowering("batch_norm")
+@lowering("batch_norm", generic=batch_only)
 def lower_batch_norm(k, op: Op) -> None:
     _check(op)
     x = op.operands[0]
@@ -235,10 +236,10 @@ def lower_batch_norm(k, op: Op) -> None:
     t = ll_type(dt)
     cdt = _ct(dt)
     ct = ll_type(cdt)
-    N, C = x.shape[0], x.shape[1]
+    N, C = k.shape(x)[:2]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     eps = _c(ct, op.attrs.get("epsilon", 1e-5))
-    if N * C * S == 0:
+    if C * S == 0 or (isinstance(N, int) and N == 0):
         return
 
     def plane(kb, nc):
@@ -252,7 +253,10 @@ def lower_batch_norm(k, op: Op) -> None:
             y = b.fadd(b.fmul(b.fdiv(b.fsub(_lv(b, kb.arg(0), p, x, cdt), m), sq), s), bb)
             b.store(cast_value(b, y, cdt, dt) if cdt is not dt else y, gep(b, kb.out(0), p, t))
 
-    rows(k, N * C, S, plane)
+    if isinstance(N, int):
+        rows(k, N * C, S, plane)
+    else:  # a batch read at run time
+        runtime_rows(k, lambda kb: dm.mul(kb.b, kb.shape(x)[0], C), S * dt.itemsize, plane, name="row")
 
 
 @lowering("group_norm")
