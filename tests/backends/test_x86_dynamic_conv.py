@@ -138,3 +138,59 @@ def test_pooling_runtime_batch_f16_and_int():
     for n, nb in ((1, 3), (4, 1)):
         feeds = {"x": randn(n, 3, 6, 6, dtype=np.float16), "y": RNG.integers(-99, 99, (nb, 2, 5, 5)).astype(np.int8)}
         agree(cm, m, feeds, rtol=1e-3, atol=1e-3)  # f16: one rounding of a mean of 4
+
+
+# -- attention --------------------------------------------------------------------------------------
+
+def _kv_lengths(n: int) -> list[tuple[int, int]]:
+    return [(1, 1), (3, 5), (7, 2), (17, 40)][:n]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_attention_runtime_batch_and_lengths_4d_causal_gqa_bool_mask(threads):
+    # batch B, query length S, key length T all read at run time; 4 query heads over 2 kv heads
+    m = build({"q": ("f32", ["B", 4, "S", 8]), "k": ("f32", ["B", 2, "T", 8]), "v": ("f32", ["B", 2, "T", 6]),
+               "m": ("bool", ["S", "T"])},
+              lambda b, q, k, v, mask: b.op("attention", q, k, v, mask, is_causal=1, softcap=2.0,
+                                            qk_matmul_output_mode=3))
+    cm = compile_once(m, threads)
+    for bsz, (s, t) in zip((1, 2, 3, 2), _kv_lengths(4)):
+        mask = RNG.random((s, t)) > 0.3
+        mask[0] = False  # a fully masked row gives zeros
+        feeds = {"q": randn(bsz, 4, s, 8), "k": randn(bsz, 2, t, 8), "v": randn(bsz, 2, t, 6), "m": mask}
+        agree(cm, m, feeds, atol=1e-5)
+
+
+def test_attention_runtime_lengths_3d_float_mask_broadcast_windows_nonpad():
+    # BERT-like: [B,S,H*D] inputs and an additive [B,1,1,T] mask; nonpad lengths per batch
+    m = build({"q": ("f32", ["B", "S", 12]), "k": ("f32", ["B", "T", 12]), "v": ("f32", ["B", "T", 15]),
+               "m": ("f32", ["B", 1, 1, "T"]), "n": ("i64", ["B"])},
+              lambda b, q, k, v, mask, n: b.op("attention", q, k, v, mask, b.const(np.zeros((0,), np.float32)),
+                                               b.const(np.zeros((0,), np.float32)), n, q_num_heads=3,
+                                               kv_num_heads=3, scale=0.3, left_window=3, right_window=2,
+                                               qk_matmul_output_mode=2))
+    cm = compile_once(m, 2)
+    for bsz, (s, t) in zip((2, 1, 3), _kv_lengths(4)[1:]):
+        feeds = {"q": randn(bsz, s, 12), "k": randn(bsz, t, 12), "v": randn(bsz, t, 15),
+                 "m": randn(bsz, 1, 1, t), "n": RNG.integers(1, t + 1, bsz).astype(np.int64)}
+        agree(cm, m, feeds, atol=1e-5)
+
+
+def test_attention_runtime_lengths_with_past_kv_cache():
+    # decoding: a run-time past length P, present = past + new keys (GPT-2 with a KV cache)
+    m = build({"q": ("f32", ["B", 2, "S", 4]), "k": ("f32", ["B", 2, "S", 4]), "v": ("f32", ["B", 2, "S", 4]),
+               "pk": ("f32", ["B", 2, "P", 4]), "pv": ("f32", ["B", 2, "P", 4])},
+              lambda b, q, k, v, pk, pv: b.op("attention", q, k, v, b.const(np.zeros((0,), bool)), pk, pv,
+                                              is_causal=1))
+    cm = compile_once(m)
+    for bsz, s, p in ((1, 1, 0), (2, 1, 5), (3, 4, 9)):
+        feeds = {"q": randn(bsz, 2, s, 4), "k": randn(bsz, 2, s, 4), "v": randn(bsz, 2, s, 4),
+                 "pk": randn(bsz, 2, p, 4), "pv": randn(bsz, 2, p, 4)}
+        agree(cm, m, feeds, atol=1e-5)
+
+
+def test_attention_with_symbolic_heads_compiles_per_shape():
+    m = build({"q": ("f32", [1, "H", 3, 4]), "k": ("f32", [1, "H", 3, 4]), "v": ("f32", [1, "H", 3, 4])},
+              lambda b, q, k, v: b.op("attention", q, k, v))
+    cm = nnc.compile(m, target="x86", cache=False)
+    assert cm.report["shapes"]["generic"] is False and "heads" in cm.report["shapes"]["reason"]

@@ -19,46 +19,84 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op
 
-from ..llvm_types import F32, F64
+from ..llvm_types import F32, F64, const_int
+from . import dims as dm
+from .dims import Dim
 from .loopkit import Loops, compute_type, operand
 from .registry import lowering
 
 
-def _heads(shape: tuple[int, ...], heads: int) -> tuple[int, int, int, int]:
+def _heads(shape: tuple[Dim, ...], heads: int) -> tuple[Dim, Dim, Dim, Dim]:
     if len(shape) == 3:
         return shape[0], heads, shape[1], shape[2] // heads
     return tuple(shape)  # type: ignore[return-value]
 
 
-def _head_index(L: Loops, rank: int, b, h, s, d, H: int, S: int, D: int):
+def _head_index(L: Loops, rank: int, b, h, s, d, H: int, S: Dim, D: int):
     """Flat index of element (b, h, s, d) of a 3-D [B,S,H*D] or 4-D [B,H,S,D] tensor."""
     if rank == 3:
-        return L.lin((b, S * H * D), (s, H * D), (h, D), d)
-    return L.lin((b, H * S * D), (h, S * D), (s, D), d)
+        return L.lin((b, dm.mul(L.b, S, H * D)), (s, H * D), (h, D), d)
+    return L.lin((b, dm.mul(L.b, H, dm.mul(L.b, S, D))), (h, dm.mul(L.b, S, D)), (s, D), d)
 
 
-def _write_present(k, L: Loops, out_i: int, new_i: int, past, heads: int) -> int:
+def _attention_generic(op: Op) -> str | None:
+    """Shape-generic attention: batch and sequence lengths may be read at run time, the head counts
+    and head sizes are static (they size the per-row scratch and the loops over a head)."""
+    q, kk, v = op.operands[:3]
+    for x in (q, kk, v, operand(op, 4), operand(op, 5)):
+        if x is None:
+            continue
+        if x.shape is None:
+            return f"attention: %{x.name} has no known rank"
+        static = (2,) if len(x.shape) == 3 else (1, 3)
+        if not all(isinstance(x.shape[i], int) for i in static):
+            return f"attention: the heads and head sizes of %{x.name} must be static ({x.type})"
+    mask = operand(op, 3)
+    if mask is not None and mask.shape is None:
+        return "attention: the mask has no known rank"
+    return None
+
+
+def _write_present(k, L: Loops, out_i: int, new_i: int, past, heads: int) -> Dim:
     """present = concat(past, new) along the sequence; returns the total length."""
     new = k.op.operands[new_i]
     dt = new.dtype
-    B, H, S, D = _heads(tuple(new.shape), heads)
-    P = past.shape[2] if past is not None else 0
-    T = P + S
-    with L.loop(B * H, "bh") as bh:
+    b = L.b
+    B, H, S, D = _heads(k.shape(new), heads)
+    P = k.shape(past)[2] if past is not None else 0
+    T = dm.add(b, P, S)
+    with L.loop(dm.val(dm.mul(b, B, H)), "bh") as bh:
         if past is not None:  # the past rows of this (b, h) are contiguous in both tensors
-            with L.loop(P * D, "p") as p:
-                L.b.store(L.raw(k.arg(4 if out_i == 1 else 5), L.lin((bh, P * D), p), dt),
-                          L.ptr(k.out(out_i), L.lin((bh, T * D), p), dt))
+            with L.loop(dm.val(dm.mul(b, P, D)), "p") as p:
+                L.b.store(L.raw(k.arg(4 if out_i == 1 else 5), L.lin((bh, dm.mul(b, P, D)), p), dt),
+                          L.ptr(k.out(out_i), L.lin((bh, dm.mul(b, T, D)), p), dt))
         bb = L.b.sdiv(bh, L.i(H))
         hh = L.b.srem(bh, L.i(H))
         with L.loop(S, "s") as s:
             with L.loop(D, "d") as d:
                 src = _head_index(L, len(new.shape), bb, hh, s, d, H, S, D)
-                L.b.store(L.raw(k.arg(new_i), src, dt), L.ptr(k.out(out_i), L.lin((bh, T * D), (s, D), (P * D), d), dt))
+                L.b.store(L.raw(k.arg(new_i), src, dt),
+                          L.ptr(k.out(out_i), L.lin((bh, dm.mul(b, T, D)), (s, D), dm.mul(b, P, D), d), dt))
     return T
 
 
-@lowering("attention")
+def _mask_strides(b: ir.IRBuilder, m_shape: tuple[Dim, ...]) -> list[Dim]:
+    """Element strides of the mask broadcast right-aligned against (B, Hq, Sq, T): 0 along a dim of
+    1 (decided at run time for a dim read then)."""
+    m_full = (1,) * (4 - len(m_shape)) + m_shape
+    strides: list[Dim] = []
+    acc: Dim = 1
+    for d in range(3, -1, -1):
+        n = m_full[d]
+        if isinstance(n, int):
+            strides.insert(0, 0 if n == 1 else acc)
+        else:
+            strides.insert(0, b.select(b.icmp_signed("==", n, const_int(1)), const_int(0), dm.val(acc)))
+        acc = dm.mul(b, acc, n)
+    return strides
+
+
+@lowering("attention", generic=_attention_generic)
 def lower_attention(k, op: Op) -> None:
     a = op.attrs
     q, kk, v = op.operands[:3]
@@ -66,11 +104,11 @@ def lower_attention(k, op: Op) -> None:
     ct = compute_type(dt)
     mask, past_k, past_v, nonpad = (operand(op, i) for i in (3, 4, 5, 6))
     rank = len(q.shape)
-    B, Hq, Sq, Dk = _heads(tuple(q.shape), a["q_num_heads"])
-    _, Hkv, Skv_new, _ = _heads(tuple(kk.shape), a["kv_num_heads"])
+    Hq, Dk = _heads(tuple(q.shape), a["q_num_heads"])[1::2]
+    Hkv = _heads(tuple(kk.shape), a["kv_num_heads"])[1]
     Dv = _heads(tuple(v.shape), a["kv_num_heads"])[3]
     L = Loops(k, ct)
-    T = _write_present(k, L, 1, 1, past_k, a["kv_num_heads"])
+    _write_present(k, L, 1, 1, past_k, a["kv_num_heads"])
     _write_present(k, L, 2, 2, past_v, a["kv_num_heads"])
     scale = a["scale"] if a["scale"] is not None else 1 / math.sqrt(Dk)
     sqrt_s = float(dt.numpy.type(math.sqrt(scale))) if dt is not DType.bf16 else math.sqrt(scale)
@@ -79,45 +117,48 @@ def lower_attention(k, op: Op) -> None:
     sm_dt: DType = a["softmax_precision"] or dt
     sm_t = F64 if sm_dt is DType.f64 or dt is DType.f64 else F32
     group = Hq // Hkv
-    P = past_k.shape[2] if past_k is not None else 0
     is_causal, lw, rw = a["is_causal"], a["left_window"], a["right_window"]
-    m_shape = tuple(mask.shape) if mask is not None else ()
-    m_len = m_shape[-1] if m_shape else 0
-    # the mask broadcasts right-aligned against (B, Hq, Sq, T); its last axis is padded to T
-    m_full = (1,) * (4 - len(m_shape)) + m_shape if mask is not None else ()
-    m_strides = []
-    if mask is not None:
-        acc = 1
-        for d in range(3, -1, -1):
-            m_strides.insert(0, 0 if m_full[d] == 1 else acc)
-            acc *= m_full[d]
+
+    def sizes(kb):
+        """(B, Sq, P, T): batch, query length, past length and total key length, read through ``kb``
+        (the kernel, or a row task with its own copy of the frame)."""
+        B, _, Sq, _ = _heads(kb.shape(q), a["q_num_heads"])
+        Skv = _heads(kb.shape(kk), a["kv_num_heads"])[2]
+        P = kb.shape(past_k)[2] if past_k is not None else 0
+        return B, Sq, P, dm.add(kb.b, P, Skv)
 
     def row(kb, r) -> None:
         R = Loops(kb, ct)
         b = R.b
-        bi = b.sdiv(r, R.i(Hq * Sq))
-        hi = b.srem(b.sdiv(r, R.i(Sq)), R.i(Hq))
-        qi = b.srem(r, R.i(Sq))
+        _, Sq, P, T = sizes(kb)
+        bi = b.sdiv(r, dm.val(dm.mul(b, Hq, Sq)))
+        hi = b.srem(b.sdiv(r, dm.val(Sq)), R.i(Hq))
+        qi = b.srem(r, dm.val(Sq))
         kvh = b.sdiv(hi, R.i(group))
         scores = R.buffer(T, sm_t)
         yacc = R.buffer(Dv, ct)
         ninf = R.f(-math.inf)
+        if mask is not None:
+            m_shape = kb.shape(mask)
+            m_len = m_shape[-1] if m_shape else 0
+            m_strides = _mask_strides(b, m_shape)
         # position offset of query qi (absolute position = qi + offset)
         if past_k is not None:
-            offset = R.i(P)
+            offset = dm.val(P)
         elif nonpad is not None:
-            offset = b.sub(R.ld_int(kb.arg(6), bi, nonpad.dtype), R.i(Sq))
+            offset = b.sub(R.ld_int(kb.arg(6), bi, nonpad.dtype), dm.val(Sq))
         else:
             offset = R.i(0)
         npad = R.ld_int(kb.arg(6), bi, nonpad.dtype) if nonpad is not None else None
         bias_max = R.var(ninf)
         s_max = R.var(R.f(-math.inf, sm_t))
         qk_row = R.lin((r, T))
-        with R.loop(T, "j") as j:
+        with R.loop(dm.val(T), "j") as j:
             dot = R.var(R.f(0.0))
             with R.loop(Dk, "d") as d:
                 qv = b.fmul(R.ld(kb.arg(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dk), dt), R.f(sqrt_s))
-                kv = b.fmul(R.ld(kb.out(1), R.lin((bi, Hkv * T * Dk), (kvh, T * Dk), (j, Dk), d), dt), R.f(sqrt_s))
+                kv = b.fmul(R.ld(kb.out(1), R.lin((bi, dm.mul(b, Hkv, dm.mul(b, T, Dk))), (kvh, dm.mul(b, T, Dk)),
+                                                  (j, Dk), d), dt), R.f(sqrt_s))
                 # reassoc on this sum only: it lets the loop vectorise; order changes stay within a few ulps
                 R.set(dot, b.fadd(R.get(dot), b.fmul(R.round_to(qv, dt), R.round_to(kv, dt)), flags=("reassoc",)))
             qk = R.round_to(R.get(dot), dt)
@@ -127,8 +168,9 @@ def lower_attention(k, op: Op) -> None:
             # the additive bias of this (query, key)
             bias = R.f(0.0)
             if mask is not None:
-                inside = b.icmp_signed("<", j, R.i(m_len))
-                mi = R.lin((bi, m_strides[0]), (hi, m_strides[1]), (qi, m_strides[2]), R.imin(j, R.i(m_len - 1)))
+                inside = b.icmp_signed("<", j, dm.val(m_len))
+                mi = R.lin((bi, m_strides[0]), (hi, m_strides[1]), (qi, m_strides[2]),
+                           R.imin(j, dm.val(dm.sub(b, m_len, 1))))
                 if mask.dtype is DType.bool:
                     on = b.icmp_unsigned("!=", R.raw(kb.arg(3), mi, mask.dtype), ir.Constant(ir.IntType(8), 0))
                     mv = b.select(on, R.f(0.0), ninf)
@@ -161,7 +203,7 @@ def lower_attention(k, op: Op) -> None:
         m = R.get(s_max)
         m = b.select(b.fcmp_ordered("==", m, R.f(-math.inf, sm_t)), R.f(0.0, sm_t), m)
         total = R.var(R.f(0.0, sm_t))
-        with R.loop(T, "j2") as j:
+        with R.loop(dm.val(T), "j2") as j:
             e = R.round_to(R.exp(R.round_to(b.fsub(R.ld(scores, j, sdt, sm_t), m), sm_dt)), sm_dt)
             b.store(e, R.ptr(scores, j, sdt))
             R.set(total, b.fadd(R.get(total), e))
@@ -171,13 +213,13 @@ def lower_attention(k, op: Op) -> None:
         with R.loop(Dv, "z") as d:
             b.store(R.f(0.0), R.ptr(yacc, d, DType.f64 if ct == F64 else DType.f32))
         cdt = DType.f64 if ct == F64 else DType.f32
-        with R.loop(T, "j3") as j:
+        with R.loop(dm.val(T), "j3") as j:
             p = R.round_to(b.fdiv(R.ld(scores, j, sdt, sm_t), tot), sm_dt)
             p = b.select(dead, R.f(0.0, sm_t), p)
             if mode == 3:
                 R.st(R.fcast(p, ct), kb.out(3), R.lin(qk_row, j), dt)
             p = R.round_to(R.fcast(p, ct), dt)
-            vrow = R.lin((bi, Hkv * T * Dv), (kvh, T * Dv), (j, Dv))
+            vrow = R.lin((bi, dm.mul(b, Hkv, dm.mul(b, T, Dv))), (kvh, dm.mul(b, T, Dv)), (j, Dv))
             with R.loop(Dv, "e") as d:
                 yp = R.ptr(yacc, d, cdt)
                 b.store(b.fadd(b.load(yp, typ=ct), b.fmul(p, R.ld(kb.out(2), R.lin(vrow, d), dt))), yp)
@@ -185,7 +227,8 @@ def lower_attention(k, op: Op) -> None:
             R.st(R.ld(yacc, d, cdt), kb.out(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dv), dt)
         R.done()
 
-    k.parallel_for(B * Hq * Sq, row, "row")
+    B, Sq = sizes(k)[:2]
+    k.parallel_for(dm.val(dm.mul(k.b, B, dm.mul(k.b, Hq, Sq))), row, "row")
 
 
 # -- rotary embedding -------------------------------------------------------------------------------
