@@ -19,65 +19,56 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op
 
-from ..llvm_types import F32, F64, const_int
+from ..llvm_types import F32, F64, const_int, ll_type
 from . import dims as dm
 from .dims import Dim
 from .loopkit import Loops, compute_type, operand
 from .registry import lowering
 
 
-def _heads(shape: tuple[Dim, ...], heads: int) -> tuple[Dim, Dim, Dim, Dim]:
+def _heads(b: ir.IRBuilder, shape: tuple[Dim, ...], heads: int) -> tuple[Dim, Dim, Dim, Dim]:
+    """(batch, heads, seq, head size) of a 3-D [B,S,H*D] or 4-D [B,H,S,D] operand."""
     if len(shape) == 3:
-        return shape[0], heads, shape[1], shape[2] // heads
+        return shape[0], heads, shape[1], dm.div(b, shape[2], heads)
     return tuple(shape)  # type: ignore[return-value]
 
 
-def _head_index(L: Loops, rank: int, b, h, s, d, H: int, S: Dim, D: int):
+def _head_index(L: Loops, rank: int, b, h, s, d, H: Dim, S: Dim, D: Dim):
     """Flat index of element (b, h, s, d) of a 3-D [B,S,H*D] or 4-D [B,H,S,D] tensor."""
+    HD, SD = dm.mul(L.b, H, D), dm.mul(L.b, S, D)
     if rank == 3:
-        return L.lin((b, dm.mul(L.b, S, H * D)), (s, H * D), (h, D), d)
-    return L.lin((b, dm.mul(L.b, H, dm.mul(L.b, S, D))), (h, dm.mul(L.b, S, D)), (s, D), d)
+        return L.lin((b, dm.mul(L.b, S, HD)), (s, HD), (h, D), d)
+    return L.lin((b, dm.mul(L.b, H, SD)), (h, SD), (s, D), d)
 
 
 def _attention_generic(op: Op) -> str | None:
-    """Shape-generic attention: batch and sequence lengths may be read at run time, the head counts
-    and head sizes are static (they size the per-row scratch and the loops over a head)."""
-    q, kk, v = op.operands[:3]
-    for x in (q, kk, v, operand(op, 4), operand(op, 5)):
-        if x is None:
-            continue
+    """Shape-generic attention: every dim may be read at run time (batch, lengths, and the heads
+    and head sizes too: a model's reshapes to heads often have computed targets); ranks are needed."""
+    for i, x in enumerate(op.operands):
         if x.shape is None:
-            return f"attention: %{x.name} has no known rank"
-        static = (2,) if len(x.shape) == 3 else (1, 3)
-        if not all(isinstance(x.shape[i], int) for i in static):
-            return f"attention: the heads and head sizes of %{x.name} must be static ({x.type})"
-    mask = operand(op, 3)
-    if mask is not None and mask.shape is None:
-        return "attention: the mask has no known rank"
+            return f"attention: operand {i} (%{x.name}) has no known rank"
     return None
 
 
-def _write_present(k, L: Loops, out_i: int, new_i: int, past, heads: int) -> Dim:
-    """present = concat(past, new) along the sequence; returns the total length."""
+def _write_present(k, L: Loops, out_i: int, new_i: int, past, heads: int) -> None:
+    """present = concat(past, new) along the sequence."""
     new = k.op.operands[new_i]
     dt = new.dtype
     b = L.b
-    B, H, S, D = _heads(k.shape(new), heads)
+    B, H, S, D = _heads(b, k.shape(new), heads)
     P = k.shape(past)[2] if past is not None else 0
-    T = dm.add(b, P, S)
+    PD, TD = dm.mul(b, P, D), dm.mul(b, dm.add(b, P, S), D)
     with L.loop(dm.val(dm.mul(b, B, H)), "bh") as bh:
         if past is not None:  # the past rows of this (b, h) are contiguous in both tensors
-            with L.loop(dm.val(dm.mul(b, P, D)), "p") as p:
-                L.b.store(L.raw(k.arg(4 if out_i == 1 else 5), L.lin((bh, dm.mul(b, P, D)), p), dt),
-                          L.ptr(k.out(out_i), L.lin((bh, dm.mul(b, T, D)), p), dt))
-        bb = L.b.sdiv(bh, L.i(H))
-        hh = L.b.srem(bh, L.i(H))
-        with L.loop(S, "s") as s:
-            with L.loop(D, "d") as d:
+            with L.loop(dm.val(PD), "p") as p:
+                L.b.store(L.raw(k.arg(4 if out_i == 1 else 5), L.lin((bh, PD), p), dt),
+                          L.ptr(k.out(out_i), L.lin((bh, TD), p), dt))
+        bb = L.b.sdiv(bh, dm.val(H))
+        hh = L.b.srem(bh, dm.val(H))
+        with L.loop(dm.val(S), "s") as s:
+            with L.loop(dm.val(D), "d") as d:
                 src = _head_index(L, len(new.shape), bb, hh, s, d, H, S, D)
-                L.b.store(L.raw(k.arg(new_i), src, dt),
-                          L.ptr(k.out(out_i), L.lin((bh, dm.mul(b, T, D)), (s, D), dm.mul(b, P, D), d), dt))
-    return T
+                L.b.store(L.raw(k.arg(new_i), src, dt), L.ptr(k.out(out_i), L.lin((bh, TD), (s, D), PD, d), dt))
 
 
 def _mask_strides(b: ir.IRBuilder, m_shape: tuple[Dim, ...]) -> list[Dim]:
@@ -96,48 +87,67 @@ def _mask_strides(b: ir.IRBuilder, m_shape: tuple[Dim, ...]) -> list[Dim]:
     return strides
 
 
+class _Sizes:
+    """The dims of one attention call, read through a builder (the kernel, or a row task with its
+    own copy of the frame): ints in static code."""
+
+    def __init__(self, kb, op: Op, past_k):
+        a, b = op.attrs, kb.b
+        q, kk, v = op.operands[:3]
+        self.B, self.Hq, self.Sq, self.Dk = _heads(b, kb.shape(q), a["q_num_heads"])
+        _, self.Hkv, Skv, _ = _heads(b, kb.shape(kk), a["kv_num_heads"])
+        self.Dv = _heads(b, kb.shape(v), a["kv_num_heads"])[3]
+        self.P = kb.shape(past_k)[2] if past_k is not None else 0
+        self.T = dm.add(b, self.P, Skv)
+        self.group = dm.div(b, self.Hq, self.Hkv)
+
+
+def _sqrt_scale(b: ir.IRBuilder, dt: DType, Dk: ir.Value) -> ir.Value:
+    """sqrt(1/sqrt(Dk)) for a head size read at run time, rounded to ``dt`` as the reference rounds
+    its constant (f64 square roots are correctly rounded, as numpy's; f16 goes through f32)."""
+    sqrt = b.module.declare_intrinsic("llvm.sqrt", [F64])
+    s = b.call(sqrt, [b.fdiv(ir.Constant(F64, 1.0), b.call(sqrt, [b.uitofp(Dk, F64)]))])
+    if dt is DType.f64:
+        return s
+    s = b.fptrunc(s, F32)  # bf16 takes the f32 value unrounded, as the reference does
+    return s if dt in (DType.f32, DType.bf16) else b.fpext(b.fptrunc(s, ll_type(dt)), F32)
+
+
 @lowering("attention", generic=_attention_generic)
 def lower_attention(k, op: Op) -> None:
     a = op.attrs
-    q, kk, v = op.operands[:3]
+    q = op.operands[0]
     dt = q.dtype
     ct = compute_type(dt)
     mask, past_k, past_v, nonpad = (operand(op, i) for i in (3, 4, 5, 6))
     rank = len(q.shape)
-    Hq, Dk = _heads(tuple(q.shape), a["q_num_heads"])[1::2]
-    Hkv = _heads(tuple(kk.shape), a["kv_num_heads"])[1]
-    Dv = _heads(tuple(v.shape), a["kv_num_heads"])[3]
     L = Loops(k, ct)
     _write_present(k, L, 1, 1, past_k, a["kv_num_heads"])
     _write_present(k, L, 2, 2, past_v, a["kv_num_heads"])
-    scale = a["scale"] if a["scale"] is not None else 1 / math.sqrt(Dk)
-    sqrt_s = float(dt.numpy.type(math.sqrt(scale))) if dt is not DType.bf16 else math.sqrt(scale)
+    Dk = _Sizes(k, op, past_k).Dk
+    sqrt_s: float | None = None
+    if a["scale"] is not None or isinstance(Dk, int):
+        scale = a["scale"] if a["scale"] is not None else 1 / math.sqrt(Dk)
+        sqrt_s = float(dt.numpy.type(math.sqrt(scale))) if dt is not DType.bf16 else math.sqrt(scale)
     softcap = a["softcap"]
     mode = a["qk_matmul_output_mode"]
     sm_dt: DType = a["softmax_precision"] or dt
     sm_t = F64 if sm_dt is DType.f64 or dt is DType.f64 else F32
-    group = Hq // Hkv
     is_causal, lw, rw = a["is_causal"], a["left_window"], a["right_window"]
-
-    def sizes(kb):
-        """(B, Sq, P, T): batch, query length, past length and total key length, read through ``kb``
-        (the kernel, or a row task with its own copy of the frame)."""
-        B, _, Sq, _ = _heads(kb.shape(q), a["q_num_heads"])
-        Skv = _heads(kb.shape(kk), a["kv_num_heads"])[2]
-        P = kb.shape(past_k)[2] if past_k is not None else 0
-        return B, Sq, P, dm.add(kb.b, P, Skv)
 
     def row(kb, r) -> None:
         R = Loops(kb, ct)
         b = R.b
-        _, Sq, P, T = sizes(kb)
+        z = _Sizes(kb, op, past_k)
+        Hq, Sq, Dk, Hkv, Dv, P, T = z.Hq, z.Sq, z.Dk, z.Hkv, z.Dv, z.P, z.T
         bi = b.sdiv(r, dm.val(dm.mul(b, Hq, Sq)))
-        hi = b.srem(b.sdiv(r, dm.val(Sq)), R.i(Hq))
+        hi = b.srem(b.sdiv(r, dm.val(Sq)), dm.val(Hq))
         qi = b.srem(r, dm.val(Sq))
-        kvh = b.sdiv(hi, R.i(group))
+        kvh = b.sdiv(hi, dm.val(z.group))
         scores = R.buffer(T, sm_t)
         yacc = R.buffer(Dv, ct)
         ninf = R.f(-math.inf)
+        ssq = R.f(sqrt_s) if sqrt_s is not None else _sqrt_scale(b, dt, Dk)
         if mask is not None:
             m_shape = kb.shape(mask)
             m_len = m_shape[-1] if m_shape else 0
@@ -153,12 +163,12 @@ def lower_attention(k, op: Op) -> None:
         bias_max = R.var(ninf)
         s_max = R.var(R.f(-math.inf, sm_t))
         qk_row = R.lin((r, T))
+        TDk, TDv = dm.mul(b, T, Dk), dm.mul(b, T, Dv)
         with R.loop(dm.val(T), "j") as j:
             dot = R.var(R.f(0.0))
-            with R.loop(Dk, "d") as d:
-                qv = b.fmul(R.ld(kb.arg(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dk), dt), R.f(sqrt_s))
-                kv = b.fmul(R.ld(kb.out(1), R.lin((bi, dm.mul(b, Hkv, dm.mul(b, T, Dk))), (kvh, dm.mul(b, T, Dk)),
-                                                  (j, Dk), d), dt), R.f(sqrt_s))
+            with R.loop(dm.val(Dk), "d") as d:
+                qv = b.fmul(R.ld(kb.arg(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dk), dt), ssq)
+                kv = b.fmul(R.ld(kb.out(1), R.lin((bi, dm.mul(b, Hkv, TDk)), (kvh, TDk), (j, Dk), d), dt), ssq)
                 # reassoc on this sum only: it lets the loop vectorise; order changes stay within a few ulps
                 R.set(dot, b.fadd(R.get(dot), b.fmul(R.round_to(qv, dt), R.round_to(kv, dt)), flags=("reassoc",)))
             qk = R.round_to(R.get(dot), dt)
@@ -210,7 +220,7 @@ def lower_attention(k, op: Op) -> None:
         tot = R.round_to(R.get(total), sm_dt)  # numpy sums f16 in f32, rounds once
         tot = b.select(b.fcmp_ordered("==", tot, R.f(0.0, sm_t)), R.f(1.0, sm_t), tot)
         dead = b.fcmp_ordered("==", R.get(bias_max), ninf)
-        with R.loop(Dv, "z") as d:
+        with R.loop(dm.val(Dv), "z") as d:
             b.store(R.f(0.0), R.ptr(yacc, d, DType.f64 if ct == F64 else DType.f32))
         cdt = DType.f64 if ct == F64 else DType.f32
         with R.loop(dm.val(T), "j3") as j:
@@ -219,16 +229,16 @@ def lower_attention(k, op: Op) -> None:
             if mode == 3:
                 R.st(R.fcast(p, ct), kb.out(3), R.lin(qk_row, j), dt)
             p = R.round_to(R.fcast(p, ct), dt)
-            vrow = R.lin((bi, dm.mul(b, Hkv, dm.mul(b, T, Dv))), (kvh, dm.mul(b, T, Dv)), (j, Dv))
-            with R.loop(Dv, "e") as d:
+            vrow = R.lin((bi, dm.mul(b, Hkv, TDv)), (kvh, TDv), (j, Dv))
+            with R.loop(dm.val(Dv), "e") as d:
                 yp = R.ptr(yacc, d, cdt)
                 b.store(b.fadd(b.load(yp, typ=ct), b.fmul(p, R.ld(kb.out(2), R.lin(vrow, d), dt))), yp)
-        with R.loop(Dv, "w") as d:
+        with R.loop(dm.val(Dv), "w") as d:
             R.st(R.ld(yacc, d, cdt), kb.out(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dv), dt)
         R.done()
 
-    B, Sq = sizes(k)[:2]
-    k.parallel_for(dm.val(dm.mul(k.b, B, dm.mul(k.b, Hq, Sq))), row, "row")
+    z = _Sizes(k, op, past_k)
+    k.parallel_for(dm.val(dm.mul(k.b, z.B, dm.mul(k.b, z.Hq, z.Sq))), row, "row")
 
 
 # -- rotary embedding -------------------------------------------------------------------------------
