@@ -94,7 +94,7 @@ def test_conv_with_runtime_spatial_dims_compiles_per_shape():
     agree(cm, m, {"x": randn(1, 3, 6, 9)})
 
 
-# -- pooling and batch norm -------------------------------------------------------------------------
+# -- pooling and normalizations ---------------------------------------------------------------------
 
 def _pools(b, x):
     return [
@@ -106,15 +106,17 @@ def _pools(b, x):
         b.op("lp_pool", x, kernel_shape=[2, 3], p=2),
         b.op("batch_norm", x, b.const(randn(6)), b.const(randn(6)), b.const(randn(6)), b.const(np.abs(randn(6)) + 0.1),
              epsilon=1e-3),
+        b.op("group_norm", x, b.const(randn(6)), b.const(randn(6)), num_groups=3),
+        b.op("lrn", x, size=3),
     ]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_pooling_and_batch_norm_runtime_batch(threads):
+def test_pooling_and_normalizations_runtime_batch(threads):
     m = build({"x": ("f32", ["N", 6, 9, 10])}, _pools)
     cm = compile_once(m, threads)
     for n in (1, 2, 5):  # (no empty batch: the reference of max_pool with indices cannot reshape one)
-        agree(cm, m, {"x": randn(n, 6, 9, 10)}, rtol=1e-5, atol=1e-5)  # f32 sums of at most 9 taps
+        agree(cm, m, {"x": randn(n, 6, 9, 10)}, rtol=1e-5, atol=1e-5)  # f32 sums of 9 taps, group stats of 180
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -228,6 +228,16 @@ def _norm_size(b: ir.IRBuilder, tail: tuple[Dim, ...]) -> Dim:
 
 
 # -- batch norm / group norm -------------------------------------------------------------------------
+def _per_image_rows(k, x: Value, per_image: int, work: int, body, name: str = "row") -> None:
+    """``rows`` over ``per_image`` rows of ``work`` elements in each image of ``x``, whose batch may
+    be read at run time (then ``runtime_rows``: each task reads it again)."""
+    N = k.shape(x)[0]
+    if isinstance(N, int):
+        rows(k, N * per_image, work, body, name=name)
+        return
+    runtime_rows(k, lambda kb: dm.mul(kb.b, kb.shape(x)[0], per_image), work * x.dtype.itemsize, body, name=name)
+
+
 @lowering("batch_norm", generic=batch_only)
 def lower_batch_norm(k, op: Op) -> None:
     _check(op)
@@ -253,13 +263,10 @@ def lower_batch_norm(k, op: Op) -> None:
             y = b.fadd(b.fmul(b.fdiv(b.fsub(_lv(b, kb.arg(0), p, x, cdt), m), sq), s), bb)
             b.store(cast_value(b, y, cdt, dt) if cdt is not dt else y, gep(b, kb.out(0), p, t))
 
-    if isinstance(N, int):
-        rows(k, N * C, S, plane)
-    else:  # a batch read at run time
-        runtime_rows(k, lambda kb: dm.mul(kb.b, kb.shape(x)[0], C), S * dt.itemsize, plane, name="row")
+    _per_image_rows(k, x, C, S, plane)
 
 
-@lowering("group_norm")
+@lowering("group_norm", generic=batch_only)
 def lower_group_norm(k, op: Op) -> None:
     _check(op)
     x, scale, bias = op.operands
@@ -267,13 +274,13 @@ def lower_group_norm(k, op: Op) -> None:
     t = ll_type(dt)
     sdt = op.attrs.get("stash_type", DType.f32)
     st = ll_type(sdt)
-    N, C = x.shape[0], x.shape[1]
+    N, C = k.shape(x)[:2]
     G = op.attrs["num_groups"]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     cg = C // G
     n = cg * S
     eps = _c(st, op.attrs.get("epsilon", 1e-5))
-    if N * C * S == 0:
+    if C * S == 0 or (isinstance(N, int) and N == 0):
         return
 
     def block(kb, ng):
@@ -296,11 +303,11 @@ def lower_group_norm(k, op: Op) -> None:
                 y = cast_value(b, y, sdt, dt) if sdt is not dt else y
                 b.store(b.fadd(b.fmul(y, sc), bi), gep(b, kb.out(0), b.add(base, jj), t))
 
-    rows(k, N * G, 3 * n, block)
+    _per_image_rows(k, x, G, 3 * n, block)
 
 
 # -- local response normalization --------------------------------------------------------------------
-@lowering("lrn")
+@lowering("lrn", generic=batch_only)
 def lower_lrn(k, op: Op) -> None:
     _check(op)
     x = op.operands[0]
@@ -308,12 +315,12 @@ def lower_lrn(k, op: Op) -> None:
     t = ll_type(dt)
     cdt = _ct(dt)
     ct = ll_type(cdt)
-    N, C = x.shape[0], x.shape[1]
+    N, C = k.shape(x)[:2]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     size = op.attrs["size"]
     lo, hi = (size - 1) // 2, (size - 1) - (size - 1) // 2
     alpha, beta, bias = (op.attrs.get(a, d) for a, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
-    if N * C * S == 0:
+    if C * S == 0 or (isinstance(N, int) and N == 0):
         return
 
     def plane(kb, nc):
@@ -355,7 +362,7 @@ def lower_lrn(k, op: Op) -> None:
                 y = b.fmul(_lv(b, kb.arg(0), b.add(base, j), x, cdt), scale)
             b.store(cast_value(b, y, cdt, dt) if cdt is not dt else y, gep(b, kb.out(0), b.add(base, j), t))
 
-    rows(k, N * C, S * size, plane)
+    _per_image_rows(k, x, C, S * size, plane)
 
 
 def _fold_between(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, init: ir.Value, step) -> ir.Value:
