@@ -192,16 +192,18 @@ def test_attention_runtime_lengths_with_past_kv_cache():
         agree(cm, m, feeds, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype,tol", [("f32", 1e-5), ("f16", 2e-3)])  # f16: a couple of ulps of order-1 values
+# f16: a couple of ulps of order-1 values; f64 sums in another order than numpy's
+@pytest.mark.parametrize("dtype,tol", [("f32", 1e-5), ("f16", 2e-3), ("f64", 1e-12)])
 def test_attention_runtime_heads_and_head_sizes(dtype, tol):
     # every dim unknown, as after a model's reshape to heads with a computed target; scale from the
-    # run-time head size
+    # run-time head size; value rows longer than a vector (summed a vector at a time, masked tail)
     m = build({"q": (dtype, ["B", "H", "S", "D"]), "k": (dtype, ["B", "G", "T", "D"]),
                "v": (dtype, ["B", "G", "T", "E"])},
-              lambda b, q, k, v: b.op("attention", q, k, v, is_causal=1))
+              lambda b, q, k, v: b.op("attention", q, k, v, is_causal=1, qk_matmul_output_mode=3))
     cm = compile_once(m, 2)
-    npdt = np.float16 if dtype == "f16" else np.float32
-    for bsz, h, g, s, t, d, e in ((1, 1, 1, 1, 1, 1, 1), (2, 4, 2, 3, 5, 8, 6), (1, 6, 3, 7, 7, 16, 5)):
+    npdt = {"f16": np.float16, "f32": np.float32, "f64": np.float64}[dtype]
+    for bsz, h, g, s, t, d, e in ((1, 1, 1, 1, 1, 1, 1), (2, 4, 2, 3, 5, 8, 6), (1, 6, 3, 7, 7, 16, 5),
+                                  (2, 2, 2, 5, 33, 20, 37)):
         feeds = {"q": randn(bsz, h, s, d, dtype=npdt), "k": randn(bsz, g, t, d, dtype=npdt),
                  "v": randn(bsz, g, t, e, dtype=npdt)}
         agree(cm, m, feeds, rtol=tol, atol=tol)

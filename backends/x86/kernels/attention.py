@@ -19,9 +19,10 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op
 
-from ..llvm_types import F32, F64, const_int, ll_type
+from ..llvm_types import F32, F64, I64, const_int, ll_type
 from . import dims as dm
 from .dims import Dim
+from .gemm import masked_load, masked_store, splat
 from .loopkit import Loops, compute_type, operand
 from .registry import lowering
 
@@ -111,6 +112,28 @@ def _sqrt_scale(b: ir.IRBuilder, dt: DType, Dk: ir.Value) -> ir.Value:
         return s
     s = b.fptrunc(s, F32)  # bf16 takes the f32 value unrounded, as the reference does
     return s if dt in (DType.f32, DType.bf16) else b.fpext(b.fptrunc(s, ll_type(dt)), F32)
+
+
+def _weighted_values(kb, probs: ir.Value, vbase: ir.Value, T: Dim, Dv: Dim, out: ir.Value, ct: ir.Type) -> None:
+    """``out[d] = sum over j < T, in order, of probs[j] * v[j, d]`` for a run of ``T`` rows of ``Dv``
+    values at ``vbase``: ``lanes`` columns at a time, accumulated in a register (masked past Dv)."""
+    b = kb.b
+    lanes = kb.target.vector_bits // (8 * (8 if ct == F64 else 4))
+    vt = ir.VectorType(ct, lanes)
+    it = ir.VectorType(I64, lanes)
+    step = ir.Constant(it, list(range(lanes)))
+    R = Loops(kb, ct)
+    acc = R.var(ir.Constant(vt, None))
+    with R.loop(dm.val(dm.ceil_div(b, Dv, lanes)), "pv") as c:
+        d0 = b.mul(c, const_int(lanes))
+        mask = b.icmp_signed("<", step, splat(b, b.sub(dm.val(Dv), d0), it))
+        R.set(acc, ir.Constant(vt, None))
+        with R.loop(dm.val(T), "pj") as j:
+            p = splat(b, b.load(b.gep(probs, [j], source_etype=ct, inbounds=True), typ=ct), vt)
+            v = masked_load(b, b.gep(vbase, [b.add(b.mul(j, dm.val(Dv)), d0)], source_etype=ct, inbounds=True),
+                            mask, vt)
+            R.set(acc, b.fadd(R.get(acc), b.fmul(p, v)))
+        masked_store(b, R.get(acc), b.gep(out, [d0], source_etype=ct, inbounds=True), mask)
 
 
 @lowering("attention", generic=_attention_generic)
@@ -223,16 +246,25 @@ def lower_attention(k, op: Op) -> None:
         with R.loop(dm.val(Dv), "z") as d:
             b.store(R.f(0.0), R.ptr(yacc, d, DType.f64 if ct == F64 else DType.f32))
         cdt = DType.f64 if ct == F64 else DType.f32
+        # a head size read at run time keeps the output row in memory, not in registers: the values
+        # are then summed a vector of the row at a time over all keys (the same sums, in key order)
+        by_lanes = not isinstance(Dv, int) and sm_t == ct and dt in (DType.f32, DType.f64)
         with R.loop(dm.val(T), "j3") as j:
             p = R.round_to(b.fdiv(R.ld(scores, j, sdt, sm_t), tot), sm_dt)
             p = b.select(dead, R.f(0.0, sm_t), p)
             if mode == 3:
                 R.st(R.fcast(p, ct), kb.out(3), R.lin(qk_row, j), dt)
             p = R.round_to(R.fcast(p, ct), dt)
-            vrow = R.lin((bi, dm.mul(b, Hkv, TDv)), (kvh, TDv), (j, Dv))
-            with R.loop(dm.val(Dv), "e") as d:
-                yp = R.ptr(yacc, d, cdt)
-                b.store(b.fadd(b.load(yp, typ=ct), b.fmul(p, R.ld(kb.out(2), R.lin(vrow, d), dt))), yp)
+            if by_lanes:  # the probabilities, for the pass over the values below
+                b.store(p, R.ptr(scores, j, sdt))
+            else:
+                vrow = R.lin((bi, dm.mul(b, Hkv, TDv)), (kvh, TDv), (j, Dv))
+                with R.loop(dm.val(Dv), "e") as d:
+                    yp = R.ptr(yacc, d, cdt)
+                    b.store(b.fadd(b.load(yp, typ=ct), b.fmul(p, R.ld(kb.out(2), R.lin(vrow, d), dt))), yp)
+        if by_lanes:
+            vbase = R.ptr(kb.out(2), R.lin((bi, dm.mul(b, Hkv, TDv)), (kvh, TDv)), dt)
+            _weighted_values(kb, scores, vbase, T, Dv, yacc, ct)
         with R.loop(dm.val(Dv), "w") as d:
             R.st(R.ld(yacc, d, cdt), kb.out(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dv), dt)
         R.done()
