@@ -207,3 +207,24 @@ def test_attention_runtime_heads_and_head_sizes(dtype, tol):
         feeds = {"q": randn(bsz, h, s, d, dtype=npdt), "k": randn(bsz, g, t, d, dtype=npdt),
                  "v": randn(bsz, g, t, e, dtype=npdt)}
         agree(cm, m, feeds, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("interleaved,rotary_dim,three_d", [(0, 0, False), (1, 4, True)])
+def test_rotary_embedding_runtime_batch_and_length(interleaved, rotary_dim, three_d):
+    # position ids [B,S] into a [P,half] table of run-time length, or a per-token [B,S,half] table
+    H, D = 3, 8
+    half = (rotary_dim or D) // 2
+    xs = ["B", "S", H * D] if three_d else ["B", H, "S", D]
+    m = build({"x": ("f32", xs), "c": ("f32", ["P", half]), "s": ("f32", ["P", half]), "p": ("i64", ["B", "S"]),
+               "tc": ("f32", ["B", "S", half]), "ts": ("f32", ["B", "S", half])},
+              lambda b, x, c, s, p, tc, ts: [
+                  b.op("rotary_embedding", x, c, s, p, interleaved=interleaved, rotary_dim=rotary_dim,
+                       num_heads=H if three_d else 0),
+                  b.op("rotary_embedding", x, tc, ts, interleaved=interleaved, rotary_dim=rotary_dim,
+                       num_heads=H if three_d else 0)])
+    cm = compile_once(m, 2)
+    for bsz, s, p in ((1, 1, 1), (2, 5, 16), (3, 9, 9)):
+        x = randn(bsz, s, H * D) if three_d else randn(bsz, H, s, D)
+        feeds = {"x": x, "c": randn(p, half), "s": randn(p, half), "p": RNG.integers(0, p, (bsz, s)).astype(np.int64),
+                 "tc": randn(bsz, s, half), "ts": randn(bsz, s, half)}
+        agree(cm, m, feeds, rtol=1e-6, atol=1e-6)  # two f32 products and a sum, each rounded as numpy does

@@ -275,13 +275,25 @@ def lower_attention(k, op: Op) -> None:
 
 # -- rotary embedding -------------------------------------------------------------------------------
 
-@lowering("rotary_embedding")
+def _rotary_generic(op: Op) -> str | None:
+    """Shape-generic rotary embedding: the batch, sequence and table lengths may be read at run time;
+    the heads, head size and table width are static."""
+    x, cos = op.operands[:2]
+    if x.shape is None or cos.shape is None:
+        return "rotary_embedding: the ranks of x and cos must be known"
+    static = (2,) if len(x.shape) == 3 else (1, 3)
+    if not all(isinstance(x.shape[i], int) for i in static) or not isinstance(cos.shape[-1], int):
+        return f"rotary_embedding: the heads, head size and cos/sin width must be static ({x.type}, {cos.type})"
+    return None
+
+
+@lowering("rotary_embedding", generic=_rotary_generic)
 def lower_rotary(k, op: Op) -> None:
     x, cos = op.operands[0], op.operands[1]
     pos = operand(op, 3)
     dt = x.dtype
     a = op.attrs
-    shape = tuple(x.shape)
+    shape = k.shape(x)
     half_c = cos.shape[-1]
     if len(shape) == 4:
         B, H, S, D = shape
@@ -296,12 +308,13 @@ def lower_rotary(k, op: Op) -> None:
     def token(kb, t) -> None:  # one (batch, position): all heads
         R = Loops(kb, L.ct)
         b = R.b
-        bi, si = b.sdiv(t, R.i(S)), b.srem(t, R.i(S))
-        crow = R.lin((kb.checked_index(R.ld_int(kb.arg(3), t, pos.dtype), cos.shape[0]), half_c)) \
+        S = kb.shape(x)[2 if len(shape) == 4 else 1]
+        bi, si = b.sdiv(t, dm.val(S)), b.srem(t, dm.val(S))
+        crow = R.lin((kb.checked_index(R.ld_int(kb.arg(3), t, pos.dtype), kb.shape(cos)[0]), half_c)) \
             if pos is not None else R.lin((t, half_c))
         with R.loop(H, "h") as h:
-            base = R.lin((bi, S * H * D), (si, H * D), (h, D)) if len(shape) == 3 else \
-                R.lin((bi, H * S * D), (h, S * D), (si, D))
+            base = R.lin((bi, dm.mul(b, S, H * D)), (si, H * D), (h, D)) if len(shape) == 3 else \
+                R.lin((bi, dm.mul(b, S, H * D)), (h, dm.mul(b, S, D)), (si, D))
             with R.loop(half, "i") as i:
                 c = R.ld(kb.arg(1), R.lin(crow, i), cos.dtype)
                 s = R.ld(kb.arg(2), R.lin(crow, i), cos.dtype)
@@ -315,7 +328,7 @@ def lower_rotary(k, op: Op) -> None:
             with R.loop(D, "r", start=rd) as i:
                 kb.b.store(R.raw(kb.arg(0), R.lin(base, i), dt), R.ptr(kb.out(0), R.lin(base, i), dt))
 
-    k.parallel_for(B * S, token, "tok")
+    k.parallel_for(dm.val(dm.mul(k.b, B, S)), token, "tok")
 
 
 # -- linear attention ---------------------------------------------------------------------------------
