@@ -24,7 +24,6 @@ from .dims import Dim
 from .elementwise import cast_value, fmath
 from .reduce import axis_layout, combine, fold_range, gep, load, rows
 from .registry import batch_only, lowering
-from .runtime_rows import runtime_rows
 from .vecmath import intrinsic
 
 
@@ -228,16 +227,6 @@ def _norm_size(b: ir.IRBuilder, tail: tuple[Dim, ...]) -> Dim:
 
 
 # -- batch norm / group norm -------------------------------------------------------------------------
-def _per_image_rows(k, x: Value, per_image: int, work: int, body, name: str = "row") -> None:
-    """``rows`` over ``per_image`` rows of ``work`` elements in each image of ``x``, whose batch may
-    be read at run time (then ``runtime_rows``: each task reads it again)."""
-    N = k.shape(x)[0]
-    if isinstance(N, int):
-        rows(k, N * per_image, work, body, name=name)
-        return
-    runtime_rows(k, lambda kb: dm.mul(kb.b, kb.shape(x)[0], per_image), work * x.dtype.itemsize, body, name=name)
-
-
 @lowering("batch_norm", generic=batch_only)
 def lower_batch_norm(k, op: Op) -> None:
     _check(op)
@@ -263,7 +252,7 @@ def lower_batch_norm(k, op: Op) -> None:
             y = b.fadd(b.fmul(b.fdiv(b.fsub(_lv(b, kb.arg(0), p, x, cdt), m), sq), s), bb)
             b.store(cast_value(b, y, cdt, dt) if cdt is not dt else y, gep(b, kb.out(0), p, t))
 
-    _per_image_rows(k, x, C, S, plane)
+    rows(k, dm.mul(k.b, N, C), S, plane)  # a run-time batch: a run-time count of static planes
 
 
 @lowering("group_norm", generic=batch_only)
@@ -303,7 +292,7 @@ def lower_group_norm(k, op: Op) -> None:
                 y = cast_value(b, y, sdt, dt) if sdt is not dt else y
                 b.store(b.fadd(b.fmul(y, sc), bi), gep(b, kb.out(0), b.add(base, jj), t))
 
-    _per_image_rows(k, x, G, 3 * n, block)
+    rows(k, dm.mul(k.b, N, G), 3 * n, block)
 
 
 # -- local response normalization --------------------------------------------------------------------
@@ -362,7 +351,7 @@ def lower_lrn(k, op: Op) -> None:
                 y = b.fmul(_lv(b, kb.arg(0), b.add(base, j), x, cdt), scale)
             b.store(cast_value(b, y, cdt, dt) if cdt is not dt else y, gep(b, kb.out(0), b.add(base, j), t))
 
-    _per_image_rows(k, x, C, S * size, plane)
+    rows(k, dm.mul(k.b, N, C), S * size, plane)
 
 
 def _fold_between(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, init: ir.Value, step) -> ir.Value:

@@ -1,10 +1,10 @@
-"""Independent rows (planes of a pooling or a batch norm) whose count is read at run time.
+"""Independent rows (the planes of a pooling) whose count is read at run time, in chunks.
 
-Static kernels choose at compile time whether to split their rows over the worker threads
-(``indexing.chunked``, ``reduce.rows``). When the count depends on a batch known only at run time,
-the rows go to the pool in chunks of a compile-time size (about ``PAR_BYTES`` of input each), so a
-small run is one chunk and a large one spreads over every thread; the last chunk stops at the
-run's count. With one thread they are a plain loop in the kernel.
+A static pooling splits its planes over the worker threads in chunks of about ``PAR_BYTES`` of
+input (``indexing.chunked``), decided at compile time. When the count depends on a batch known
+only at run time, the chunks keep their compile-time size and their number is computed at run time,
+so a small run is one chunk and a large one spreads over every thread; the last chunk stops at the
+run's count. With one thread the rows are a plain loop in the kernel.
 """
 
 from __future__ import annotations
