@@ -148,33 +148,6 @@ class KernelBuilder:
         self.cg.emit_parallel_for(self.b, task, self.b.bitcast(ctx, PTR),
                                   const_int(count) if isinstance(count, int) else count)
 
-    def for_each_item(self, count: int | ir.Value, steps: dict[int, int], body: Callable[["KernelBuilder"], None],
-                      name: str = "item") -> None:
-        """Run ``body(kb)`` for each item ``i < count``, one after another, with pointer ``j`` of this
-        kernel (results then operands, ``pointers``) advanced by ``i * steps[j]`` bytes.
-
-        For a kernel written for one item of static size (a conv's image) run over a batch known
-        only at run time: the body sees a single item and may split it over threads itself. It is
-        emitted as a function of its own, so its stack (parallel_for contexts, scratch) is freed
-        after every item rather than growing with the batch."""
-        self._tasks += 1
-        frame = [self._frame] if self._frame is not None else []
-        ptrs = self.pointers
-        fn = ir.Function(self.cg.ll, ir.FunctionType(VOID, [PTR] * (len(ptrs) + 1 + len(frame))),
-                         name=f"{self.fn.name}.{name}{self._tasks}")
-        fn.linkage = "internal"
-        inner = KernelBuilder(self.cg, fn, self.op, list(fn.args[:len(ptrs)]), error=fn.args[len(ptrs)],
-                              frame=fn.args[-1] if frame else None)
-        inner.shape_alias = getattr(self, "shape_alias", {})
-        body(inner)
-        if not inner.b.block.is_terminated:
-            inner.b.ret_void()
-        b = self.b
-        with for_range(b, count, name) as i:
-            args = [b.gep(p, [b.mul(i, const_int(steps[j]))], source_etype=I8, inbounds=True) if steps.get(j) else p
-                    for j, p in enumerate(ptrs)]
-            b.call(fn, args + [self._error] + frame)
-
     def packed_constant(self, name: str, array: "np.ndarray", replaces: ir.Value | None = None) -> int:
         """Store ``array`` (e.g. weights pre-packed for a microkernel) in the weights blob under a new
         constant-pool key; return its byte offset, for ``weights_ptr``.

@@ -9,7 +9,8 @@ with per-column base coordinates computed once per block, zeros where a tap fall
 Depthwise convs (one input channel per group) are a direct loop over output rows per channel whose
 inner loop over output columns has its padding bounds hoisted, so it vectorises. Everything else
 (integer and half dtypes, conv_transpose, col2im, deform_conv) is a straightforward loop nest that
-accumulates like the reference.
+accumulates like the reference. In shape-generic code conv and conv_transpose take a batch read at
+run time (a run-time GEMM batch or task count); channels and spatial dims stay static.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .gemm import (
     Custom,
     Epilogue,
     Packed,
+    RunDim,
     Strided,
     blocking,
     emit_gemm,
@@ -125,14 +127,10 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     if len(op.operands) > 2:
         epi = Epilogue(bias=lambda kb: kb.arg(2), bias_rs=1, bias_cs=0,
                        bias_offset=(lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(mg))) if G > 1 else None)
-    if isinstance(N, int):
-        emit_gemm(k, blk, mg, P, Kdim, aop, bop, cop, epi, batch=N * G, name="conv")
-        return
-    # a batch known at run time: the GEMMs of one image (its G groups) are static; run them image
-    # by image, the image's output and input pointers advanced each time (nidx above is then 0)
-    esize = out.dtype.itemsize
-    k.for_each_item(N, {0: M * P * esize, 1: C * Pin * esize},
-                    lambda kb: emit_gemm(kb, blk, mg, P, Kdim, aop, bop, cop, epi, batch=G, name="conv"), name="image")
+    # a batch read at run time (shape-generic code): the task grid is the one of a single image
+    # (hint 1), which a batch of one needs; every image's tasks then go to the pool at once
+    batch = N * G if isinstance(N, int) else RunDim(lambda kb: dim_mul(kb.b, kb.shape(x)[0], G), hint=1)
+    emit_gemm(k, blk, mg, P, Kdim, aop, bop, cop, epi, batch=batch, name="conv")
 
 
 def _im2col_packer(n, insp, outsp, ks, s, d, p, xoff):
