@@ -19,105 +19,179 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op
 
-from ..llvm_types import F32, F64
+from ..llvm_types import F32, F64, I64, const_int, ll_type
+from . import dims as dm
+from .dims import Dim
+from .gemm import masked_load, masked_store, splat
 from .loopkit import Loops, compute_type, operand
 from .registry import lowering
 
 
-def _heads(shape: tuple[int, ...], heads: int) -> tuple[int, int, int, int]:
+def _heads(b: ir.IRBuilder, shape: tuple[Dim, ...], heads: int) -> tuple[Dim, Dim, Dim, Dim]:
+    """(batch, heads, seq, head size) of a 3-D [B,S,H*D] or 4-D [B,H,S,D] operand."""
     if len(shape) == 3:
-        return shape[0], heads, shape[1], shape[2] // heads
+        return shape[0], heads, shape[1], dm.div(b, shape[2], heads)
     return tuple(shape)  # type: ignore[return-value]
 
 
-def _head_index(L: Loops, rank: int, b, h, s, d, H: int, S: int, D: int):
+def _head_index(L: Loops, rank: int, b, h, s, d, H: Dim, S: Dim, D: Dim):
     """Flat index of element (b, h, s, d) of a 3-D [B,S,H*D] or 4-D [B,H,S,D] tensor."""
+    HD, SD = dm.mul(L.b, H, D), dm.mul(L.b, S, D)
     if rank == 3:
-        return L.lin((b, S * H * D), (s, H * D), (h, D), d)
-    return L.lin((b, H * S * D), (h, S * D), (s, D), d)
+        return L.lin((b, dm.mul(L.b, S, HD)), (s, HD), (h, D), d)
+    return L.lin((b, dm.mul(L.b, H, SD)), (h, SD), (s, D), d)
 
 
-def _write_present(k, L: Loops, out_i: int, new_i: int, past, heads: int) -> int:
-    """present = concat(past, new) along the sequence; returns the total length."""
+def _attention_generic(op: Op) -> str | None:
+    """Shape-generic attention: every dim may be read at run time (batch, lengths, and the heads
+    and head sizes too: a model's reshapes to heads often have computed targets); ranks are needed."""
+    for i, x in enumerate(op.operands):
+        if x.shape is None:
+            return f"attention: operand {i} (%{x.name}) has no known rank"
+    return None
+
+
+def _write_present(k, L: Loops, out_i: int, new_i: int, past, heads: int) -> None:
+    """present = concat(past, new) along the sequence."""
     new = k.op.operands[new_i]
     dt = new.dtype
-    B, H, S, D = _heads(tuple(new.shape), heads)
-    P = past.shape[2] if past is not None else 0
-    T = P + S
-    with L.loop(B * H, "bh") as bh:
+    b = L.b
+    B, H, S, D = _heads(b, k.shape(new), heads)
+    P = k.shape(past)[2] if past is not None else 0
+    PD, TD = dm.mul(b, P, D), dm.mul(b, dm.add(b, P, S), D)
+    with L.loop(dm.val(dm.mul(b, B, H)), "bh") as bh:
         if past is not None:  # the past rows of this (b, h) are contiguous in both tensors
-            with L.loop(P * D, "p") as p:
-                L.b.store(L.raw(k.arg(4 if out_i == 1 else 5), L.lin((bh, P * D), p), dt),
-                          L.ptr(k.out(out_i), L.lin((bh, T * D), p), dt))
-        bb = L.b.sdiv(bh, L.i(H))
-        hh = L.b.srem(bh, L.i(H))
-        with L.loop(S, "s") as s:
-            with L.loop(D, "d") as d:
+            with L.loop(dm.val(PD), "p") as p:
+                L.b.store(L.raw(k.arg(4 if out_i == 1 else 5), L.lin((bh, PD), p), dt),
+                          L.ptr(k.out(out_i), L.lin((bh, TD), p), dt))
+        bb = L.b.sdiv(bh, dm.val(H))
+        hh = L.b.srem(bh, dm.val(H))
+        with L.loop(dm.val(S), "s") as s:
+            with L.loop(dm.val(D), "d") as d:
                 src = _head_index(L, len(new.shape), bb, hh, s, d, H, S, D)
-                L.b.store(L.raw(k.arg(new_i), src, dt), L.ptr(k.out(out_i), L.lin((bh, T * D), (s, D), (P * D), d), dt))
-    return T
+                L.b.store(L.raw(k.arg(new_i), src, dt), L.ptr(k.out(out_i), L.lin((bh, TD), (s, D), PD, d), dt))
 
 
-@lowering("attention")
+def _mask_strides(b: ir.IRBuilder, m_shape: tuple[Dim, ...]) -> list[Dim]:
+    """Element strides of the mask broadcast right-aligned against (B, Hq, Sq, T): 0 along a dim of
+    1 (decided at run time for a dim read then)."""
+    m_full = (1,) * (4 - len(m_shape)) + m_shape
+    strides: list[Dim] = []
+    acc: Dim = 1
+    for d in range(3, -1, -1):
+        n = m_full[d]
+        if isinstance(n, int):
+            strides.insert(0, 0 if n == 1 else acc)
+        else:
+            strides.insert(0, b.select(b.icmp_signed("==", n, const_int(1)), const_int(0), dm.val(acc)))
+        acc = dm.mul(b, acc, n)
+    return strides
+
+
+class _Sizes:
+    """The dims of one attention call, read through a builder (the kernel, or a row task with its
+    own copy of the frame): ints in static code."""
+
+    def __init__(self, kb, op: Op, past_k):
+        a, b = op.attrs, kb.b
+        q, kk, v = op.operands[:3]
+        self.B, self.Hq, self.Sq, self.Dk = _heads(b, kb.shape(q), a["q_num_heads"])
+        _, self.Hkv, Skv, _ = _heads(b, kb.shape(kk), a["kv_num_heads"])
+        self.Dv = _heads(b, kb.shape(v), a["kv_num_heads"])[3]
+        self.P = kb.shape(past_k)[2] if past_k is not None else 0
+        self.T = dm.add(b, self.P, Skv)
+        self.group = dm.div(b, self.Hq, self.Hkv)
+
+
+def _sqrt_scale(b: ir.IRBuilder, dt: DType, Dk: ir.Value) -> ir.Value:
+    """sqrt(1/sqrt(Dk)) for a head size read at run time, rounded to ``dt`` as the reference rounds
+    its constant (f64 square roots are correctly rounded, as numpy's; f16 goes through f32)."""
+    sqrt = b.module.declare_intrinsic("llvm.sqrt", [F64])
+    s = b.call(sqrt, [b.fdiv(ir.Constant(F64, 1.0), b.call(sqrt, [b.uitofp(Dk, F64)]))])
+    if dt is DType.f64:
+        return s
+    s = b.fptrunc(s, F32)  # bf16 takes the f32 value unrounded, as the reference does
+    return s if dt in (DType.f32, DType.bf16) else b.fpext(b.fptrunc(s, ll_type(dt)), F32)
+
+
+def _weighted_values(kb, probs: ir.Value, vbase: ir.Value, T: Dim, Dv: Dim, out: ir.Value, ct: ir.Type) -> None:
+    """``out[d] = sum over j < T, in order, of probs[j] * v[j, d]`` for a run of ``T`` rows of ``Dv``
+    values at ``vbase``: ``lanes`` columns at a time, accumulated in a register (masked past Dv)."""
+    b = kb.b
+    lanes = kb.target.vector_bits // (8 * (8 if ct == F64 else 4))
+    vt = ir.VectorType(ct, lanes)
+    it = ir.VectorType(I64, lanes)
+    step = ir.Constant(it, list(range(lanes)))
+    R = Loops(kb, ct)
+    acc = R.var(ir.Constant(vt, None))
+    with R.loop(dm.val(dm.ceil_div(b, Dv, lanes)), "pv") as c:
+        d0 = b.mul(c, const_int(lanes))
+        mask = b.icmp_signed("<", step, splat(b, b.sub(dm.val(Dv), d0), it))
+        R.set(acc, ir.Constant(vt, None))
+        with R.loop(dm.val(T), "pj") as j:
+            p = splat(b, b.load(b.gep(probs, [j], source_etype=ct, inbounds=True), typ=ct), vt)
+            v = masked_load(b, b.gep(vbase, [b.add(b.mul(j, dm.val(Dv)), d0)], source_etype=ct, inbounds=True),
+                            mask, vt)
+            R.set(acc, b.fadd(R.get(acc), b.fmul(p, v)))
+        masked_store(b, R.get(acc), b.gep(out, [d0], source_etype=ct, inbounds=True), mask)
+
+
+@lowering("attention", generic=_attention_generic)
 def lower_attention(k, op: Op) -> None:
     a = op.attrs
-    q, kk, v = op.operands[:3]
+    q = op.operands[0]
     dt = q.dtype
     ct = compute_type(dt)
     mask, past_k, past_v, nonpad = (operand(op, i) for i in (3, 4, 5, 6))
     rank = len(q.shape)
-    B, Hq, Sq, Dk = _heads(tuple(q.shape), a["q_num_heads"])
-    _, Hkv, Skv_new, _ = _heads(tuple(kk.shape), a["kv_num_heads"])
-    Dv = _heads(tuple(v.shape), a["kv_num_heads"])[3]
     L = Loops(k, ct)
-    T = _write_present(k, L, 1, 1, past_k, a["kv_num_heads"])
+    _write_present(k, L, 1, 1, past_k, a["kv_num_heads"])
     _write_present(k, L, 2, 2, past_v, a["kv_num_heads"])
-    scale = a["scale"] if a["scale"] is not None else 1 / math.sqrt(Dk)
-    sqrt_s = float(dt.numpy.type(math.sqrt(scale))) if dt is not DType.bf16 else math.sqrt(scale)
+    Dk = _Sizes(k, op, past_k).Dk
+    sqrt_s: float | None = None
+    if a["scale"] is not None or isinstance(Dk, int):
+        scale = a["scale"] if a["scale"] is not None else 1 / math.sqrt(Dk)
+        sqrt_s = float(dt.numpy.type(math.sqrt(scale))) if dt is not DType.bf16 else math.sqrt(scale)
     softcap = a["softcap"]
     mode = a["qk_matmul_output_mode"]
     sm_dt: DType = a["softmax_precision"] or dt
     sm_t = F64 if sm_dt is DType.f64 or dt is DType.f64 else F32
-    group = Hq // Hkv
-    P = past_k.shape[2] if past_k is not None else 0
     is_causal, lw, rw = a["is_causal"], a["left_window"], a["right_window"]
-    m_shape = tuple(mask.shape) if mask is not None else ()
-    m_len = m_shape[-1] if m_shape else 0
-    # the mask broadcasts right-aligned against (B, Hq, Sq, T); its last axis is padded to T
-    m_full = (1,) * (4 - len(m_shape)) + m_shape if mask is not None else ()
-    m_strides = []
-    if mask is not None:
-        acc = 1
-        for d in range(3, -1, -1):
-            m_strides.insert(0, 0 if m_full[d] == 1 else acc)
-            acc *= m_full[d]
 
     def row(kb, r) -> None:
         R = Loops(kb, ct)
         b = R.b
-        bi = b.sdiv(r, R.i(Hq * Sq))
-        hi = b.srem(b.sdiv(r, R.i(Sq)), R.i(Hq))
-        qi = b.srem(r, R.i(Sq))
-        kvh = b.sdiv(hi, R.i(group))
+        z = _Sizes(kb, op, past_k)
+        Hq, Sq, Dk, Hkv, Dv, P, T = z.Hq, z.Sq, z.Dk, z.Hkv, z.Dv, z.P, z.T
+        bi = b.sdiv(r, dm.val(dm.mul(b, Hq, Sq)))
+        hi = b.srem(b.sdiv(r, dm.val(Sq)), dm.val(Hq))
+        qi = b.srem(r, dm.val(Sq))
+        kvh = b.sdiv(hi, dm.val(z.group))
         scores = R.buffer(T, sm_t)
         yacc = R.buffer(Dv, ct)
         ninf = R.f(-math.inf)
+        ssq = R.f(sqrt_s) if sqrt_s is not None else _sqrt_scale(b, dt, Dk)
+        if mask is not None:
+            m_shape = kb.shape(mask)
+            m_len = m_shape[-1] if m_shape else 0
+            m_strides = _mask_strides(b, m_shape)
         # position offset of query qi (absolute position = qi + offset)
         if past_k is not None:
-            offset = R.i(P)
+            offset = dm.val(P)
         elif nonpad is not None:
-            offset = b.sub(R.ld_int(kb.arg(6), bi, nonpad.dtype), R.i(Sq))
+            offset = b.sub(R.ld_int(kb.arg(6), bi, nonpad.dtype), dm.val(Sq))
         else:
             offset = R.i(0)
         npad = R.ld_int(kb.arg(6), bi, nonpad.dtype) if nonpad is not None else None
         bias_max = R.var(ninf)
         s_max = R.var(R.f(-math.inf, sm_t))
         qk_row = R.lin((r, T))
-        with R.loop(T, "j") as j:
+        TDk, TDv = dm.mul(b, T, Dk), dm.mul(b, T, Dv)
+        with R.loop(dm.val(T), "j") as j:
             dot = R.var(R.f(0.0))
-            with R.loop(Dk, "d") as d:
-                qv = b.fmul(R.ld(kb.arg(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dk), dt), R.f(sqrt_s))
-                kv = b.fmul(R.ld(kb.out(1), R.lin((bi, Hkv * T * Dk), (kvh, T * Dk), (j, Dk), d), dt), R.f(sqrt_s))
+            with R.loop(dm.val(Dk), "d") as d:
+                qv = b.fmul(R.ld(kb.arg(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dk), dt), ssq)
+                kv = b.fmul(R.ld(kb.out(1), R.lin((bi, dm.mul(b, Hkv, TDk)), (kvh, TDk), (j, Dk), d), dt), ssq)
                 # reassoc on this sum only: it lets the loop vectorise; order changes stay within a few ulps
                 R.set(dot, b.fadd(R.get(dot), b.fmul(R.round_to(qv, dt), R.round_to(kv, dt)), flags=("reassoc",)))
             qk = R.round_to(R.get(dot), dt)
@@ -127,8 +201,9 @@ def lower_attention(k, op: Op) -> None:
             # the additive bias of this (query, key)
             bias = R.f(0.0)
             if mask is not None:
-                inside = b.icmp_signed("<", j, R.i(m_len))
-                mi = R.lin((bi, m_strides[0]), (hi, m_strides[1]), (qi, m_strides[2]), R.imin(j, R.i(m_len - 1)))
+                inside = b.icmp_signed("<", j, dm.val(m_len))
+                mi = R.lin((bi, m_strides[0]), (hi, m_strides[1]), (qi, m_strides[2]),
+                           R.imin(j, dm.val(dm.sub(b, m_len, 1))))
                 if mask.dtype is DType.bool:
                     on = b.icmp_unsigned("!=", R.raw(kb.arg(3), mi, mask.dtype), ir.Constant(ir.IntType(8), 0))
                     mv = b.select(on, R.f(0.0), ninf)
@@ -161,42 +236,64 @@ def lower_attention(k, op: Op) -> None:
         m = R.get(s_max)
         m = b.select(b.fcmp_ordered("==", m, R.f(-math.inf, sm_t)), R.f(0.0, sm_t), m)
         total = R.var(R.f(0.0, sm_t))
-        with R.loop(T, "j2") as j:
+        with R.loop(dm.val(T), "j2") as j:
             e = R.round_to(R.exp(R.round_to(b.fsub(R.ld(scores, j, sdt, sm_t), m), sm_dt)), sm_dt)
             b.store(e, R.ptr(scores, j, sdt))
             R.set(total, b.fadd(R.get(total), e))
         tot = R.round_to(R.get(total), sm_dt)  # numpy sums f16 in f32, rounds once
         tot = b.select(b.fcmp_ordered("==", tot, R.f(0.0, sm_t)), R.f(1.0, sm_t), tot)
         dead = b.fcmp_ordered("==", R.get(bias_max), ninf)
-        with R.loop(Dv, "z") as d:
+        with R.loop(dm.val(Dv), "z") as d:
             b.store(R.f(0.0), R.ptr(yacc, d, DType.f64 if ct == F64 else DType.f32))
         cdt = DType.f64 if ct == F64 else DType.f32
-        with R.loop(T, "j3") as j:
+        # a head size read at run time keeps the output row in memory, not in registers: the values
+        # are then summed a vector of the row at a time over all keys (the same sums, in key order)
+        by_lanes = not isinstance(Dv, int) and sm_t == ct and dt in (DType.f32, DType.f64)
+        with R.loop(dm.val(T), "j3") as j:
             p = R.round_to(b.fdiv(R.ld(scores, j, sdt, sm_t), tot), sm_dt)
             p = b.select(dead, R.f(0.0, sm_t), p)
             if mode == 3:
                 R.st(R.fcast(p, ct), kb.out(3), R.lin(qk_row, j), dt)
             p = R.round_to(R.fcast(p, ct), dt)
-            vrow = R.lin((bi, Hkv * T * Dv), (kvh, T * Dv), (j, Dv))
-            with R.loop(Dv, "e") as d:
-                yp = R.ptr(yacc, d, cdt)
-                b.store(b.fadd(b.load(yp, typ=ct), b.fmul(p, R.ld(kb.out(2), R.lin(vrow, d), dt))), yp)
-        with R.loop(Dv, "w") as d:
+            if by_lanes:  # the probabilities, for the pass over the values below
+                b.store(p, R.ptr(scores, j, sdt))
+            else:
+                vrow = R.lin((bi, dm.mul(b, Hkv, TDv)), (kvh, TDv), (j, Dv))
+                with R.loop(dm.val(Dv), "e") as d:
+                    yp = R.ptr(yacc, d, cdt)
+                    b.store(b.fadd(b.load(yp, typ=ct), b.fmul(p, R.ld(kb.out(2), R.lin(vrow, d), dt))), yp)
+        if by_lanes:
+            vbase = R.ptr(kb.out(2), R.lin((bi, dm.mul(b, Hkv, TDv)), (kvh, TDv)), dt)
+            _weighted_values(kb, scores, vbase, T, Dv, yacc, ct)
+        with R.loop(dm.val(Dv), "w") as d:
             R.st(R.ld(yacc, d, cdt), kb.out(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dv), dt)
         R.done()
 
-    k.parallel_for(B * Hq * Sq, row, "row")
+    z = _Sizes(k, op, past_k)
+    k.parallel_for(dm.val(dm.mul(k.b, z.B, dm.mul(k.b, z.Hq, z.Sq))), row, "row")
 
 
 # -- rotary embedding -------------------------------------------------------------------------------
 
-@lowering("rotary_embedding")
+def _rotary_generic(op: Op) -> str | None:
+    """Shape-generic rotary embedding: the batch, sequence and table lengths may be read at run time;
+    the heads, head size and table width are static."""
+    x, cos = op.operands[:2]
+    if x.shape is None or cos.shape is None:
+        return "rotary_embedding: the ranks of x and cos must be known"
+    static = (2,) if len(x.shape) == 3 else (1, 3)
+    if not all(isinstance(x.shape[i], int) for i in static) or not isinstance(cos.shape[-1], int):
+        return f"rotary_embedding: the heads, head size and cos/sin width must be static ({x.type}, {cos.type})"
+    return None
+
+
+@lowering("rotary_embedding", generic=_rotary_generic)
 def lower_rotary(k, op: Op) -> None:
     x, cos = op.operands[0], op.operands[1]
     pos = operand(op, 3)
     dt = x.dtype
     a = op.attrs
-    shape = tuple(x.shape)
+    shape = k.shape(x)
     half_c = cos.shape[-1]
     if len(shape) == 4:
         B, H, S, D = shape
@@ -211,12 +308,13 @@ def lower_rotary(k, op: Op) -> None:
     def token(kb, t) -> None:  # one (batch, position): all heads
         R = Loops(kb, L.ct)
         b = R.b
-        bi, si = b.sdiv(t, R.i(S)), b.srem(t, R.i(S))
-        crow = R.lin((kb.checked_index(R.ld_int(kb.arg(3), t, pos.dtype), cos.shape[0]), half_c)) \
+        S = kb.shape(x)[2 if len(shape) == 4 else 1]
+        bi, si = b.sdiv(t, dm.val(S)), b.srem(t, dm.val(S))
+        crow = R.lin((kb.checked_index(R.ld_int(kb.arg(3), t, pos.dtype), kb.shape(cos)[0]), half_c)) \
             if pos is not None else R.lin((t, half_c))
         with R.loop(H, "h") as h:
-            base = R.lin((bi, S * H * D), (si, H * D), (h, D)) if len(shape) == 3 else \
-                R.lin((bi, H * S * D), (h, S * D), (si, D))
+            base = R.lin((bi, dm.mul(b, S, H * D)), (si, H * D), (h, D)) if len(shape) == 3 else \
+                R.lin((bi, dm.mul(b, S, H * D)), (h, dm.mul(b, S, D)), (si, D))
             with R.loop(half, "i") as i:
                 c = R.ld(kb.arg(1), R.lin(crow, i), cos.dtype)
                 s = R.ld(kb.arg(2), R.lin(crow, i), cos.dtype)
@@ -230,7 +328,7 @@ def lower_rotary(k, op: Op) -> None:
             with R.loop(D, "r", start=rd) as i:
                 kb.b.store(R.raw(kb.arg(0), R.lin(base, i), dt), R.ptr(kb.out(0), R.lin(base, i), dt))
 
-    k.parallel_for(B * S, token, "tok")
+    k.parallel_for(dm.val(dm.mul(k.b, B, S)), token, "tok")
 
 
 # -- linear attention ---------------------------------------------------------------------------------

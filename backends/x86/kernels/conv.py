@@ -9,7 +9,8 @@ with per-column base coordinates computed once per block, zeros where a tap fall
 Depthwise convs (one input channel per group) are a direct loop over output rows per channel whose
 inner loop over output columns has its padding bounds hoisted, so it vectorises. Everything else
 (integer and half dtypes, conv_transpose, col2im, deform_conv) is a straightforward loop nest that
-accumulates like the reference.
+accumulates like the reference. In shape-generic code conv and conv_transpose take a batch read at
+run time (a run-time GEMM batch or task count); channels and spatial dims stay static.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from nnc.ir import DType, Op
 from nnc.ir.ops.conv import fill, resolve_pads
 
 from ..llvm_types import F16, F32, I1, I32, I64, PTR, const_int, for_range, ll_type
+from .dims import mul as dim_mul
 from .gemm import (
     Custom,
     Epilogue,
     Packed,
+    RunDim,
     Strided,
     blocking,
     emit_gemm,
@@ -37,7 +40,7 @@ from .gemm import (
     splat,
 )
 from .linalg import const_array, entry_alloca
-from .registry import lowering
+from .registry import batch_only, lowering
 
 
 def _geometry(op: Op):
@@ -63,13 +66,13 @@ def _decompose(b: ir.IRBuilder, flat: ir.Value, dims) -> list[ir.Value]:
     return out[::-1]
 
 
-@lowering("conv")
+@lowering("conv", generic=batch_only)
 def lower_conv(k, op: Op) -> None:
     x, w = op.operands[0], op.operands[1]
     out = op.results[0]
     n, ks, s, d, p = _geometry(op)
     G = op.attrs["group"]
-    N, C = x.shape[:2]
+    N, C = k.shape(x)[:2]
     M = w.shape[0]
     cg, mg = C // G, M // G
     insp, outsp = tuple(x.shape[2:]), tuple(out.shape[2:])
@@ -84,7 +87,7 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     x, w = op.operands[0], op.operands[1]
     out = op.results[0]
     G = op.attrs["group"]
-    N, C = x.shape[:2]
+    N, C = k.shape(x)[:2]
     M = w.shape[0]
     cg, mg = C // G, M // G
     insp, outsp = tuple(x.shape[2:]), tuple(out.shape[2:])
@@ -124,7 +127,10 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     if len(op.operands) > 2:
         epi = Epilogue(bias=lambda kb: kb.arg(2), bias_rs=1, bias_cs=0,
                        bias_offset=(lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(mg))) if G > 1 else None)
-    emit_gemm(k, blk, mg, P, Kdim, aop, bop, cop, epi, batch=N * G, name="conv")
+    # a batch read at run time (shape-generic code): the task grid is the one of a single image
+    # (hint 1), which a batch of one needs; every image's tasks then go to the pool at once
+    batch = N * G if isinstance(N, int) else RunDim(lambda kb: dim_mul(kb.b, kb.shape(x)[0], G), hint=1)
+    emit_gemm(k, blk, mg, P, Kdim, aop, bop, cop, epi, batch=batch, name="conv")
 
 
 def _im2col_packer(n, insp, outsp, ks, s, d, p, xoff):
@@ -211,7 +217,8 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
     x, w = op.operands[0], op.operands[1]
     out = op.results[0]
     G = op.attrs["group"]
-    N, C, H, W = x.shape
+    N = k.shape(x)[0]
+    C, H, W = x.shape[1:]
     M = w.shape[0]
     mg = M // G
     OH, OW = out.shape[2:]
@@ -295,7 +302,7 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
         if tile is not None:  # the channel's plane is contiguous and still in L1: one pass over it
             tile(kb, t, const_int(0), const_int(1), const_int(OH * OW), yo, OH * OW)
 
-    k.parallel_for(N * M, body, name="dwconv")
+    k.parallel_for(dim_mul(k.b, N, M), body, name="dwconv")
 
 
 def _depthwise_flat(kb, xin, yo, bias, wv, insp, outsp, ks, d, p, et, tile, t) -> None:
@@ -380,10 +387,10 @@ def _conv_loops(k, op: Op, N, C, M, G, insp, outsp, ks, s, d, p) -> None:
             r = b.load(acc, typ=acc_t)
             b.store(b.fptrunc(r, t) if t == F16 else r, gep(b, kb.out(0), b.add(b.mul(nm, const_int(P)), pix), t))
 
-    k.parallel_for(N * M, body, name="conv")
+    k.parallel_for(dim_mul(k.b, N, M), body, name="conv")
 
 
-@lowering("conv_transpose")
+@lowering("conv_transpose", generic=batch_only)
 def lower_conv_transpose(k, op: Op) -> None:
     """Gather form: y[n, g*mg + m, o] = sum over input pixels i and taps t with i*s + t*d - pad = o."""
     x, w = op.operands[0], op.operands[1]
@@ -392,7 +399,7 @@ def lower_conv_transpose(k, op: Op) -> None:
     t, acc_t = ll_type(dt), _acc_t(dt)
     n = len(x.shape) - 2
     G = op.attrs["group"]
-    N, C = x.shape[:2]
+    N, C = k.shape(x)[:2]
     mg = w.shape[1]
     M = mg * G
     cg = C // G
@@ -433,7 +440,7 @@ def lower_conv_transpose(k, op: Op) -> None:
             r = b.load(acc, typ=acc_t)
             b.store(b.fptrunc(r, t) if t == F16 else r, gep(b, kb.out(0), b.add(b.mul(nm, const_int(P)), pix), t))
 
-    k.parallel_for(N * M, body, name="convt")
+    k.parallel_for(dim_mul(k.b, N, M), body, name="convt")
 
 
 @lowering("col2im")

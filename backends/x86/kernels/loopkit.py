@@ -73,17 +73,21 @@ class Loops:
         return const_int(int(v))
 
     def lin(self, *terms) -> ir.Value:
-        """Sum of terms: an int, an i64 value, or a (value-or-int, int stride) pair."""
+        """Sum of terms: an int, an i64 value, or a (value-or-int, stride) pair; a stride is an int
+        or (a size read at run time) an i64 value."""
         b = self.b
         acc, const = None, 0
         for t in terms:
             v, s = t if isinstance(t, tuple) else (t, 1)
-            if isinstance(v, int):
+            if isinstance(v, int) and isinstance(s, int):
                 const += v * s
                 continue
-            if s == 0:
+            if isinstance(s, int) and s == 0 or isinstance(v, int) and v == 0:
                 continue
-            term = v if s == 1 else b.mul(v, const_int(s))
+            if isinstance(s, int):
+                term = v if s == 1 else b.mul(v, const_int(s))
+            else:
+                term = s if isinstance(v, int) and v == 1 else b.mul(const_int(v) if isinstance(v, int) else v, s)
             acc = term if acc is None else b.add(acc, term)
         if acc is None:
             return const_int(const)
@@ -172,12 +176,19 @@ class Loops:
     def set(self, p: ir.Value, v: ir.Value) -> None:
         self.b.store(v, p)
 
-    def buffer(self, n: int, t: ir.Type | None = None) -> ir.Value:
+    def buffer(self, n: int | ir.Value, t: ir.Type | None = None) -> ir.Value:
         """Scratch space for ``n`` elements of ``t``: on the stack when small, else malloc'ed and
-        freed by ``done()``."""
+        freed by ``done()``. A size read at run time is always malloc'ed, here (after the size is
+        known; outside any loop, so once per kernel or task): the stack must hold any size."""
         t = t or self.ct
-        nbytes = max(n, 1) * (t.width // 8 if isinstance(t, ir.IntType) else {F32: 4, F64: 8}.get(t, 8))
+        esize = t.width // 8 if isinstance(t, ir.IntType) else {F32: 4, F64: 8}.get(t, 8)
         b = self.b
+        if not isinstance(n, int):
+            malloc = self._extern("malloc", PTR, [I64])
+            p = b.call(malloc, [b.add(b.mul(n, const_int(esize)), const_int(64))])
+            self._frees.append(p)
+            return p
+        nbytes = max(n, 1) * esize
         if nbytes <= _STACK_LIMIT:
             saved = self._at_entry()
             p = b.alloca(t, size=const_int(max(n, 1)))

@@ -23,7 +23,7 @@ from .broadcast_loops import vector_lanes, vector_loop
 from .dims import Dim
 from .elementwise import cast_value, fmath
 from .reduce import axis_layout, combine, fold_range, gep, load, rows
-from .registry import lowering
+from .registry import batch_only, lowering
 from .vecmath import intrinsic
 
 
@@ -227,7 +227,7 @@ def _norm_size(b: ir.IRBuilder, tail: tuple[Dim, ...]) -> Dim:
 
 
 # -- batch norm / group norm -------------------------------------------------------------------------
-@lowering("batch_norm")
+@lowering("batch_norm", generic=batch_only)
 def lower_batch_norm(k, op: Op) -> None:
     _check(op)
     x = op.operands[0]
@@ -235,10 +235,10 @@ def lower_batch_norm(k, op: Op) -> None:
     t = ll_type(dt)
     cdt = _ct(dt)
     ct = ll_type(cdt)
-    N, C = x.shape[0], x.shape[1]
+    N, C = k.shape(x)[:2]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     eps = _c(ct, op.attrs.get("epsilon", 1e-5))
-    if N * C * S == 0:
+    if C * S == 0 or (isinstance(N, int) and N == 0):
         return
 
     def plane(kb, nc):
@@ -252,10 +252,10 @@ def lower_batch_norm(k, op: Op) -> None:
             y = b.fadd(b.fmul(b.fdiv(b.fsub(_lv(b, kb.arg(0), p, x, cdt), m), sq), s), bb)
             b.store(cast_value(b, y, cdt, dt) if cdt is not dt else y, gep(b, kb.out(0), p, t))
 
-    rows(k, N * C, S, plane)
+    rows(k, dm.mul(k.b, N, C), S, plane)  # a run-time batch: a run-time count of static planes
 
 
-@lowering("group_norm")
+@lowering("group_norm", generic=batch_only)
 def lower_group_norm(k, op: Op) -> None:
     _check(op)
     x, scale, bias = op.operands
@@ -263,13 +263,13 @@ def lower_group_norm(k, op: Op) -> None:
     t = ll_type(dt)
     sdt = op.attrs.get("stash_type", DType.f32)
     st = ll_type(sdt)
-    N, C = x.shape[0], x.shape[1]
+    N, C = k.shape(x)[:2]
     G = op.attrs["num_groups"]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     cg = C // G
     n = cg * S
     eps = _c(st, op.attrs.get("epsilon", 1e-5))
-    if N * C * S == 0:
+    if C * S == 0 or (isinstance(N, int) and N == 0):
         return
 
     def block(kb, ng):
@@ -292,11 +292,11 @@ def lower_group_norm(k, op: Op) -> None:
                 y = cast_value(b, y, sdt, dt) if sdt is not dt else y
                 b.store(b.fadd(b.fmul(y, sc), bi), gep(b, kb.out(0), b.add(base, jj), t))
 
-    rows(k, N * G, 3 * n, block)
+    rows(k, dm.mul(k.b, N, G), 3 * n, block)
 
 
 # -- local response normalization --------------------------------------------------------------------
-@lowering("lrn")
+@lowering("lrn", generic=batch_only)
 def lower_lrn(k, op: Op) -> None:
     _check(op)
     x = op.operands[0]
@@ -304,12 +304,12 @@ def lower_lrn(k, op: Op) -> None:
     t = ll_type(dt)
     cdt = _ct(dt)
     ct = ll_type(cdt)
-    N, C = x.shape[0], x.shape[1]
+    N, C = k.shape(x)[:2]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     size = op.attrs["size"]
     lo, hi = (size - 1) // 2, (size - 1) - (size - 1) // 2
     alpha, beta, bias = (op.attrs.get(a, d) for a, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
-    if N * C * S == 0:
+    if C * S == 0 or (isinstance(N, int) and N == 0):
         return
 
     def plane(kb, nc):
@@ -351,7 +351,7 @@ def lower_lrn(k, op: Op) -> None:
                 y = b.fmul(_lv(b, kb.arg(0), b.add(base, j), x, cdt), scale)
             b.store(cast_value(b, y, cdt, dt) if cdt is not dt else y, gep(b, kb.out(0), b.add(base, j), t))
 
-    rows(k, N * C, S * size, plane)
+    rows(k, dm.mul(k.b, N, C), S * size, plane)
 
 
 def _fold_between(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, init: ir.Value, step) -> ir.Value:

@@ -6,7 +6,8 @@ range of kernel taps that land inside the input is a compile-time table; the ker
 those taps only (padding never wins a max and adds nothing to a sum), so there are no bounds checks
 in the inner loop. The indices form of max_pool scans whole windows, padding included (as
 ``lowest``), because the reference's argmax does; it is rare and not performance-critical.
-Work is split over N*C planes.
+Work is split over N*C planes; the batch N may be read at run time (shape-generic code), the rest
+of the shape is static.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from nnc.ir import DType, Op, TargetError
 from nnc.ir.ops.pool import _Geometry, _lowest, _unpool_shape
 
 from ..llvm_types import F64, I1, I8, I64, PTR, const_int, for_range, ll_type
+from . import dims as dm
 from .broadcast_loops import vector_lanes, vector_loop
 from .data_movement import const_table, itype, load_table, row_major
 from .indexing import chunked
-from .registry import lowering
+from .registry import batch_only, lowering
+from .runtime_rows import runtime_rows
 
 
 def _scalar(op: Op, dt: DType) -> ir.Type:
@@ -102,20 +105,28 @@ def _valid_taps(kb, p: _Plan, nc: ir.Value, pos: list[ir.Value], body) -> None:
     level(0, b.mul(nc, const_int(p.in_size)))
 
 
+def _planes(k, x, item_bytes: int, plane, name: str = "planes") -> None:
+    """``plane(kb, nc)`` for every (image, channel) plane of ``x``, split over the threads."""
+    N, C = k.shape(x)[:2]
+    if isinstance(N, int):
+        chunked(k, N * C, item_bytes, plane, name=name)
+        return
+    runtime_rows(k, lambda kb: dm.mul(kb.b, kb.shape(x)[0], C), item_bytes, plane, name=name)
+
+
 def _float_max(b: ir.IRBuilder, acc: ir.Value, v: ir.Value) -> ir.Value:
     """numpy's max: NaN propagates."""
     keep = b.fcmp_unordered(">=", acc, v)  # true when either is NaN, then pick the NaN below
     return b.select(b.fcmp_unordered("uno", v, v), v, b.select(keep, acc, v))
 
 
-@lowering("max_pool")
+@lowering("max_pool", generic=batch_only)
 def lower_max_pool(k, op: Op) -> None:
     x = op.operands[0]
     dt = x.dtype
     t = _scalar(op, dt)
     g = _Geometry(tuple(x.shape), op.attrs)
     p = _Plan(k, g)
-    nc_count = x.shape[0] * x.shape[1]
     lowest = ir.Constant(t, float(_lowest(dt.numpy)) if dt.is_float else int(_lowest(dt.numpy)))
     with_indices = bool(op.attrs["with_indices"])
 
@@ -151,7 +162,7 @@ def lower_max_pool(k, op: Op) -> None:
         else:
             _interior_rows(kb, g, nc, fast, window, dt, t)
     fast = None if with_indices else _interior(g)
-    chunked(k, nc_count, p.in_size * dt.itemsize, plane, name="planes")
+    _planes(k, x, p.in_size * dt.itemsize, plane)
 
 
 def _interior(g: _Geometry) -> list[tuple[int, int]] | None:
@@ -309,7 +320,7 @@ def _sum_pool(k, op: Op, include_pad: bool, power: int | None) -> None:
                 b.fdiv(acc, size)
         _interior_rows(kb, g, nc, fast, window, dt, t, add, mean)
     fast = _interior(g) if power is None and dt.is_float else None
-    chunked(k, x.shape[0] * x.shape[1], pl.in_size * dt.itemsize, plane, name="planes")
+    _planes(k, x, pl.in_size * dt.itemsize, plane)
 
 
 def _narrow(b: ir.IRBuilder, y: ir.Value, t: ir.Type) -> ir.Value:
@@ -337,12 +348,12 @@ def _root(b: ir.IRBuilder, s: ir.Value, p: int) -> ir.Value:
     return b.call(fn, [s, ir.Constant(s.type, 1.0 / p)])
 
 
-@lowering("avg_pool")
+@lowering("avg_pool", generic=batch_only)
 def lower_avg_pool(k, op: Op) -> None:
     _sum_pool(k, op, bool(op.attrs["count_include_pad"]), None)
 
 
-@lowering("lp_pool")
+@lowering("lp_pool", generic=batch_only)
 def lower_lp_pool(k, op: Op) -> None:
     _sum_pool(k, op, False, int(op.attrs["p"]))
 

@@ -41,6 +41,17 @@ def why_not_generic(op) -> str | None:
     return g(op) if callable(g) else None
 
 
+def batch_only(op) -> str | None:
+    """A ``generic=`` predicate: the lowering reads the batch (first) dim of its first operand at run
+    time and needs every other dim of every operand static (channels, spatial dims, weights)."""
+    x = op.operands[0]
+    if x.shape is None or not all(isinstance(d, int) for d in x.shape[1:]):
+        return f"{op.opname}: only the batch dim may be symbolic, not the channels or spatial dims ({x.type})"
+    if not all(v.type.is_static for v in op.operands[1:]):
+        return f"{op.opname}: the operands after the first must have static shapes"
+    return None
+
+
 def get_lowering(opname: str) -> Callable | None:
     _ensure_loaded()
     return _LOWERINGS.get(opname)
