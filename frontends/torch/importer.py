@@ -102,6 +102,8 @@ def dim_names(ep: Any, dynamic_shapes: Any, input_names: list[str] | None) -> di
     specs = list(dynamic_shapes.values()) if isinstance(dynamic_shapes, Mapping) else list(dynamic_shapes)
     if isinstance(dynamic_shapes, Mapping) and input_names:
         specs = [dynamic_shapes.get(n) for n in input_names]
+    if len(specs) == 1 and len(user) > 1 and isinstance(specs[0], (tuple, list)):
+        specs = list(specs[0])  # forward(*args): one spec per positional argument, nested in a tuple
     out: dict[str, str] = {}
     for spec, inp in zip(specs, user):
         if spec is None:

@@ -19,8 +19,7 @@ import nnc
 from nnc import api, onnx_backend
 from nnc.backends import x86
 from nnc.backends.x86 import cache as x86cache
-from nnc.backends.x86.executable import X86Executable
-from nnc.backends.x86.executable import load_object
+from nnc.backends.x86.executable import X86Executable, load_object
 from nnc.backends.x86.generic import GenericExecutable
 from nnc.backends.x86.target import resolve
 from nnc.ir import Builder, Graph, InputError, Module, TargetError, interpret, tensor
