@@ -143,8 +143,11 @@ def generate(module: Module, options: Mapping[str, Any] | None = None, progress:
     info = resolve(options.get("cpu"), options.get("target_features"))
     progress.update("preparing the graph")
     m, storage, layout = _prepared(module)
-    ll = _ReportingCodeGen(m, m.main, storage, info, num_threads(options), bool(options.get("profile")),
-                           layout, progress=progress).emit()
+    cg = _ReportingCodeGen(m, m.main, storage, info, num_threads(options), bool(options.get("profile")),
+                           layout, progress=progress)
+    ll = cg.emit()
+    # kernels: call sites, and the distinct functions compiled for them (repeated layers share one)
+    storage.kernel_counts = {"calls": len(cg.kernel_table), "distinct": len(cg.kernel_table) - cg.shared_kernels}
     return m, storage, info, str(ll)
 
 
@@ -213,9 +216,11 @@ def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progres
     progress.done(f"compiled {_count_kernels(m)} kernels")
     meta = {"interface": interface.to_json(), "entry": ENTRY, "target": info.key(), "model": m.name,
             "threads": int(options["threads"]), "opt": opt, "weights": weight_table(m, storage),
-            "generic": storage.generic}
+            "generic": storage.generic, "kernels": storage.kernel_counts,
+            "frame_sites": storage.layout.sites if storage.generic else []}
     entry = Entry(obj, storage.weights.tobytes(), meta)
     exe.compiled = Compiled(entry, info)
+    exe.target_report = {"kernels": dict(entry.meta.get("kernels") or {})}
     exe.compiled.llvm_ir, exe.compiled.assembly = llvm_ir, assembly
     return exe, entry
 
@@ -260,11 +265,19 @@ def _from_entry(entry: Entry, info: TargetInfo, module: Module) -> Any:
         m, storage, layout = _prepared(module)
         if layout is None:
             return None
+        sites = entry.meta.get("frame_sites")
+        def valid(slots: Any) -> bool:
+            return isinstance(slots, list) and all(isinstance(i, int) and 0 <= i < layout.error_slot for i in slots)
+        if not isinstance(sites, list) or len(sites) != len(interface.kernels) or not all(map(valid, sites)):
+            return None
+        for slots in sites:  # each call site's block of dims, as the code generator laid them out
+            layout.add_site(slots)
         exe = GenericExecutable(interface, layout, entry.weights, code.address(name), code, module=m)
     else:
         exe = X86Executable(interface, entry.weights, code.address(name), code)
     attach(exe, code)  # joins the model's worker threads when it is collected
     exe.compiled = Compiled(entry, info)
+    exe.target_report = {"kernels": dict(entry.meta.get("kernels") or {})}
     return exe
 
 

@@ -103,7 +103,7 @@ class KernelBuilder:
             key = (id(src), axis)
             x = self._dims.get(key)
             if x is None:
-                slot = self.cg.frame.dim_slot[key]
+                slot = self.cg.site_slot(self.cg.frame.dim_slot[key])
                 x = self.b.load(self.b.gep(self._frame, [const_int(slot)], source_etype=I64, inbounds=True), typ=I64)
                 x.set_metadata("invariant.load", self.cg.ll.add_metadata([]))
                 if self.b.block is self.b.function.entry_basic_block:  # dominates every later use
@@ -239,6 +239,7 @@ class CodeGen:
         self.current_wtab: ir.Value | None = None
         self.trailing_args = 3 if frame is not None else 2  # error record, weights table (, frame)
         self.site_weights: list[int] = []  # the kernel being lowered: byte offsets of its packed constants
+        self.site_dims: dict[int, int] = {}  # ... and the frame slots of its run-time dims -> its own index
         self.shared_kernels = 0  # call sites that reuse an identical kernel (compiled once)
         self.profile = profile  # time stamps around every kernel call, into the global nnc_profile
         self.graph = graph
@@ -263,6 +264,10 @@ class CodeGen:
                              (runtime.PROFILE_KERNEL, I64)):
                 gv = ir.GlobalVariable(self.ll, ty, name=name)
                 gv.initializer = ir.Constant(ty, None)
+
+    def site_slot(self, slot: int) -> int:
+        """The index, in the current kernel's block of dims, of the frame's dim ``slot``."""
+        return self.site_dims.setdefault(slot, len(self.site_dims))
 
     def weights_base(self) -> ir.GlobalVariable:
         """A module global holding the weights base pointer; the entry point stores it first thing
@@ -291,7 +296,11 @@ class CodeGen:
             before = set(self.ll.globals)
             fn = self._kernel(i, op)
             weights = list(self.site_weights)
-            new = [g for name, g in self.ll.globals.items() if name not in before]
+            dims = self.frame.add_site(list(self.site_dims)) if self.frame is not None else 0
+            # what this kernel made for itself (its tasks, microkernels, tables are named after it);
+            # declarations and shared helpers it happened to create first stay
+            new = [g for name, g in self.ll.globals.items() if name not in before and
+                   (name == fn.name or name.startswith(fn.name + "."))]
             key = _kernel_text(fn.name, new)
             same = seen.get(key)
             if same is None:
@@ -302,7 +311,7 @@ class CodeGen:
                 self.failing.discard(fn.name)
                 fn = same
                 self.shared_kernels += 1
-            kernels.append((op, fn, weights))
+            kernels.append((op, fn, (weights, dims)))
         self._entry(kernels)
         return self.ll
 
@@ -319,6 +328,7 @@ class CodeGen:
         self.current_wtab = fn.args[n + 1]
         self.current_frame = fn.args[n + 2] if self.frame is not None else None
         self.site_weights = []
+        self.site_dims = {}
         k = KernelBuilder(self, fn, op)
         if not _writes_nothing(op):  # every result empty (a zero batch): nothing to compute or write
             lower(k, op)
@@ -329,7 +339,7 @@ class CodeGen:
             self.failing.add(name)
         return fn
 
-    def _entry(self, kernels: list[tuple[Op, ir.Function, list[int]]]) -> None:
+    def _entry(self, kernels: list[tuple[Op, ir.Function, tuple[list[int], int]]]) -> None:
         generic = self.frame is not None
         fn = ir.Function(self.ll, ir.FunctionType(I32, [PTR] * (5 if generic else 4)), name=ENTRY)
         inputs, outputs, arena, weights = fn.args[:4]
@@ -372,7 +382,7 @@ class CodeGen:
                 return ir.Constant(PTR, None)
             return pointer(v)
 
-        for k, (op, kfn, site) in enumerate(kernels):
+        for k, (op, kfn, (site, dims_at)) in enumerate(kernels):
             n = len(op.results)
             args = [pointer(r) for r in op.results] + [operand(kfn, n + i, v) for i, v in enumerate(op.operands)]
             table: ir.Value = ir.Constant(PTR, None)
@@ -386,7 +396,8 @@ class CodeGen:
                 b.store(const_int(k), self.ll.globals[runtime.PROFILE_KERNEL])
             if stamp:
                 stamp(2 * k + 2)
-            b.call(kfn, args + [record, table] + ([frame] if generic else []))
+            site_frame = [b.gep(frame, [const_int(dims_at)], source_etype=I64, inbounds=True)] if generic else []
+            b.call(kfn, args + [record, table] + site_frame)
             if stamp:
                 stamp(2 * k + 3)
             if kfn.name in self.failing:

@@ -68,6 +68,18 @@ class FrameLayout:
             self.offset_slot[id(v)] = len(self._dims) + len(self.offset_slot)
         self.error_slot = len(self._dims) + len(self._arena)  # the error record's arena offset
         self.size = self.error_slot + 1
+        # each kernel call site reads its dims from a block of its own (copies of the slots above, in
+        # the order the kernel asks for them), so identical kernels have identical code
+        self.sites: list[list[int]] = []
+        self._site_base: list[int] = []
+
+    def add_site(self, slots: list[int]) -> int:
+        """A call site's block of dims (global slots, in the kernel's order); its frame offset."""
+        base = self.size
+        self.sites.append(list(slots))
+        self._site_base.append(base)
+        self.size += len(slots)
+        return base
 
     def plan(self, args: Sequence[np.ndarray]) -> ShapePlan:
         types = self.evaluator.types(args)
@@ -85,6 +97,8 @@ class FrameLayout:
         arena = plan.arena_bytes
         frame[self.error_slot] = aligned(arena)
         arena = aligned(arena) + ERROR_RECORD_BYTES
+        for base, slots in zip(self._site_base, self.sites):
+            frame[base:base + len(slots)] = frame[slots]
         check_allocation(arena, "x86: the arena for these input shapes", TargetError)
         return ShapePlan(frame, arena, [types[id(v)] for v in self.graph.outputs], plan.lower_bound_bytes,
                          dict(bound_symbols(self.graph, args)))

@@ -160,3 +160,29 @@ def test_gemm_versions_by_run_time_rows(threads: int) -> None:
     for n in (1, 2, 4, 5, 12, 13, 257):
         x = rng.standard_normal((n, 64)).astype(np.float32)
         np.testing.assert_allclose(cm.run({"x": x})["y"], x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_repeated_layers_share_one_kernel() -> None:
+    """Three linear layers of one shape with different weights: one kernel function (the packed
+    weights' offsets are in each call site's table, not in the code), and each layer still uses its
+    own weights. Expected values from numpy; rtol as in test_gemm_versions_by_run_time_rows."""
+    text = """
+module @m
+
+graph @main(%x: f32[N,32], %w1: f32[32,32], %w2: f32[32,32], %w3: f32[32,32]) -> (y: f32[N,32]) {
+  %a = matmul(%x, %w1) : f32[N,32]
+  %b = matmul(%a, %w2) : f32[N,32]
+  %c = matmul(%b, %w3) : f32[N,32]
+  return %c
+}
+"""
+    m = parse_module(text)
+    rng = np.random.default_rng(3)
+    ws = [rng.standard_normal((32, 32)).astype(np.float32) / 6 for _ in range(3)]
+    for p, w, name in zip(m.main.params[1:], ws, ("w1", "w2", "w3")):
+        p.binding = m.add_constant(name, w)
+    for dims in ({}, {"N": 4}):  # shape-generic and static code alike
+        cm = nnc.compile(m, target="x86", cache=False, quiet=True, dims=dims)
+        assert cm.report["x86"]["kernels"] == {"calls": 3, "distinct": 1}
+        x = rng.standard_normal((4, 32)).astype(np.float32)
+        np.testing.assert_allclose(cm.run({"x": x})["y"], x @ ws[0] @ ws[1] @ ws[2], rtol=1e-5, atol=1e-5)
