@@ -35,6 +35,7 @@ class AsicConfig:
     acc_kib: int
     buffer_kib: int
     vector_lanes: int
+    vector_activations: bool      # the vector unit's activation tables and qmul (else those ops go to the host)
     vector_overhead_cycles: int
     dram_gbps: float
     dram_efficiency: float

@@ -17,7 +17,7 @@ import numpy as np
 from nnc.ir import Module, Op, Value
 from nnc.ir.ops.conv import fill, resolve_pads
 
-from . import codegen
+from . import codegen, codegen_vector
 from .config import AsicConfig
 from .emitter import DramImage, Emitter
 from .isa import Instr
@@ -188,7 +188,7 @@ def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, ke
             return codegen.emit_tap_layer(em, cfg, dram, name=name, win=win, kind="dw", out=out.addr, in_key=in_key,
                                           out_key=out_key, pad=zp, weights=w.reshape(C, taps).T.copy(),
                                           bias=sp["bias"], mult=epi["mult"], shift=epi["shift"], zp=epi["zp"],
-                                          lo=epi["lo"], hi=epi["hi"])
+                                          lo=epi["lo"], hi=epi["hi"], lut=sp.get("lut"))
         if op.opname == "qconv":
             G = op.attrs["group"]
             M, cg = w.shape[0], w.shape[1]
@@ -212,7 +212,7 @@ def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, ke
                                        weights=[np.ascontiguousarray(m) for m in mats], bias=bias,
                                        mult=epi["mult"], shift=epi["shift"], epi_zp=epi["zp"], lo=epi["lo"],
                                        hi=epi["hi"], pad=zp, out=out.addr, in_key=in_key, out_key=out_key,
-                                       residual=res)
+                                       residual=res, lut=sp.get("lut"))
     if layer.kind == "maxpool":
         win = _window(x, sp["op"], x.shape[1], 0)
         return codegen.emit_tap_layer(em, cfg, dram, name=name, win=win, kind="max", out=out.addr, in_key=in_key,
@@ -223,6 +223,16 @@ def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, ke
         return codegen.emit_gap_layer(em, cfg, dram, x=x.addr, N=n, HW=h * w_, C=c, mult=e["mult"],
                                       shift=e["shift"], zp=e["zp"], lo=e["lo"], hi=e["hi"], out=out.addr,
                                       in_key=in_key, out_key=out_key)
+    if layer.kind == "lut":
+        return codegen_vector.emit_lut_layer(em, cfg, dram, x=x.addr, n=math.prod(x.shape), out=out.addr,
+                                             in_key=in_key, out_key=out_key, lut=sp["lut"])
+    if layer.kind == "qmul":
+        s = place(layer.inputs[1])
+        skey = keys[id(alias.get(id(layer.inputs[1]), layer.inputs[1]))]
+        n, c, h, w_ = x.shape
+        return codegen_vector.emit_qmul_layer(em, cfg, dram, x=x.addr, scale=s.addr, N=n, HW=h * w_, C=c,
+                                              scale_per_image=s.shape[0] == n and n > 1, out=out.addr,
+                                              keys=(in_key, skey, out_key), attrs=sp["attrs"])
     if layer.kind == "qadd":
         b = place(layer.inputs[1])
         bkey = keys[id(alias.get(id(layer.inputs[1]), layer.inputs[1]))]

@@ -82,7 +82,7 @@ def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
         return 0, t * k + k * m + t * m * 4 * (1 + a["accumulate"]), 0, 0, folds * cfg.macs * stream
     if op.startswith("vec."):
         n = a["rows"] * a["cols"]
-        size = {"ispad": 1, "wspad": 1, "buf": 1, "acc": 4}
+        size = {"ispad": 1, "wspad": 1, "buf": 1, "acc": 4, "lut": 1}
         moved = n * (size[a["src_mem"]] + 2 * size[a["dst_mem"]])
         buf = moved if "buf" in (a["src_mem"], a["dst_mem"]) else 0
         return 0, moved - buf, buf, n, 0

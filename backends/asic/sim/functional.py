@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import as_strided
 from nnc.ir import NncError
 
 from ..config import AsicConfig
-from ..isa import Instr
+from ..isa import LUT_BYTES, LUT_ENTRIES, Instr
 
 
 class SimError(NncError):
@@ -37,7 +37,8 @@ class Machine:
         self.cfg = cfg
         self.dram = dram  # uint8, written in place
         self.mem = {"ispad": np.zeros(sizes["ispad"], np.int8), "wspad": np.zeros(sizes["wspad"], np.int8),
-                    "buf": np.zeros(sizes["buf"], np.int8), "acc": np.zeros(sizes["acc"] // 4, np.int32)}
+                    "buf": np.zeros(sizes["buf"], np.int8), "acc": np.zeros(sizes["acc"] // 4, np.int32),
+                    "lut": np.zeros(LUT_BYTES, np.int8)}
 
     # -- memory access --------------------------------------------------------------------------
     def tile(self, mem: str, addr: int, rows: int, cols: int, stride: int) -> np.ndarray:
@@ -116,6 +117,15 @@ class Machine:
         elif kind == "qadd":
             acc = (dst.astype(np.int64) - a["a_zp"]) * a["a_mul"] + (src.astype(np.int64) - a["b_zp"]) * a["b_mul"]
             dst[...] = np.clip(rounding_shift(acc, np.int64(a["shift"])) + a["zp"], a["lo"], a["hi"])
+        elif kind == "qmul":
+            row = self.tile("wspad", a["row"], 1, cols, cols)
+            p = (src.astype(np.int64) - a["a_zp"]) * (row.astype(np.int64) - a["b_zp"]) * a["mult"]
+            dst[...] = np.clip(rounding_shift(p, np.int64(a["shift"])) + a["zp"], a["lo"], a["hi"])
+        elif kind == "lut":
+            if src.dtype != np.int8:
+                raise SimError(f"vec.lut reads int8 memory, not {a['src_mem']}")
+            table = self.tile("lut", a["table"], 1, LUT_ENTRIES, LUT_ENTRIES)[0]
+            dst[...] = table[src.astype(np.int64) + 128]
         elif kind == "max":
             dst[...] = src if a["init"] else np.maximum(dst, src)
         elif kind == "mac":
