@@ -17,7 +17,7 @@ import numpy as np
 from nnc.ir import Module, Op, Value
 from nnc.ir.ops.conv import fill, resolve_pads
 
-from . import codegen, codegen_vector
+from . import codegen, codegen_depthwise, codegen_vector
 from .config import AsicConfig
 from .emitter import DramImage, Emitter
 from .isa import Instr
@@ -185,7 +185,7 @@ def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, ke
             C = w.shape[0]
             taps = int(np.prod(w.shape[2:]))
             win = _window(x, op, C, 0)
-            return codegen.emit_tap_layer(em, cfg, dram, name=name, win=win, kind="dw", out=out.addr, in_key=in_key,
+            return codegen_depthwise.emit_dw_layer(em, cfg, dram, name=name, win=win, out=out.addr, in_key=in_key,
                                           out_key=out_key, pad=zp, weights=w.reshape(C, taps).T.copy(),
                                           bias=sp["bias"], mult=epi["mult"], shift=epi["shift"], zp=epi["zp"],
                                           lo=epi["lo"], hi=epi["hi"], lut=sp.get("lut"))

@@ -72,7 +72,7 @@ def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
     cfg = program.cfg
     if op in ("load", "store"):
         item = 4 if a["mem"] == "acc" else 1
-        nb = a["cols"] * item if op == "load" and a["src_stride"] == 0 and a["rows"] > 1 else dma_bytes(ins)
+        nb = dma_bytes(ins)
         on = (a["rows"] + (a["pad_before"] + a["pad_after"] if op == "load" else 0)) * a["cols"] * item
         return nb, (on if a["mem"] != "buf" else 0), (on if a["mem"] == "buf" else 0), 0, 0
     if op == "gemm":
@@ -162,7 +162,10 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
             "time": parts, "dma_transfers": n_dma,
             "dma_latency_cycles": 0 if cfg.ideal_bandwidth else n_dma * cfg.dram_latency_cycles,
             "vector_overhead_cycles": n_vec * cfg.vector_overhead_cycles,
-            "mapping_efficiency": (macs / slots) if slots else None,
+            # array layers: MACs over the array's MAC slots of their folds; vector-unit layers with MACs
+            # (depthwise): MACs over lanes x the vector unit's busy cycles (issue overhead included)
+            "mapping_efficiency": (macs / slots) if slots else (macs / (vec * cfg.vector_lanes)) if macs and vec
+            else None,
             "dram_bytes": dram_b, "sram_bytes": spad_b + buf_b, "energy_mj": energy, "bound": bound,
             "instructions": i1 - i0, "tiles": info.get("tiles"),
         })
