@@ -31,6 +31,8 @@ from nnc.ir import NncError
 QUEUES = ("load", "compute", "vector", "store")
 MEMS = ("ispad", "wspad", "acc", "buf", "lut")
 VEC_OPS = ("requant", "qadd", "qmul", "lut", "max", "mac", "sum", "add", "mul", "min", "shift", "clip")
+# The DMA address space: DRAM from 0, the buffer's resident-activation region from ACT_BASE
+ACT_BASE = 1 << 40
 # the vector unit's table memory: two 256-entry int8 tables (one loads while the other is read)
 LUT_ENTRIES = 256
 LUT_BYTES = 2 * LUT_ENTRIES

@@ -20,8 +20,9 @@ from nnc.ir.ops.conv import fill, resolve_pads
 from . import codegen, codegen_depthwise, codegen_vector
 from .config import AsicConfig
 from .emitter import DramImage, Emitter
-from .isa import Instr
+from .isa import ACT_BASE, Instr
 from .partition import Layer, match_layers
+from .residency import ResidentActivations
 
 
 @dataclasses.dataclass
@@ -69,6 +70,7 @@ class Program:
     imports: dict[int, list[Value]]         # segment -> host values written to DRAM before it
     exports: list[Value]                    # chip values the host reads (after their segment)
     alias: dict[int, Value]
+    resident: dict[str, int] = dataclasses.field(default_factory=dict)   # values, peak_bytes, capacity_bytes
 
     def transfer_bytes(self) -> int:
         vals = [v for vs in self.imports.values() for v in vs] + self.exports
@@ -111,8 +113,9 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
             keys[id(v)] = ("dram", id(v))
         return placement[id(v)]
 
+    resident = ResidentActivations(cfg.sizes()["act"], items, alias, list(module.main.outputs))
     exported: set[int] = set()
-    for _, item in items:
+    for idx, (_, item) in enumerate(items):
         if isinstance(item, Op):
             if seg_start is not None:
                 em.finish()
@@ -135,6 +138,14 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
             if id(r) not in produced_on_chip and id(r) not in placement:
                 imports.setdefault(len(segments), []).append(r)
             place(r)
+        out_key = ("dram", id(layer.output))
+        spot = resident.place(layer, idx, out_key)
+        if spot is not None:
+            dt = np.dtype(layer.output.type.dtype.numpy)
+            placement[id(layer.output)] = Placement(ACT_BASE + spot[0], tuple(int(d) for d in layer.output.type.shape),
+                                                    dt)
+            keys[id(layer.output)] = out_key
+            em.also_writes[out_key] = spot[1]
         first = len(em.instrs)
         extra = _emit(em, cfg, dram, layer, place, keys, alias)
         produced_on_chip.add(id(layer.output))
@@ -152,7 +163,10 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
         if id(r) in produced_on_chip and id(r) not in exported:
             exported.add(id(r))
             exports.append(r)
-    return Program(cfg, em.instrs, dram, layers, info, schedule, segments, placement, imports, exports, alias)
+    on_chip = {"values": sum(1 for p in placement.values() if p.addr >= ACT_BASE), "peak_bytes": resident.peak,
+               "capacity_bytes": resident.size}
+    return Program(cfg, em.instrs, dram, layers, info, schedule, segments, placement, imports, exports, alias,
+                   on_chip)
 
 
 def _window(x: Placement, op: Op, cg: int, c0: int) -> codegen.Window:

@@ -105,6 +105,8 @@ def _smallest_needs(cfg: AsicConfig, K: int, M: int, residual: bool) -> dict[str
 def untileable_message(cfg: AsicConfig, what: str, shape: str, needs: dict[str, tuple[int, str]]) -> str:
     """"layer X cannot be tiled" naming each config field too small for the smallest tile and what it
     must be raised to (the fields are in KiB)."""
+    # the tiles get the buffer less its resident-activation region
+    needs = {f: (b + (cfg.act_buffer_kib * 1024 if f == "buffer_kib" else 0), why) for f, (b, why) in needs.items()}
     short = [f"{f} >= {kib_for(b)} (has {getattr(cfg, f)}; needs {b} B for {why})"
              for f, (b, why) in needs.items() if b > getattr(cfg, f) * 1024]
     if not short:  # each fits alone: the combination (or the candidate grid) fails

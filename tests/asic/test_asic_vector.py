@@ -122,7 +122,7 @@ def test_depthwise_with_table(data):
     if table is not None:
         y = bld.op("qlut", y, bld.const(table))
     g.set_outputs([y], ["y"])
-    cfg = {"input_spad_kib": 2, "acc_kib": 4, "buffer_kib": 2} if small else {}
+    cfg = {"input_spad_kib": 2, "acc_kib": 4, "buffer_kib": 2, "act_buffer_kib": 0} if small else {}
     got, cm = _run(m, {"x0": x}, **cfg)
     want = vector_ref.depthwise(x, w, b, stride=(s, s), pads=(p,) * 4, x_zp=zp, mult=mult, shift=shift, table=table)
     assert np.array_equal(got["y"], want)
@@ -175,3 +175,40 @@ def test_quantizer_tables_follow_the_float_path():
     assert ops.count("qlut") == 2 and "sigmoid" not in ops and "mul" not in ops and "hard_swish" not in ops
     plain = quantize_module(m, feeds)
     assert "qlut" not in [op.opname for op in plain.main.ops]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data())
+def test_mobile_block_chain_with_resident_activations(data):
+    """expand (1x1 conv + table) -> depthwise (+ table) -> squeeze-excite (pool, two 1x1 convs, table,
+    channel multiply) -> project conv -> residual add, with a small resident-activation region so that
+    values stay on chip, share its bytes and spill to DRAM: bit-exact against the interpreter."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    C, E, H = data.draw(st.integers(2, 24)), data.draw(st.integers(2, 48)), data.draw(st.integers(3, 12))
+    x = rng.integers(-128, 128, (1, C, H, H)).astype(np.int8)
+    m, g, (xv,), bld = _module(x.shape)
+
+    def conv(v, cin, cout, k=1, group=1):
+        w = bld.const(rng.integers(-127, 128, (cout, cin // group, k, k)).astype(np.int8))
+        acc = bld.op("qconv", v, w, bld.const(rng.integers(-3000, 3000, (cout,)).astype(np.int32)), group=group,
+                     pads=(k // 2,) * 4)
+        mult, shift = _rq(rng, cout, 36, 42)
+        return bld.op("requantize", acc, bld.const(mult), bld.const(shift), axis=1)
+
+    def act(v):
+        return bld.op("qlut", v, bld.const(_table(rng, data.draw(st.booleans()))))
+
+    e = act(conv(xv, C, E))
+    d = act(conv(e, E, E, 3, E))
+    s = bld.op("requantize", bld.op("reduce_sum", bld.op("cast", d, to=DType.i32), axes=(2, 3), keepdims=1),
+               *(bld.const(p) for p in _rq(rng, E, 36, 42)), axis=1)
+    gate = act(conv(conv(s, E, 4), 4, E))
+    y = bld.op("qmul", d, gate, multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=38)
+    p = conv(y, E, C)
+    out = bld.op("qadd", p, xv, a_multiplier=1 << 29, b_multiplier=1 << 29, shift=30)
+    g.set_outputs([out], ["y"])
+    act_kib = data.draw(st.sampled_from([1, 2, 4, 64]))
+    got, cm = _run(m, {"x0": x}, buffer_kib=128, act_buffer_kib=act_kib)
+    res = cm.report["resident_activations"]
+    assert res["capacity_bytes"] == act_kib * 1024 and 0 < res["peak_bytes"] <= res["capacity_bytes"]
+    assert res["values"] >= 1

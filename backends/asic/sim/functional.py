@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import as_strided
 from nnc.ir import NncError
 
 from ..config import AsicConfig
-from ..isa import LUT_BYTES, LUT_ENTRIES, Instr
+from ..isa import ACT_BASE, LUT_BYTES, LUT_ENTRIES, Instr
 
 
 class SimError(NncError):
@@ -39,6 +39,7 @@ class Machine:
         self.mem = {"ispad": np.zeros(sizes["ispad"], np.int8), "wspad": np.zeros(sizes["wspad"], np.int8),
                     "buf": np.zeros(sizes["buf"], np.int8), "acc": np.zeros(sizes["acc"] // 4, np.int32),
                     "lut": np.zeros(LUT_BYTES, np.int8)}
+        self.act = np.zeros(sizes["act"], np.uint8)  # the buffer's resident activations (DMA addresses >= ACT_BASE)
 
     # -- memory access --------------------------------------------------------------------------
     def tile(self, mem: str, addr: int, rows: int, cols: int, stride: int) -> np.ndarray:
@@ -52,11 +53,13 @@ class Machine:
         return as_strided(a[addr:], shape=(rows, cols), strides=(stride * a.itemsize, a.itemsize))
 
     def dram_tile(self, addr: int, rows: int, row_bytes: int, stride: int) -> np.ndarray:
+        mem, name = (self.act, "act") if addr >= ACT_BASE else (self.dram, "dram")
+        addr -= ACT_BASE if mem is self.act else 0
         end = addr + (rows - 1) * stride + row_bytes
-        if addr < 0 or stride < 0 or end > self.dram.size:
-            raise SimError(f"dram: {rows}x{row_bytes} bytes at {addr} (stride {stride}) are out of bounds "
-                           f"(size {self.dram.size})")
-        return as_strided(self.dram[addr:], shape=(rows, row_bytes), strides=(stride, 1))
+        if addr < 0 or stride < 0 or end > mem.size:
+            raise SimError(f"{name}: {rows}x{row_bytes} bytes at {addr} (stride {stride}) are out of bounds "
+                           f"(size {mem.size})")
+        return as_strided(mem[addr:], shape=(rows, row_bytes), strides=(stride, 1))
 
     # -- execution ------------------------------------------------------------------------------
     def run(self, instrs: list[Instr]) -> None:

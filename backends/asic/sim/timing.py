@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..config import AsicConfig
-from ..isa import QUEUES, Instr
+from ..isa import ACT_BASE, QUEUES, Instr
 from .functional import SimError
 
 
@@ -48,10 +48,16 @@ def dma_bytes(ins: Instr) -> int:
     return a["rows"] * a["cols"] * itemsize
 
 
+def on_chip(ins: Instr) -> bool:
+    """Whether a load/store's far side is the buffer's resident-activation region, not DRAM."""
+    return ins.args["src" if ins.op == "load" else "dst"] >= ACT_BASE
+
+
 def _dma_cycles(cfg: AsicConfig, ins: Instr) -> int:
-    """DRAM bytes at the sustained bandwidth; a broadcast load also fills its rows on chip, one
-    ``array_cols``-wide row per cycle (the accumulator's write port)."""
-    cycles = math.ceil(dma_bytes(ins) / cfg.dram_bytes_per_cycle)
+    """DRAM bytes at the sustained bandwidth (resident activations: at ``act_buffer_gbps``); a broadcast
+    load also fills its rows on chip, one ``array_cols``-wide row per cycle (the accumulator's write port)."""
+    bpc = cfg.act_bytes_per_cycle if on_chip(ins) else cfg.dram_bytes_per_cycle
+    cycles = math.ceil(dma_bytes(ins) / bpc)
     a = ins.args
     if ins.op == "load" and a["src_stride"] == 0 and a["rows"] > 1:
         cycles = max(cycles, a["rows"] * math.ceil(a["cols"] / cfg.array_cols))
@@ -64,7 +70,7 @@ def cost(cfg: AsicConfig, ins: Instr) -> tuple[int, int]:
     if op in ("load", "store"):
         if cfg.ideal_bandwidth:
             return 0, 0
-        return _dma_cycles(cfg, ins), cfg.dram_latency_cycles
+        return _dma_cycles(cfg, ins), 0 if on_chip(ins) else cfg.dram_latency_cycles
     if op == "gemm":
         a = ins.args
         return gemm_folds(cfg, a["t"], a["k"], a["m"])[1], 0
