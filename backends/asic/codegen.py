@@ -208,9 +208,15 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
                     em.emit("load", writes=[("wspad", ws)], mem="wspad", dst=ws * wh, dst_stride=m,
                             src=blocks[g][j] + k0 * m, src_stride=m, rows=k1 - k0, cols=m, pad_before=0,
                             pad_after=0, pad=0)
+                acc_on = int(bias_addr is not None or kk > 0)
+                if tiles.engine == "vector":
+                    em.emit("vec.gemv", reads=[("ispad", ks), ("wspad", ws), ("acc", acs)], writes=[("acc", acs)],
+                            dst_mem="acc", dst=acc_tile[acs], dst_stride=m, src_mem="ispad", src=ks * ih,
+                            src_stride=k1 - k0, rows=k1 - k0, cols=m, w=ws * wh, w_stride=m, accumulate=acc_on)
+                    continue
                 em.emit("gemm", reads=[("ispad", ks), ("wspad", ws)], writes=[("acc", acs)], a=ks * ih,
                         a_stride=k1 - k0, w=ws * wh, w_stride=m, acc=acc_tile[acs], acc_stride=m, t=t, k=k1 - k0,
-                        m=m, accumulate=int(bias_addr is not None or kk > 0))
+                        m=m, accumulate=acc_on)
             _epilogue(em, acs, ps, acc_tile, acc_par, buf_out, buf_res, t, m, epi_zp, lo, hi, residual,
                       out + p0 * M + col, M, out_key, table)
     return {"tiles": dataclasses.asdict(tiles), "groups": G}
@@ -311,15 +317,17 @@ def emit_tap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, 
     return {"tiles": {"tp": tp, "cb": cb}}
 
 
-def emit_gap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, x: int, N: int, HW: int, C: int,
+def emit_gap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, x: int, N: int, HW: int, C: int, offset: int,
                    mult: Any, shift: Any, zp: int, lo: int, hi: int, out: int, in_key: Any,
                    out_key: Any) -> dict[str, Any]:
-    """Global sum pooling on the vector unit (row sums into the accumulator), then requantize."""
+    """Global sum pooling on the vector unit (row sums into the accumulator, which starts at ``offset``:
+    minus HW x the input zero point), then requantize."""
     s = cfg.sizes()
     ih = s["ispad"] // 2
     cb = min(C, 8 * cfg.vector_lanes)
     rows = max(1, min(HW, ih // cb))
     par = _requant_params(dram, mult, shift, C)
+    start = dram.put(np.full(C, offset, np.int32)) if offset else None
     acc_par, acc_row, buf_out = [0, 2 * cb], [4 * cb, 5 * cb], [0, cb]
     ld = n = 0
     for c0 in range(0, C, cb):
@@ -331,6 +339,9 @@ def emit_gap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, x: int, N: 
         for b in range(N):
             sl = n % 2
             n += 1
+            if start is not None:
+                em.emit("load", writes=[("acc", sl)], mem="acc", dst=acc_row[sl], dst_stride=c, src=start + c0 * 4,
+                        src_stride=C * 4, rows=1, cols=c, pad_before=0, pad_after=0, pad=0)
             for r0 in range(0, HW, rows):
                 r = min(HW, r0 + rows) - r0
                 ks = ld % 2
@@ -340,7 +351,7 @@ def emit_gap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, x: int, N: 
                         pad=0)
                 em.emit("vec.sum", reads=[("ispad", ks), ("acc", sl)], writes=[("acc", sl)], dst_mem="acc",
                         dst=acc_row[sl], dst_stride=c, src_mem="ispad", src=ks * ih, src_stride=c, rows=r, cols=c,
-                        accumulate=int(r0 > 0))
+                        accumulate=int(r0 > 0 or start is not None))
             em.emit("vec.requant", reads=[("acc", sl), ("par", ps)], writes=[("buf", "out", sl)], dst_mem="buf",
                     dst=buf_out[sl], dst_stride=c, src_mem="acc", src=acc_row[sl], src_stride=c, rows=1, cols=c,
                     par=acc_par[ps], zp=zp, lo=lo, hi=hi)

@@ -27,6 +27,7 @@ from nnc.ir import TargetError
 from .codegen import Window, _requant_params, apply_table, load_table
 from .config import AsicConfig
 from .emitter import DramImage, Emitter
+from .isa import ACT_BASE
 from .tiling import untileable_message
 
 
@@ -58,7 +59,9 @@ def choose_dw_tiles(cfg: AsicConfig, win: Window, name: str) -> tuple[int, int]:
         blocks, bands = math.ceil(C / cb), math.ceil(win.OH / toh)
         vec = win.N * blocks * win.OH * taps * (math.ceil(win.OW * cb / lanes) + cfg.vector_overhead_cycles)
         rows_in = win.N * bands * _band_rows(win, toh)
-        dma = (rows_in * win.W * C + win.N * win.OH * win.OW * C) / cfg.dram_bytes_per_cycle
+        # resident activations (from ACT_BASE) move at the buffer's bandwidth, others at DRAM's
+        bpc = cfg.act_bytes_per_cycle if win.addr >= ACT_BASE else cfg.dram_bytes_per_cycle
+        dma = (rows_in * win.W * C + win.N * win.OH * win.OW * C) / bpc
         key = (max(vec, dma), -cb)
         if best is None or key < best[0]:
             best = (key, cb, toh)

@@ -252,10 +252,18 @@ def _match(m: Module, op: Op, uses: dict, outputs: set, claimed: set[int]) -> La
         axes = rs.attrs.get("axes") if rs.opname == "reduce_sum" else None
         if axes is None or len(rs.operands) > 1 or sorted(a % 4 for a in axes) != [2, 3]:
             return None
-        rq = _requant(m, uses, outputs, rs.results[0], (1,))
+        ops, s, offset = [op, rs], rs.results[0], 0
+        add = uses.get(id(s), [None])[0]
+        if add is not None and add.opname == "add" and len(uses[id(s)]) == 1 and id(s) not in outputs \
+                and add.operands[0] is s:  # the quantizer's - count * zero_point
+            c = const_value(m, add.operands[1])
+            if c is None or c.size != 1 or add.results[0].type.shape != s.type.shape:
+                return None
+            ops, s, offset = ops + [add], add.results[0], int(c.reshape(-1)[0])
+        rq = _requant(m, uses, outputs, s, (1,))
         if rq is None:
             return None
-        return Layer("gap", [op, rs, rq], [x], rq.results[0], {"epi": _epilogue(m, rq)})
+        return Layer("gap", ops + [rq], [x], rq.results[0], {"epi": _epilogue(m, rq), "offset": offset})
     if name == "qlut":
         table = const_value(m, op.operands[1])
         if table is None or not _static(op.operands[0]):

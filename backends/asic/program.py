@@ -234,9 +234,9 @@ def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, ke
     if layer.kind == "gap":
         n, c, h, w_ = x.shape
         e = sp["epi"]
-        return codegen.emit_gap_layer(em, cfg, dram, x=x.addr, N=n, HW=h * w_, C=c, mult=e["mult"],
-                                      shift=e["shift"], zp=e["zp"], lo=e["lo"], hi=e["hi"], out=out.addr,
-                                      in_key=in_key, out_key=out_key)
+        return codegen.emit_gap_layer(em, cfg, dram, x=x.addr, N=n, HW=h * w_, C=c, offset=sp["offset"],
+                                      mult=e["mult"], shift=e["shift"], zp=e["zp"], lo=e["lo"], hi=e["hi"],
+                                      out=out.addr, in_key=in_key, out_key=out_key)
     if layer.kind == "lut":
         return codegen_vector.emit_lut_layer(em, cfg, dram, x=x.addr, n=math.prod(x.shape), out=out.addr,
                                              in_key=in_key, out_key=out_key, lut=sp["lut"])

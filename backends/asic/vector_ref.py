@@ -36,9 +36,10 @@ def channel_mul(x: np.ndarray, scale: np.ndarray, *, a_zp: int, b_zp: int, mult:
 
 
 def global_avg_pool(x: np.ndarray, mult: np.ndarray, shift: np.ndarray, zp: int = 0, lo: int = -128,
-                    hi: int = 127) -> np.ndarray:
-    """Sum over H and W per channel, rescaled per channel (1/HW folded into ``mult``): [N,C,1,1]."""
-    s = x.astype(np.int64).sum(axis=(2, 3), keepdims=True)
+                    hi: int = 127, x_zp: int = 0) -> np.ndarray:
+    """Sum of (x - x_zp) over H and W per channel, rescaled per channel (1/HW folded into ``mult``):
+    [N,C,1,1]."""
+    s = (x.astype(np.int64) - x_zp).sum(axis=(2, 3), keepdims=True)
     return rescale(s, np.asarray(mult).reshape(1, -1, 1, 1), np.asarray(shift).reshape(1, -1, 1, 1), zp, lo, hi)
 
 

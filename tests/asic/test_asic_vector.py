@@ -86,18 +86,21 @@ def test_channel_mul_and_global_pool(data):
     lo, hi = data.draw(st.sampled_from([(None, None), (-5, None), (None, 90), (0, 60)]))
     swap = data.draw(st.booleans())
     gm, gs = _rq(rng, C, 36, 44)
+    y_zp = data.draw(st.sampled_from([0, -128, 17]))  # the pool subtracts HW x its input's zero point
     m, g, (xv, sv), bld = _module(x.shape, s.shape)
     y = bld.op("qmul", *((sv, xv) if swap else (xv, sv)), a_zero_point=b_zp if swap else a_zp,
                b_zero_point=a_zp if swap else b_zp, multiplier=mult, shift=shift, zero_point=zp, clip_min=lo,
                clip_max=hi)
-    gap = bld.op("requantize", bld.op("reduce_sum", bld.op("cast", y, to=DType.i32), axes=(2, 3), keepdims=1),
-                 bld.const(gm), bld.const(gs), axis=1)
+    acc = bld.op("reduce_sum", bld.op("cast", y, to=DType.i32), axes=(2, 3), keepdims=1)
+    if y_zp:
+        acc = bld.op("add", acc, bld.const(np.int32(-H * W * y_zp)))
+    gap = bld.op("requantize", acc, bld.const(gm), bld.const(gs), axis=1)
     g.set_outputs([y, gap], ["y", "gap"])
     got, cm = _run(m, {"x0": x, "x1": s})
     want = vector_ref.channel_mul(x, s, a_zp=a_zp, b_zp=b_zp, mult=mult, shift=shift, zp=zp,
                                   lo=-128 if lo is None else lo, hi=127 if hi is None else hi)
     assert np.array_equal(got["y"], want)
-    assert np.array_equal(got["gap"], vector_ref.global_avg_pool(want, gm, gs))
+    assert np.array_equal(got["gap"], vector_ref.global_avg_pool(want, gm, gs, x_zp=y_zp))
     assert [li["kind"] for li in cm.program.layer_info] == ["qmul", "gap"]
 
 
@@ -212,3 +215,26 @@ def test_mobile_block_chain_with_resident_activations(data):
     res = cm.report["resident_activations"]
     assert res["capacity_bytes"] == act_kib * 1024 and 0 < res["peak_bytes"] <= res["capacity_bytes"]
     assert res["values"] >= 1
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data())
+def test_batch_one_fully_connected_runs_as_gemv(data):
+    """A [1, K] x [K, N] product (batch-1 classifier, squeeze-excite fc) runs as vec.gemv on the vector
+    unit when its lanes beat the array's one-row folds; bit-exact, and no faster than K x N / lanes."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    K, N = data.draw(st.integers(1, 700)), data.draw(st.integers(1, 300))
+    zp = data.draw(st.sampled_from([0, -128, 9]))
+    a = rng.integers(-128, 128, (1, K)).astype(np.int8)
+    m, g, (av,), bld = _module(a.shape)
+    acc = bld.op("qmatmul", av, bld.const(rng.integers(-127, 128, (K, N)).astype(np.int8)),
+                 bld.const(rng.integers(-9000, 9000, (N,)).astype(np.int32)), a_zero_point=zp)
+    mult, shift = _rq(rng, N, 34, 42)
+    g.set_outputs([bld.op("requantize", acc, bld.const(mult), bld.const(shift), axis=1)], ["y"])
+    _, cm = _run(m, {"x0": a})
+    ops = {i.op for i in cm.program.instrs}
+    (li,) = cm.report["layers"]
+    if "vec.gemv" in ops:
+        assert "gemm" not in ops and li["vector_cycles"] >= math.ceil(K * N / cm.config.vector_lanes)
+    else:  # tiny products: the array's one fold is as fast
+        assert K * N <= cm.config.array_rows * cm.config.array_cols * 4

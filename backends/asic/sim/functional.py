@@ -111,6 +111,13 @@ class Machine:
 
     def _vec(self, kind: str, a: dict) -> None:
         rows, cols = a["rows"], a["cols"]
+        if kind == "gemv":
+            x = self.tile(a["src_mem"], a["src"], 1, rows, max(rows, a["src_stride"]))
+            w = self.tile("wspad", a["w"], rows, cols, a["w_stride"])
+            out = self.tile(a["dst_mem"], a["dst"], 1, cols, a["dst_stride"])
+            y = x.astype(np.int64) @ w.astype(np.int64)
+            out[...] = (y + out if a["accumulate"] else y).astype(np.int32)  # wraps like the adder
+            return
         dst = self.tile(a["dst_mem"], a["dst"], rows if kind != "sum" else 1, cols, a["dst_stride"])
         src = self.tile(a["src_mem"], a["src"], rows, cols, a["src_stride"])
         if kind == "requant":
