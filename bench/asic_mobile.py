@@ -6,8 +6,9 @@ share of the latency, link time, utilisation, TOPS, energy, and the int8 logits'
     python bench/asic_mobile.py [--presets edge] [--models mobilenet_v3_large,efficientnet_b0] \
         [--json rows.json] [--before before.json] [--write]
 
-``--json`` saves the rows; ``--before`` reads rows saved by an earlier run (e.g. of the previous
-commit) so that ``--write`` puts both in the "Mobile networks on-chip" section of bench/ASIC.md.
+``--json`` saves the rows (``--rows`` reads them back instead of measuring); ``--before`` reads rows
+saved by an earlier run (e.g. of the previous commit) so that ``--write`` puts both in the "Mobile
+networks on-chip" section of bench/ASIC.md.
 """
 
 from __future__ import annotations
@@ -85,12 +86,16 @@ def main() -> None:
     ap.add_argument("--presets", default="edge")
     ap.add_argument("--models", default=DEFAULT)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--rows", default=None, help="rows saved by --json instead of measuring again")
     ap.add_argument("--before", default=None)
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--notes", default=None, help="a text file appended below the table")
     ap.add_argument("--out", default=str(Path(__file__).parent / "ASIC.md"))
     args = ap.parse_args()
-    rows = [r for n in args.models.split(",") for r in measure(n, args.presets.split(","))]
+    if args.rows:
+        rows = json.loads(Path(args.rows).read_text())
+    else:
+        rows = [r for n in args.models.split(",") for r in measure(n, args.presets.split(","))]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if not args.write:
