@@ -72,7 +72,9 @@ def timeline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     op kind, name, MACs), its span in cycles, the parts of that span and its bound."""
     rows = []
     for la in report["layers"]:
-        rows.append({"start": la["start_cycle"], "cycles": la["end_cycle"] - la["start_cycle"], "kind": la["op"],
+        # where a layer's ops run differently from their names' default: depthwise and batch-1 on the vector unit
+        how = "dw " if la["kind"] == "dw" else "gemv " if (la.get("tiles") or {}).get("engine") == "vector" else ""
+        rows.append({"start": la["start_cycle"], "cycles": la["end_cycle"] - la["start_cycle"], "kind": how + la["op"],
                      "name": short_name(la["name"], 24), "order": 1, "macs": la["macs"], "parts": la["time"],
                      "bound": la["bound"]})
     for h in (report.get("host") or {}).get("ops", []):
