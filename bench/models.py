@@ -28,7 +28,7 @@ EXPORT_VERSION = 1  # bump to re-export every cached model after changing a defi
 LIGHT = ["resnet50", "squeezenet", "densenet121", "inception_v1", "inception_v2", "shufflenet", "vgg19"]
 TORCH = ["mlp", "cnn_small", "resnet18", "mobilenet_v2", "bert_small"]
 # squeeze-excite CNNs for the ASIC host-partition measurements (bench/asic.py); not in the x86 suite
-SQUEEZE_EXCITE = ["mobilenet_v3_small", "efficientnet_b0"]
+SQUEEZE_EXCITE = ["mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"]
 
 
 def cache_dir() -> Path:
@@ -149,7 +149,7 @@ def _defs() -> dict[str, Callable[[], tuple]]:
 
 
 def _squeeze_excite_defs(conv_bn: Callable, image: tuple) -> dict[str, Callable[[], tuple]]:
-    """MobileNetV3-small and EfficientNet-B0 as torchvision defines them (eval mode: dropout and
+    """MobileNetV3-small/-large and EfficientNet-B0 as torchvision defines them (eval mode: dropout and
     stochastic depth are identities): inverted residuals with squeeze-excite blocks and hard-swish /
     SiLU activations, the ops the ASIC leaves to the host."""
     from torch import nn
@@ -181,26 +181,34 @@ def _squeeze_excite_defs(conv_bn: Callable, image: tuple) -> dict[str, Callable[
         def forward(self, x):
             return x + self.body(x) if self.residual else self.body(x)
 
-    class MobileNetV3Small(nn.Module):
-        def __init__(self, classes: int = 1000):
+    class MobileNetV3(nn.Module):
+        """torchvision's MobileNetV3: ``blocks`` of (kernel, expanded, out, squeeze-excite, hard-swish,
+        stride), then a 1x1 conv to ``last`` channels and the classifier through ``hidden``."""
+
+        def __init__(self, blocks: tuple, last: int, hidden: int, classes: int = 1000):
             super().__init__()
-            re_, hs = nn.ReLU, nn.Hardswish
-            layers, cin = [conv_bn(3, 16, 3, 2, act=hs)], 16
-            for k, exp, cout, use_se, act, s in (
-                    (3, 16, 16, True, re_, 2), (3, 72, 24, False, re_, 2), (3, 88, 24, False, re_, 1),
-                    (5, 96, 40, True, hs, 2), (5, 240, 40, True, hs, 1), (5, 240, 40, True, hs, 1),
-                    (5, 120, 48, True, hs, 1), (5, 144, 48, True, hs, 1), (5, 288, 96, True, hs, 2),
-                    (5, 576, 96, True, hs, 1), (5, 576, 96, True, hs, 1)):
+            layers, cin = [conv_bn(3, 16, 3, 2, act=nn.Hardswish)], 16
+            for k, exp, cout, use_se, hs, s in blocks:
                 se = SqueezeExcite(exp, divisible(exp // 4), nn.ReLU, nn.Hardsigmoid) if use_se else None
-                layers.append(Bneck(cin, k, exp, cout, se, act, s))
+                layers.append(Bneck(cin, k, exp, cout, se, nn.Hardswish if hs else nn.ReLU, s))
                 cin = cout
-            layers.append(conv_bn(cin, 576, 1, act=hs))
+            layers.append(conv_bn(cin, last, 1, act=nn.Hardswish))
             self.features = nn.Sequential(*layers)
-            self.classifier = nn.Sequential(nn.Linear(576, 1024), nn.Hardswish(), nn.Dropout(0.2),
-                                            nn.Linear(1024, classes))
+            self.classifier = nn.Sequential(nn.Linear(last, hidden), nn.Hardswish(), nn.Dropout(0.2),
+                                            nn.Linear(hidden, classes))
 
         def forward(self, x):
             return self.classifier(nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+    small = ((3, 16, 16, True, False, 2), (3, 72, 24, False, False, 2), (3, 88, 24, False, False, 1),
+             (5, 96, 40, True, True, 2), (5, 240, 40, True, True, 1), (5, 240, 40, True, True, 1),
+             (5, 120, 48, True, True, 1), (5, 144, 48, True, True, 1), (5, 288, 96, True, True, 2),
+             (5, 576, 96, True, True, 1), (5, 576, 96, True, True, 1))
+    large = ((3, 16, 16, False, False, 1), (3, 64, 24, False, False, 2), (3, 72, 24, False, False, 1),
+             (5, 72, 40, True, False, 2), (5, 120, 40, True, False, 1), (5, 120, 40, True, False, 1),
+             (3, 240, 80, False, True, 2), (3, 200, 80, False, True, 1), (3, 184, 80, False, True, 1),
+             (3, 184, 80, False, True, 1), (3, 480, 112, True, True, 1), (3, 672, 112, True, True, 1),
+             (5, 672, 160, True, True, 2), (5, 960, 160, True, True, 1), (5, 960, 160, True, True, 1))
 
     class EfficientNetB0(nn.Module):
         def __init__(self, classes: int = 1000):
@@ -219,7 +227,8 @@ def _squeeze_excite_defs(conv_bn: Callable, image: tuple) -> dict[str, Callable[
         def forward(self, x):
             return self.classifier(nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
 
-    return {"mobilenet_v3_small": lambda: (MobileNetV3Small(), image),
+    return {"mobilenet_v3_small": lambda: (MobileNetV3(small, 576, 1024), image),
+            "mobilenet_v3_large": lambda: (MobileNetV3(large, 960, 1280), image),
             "efficientnet_b0": lambda: (EfficientNetB0(), image)}
 
 

@@ -38,7 +38,7 @@ from .sim.runner import Timeline, run_program, timeline
 STATIC_SHAPES = True
 # the float graph the quantizer expects (nnc.compile runs this instead of the -O preset)
 DEFAULT_PASSES = "freeze,fold-constants,fold-dynamic,simplify,dce,cse,fold-batchnorm,simplify,dce"
-INTEGER_OPS = frozenset({"qconv", "qmatmul", "requantize", "qadd"})
+INTEGER_OPS = frozenset({"qconv", "qmatmul", "requantize", "qadd", "qmul", "qlut"})
 
 
 def is_quantized(module: Module) -> bool:
@@ -85,7 +85,8 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> AsicExe
     if not is_quantized(module):
         from nnc.passes.quantize import quantize_module
 
-        module = quantize_module(module, options.get("calibration"), observer=options.get("observer", "minmax"))
+        module = quantize_module(module, options.get("calibration"), observer=options.get("observer", "minmax"),
+                                 int8_activations=cfg.vector_activations)
     program = build_program(module, cfg)
     tl = timeline(program)
     functional = bool(options.get("functional", True))

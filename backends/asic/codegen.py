@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from nnc.ir import TargetError
 
 from .config import AsicConfig
 from .emitter import DramImage, Emitter
+from .isa import LUT_ENTRIES
 from .tiling import choose_gemm_tiles, untileable_message
 
 
@@ -122,6 +123,25 @@ def window_loads(em: Emitter, win: Window, p0: int, p1: int, k0: int, k1: int, d
         p = q
 
 
+def load_table(em: Emitter, dram: DramImage, lut: np.ndarray | None) -> tuple[Any, int] | None:
+    """Load a layer's activation table into one half of the vector unit's table memory (alternating by
+    layer, so the next layer's table loads while this one is read): (its key, its address), or None."""
+    if lut is None:
+        return None
+    slot = em.layer % 2
+    key, addr = ("lut", slot), slot * LUT_ENTRIES
+    em.emit("load", writes=[key], mem="lut", dst=addr, dst_stride=LUT_ENTRIES, src=dram.put(lut.astype(np.int8)),
+            src_stride=LUT_ENTRIES, rows=1, cols=LUT_ENTRIES, pad_before=0, pad_after=0, pad=0)
+    return key, addr
+
+
+def apply_table(em: Emitter, table: tuple[Any, int], key: Any, addr: int, rows: int, cols: int,
+                mem: str = "buf") -> None:
+    """The activation in place on an int8 tile (rows x cols, contiguous rows)."""
+    em.emit("vec.lut", reads=[key, table[0]], writes=[key], dst_mem=mem, dst=addr, dst_stride=cols, src_mem=mem,
+            src=addr, src_stride=cols, rows=rows, cols=cols, table=table[1])
+
+
 def _requant_params(dram: DramImage, mult: np.ndarray, shift: np.ndarray, M: int) -> int:
     par = np.stack([np.broadcast_to(np.asarray(mult, np.int64).reshape(-1), (M,)),
                     np.broadcast_to(np.asarray(shift, np.int64).reshape(-1), (M,))]).astype(np.int32)
@@ -131,11 +151,12 @@ def _requant_params(dram: DramImage, mult: np.ndarray, shift: np.ndarray, M: int
 def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, wins: list[Window] | None,
                     a_addr: int, P: int, K: int, weights: list[np.ndarray], bias: np.ndarray | None,
                     mult: np.ndarray, shift: np.ndarray, epi_zp: int, lo: int, hi: int, pad: int,
-                    out: int, in_key: Any, out_key: Any, residual: dict[str, Any] | None = None) -> dict[str, Any]:
+                    out: int, in_key: Any, out_key: Any, residual: dict[str, Any] | None = None,
+                    lut: np.ndarray | None = None) -> dict[str, Any]:
     """A conv (``wins`` per group) or matmul (``a_addr`` [P, K] row-major) with its fused epilogue.
 
     ``weights[g]`` is group g's [K, Mg] int8 matrix; ``bias`` the int32 bias of all M channels with the
-    input zero point already folded in."""
+    input zero point already folded in; ``lut`` an activation table applied after the requantize."""
     G = len(weights)
     Mg = weights[0].shape[1]
     M = G * Mg
@@ -151,6 +172,7 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
     buf_out = [0, tp * mb]
     buf_res = [2 * tp * mb, 3 * tp * mb]
     em.emit("config", dataflow=cfg.dataflow)
+    table = load_table(em, dram, lut)
     n_p, n_k, n_m = math.ceil(P / tp), math.ceil(K / kb), math.ceil(Mg / mb)
     a_cache, w_cache, par_cache = _TwoSlots(), _TwoSlots(), _TwoSlots()
     tile_no = 0
@@ -186,20 +208,28 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
                     em.emit("load", writes=[("wspad", ws)], mem="wspad", dst=ws * wh, dst_stride=m,
                             src=blocks[g][j] + k0 * m, src_stride=m, rows=k1 - k0, cols=m, pad_before=0,
                             pad_after=0, pad=0)
+                acc_on = int(bias_addr is not None or kk > 0)
+                if tiles.engine == "vector":
+                    em.emit("vec.gemv", reads=[("ispad", ks), ("wspad", ws), ("acc", acs)], writes=[("acc", acs)],
+                            dst_mem="acc", dst=acc_tile[acs], dst_stride=m, src_mem="ispad", src=ks * ih,
+                            src_stride=k1 - k0, rows=k1 - k0, cols=m, w=ws * wh, w_stride=m, accumulate=acc_on)
+                    continue
                 em.emit("gemm", reads=[("ispad", ks), ("wspad", ws)], writes=[("acc", acs)], a=ks * ih,
                         a_stride=k1 - k0, w=ws * wh, w_stride=m, acc=acc_tile[acs], acc_stride=m, t=t, k=k1 - k0,
-                        m=m, accumulate=int(bias_addr is not None or kk > 0))
+                        m=m, accumulate=acc_on)
             _epilogue(em, acs, ps, acc_tile, acc_par, buf_out, buf_res, t, m, epi_zp, lo, hi, residual,
-                      out + p0 * M + col, M, out_key)
+                      out + p0 * M + col, M, out_key, table)
     return {"tiles": dataclasses.asdict(tiles), "groups": G}
 
 
 def _epilogue(em: Emitter, acs: int, ps: int, acc_tile: list[int], acc_par: list[int], buf_out: list[int],
               buf_res: list[int], t: int, m: int, zp: int, lo: int, hi: int, residual: dict[str, Any] | None,
-              dst: int, pitch: int, out_key: Any) -> None:
+              dst: int, pitch: int, out_key: Any, table: tuple[Any, int] | None = None) -> None:
     em.emit("vec.requant", reads=[("acc", acs), ("par", ps)], writes=[("buf", "out", acs)], dst_mem="buf",
             dst=buf_out[acs], dst_stride=m, src_mem="acc", src=acc_tile[acs], src_stride=m, rows=t, cols=m,
             par=acc_par[ps], zp=zp, lo=lo, hi=hi)
+    if table is not None:
+        apply_table(em, table, ("buf", "out", acs), buf_out[acs], t, m)
     if residual is not None:
         r = residual
         em.emit("load", reads=[r["key"]], writes=[("buf", "res", acs)], mem="buf", dst=buf_res[acs], dst_stride=m,
@@ -216,7 +246,7 @@ def _epilogue(em: Emitter, acs: int, ps: int, acc_tile: list[int], acc_par: list
 def emit_tap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, win: Window, kind: str,
                    out: int, in_key: Any, out_key: Any, pad: int, weights: np.ndarray | None = None,
                    bias: np.ndarray | None = None, mult: Any = None, shift: Any = None, zp: int = 0,
-                   lo: int = -128, hi: int = 127) -> dict[str, Any]:
+                   lo: int = -128, hi: int = 127, lut: np.ndarray | None = None) -> dict[str, Any]:
     """Depthwise conv (``kind="dw"``: weights [taps, C]) or max pooling (``"max"``) on the vector unit:
     per kernel tap, gather the shifted input tile and multiply-accumulate (or max) it in place."""
     C, P, taps = win.C, win.P, win.kh * win.kw
@@ -239,6 +269,7 @@ def emit_tap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, 
     acc_par, acc_tile = [0, 2 * cb], [4 * cb, 4 * cb + tp * cb]
     buf_out = [0, tp * cb]
     wh = s["wspad"] // 2
+    table = load_table(em, dram, lut)
     n = 0
     ld = 0
     for c0 in range(0, C, cb):
@@ -279,20 +310,24 @@ def emit_tap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, 
                 em.emit("vec.requant", reads=[("acc", sl), ("par", ws)], writes=[("buf", "out", sl)], dst_mem="buf",
                         dst=buf_out[sl], dst_stride=c, src_mem="acc", src=acc_tile[sl], src_stride=c, rows=t,
                         cols=c, par=acc_par[ws], zp=zp, lo=lo, hi=hi)
+                if table is not None:
+                    apply_table(em, table, ("buf", "out", sl), buf_out[sl], t, c)
             em.emit("store", reads=[("buf", "out", sl)], writes=[out_key], mem="buf", src=buf_out[sl],
                     src_stride=c, dst=out + p0 * C + c0, dst_stride=C, rows=t, cols=c)
     return {"tiles": {"tp": tp, "cb": cb}}
 
 
-def emit_gap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, x: int, N: int, HW: int, C: int,
+def emit_gap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, x: int, N: int, HW: int, C: int, offset: int,
                    mult: Any, shift: Any, zp: int, lo: int, hi: int, out: int, in_key: Any,
                    out_key: Any) -> dict[str, Any]:
-    """Global sum pooling on the vector unit (row sums into the accumulator), then requantize."""
+    """Global sum pooling on the vector unit (row sums into the accumulator, which starts at ``offset``:
+    minus HW x the input zero point), then requantize."""
     s = cfg.sizes()
     ih = s["ispad"] // 2
     cb = min(C, 8 * cfg.vector_lanes)
     rows = max(1, min(HW, ih // cb))
     par = _requant_params(dram, mult, shift, C)
+    start = dram.put(np.full(C, offset, np.int32)) if offset else None
     acc_par, acc_row, buf_out = [0, 2 * cb], [4 * cb, 5 * cb], [0, cb]
     ld = n = 0
     for c0 in range(0, C, cb):
@@ -304,6 +339,9 @@ def emit_gap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, x: int, N: 
         for b in range(N):
             sl = n % 2
             n += 1
+            if start is not None:
+                em.emit("load", writes=[("acc", sl)], mem="acc", dst=acc_row[sl], dst_stride=c, src=start + c0 * 4,
+                        src_stride=C * 4, rows=1, cols=c, pad_before=0, pad_after=0, pad=0)
             for r0 in range(0, HW, rows):
                 r = min(HW, r0 + rows) - r0
                 ks = ld % 2
@@ -313,13 +351,24 @@ def emit_gap_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, x: int, N: 
                         pad=0)
                 em.emit("vec.sum", reads=[("ispad", ks), ("acc", sl)], writes=[("acc", sl)], dst_mem="acc",
                         dst=acc_row[sl], dst_stride=c, src_mem="ispad", src=ks * ih, src_stride=c, rows=r, cols=c,
-                        accumulate=int(r0 > 0))
+                        accumulate=int(r0 > 0 or start is not None))
             em.emit("vec.requant", reads=[("acc", sl), ("par", ps)], writes=[("buf", "out", sl)], dst_mem="buf",
                     dst=buf_out[sl], dst_stride=c, src_mem="acc", src=acc_row[sl], src_stride=c, rows=1, cols=c,
                     par=acc_par[ps], zp=zp, lo=lo, hi=hi)
             em.emit("store", reads=[("buf", "out", sl)], writes=[out_key], mem="buf", src=buf_out[sl], src_stride=c,
                     dst=out + b * C + c0, dst_stride=C, rows=1, cols=c)
     return {"tiles": {"rows": rows, "cb": cb}}
+
+
+def flat_pieces(n: int, cols: int, chunk: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(slot, chunk start, offset in the chunk, rows, cols) covering a flat tensor of ``n`` elements in
+    chunks of ``chunk`` (alternating two buffer slots), each a block of whole ``cols``-wide rows and a
+    last partial row."""
+    for i, e0 in enumerate(range(0, n, chunk)):
+        e = min(n, e0 + chunk) - e0
+        for rows, c, off in ((e // cols, cols, 0), (1, e % cols, e // cols * cols)):
+            if rows and c:
+                yield i % 2, e0, off, rows, c
 
 
 def emit_qadd_layer(em: Emitter, cfg: AsicConfig, *, a: int, b: int, n: int, out: int, keys: tuple[Any, Any, Any],
@@ -330,19 +379,14 @@ def emit_qadd_layer(em: Emitter, cfg: AsicConfig, *, a: int, b: int, n: int, out
     chunk = max(cols, min(n, buf // 4) // cols * cols)
     slots = [0, chunk]
     res = [2 * chunk, 3 * chunk]
-    for i, e0 in enumerate(range(0, n, chunk)):
-        e = min(n, e0 + chunk) - e0
-        sl = i % 2
-        for rows, c, off in ((e // cols, cols, 0), (1, e % cols, e // cols * cols)):
-            if rows == 0 or c == 0:
-                continue
-            em.emit("load", reads=[keys[0]], writes=[("buf", "out", sl)], mem="buf", dst=slots[sl] + off,
-                    dst_stride=c, src=a + e0 + off, src_stride=c, rows=rows, cols=c, pad_before=0, pad_after=0, pad=0)
-            em.emit("load", reads=[keys[1]], writes=[("buf", "res", sl)], mem="buf", dst=res[sl] + off, dst_stride=c,
-                    src=b + e0 + off, src_stride=c, rows=rows, cols=c, pad_before=0, pad_after=0, pad=0)
-            em.emit("vec.qadd", reads=[("buf", "out", sl), ("buf", "res", sl)], writes=[("buf", "out", sl)],
-                    dst_mem="buf", dst=slots[sl] + off, dst_stride=c, src_mem="buf", src=res[sl] + off, src_stride=c,
-                    rows=rows, cols=c, **attrs)
-            em.emit("store", reads=[("buf", "out", sl)], writes=[keys[2]], mem="buf", src=slots[sl] + off,
-                    src_stride=c, dst=out + e0 + off, dst_stride=c, rows=rows, cols=c)
+    for sl, e0, off, rows, c in flat_pieces(n, cols, chunk):
+        em.emit("load", reads=[keys[0]], writes=[("buf", "out", sl)], mem="buf", dst=slots[sl] + off,
+                dst_stride=c, src=a + e0 + off, src_stride=c, rows=rows, cols=c, pad_before=0, pad_after=0, pad=0)
+        em.emit("load", reads=[keys[1]], writes=[("buf", "res", sl)], mem="buf", dst=res[sl] + off, dst_stride=c,
+                src=b + e0 + off, src_stride=c, rows=rows, cols=c, pad_before=0, pad_after=0, pad=0)
+        em.emit("vec.qadd", reads=[("buf", "out", sl), ("buf", "res", sl)], writes=[("buf", "out", sl)],
+                dst_mem="buf", dst=slots[sl] + off, dst_stride=c, src_mem="buf", src=res[sl] + off, src_stride=c,
+                rows=rows, cols=c, **attrs)
+        em.emit("store", reads=[("buf", "out", sl)], writes=[keys[2]], mem="buf", src=slots[sl] + off,
+                src_stride=c, dst=out + e0 + off, dst_stride=c, rows=rows, cols=c)
     return {"tiles": {"chunk": chunk}}

@@ -34,7 +34,10 @@ class AsicConfig:
     weight_spad_kib: int
     acc_kib: int
     buffer_kib: int
+    act_buffer_kib: int           # of buffer_kib: the resident activations' region (the rest holds tiles)
+    act_buffer_gbps: float        # DMA bandwidth between that region and the scratchpads
     vector_lanes: int
+    vector_activations: bool      # the vector unit's activation tables and qmul (else those ops go to the host)
     vector_overhead_cycles: int
     dram_gbps: float
     dram_efficiency: float
@@ -64,13 +67,18 @@ class AsicConfig:
         return self.dram_gbps * self.dram_efficiency / self.clock_ghz
 
     @property
+    def act_bytes_per_cycle(self) -> float:
+        return self.act_buffer_gbps / self.clock_ghz
+
+    @property
     def dram_latency_cycles(self) -> int:
         return int(round(self.dram_latency_ns * self.clock_ghz))
 
     def sizes(self) -> dict[str, int]:
         """Bytes of each on-chip memory."""
         return {"ispad": self.input_spad_kib * 1024, "wspad": self.weight_spad_kib * 1024,
-                "acc": self.acc_kib * 1024, "buf": self.buffer_kib * 1024}
+                "acc": self.acc_kib * 1024, "buf": (self.buffer_kib - self.act_buffer_kib) * 1024,
+                "act": self.act_buffer_kib * 1024}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -147,9 +155,12 @@ def make_config(data: Mapping[str, Any]) -> AsicConfig:
         raise TargetError(f"asic config: dataflow must be one of {', '.join(DATAFLOWS)}, got {cfg.dataflow!r}")
     for k in ("array_rows", "array_cols", "input_spad_kib", "weight_spad_kib", "acc_kib", "buffer_kib",
               "vector_lanes", "clock_ghz", "dram_gbps", "host_link_gbps", "host_gflops", "host_gbps",
-              "target_latency_ms"):
+              "target_latency_ms", "act_buffer_gbps"):
         if not getattr(cfg, k) > 0:  # also catches NaN
             raise TargetError(f"asic config: {k} must be positive, got {getattr(cfg, k)!r}")
+    if not 0 <= cfg.act_buffer_kib < cfg.buffer_kib:
+        raise TargetError(f"asic config: act_buffer_kib must be in [0, buffer_kib = {cfg.buffer_kib}), got "
+                          f"{cfg.act_buffer_kib!r} (the rest of the buffer holds the layers' output tiles)")
     for k in ("vector_overhead_cycles", "dram_latency_ns", "host_op_overhead_ns", "static_power_w"):
         if not getattr(cfg, k) >= 0:
             raise TargetError(f"asic config: {k} must be >= 0, got {getattr(cfg, k)!r}")

@@ -57,6 +57,8 @@ class Emitter:
     def __init__(self) -> None:
         self.instrs: list[Instr] = []
         self.layer = -1
+        # a key -> the keys its writes also count as writing (a resident value over earlier ones' bytes)
+        self.also_writes: dict[Key, list[Key]] = {}
         self._reset()
 
     def _reset(self) -> None:
@@ -96,6 +98,7 @@ class Emitter:
                 need[qi] = i
 
         reads, writes = list(reads), list(writes)
+        writes += [k2 for k in writes for k2 in self.also_writes.get(k, ())]
         if self.layer != self._cur_layer:
             self._new_layer()
         for k in reads + writes:

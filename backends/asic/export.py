@@ -72,7 +72,9 @@ def timeline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     op kind, name, MACs), its span in cycles, the parts of that span and its bound."""
     rows = []
     for la in report["layers"]:
-        rows.append({"start": la["start_cycle"], "cycles": la["end_cycle"] - la["start_cycle"], "kind": la["op"],
+        # where a layer's ops run differently from their names' default: depthwise and batch-1 on the vector unit
+        how = "dw " if la["kind"] == "dw" else "gemv " if (la.get("tiles") or {}).get("engine") == "vector" else ""
+        rows.append({"start": la["start_cycle"], "cycles": la["end_cycle"] - la["start_cycle"], "kind": how + la["op"],
                      "name": short_name(la["name"], 24), "order": 1, "macs": la["macs"], "parts": la["time"],
                      "bound": la["bound"]})
     for h in (report.get("host") or {}).get("ops", []):
@@ -131,7 +133,8 @@ def layer_chart_svg(report: dict[str, Any], width: int = 1000) -> str:
 def roofline_svg(report: dict[str, Any], width: int = 720, height: int = 480) -> str:
     """Log-log roofline of the chip layers: operational intensity (ops = 2 x MACs per DRAM byte) against
     achieved ops/s over the layer's span, under the preset's roofs (peak 2 x rows x cols x clock, and
-    DRAM bandwidth x efficiency x intensity). Layers without MACs (pooling, adds) are left out."""
+    DRAM bandwidth x efficiency x intensity) and the vector unit's (2 x lanes x clock, dashed, for the
+    depthwise and batch-1 layers it runs). Layers without MACs (pooling, adds) are left out."""
     c = report["config"]
     peak = 2 * c["array_rows"] * c["array_cols"] * c["clock_ghz"] * 1e9
     bw = c["dram_gbps"] * c["dram_efficiency"] * 1e9
@@ -166,6 +169,13 @@ def roofline_svg(report: dict[str, Any], width: int = 720, height: int = 480) ->
     out.append(f'<polyline fill="none" stroke="#000" stroke-width="1.5" points="{px(lo):.1f},{py(lo * bw):.1f} '
                f'{px(ridge):.1f},{py(peak):.1f} {px(10 ** x1):.1f},{py(peak):.1f}"/>')
     out.append(f'<text x="{px(ridge) + 4:.1f}" y="{py(peak) - 4:.1f}">ridge {ridge:.0f} ops/B</text>')
+    vec = 2 * c["vector_lanes"] * c["clock_ghz"] * 1e9  # the depthwise and batch-1 fc layers' own roof
+    if 10 ** y0 < vec < peak:
+        x_in, x_end, y_v = px(max(lo, vec / bw)), px(10 ** x1), py(vec)
+        out.append(f'<line x1="{x_in:.1f}" y1="{y_v:.1f}" x2="{x_end:.1f}" y2="{y_v:.1f}" stroke="#2a8a3a" '
+                   f'stroke-dasharray="4 3"/>')
+        out.append(f'<text x="{px(10 ** x1) - 190:.1f}" y="{py(vec) - 4:.1f}" fill="#2a8a3a">vector unit '
+                   f'{vec / 1e9:.0f} Gops/s ({c["vector_lanes"]} lanes)</text>')
     for x, y, la in pts:
         out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{BOUND_COLOURS.get(la["bound"], "#999")}" '
                    f'fill-opacity="0.8"><title>{_esc(la["name"])} {la["op"]}: {x:.1f} ops/B, '

@@ -9,7 +9,7 @@ Each mnemonic runs on one of four in-order engine queues:
     store  SRAM -> DRAM, 2-D strided                           fields: mem src src_stride dst dst_stride rows cols
     gemm   acc[t,m] (+)= ispad[t,k] @ wspad[k,m]               fields: a a_stride w w_stride acc acc_stride t k m
                                                                       accumulate
-    vec.*  the vector unit: requant, qadd, max, mac, sum, add, mul, min, shift, clip
+    vec.*  the vector unit: requant, qadd, qmul, lut, gemv, max, mac, sum, add, mul, min, shift, clip
     config / finish
 
 On-chip addresses and strides count elements of the memory (``ispad``, ``wspad``, ``buf`` hold int8;
@@ -29,8 +29,13 @@ from typing import Any, Iterable
 from nnc.ir import NncError
 
 QUEUES = ("load", "compute", "vector", "store")
-MEMS = ("ispad", "wspad", "acc", "buf")
-VEC_OPS = ("requant", "qadd", "max", "mac", "sum", "add", "mul", "min", "shift", "clip")
+MEMS = ("ispad", "wspad", "acc", "buf", "lut")
+VEC_OPS = ("requant", "qadd", "qmul", "lut", "gemv", "max", "mac", "sum", "add", "mul", "min", "shift", "clip")
+# The DMA address space: DRAM from 0, the buffer's resident-activation region from ACT_BASE
+ACT_BASE = 1 << 40
+# the vector unit's table memory: two 256-entry int8 tables (one loads while the other is read)
+LUT_ENTRIES = 256
+LUT_BYTES = 2 * LUT_ENTRIES
 
 # mnemonic -> (queue, field names in print order)
 _LOAD = ("mem", "dst", "dst_stride", "src", "src_stride", "rows", "cols", "pad_before", "pad_after", "pad")
@@ -47,6 +52,14 @@ SCHEMA: dict[str, tuple[str, tuple[str, ...]]] = {
     "vec.requant": ("vector", _VEC + ("par", "zp", "lo", "hi")),
     # qadd: dst(buf) = clamp(rne(((dst - a_zp) * a_mul + (src - b_zp) * b_mul) / 2**shift) + zp)
     "vec.qadd": ("vector", _VEC + ("a_zp", "b_zp", "a_mul", "b_mul", "shift", "zp", "lo", "hi")),
+    # qmul: dst(buf i8) = clamp(rne((src - a_zp) * (row - b_zp) * mult / 2**shift) + zp), row = wspad [1, cols] at
+    # ``row`` broadcast over the rows (squeeze-excite: a per-channel scale)
+    "vec.qmul": ("vector", _VEC + ("row", "a_zp", "b_zp", "mult", "shift", "zp", "lo", "hi")),
+    # gemv: dst(acc [1, cols]) (+)= sum over r < rows of src[r] * wspad[w + r * w_stride, :cols]; src = ispad
+    # [1, rows]: a matrix-vector product (batch-1 fully connected) on the vector unit's MAC lanes
+    "vec.gemv": ("vector", _VEC + ("w", "w_stride", "accumulate")),
+    # lut: dst(i8) = lut[table + src + 128] for int8 src (buf or ispad); any int8 -> int8 activation
+    "vec.lut": ("vector", _VEC + ("table",)),
     # max: dst(buf i8) = src (init=1) or max(dst, src)
     "vec.max": ("vector", _VEC + ("init",)),
     # mac: dst(acc) += (src(ispad) - zp) * w-row (wspad at w, broadcast over rows); depthwise conv

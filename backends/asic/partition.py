@@ -2,8 +2,10 @@
 
 Walks the ops in order and claims fused patterns the chip runs:
 
-- ``qconv``/``qmatmul`` -> ``requantize`` (its only reader) [-> ``qadd`` with another int8 tensor]:
-  a GEMM layer (a depthwise ``qconv`` becomes a vector-unit layer);
+- ``qconv``/``qmatmul`` -> ``requantize`` (its only reader) [-> ``qlut`` activation] [-> ``qadd`` with
+  another int8 tensor]: a GEMM layer (a depthwise ``qconv`` becomes a vector-unit layer);
+- a standalone ``qlut`` (int8 activation table) and a ``qmul`` of x [N,C,H,W] by a per-channel
+  scale [N or 1,C,1,1] (squeeze-excite) on the vector unit;
 - int8 ``max_pool``; ``cast(i8->i32)`` -> ``reduce_sum`` over H, W -> ``requantize`` (global average
   pooling); a same-shape ``qadd``;
 - ``reshape``/``flatten``/``squeeze``/``unsqueeze`` whose bytes do not move (the NHWC layout of a
@@ -27,7 +29,7 @@ ALIAS_OPS = ("reshape", "flatten", "squeeze", "unsqueeze")
 
 @dataclasses.dataclass
 class Layer:
-    kind: str                 # gemm | dw | maxpool | gap | qadd
+    kind: str                 # gemm | dw | maxpool | gap | qadd | lut | qmul
     ops: list[Op]
     inputs: list[Value]       # activations read from DRAM
     output: Value
@@ -69,6 +71,44 @@ def _requant(m: Module, uses: dict, outputs: set, v: Value, axis_ok: tuple[int, 
     if any(p.size > 1 for p in ps) and rq.attrs["axis"] % len(v.type.shape) not in axis_ok:
         return None
     return rq
+
+
+def _table(m: Module, uses: dict, outputs: set, v: Value) -> Op | None:
+    """The ``qlut`` with a constant table that is ``v``'s only reader (an activation to fuse)."""
+    us = uses.get(id(v), [])
+    if len(us) != 1 or id(v) in outputs or us[0].opname != "qlut" or us[0].operands[0] is not v:
+        return None
+    return us[0] if const_value(m, us[0].operands[1]) is not None else None
+
+
+def _fuse_table(m: Module, uses: dict, outputs: set, spec: dict, ops: list[Op], out: Value) -> tuple[list[Op], Value]:
+    lut = _table(m, uses, outputs, out)
+    if lut is None:
+        return ops, out
+    spec["lut"] = const_value(m, lut.operands[1])
+    return ops + [lut], lut.results[0]
+
+
+def _qmul_layer(op: Op) -> Layer | None:
+    a, b = op.operands
+    if not (_static(a) and _static(b)) or len(a.type.shape) != 4 or len(b.type.shape) != 4:
+        return None
+    if tuple(b.type.shape) == tuple(op.results[0].type.shape) and tuple(a.type.shape) != tuple(b.type.shape):
+        a, b = b, a  # the scale is the first operand
+        swapped = True
+    else:
+        swapped = False
+    n, c = a.type.shape[:2]
+    if tuple(a.type.shape) != tuple(op.results[0].type.shape) or tuple(b.type.shape[1:]) != (c, 1, 1) \
+            or b.type.shape[0] not in (1, n):
+        return None
+    at = op.attrs
+    za, zb = (at["b_zero_point"], at["a_zero_point"]) if swapped else (at["a_zero_point"], at["b_zero_point"])
+    lo = max(-128, -128 if at["clip_min"] is None else at["clip_min"])
+    hi = min(127, 127 if at["clip_max"] is None else at["clip_max"])
+    attrs = {"a_zp": za, "b_zp": zb, "mult": at["multiplier"], "shift": at["shift"], "zp": at["zero_point"],
+             "lo": lo, "hi": hi}
+    return Layer("qmul", [op], [a, b], op.results[0], {"attrs": attrs})
 
 
 def _clip(rq: Op) -> tuple[int, int]:
@@ -168,6 +208,7 @@ def _match(m: Module, op: Op, uses: dict, outputs: set, claimed: set[int]) -> La
         C, M, grp = x.type.shape[1], w.type.shape[0], op.attrs["group"]
         kind = "dw" if grp == C == M and w.type.shape[1] == 1 and grp > 1 else "gemm"
         ops, out, inputs = [op, rq], rq.results[0], [x]
+        ops, out = _fuse_table(m, uses, outputs, spec, ops, out)
         res = _residual(uses, outputs, out, claimed) if kind == "gemm" else None
         if res is not None:
             q, other, first = res
@@ -188,6 +229,7 @@ def _match(m: Module, op: Op, uses: dict, outputs: set, claimed: set[int]) -> La
             return None
         spec = {"op": op, "w": cs[0], "bias": cs[1], "epi": _epilogue(m, rq)}
         ops, out, inputs = [op, rq], rq.results[0], [a]
+        ops, out = _fuse_table(m, uses, outputs, spec, ops, out)
         res = _residual(uses, outputs, out, claimed)
         if res is not None:
             q, other, first = res
@@ -210,10 +252,25 @@ def _match(m: Module, op: Op, uses: dict, outputs: set, claimed: set[int]) -> La
         axes = rs.attrs.get("axes") if rs.opname == "reduce_sum" else None
         if axes is None or len(rs.operands) > 1 or sorted(a % 4 for a in axes) != [2, 3]:
             return None
-        rq = _requant(m, uses, outputs, rs.results[0], (1,))
+        ops, s, offset = [op, rs], rs.results[0], 0
+        add = uses.get(id(s), [None])[0]
+        if add is not None and add.opname == "add" and len(uses[id(s)]) == 1 and id(s) not in outputs \
+                and add.operands[0] is s:  # the quantizer's - count * zero_point
+            c = const_value(m, add.operands[1])
+            if c is None or c.size != 1 or add.results[0].type.shape != s.type.shape:
+                return None
+            ops, s, offset = ops + [add], add.results[0], int(c.reshape(-1)[0])
+        rq = _requant(m, uses, outputs, s, (1,))
         if rq is None:
             return None
-        return Layer("gap", [op, rs, rq], [x], rq.results[0], {"epi": _epilogue(m, rq)})
+        return Layer("gap", ops + [rq], [x], rq.results[0], {"epi": _epilogue(m, rq), "offset": offset})
+    if name == "qlut":
+        table = const_value(m, op.operands[1])
+        if table is None or not _static(op.operands[0]):
+            return None
+        return Layer("lut", [op], [op.operands[0]], op.results[0], {"lut": table})
+    if name == "qmul":
+        return _qmul_layer(op)
     if name == "qadd":
         a, b = op.operands
         if not (_static(a) and _static(b)) or a.type.shape != b.type.shape:

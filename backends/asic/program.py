@@ -17,11 +17,12 @@ import numpy as np
 from nnc.ir import Module, Op, Value
 from nnc.ir.ops.conv import fill, resolve_pads
 
-from . import codegen
+from . import codegen, codegen_depthwise, codegen_vector
 from .config import AsicConfig
 from .emitter import DramImage, Emitter
-from .isa import Instr
+from .isa import ACT_BASE, Instr
 from .partition import Layer, match_layers
+from .residency import ResidentActivations
 
 
 @dataclasses.dataclass
@@ -69,6 +70,7 @@ class Program:
     imports: dict[int, list[Value]]         # segment -> host values written to DRAM before it
     exports: list[Value]                    # chip values the host reads (after their segment)
     alias: dict[int, Value]
+    resident: dict[str, int] = dataclasses.field(default_factory=dict)   # values, peak_bytes, capacity_bytes
 
     def transfer_bytes(self) -> int:
         vals = [v for vs in self.imports.values() for v in vs] + self.exports
@@ -111,8 +113,9 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
             keys[id(v)] = ("dram", id(v))
         return placement[id(v)]
 
+    resident = ResidentActivations(cfg.sizes()["act"], items, alias, list(module.main.outputs))
     exported: set[int] = set()
-    for _, item in items:
+    for idx, (_, item) in enumerate(items):
         if isinstance(item, Op):
             if seg_start is not None:
                 em.finish()
@@ -135,6 +138,14 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
             if id(r) not in produced_on_chip and id(r) not in placement:
                 imports.setdefault(len(segments), []).append(r)
             place(r)
+        out_key = ("dram", id(layer.output))
+        spot = resident.place(layer, idx, out_key)
+        if spot is not None:
+            dt = np.dtype(layer.output.type.dtype.numpy)
+            placement[id(layer.output)] = Placement(ACT_BASE + spot[0], tuple(int(d) for d in layer.output.type.shape),
+                                                    dt)
+            keys[id(layer.output)] = out_key
+            em.also_writes[out_key] = spot[1]
         first = len(em.instrs)
         extra = _emit(em, cfg, dram, layer, place, keys, alias)
         produced_on_chip.add(id(layer.output))
@@ -152,7 +163,10 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
         if id(r) in produced_on_chip and id(r) not in exported:
             exported.add(id(r))
             exports.append(r)
-    return Program(cfg, em.instrs, dram, layers, info, schedule, segments, placement, imports, exports, alias)
+    on_chip = {"values": sum(1 for p in placement.values() if p.addr >= ACT_BASE), "peak_bytes": resident.peak,
+               "capacity_bytes": resident.size}
+    return Program(cfg, em.instrs, dram, layers, info, schedule, segments, placement, imports, exports, alias,
+                   on_chip)
 
 
 def _window(x: Placement, op: Op, cg: int, c0: int) -> codegen.Window:
@@ -185,10 +199,10 @@ def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, ke
             C = w.shape[0]
             taps = int(np.prod(w.shape[2:]))
             win = _window(x, op, C, 0)
-            return codegen.emit_tap_layer(em, cfg, dram, name=name, win=win, kind="dw", out=out.addr, in_key=in_key,
+            return codegen_depthwise.emit_dw_layer(em, cfg, dram, name=name, win=win, out=out.addr, in_key=in_key,
                                           out_key=out_key, pad=zp, weights=w.reshape(C, taps).T.copy(),
                                           bias=sp["bias"], mult=epi["mult"], shift=epi["shift"], zp=epi["zp"],
-                                          lo=epi["lo"], hi=epi["hi"])
+                                          lo=epi["lo"], hi=epi["hi"], lut=sp.get("lut"))
         if op.opname == "qconv":
             G = op.attrs["group"]
             M, cg = w.shape[0], w.shape[1]
@@ -212,7 +226,7 @@ def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, ke
                                        weights=[np.ascontiguousarray(m) for m in mats], bias=bias,
                                        mult=epi["mult"], shift=epi["shift"], epi_zp=epi["zp"], lo=epi["lo"],
                                        hi=epi["hi"], pad=zp, out=out.addr, in_key=in_key, out_key=out_key,
-                                       residual=res)
+                                       residual=res, lut=sp.get("lut"))
     if layer.kind == "maxpool":
         win = _window(x, sp["op"], x.shape[1], 0)
         return codegen.emit_tap_layer(em, cfg, dram, name=name, win=win, kind="max", out=out.addr, in_key=in_key,
@@ -220,9 +234,19 @@ def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, ke
     if layer.kind == "gap":
         n, c, h, w_ = x.shape
         e = sp["epi"]
-        return codegen.emit_gap_layer(em, cfg, dram, x=x.addr, N=n, HW=h * w_, C=c, mult=e["mult"],
-                                      shift=e["shift"], zp=e["zp"], lo=e["lo"], hi=e["hi"], out=out.addr,
-                                      in_key=in_key, out_key=out_key)
+        return codegen.emit_gap_layer(em, cfg, dram, x=x.addr, N=n, HW=h * w_, C=c, offset=sp["offset"],
+                                      mult=e["mult"], shift=e["shift"], zp=e["zp"], lo=e["lo"], hi=e["hi"],
+                                      out=out.addr, in_key=in_key, out_key=out_key)
+    if layer.kind == "lut":
+        return codegen_vector.emit_lut_layer(em, cfg, dram, x=x.addr, n=math.prod(x.shape), out=out.addr,
+                                             in_key=in_key, out_key=out_key, lut=sp["lut"])
+    if layer.kind == "qmul":
+        s = place(layer.inputs[1])
+        skey = keys[id(alias.get(id(layer.inputs[1]), layer.inputs[1]))]
+        n, c, h, w_ = x.shape
+        return codegen_vector.emit_qmul_layer(em, cfg, dram, x=x.addr, scale=s.addr, N=n, HW=h * w_, C=c,
+                                              scale_per_image=s.shape[0] == n and n > 1, out=out.addr,
+                                              keys=(in_key, skey, out_key), attrs=sp["attrs"])
     if layer.kind == "qadd":
         b = place(layer.inputs[1])
         bkey = keys[id(alias.get(id(layer.inputs[1]), layer.inputs[1]))]

@@ -20,7 +20,7 @@ import numpy as np
 from .host import HostSegment
 from .program import Program
 from .sim.runner import Timeline
-from .sim.timing import dma_bytes, gemm_folds
+from .sim.timing import dma_bytes, gemm_folds, on_chip
 
 # the parts of a layer's span, in the order that claims a cycle when several overlap (docs/asic.md)
 TIME_PARTS = ("compute", "vector", "dma", "latency", "stall")
@@ -72,8 +72,10 @@ def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
     cfg = program.cfg
     if op in ("load", "store"):
         item = 4 if a["mem"] == "acc" else 1
-        nb = a["cols"] * item if op == "load" and a["src_stride"] == 0 and a["rows"] > 1 else dma_bytes(ins)
+        nb = dma_bytes(ins)
         on = (a["rows"] + (a["pad_before"] + a["pad_after"] if op == "load" else 0)) * a["cols"] * item
+        if on_chip(ins):  # resident activations: a buffer access instead of DRAM
+            return 0, (on if a["mem"] != "buf" else 0), (on if a["mem"] == "buf" else 0) + nb, 0, 0
         return nb, (on if a["mem"] != "buf" else 0), (on if a["mem"] == "buf" else 0), 0, 0
     if op == "gemm":
         t, k, m = a["t"], a["k"], a["m"]
@@ -82,7 +84,7 @@ def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
         return 0, t * k + k * m + t * m * 4 * (1 + a["accumulate"]), 0, 0, folds * cfg.macs * stream
     if op.startswith("vec."):
         n = a["rows"] * a["cols"]
-        size = {"ispad": 1, "wspad": 1, "buf": 1, "acc": 4}
+        size = {"ispad": 1, "wspad": 1, "buf": 1, "acc": 4, "lut": 1}
         moved = n * (size[a["src_mem"]] + 2 * size[a["dst_mem"]])
         buf = moved if "buf" in (a["src_mem"], a["dst_mem"]) else 0
         return 0, moved - buf, buf, n, 0
@@ -126,7 +128,7 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
     for info in program.layer_info:
         i0, i1 = info["instrs"]
         comp = vec = dma = 0
-        n_dma = n_vec = 0
+        n_dma = n_vec = n_far = 0
         dram_b = spad_b = buf_b = 0
         vec_n = 0.0
         slots = 0
@@ -141,6 +143,7 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
                 n_vec += 1
             elif ins.op in ("load", "store"):
                 dma += int(busy[i])
+                n_far += not on_chip(ins)
                 n_dma += 1
         parts = time_breakdown(start[i0:i1], end[i0:i1], busy[i0:i1], [x.op for x in program.instrs[i0:i1]])
         macs = info["macs"]
@@ -160,9 +163,12 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
             "end_cycle": int(end[i0:i1].max()) if i1 > i0 else 0,
             "compute_cycles": comp, "vector_cycles": vec, "dma_cycles": dma, "stall_cycles": parts["stall"],
             "time": parts, "dma_transfers": n_dma,
-            "dma_latency_cycles": 0 if cfg.ideal_bandwidth else n_dma * cfg.dram_latency_cycles,
+            "dma_latency_cycles": 0 if cfg.ideal_bandwidth else n_far * cfg.dram_latency_cycles,
             "vector_overhead_cycles": n_vec * cfg.vector_overhead_cycles,
-            "mapping_efficiency": (macs / slots) if slots else None,
+            # array layers: MACs over the array's MAC slots of their folds; vector-unit layers with MACs
+            # (depthwise): MACs over lanes x the vector unit's busy cycles (issue overhead included)
+            "mapping_efficiency": (macs / slots) if slots else (macs / (vec * cfg.vector_lanes)) if macs and vec
+            else None,
             "dram_bytes": dram_b, "sram_bytes": spad_b + buf_b, "energy_mj": energy, "bound": bound,
             "instructions": i1 - i0, "tiles": info.get("tiles"),
         })
@@ -185,5 +191,6 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
                       "list": [{"what": t[0], "start_cycle": t[1], "end_cycle": t[2], "bytes": t[3]}
                                for t in tl.transfers]},
         "host_ops": host_ops, "instructions": n, "dram_footprint_bytes": program.dram.size,
+        "resident_activations": dict(program.resident),
         "layers": layers, "host": host_report(program, tl, host or []),
     }

@@ -28,6 +28,7 @@ class GemmTiles:
     order: str          # "pm": row tiles outer; "mp": channel blocks outer
     dram_bytes: int     # estimated bytes moved (A, W, outputs)
     compute_cycles: int
+    engine: str = "array"   # "vector": a matrix-vector product (P = 1) as vec.gemv on the vector unit
 
 
 def _sizes(total: int, block: int) -> list[tuple[int, int]]:
@@ -54,8 +55,27 @@ def _loads(n_outer: int, n_inner: int, n_k: int, operand_outer: bool) -> int:
     return n_inner * n_k if n_inner * n_k <= 2 else n_outer * n_inner * n_k
 
 
+def _tile_cycles(cfg: AsicConfig, engine: str, t: int, k: int, m: int) -> int:
+    if engine == "array":
+        return gemm_folds(cfg, t, k, m)[1]
+    return math.ceil(k * m / cfg.vector_lanes) + cfg.vector_overhead_cycles
+
+
 def choose_gemm_tiles(cfg: AsicConfig, P: int, K: int, M: int, residual: bool = False,
                       what: str = "layer") -> GemmTiles:
+    """The best tiles on the array, or for a matrix-vector product (P = 1) on the vector unit when its
+    ``vector_lanes`` MACs a cycle beat the array's folds (each fold of a weight-stationary array
+    streams one row for 2R + C - 1 cycles)."""
+    best = _choose(cfg, P, K, M, residual, what, "array")
+    if P == 1:
+        vec = _choose(cfg, P, K, M, residual, what, "vector")
+        key = (lambda g: max(g.compute_cycles, g.dram_bytes / cfg.dram_bytes_per_cycle))
+        if key(vec) < key(best):
+            return vec
+    return best
+
+
+def _choose(cfg: AsicConfig, P: int, K: int, M: int, residual: bool, what: str, engine: str) -> GemmTiles:
     R, C = cfg.array_rows, cfg.array_cols
     s = cfg.sizes()
     ih, wh, acc_el, buf = s["ispad"] // 2, s["wspad"] // 2, s["acc"] // 4, s["buf"]
@@ -73,7 +93,7 @@ def choose_gemm_tiles(cfg: AsicConfig, P: int, K: int, M: int, residual: bool = 
                 n_p, n_k, n_m = math.ceil(P / tp), math.ceil(K / kb), math.ceil(M / mb)
                 a_tile, w_tile = P * K / (n_p * n_k), K * M / (n_k * n_m)
                 out_bytes = P * M * (2 if residual else 1) + M * 12
-                compute = sum(gemm_folds(cfg, t, k, m)[1] * a * b * c
+                compute = sum(_tile_cycles(cfg, engine, t, k, m) * a * b * c
                               for t, a in _sizes(P, tp) for k, b in _sizes(K, kb) for m, c in _sizes(M, mb))
                 for order in ("pm", "mp"):
                     if order == "pm":
@@ -84,7 +104,7 @@ def choose_gemm_tiles(cfg: AsicConfig, P: int, K: int, M: int, residual: bool = 
                     est = max(compute, traffic / bpc)
                     key = (est, traffic, n_p * n_k * n_m)
                     if best is None or key < best[0]:
-                        best = (key, GemmTiles(tp, kb, mb, order, traffic, compute))
+                        best = (key, GemmTiles(tp, kb, mb, order, traffic, compute, engine))
     if best is None:
         raise TargetError(untileable_message(cfg, what, f"GEMM {P}x{K}x{M}", _smallest_needs(cfg, K, M, residual)))
     return best[1]
@@ -105,6 +125,8 @@ def _smallest_needs(cfg: AsicConfig, K: int, M: int, residual: bool) -> dict[str
 def untileable_message(cfg: AsicConfig, what: str, shape: str, needs: dict[str, tuple[int, str]]) -> str:
     """"layer X cannot be tiled" naming each config field too small for the smallest tile and what it
     must be raised to (the fields are in KiB)."""
+    # the tiles get the buffer less its resident-activation region
+    needs = {f: (b + (cfg.act_buffer_kib * 1024 if f == "buffer_kib" else 0), why) for f, (b, why) in needs.items()}
     short = [f"{f} >= {kib_for(b)} (has {getattr(cfg, f)}; needs {b} B for {why})"
              for f, (b, why) in needs.items() if b > getattr(cfg, f) * 1024]
     if not short:  # each fits alone: the combination (or the candidate grid) fails

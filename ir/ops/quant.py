@@ -323,3 +323,51 @@ defop("qadd", operands=("a", "b"),
       vjp=NOT_DIFFERENTIABLE,
       doc="i8 residual add: clamp(round_half_even(((a - a_zp) * a_multiplier + (b - b_zp) * b_multiplier) "
           "/ 2**shift) + zero_point, clip_min, clip_max), broadcasting like ``add``")
+
+
+# -- int8 activations: qlut (any unary function) and qmul (products such as squeeze-excite) ----------
+
+def _qlut_infer(ctx: InferContext) -> list[TensorType]:
+    check_dtype(ctx, 0, _I8)
+    check_dtype(ctx, 1, _I8)
+    t = ctx.types[1].shape
+    if t is not None and t != (256,):
+        raise ctx.fail(f"table must be i8[256] (one entry per int8 input, -128 first), got {ctx.types[1]}")
+    return [ctx.types[0]]
+
+
+def _qlut(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    return table[x.astype(np.int64) + 128]
+
+
+defop("qlut", operands=("x", "table"), infer=_qlut_infer, reference=_qlut,
+      traits=Trait.PURE | Trait.ELEMENTWISE, vjp=NOT_DIFFERENTIABLE,
+      doc="i8 table lookup: table[x + 128]; the quantized form of any unary activation (hard-swish, "
+          "sigmoid, SiLU, ...) between per-tensor int8 parameters, the table built at compile time")
+
+
+def _qmul_infer(ctx: InferContext) -> list[TensorType]:
+    check_dtype(ctx, 0, _I8)
+    check_dtype(ctx, 1, _I8)
+    if not 0 <= ctx.attrs["multiplier"] < 2**31 or not 0 <= ctx.attrs["shift"] <= 62:
+        raise ctx.fail(f"multiplier must be in [0, 2**31) and shift in [0, 62], got {ctx.attrs['multiplier']}, "
+                       f"{ctx.attrs['shift']}")
+    return [TensorType(DType.i8, broadcast_shapes(ctx.types[0].shape, ctx.types[1].shape))]
+
+
+def _qmul(a: np.ndarray, b: np.ndarray, *, a_zero_point, b_zero_point, multiplier, shift, zero_point, clip_min,
+          clip_max) -> np.ndarray:
+    # |a - a_zp|, |b - b_zp| <= 255 and multiplier < 2**31: the product stays below 2**47
+    p = (a.astype(np.int64) - a_zero_point) * (b.astype(np.int64) - b_zero_point) * multiplier
+    return _clamp(rounding_shift(p, shift) + zero_point, DType.i8, clip_min, clip_max)
+
+
+defop("qmul", operands=("a", "b"),
+      attrs={"a_zero_point": AttrSpec(AttrKind.INT, 0), "b_zero_point": AttrSpec(AttrKind.INT, 0),
+             "multiplier": AttrSpec(AttrKind.INT), "shift": AttrSpec(AttrKind.INT),
+             "zero_point": AttrSpec(AttrKind.INT, 0), "clip_min": AttrSpec(AttrKind.INT, None),
+             "clip_max": AttrSpec(AttrKind.INT, None)},
+      infer=_qmul_infer, reference=_qmul, traits=Trait.PURE | Trait.ELEMENTWISE | Trait.BROADCAST,
+      vjp=NOT_DIFFERENTIABLE,
+      doc="i8 product: clamp(round_half_even((a - a_zp) * (b - b_zp) * multiplier / 2**shift) + zero_point, "
+          "clip_min, clip_max), broadcasting like ``mul`` (a squeeze-excite scale is b [N,C,1,1])")

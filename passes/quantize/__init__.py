@@ -38,16 +38,19 @@ def prepare(module: Module) -> Module:
 
 def quantize_module(module: Module, calibration: Calibration | None = None,
                     observer: str = "minmax", per_channel: bool = True, symmetric: bool = True,
-                    progress: bool = False, stats: dict[str, int] | None = None) -> Module:
+                    progress: bool = False, stats: dict[str, int] | None = None,
+                    int8_activations: bool = False) -> Module:
     """A quantized copy of ``module``. ``calibration``: feed dicts, one dict, or an ``.npz`` path; None
     calibrates on random standard-normal inputs (only good for smoke tests). ``stats``, if given,
-    receives counts of the ops rewritten to int8 and of those left in f32."""
+    receives counts of the ops rewritten to int8 and of those left in f32. ``int8_activations``:
+    hard-swish, hard-sigmoid, sigmoid and SiLU between int8 values become ``qlut`` table lookups and
+    products of two int8 activations ``qmul`` (what an accelerator's vector unit runs; see rewrite.py)."""
     if observer not in OBSERVERS:
         raise PassError(f"unknown observer {observer!r}; choose one of {', '.join(OBSERVERS)}")
     m = prepare(module.clone())
     feeds = synthetic_calibration(m) if calibration is None else load_calibration(calibration, m)
     ranges = calibrate(m, feeds, observer, progress)
-    rw = QuantizeRewriter(m, ranges, per_channel, symmetric)
+    rw = QuantizeRewriter(m, ranges, per_channel, symmetric, int8_activations=int8_activations)
     rw.run()
     from nnc.passes.dce import DeadCodeElimination
 

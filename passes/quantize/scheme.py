@@ -98,3 +98,9 @@ def qadd_params(a: QParams, b: QParams, y: QParams) -> dict[str, int]:
         raise ValueError(f"qadd rescaling factors {ra}, {rb} are out of range")
     return {"a_zero_point": a.zero_point, "b_zero_point": b.zero_point, "a_multiplier": ma,
             "b_multiplier": mb, "shift": shift, "zero_point": y.zero_point}
+
+
+def requant_shift_pair(real: float) -> tuple[int, int]:
+    """One (multiplier, shift) pair as Python ints: ``quantize_multiplier`` of a single factor."""
+    m, s = quantize_multiplier(real)
+    return int(m), int(s)

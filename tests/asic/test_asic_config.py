@@ -62,14 +62,14 @@ def test_depthwise_layer_too_big_for_the_accumulator():
     C = 64
     m = Module()
     g = m.add_graph(Graph("main"))
-    x = g.add_param("x", TensorType(DType.i8, (1, C, 6, 6)))
+    x = g.add_param("x", TensorType(DType.i8, (1, C, 3, 200)))
     b = Builder(m)
     w = np.ones((C, 1, 3, 3), np.int8)
     y = b.op("qconv", x, b.const(w), b.const(np.zeros(C, np.int32)), strides=(1, 1), pads=(1,) * 4, group=C,
              x_zero_point=0)
     g.set_outputs([b.op("requantize", y, b.const(np.int32(1 << 30)), b.const(np.int32(33)))], ["y"])
-    # 64 channels per block (vector_lanes 16 x 8): 2 int32 rows + 4 requantization words = 24 x 64 B
+    # even one channel per block needs 2 int32 output rows of 200 pixels + 4 requantization words
     with pytest.raises(TargetError, match=r"asic: layer .*depthwise 3x3, 64 channels.*acc_kib >= 2 \(has 1; "
-                                          r"needs 1536 B"):
+                                          r"needs 1616 B"):
         _compile(m, vector_lanes=16, acc_kib=1)
     assert _compile(m, vector_lanes=16, acc_kib=2).report["layers"][0]["kind"]

@@ -61,9 +61,34 @@ def test_model(name, preset):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0"])
+def test_squeeze_excite_model_on_the_vector_unit(name):
+    """With the presets' vector unit, MobileNetV3-large and EfficientNet-B0 run on the chip but for the
+    input quantize and the output dequantize, bit-exact against the integer graph, the host under 5%
+    (the issue's goal; MobileNetV3-small's chip time is so short that the input quantize alone is 6%)."""
+    pytest.importorskip("torch")
+    import models
+
+    path = str(models.realistic_model(name))
+    shape = (1, 3, 224, 224)
+    calib = [{"input": np.random.default_rng(s).standard_normal(shape).astype(np.float32)} for s in (1, 2)]
+    x = {"input": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    cm = nnc.compile(path, target="asic", calibration=calib)
+    r = cm.report["asic"]
+    assert sorted(o["op"] for o in r["host"]["ops"]) == ["dequantize", "quantize"]
+    kinds = {li["kind"] for li in cm.executable.program.layer_info}
+    assert {"qmul", "gap", "dw", "gemm"} <= kinds
+    assert r["host"]["share"] <= 0.05
+    got = cm.run(x)
+    want = interpret(cm.executable.module, x)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0"])
 def test_squeeze_excite_model_host_partition(name):
-    """MobileNetV3-small and EfficientNet-B0 (bench/models.py): hard-swish, hard-sigmoid, SiLU and the
+    """MobileNetV3-small and EfficientNet-B0 (bench/models.py) on a chip without vector-unit activations
+    (``vector_activations: false``): hard-swish, hard-sigmoid, SiLU and the
     squeeze-excite multiplies run on the host through x86, the whole run equals the integer graph on
     the interpreter bit for bit (every host float is requantized to int8 before the chip or the
     classifier reads it), and every host op has its host time in the report and the latency."""
@@ -74,7 +99,7 @@ def test_squeeze_excite_model_host_partition(name):
     shape = (1, 3, 224, 224)
     calib = [{"input": np.random.default_rng(s).standard_normal(shape).astype(np.float32)} for s in (1, 2)]
     x = {"input": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-    cm = nnc.compile(path, target="asic", calibration=calib)
+    cm = nnc.compile(path, target="asic", calibration=calib, asic_config={"vector_activations": False})
     r = cm.report["asic"]
     h = r["host"]
     ops = {o["op"] for o in h["ops"]}

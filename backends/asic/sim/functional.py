@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import as_strided
 from nnc.ir import NncError
 
 from ..config import AsicConfig
-from ..isa import Instr
+from ..isa import ACT_BASE, LUT_BYTES, LUT_ENTRIES, Instr
 
 
 class SimError(NncError):
@@ -37,7 +37,9 @@ class Machine:
         self.cfg = cfg
         self.dram = dram  # uint8, written in place
         self.mem = {"ispad": np.zeros(sizes["ispad"], np.int8), "wspad": np.zeros(sizes["wspad"], np.int8),
-                    "buf": np.zeros(sizes["buf"], np.int8), "acc": np.zeros(sizes["acc"] // 4, np.int32)}
+                    "buf": np.zeros(sizes["buf"], np.int8), "acc": np.zeros(sizes["acc"] // 4, np.int32),
+                    "lut": np.zeros(LUT_BYTES, np.int8)}
+        self.act = np.zeros(sizes["act"], np.uint8)  # the buffer's resident activations (DMA addresses >= ACT_BASE)
 
     # -- memory access --------------------------------------------------------------------------
     def tile(self, mem: str, addr: int, rows: int, cols: int, stride: int) -> np.ndarray:
@@ -51,11 +53,13 @@ class Machine:
         return as_strided(a[addr:], shape=(rows, cols), strides=(stride * a.itemsize, a.itemsize))
 
     def dram_tile(self, addr: int, rows: int, row_bytes: int, stride: int) -> np.ndarray:
+        mem, name = (self.act, "act") if addr >= ACT_BASE else (self.dram, "dram")
+        addr -= ACT_BASE if mem is self.act else 0
         end = addr + (rows - 1) * stride + row_bytes
-        if addr < 0 or stride < 0 or end > self.dram.size:
-            raise SimError(f"dram: {rows}x{row_bytes} bytes at {addr} (stride {stride}) are out of bounds "
-                           f"(size {self.dram.size})")
-        return as_strided(self.dram[addr:], shape=(rows, row_bytes), strides=(stride, 1))
+        if addr < 0 or stride < 0 or end > mem.size:
+            raise SimError(f"{name}: {rows}x{row_bytes} bytes at {addr} (stride {stride}) are out of bounds "
+                           f"(size {mem.size})")
+        return as_strided(mem[addr:], shape=(rows, row_bytes), strides=(stride, 1))
 
     # -- execution ------------------------------------------------------------------------------
     def run(self, instrs: list[Instr]) -> None:
@@ -107,6 +111,13 @@ class Machine:
 
     def _vec(self, kind: str, a: dict) -> None:
         rows, cols = a["rows"], a["cols"]
+        if kind == "gemv":
+            x = self.tile(a["src_mem"], a["src"], 1, rows, max(rows, a["src_stride"]))
+            w = self.tile("wspad", a["w"], rows, cols, a["w_stride"])
+            out = self.tile(a["dst_mem"], a["dst"], 1, cols, a["dst_stride"])
+            y = x.astype(np.int64) @ w.astype(np.int64)
+            out[...] = (y + out if a["accumulate"] else y).astype(np.int32)  # wraps like the adder
+            return
         dst = self.tile(a["dst_mem"], a["dst"], rows if kind != "sum" else 1, cols, a["dst_stride"])
         src = self.tile(a["src_mem"], a["src"], rows, cols, a["src_stride"])
         if kind == "requant":
@@ -116,6 +127,15 @@ class Machine:
         elif kind == "qadd":
             acc = (dst.astype(np.int64) - a["a_zp"]) * a["a_mul"] + (src.astype(np.int64) - a["b_zp"]) * a["b_mul"]
             dst[...] = np.clip(rounding_shift(acc, np.int64(a["shift"])) + a["zp"], a["lo"], a["hi"])
+        elif kind == "qmul":
+            row = self.tile("wspad", a["row"], 1, cols, cols)
+            p = (src.astype(np.int64) - a["a_zp"]) * (row.astype(np.int64) - a["b_zp"]) * a["mult"]
+            dst[...] = np.clip(rounding_shift(p, np.int64(a["shift"])) + a["zp"], a["lo"], a["hi"])
+        elif kind == "lut":
+            if src.dtype != np.int8:
+                raise SimError(f"vec.lut reads int8 memory, not {a['src_mem']}")
+            table = self.tile("lut", a["table"], 1, LUT_ENTRIES, LUT_ENTRIES)[0]
+            dst[...] = table[src.astype(np.int64) + 128]
         elif kind == "max":
             dst[...] = src if a["init"] else np.maximum(dst, src)
         elif kind == "mac":

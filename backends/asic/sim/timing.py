@@ -6,7 +6,8 @@ the one that pops it). An instruction starts when its queue is free and every to
 arrived; tokens are pushed when the instruction completes. Costs:
 
 - DMA (load/store): the engine is busy for bytes / (bandwidth x efficiency / clock) cycles and the data
-  lands a fixed latency later (requests are pipelined, so latency is paid per transfer, not per byte);
+  lands a fixed latency later (a broadcast load reads its one DRAM row and fills the rows on chip at
+  one ``array_cols``-wide row per cycle) (requests are pipelined, so latency is paid per transfer, not per byte);
   in ideal-bandwidth mode both are zero.
 - GEMM: per fold of the array, weight-stationary ``2R + C + T - 2`` cycles (T rows streamed, a fold
   being one R x C block of weights), output-stationary ``R + C + T - 2`` (a fold is an R x C block of
@@ -23,7 +24,7 @@ import math
 import numpy as np
 
 from ..config import AsicConfig
-from ..isa import QUEUES, Instr
+from ..isa import ACT_BASE, QUEUES, Instr
 from .functional import SimError
 
 
@@ -38,9 +39,29 @@ def gemm_folds(cfg: AsicConfig, t: int, k: int, m: int) -> tuple[int, int]:
 
 
 def dma_bytes(ins: Instr) -> int:
+    """Bytes the transfer moves between DRAM and SRAM; a broadcast load (``src_stride=0``: one DRAM row
+    written to every row, e.g. a bias into the accumulator) reads its row once."""
     a = ins.args
     itemsize = 4 if a["mem"] == "acc" else 1
+    if ins.op == "load" and a["src_stride"] == 0 and a["rows"] > 1:
+        return a["cols"] * itemsize
     return a["rows"] * a["cols"] * itemsize
+
+
+def on_chip(ins: Instr) -> bool:
+    """Whether a load/store's far side is the buffer's resident-activation region, not DRAM."""
+    return ins.args["src" if ins.op == "load" else "dst"] >= ACT_BASE
+
+
+def _dma_cycles(cfg: AsicConfig, ins: Instr) -> int:
+    """DRAM bytes at the sustained bandwidth (resident activations: at ``act_buffer_gbps``); a broadcast
+    load also fills its rows on chip, one ``array_cols``-wide row per cycle (the accumulator's write port)."""
+    bpc = cfg.act_bytes_per_cycle if on_chip(ins) else cfg.dram_bytes_per_cycle
+    cycles = math.ceil(dma_bytes(ins) / bpc)
+    a = ins.args
+    if ins.op == "load" and a["src_stride"] == 0 and a["rows"] > 1:
+        cycles = max(cycles, a["rows"] * math.ceil(a["cols"] / cfg.array_cols))
+    return cycles
 
 
 def cost(cfg: AsicConfig, ins: Instr) -> tuple[int, int]:
@@ -49,7 +70,7 @@ def cost(cfg: AsicConfig, ins: Instr) -> tuple[int, int]:
     if op in ("load", "store"):
         if cfg.ideal_bandwidth:
             return 0, 0
-        return math.ceil(dma_bytes(ins) / cfg.dram_bytes_per_cycle), cfg.dram_latency_cycles
+        return _dma_cycles(cfg, ins), 0 if on_chip(ins) else cfg.dram_latency_cycles
     if op == "gemm":
         a = ins.args
         return gemm_folds(cfg, a["t"], a["k"], a["m"])[1], 0

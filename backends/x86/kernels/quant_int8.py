@@ -1,5 +1,5 @@
 """x86 lowerings of the integer ops of the quantized-graph contract: ``qconv``, ``qmatmul``,
-``requantize`` and ``qadd``, bit-exact against their references in ir/ops/quant.py.
+``requantize``, ``qadd``, ``qmul`` and ``qlut``, bit-exact against their references in ir/ops/quant.py.
 
 The dot products use AVX-512 VNNI (``vpdpbusd``: 64 u8 x i8 products summed in groups of four into
 16 i32 lanes). It multiplies an *unsigned* byte by a signed one, so activations are shifted by 128
@@ -503,3 +503,29 @@ def lower_qadd(k, op: Op) -> None:
         return _clamp_store(b, y, DType.i8, at["clip_min"], at["clip_max"])
 
     emit_elementwise(k, 0, [k.arg(0), k.arg(1)], list(op.operands), op.results[0], body)
+
+
+@lowering("qmul")
+def lower_qmul(k, op: Op) -> None:
+    at = op.attrs
+    s = ir.Constant(I64, at["shift"])
+
+    def body(b: ir.IRBuilder, el: list[ir.Value]) -> ir.Value:
+        av, bv = (b.sext(e, I64) for e in el)
+        da = b.sub(av, ir.Constant(I64, at["a_zero_point"]))
+        db = b.sub(bv, ir.Constant(I64, at["b_zero_point"]))
+        p = b.mul(b.mul(da, db), ir.Constant(I64, at["multiplier"]))
+        y = b.add(_rne_shift(b, p, s), ir.Constant(I64, at["zero_point"]))
+        return _clamp_store(b, y, DType.i8, at["clip_min"], at["clip_max"])
+
+    emit_elementwise(k, 0, [k.arg(0), k.arg(1)], list(op.operands), op.results[0], body)
+
+
+@lowering("qlut")
+def lower_qlut(k, op: Op) -> None:
+    table = k.arg(1)
+
+    def body(b: ir.IRBuilder, el: list[ir.Value]) -> ir.Value:
+        return b.load(_gep(b, table, b.add(b.sext(el[0], I64), ir.Constant(I64, 128)), I8), typ=I8)
+
+    emit_elementwise(k, 0, [k.arg(0)], [op.operands[0]], op.results[0], body)
