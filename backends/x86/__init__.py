@@ -35,8 +35,8 @@ from nnc.passes import PassManager
 from .cache import CompileCache, Entry, cache_key
 from .codegen import ENTRY, CodeGen
 from .executable import Interface, X86Executable, load_object
-from .llvm_worker import object_code
 from .runtime import attach, num_threads
+from .split_compile import machine_code, start_early
 from .storage import assign_storage
 from .target import TargetInfo, resolve
 
@@ -165,10 +165,12 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Exec
 def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progress: Progress,
            keep_llvm: bool = False) -> tuple[X86Executable, Entry]:
     """Code generation, LLVM and machine code: the work a cache hit skips."""
+    if not keep_llvm:
+        start_early(sum(1 for op in module.main.ops if op.opname != "const"))
     m, storage, _, text = generate(module, {**options, "cpu": info.cpu, "target_features": info.features}, progress)
     opt = int(options.get("opt", 3))
     progress.update(f"optimising and generating machine code (LLVM O{opt})", force=True)
-    obj, llvm_ir, assembly = object_code(text, info, opt, keep_llvm)
+    obj, llvm_ir, assembly = machine_code(text, info, opt, keep_llvm, ENTRY)
     code = load_object(obj, info)
     interface = Interface.of(m.main, storage)
     exe = X86Executable(interface, storage.weights, code.address(ENTRY), code, module=m, graph=m.main,

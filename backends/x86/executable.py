@@ -33,6 +33,7 @@ from nnc.ir.memory_limits import check_allocation
 
 from .codegen import ERROR_BOUND, ERROR_VALUE, PROFILE
 from .runtime import MAX_THREADS, PROFILE_FIELDS, PROFILE_THREADS
+from .split_compile import members
 from .storage import StorageMap
 from .target import TargetInfo, target_machine
 
@@ -86,12 +87,16 @@ class Interface:
 
 
 class LoadedCode:
-    """Machine code from one object file, linked into this process by an MCJIT engine."""
+    """Machine code from one object file (or the archive of a split compile's objects), linked into
+    this process by an MCJIT engine."""
 
     def __init__(self, object_code: bytes, info: TargetInfo):
         _load_runtime_libraries()
+        objects = members(object_code)  # one object, or the parts of a split compile (split_compile.py)
         # an unresolved call would jump to address 0 when run: refuse such code with a clear error
-        missing = [s for s in undefined_symbols(object_code) if not llvm.address_of_symbol(s)]
+        defined = set().union(*(defined_symbols(o) for o in objects))
+        undefined = {s for o in objects for s in undefined_symbols(o)} - defined
+        missing = [s for s in undefined if not llvm.address_of_symbol(s)]
         if missing:
             raise TargetError(f"x86: the generated code calls {', '.join(sorted(missing))}, which this process "
                               f"does not provide (a kernel needs a runtime function nnc does not supply)")
@@ -100,7 +105,8 @@ class LoadedCode:
         empty.triple = tm.triple
         empty.data_layout = str(tm.target_data)
         self.engine = llvm.create_mcjit_compiler(empty, tm)
-        self.engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+        for obj in objects:
+            self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
         self.engine.run_static_constructors()
 
@@ -135,6 +141,16 @@ def _load_runtime_libraries() -> None:
 
 def undefined_symbols(object_code: bytes) -> list[str]:
     """The global symbols an ELF64 object file uses but does not define (its external calls)."""
+    return [name for name, defined in _global_symbols(object_code) if not defined]
+
+
+def defined_symbols(object_code: bytes) -> set[str]:
+    """The global symbols an ELF64 object file defines."""
+    return {name for name, defined in _global_symbols(object_code) if defined}
+
+
+def _global_symbols(object_code: bytes) -> list[tuple[str, bool]]:
+    """(name, defined) of every global symbol of an ELF64 object file."""
     data = bytes(object_code)
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise TargetError("x86: the object code is not a little-endian ELF64 file")
@@ -149,11 +165,11 @@ def undefined_symbols(object_code: bytes) -> list[str]:
         str_off = sections[link][4]
         for k in range(1, size // entsize):
             st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", data, offset + k * entsize)
-            if st_shndx == 0 and st_info >> 4 == 1 and st_name:  # undefined, STB_GLOBAL
+            if st_info >> 4 == 1 and st_name:  # STB_GLOBAL; section 0: undefined
                 end = data.index(b"\0", str_off + st_name)
                 name = data[str_off + st_name:end].decode()
                 if name != "_GLOBAL_OFFSET_TABLE_":
-                    names.append(name)
+                    names.append((name, st_shndx != 0))
     return names
 
 
