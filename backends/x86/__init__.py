@@ -179,7 +179,7 @@ def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progres
     progress.done(f"compiled {_count_kernels(m)} kernels")
     meta = {"interface": interface.to_json(), "entry": ENTRY, "target": info.key(), "model": m.name,
             "threads": int(options["threads"]), "opt": opt, "weights": weight_table(m, storage)}
-    entry = Entry(obj, storage.weights.tobytes(), meta)
+    entry = Entry(obj, storage.weights.data, meta)  # a view of the blob: a big model's weights are not copied
     exe.compiled = Compiled(entry, info)
     exe.compiled.llvm_ir, exe.compiled.assembly = llvm_ir, assembly
     return exe, entry

@@ -191,11 +191,15 @@ class X86Executable:
         for name, t in interface.outputs:
             check_allocation(t.nbytes or 0, f"x86: output {name!r} ({t})", TargetError)
         self._arena_buf, self._arena_ptr = _aligned_buffer(max(interface.arena_bytes, ALIGN))
-        raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray)) else \
+        raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray, memoryview)) else \
             np.ascontiguousarray(weights).reshape(-1).view(np.uint8)
-        # kernels may assume the weights base is as aligned as the offsets the planner gave them
-        self._weights_buf, self._weights_ptr = _aligned_buffer(max(raw.size, ALIGN))
-        self._weights_buf[self._weights_ptr - self._weights_buf.ctypes.data:][:raw.size] = raw
+        # kernels may assume the weights base is as aligned as the offsets the planner gave them; a
+        # fresh compile's blob already is (hundreds of MB for a big model: not copied again)
+        if raw.ctypes.data % ALIGN == 0 and raw.size >= ALIGN:
+            self._weights_buf, self._weights_ptr = raw, raw.ctypes.data
+        else:
+            self._weights_buf, self._weights_ptr = _aligned_buffer(max(raw.size, ALIGN))
+            self._weights_buf[self._weights_ptr - self._weights_buf.ctypes.data:][:raw.size] = raw
         self._in_ptrs = (ctypes.c_void_p * max(len(interface.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(interface.outputs), 1))()
         self._lock = threading.Lock()  # one arena: runs from several Python threads take turns
