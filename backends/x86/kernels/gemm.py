@@ -165,7 +165,9 @@ def gep(b: ir.IRBuilder, p: ir.Value, i: ir.Value | int, t: ir.Type) -> ir.Value
 
 def splat(b: ir.IRBuilder, x: ir.Value, vt: ir.VectorType) -> ir.Value:
     v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, vt.count), [0] * vt.count))
+    # the all-zero mask as zeroinitializer: the same constant to LLVM, but llvmlite builds and prints
+    # it in one step instead of element by element (splats are a hot spot of code generation)
+    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, vt.count), None))
 
 
 def fmuladd(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
