@@ -47,8 +47,12 @@ _LINKAGE = frozenset({"internal", "private", "external", "hidden", "default", "p
 _LOCAL = frozenset({"internal", "private"})
 
 
+MAX_JOBS = 8  # default cap: each part is a process (~60 MB), and parts past 8 gain little
+
+
 def jobs() -> int:
-    """How many parts a big module is split into: ``$NNC_COMPILE_JOBS``, else the usable cores."""
+    """How many parts a big module is split into: ``$NNC_COMPILE_JOBS``, else the usable cores (at
+    most ``MAX_JOBS``)."""
     value = os.environ.get(JOBS_ENV, "").strip()
     if value:
         try:
@@ -56,9 +60,10 @@ def jobs() -> int:
         except ValueError:
             pass
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_JOBS))
 
 
 @dataclass
