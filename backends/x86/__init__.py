@@ -2,8 +2,9 @@
 feature list, and run through one native entry point over a planned arena.
 
 ``compile(module, options)`` prepares the graph (freeze, fold constants, remove dead code), plans
-memory, generates and optimises LLVM IR, emits an object file and links it into this process, and
-returns an ``X86Executable``. The module must have static shapes (``nnc.compile`` specialises models
+memory, generates and optimises LLVM IR, emits an object file (a big module: one per core, compiled
+at the same time, ``split_compile.py``) and links it into this process, and returns an
+``X86Executable``. The module must have static shapes (``nnc.compile`` specialises models
 with symbolic dims or run-time shape inputs before calling this). Options:
 
 - ``cpu``, ``target_features``: the target (default: the host's CPU name and feature list);
