@@ -2,8 +2,9 @@
 feature list, and run through one native entry point over a planned arena.
 
 ``compile(module, options)`` prepares the graph (freeze, fold constants, remove dead code), plans
-memory, generates and optimises LLVM IR, emits an object file and links it into this process, and
-returns an ``X86Executable``. The module must have static shapes (``nnc.compile`` specialises models
+memory, generates and optimises LLVM IR, emits an object file (a big module: one per core, compiled
+at the same time, ``split_compile.py``) and links it into this process, and returns an
+``X86Executable``. The module must have static shapes (``nnc.compile`` specialises models
 with symbolic dims or run-time shape inputs before calling this). Options:
 
 - ``cpu``, ``target_features``: the target (default: the host's CPU name and feature list);
@@ -39,8 +40,8 @@ from .codegen import ENTRY, CodeGen
 from .executable import Interface, X86Executable, load_object
 from .frame import FrameLayout
 from .generic import GenericExecutable, is_symbolic, shape_generic_reason, symbolic_interface
-from .llvm_worker import object_code
 from .runtime import attach, num_threads
+from .split_compile import machine_code, start_early
 from .storage import assign_storage
 from .target import TargetInfo, resolve
 
@@ -198,10 +199,12 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Exec
 def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progress: Progress,
            keep_llvm: bool = False) -> tuple[X86Executable, Entry]:
     """Code generation, LLVM and machine code: the work a cache hit skips."""
+    if not keep_llvm:
+        start_early(sum(1 for op in module.main.ops if op.opname != "const"))
     m, storage, _, text = generate(module, {**options, "cpu": info.cpu, "target_features": info.features}, progress)
     opt = int(options.get("opt", 3))
     progress.update(f"optimising and generating machine code (LLVM O{opt})", force=True)
-    obj, llvm_ir, assembly = object_code(text, info, opt, keep_llvm)
+    obj, llvm_ir, assembly = machine_code(text, info, opt, keep_llvm, ENTRY)
     code = load_object(obj, info)
     exe: Any
     if storage.generic:
@@ -218,7 +221,7 @@ def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progres
             "threads": int(options["threads"]), "opt": opt, "weights": weight_table(m, storage),
             "generic": storage.generic, "kernels": storage.kernel_counts,
             "frame_sites": storage.layout.sites if storage.generic else []}
-    entry = Entry(obj, storage.weights.tobytes(), meta)
+    entry = Entry(obj, storage.weights.data, meta)  # a view of the blob: a big model's weights are not copied
     exe.compiled = Compiled(entry, info)
     exe.target_report = {"kernels": dict(entry.meta.get("kernels") or {})}
     exe.compiled.llvm_ir, exe.compiled.assembly = llvm_ir, assembly

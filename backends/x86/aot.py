@@ -41,6 +41,7 @@ from ..artifact import Staging, json_bytes, nnc_version, sibling
 from .codegen import ENTRY
 from .executable import Interface
 from .library_check import check_library, file_digest
+from .split_compile import members
 from .target import TRIPLE
 
 FORMAT = "nnc-aot"
@@ -111,7 +112,8 @@ def write_library(executable: Any, path: str, report: Mapping[str, Any] | None =
     manifest = manifest_for(compiled, executable.interface, prefix, path, report, bound)
     header = header_text(manifest)
     with tempfile.TemporaryDirectory(prefix="nnc-aot-") as tmp, Staging() as out:
-        files = {"model.o": compiled.entry.object_code, "wrapper.c": wrapper_text(manifest).encode(),
+        objects = {f"model{i}.o": o for i, o in enumerate(members(compiled.entry.object_code))}
+        files = {**objects, "wrapper.c": wrapper_text(manifest).encode(),
                  f"{prefix}.h": header.encode(), "weights.bin": compiled.entry.weights,
                  "weights.S": _weights_asm("weights.bin").encode(),
                  "exports.map": f"{{ global: {prefix}_*; {MANIFEST_SYMBOL}; local: *; }};\n".encode()}
@@ -121,7 +123,7 @@ def write_library(executable: Any, path: str, report: Mapping[str, Any] | None =
         # gcc writes the library straight to its temporary name beside the destination: a model's
         # weights can be hundreds of MB, so they are not copied once more
         lib = out.temp_for(path, executable=True)
-        cmd = [cc, "-shared", "-fPIC", "-O2", "-o", lib, "wrapper.c", "weights.S", "model.o",
+        cmd = [cc, "-shared", "-fPIC", "-O2", "-o", lib, "wrapper.c", "weights.S", *objects,
                "-Wl,--version-script=exports.map", "-Wl,--no-undefined", "-Wl,-z,noexecstack", "-lm", "-lpthread"]
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -112,7 +112,7 @@ class Entry:
     """What a hit gives back: the object code, the weights blob and the executable's metadata."""
 
     object_code: bytes
-    weights: bytes
+    weights: bytes | memoryview  # a fresh compile's entry views the weights blob instead of copying it
     meta: dict[str, Any]
 
 

@@ -33,6 +33,7 @@ from nnc.ir.memory_limits import check_allocation
 
 from .codegen import ERROR_BOUND, ERROR_VALUE, PROFILE
 from .runtime import MAX_THREADS, PROFILE_FIELDS, PROFILE_THREADS
+from .split_compile import members
 from .storage import StorageMap
 from .target import TargetInfo, target_machine
 
@@ -87,12 +88,16 @@ class Interface:
 
 
 class LoadedCode:
-    """Machine code from one object file, linked into this process by an MCJIT engine."""
+    """Machine code from one object file (or the archive of a split compile's objects), linked into
+    this process by an MCJIT engine."""
 
     def __init__(self, object_code: bytes, info: TargetInfo):
         _load_runtime_libraries()
+        objects = members(object_code)  # one object, or the parts of a split compile (split_compile.py)
         # an unresolved call would jump to address 0 when run: refuse such code with a clear error
-        missing = [s for s in undefined_symbols(object_code) if not llvm.address_of_symbol(s)]
+        defined = set().union(*(defined_symbols(o) for o in objects))
+        undefined = {s for o in objects for s in undefined_symbols(o)} - defined
+        missing = [s for s in undefined if not llvm.address_of_symbol(s)]
         if missing:
             raise TargetError(f"x86: the generated code calls {', '.join(sorted(missing))}, which this process "
                               f"does not provide (a kernel needs a runtime function nnc does not supply)")
@@ -101,7 +106,8 @@ class LoadedCode:
         empty.triple = tm.triple
         empty.data_layout = str(tm.target_data)
         self.engine = llvm.create_mcjit_compiler(empty, tm)
-        self.engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+        for obj in objects:
+            self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
         self.engine.run_static_constructors()
 
@@ -136,6 +142,16 @@ def _load_runtime_libraries() -> None:
 
 def undefined_symbols(object_code: bytes) -> list[str]:
     """The global symbols an ELF64 object file uses but does not define (its external calls)."""
+    return [name for name, defined in _global_symbols(object_code) if not defined]
+
+
+def defined_symbols(object_code: bytes) -> set[str]:
+    """The global symbols an ELF64 object file defines."""
+    return {name for name, defined in _global_symbols(object_code) if defined}
+
+
+def _global_symbols(object_code: bytes) -> list[tuple[str, bool]]:
+    """(name, defined) of every global symbol of an ELF64 object file."""
     data = bytes(object_code)
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise TargetError("x86: the object code is not a little-endian ELF64 file")
@@ -150,11 +166,11 @@ def undefined_symbols(object_code: bytes) -> list[str]:
         str_off = sections[link][4]
         for k in range(1, size // entsize):
             st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", data, offset + k * entsize)
-            if st_shndx == 0 and st_info >> 4 == 1 and st_name:  # undefined, STB_GLOBAL
+            if st_info >> 4 == 1 and st_name:  # STB_GLOBAL; section 0: undefined
                 end = data.index(b"\0", str_off + st_name)
                 name = data[str_off + st_name:end].decode()
                 if name != "_GLOBAL_OFFSET_TABLE_":
-                    names.append(name)
+                    names.append((name, st_shndx != 0))
     return names
 
 
@@ -176,11 +192,15 @@ class X86Executable:
         for name, t in interface.outputs:
             check_allocation(t.nbytes or 0, f"x86: output {name!r} ({t})", TargetError)
         self._arena_buf, self._arena_ptr = _aligned_buffer(max(interface.arena_bytes, ALIGN))
-        raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray)) else \
+        raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray, memoryview)) else \
             np.ascontiguousarray(weights).reshape(-1).view(np.uint8)
-        # kernels may assume the weights base is as aligned as the offsets the planner gave them
-        self._weights_buf, self._weights_ptr = _aligned_buffer(max(raw.size, ALIGN))
-        self._weights_buf[self._weights_ptr - self._weights_buf.ctypes.data:][:raw.size] = raw
+        # kernels may assume the weights base is as aligned as the offsets the planner gave them; a
+        # fresh compile's blob already is (hundreds of MB for a big model: not copied again)
+        if raw.ctypes.data % ALIGN == 0 and raw.size >= ALIGN:
+            self._weights_buf, self._weights_ptr = raw, raw.ctypes.data
+        else:
+            self._weights_buf, self._weights_ptr = _aligned_buffer(max(raw.size, ALIGN))
+            self._weights_buf[self._weights_ptr - self._weights_buf.ctypes.data:][:raw.size] = raw
         self._in_ptrs = (ctypes.c_void_p * max(len(interface.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(interface.outputs), 1))()
         self._lock = threading.Lock()  # one arena: runs from several Python threads take turns

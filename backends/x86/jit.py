@@ -29,7 +29,8 @@ def add_pool_destructor(mod) -> None:
     gets it, so the JIT and a saved library run the same object code; the JIT never runs static
     destructors (its executables join their pools when collected, ``runtime.attach``)."""
     try:
-        mod.get_function(SHUTDOWN)
+        if mod.get_function(SHUTDOWN).is_declaration:
+            return  # one part of a split module (split_compile.py): the part defining it gets the entry
     except NameError:
         return  # threads=1: no pool was emitted
     from llvmlite import ir

@@ -14,6 +14,11 @@ starting one costs ~0.6 s, once per ``RECYCLE`` compiles. A worker that dies mid
 ``TargetError``, and the next compile starts a new one. ``NNC_LLVM_WORKER=never`` keeps LLVM in
 this process; ``always`` uses the worker from the first compile (tests/backends/test_llvm_worker.py).
 
+A big module split into parts (``split_compile.py``) is compiled by ``object_codes``: one part in
+this process when a one-module compile would run here, each other part in a worker of its own, all
+at the same time. The driver starts those workers (``start_workers``) before code generation, so
+their start-up overlaps it; they are recycled like the first one.
+
 The machine code is the same either way: the same IR, target machine and passes.
 """
 
@@ -75,14 +80,24 @@ class _Worker:
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.tasks = 0
 
-    def run(self, args: tuple) -> Result:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+    def usable(self) -> bool:
+        return self.tasks < RECYCLE and self.proc.poll() is None
+
+    def send(self, args: tuple) -> None:
+        assert self.proc.stdin is not None
         _send(self.proc.stdin, args)
+
+    def receive(self) -> Result:
+        assert self.proc.stdout is not None
         status, *payload = _receive(self.proc.stdout)
         self.tasks += 1
         if status == "error":
             raise TargetError(f"x86: LLVM failed: {payload[0]}")
         return tuple(payload)  # type: ignore[return-value]
+
+    def run(self, args: tuple) -> Result:
+        self.send(args)
+        return self.receive()
 
     def close(self) -> None:
         try:
@@ -94,7 +109,8 @@ class _Worker:
 
 
 _lock = threading.Lock()
-_worker: _Worker | None = None
+_worker: _Worker | None = None  # the worker of one-module compiles
+_extra: list[_Worker] = []  # more workers, for the parts of a split compile (split_compile.py)
 _compiles = 0
 
 
@@ -103,30 +119,100 @@ def _close() -> None:
     w, _worker = _worker, None
     if w is not None:
         w.close()
+    while _extra:
+        _extra.pop().close()
 
 
 atexit.register(_close)
 
 
+def _workers(n: int) -> list[_Worker]:
+    """``n`` live workers (the first is ``_worker``), starting the missing ones; a worker that has
+    served ``RECYCLE`` tasks or died is replaced. Starting one does not wait for it to be ready."""
+    global _worker
+    if n <= 0:
+        return []
+    if _worker is None or not _worker.usable():
+        if _worker is not None:
+            _worker.close()
+        _worker = _Worker()
+    for i, w in enumerate(_extra):
+        if not w.usable():
+            w.close()
+            _extra[i] = _Worker()
+    while len(_extra) < n - 1:
+        _extra.append(_Worker())
+    return [_worker, *_extra[:n - 1]]
+
+
+def _in_process() -> bool:
+    mode = os.environ.get(ENV, "")
+    return mode == "never" or (mode != "always" and _compiles <= IN_PROCESS_FIRST)
+
+
+def start_workers(n: int) -> None:
+    """Start the worker processes a compile split in ``n`` parts will use (those missing), without
+    waiting: the driver calls it before code generation, so their start-up overlaps it."""
+    with _lock:
+        mode = os.environ.get(ENV, "")
+        if mode != "never":
+            here = mode != "always" and _compiles + 1 <= IN_PROCESS_FIRST  # where the next compile's part 0 runs
+            _workers(n - (1 if here else 0))
+
+
+def _died(e: Exception) -> TargetError:
+    code = _worker.proc.poll() if _worker is not None else None
+    _close()
+    return TargetError(f"x86: the LLVM worker process died while compiling ({e}; exit status {code}); the "
+                       f"next compile starts a new one ({ENV}=never compiles in this process)")
+
+
 def object_code(text: str, info: TargetInfo, opt: int = 3, keep_llvm: bool = False) -> Result:
     """(object file, optimised LLVM IR or None, assembly or None) for the LLVM IR ``text``."""
-    global _compiles, _worker
-    mode = os.environ.get(ENV, "")
+    global _compiles
     args = (text, info.cpu, info.features, opt, keep_llvm)
     with _lock:  # one compile at a time goes to the worker; other threads wait their turn
         _compiles += 1
-        if mode == "never" or (mode != "always" and _compiles <= IN_PROCESS_FIRST):
+        if _in_process():
             return _work(*args)
-        if _worker is None or _worker.tasks >= RECYCLE or _worker.proc.poll() is not None:
-            _close()
-            _worker = _Worker()
+        worker = _workers(1)[0]
         try:
-            return _worker.run(args)
+            return worker.run(args)
         except (EOFError, OSError, pickle.UnpicklingError) as e:
-            code = _worker.proc.poll()
-            _close()
-            raise TargetError(f"x86: the LLVM worker process died while compiling ({e}; exit status {code}); the "
-                              f"next compile starts a new one ({ENV}=never compiles in this process)") from None
+            raise _died(e) from None
+
+
+def object_codes(texts: list[str], info: TargetInfo, opt: int = 3) -> list[bytes]:
+    """The object files of several LLVM IR module texts (the parts of one split module), compiled
+    at the same time: one in this process when a one-module compile would run here, the others
+    each in a worker process. Counts as one compile for ``IN_PROCESS_FIRST``."""
+    global _compiles
+    with _lock:
+        _compiles += 1
+        if os.environ.get(ENV, "") == "never":
+            return [_work(t, info.cpu, info.features, opt, False)[0] for t in texts]
+        local = _in_process()
+        remote = texts[1:] if local else texts
+        pending = _workers(len(remote))
+        try:
+            for w, t in zip(pending, remote):
+                w.send((t, info.cpu, info.features, opt, False))
+            here = [_work(texts[0], info.cpu, info.features, opt, False)[0]] if local else []
+            answers, failure = [], None
+            for w in list(pending):
+                try:
+                    answers.append(w.receive()[0])
+                except TargetError as e:  # an LLVM error: the other answers are still read
+                    failure = failure or e
+                pending.remove(w)
+        except (EOFError, OSError, pickle.UnpicklingError) as e:
+            raise _died(e) from None
+        finally:
+            if pending:  # an answer was never read: those workers are out of step, replace them
+                _close()
+        if failure is not None:
+            raise failure
+        return here + answers
 
 
 def serve() -> int:

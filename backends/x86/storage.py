@@ -84,10 +84,10 @@ class StorageMap:
 
     @property
     def weights(self) -> np.ndarray:
-        """The blob (uint8, at least 64 bytes): every placed constant at its offset. Read it once code
+        """The blob (uint8, at least 64 bytes, 64-byte aligned): every placed constant at its offset. Read it once code
         generation is done; a constant placed later makes the next read gather it again."""
         if self._blob is None:
-            blob = np.zeros(max(self._size, 64), dtype=np.uint8)
+            blob = aligned_zeros(max(self._size, 64))
             consts = self.module.constants
             for key, off in self.weight_offsets.items():
                 arr = np.ascontiguousarray(consts[key])
@@ -121,6 +121,14 @@ class StorageMap:
         if self.error_offset is None:
             return self.plan.arena_bytes
         return self.error_offset + ERROR_RECORD_BYTES
+
+
+def aligned_zeros(nbytes: int, align: int = 64) -> np.ndarray:
+    """A zeroed uint8 array of ``nbytes`` whose data starts on an ``align``-byte boundary (the
+    executable runs on the blob where it lies, without copying it to an aligned buffer)."""
+    buf = np.zeros(nbytes + align, dtype=np.uint8)
+    start = -buf.ctypes.data % align
+    return buf[start:start + nbytes]
 
 
 def assign_storage(module: Module, g: Graph, generic: bool = False) -> StorageMap:

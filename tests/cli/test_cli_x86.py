@@ -87,6 +87,27 @@ def test_quiet_silences_progress(capsys, monkeypatch):
     assert err == "" and "output logits" in out
 
 
+def test_quiet_silences_progress_of_a_split_compile_to_a_library(capfd, monkeypatch, tmp_path):
+    """``nnc compile -o lib.so`` shows progress (here at once), also while the module is compiled in
+    parts on several processes; ``-q`` silences all of it, the workers included (capfd: what any
+    process writes to the file descriptors)."""
+    from nnc.backends.x86 import split_compile
+
+    monkeypatch.setattr(x86.Progress, "delay", 0.0)
+    monkeypatch.setattr(x86.Progress, "log_delay", 0.0)
+    monkeypatch.setattr(split_compile, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setenv(split_compile.JOBS_ENV, "2")
+    parts = []
+    split = split_compile.split
+    monkeypatch.setattr(split_compile, "split", lambda *a: parts.append(split(*a)) or parts[-1])
+    args = ("compile", CNN, "--target", "x86", "--no-cache", "-o", tmp_path / "cnn.so")
+    status, _, err = run_cli(capfd, *args)
+    assert status == 0 and "nnc x86: kernels" in err and "optimising" in err
+    status, out, err = run_cli(capfd, *args, "-q")
+    assert status == 0 and out == "" and err == "" and (tmp_path / "cnn.so").exists()
+    assert [len(p) for p in parts] == [2, 2]
+
+
 def test_ops_table_has_an_x86_column(capsys, monkeypatch):
     monkeypatch.setattr(onnx_backend, "x86_op_coverage", lambda **kw: {"Relu": (3, 3), "Conv": (1, 2)})
     status, out, _ = run_cli(capsys, "ops", "--no-functions")

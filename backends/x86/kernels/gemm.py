@@ -109,22 +109,33 @@ def pack_b_const(bm: np.ndarray, blk: Blocking) -> np.ndarray:
     """B[K, N] -> for each KC slice, NR-wide panels [kc][NR] (zero-padded): slice pc at pc*Npad."""
     K, N = bm.shape
     npad = _ceil(N, blk.NR) * blk.NR
-    full = np.zeros((K, npad), dtype=bm.dtype)
-    full[:, :N] = bm
-    parts = [full[pc:pc + blk.KC].reshape(-1, npad // blk.NR, blk.NR).transpose(1, 0, 2).reshape(-1)
-             for pc in range(0, K, blk.KC)]
-    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(1, bm.dtype))
+    if K == 0:
+        return np.zeros(1, bm.dtype)
+    # each slice written once, in place (a BERT-base's weights are 340 MB: no temporaries)
+    out = np.zeros(K * npad, dtype=bm.dtype)
+    for pc in range(0, K, blk.KC):
+        kc = min(blk.KC, K - pc)
+        panels = out[pc * npad:(pc + kc) * npad].reshape(npad // blk.NR, kc, blk.NR)
+        for j in range(0, N, blk.NR):  # panel j // NR: columns j..j+NR of the slice's rows
+            w = min(blk.NR, N - j)
+            panels[j // blk.NR, :, :w] = bm[pc:pc + kc, j:j + w]
+    return out
 
 
 def pack_a_const(am: np.ndarray, blk: Blocking) -> np.ndarray:
     """A[M, K] -> for each KC slice, MR-tall panels [kc][MR] (zero-padded): slice pc at pc*Mpad."""
     M, K = am.shape
     mpad = _ceil(M, blk.MR) * blk.MR
-    full = np.zeros((mpad, K), dtype=am.dtype)
-    full[:M] = am
-    parts = [full[:, pc:pc + blk.KC].reshape(mpad // blk.MR, blk.MR, -1).transpose(0, 2, 1).reshape(-1)
-             for pc in range(0, K, blk.KC)]
-    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(1, am.dtype))
+    if K == 0:
+        return np.zeros(1, am.dtype)
+    out = np.zeros(K * mpad, dtype=am.dtype)  # as pack_b_const: each slice written once, in place
+    for pc in range(0, K, blk.KC):
+        kc = min(blk.KC, K - pc)
+        panels = out[pc * mpad:(pc + kc) * mpad].reshape(mpad // blk.MR, kc, blk.MR)
+        for i in range(0, M, blk.MR):
+            h = min(blk.MR, M - i)
+            panels[i // blk.MR, :, :h] = am[i:i + h, pc:pc + kc].T
+    return out
 
 
 # -- operands ------------------------------------------------------------------------------------
@@ -190,7 +201,9 @@ def gep(b: ir.IRBuilder, p: ir.Value, i: ir.Value | int, t: ir.Type) -> ir.Value
 
 def splat(b: ir.IRBuilder, x: ir.Value, vt: ir.VectorType) -> ir.Value:
     v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, vt.count), [0] * vt.count))
+    # the all-zero mask as zeroinitializer: the same constant to LLVM, but llvmlite builds and prints
+    # it in one step instead of element by element (splats are a hot spot of code generation)
+    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, vt.count), None))
 
 
 def fmuladd(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:

@@ -1,0 +1,301 @@
+"""Compiling one model's LLVM module on every core: split it into parts, optimise and emit each part
+in its own process, and keep the objects together as one archive.
+
+LLVM optimises and emits a module on one thread, and for a big model (ResNet-50, a BERT encoder)
+that is most of a cold compile. But the module is mostly independent pieces: the entry point calls
+one kernel per op, and a kernel, its outlined ``parallel_for`` tasks and its microkernels are
+called from nowhere else. ``split`` cuts the LLVM IR *text* (whatever the code generator made of it)
+into ``parts`` modules along those lines:
+
+- part 0 holds the entry point, every function that is not internal, and every mutable global (the
+  weights pointer, the thread pool's state), so there is one copy of each piece of state;
+- each kernel, with the internal functions and constants only it reaches, goes whole to one part
+  (largest first, into the least loaded part; the text's length stands in for LLVM's work);
+- an internal function or constant several parts reach (vector math, the thread pool's code) is
+  copied into each of them and stays internal: each kernel is optimised with the same helper bodies
+  it would see in the whole module;
+- a symbol defined in one part and used from another loses ``internal`` for ``hidden`` (never
+  exported from a library) and is declared where it is used.
+
+Every function body is the text of the whole module, so each kernel is optimised from the same IR:
+the outputs are bit-identical to a one-module compile (tests/backends/test_split_compile.py). What
+changes is that kernels are no longer inlined into the entry point, which costs a call per kernel.
+
+The parts' objects travel together as one ``ar`` archive (``pack``); ``members`` gives them back.
+The compilation cache stores the archive as it stores a single object, MCJIT links the members into
+one engine, and ``aot.write_library`` links them into the library, so every consumer runs the same
+machine code. A module is split only when it is large enough (``SPLIT_MIN_BYTES`` of IR text) and
+there is more than one core to use; ``NNC_COMPILE_JOBS`` sets the number of parts (1: never split).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .llvm_worker import Result
+    from .target import TargetInfo
+
+SPLIT_MIN_BYTES = 1 << 20  # ~1 s of LLVM work on one core: below this one process is as fast
+JOBS_ENV = "NNC_COMPILE_JOBS"
+_REF = re.compile(r'@"((?:[^"\\]|\\.)*)"|@([-a-zA-Z$._][-a-zA-Z$._0-9]*)')
+_LINKAGE = frozenset({"internal", "private", "external", "hidden", "default", "protected", "dso_local",
+                      "dso_preemptable", "unnamed_addr", "local_unnamed_addr"})
+_LOCAL = frozenset({"internal", "private"})
+
+
+MAX_JOBS = 8  # default cap: each part is a process (~60 MB), and parts past 8 gain little
+
+
+def jobs() -> int:
+    """How many parts a big module is split into: ``$NNC_COMPILE_JOBS``, else the usable cores (at
+    most ``MAX_JOBS``)."""
+    value = os.environ.get(JOBS_ENV, "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_JOBS))
+
+
+@dataclass
+class Item:
+    """One top-level entity of the module text."""
+
+    kind: str  # "define" | "declare" | "global" | "common" (header, types, metadata: in every part)
+    text: str
+    name: str = ""
+    refs: set[str] = field(default_factory=set)
+    local: bool = False  # internal/private linkage
+    constant: bool = False  # a global that is never written (may be copied)
+
+
+def _name_at(s: str, at: int) -> tuple[str, int]:
+    """The symbol name starting at ``s[at] == '@'`` and the index after it."""
+    m = _REF.match(s, at)
+    if m is None:
+        raise ValueError(f"no symbol name at {s[at:at + 40]!r}")
+    return (m.group(1) if m.group(1) is not None else m.group(2)), m.end()
+
+
+def _refs(text: str, own: str) -> set[str]:
+    names = {a if a else b for a, b in _REF.findall(text)}
+    names.discard(own)
+    return names
+
+
+def parse(text: str) -> list[Item]:
+    """The module text as a list of items, in order."""
+    items: list[Item] = []
+    pos, n = 0, len(text)
+    while pos < n:
+        eol = text.find("\n", pos)
+        eol = n if eol < 0 else eol
+        line = text[pos:eol]
+        if line.startswith("define "):
+            end = text.find("\n}\n", eol)
+            end = n if end < 0 else end + 3
+            body = text[pos:end]
+            name, _ = _name_at(line, line.index("@"))
+            words = line[len("define "):line.index("@")].split()
+            items.append(Item("define", body, name, _refs(body, name), local=bool(_LOCAL & set(words))))
+            pos = end
+            continue
+        if line.startswith("declare "):
+            name, _ = _name_at(line, line.index("@"))
+            items.append(Item("declare", line + "\n", name))
+        elif line.startswith("@"):
+            name, after = _name_at(line, 0)
+            words = line[after:].split("=", 1)[1].split()
+            kind = next((w for w in words if w in ("global", "constant")), "global")
+            items.append(Item("global", line + "\n", name, _refs(line, name), local=bool(_LOCAL & set(words)),
+                              constant=kind == "constant"))
+        elif line.strip():
+            items.append(Item("common", line + "\n"))
+        pos = eol + 1
+    return items
+
+
+def _scan_type(s: str, at: int) -> int:
+    """The index just after the LLVM type starting at ``s[at]`` (brackets balanced)."""
+    while s[at] == " ":
+        at += 1
+    depth = 0
+    i = at
+    while i < len(s):
+        c = s[i]
+        if c in "[<{(":
+            depth += 1
+        elif c in "]>})":
+            depth -= 1
+        elif c in " ," and depth == 0:
+            break
+        i += 1
+    while i < len(s) and s[i] == "*":
+        i += 1
+    return i
+
+
+def _exported(item: Item) -> str:
+    """``item``'s definition with internal linkage turned into hidden visibility."""
+    if not item.local:
+        return item.text
+    if item.kind == "define":
+        return re.sub(r"^define((?: [a-z_]+)*?) (?:internal|private) ", r"define\1 hidden ", item.text, count=1)
+    return re.sub(r"= ((?:[a-z_]+ )*?)(?:internal|private) ", r"= \1hidden ", item.text, count=1)
+
+
+def _declaration(item: Item) -> str:
+    """A declaration of ``item`` (defined in another part) for a part that uses it."""
+    hidden = " hidden" if item.local else ""
+    if item.kind == "define":
+        header = item.text[:item.text.index("\n")]
+        at = header.index("@")
+        words = [w for w in header[len("define "):at].split() if w not in _LINKAGE]
+        return f"declare{hidden} {' '.join(words)} {header[at:]}\n"
+    line = item.text.rstrip("\n")
+    _, after = _name_at(line, 0)
+    rhs = line[after:].split("=", 1)[1]
+    m = re.search(r"\b(global|constant) ", rhs)
+    assert m is not None, line
+    end = _scan_type(rhs, m.end())
+    align = re.search(r", align \d+", rhs[end:])
+    return f"@{_quote(item.name)} = external{hidden} {m.group(1)} {rhs[m.end():end].strip()}" \
+           f"{align.group(0) if align else ''}\n"
+
+
+def _quote(name: str) -> str:
+    return f'"{name}"'
+
+
+def split(text: str, parts: int, entry: str) -> list[str] | None:
+    """The module ``text`` as up to ``parts`` module texts whose objects, linked together, are the
+    whole module; None when it cannot be split usefully (fewer than two kernels, no ``entry``)."""
+    items = parse(text)
+    defs = {it.name: it for it in items if it.kind in ("define", "global")}
+    root = defs.get(entry)
+    if root is None or root.kind != "define" or parts < 2:
+        return None
+    kernels = [n for n in sorted(root.refs) if n in defs and defs[n].kind == "define" and defs[n].local]
+    if len(kernels) < 2:
+        return None
+    # what each kernel reaches, through functions and constants only it could own
+    shareable = {n for n, it in defs.items() if it.local and (it.kind == "define" or it.constant)}
+    kernel_set = set(kernels)
+
+    def reach(start: str) -> set[str]:
+        seen, todo = {start}, [start]
+        while todo:
+            for r in defs[todo.pop()].refs:
+                if r in shareable and r not in seen and r not in kernel_set:
+                    seen.add(r)
+                    todo.append(r)
+        return seen
+
+    owned = {k: reach(k) for k in kernels}
+    cost = {n: len(it.text) for n, it in defs.items()}
+    # part 0: the entry point, the state, the non-internal functions, and what they reach
+    single = {n for n in defs if n not in shareable} | kernel_set  # defined in exactly one part
+    members: list[set[str]] = [set() for _ in range(parts)]
+    for n in single - kernel_set:
+        members[0] |= reach(n)
+    load = [sum(cost[n] for n in members[0])] + [0] * (parts - 1)
+    for k in sorted(kernels, key=lambda k: (-sum(cost[n] for n in owned[k]), k)):
+        p = min(range(parts), key=lambda i: (load[i], i))
+        load[p] += sum(cost[n] for n in owned[k] - members[p])
+        members[p] |= owned[k]
+    members = [m for m in members if m]
+    if len(members) < 2:
+        return None
+    home = {n: p for p, m in enumerate(members) for n in m if n in single}
+    used = [set().union(*(defs[n].refs for n in m)) for m in members]
+    exported = {n for n, p in home.items() if any(n in u for q, u in enumerate(used) if q != p)}
+    return [_part_text(items, defs, m, u, exported) for m, u in zip(members, used)]
+
+
+def _part_text(items: list[Item], defs: dict[str, Item], member: set[str], used: set[str],
+               exported: set[str]) -> str:
+    """One part: the shared header and metadata, its definitions (those used elsewhere exported),
+    and declarations of what it uses from other parts and from outside."""
+    out: list[str] = []
+    for it in items:
+        if it.kind == "common":
+            out.append(it.text)
+        elif it.kind == "declare":
+            if it.name in used:
+                out.append(it.text)
+        elif it.name in member:
+            out.append(_exported(it) if it.name in exported else it.text)
+        elif it.name in used:
+            out.append(_declaration(it))
+    return "".join(out)
+
+
+# -- the parts' objects as one archive ---------------------------------------------------------
+_AR_MAGIC = b"!<arch>\n"
+
+
+def pack(objects: list[bytes]) -> bytes:
+    """Object files as one ``ar`` archive (members ``part0.o``, ``part1.o``...); a single object is
+    returned as it is."""
+    if len(objects) == 1:
+        return objects[0]
+    out = [_AR_MAGIC]
+    for i, obj in enumerate(objects):
+        name = f"part{i}.o/".encode()
+        header = b"%-16s%-12d%-6d%-6d%-8s%-10d`\n" % (name, 0, 0, 0, b"644", len(obj))
+        out += [header, obj, b"\n" if len(obj) % 2 else b""]
+    return b"".join(out)
+
+
+def members(code: bytes) -> list[bytes]:
+    """The object files of ``code``: the members of an archive ``pack`` made, or ``[code]``."""
+    data = bytes(code)
+    if not data.startswith(_AR_MAGIC):
+        return [data]
+    out, pos = [], len(_AR_MAGIC)
+    while pos + 60 <= len(data):
+        header = data[pos:pos + 60]
+        if header[58:60] != b"`\n":
+            raise ValueError("a damaged archive member header")
+        size = int(header[48:58].decode().strip())
+        pos += 60
+        out.append(data[pos:pos + size])
+        pos += size + (size % 2)
+    return out
+
+
+# -- the driver's entry points ----------------------------------------------------------------
+PRESTART_MIN_OPS = 24  # a graph this big usually makes more than SPLIT_MIN_BYTES of IR
+
+
+def start_early(op_count: int) -> None:
+    """Before code generation: start the worker processes a split compile of a graph of
+    ``op_count`` ops would use, so their start-up (~0.5 s) overlaps code generation."""
+    n = jobs()
+    if n > 1 and op_count >= PRESTART_MIN_OPS:
+        from .llvm_worker import start_workers
+
+        start_workers(n)
+
+
+def machine_code(text: str, info: TargetInfo, opt: int, keep_llvm: bool, entry: str) -> Result:
+    """(object code, optimised IR, assembly) of the module ``text``, the way ``llvm_worker.object_code``
+    gives them, but split over the cores when the module is big: the object code is then an
+    archive of the parts' objects (``pack``). ``keep_llvm`` compiles one module (the IR and
+    assembly it shows are of one module)."""
+    from .llvm_worker import object_code, object_codes
+
+    n = jobs()
+    parts = None if keep_llvm or n < 2 or len(text) < SPLIT_MIN_BYTES else split(text, n, entry)
+    if parts is None:
+        return object_code(text, info, opt, keep_llvm)
+    return pack(object_codes(parts, info, opt)), None, None
