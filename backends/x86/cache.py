@@ -166,21 +166,21 @@ def decode(key: str, data: bytes, secret: bytes) -> Entry:
         raise CorruptEntry(f"size mismatch ({len(data)} bytes, header says {pos + sum(max(s, 0) for s in sizes)})")
     view = memoryview(data)
     sections = []
-    digest = hashlib.sha256()
     for s in sizes:
         sections.append(view[pos:pos + s])
-        digest.update(sections[-1])
         pos += s
-    if digest.hexdigest() != want_sum:
-        raise CorruptEntry("checksum mismatch")
-    # checked last so that accidents keep their own message; compare_digest: no timing oracle
+    # the signature covers every byte; only when it fails is the checksum computed, so that an
+    # accident (a flipped bit) keeps its own message (compare_digest: no timing oracle)
     if not hmac.compare_digest(mac, _signature(secret, key, header_bytes, sections)):
-        raise CorruptEntry("bad signature")
+        digest = hashlib.sha256()
+        for sec in sections:
+            digest.update(sec)
+        raise CorruptEntry("checksum mismatch" if digest.hexdigest() != want_sum else "bad signature")
     try:
         meta = json.loads(bytes(sections[2]))
     except ValueError as e:
         raise CorruptEntry(f"unreadable metadata ({e})") from None
-    return Entry(bytes(sections[0]), bytes(sections[1]), meta)
+    return Entry(bytes(sections[0]), sections[1], meta)  # the weights stay a view of the file's bytes
 
 
 class UntrustedFolder(Exception):

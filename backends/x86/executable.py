@@ -192,15 +192,7 @@ class X86Executable:
         for name, t in interface.outputs:
             check_allocation(t.nbytes or 0, f"x86: output {name!r} ({t})", TargetError)
         self._arena_buf, self._arena_ptr = _aligned_buffer(max(interface.arena_bytes, ALIGN))
-        raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray, memoryview)) else \
-            np.ascontiguousarray(weights).reshape(-1).view(np.uint8)
-        # kernels may assume the weights base is as aligned as the offsets the planner gave them; a
-        # fresh compile's blob already is (hundreds of MB for a big model: not copied again)
-        if raw.ctypes.data % ALIGN == 0 and raw.size >= ALIGN:
-            self._weights_buf, self._weights_ptr = raw, raw.ctypes.data
-        else:
-            self._weights_buf, self._weights_ptr = _aligned_buffer(max(raw.size, ALIGN))
-            self._weights_buf[self._weights_ptr - self._weights_buf.ctypes.data:][:raw.size] = raw
+        self._weights_buf, self._weights_ptr = weights_buffer(weights)
         self._in_ptrs = (ctypes.c_void_p * max(len(interface.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(interface.outputs), 1))()
         self._lock = threading.Lock()  # one arena: runs from several Python threads take turns
@@ -258,6 +250,19 @@ class X86Executable:
 
 def _int64s(address: int, count: int) -> np.ndarray:
     return np.ctypeslib.as_array((ctypes.c_int64 * count).from_address(address)).copy()
+
+
+def weights_buffer(weights: np.ndarray | bytes | memoryview) -> tuple[np.ndarray, int]:
+    """The weights blob as the code reads it, and its address. Kernels may assume the base is as
+    aligned as the offsets the planner gave them; a fresh compile's blob already is (hundreds of MB
+    for a big model: not copied again); a cache entry's bytes are copied once to an aligned buffer."""
+    raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray, memoryview)) else \
+        np.ascontiguousarray(weights).reshape(-1).view(np.uint8)
+    if raw.ctypes.data % ALIGN == 0 and raw.size >= ALIGN:
+        return raw, raw.ctypes.data
+    buf, ptr = _aligned_buffer(max(raw.size, ALIGN))
+    buf[ptr - buf.ctypes.data:][:raw.size] = raw
+    return buf, ptr
 
 
 def _aligned_buffer(nbytes: int) -> tuple[np.ndarray, int]:

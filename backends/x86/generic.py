@@ -26,7 +26,7 @@ from nnc.ir import Graph, InputError, Module, TargetError, TensorType
 from nnc.ir.interpreter import check_inputs
 from nnc.ir.memory_limits import check_allocation
 
-from .executable import ALIGN, Interface, _aligned_buffer
+from .executable import ALIGN, Interface, _aligned_buffer, weights_buffer
 from .frame import FrameLayout, ShapePlan
 from .kernels.registry import why_not_generic
 
@@ -76,10 +76,7 @@ class GenericExecutable:
         self.value_inputs = layout.evaluator.value_inputs()
         self._keepalive = keepalive
         self._entry = _ENTRY_T(entry_address)
-        raw = np.frombuffer(weights, dtype=np.uint8) if isinstance(weights, (bytes, bytearray)) else \
-            np.ascontiguousarray(weights).reshape(-1).view(np.uint8)
-        self._weights_buf, self._weights_ptr = _aligned_buffer(max(raw.size, ALIGN))
-        self._weights_buf[self._weights_ptr - self._weights_buf.ctypes.data:][:raw.size] = raw
+        self._weights_buf, self._weights_ptr = weights_buffer(weights)
         self._plans: collections.OrderedDict[tuple, ShapePlan] = collections.OrderedDict()
         self._arena_buf, self._arena_ptr = _aligned_buffer(ALIGN)
         self._arena_size = 0
