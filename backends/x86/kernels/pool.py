@@ -24,9 +24,8 @@ from ..llvm_types import F64, I1, I8, I64, PTR, const_int, for_range, ll_type
 from . import dims as dm
 from .broadcast_loops import vector_lanes, vector_loop
 from .data_movement import const_table, itype, load_table, row_major
-from .indexing import chunked
+from .indexing import chunked_dims
 from .registry import batch_only, lowering
-from .runtime_rows import runtime_rows
 
 
 def _scalar(op: Op, dt: DType) -> ir.Type:
@@ -106,12 +105,11 @@ def _valid_taps(kb, p: _Plan, nc: ir.Value, pos: list[ir.Value], body) -> None:
 
 
 def _planes(k, x, item_bytes: int, plane, name: str = "planes") -> None:
-    """``plane(kb, nc)`` for every (image, channel) plane of ``x``, split over the threads."""
-    N, C = k.shape(x)[:2]
-    if isinstance(N, int):
-        chunked(k, N * C, item_bytes, plane, name=name)
-        return
-    runtime_rows(k, lambda kb: dm.mul(kb.b, kb.shape(x)[0], C), item_bytes, plane, name=name)
+    """``plane(kb, nc)`` for every (image, channel) plane of ``x`` (the batch may be read at run
+    time: each task reads it again), split over the threads."""
+    C = x.shape[1]
+    chunked_dims(k, lambda kb: (dm.mul(kb.b, kb.shape(x)[0], C), item_bytes, None), lambda kb, i, _: plane(kb, i),
+                 name=name)
 
 
 def _float_max(b: ir.IRBuilder, acc: ir.Value, v: ir.Value) -> ir.Value:
