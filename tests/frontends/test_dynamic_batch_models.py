@@ -28,8 +28,8 @@ def with_symbolic_batch(name: str, tmp_path: Path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("name", ["squeezenet", pytest.param("resnet50", marks=pytest.mark.slow),
-                                  pytest.param("shufflenet", marks=pytest.mark.slow)])
+# (resnet50, shufflenet, inception_v1/v2 flatten with a Reshape to batch 1: no other batch runs anywhere)
+@pytest.mark.parametrize("name", ["squeezenet", pytest.param("densenet121", marks=pytest.mark.slow)])
 def test_symbolic_batch_cnn_compiles_once(name: str, tmp_path: Path) -> None:
     path = with_symbolic_batch(name, tmp_path)
     cm = nnc.compile(path, target="x86", quiet=True, cache=False)
