@@ -29,6 +29,8 @@ LIGHT = ["resnet50", "squeezenet", "densenet121", "inception_v1", "inception_v2"
 TORCH = ["mlp", "cnn_small", "resnet18", "mobilenet_v2", "bert_small"]
 # squeeze-excite CNNs for the ASIC host-partition measurements (bench/asic.py); not in the x86 suite
 SQUEEZE_EXCITE = ["mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"]
+# full-size models for the compile-time measurements (bench/compile_time.py); not in the x86 suite
+LARGE = ["resnet50_torch", "bert_base"]
 
 
 def cache_dir() -> Path:
@@ -72,6 +74,33 @@ def _defs() -> dict[str, Callable[[], tuple]]:
                 cin = cout
             self.blocks = nn.Sequential(*blocks)
             self.fc = nn.Linear(512, classes)
+
+        def forward(self, x):
+            x = self.blocks(self.stem(x))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin: int, width: int, stride: int):
+            super().__init__()
+            cout = 4 * width
+            self.body = nn.Sequential(conv_bn(cin, width, 1), conv_bn(width, width, 3, stride),
+                                      conv_bn(width, cout, 1, act=None))
+            self.down = conv_bn(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.down(x))
+
+    class ResNet50(nn.Module):  # torchvision's resnet50 (stride on the 3x3 conv, as v1.5)
+        def __init__(self, classes: int = 1000):
+            super().__init__()
+            self.stem = nn.Sequential(conv_bn(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1))
+            blocks, cin = [], 64
+            for width, n, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+                for i in range(n):
+                    blocks.append(Bottleneck(cin, width, stride if i == 0 else 1))
+                    cin = 4 * width
+            self.blocks = nn.Sequential(*blocks)
+            self.fc = nn.Linear(cin, classes)
 
         def forward(self, x):
             x = self.blocks(self.stem(x))
@@ -145,6 +174,9 @@ def _defs() -> dict[str, Callable[[], tuple]]:
         "resnet18": lambda: (ResNet18(), image),
         "mobilenet_v2": lambda: (MobileNetV2(), image),
         "bert_small": lambda: (BertSmall(), (torch.randint(0, 30522, (1, 128)),)),
+        "resnet50_torch": lambda: (ResNet50(), image),
+        # BERT-base sized: 12 layers, hidden 768, 12 heads, FFN 3072, sequence 128
+        "bert_base": lambda: (BertSmall(d=768, layers=12, heads=12, ffn=3072), (torch.randint(0, 30522, (1, 128)),)),
     }
 
 
@@ -237,8 +269,9 @@ def torch_module(name: str) -> tuple:
     definition and seeded weights as its ONNX export (``torch_model``)."""
     import torch
 
-    if name not in TORCH + SQUEEZE_EXCITE:
-        raise KeyError(f"{name!r} is not a PyTorch bench model (choose from {', '.join(TORCH + SQUEEZE_EXCITE)})")
+    if name not in TORCH + SQUEEZE_EXCITE + LARGE:
+        choices = ", ".join(TORCH + SQUEEZE_EXCITE + LARGE)
+        raise KeyError(f"{name!r} is not a PyTorch bench model (choose from {choices})")
     torch.manual_seed(0)
     model, args = _defs()[name]()
     return model.eval(), args

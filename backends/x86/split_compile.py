@@ -243,16 +243,33 @@ def _part_text(items: list[Item], defs: dict[str, Item], member: set[str], used:
 _AR_MAGIC = b"!<arch>\n"
 
 
+def _ar_header(name: str, size: int) -> bytes:
+    return b"%-16s%-12d%-6d%-6d%-8s%-10d`\n" % (name.encode(), 0, 0, 0, b"644", size)
+
+
+def _even(data: bytes) -> bytes:
+    return data + b"\n" if len(data) % 2 else data
+
+
 def pack(objects: list[bytes]) -> bytes:
-    """Object files as one ``ar`` archive (members ``part0.o``, ``part1.o``...); a single object is
+    """Object files as one ``ar`` archive (members ``part0.o``, ``part1.o``... after a GNU symbol
+    index, so ``ld`` links it as it is: ``nnc compile --emit obj`` gives it); a single object is
     returned as it is."""
     if len(objects) == 1:
         return objects[0]
-    out = [_AR_MAGIC]
+    from .executable import defined_symbols  # the ELF reader; it imports this module
+
+    symbols = [(i, name) for i, obj in enumerate(objects) for name in sorted(defined_symbols(obj))]
+    names = b"".join(name.encode() + b"\0" for _, name in symbols)
+    index_size = 4 + 4 * len(symbols) + len(names)
+    offsets, pos = [], len(_AR_MAGIC) + 60 + index_size + index_size % 2
+    for obj in objects:
+        offsets.append(pos)
+        pos += 60 + len(obj) + len(obj) % 2
+    index = len(symbols).to_bytes(4, "big") + b"".join(offsets[i].to_bytes(4, "big") for i, _ in symbols) + names
+    out = [_AR_MAGIC, _ar_header("/", len(index)), _even(index)]
     for i, obj in enumerate(objects):
-        name = f"part{i}.o/".encode()
-        header = b"%-16s%-12d%-6d%-6d%-8s%-10d`\n" % (name, 0, 0, 0, b"644", len(obj))
-        out += [header, obj, b"\n" if len(obj) % 2 else b""]
+        out += [_ar_header(f"part{i}.o/", len(obj)), _even(obj)]
     return b"".join(out)
 
 
@@ -268,7 +285,8 @@ def members(code: bytes) -> list[bytes]:
             raise ValueError("a damaged archive member header")
         size = int(header[48:58].decode().strip())
         pos += 60
-        out.append(data[pos:pos + size])
+        if not header.startswith(b"/"):  # "/": the symbol index, "//": long names
+            out.append(data[pos:pos + size])
         pos += size + (size % 2)
     return out
 

@@ -4,6 +4,9 @@ saved library; the parts' text keeps one copy of every piece of state."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -104,8 +107,31 @@ def test_parts_define_state_once() -> None:
     assert all("!0 = " in p for p in parts)
 
 
+def _object(symbol: str) -> bytes:
+    from llvmlite import binding as llvm
+
+    from nnc.backends.x86.target import host, target_machine
+
+    mod = llvm.parse_assembly(f'define i32 @"{symbol}"() {{\n  ret i32 7\n}}\n')
+    return target_machine(host()).emit_object(mod)
+
+
 def test_archive_round_trip() -> None:
-    objs = [b"\x7fELF one", b"\x7fELF second, odd"]
+    objs = [_object("first"), _object("second")]
     packed = split_compile.pack(objs)
     assert packed.startswith(b"!<arch>\n") and split_compile.members(packed) == objs
     assert split_compile.pack(objs[:1]) == objs[0] and split_compile.members(objs[0]) == objs[:1]
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_the_archive_links_as_it_is(split_always: None, tmp_path) -> None:
+    """``--emit obj`` of a split compile is an archive with a symbol index: a C program that calls
+    the entry point links against it, pulling the kernels' members through their hidden symbols."""
+    archive = tmp_path / "model.o"
+    archive.write_bytes(_compile(threads=2, cache=False).emit("obj"))
+    main = tmp_path / "main.c"
+    main.write_text("int nnc_entry(void *const *, void *const *, void *, const void *);\n"
+                    "int main(void) { return nnc_entry(0, 0, 0, 0); }\n")  # linked, never run
+    proc = subprocess.run(["gcc", str(main), str(archive), "-o", str(tmp_path / "prog"), "-lm", "-lpthread"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
