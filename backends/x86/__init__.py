@@ -53,6 +53,11 @@ def prepare(module: Module, allow_symbolic: bool = False) -> Module:
     """The graph the code generator lowers: frozen, shape arithmetic folded, dead code removed.
     Static shapes are required unless ``allow_symbolic`` (shape-generic code, ``generic.py``);
     a data-dependent output shape (NonZero) is refused either way."""
+    return _prepare(module, allow_symbolic)[0]
+
+
+def _prepare(module: Module, allow_symbolic: bool) -> tuple[Module, ShapeEvaluator | None]:
+    """``prepare``, and (``allow_symbolic``) the graph's shape evaluator, made once per compile."""
     m = module.clone()  # the graphs are copied; the (large, read-only) constant arrays are shared
     records = PassManager(PREPARE).run(m)
     g = m.main
@@ -64,7 +69,8 @@ def prepare(module: Module, allow_symbolic: bool = False) -> Module:
         # more shapes (and so more shape arithmetic) constant
         reinfer(m)
         records = PassManager(REFOLD).run(m)
-    needed = ShapeEvaluator(m, g).needed if allow_symbolic else set()
+    evaluator = ShapeEvaluator(m, g) if allow_symbolic else None
+    needed = evaluator.needed if evaluator is not None else set()
     for op in g.ops:  # an op whose shape is unknown though its operands' are: data-dependent
         if any(id(v) in needed for v in op.operands):
             continue  # its shape follows from shape arithmetic the host evaluates per binding (a range's limit)
@@ -76,7 +82,7 @@ def prepare(module: Module, allow_symbolic: bool = False) -> Module:
     for v in [] if allow_symbolic else list(g.params) + [r for op in g.ops for r in op.results]:
         if not v.type.is_static:
             raise TargetError(f"x86: %{v.name} has a dynamic type {v.type}; compile with static input shapes")
-    return m
+    return m, evaluator
 
 
 class Progress:
@@ -154,17 +160,18 @@ def generate(module: Module, options: Mapping[str, Any] | None = None, progress:
 
 def _prepared(module: Module) -> tuple[Module, Any, FrameLayout | None]:
     """The prepared module, its storage map and (shape-generic code) its frame layout."""
-    m = prepare(module, allow_symbolic=True)
+    m, evaluator = _prepare(module, allow_symbolic=True)
+    assert evaluator is not None
     if not is_symbolic(m.main):
-        values = ShapeEvaluator(m, m.main).value_inputs()
+        values = evaluator.value_inputs()
         if values:  # static shapes, but an input's value is an attribute (a Reshape target, a CumSum axis)
             raise NotShapeGeneric(f"x86: the values of input(s) {', '.join(values)} decide shapes or attributes; "
                                   f"compiled per value")
         return m, assign_storage(m, m.main), None
     storage = assign_storage(m, m.main, generic=True)
-    layout = FrameLayout(m, m.main, storage.arena_values())
+    layout = FrameLayout(m, m.main, storage.arena_values(), evaluator)
     storage.layout = layout
-    why = shape_generic_reason(m, m.main, layout)
+    why = shape_generic_reason(m.main, evaluator)
     if why is not None:
         raise NotShapeGeneric(f"x86: {why}")
     return m, storage, layout

@@ -33,6 +33,12 @@ class X86Backend(Backend):
         return aot.library_files(path)
 
     def write(self, model: CompiledModel, path: str) -> list[str]:
+        if isinstance(model.executable, GenericExecutable):
+            symbols = ", ".join(model.report.get("shapes", {}).get("symbols") or ["?"])
+            raise TargetError(f"x86: the model has symbolic input dims ({symbols}) and compiled to shape-generic "
+                              f"code, whose per-shape memory plan is made in Python at run time; a library has a C "
+                              f"entry point, so fix the dims at compile time to save it as a library: dims={{...}} "
+                              f"(CLI: --dim NAME=SIZE)")
         exe = _static_executable(model, "save it as a library")
         aot.write_library(exe, path, model.report, bound=model.report.get("bound_dims"))
         return aot.library_files(path)
@@ -64,11 +70,6 @@ class X86Backend(Backend):
 
 def _static_executable(model: CompiledModel, what: str) -> Any:
     exe = model.executable
-    if isinstance(exe, GenericExecutable) and what.startswith("save"):
-        symbols = ", ".join(model.report.get("shapes", {}).get("symbols") or ["?"])
-        raise TargetError(f"x86: the model has symbolic input dims ({symbols}) and compiled to shape-generic code, "
-                          f"whose per-shape memory plan is made in Python at run time; a library has a C entry "
-                          f"point, so fix the dims at compile time to {what}: dims={{...}} (CLI: --dim NAME=SIZE)")
     if getattr(exe, "compiled", None) is None:
         symbols = sorted({str(d) for t in model.input_types.values() for d in (t.shape or ())
                           if not isinstance(d, int)})

@@ -203,7 +203,7 @@ class X86Executable:
 
     def check_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         """The feeds in input order; the interpreter's rules and messages."""
-        return [np.ascontiguousarray(a) for a in check_inputs(self.interface.inputs, feeds)]
+        return feeds_in_order(self.interface, feeds)
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         args = self.check_feeds(feeds)
@@ -211,13 +211,7 @@ class X86Executable:
             return self._call(args)
 
     def _call(self, args: list[np.ndarray]) -> dict[str, np.ndarray]:
-        for i, a in enumerate(args):
-            self._in_ptrs[i] = a.ctypes.data
-        outs = []
-        for j, (_, t) in enumerate(self.interface.outputs):
-            o = np.empty(t.shape, dtype=t.dtype.numpy)
-            outs.append(o)
-            self._out_ptrs[j] = o.ctypes.data
+        outs = bind_io(self._in_ptrs, self._out_ptrs, args, [t for _, t in self.interface.outputs])
         status = self._entry(ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs), self._arena_ptr,
                              self._weights_ptr)
         if status:
@@ -250,6 +244,22 @@ class X86Executable:
 
 def _int64s(address: int, count: int) -> np.ndarray:
     return np.ctypeslib.as_array((ctypes.c_int64 * count).from_address(address)).copy()
+
+
+def feeds_in_order(interface: Interface, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+    """The feeds as contiguous arrays in input order, checked with the interpreter's rules."""
+    return [np.ascontiguousarray(a) for a in check_inputs(interface.inputs, feeds)]
+
+
+def bind_io(in_ptrs: Any, out_ptrs: Any, args: list[np.ndarray], out_types: list[TensorType]) -> list[np.ndarray]:
+    """Point the entry point's input table at ``args`` and its output table at fresh arrays of
+    ``out_types`` (static types), which it returns: the caller owns them."""
+    for i, a in enumerate(args):
+        in_ptrs[i] = a.ctypes.data
+    outs = [np.empty(t.shape, dtype=t.dtype.numpy) for t in out_types]
+    for j, o in enumerate(outs):
+        out_ptrs[j] = o.ctypes.data
+    return outs
 
 
 def weights_buffer(weights: np.ndarray | bytes | memoryview) -> tuple[np.ndarray, int]:

@@ -25,7 +25,7 @@ from nnc.ir.shape_eval import ShapeEvaluator, bound_symbols
 from nnc.passes.liveness import aligned
 from nnc.passes.plan_memory import plan_graph
 
-ERROR_RECORD_BYTES = 64
+from .storage import ERROR_RECORD_BYTES
 
 
 def all_values(graph: Graph) -> Iterator[Value]:
@@ -51,10 +51,10 @@ class ShapePlan:
 class FrameLayout:
     """Frame slots of a graph (compile time) and frames for bindings (run time)."""
 
-    def __init__(self, module: Module, graph: Graph, arena_values: Sequence[Value]):
+    def __init__(self, module: Module, graph: Graph, arena_values: Sequence[Value], evaluator: ShapeEvaluator):
         self.module = module
         self.graph = graph
-        self.evaluator = ShapeEvaluator(module, graph)
+        self.evaluator = evaluator  # the graph's (ShapeEvaluator(module, graph)), made once by the backend
         self.dim_slot: dict[tuple[int, int], int] = {}
         self._dims: list[tuple[Value, int]] = []
         for v in all_values(graph):

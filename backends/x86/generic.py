@@ -22,12 +22,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from nnc.ir import Graph, InputError, Module, TargetError, TensorType
-from nnc.ir.interpreter import check_inputs
+from nnc.ir import Graph, InputError, Module, TargetError
 from nnc.ir.memory_limits import check_allocation
+from nnc.ir.shape_eval import ShapeEvaluator
 
-from .executable import ALIGN, Interface, _aligned_buffer, weights_buffer
-from .frame import FrameLayout, ShapePlan
+from .executable import ALIGN, Interface, _aligned_buffer, bind_io, feeds_in_order, weights_buffer
+from .frame import FrameLayout, ShapePlan, all_values
 from .kernels.registry import why_not_generic
 
 _ENTRY_T = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -36,13 +36,12 @@ _ENTRY_T = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ct
 
 def is_symbolic(graph: Graph) -> bool:
     """Some input or intermediate value has a dim that is not a compile-time int."""
-    from .frame import all_values
-
     return any(not v.type.is_static for v in all_values(graph))
 
 
-def shape_generic_reason(module: Module, graph: Graph, layout: FrameLayout | None = None) -> str | None:
-    """Why ``graph`` (prepared, symbolic) cannot compile to shape-generic code, or None."""
+def shape_generic_reason(graph: Graph, evaluator: ShapeEvaluator) -> str | None:
+    """Why ``graph`` (prepared, symbolic; ``evaluator`` is its shape evaluator) cannot compile to
+    shape-generic code, or None."""
     for op in graph.ops:
         if op.opname == "const":
             continue
@@ -51,11 +50,6 @@ def shape_generic_reason(module: Module, graph: Graph, layout: FrameLayout | Non
         why = why_not_generic(op)
         if why is not None:
             return f"{op.where()}: {why}"
-    evaluator = layout.evaluator if layout is not None else None
-    if evaluator is None:
-        from nnc.ir.shape_eval import ShapeEvaluator
-
-        evaluator = ShapeEvaluator(module, graph)
     return evaluator.data_dependence
 
 
@@ -90,7 +84,7 @@ class GenericExecutable:
         return [n for n, _ in self.interface.outputs]
 
     def check_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
-        return [np.ascontiguousarray(a) for a in check_inputs(self.interface.inputs, feeds)]
+        return feeds_in_order(self.interface, feeds)
 
     def plan_for(self, args: list[np.ndarray]) -> ShapePlan:
         """The frame for these inputs (made once per input signature)."""
@@ -116,13 +110,7 @@ class GenericExecutable:
             if plan.arena_bytes > self._arena_size:
                 self._arena_buf, self._arena_ptr = _aligned_buffer(plan.arena_bytes)
                 self._arena_size = plan.arena_bytes
-            for i, a in enumerate(args):
-                self._in_ptrs[i] = a.ctypes.data
-            outs = []
-            for j, t in enumerate(plan.outputs):
-                o = np.empty(t.shape, dtype=t.dtype.numpy)
-                outs.append(o)
-                self._out_ptrs[j] = o.ctypes.data
+            outs = bind_io(self._in_ptrs, self._out_ptrs, args, plan.outputs)
             status = self._entry(ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs), self._arena_ptr,
                                  self._weights_ptr, plan.frame.ctypes.data)
             if status:
@@ -149,5 +137,3 @@ def symbolic_interface(graph: Graph, kernels: list[str]) -> Interface:
     return Interface(tuple((p.name, p.type) for p in graph.params),
                      tuple(zip(graph.output_names, (v.type for v in graph.outputs))), 0, tuple(kernels), None)
 
-
-__all__ = ["GenericExecutable", "is_symbolic", "shape_generic_reason", "symbolic_interface", "TensorType"]

@@ -41,7 +41,7 @@ class StorageMap:
     """The slot of every value, and the layout of the weights blob (filled in lazily)."""
 
     def __init__(self, module: Module, slots: dict[int, Slot], const_keys: dict[int, str], plan: MemoryPlan | None,
-                 output_copies: list[tuple[int, Value]]):
+                 output_copies: list[tuple[int, Value]], arena_order: list[Value] | None = None):
         self.module = module
         self.slots = slots  # id(value) -> slot, for every value that is not a constant
         self.const_keys = const_keys  # id(value) -> constant-pool key, for the results of const ops
@@ -53,7 +53,7 @@ class StorageMap:
         self._packed: set[str] = set()  # keys added by add_weights (compile-time data of this map)
         self.error_offset: int | None = None  # byte offset of the error record in the arena, once placed
         self.kernel_table: list[str] = []  # the code generator's kernel descriptions (error code - 1)
-        self._arena_order: list[Value] = []
+        self._arena_order: list[Value] = list(arena_order or [])  # the values in the arena, in op order
         self.layout = None  # shape-generic code: its FrameLayout (frame.py), set by the backend
 
     def slot(self, v: Value) -> Slot:
@@ -135,7 +135,7 @@ def assign_storage(module: Module, g: Graph, generic: bool = False) -> StorageMa
     """Slots for every value. ``generic``: the graph has symbolic dims; arena values get a slot of
     offset -1 and their offsets come from the run's frame (``frame.py``), planned per binding."""
     if generic:
-        return _generic_storage(module, g)
+        return _slots(module, g, None, lambda r: -1)
     for op in g.ops:  # the most specific complaint first: the value that does not fit
         for r in op.results:
             if op.opname != "const":
@@ -144,10 +144,6 @@ def assign_storage(module: Module, g: Graph, generic: bool = False) -> StorageMa
     check_allocation(plan.arena_bytes, f"x86: the arena of {g.name or 'the graph'} (every intermediate value at "
                      f"its planned offset)", TargetError)
     return _slots(module, g, plan, lambda r: plan.offset_of(r))
-
-
-def _generic_storage(module: Module, g: Graph) -> StorageMap:
-    return _slots(module, g, None, lambda r: -1)
 
 
 def _slots(module: Module, g: Graph, plan: MemoryPlan | None, offset_of) -> StorageMap:
@@ -172,6 +168,4 @@ def _slots(module: Module, g: Graph, plan: MemoryPlan | None, offset_of) -> Stor
                     raise AssertionError(f"%{r.name} has no storage")
                 slots[id(r)] = Slot("arena", off)
                 arena.append(r)
-    storage = StorageMap(module, slots, const_keys, plan, copies)
-    storage._arena_order = arena
-    return storage
+    return StorageMap(module, slots, const_keys, plan, copies, arena)
