@@ -1,11 +1,17 @@
 """Marks the official ONNX backend tests that nnc is known to fail as strict xfails, each with the
 reason recorded in ``expected_failures_<target>.txt`` (a list that only shrinks: a test that starts
-passing fails the run until it is removed from the list)."""
+passing fails the run until it is removed from the list).
+
+One exception: a test whose reason starts with "random output" compares against one random draw
+made when onnx builds the test case (inputs and expected outputs both come from numpy's global RNG
+at collection time), so it matches by chance now and then (about 1 run in 60 for
+``test_bernoulli_double``: 10 draws, each agreeing with probability p^2 + (1-p)^2). Those are
+non-strict xfails; Bernoulli's distribution is checked by nnc's own tests instead."""
 
 from __future__ import annotations
 
 import pytest
-from expected_failures import load_expected_failures
+from expected_failures import RANDOM_OUTPUT, load_expected_failures
 
 
 def pytest_collection_modifyitems(config, items):
@@ -29,4 +35,6 @@ def pytest_collection_modifyitems(config, items):
         expected = lists.setdefault(target, load_expected_failures(target))
         name = item.name[: -len("_cpu")] if item.name.endswith("_cpu") else item.name
         if name in expected:
-            item.add_marker(pytest.mark.xfail(reason=expected[name], strict=True))
+            reason = expected[name]
+            strict = not reason.startswith(RANDOM_OUTPUT)
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=strict))

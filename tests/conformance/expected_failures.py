@@ -9,6 +9,8 @@ import os
 import re
 
 HERE = os.path.dirname(__file__)
+# A reason starting with this marks a test whose expected data is a random draw: see conftest.py.
+RANDOM_OUTPUT = "random output"
 _LINE = re.compile(r"^(test_\w+)\s*:\s*(.+)$")
 
 
