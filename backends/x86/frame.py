@@ -46,7 +46,7 @@ class ShapePlan:
     outputs: list[TensorType]
     lower_bound_bytes: int
     symbols: dict[str, int]
-    memory: Any = None  # the MemoryPlan (buffers, in-place sharing)
+    memory: Any = None  # the MemoryPlan (buffers, in-place sharing), when asked for
 
 
 class FrameLayout:
@@ -96,7 +96,9 @@ class FrameLayout:
         self.size += len(slots)
         return base
 
-    def plan(self, args: Sequence[np.ndarray]) -> ShapePlan:
+    def plan(self, args: Sequence[np.ndarray], keep_memory: bool = False) -> ShapePlan:
+        """The frame for these inputs (``keep_memory``: with the memory plan, which per-signature
+        frames do not keep)."""
         types = self.evaluator.types(args)
         frame = np.zeros(max(self.size, 1), dtype=np.int64)
         for i, (v, axis) in enumerate(self._dims):
@@ -116,4 +118,4 @@ class FrameLayout:
             frame[base:base + len(slots)] = frame[slots]
         check_allocation(arena, "x86: the arena for these input shapes", TargetError)
         return ShapePlan(frame, arena, [types[id(v)] for v in self.graph.outputs], plan.lower_bound_bytes,
-                         dict(bound_symbols(self.graph, args)), plan)
+                         dict(bound_symbols(self.graph, args)), plan if keep_memory else None)

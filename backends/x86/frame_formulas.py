@@ -152,7 +152,7 @@ def derive(layout: FrameLayout, max_dims: Mapping[str, int]) -> FrameFormulas:
 
     # the plan at the bounds: its offsets are the library's
     try:
-        bound_plan = layout.plan(_args(layout, inputs, maxima))
+        bound_plan = layout.plan(_args(layout, inputs, maxima), keep_memory=True)
     except InputError as e:
         raise TargetError(f"x86: the model does not run at the bounds {_text(maxima)}: {e}") from None
     template = [int(x) for x in bound_plan.frame]
