@@ -328,9 +328,15 @@ def test_cli_compile_with_max_dim(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "symbolic dims fixed" not in text and "N in [1, 8]" in text
     lib = nnc.load(so)
     assert lib(np.zeros((8, 784), np.float32)).shape == (8, 10) and lib(np.zeros((1, 784), np.float32)).shape == (1, 10)
+    assert cli_main(["run", str(so), "--random-inputs", "--dim", "N=5"]) == 0  # --dim sizes the random inputs
+    assert "output logits: f32[5,10]" in " ".join(capsys.readouterr().out.split())
+    assert cli_main(["run", str(so), "--random-inputs", "--dim", "N=9"]) == 1
+    assert "status -3: a dim is below 1 or above its maximum" in capsys.readouterr().err
     # without bounds the library is specialised to N=1, and the CLI says what gives run-time dims
     assert cli_main(["compile", model, "-t", "x86", "-o", str(tmp_path / "one.so")]) == 0
     assert "--max-dim N=SIZE" in capsys.readouterr().out
+    assert cli_main(["run", str(tmp_path / "one.so"), "--random-inputs", "--dim", "N=5"]) == 1
+    assert "with fixed shapes; --dim does not apply" in capsys.readouterr().err
     assert cli_main(["compile", model, "-t", "x86", "--max-dim", "batch=8", "-o", str(tmp_path / "x.so")]) == 1
     err = capsys.readouterr().err
     assert "--max-dim names batch, which no input dim of" in err and len(err.strip().splitlines()) == 1
