@@ -56,7 +56,6 @@ DIMS_FORMAT_VERSION = 2  # a library with run-time dims (aot_dims.py): run takes
 MANIFEST_SYMBOL = "nnc_manifest"  # the same in every library, so a loader needs no other knowledge
 
 
-
 # -- building -----------------------------------------------------------------------------------
 def c_identifier(name: str) -> str:
     """A C identifier from a file stem or model name: ``resnet-50`` -> ``resnet_50``."""
@@ -303,7 +302,8 @@ class AotExecutable:
         if self.manifest.get("format") != FORMAT or self.manifest.get("format_version") not in (FORMAT_VERSION,
                                                                                                 DIMS_FORMAT_VERSION):
             raise ModelError(f"{path}: manifest format {self.manifest.get('format')!r} "
-                             f"v{self.manifest.get('format_version')} is not {FORMAT} v{FORMAT_VERSION}")
+                             f"v{self.manifest.get('format_version')} is not {FORMAT} v{FORMAT_VERSION} or "
+                             f"v{DIMS_FORMAT_VERSION}")
         p = self.manifest["prefix"]
         self._create = self._lib[f"{p}_create"]
         self._create.restype = ctypes.c_void_p
