@@ -68,6 +68,8 @@ class CompileOptions:
     cache_dir: str | None = _scope("driver", "the compilation cache's folder")
     keep_llvm: bool | None = _scope("backend", "x86: keep the optimised LLVM IR for emit('llvm'|'asm')")
     profile: bool | None = _scope("backend", "x86: time every kernel inside the entry point (cm.profile)")
+    max_dims: dict[str, int] | None = _scope("backend", "x86: maxima of symbolic input dims: runs check them, and a "
+                                                       "library takes the dims at run time up to them")
     asic_preset: str | None = _scope("backend", "asic: machine preset (edge, x1)")
     asic_config: Any = _scope("backend", "asic: JSON path or dict merged over the preset")
     functional: bool | None = _scope("backend", "asic: simulate bit-exactly on run (default True)")
@@ -180,11 +182,17 @@ class CompileOptions:
         for sym, size in (self.dims or {}).items():
             if not isinstance(size, int) or size < 0:
                 raise NncError(f"dims: {sym}={size!r} is not a size (a non-negative integer)")
+        for sym, size in (self.max_dims or {}).items():
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                raise NncError(f"max_dims: {sym}={size!r} is not a maximum (a positive integer)")
+            if sym in (self.dims or {}):
+                raise NncError(f"{sym} is both fixed (--dim) and bounded (--max-dim); give one")
 
 
 def _flag(name: str) -> str:
     special = {"opt_level": "-O", "disable_passes": "--disable-pass", "pass_plugins": "--load-pass-plugin",
-               "frozen": "--freeze", "dims": "--dim"}
+               "frozen": "--freeze", "dims": "--dim",
+               "max_dims": "--max-dim"}
     return special.get(name, "--" + name.replace("_", "-"))
 
 

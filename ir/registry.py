@@ -172,8 +172,8 @@ class OpDef:
 
 def array_to_attr(kind: AttrKind, arr: np.ndarray) -> Any:
     a = np.asarray(arr)
-    if kind is AttrKind.INTS:
-        return tuple(int(v) for v in a.reshape(-1))
+    if kind is AttrKind.INTS:  # python ints stay as they are (a dim that carries its formula: ir/sym_dims.py)
+        return tuple(v if isinstance(v, int) and not isinstance(v, bool) else int(v) for v in a.reshape(-1))
     if kind is AttrKind.FLOATS:
         return tuple(float(v) for v in a.reshape(-1))
     if kind is AttrKind.INT:

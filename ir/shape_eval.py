@@ -111,19 +111,23 @@ class ShapeEvaluator:
                 arrays = [known[id(v)] if id(v) in known else np.broadcast_to(np.zeros((), t.dtype.numpy), t.shape)
                           for v, t in zip(op.operands, operand_types)]
                 if op.opname == "fused":  # shape arithmetic the fuse pass grouped (equal, where...)
-                    out = self._run_region(op.regions[0], arrays)
+                    out = self._run_region(op.regions[0], arrays, types)
                 else:
-                    out = _reference(op, arrays)
+                    out = self._host_value(op, arrays, operand_types)
                 for r, a in zip(op.results, out if isinstance(out, (tuple, list)) else [out]):
                     known[id(r)] = np.asarray(a)
 
-    def _run_region(self, body: Graph, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def _host_value(self, op: Op, arrays: list[np.ndarray], types: list[TensorType]) -> object:
+        """``op``'s result(s) on host arrays (``types``: its operands' types)."""
+        return _reference(op, arrays)
+
+    def _run_region(self, body: Graph, arrays: list[np.ndarray], types: dict[int, TensorType]) -> list[np.ndarray]:
         env = {id(p): a for p, a in zip(body.params, arrays)}
         for op in body.ops:
             if op.opname == "const":
                 env[id(op.results[0])] = const_value(self.module, op.results[0])
                 continue
-            out = _reference(op, [env[id(v)] for v in op.operands])
+            out = self._host_value(op, [env[id(v)] for v in op.operands], [types[id(v)] for v in op.operands])
             for r, a in zip(op.results, out if isinstance(out, (tuple, list)) else [out]):
                 env[id(r)] = np.asarray(a)
         return [env[id(v)] for v in body.outputs]

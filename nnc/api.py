@@ -25,7 +25,7 @@ from nnc.backends.compiled import CompiledModel, NotShapeGeneric
 from nnc.backends.options import MODES, CompileOptions, as_options
 from nnc.backends.registry import get_backend
 from nnc.backends.registry import load as load_artifact
-from nnc.ir import NncError
+from nnc.ir import NncError, TargetError
 from nnc.ir.specialize import bind_dims, input_symbols
 
 from .loading import check_weights, from_onnx, from_torch, load_module, parse
@@ -77,6 +77,9 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", example_
                 executable = backend.compile(module, opts)
                 shapes = {"generic": True, "symbols": input_symbols(module)}
             except NotShapeGeneric as e:
+                if opts.max_dims:  # the bounds are for shape-generic code: say why there is none
+                    raise TargetError(f"{e}; max_dims (--max-dim) bound the dims of shape-generic code, so they "
+                                      f"cannot apply to this model") from None
                 shapes = {"generic": False, "reason": str(e)}
         else:
             shapes = {"generic": False, "reason": f"target {backend.name!r} compiles static shapes only"}

@@ -38,22 +38,22 @@ from nnc.ir.interpreter import check_inputs
 from nnc.ir.memory_limits import check_allocation
 
 from ..artifact import Staging, json_bytes, nnc_version, sibling
+from . import aot_dims
+from .c_text import C_TYPES as _C_TYPES
+from .c_text import c_literal as _c_literal
+from .c_text import header_close, header_open
 from .codegen import ENTRY
 from .executable import Interface
+from .frame_formulas import FrameFormulas
 from .library_check import check_library, file_digest
 from .split_compile import members
+from .storage import ERROR_RECORD_BYTES
 from .target import TRIPLE
 
 FORMAT = "nnc-aot"
 FORMAT_VERSION = 1
+DIMS_FORMAT_VERSION = 2  # a library with run-time dims (aot_dims.py): run takes the input shapes
 MANIFEST_SYMBOL = "nnc_manifest"  # the same in every library, so a loader needs no other knowledge
-
-_C_TYPES = {
-    DType.f64: "double", DType.f32: "float", DType.f16: "uint16_t", DType.bf16: "uint16_t",
-    DType.i64: "int64_t", DType.i32: "int32_t", DType.i16: "int16_t", DType.i8: "int8_t",
-    DType.u64: "uint64_t", DType.u32: "uint32_t", DType.u16: "uint16_t", DType.u8: "uint8_t",
-    DType.bool: "uint8_t",
-}
 
 
 # -- building -----------------------------------------------------------------------------------
@@ -68,10 +68,12 @@ def _tensor_entry(name: str, t: TensorType) -> dict[str, Any]:
 
 
 def manifest_for(compiled: Any, interface: Any, prefix: str, library: str,
-                 report: Mapping[str, Any] | None = None, bound: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """The library's manifest: interface, target, arena, weights and the compile report."""
+                 report: Mapping[str, Any] | None = None, bound: Mapping[str, int] | None = None,
+                 formulas: FrameFormulas | None = None) -> dict[str, Any]:
+    """The library's manifest: interface, target, arena, weights and the compile report (with
+    ``formulas``, a library with run-time dims: their bounds, formulas and status codes)."""
     meta, info = compiled.entry.meta, compiled.info
-    return {
+    man = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "nnc_version": nnc_version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": meta.get("model", prefix), "prefix": prefix, "library": os.path.basename(library),
@@ -91,6 +93,13 @@ def manifest_for(compiled: Any, interface: Any, prefix: str, library: str,
         "api": {f: f"{prefix}_{f}" for f in ("create", "run", "destroy")},
         "report": dict(report or {}),
     }
+    if formulas is not None:
+        man["format_version"] = DIMS_FORMAT_VERSION
+        man["arena_bytes"] = formulas.arena_bytes
+        man["error_offset"] = None  # per call: just past the buffers (<prefix>_arena_bytes - 64)
+        man["dims"] = aot_dims.manifest_dims(formulas)
+        man["api"].update({f: f"{prefix}_{f}" for f in ("output_shapes", "arena_bytes", "dims")})
+    return man
 
 
 def library_files(path: str) -> list[str]:
@@ -99,21 +108,27 @@ def library_files(path: str) -> list[str]:
 
 
 def write_library(executable: Any, path: str, report: Mapping[str, Any] | None = None, name: str | None = None,
-                  bound: Mapping[str, int] | None = None, cc: str = "gcc") -> dict[str, Any]:
+                  bound: Mapping[str, int] | None = None, cc: str = "gcc",
+                  formulas: FrameFormulas | None = None) -> dict[str, Any]:
     """Link the object code of a compiled ``X86Executable`` into the shared library ``path``, with
     ``<stem>.h`` and ``<stem>.json`` beside it; returns the manifest. ``name`` is the C prefix of the
-    API (default: the file stem); ``report`` is stored in the manifest (``nnc.load`` gives it back)."""
+    API (default: the file stem); ``report`` is stored in the manifest (``nnc.load`` gives it back).
+    Shape-generic code takes ``formulas`` (``frame_formulas.derive``): the library then takes the
+    input shapes at run time (``aot_dims.py``)."""
     compiled = getattr(executable, "compiled", None)
     if compiled is None:
         raise TargetError("x86: this executable keeps no object code to save")
     if shutil.which(cc) is None:
         raise TargetError(f"AOT compilation links with {cc}, which is not on PATH")
     prefix = c_identifier(name or os.path.splitext(os.path.basename(path))[0])
-    manifest = manifest_for(compiled, executable.interface, prefix, path, report, bound)
-    header = header_text(manifest)
+    manifest = manifest_for(compiled, executable.interface, prefix, path, report, bound, formulas)
+    if formulas is None:
+        header, wrapper = header_text(manifest), wrapper_text(manifest)
+    else:
+        header, wrapper = aot_dims.header_text(manifest), aot_dims.wrapper_text(manifest, formulas, MANIFEST_SYMBOL)
     with tempfile.TemporaryDirectory(prefix="nnc-aot-") as tmp, Staging() as out:
         objects = {f"model{i}.o": o for i, o in enumerate(members(compiled.entry.object_code))}
-        files = {**objects, "wrapper.c": wrapper_text(manifest).encode(),
+        files = {**objects, "wrapper.c": wrapper.encode(),
                  f"{prefix}.h": header.encode(), "weights.bin": compiled.entry.weights,
                  "weights.S": _weights_asm("weights.bin").encode(),
                  "exports.map": f"{{ global: {prefix}_*; {MANIFEST_SYMBOL}; local: *; }};\n".encode()}
@@ -146,19 +161,6 @@ def _weights_asm(blob: str) -> str:
 
 
 # -- generated C --------------------------------------------------------------------------------
-def _c_literal(s: str) -> str:
-    out = []
-    for ch in s.encode():
-        c = chr(ch)
-        if c in '"\\':
-            out.append("\\" + c)
-        elif 32 <= ch < 127:
-            out.append(c)
-        else:
-            out.append(f"\\{ch:03o}")
-    return '"' + "".join(out) + '"'
-
-
 def header_text(man: dict[str, Any]) -> str:
     p, P = man["prefix"], man["prefix"].upper()
     guard = f"NNC_{P}_H"
@@ -177,9 +179,7 @@ def header_text(man: dict[str, Any]) -> str:
         " * f16/bf16 are raw 16-bit patterns. A context may be used by one thread at a time; create one",
         " * per thread to run concurrently. The weights are inside the library.",
         " */",
-        f"#ifndef {guard}", f"#define {guard}", "", "#include <stddef.h>", "#include <stdint.h>", "",
-        "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
-        f"typedef struct {p}_ctx {p}_ctx;", "",
+        *header_open(guard, p),
         f"#define {P}_NUM_INPUTS {len(man['inputs'])}", f"#define {P}_NUM_OUTPUTS {len(man['outputs'])}",
         f"#define {P}_ARENA_BYTES {man['arena_bytes']}", f"#define {P}_WEIGHTS_BYTES {man['weights']['nbytes']}", "",
     ]
@@ -203,7 +203,7 @@ def header_text(man: dict[str, Any]) -> str:
         f"const char *{p}_output_name(int i);", f"const char *{p}_output_dtype(int i);",
         f"int {p}_output_rank(int i);", f"const int64_t *{p}_output_shape(int i);", f"int64_t {p}_output_bytes(int i);",
         f"const char *{p}_manifest(void);  /* the JSON manifest */", "",
-        "#ifdef __cplusplus", "}", "#endif", f"#endif /* {guard} */", "",
+        *header_close(guard),
     ]
     return "\n".join(lines)
 
@@ -299,15 +299,28 @@ class AotExecutable:
             raise ModelError(f"{path}: not an nnc shared library ({e})") from None
         get.restype = ctypes.c_char_p
         self.manifest: dict[str, Any] = json.loads(get().decode())
-        if self.manifest.get("format") != FORMAT or self.manifest.get("format_version") != FORMAT_VERSION:
+        if self.manifest.get("format") != FORMAT or self.manifest.get("format_version") not in (FORMAT_VERSION,
+                                                                                                DIMS_FORMAT_VERSION):
             raise ModelError(f"{path}: manifest format {self.manifest.get('format')!r} "
-                             f"v{self.manifest.get('format_version')} is not {FORMAT} v{FORMAT_VERSION}")
+                             f"v{self.manifest.get('format_version')} is not {FORMAT} v{FORMAT_VERSION} or "
+                             f"v{DIMS_FORMAT_VERSION}")
         p = self.manifest["prefix"]
         self._create = self._lib[f"{p}_create"]
         self._create.restype = ctypes.c_void_p
+        self.dims = self.manifest.get("dims")  # a library with run-time dims: run takes the input shapes
         self._run = self._lib[f"{p}_run"]
-        self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self._run.argtypes = [ctypes.c_void_p] * (4 if self.dims else 3)
         self._run.restype = ctypes.c_int
+        if self.dims:
+            self._output_shapes = self._lib[f"{p}_output_shapes"]
+            self._output_shapes.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+            self._output_shapes.restype = ctypes.c_int
+            self._arena_bytes = self._lib[f"{p}_arena_bytes"]
+            self._arena_bytes.argtypes = [ctypes.c_void_p]
+            self._arena_bytes.restype = ctypes.c_int64
+            self._status_text = self._lib[f"{p}_status_text"]
+            self._status_text.argtypes = [ctypes.c_int]
+            self._status_text.restype = ctypes.c_char_p
         self._destroy = self._lib[f"{p}_destroy"]
         self._destroy.argtypes = [ctypes.c_void_p]
         self.path = path
@@ -330,6 +343,8 @@ class AotExecutable:
         self._lock = threading.Lock()
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if self.dims:
+            return self._run_with_dims(feeds)
         keep = [np.ascontiguousarray(a) for a in check_inputs(self.inputs, feeds)]
         outs = {name: np.empty(t.shape, dtype=t.dtype.numpy) for name, t in self.outputs}
         with self._lock:
@@ -343,6 +358,56 @@ class AotExecutable:
                 raise InputError(self.interface.error_message(status, arena))
         if status != 0:
             raise InputError(f"{self.path}: the library refused the call (null pointer)")
+        return outs
+
+    def _shape_arrays(self, args: list[np.ndarray]) -> tuple[Any, list[Any]]:
+        shapes = [(ctypes.c_int64 * max(a.ndim, 1))(*a.shape) for a in args]
+        ptrs = (ctypes.c_void_p * max(len(shapes), 1))(*[ctypes.addressof(x) for x in shapes])
+        return ptrs, shapes
+
+    def _refused(self, status: int) -> InputError:
+        return InputError(f"{self.path}: the library refused these inputs (status {status}: "
+                          f"{self._status_text(status).decode()})")
+
+    def output_shapes(self, feeds: Mapping[str, Any]) -> list[tuple[int, ...]]:
+        """The output shapes for these inputs (only their shapes matter), from the library."""
+        args = check_inputs(self.inputs, feeds)
+        ptrs, keep = self._shape_arrays(args)
+        outs = [(ctypes.c_int64 * max(len(t.shape), 1))() for _, t in self.outputs]
+        optrs = (ctypes.c_void_p * max(len(outs), 1))(*[ctypes.addressof(o) for o in outs])
+        status = self._output_shapes(ctypes.addressof(ptrs), ctypes.addressof(optrs))
+        if status != 0:
+            raise self._refused(status)
+        return [tuple(o[:len(t.shape)]) for o, (_, t) in zip(outs, self.outputs)]
+
+    def arena_bytes_at(self, feeds: Mapping[str, Any]) -> int:
+        """The arena bytes these input shapes use (the library's ``<prefix>_arena_bytes``)."""
+        ptrs, keep = self._shape_arrays(check_inputs(self.inputs, feeds))
+        n = int(self._arena_bytes(ctypes.addressof(ptrs)))
+        if n < 0:
+            raise self._refused(n)
+        return n
+
+    def _run_with_dims(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        args = [np.ascontiguousarray(a) for a in check_inputs(self.inputs, feeds)]
+        shapes = self.output_shapes(dict(zip((n for n, _ in self.inputs), args)))
+        outs = {name: np.empty(shape, dtype=t.dtype.numpy) for (name, t), shape in zip(self.outputs, shapes)}
+        ptrs, keep = self._shape_arrays(args)
+        with self._lock:
+            for i, a in enumerate(args):
+                self._in_ptrs[i] = a.ctypes.data
+            for j, o in enumerate(outs.values()):
+                self._out_ptrs[j] = o.ctypes.data
+            status = self._run(self._ctx, ctypes.addressof(self._in_ptrs), ctypes.addressof(ptrs),
+                               ctypes.addressof(self._out_ptrs))
+            if status > 0:  # the error record sits just past the buffers of this call
+                arena = ctypes.c_void_p.from_address(self._ctx).value
+                offset = int(self._arena_bytes(ctypes.addressof(ptrs))) - ERROR_RECORD_BYTES
+                err = Interface(self.interface.inputs, self.interface.outputs, self.interface.arena_bytes,
+                                self.interface.kernels, offset)
+                raise InputError(err.error_message(status, arena))
+        if status != 0:
+            raise self._refused(status)
         return outs
 
     def __del__(self) -> None:

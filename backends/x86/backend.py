@@ -15,6 +15,7 @@ from ..compiled import Backend, CompiledModel
 from ..options import CompileOptions
 from . import aot
 from . import compile as compile_x86
+from .frame_formulas import derive
 from .generic import GenericExecutable
 
 
@@ -22,23 +23,36 @@ class X86Backend(Backend):
     name = "x86"
     static_shapes = True
     shape_generic = True  # symbolic dims compile to code that reads them at run time (generic.py)
-    options = frozenset({"cpu", "target_features", "opt", "threads", "keep_llvm", "profile"})
+    options = frozenset({"cpu", "target_features", "opt", "threads", "keep_llvm", "profile", "max_dims"})
     artifact_suffixes = (".so",)
     emit_forms = ("llvm", "asm", "obj")
 
     def compile(self, module: Module, options: CompileOptions) -> Any:
-        return compile_x86(module, options.backend_options())
+        opts = options.backend_options()
+        max_dims = opts.pop("max_dims", None)  # not a code generation option: the code is the same
+        exe = compile_x86(module, opts)
+        if max_dims:
+            if not isinstance(exe, GenericExecutable):
+                raise TargetError(f"x86: max_dims (--max-dim) bounds the symbolic dims of shape-generic code, but this "
+                                  f"model compiled to static code ({_why_static(module, options)})")
+            exe.set_max_dims(max_dims)
+        return exe
 
     def artifact_files(self, path: str) -> list[str]:
         return aot.library_files(path)
 
     def write(self, model: CompiledModel, path: str) -> list[str]:
-        if isinstance(model.executable, GenericExecutable):
-            symbols = ", ".join(model.report.get("shapes", {}).get("symbols") or ["?"])
-            raise TargetError(f"x86: the model has symbolic input dims ({symbols}) and compiled to shape-generic "
-                              f"code, whose per-shape memory plan is made in Python at run time; a library has a C "
-                              f"entry point, so fix the dims at compile time to save it as a library: dims={{...}} "
-                              f"(CLI: --dim NAME=SIZE)")
+        exe = model.executable
+        if isinstance(exe, GenericExecutable):
+            if not exe.max_dims:
+                symbols = model.report.get("shapes", {}).get("symbols") or ["N"]
+                raise TargetError(f"x86: the model has symbolic input dims ({', '.join(symbols)}); a library takes "
+                                  f"them at run time up to maxima its arena is planned for: give max_dims={{...}} "
+                                  f"(CLI: {' '.join(f'--max-dim {s}=SIZE' for s in symbols)}), or fix them with "
+                                  f"dims={{...}} (CLI: --dim NAME=SIZE) for code specialised to one shape")
+            formulas = derive(exe.layout, exe.max_dims)
+            aot.write_library(exe, path, model.report, formulas=formulas)
+            return aot.library_files(path)
         exe = _static_executable(model, "save it as a library")
         aot.write_library(exe, path, model.report, bound=model.report.get("bound_dims"))
         return aot.library_files(path)
@@ -83,3 +97,11 @@ def _static_executable(model: CompiledModel, what: str) -> Any:
                               f"compile per run; a library has static shapes, so it cannot {what}")
         raise TargetError(f"x86: this model holds no object code to {what} (it was loaded from a library)")
     return exe
+
+
+def _why_static(module: Module, options: CompileOptions) -> str:
+    if options.dims:
+        return "its dims are fixed with dims= / --dim"
+    if all(not isinstance(d, str) for p in module.main.params for d in (p.type.shape or ())):
+        return "its inputs have no symbolic dims"
+    return "some op or shape needs per-shape code; see report['shapes']"

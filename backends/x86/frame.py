@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -46,6 +46,7 @@ class ShapePlan:
     outputs: list[TensorType]
     lower_bound_bytes: int
     symbols: dict[str, int]
+    memory: Any = None  # the MemoryPlan (buffers, in-place sharing), when asked for
 
 
 class FrameLayout:
@@ -73,6 +74,20 @@ class FrameLayout:
         self.sites: list[list[int]] = []
         self._site_base: list[int] = []
 
+    @property
+    def dim_slots(self) -> list[tuple[Value, int]]:
+        """(value, axis) of each dim slot, in slot order (slots 0..n-1)."""
+        return list(self._dims)
+
+    @property
+    def arena_values(self) -> list[Value]:
+        return list(self._arena)
+
+    @property
+    def site_blocks(self) -> list[tuple[int, list[int]]]:
+        """Each call site's block: its frame offset and the slots it copies."""
+        return list(zip(self._site_base, self.sites))
+
     def add_site(self, slots: list[int]) -> int:
         """A call site's block of dims (global slots, in the kernel's order); its frame offset."""
         base = self.size
@@ -81,7 +96,9 @@ class FrameLayout:
         self.size += len(slots)
         return base
 
-    def plan(self, args: Sequence[np.ndarray]) -> ShapePlan:
+    def plan(self, args: Sequence[np.ndarray], keep_memory: bool = False) -> ShapePlan:
+        """The frame for these inputs (``keep_memory``: with the memory plan, which per-signature
+        frames do not keep)."""
         types = self.evaluator.types(args)
         frame = np.zeros(max(self.size, 1), dtype=np.int64)
         for i, (v, axis) in enumerate(self._dims):
@@ -101,4 +118,4 @@ class FrameLayout:
             frame[base:base + len(slots)] = frame[slots]
         check_allocation(arena, "x86: the arena for these input shapes", TargetError)
         return ShapePlan(frame, arena, [types[id(v)] for v in self.graph.outputs], plan.lower_bound_bytes,
-                         dict(bound_symbols(self.graph, args)))
+                         dict(bound_symbols(self.graph, args)), plan if keep_memory else None)

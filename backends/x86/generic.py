@@ -24,7 +24,7 @@ import numpy as np
 
 from nnc.ir import Graph, InputError, Module, TargetError
 from nnc.ir.memory_limits import check_allocation
-from nnc.ir.shape_eval import ShapeEvaluator
+from nnc.ir.shape_eval import ShapeEvaluator, bound_symbols
 
 from .executable import ALIGN, Interface, _aligned_buffer, bind_io, feeds_in_order, weights_buffer
 from .frame import FrameLayout, ShapePlan, all_values
@@ -78,6 +78,15 @@ class GenericExecutable:
         self._out_ptrs = (ctypes.c_void_p * max(len(interface.outputs), 1))()
         self._lock = threading.Lock()  # one arena (grown to the largest binding seen): runs take turns
         self.plans_made = 0  # how many distinct input signatures were planned (a report figure)
+        self.max_dims: dict[str, int] = {}  # bounds of the symbolic dims (max_dims=): runs check them
+
+    def set_max_dims(self, max_dims: Mapping[str, int]) -> None:
+        symbols = {d for p in self.graph.params for d in (p.type.shape or ()) if isinstance(d, str) and d != "?"}
+        unknown = sorted(set(max_dims) - symbols)
+        if unknown:
+            raise TargetError(f"x86: max_dims names {', '.join(unknown)}, which no input dim is (the input dims: "
+                              f"{', '.join(sorted(symbols))})")
+        self.max_dims = dict(max_dims)
 
     @property
     def output_names(self) -> list[str]:
@@ -92,6 +101,9 @@ class GenericExecutable:
             args[i].tobytes() for i, (n, _) in enumerate(self.interface.inputs) if n in self.value_inputs)
         plan = self._plans.get(key)
         if plan is None:
+            for sym, n in bound_symbols(self.graph, args).items():
+                if sym in self.max_dims and n > self.max_dims[sym]:
+                    raise InputError(f"x86: {sym}={n} is above its maximum {self.max_dims[sym]} (max_dims)")
             plan = self.layout.plan(args)
             for (name, _), t in zip(self.interface.outputs, plan.outputs):
                 check_allocation(t.nbytes or 0, f"x86: output {name!r} ({t})", TargetError)

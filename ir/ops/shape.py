@@ -268,10 +268,26 @@ def _slice_infer(ctx: InferContext) -> list[TensorType]:
         if steps_unknown:
             out[axis] = UNKNOWN
         elif isinstance(d, int):
-            out[axis] = len(range(*slice(s, e, st).indices(d)))
+            out[axis] = _slice_len(d, s, e, st)
         elif not (s == 0 and e >= _BIG and st == 1):
             out[axis] = UNKNOWN
     return [x.with_shape(tuple(out))]
+
+
+def _slice_len(d: int, s: int, e: int, st: int) -> int:
+    """The length of ``range(d)[s:e:st]``. Plain ints use Python's own; int subclasses that carry a
+    dim's formula (ir/sym_dims.py) get the same clamping written as arithmetic, which keeps it."""
+    if all(type(v) is int for v in (d, s, e, st)):
+        return len(range(*slice(s, e, st).indices(d)))
+    lo, hi = (0, d) if st > 0 else (-1, d - 1)
+
+    def clamp(i: int) -> int:
+        i = i + d if i < 0 else i
+        return lo if i < lo else hi if i > hi else i
+    s, e = clamp(s), clamp(e)
+    if st > 0:
+        return (e - s + st - 1) // st if e > s else 0
+    return (s - e - st - 1) // -st if s > e else 0
 
 
 def _slice(x: np.ndarray, starts, ends, axes, steps) -> np.ndarray:
@@ -379,6 +395,8 @@ defop("shape", operands=("x",), attrs={"start": AttrSpec(AttrKind.INT, 0), "end"
 
 
 def _range_len(start: Any, limit: Any, delta: Any) -> int:
+    if all(isinstance(v, int) for v in (start, limit, delta)) and delta:  # exact (and keeps a dim's formula)
+        return max(-((start - limit) // delta), 0)
     return max(int(math.ceil((float(limit) - float(start)) / float(delta))), 0)
 
 

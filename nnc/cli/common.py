@@ -133,6 +133,10 @@ def add_x86_flags(p: argparse.ArgumentParser) -> None:
     x.add_argument("--threads", type=int, metavar="N",
                    help="threads per model (default: $NNC_NUM_THREADS or all cores)")
     x.add_argument("--no-cache", action="store_true", help="bypass the compilation cache (~/.cache/nnc; NNC_CACHE_DIR)")
+    x.add_argument("--max-dim", action="append", type=dim_spec, metavar="SYMBOL=SIZE",
+                   help="the maximum of a symbolic input dim, e.g. --max-dim batch=8: the code stays shape-generic, "
+                        "runs check the bound, and a library (-o FILE.so) takes the dim at run time, its arena "
+                        "planned at the maxima (docs/dynamic-shapes.md)")
 
 
 def add_asic_flags(p: argparse.ArgumentParser) -> None:
@@ -208,6 +212,8 @@ def compile_options(args: argparse.Namespace, **extra: Any) -> CompileOptions:
         opts["quiet"] = True
     if getattr(args, "dim", None):
         opts["dims"] = dict(args.dim)
+    if getattr(args, "max_dim", None):
+        opts["max_dims"] = dict(args.max_dim)
     opts.update(extra)
     options = CompileOptions.make(args.target, getattr(args, "mode", "infer"), **opts)
     get_backend(options.target).check(options)

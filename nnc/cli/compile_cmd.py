@@ -48,7 +48,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if backend.static_shapes and (args.output or args.emit) and args.mode == "infer":
         # an artifact has static shapes: symbolic input dims not given with --dim become 1 (batch 1)
         given = dict(args.dim or [])
-        bound = {s: 1 for s in input_symbols(module) if s not in given}
+        bounded = dict(getattr(args, "max_dim", None) or [])
+        unknown = sorted(set(bounded) - set(input_symbols(module)))
+        if unknown:
+            raise NncError(f"--max-dim names {', '.join(unknown)}, which no input dim of {args.model} is (its "
+                           f"symbolic dims: {', '.join(input_symbols(module)) or 'none'})")
+        bound = {s: 1 for s in input_symbols(module) if s not in given and s not in bounded}
         if bound:
             extra["dims"] = {**given, **bound}
     if args.emit in ("llvm", "asm") and "keep_llvm" in backend.options:
@@ -56,6 +61,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     options = compile_options(args, **extra)
     if bound:
         say(args, "symbolic dims fixed: " + ", ".join(f"{k}={v}" for k, v in bound.items()))
+        if backend.name == "x86" and args.output and not args.emit:
+            say(args, "  (for a library that takes them at run time, give their maxima: "
+                      + " ".join(f"--max-dim {k}=SIZE" for k in bound) + ")")
     t0 = time.perf_counter()
     cm = nnc.compile(module, options=options)
     seconds = time.perf_counter() - t0
@@ -85,6 +93,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 0
     files = cm.save(args.output)
     say(args, f"wrote {', '.join(files)}")
+    if cm.options.max_dims and not bound:
+        say(args, "  dims at run time: " + ", ".join(f"{k} in [1, {v}]" for k, v in cm.options.max_dims.items()))
     return 0
 
 

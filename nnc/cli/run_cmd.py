@@ -32,10 +32,18 @@ def _compiled(args: argparse.Namespace) -> Any:
     if saved:
         given = compile_options(args).given()
         given.pop("quiet", None)
+        dims = given.pop("dims", None)  # a library with run-time dims: --dim sizes the random inputs
         if given:
             raise NncError(f"{path} is a compiled model; compile flags ({', '.join(sorted(given))}) do not apply to "
                            f"it (compile the source model with them instead)")
-        return nnc.load(path)
+        cm = nnc.load(path)
+        symbols = {d for t in cm.input_types.values() for d in (t.shape or ()) if isinstance(d, str)}
+        if dims and not set(dims) <= symbols:
+            unknown = ", ".join(sorted(set(dims) - symbols))
+            raise NncError(f"{path} is a compiled model; its inputs have no dim {unknown} to size (--dim applies to a "
+                           f"library with run-time dims: {', '.join(sorted(symbols))})" if symbols else
+                           f"{path} is a compiled model with fixed shapes; --dim does not apply to it")
+        return cm
     return nnc.compile(args.model, options=compile_options(args))
 
 

@@ -103,12 +103,18 @@ int main(int argc, char **argv) {
 """
 
 
+def build_c_program(source: str, so: Path, folder: Path) -> Path:
+    """``source`` built with gcc (warnings are errors) against the library ``so`` and its header."""
+    (folder / "main.c").write_text(source)
+    exe = folder / "main"
+    subprocess.run(["gcc", "-O1", "-Wall", "-Wextra", "-Werror", "-o", str(exe), str(folder / "main.c"),
+                    f"-I{so.parent}", str(so), f"-Wl,-rpath,{so.parent}"], check=True, capture_output=True, text=True)
+    return exe
+
+
 def test_c_program_against_the_header(library: tuple[Path, dict], tmp_path: Path) -> None:
     so, manifest = library
-    (tmp_path / "main.c").write_text(C_PROGRAM)
-    exe = tmp_path / "main"
-    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", str(exe), str(tmp_path / "main.c"), f"-I{so.parent}",
-                    str(so), f"-Wl,-rpath,{so.parent}"], check=True, capture_output=True, text=True)
+    exe = build_c_program(C_PROGRAM, so, tmp_path)
     f = feeds()
     ins = []
     for name in ("x", "t"):
