@@ -8,11 +8,13 @@ from nnc.backends.artifact import nnc_version
 from nnc.ir import InputError, IRError, ModelError, NncError, ParseError, TargetError, UnsupportedOpError, VerifyError
 
 from .api import CompiledModel, CompileOptions, compile, from_onnx, from_torch, load, load_module, parse
+from .generation import Decoder, generate, save_decoder
 
 __version__ = nnc_version()
 
 __all__ = [
     "__version__", "CompiledModel", "CompileOptions", "compile", "from_onnx", "from_torch", "load", "load_module",
-    "parse", "NncError", "ModelError", "UnsupportedOpError", "InputError", "IRError", "ParseError", "VerifyError",
+    "parse", "generate", "Decoder", "save_decoder",
+    "NncError", "ModelError", "UnsupportedOpError", "InputError", "IRError", "ParseError", "VerifyError",
     "TargetError",
 ]
