@@ -149,6 +149,7 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int = 20, do_sample: bo
         "cache": {"bytes": dec.spec.cache_bytes, "shape": list(dec.spec.cache_shape), "count": len(dec.spec.caches),
                   "dtype": str(dec.spec.cache_dtype), "max_length": dec.spec.max_length,
                   "in_place": dict(dec.in_place),
-                  "bytes_copied_per_decode_step": dec.cache_bytes_copied_per_step("decode")},
+                  "bytes_copied_per_decode_step": dec.cache_bytes_copied_per_step("decode"),
+                  "attentions_reading_written_rows_only": dec.bounded_attentions},
     }
     return Generation(np.concatenate([ids.astype(np.int64), new_tokens], axis=1), new_tokens, report)

@@ -21,6 +21,7 @@ import numpy as np
 from nnc.api import compile as compile_model
 from nnc.backends.options import CompileOptions
 from nnc.ir import InputError, ModelError, Module
+from nnc.passes import PassManager
 
 
 class NotADecoderError(ModelError):
@@ -120,6 +121,12 @@ class Decoder:
         """Compile ``module`` (a decoder step) for ``target``: keyword options as ``nnc.compile``'s,
         or ``options``; the decode compile adds ``dims={seq: 1}``."""
         self.spec = decoder_spec(module)
+        # attention reads the cache rows written so far, not all max_length of them: the decoder
+        # contract (unwritten rows are never attended to) that the pass relies on holds here
+        module = module.clone()
+        # (after simplify, which folds a written-out grouped-query attention onto the cache writes)
+        records = PassManager("simplify,bound-kv-reads", verify_each=True).run(module)
+        self.bounded_attentions = sum(r.stats.get("attentions_bounded", 0) for r in records)
         self.module = module
         if options is None:
             kwargs.setdefault("quiet", True)

@@ -106,6 +106,10 @@ def test_the_cache_is_written_in_place(built) -> None:
         assert {u.opname for u, _ in user.results[0].uses} == {"attention"}
     assert not [op for op in g.ops if op.opname in ("concat", "expand") and MAX_LEN in (op.results[0].shape or ())]
     assert dec.in_place == {"prefill": True, "decode": True}
+    # each attention reads the rows written so far (bound-kv-reads), not all MAX_LEN of them
+    attentions = [op for op in g.ops if op.opname == "attention"]
+    assert len(attentions) == m.config.num_hidden_layers == dec.bounded_attentions
+    assert all(len(op.operands) == 7 for op in attentions)  # with nonpad_kv_seqlen
     buffers = {n: a for n, a in dec.caches.items()}
     before = {n: a.copy() for n, a in buffers.items()}
     dec.reset()

@@ -5,11 +5,13 @@ Attention first writes ``present_key`` / ``present_value`` (past rows then the n
 [B, H, S, D] layout whatever the input layout) when it has a past, 3-D inputs, or a reader of the
 presents; otherwise (a KV cache passed whole as 4-D keys and values) it reads the keys and values
 where they are, so a decode step does not copy the cache. It then computes every (batch, q head,
-query) row as an independent task: the scores of one row (the
-additive bias of mask, causal/sliding window and kv padding built on the fly), a masked softmax,
-and the weighted sum of values. A row whose bias masks every key gives zeros, decided on the bias
-as the reference does. Arithmetic is in f32 (f64 for f64), with the results of the reference's
-intermediate steps rounded to the data type where it stores them.
+query) row as an independent task: the scores of one row (the additive bias of mask,
+causal/sliding window and kv padding built on the fly), a masked softmax, and the weighted sum of
+values, over the keys before ``nonpad_kv_seqlen`` only when that is given and the scores are not
+an output (padding keys weigh exactly 0: a decode step reads the cache rows written so far). A
+row whose bias masks every key gives zeros, decided on the bias as the reference does. Arithmetic
+is in f32 (f64 for f64), with the results of the reference's intermediate steps rounded to the
+data type where it stores them.
 """
 
 from __future__ import annotations
@@ -193,12 +195,17 @@ def lower_attention(k, op: Op) -> None:
         else:
             offset = R.i(0)
         npad = R.ld_int(kb.arg(6), bi, nonpad.dtype) if nonpad is not None else None
+        # keys from nonpad_kv_seqlen on are padding, masked: their weight is exactly 0, so they are
+        # not read at all (a KV cache's unwritten rows) unless the scores, which have a value for
+        # every key, are an output. (Non-finite padding values would make the reference's NaN*0;
+        # skipped here, they cannot.)
+        Tn = T if npad is None or write_qk else R.imax(R.imin(npad, dm.val(T)), R.i(0))
         bias_max = R.var(ninf)
         s_max = R.var(R.f(-math.inf, sm_t))
         qk_row = R.lin((r, T))
         TDk, TDv = dm.mul(b, T, Dk), dm.mul(b, T, Dv)
         ksrc = kb.arg(1) if direct_k else kb.out(1)
-        with R.loop(dm.val(T), "j") as j:
+        with R.loop(dm.val(Tn), "j") as j:
             dot = R.var(R.f(0.0))
             with R.loop(dm.val(Dk), "d") as d:
                 qv = b.fmul(R.ld(kb.arg(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dk), dt), ssq)
@@ -247,7 +254,7 @@ def lower_attention(k, op: Op) -> None:
         m = R.get(s_max)
         m = b.select(b.fcmp_ordered("==", m, R.f(-math.inf, sm_t)), R.f(0.0, sm_t), m)
         total = R.var(R.f(0.0, sm_t))
-        with R.loop(dm.val(T), "j2") as j:
+        with R.loop(dm.val(Tn), "j2") as j:
             e = R.round_to(R.exp(R.round_to(b.fsub(R.ld(scores, j, sdt, sm_t), m), sm_dt)), sm_dt)
             b.store(e, R.ptr(scores, j, sdt))
             R.set(total, b.fadd(R.get(total), e))
@@ -261,7 +268,7 @@ def lower_attention(k, op: Op) -> None:
         # are then summed a vector of the row at a time over all keys (the same sums, in key order)
         by_lanes = not isinstance(Dv, int) and sm_t == ct and dt in (DType.f32, DType.f64)
         vsrc = kb.arg(2) if direct_v else kb.out(2)
-        with R.loop(dm.val(T), "j3") as j:
+        with R.loop(dm.val(Tn), "j3") as j:
             p = R.round_to(b.fdiv(R.ld(scores, j, sdt, sm_t), tot), sm_dt)
             p = b.select(dead, R.f(0.0, sm_t), p)
             if write_qk and mode == 3:
@@ -276,7 +283,7 @@ def lower_attention(k, op: Op) -> None:
                     b.store(b.fadd(b.load(yp, typ=ct), b.fmul(p, R.ld(vsrc, R.lin(vrow, d), dt))), yp)
         if by_lanes:
             vbase = R.ptr(vsrc, R.lin((bi, dm.mul(b, Hkv, TDv)), (kvh, TDv)), dt)
-            _weighted_values(kb, scores, vbase, T, Dv, yacc, ct)
+            _weighted_values(kb, scores, vbase, Tn, Dv, yacc, ct)
         with R.loop(dm.val(Dv), "w") as d:
             R.st(R.ld(yacc, d, cdt), kb.out(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dv), dt)
         R.done()
