@@ -189,3 +189,21 @@ def test_cli_generate_on_a_saved_decoder(tf, tmp_path, capsys) -> None:
         assert cli(argv + ["--no-cache"]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
+
+
+def test_a_batch_of_two_with_eos_matches_transformers(tf) -> None:
+    """Two prompts of one length; eos ends the first early, which then gets pad tokens (the eos,
+    as transformers pads) until the second finishes."""
+    m = build(tf, "gpt2")
+    ids = np.random.default_rng(3).integers(0, VOCAB, (2, 5))
+    t = torch.from_numpy(ids)
+    full = hf_greedy(m, ids, 12)
+    eos = int(full[0, 8])  # the first sequence's 4th new token
+    with torch.no_grad():
+        want = m.generate(t, attention_mask=torch.ones_like(t), max_new_tokens=12, do_sample=False,
+                          eos_token_id=eos, pad_token_id=eos).numpy()
+    dec = Decoder.from_torch(m, max_length=24, batch=2, cache=False)
+    np.testing.assert_array_equal(generate(dec, ids, max_new_tokens=12).tokens, full)
+    out = generate(dec, ids, max_new_tokens=12, eos_token_id=eos)
+    np.testing.assert_array_equal(out.tokens, want)
+    assert (out.new_tokens[0, 3:] == eos).all()
