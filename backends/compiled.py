@@ -144,6 +144,11 @@ class Backend:
     def load(self, path: str) -> CompiledModel:
         raise TargetError(f"target {self.name!r} has no loadable artifact")
 
+    def writes_given_outputs(self, model: CompiledModel) -> bool:
+        """Whether ``run_into`` has the code write into the given buffers (so an output bound to
+        an input's buffer is updated in place) rather than copy a fresh result into them."""
+        return False
+
     def run_into(self, model: CompiledModel, feeds: Mapping[str, Any],
                  outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``model.run`` with caller-given output buffers. This default runs, then copies into

@@ -51,10 +51,13 @@ class X86Backend(Backend):
         return CompiledModel(None, ex, self, dict(man.get("report") or {}), options,
                              inputs=dict(ex.inputs), outputs=dict(ex.outputs))
 
-    def run_into(self, model: CompiledModel, feeds: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
+    def writes_given_outputs(self, model: CompiledModel) -> bool:
         # the JIT's code writes into the given buffers (a KV cache fed and bound as one is updated
         # in place); other executables (per-shape, loaded libraries) copy into them
-        if isinstance(model.executable, (X86Executable, GenericExecutable)):
+        return isinstance(model.executable, (X86Executable, GenericExecutable))
+
+    def run_into(self, model: CompiledModel, feeds: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
+        if self.writes_given_outputs(model):
             return model.executable.run(feeds, outputs)
         return super().run_into(model, feeds, outputs)
 

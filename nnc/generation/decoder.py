@@ -143,8 +143,13 @@ class Decoder:
         self.decode = compile_model(module, options=options.replace(dims={**(options.dims or {}), self.spec.seq: 1}))
         self.compile_seconds = time.perf_counter() - t0
         self.compiles = 2
-        self.in_place = {"prefill": updates_in_place(self.prefill.module, self.spec),
-                         "decode": updates_in_place(self.decode.module, self.spec)}
+        # the presents may be bound to the caches' buffers when the graph allows it; that is an
+        # update in place when the target's code writes into given buffers (x86), else a copy
+        # into the same arrays (the reference interpreter)
+        self._bind = {which: updates_in_place(cm.module, self.spec)
+                      for which, cm in (("prefill", self.prefill), ("decode", self.decode))}
+        self.in_place = {which: self._bind[which] and cm.backend.writes_given_outputs(cm)
+                         for which, cm in (("prefill", self.prefill), ("decode", self.decode))}
         self.caches = {n: np.zeros(self.spec.cache_shape, self.spec.cache_dtype) for n in self.spec.caches}
         self.position = 0
 
@@ -174,7 +179,7 @@ class Decoder:
         which = "decode" if ids.shape[1] == 1 else "prefill"
         cm = self.decode if which == "decode" else self.prefill
         feeds = {spec.input_ids: ids, spec.position: np.array(self.position, np.int64), **self.caches}
-        if self.in_place[which]:
+        if self._bind[which]:
             outs = cm.run(feeds, outputs=dict(zip(spec.presents, self.caches.values())))
         else:  # the cache is copied: the new arrays become the cache
             outs = cm.run(feeds)
