@@ -58,10 +58,15 @@ class CompiledModel:
     def target(self) -> str:
         return self.backend.name
 
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, Any], outputs: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The outputs for ``feeds``. ``outputs`` optionally gives the caller's buffers for some
+        outputs (exact shape and dtype); on x86 the code writes into them, so an output bound to an
+        input's buffer is updated in place where its op allows (a decoder's KV cache)."""
         if not isinstance(feeds, Mapping):
             raise InputError("run() takes a dict of input name -> array; call the model directly for positional inputs")
-        return self.executable.run(feeds)
+        if not outputs:
+            return self.executable.run(feeds)
+        return self.backend.run_into(self, feeds, outputs)
 
     def __call__(self, *arrays: Any) -> Any:
         if len(arrays) != len(self.input_names):
@@ -138,6 +143,26 @@ class Backend:
 
     def load(self, path: str) -> CompiledModel:
         raise TargetError(f"target {self.name!r} has no loadable artifact")
+
+    def writes_given_outputs(self, model: CompiledModel) -> bool:
+        """Whether ``run_into`` has the code write into the given buffers (so an output bound to
+        an input's buffer is updated in place) rather than copy a fresh result into them."""
+        return False
+
+    def run_into(self, model: CompiledModel, feeds: Mapping[str, Any],
+                 outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``model.run`` with caller-given output buffers. This default runs, then copies into
+        them; a backend whose code can write there directly overrides it."""
+        unknown = sorted(set(outputs) - set(model.output_names))
+        if unknown:
+            raise InputError(f"unknown output(s) {', '.join(unknown)}; the outputs are {', '.join(model.output_names)}")
+        res = model.executable.run(feeds)
+        for name, buf in outputs.items():
+            if not isinstance(buf, np.ndarray) or buf.shape != res[name].shape or buf.dtype != res[name].dtype:
+                raise InputError(f"output {name!r}: the given buffer must be {res[name].dtype}{list(res[name].shape)}")
+            np.copyto(buf, res[name])
+            res[name] = buf
+        return res
 
     def summary(self, model: CompiledModel) -> str:
         """Text the CLI prints after a compile (the asic's per-layer table); empty by default."""

@@ -9,12 +9,14 @@ from nnc.ir import InputError, IRError, ModelError, NncError, ParseError, Target
 
 from . import codecs
 from .api import CompiledModel, CompileOptions, compile, from_onnx, from_torch, load, load_module, parse
+from .generation import Decoder, generate, save_decoder
 
 __version__ = nnc_version()
 codecs.install()  # the image decoder behind image_decode (Pillow, imported on first use)
 
 __all__ = [
     "__version__", "CompiledModel", "CompileOptions", "compile", "from_onnx", "from_torch", "load", "load_module",
-    "parse", "NncError", "ModelError", "UnsupportedOpError", "InputError", "IRError", "ParseError", "VerifyError",
+    "parse", "generate", "Decoder", "save_decoder",
+    "NncError", "ModelError", "UnsupportedOpError", "InputError", "IRError", "ParseError", "VerifyError",
     "TargetError",
 ]

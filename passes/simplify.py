@@ -7,7 +7,11 @@
 - chains: ``reshape(reshape(x))`` -> one reshape; ``transpose(transpose(x))`` -> one transpose
   (none if the permutations cancel); ``squeeze``/``unsqueeze``/static ``reshape`` -> a single
   ``reshape`` with an explicit shape, so reshape chains collapse;
-- inference-mode ``dropout`` (training attribute 0 or absent): the result is its input.
+- inference-mode ``dropout`` (training attribute 0 or absent): the result is its input;
+- grouped-query attention written out: ``attention(q, repeat_kv(k), repeat_kv(v))``, where
+  ``repeat_kv`` is unsqueeze -> expand -> reshape giving each kv head to ``n`` consecutive query
+  heads (``transformers``' ``repeat_kv``), becomes ``attention(q, k, v)``, whose grouped-query
+  semantics are the same; a KV cache is then read where it is, not copied ``n`` times per step.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnc.ir import Module, Op, const_value
+from nnc.ir import Module, Op, Value, const_value
 from nnc.ir.types import UNKNOWN
 
 from .registry import Pass, register_pass
@@ -132,12 +136,64 @@ class InferenceDropout(Pattern):
         return True
 
 
+def _repeated_heads(v: Value) -> tuple[Value, int] | None:
+    """(x, n) when ``v`` = reshape(expand(unsqueeze(x, 2))) repeats each head of x [B,H,T,D] n
+    times in place ([B, H*n, T, D], head h*n + i = head h of x); else None."""
+    outer = v.producer
+    if outer is None or outer.opname != "reshape" or len(outer.operands) != 1 or v.type.rank != 4:
+        return None
+    mid = outer.operands[0].producer
+    if mid is None or mid.opname != "expand":
+        return None
+    inner = mid.operands[0].producer
+    if inner is None or inner.opname not in ("reshape", "unsqueeze") or len(inner.operands) != 1:
+        return None
+    x = inner.operands[0]
+    xs, us, es, vs = x.shape, inner.results[0].shape, mid.results[0].shape, v.shape
+    if xs is None or us is None or es is None or vs is None or len(xs) != 4 or UNKNOWN in xs + es:
+        return None
+    b, h, t, d = xs
+    n = es[2]
+    if not isinstance(n, int) or not isinstance(h, int) or us != (b, h, 1, t, d) or es != (b, h, n, t, d) \
+            or vs != (b, h * n, t, d):
+        return None
+    return x, n
+
+
+class GroupedQueryAttention(Pattern):
+    """attention over repeated kv heads -> attention over the kv heads themselves (module doc)."""
+
+    opnames = ("attention",)
+
+    def rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if len(op.operands) > 4 or op.results[1].uses or op.results[2].uses or \
+                any(o is r for o in rw.graph.outputs for r in op.results[1:3]):
+            return False  # with a past, or with the presents read, the kv heads are visible
+        k, v = _repeated_heads(op.operands[1]), _repeated_heads(op.operands[2])
+        if k is None or v is None or k[1] != v[1] or op.operands[0].type.rank != 4:
+            return False
+        b = rw.builder_before(op)
+        new = b.create("attention", [op.operands[0], k[0], v[0], *op.operands[3:]], dict(op.attrs),
+                       names=[r.name + ".gqa" for r in op.results])
+        for old, r in ((op.results[0], new.results[0]), (op.results[3], new.results[3])):
+            if r.type != old.type:
+                rw.graph.erase(new)
+                return False
+        rw.touched.extend(u for r in (op.results[0], op.results[3]) for u, _ in r.uses)
+        rw.graph.replace_all_uses(op.results[0], new.results[0])
+        rw.graph.replace_all_uses(op.results[3], new.results[3])
+        rw.graph.erase(op)
+        for old_name, r in zip([r.name for r in op.results], new.results):
+            rw.graph.rename(r, old_name)
+        return True
+
+
 @register_pass("simplify")
 @dataclass
 class Simplify(Pass):
     def run(self, module: Module) -> bool:
         n = apply_patterns(module, [RemoveNoOps(), ArithmeticIdentities(), CanonicalReshape(), MergeTransposes(),
-                                    InferenceDropout()])
+                                    InferenceDropout(), GroupedQueryAttention()])
         if n:
             self.note("rewrites", n)
         return n > 0

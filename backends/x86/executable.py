@@ -22,7 +22,7 @@ import functools
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -205,13 +205,14 @@ class X86Executable:
         """The feeds in input order; the interpreter's rules and messages."""
         return feeds_in_order(self.interface, feeds)
 
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, Any], outputs: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Run on ``feeds``; ``outputs`` optionally names the caller's buffers for some outputs."""
         args = self.check_feeds(feeds)
         with self._lock:
-            return self._call(args)
+            return self._call(args, given_outputs(self.output_names, outputs))
 
-    def _call(self, args: list[np.ndarray]) -> dict[str, np.ndarray]:
-        outs = bind_io(self._in_ptrs, self._out_ptrs, args, [t for _, t in self.interface.outputs])
+    def _call(self, args: list[np.ndarray], given: Sequence[np.ndarray | None] = ()) -> dict[str, np.ndarray]:
+        outs = bind_io(self._in_ptrs, self._out_ptrs, args, [t for _, t in self.interface.outputs], given)
         status = self._entry(ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs), self._arena_ptr,
                              self._weights_ptr)
         if status:
@@ -251,15 +252,38 @@ def feeds_in_order(interface: Interface, feeds: Mapping[str, Any]) -> list[np.nd
     return [np.ascontiguousarray(a) for a in check_inputs(interface.inputs, feeds)]
 
 
-def bind_io(in_ptrs: Any, out_ptrs: Any, args: list[np.ndarray], out_types: list[TensorType]) -> list[np.ndarray]:
+def given_outputs(names: list[str], outputs: Mapping[str, np.ndarray] | None) -> list[np.ndarray | None]:
+    """The caller's output buffers in output order (None where the run allocates)."""
+    if not outputs:
+        return []
+    unknown = sorted(set(outputs) - set(names))
+    if unknown:
+        raise InputError(f"unknown output(s) {', '.join(unknown)}; the outputs are {', '.join(names)}")
+    return [outputs.get(n) for n in names]
+
+
+def bind_io(in_ptrs: Any, out_ptrs: Any, args: list[np.ndarray], out_types: list[TensorType],
+            given: Sequence[np.ndarray | None] = ()) -> list[np.ndarray]:
     """Point the entry point's input table at ``args`` and its output table at fresh arrays of
-    ``out_types`` (static types), which it returns: the caller owns them."""
+    ``out_types`` (static types), which it returns: the caller owns them. ``given[j]``, when not
+    None, is the caller's own buffer for output j (checked: exact shape and dtype, C-contiguous,
+    writable); it may be an input's buffer where the producing op allows it (a KV cache written in
+    place by ``index_copy``)."""
     for i, a in enumerate(args):
         in_ptrs[i] = a.ctypes.data
-    outs = [np.empty(t.shape, dtype=t.dtype.numpy) for t in out_types]
+    outs = [np.empty(t.shape, dtype=t.dtype.numpy) if j >= len(given) or given[j] is None
+            else _checked_out(given[j], t, j) for j, t in enumerate(out_types)]
     for j, o in enumerate(outs):
         out_ptrs[j] = o.ctypes.data
     return outs
+
+
+def _checked_out(a: Any, t: TensorType, j: int) -> np.ndarray:
+    if not isinstance(a, np.ndarray) or a.shape != tuple(t.shape) or a.dtype != t.dtype.numpy \
+            or not a.flags.c_contiguous or not a.flags.writeable:
+        got = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise InputError(f"output {j}: the given buffer must be a writable C-contiguous {t}, got {got}")
+    return a
 
 
 def weights_buffer(weights: np.ndarray | bytes | memoryview) -> tuple[np.ndarray, int]:

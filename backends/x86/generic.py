@@ -26,7 +26,7 @@ from nnc.ir import Graph, InputError, Module, TargetError
 from nnc.ir.memory_limits import check_allocation
 from nnc.ir.shape_eval import ShapeEvaluator, bound_symbols
 
-from .executable import ALIGN, Interface, _aligned_buffer, bind_io, feeds_in_order, weights_buffer
+from .executable import ALIGN, Interface, _aligned_buffer, bind_io, feeds_in_order, given_outputs, weights_buffer
 from .frame import FrameLayout, ShapePlan, all_values
 from .kernels.registry import why_not_generic
 
@@ -115,14 +115,16 @@ class GenericExecutable:
             self._plans.move_to_end(key)
         return plan
 
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, Any], outputs: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Run on ``feeds``; ``outputs`` optionally names the caller's buffers for some outputs."""
         args = self.check_feeds(feeds)
+        given = given_outputs(self.output_names, outputs)
         with self._lock:
             plan = self.plan_for(args)
             if plan.arena_bytes > self._arena_size:
                 self._arena_buf, self._arena_ptr = _aligned_buffer(plan.arena_bytes)
                 self._arena_size = plan.arena_bytes
-            outs = bind_io(self._in_ptrs, self._out_ptrs, args, plan.outputs)
+            outs = bind_io(self._in_ptrs, self._out_ptrs, args, plan.outputs, given)
             status = self._entry(ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs), self._arena_ptr,
                                  self._weights_ptr, plan.frame.ctypes.data)
             if status:

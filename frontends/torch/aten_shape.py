@@ -230,6 +230,14 @@ def index_select(ctx: TorchContext, node: AtenNode):
     return ctx.op("gather", x, idx, axis=ctx.axis(int(dim), x.type.rank))
 
 
+@aten("aten.index_copy.default")
+def index_copy(ctx: TorchContext, node: AtenNode):
+    """Kept whole by the importer: a static KV cache's write (``cache.index_copy(2, positions, k)``)
+    stays one op that a decoder updates in place."""
+    x, dim, idx, src = node.positional[:4]
+    return ctx.op("index_copy", x, idx, src, axis=ctx.axis(int(dim), x.type.rank))
+
+
 @aten("aten.gather.default")
 def gather(ctx: TorchContext, node: AtenNode):
     x, dim, idx = node.positional[:3]

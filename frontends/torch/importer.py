@@ -3,8 +3,8 @@
 ``torch.export`` traces an ``nn.Module`` into an ATen FX graph; ``run_decompositions`` lowers it to
 core ATen, except for a few ops nnc keeps whole because the IR has a high-level op for them
 (``scaled_dot_product_attention`` -> ``attention``, ``layer_norm``, ``group_norm``, ``hardswish``,
-``silu``, ``linear``, ``matmul``, ``pad``) and the backends do better with one op than with its
-decomposition. Parameters and buffers become constants named by their torch names
+``silu``, ``linear``, ``matmul``, ``pad``, ``index_copy``: a KV-cache write) and the backends do
+better with one op than with its decomposition. Parameters and buffers become constants named by their torch names
 (``layer1.0.conv1.weight``), or, with ``weights="param"``, trainable parameters become graph
 parameters bound to those constants. User inputs are named after ``forward``'s parameters, and
 symbolic dims from ``dynamic_shapes`` become nnc symbols named after their ``Dim``. Each
@@ -31,7 +31,7 @@ _CLEAN = re.compile(r"[^A-Za-z0-9_.$/\-]")
 # kept whole by run_decompositions: each maps to one high-level IR op (see the module docstring)
 _KEEP = ("scaled_dot_product_attention.default", "layer_norm.default", "group_norm.default",
          "hardswish.default", "hardsigmoid.default", "silu.default", "mish.default", "softplus.default",
-         "linear.default", "matmul.default", "pad.default")
+         "linear.default", "matmul.default", "pad.default", "index_copy.default")
 
 # nodes that only assert facts about shapes or metadata at run time
 _SKIP = ("aten._assert_tensor_metadata.default", "aten._assert_scalar.default", "aten.sym_constrain_range.default",

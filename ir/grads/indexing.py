@@ -196,3 +196,13 @@ def _max_unpool(b, op, cts):
     flat = reshape(b, g, (total,))
     dx = b.op("gather", flat, reshape(b, ind, (int(np.prod(xs, dtype=np.int64)),)), axis=0)
     return _rest(op, reshape(b, dx, xs))
+
+
+@register_vjp("index_copy")
+def _index_copy(b, op, cts):
+    """x's cotangent is g with the written slices zeroed; the updates' is g read at the indices."""
+    _, ind, upd = op.operands
+    axis = op.attrs["axis"]
+    g = cts[0]
+    return [b.op("index_copy", g, ind, zeros(b, shape_of(upd), upd), axis=axis), None,
+            b.op("gather", g, ind, axis=axis)]

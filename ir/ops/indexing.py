@@ -1,4 +1,5 @@
-"""Indexing ops: gathers and scatters (by axis, elementwise, N-d), ``nonzero`` and ``unique``.
+"""Indexing ops: gathers and scatters (by axis, elementwise, N-d), ``index_copy`` (the KV-cache
+write), ``nonzero`` and ``unique``.
 
 Indices may be i32 or i64 and negative (counted from the end, once), as in ONNX: the valid range of
 an index into a dim of n is [-n, n-1], and anything else raises ``InputError`` naming the index (the
@@ -15,7 +16,7 @@ import numpy as np
 from ..attrs import AttrKind, AttrSpec
 from ..dtypes import DType
 from ..errors import InputError
-from ..registry import NOT_DIFFERENTIABLE, InferContext, defop
+from ..registry import NOT_DIFFERENTIABLE, InferContext, Trait, defop
 from ..shape_rules import check_dtype, norm_axis
 from ..types import UNKNOWN, Dim, TensorType
 
@@ -146,6 +147,43 @@ def _scatter_nd(x: np.ndarray, indices: np.ndarray, updates: np.ndarray, reducti
 defop("scatter_nd", operands=("x", "indices", "updates"), infer=_scatter_infer,
       attrs={"reduction": AttrSpec(AttrKind.STR, "none", _REDUCTIONS)}, reference=_scatter_nd,
       doc="inverse of gather_nd (batch_dims 0); reduction combines with x")
+
+
+# -- index_copy ------------------------------------------------------------------------------------
+
+def _index_copy_infer(ctx: InferContext) -> list[TensorType]:
+    x, ind, upd = ctx.types
+    check_dtype(ctx, 1, _INDEX)
+    if upd.dtype != x.dtype:
+        raise ctx.fail(f"updates dtype {upd.dtype} differs from {x.dtype}")
+    if ind.shape is not None and len(ind.shape) != 1:
+        raise ctx.fail(f"indices must be 1-D, got {ind}")
+    if x.shape is not None and upd.shape is not None and len(x.shape) != len(upd.shape):
+        raise ctx.fail(f"updates {upd} must have the rank of x {x}")
+    if x.shape is not None:
+        norm_axis(ctx.attrs["axis"], len(x.shape))
+    return [x]
+
+
+def _index_copy(x: np.ndarray, indices: np.ndarray, updates: np.ndarray, axis: int) -> np.ndarray:
+    axis %= x.ndim
+    out = x.copy()
+    ind = checked_indices(indices.reshape(-1), x.shape[axis])
+    where = [slice(None)] * x.ndim
+    for i, j in enumerate(ind):  # sequential: a repeated index keeps the last update
+        where[axis] = j
+        src = [slice(None)] * x.ndim
+        src[axis] = i
+        out[tuple(where)] = updates[tuple(src)]
+    return out
+
+
+# INPLACE: a decoder's KV cache is fed as x and bound as the result, so a step writes only its rows
+defop("index_copy", operands=("x", "indices", "updates"), infer=_index_copy_infer,
+      attrs={"axis": AttrSpec(AttrKind.INT, 0)}, reference=_index_copy,
+      traits=Trait.PURE | Trait.INPLACE,
+      doc="x with slice i of updates along ``axis`` written at position indices[i] (torch's index_copy); "
+          "a KV-cache write when indices are the new tokens' positions")
 
 
 # -- nonzero, unique -------------------------------------------------------------------------------

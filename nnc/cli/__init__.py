@@ -1,6 +1,7 @@
 """The ``nnc`` command line: ``compile``, ``run``, ``bench``, ``dump``, ``memory``, ``train``,
-``asic-report``, ``asic-sweep`` and ``ops``, each a thin layer over the Python API (``nnc.compile``, ``save``,
-``nnc.load``). Each command is a module of this package that depends only on ``common``.
+``generate``, ``asic-report``, ``asic-sweep`` and ``ops``, each a thin layer over the Python API
+(``nnc.compile``, ``save``, ``nnc.load``, ``nnc.generate``). Each command is a module of this
+package that depends only on ``common``.
 
 Errors nnc raises on purpose (``NncError``) and failures to write an output (``OSError``) become one
 line on stderr, ``nnc: error: <message>``, and exit status 1; argparse usage errors exit 2. Outputs
@@ -21,6 +22,7 @@ from .asic_cmd import add_asic_command
 from .bench_cmd import add_bench_command
 from .common import PROG, Formatter, write_files
 from .compile_cmd import add_compile_command
+from .generate_cmd import add_generate_command
 from .ops_cmd import add_ops_command, converter_table, function_expanded_ops
 from .run_cmd import add_run_command
 from .sweep_cmd import add_sweep_command
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_view_commands(sub)
     add_bench_command(sub)
     add_train_command(sub)
+    add_generate_command(sub)
     add_asic_command(sub)
     add_sweep_command(sub)
     add_ops_command(sub)

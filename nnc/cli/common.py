@@ -57,6 +57,17 @@ def dim_spec(text: str) -> tuple[str, int]:
     return name, int(value)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
 def target_help(default: str) -> str:
     return f"compilation target (default: {default}). Available: " + \
         "; ".join(f"{n}: {d}" for n, d in describe().items())

@@ -18,7 +18,17 @@ import numpy as np
 import nnc
 from nnc.ir import DType, InputError, NncError, TensorType
 
-from .common import Formatter, add_compile_flags, compile_options, npy_bytes, say, signature, write_files, write_report
+from .common import (
+    Formatter,
+    add_compile_flags,
+    compile_options,
+    npy_bytes,
+    positive_int,
+    say,
+    signature,
+    write_files,
+    write_report,
+)
 
 _VALUES_SHOWN = 16  # outputs with at most this many elements are printed in full
 _RANDOM_LIMIT = 2**31  # elements of one random input: more is surely a mistake (and would not fit)
@@ -203,13 +213,6 @@ def _profile(args: argparse.Namespace, cm: Any, feeds: dict[str, np.ndarray]) ->
         say(args, f"wrote {args.profile} (open it in ui.perfetto.dev or chrome://tracing)")
 
 
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of runs, got {text!r}")
-    return n
-
-
 
 
 def add_run_command(sub: Any) -> None:
@@ -232,7 +235,7 @@ def add_run_command(sub: Any) -> None:
     r.add_argument("--profile", nargs="?", const=True, metavar="TRACE.json",
                    help="x86: also time every kernel inside the compiled code and print them sorted by time; with "
                         "a path, write a Chrome-trace/Perfetto JSON there (docs/profiling.md)")
-    r.add_argument("--profile-runs", type=_positive, default=10, metavar="N",
+    r.add_argument("--profile-runs", type=positive_int, default=10, metavar="N",
                    help="runs the profile takes the median of (default 10)")
     add_compile_flags(r, "reference", mode=False,
                       dims_help="fix a symbolic input dim at compile time (and size random inputs), e.g. --dim N=1")

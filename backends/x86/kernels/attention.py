@@ -2,12 +2,16 @@
 ``linear_attention``.
 
 Attention first writes ``present_key`` / ``present_value`` (past rows then the new rows, in the
-[B, H, S, D] layout whatever the input layout), then computes every (batch, q head, query) row as
-an independent task reading the keys and values from those results: the scores of one row (the
-additive bias of mask, causal/sliding window and kv padding built on the fly), a masked softmax,
-and the weighted sum of values. A row whose bias masks every key gives zeros, decided on the bias
-as the reference does. Arithmetic is in f32 (f64 for f64), with the results of the reference's
-intermediate steps rounded to the data type where it stores them.
+[B, H, S, D] layout whatever the input layout) when it has a past, 3-D inputs, or a reader of the
+presents; otherwise (a KV cache passed whole as 4-D keys and values) it reads the keys and values
+where they are, so a decode step does not copy the cache. It then computes every (batch, q head,
+query) row as an independent task: the scores of one row (the additive bias of mask,
+causal/sliding window and kv padding built on the fly), a masked softmax, and the weighted sum of
+values, over the keys before ``nonpad_kv_seqlen`` only when that is given and the scores are not
+an output (padding keys weigh exactly 0: a decode step reads the cache rows written so far). A
+row whose bias masks every key gives zeros, decided on the bias as the reference does. Arithmetic
+is in f32 (f64 for f64), with the results of the reference's intermediate steps rounded to the
+data type where it stores them.
 """
 
 from __future__ import annotations
@@ -145,8 +149,16 @@ def lower_attention(k, op: Op) -> None:
     mask, past_k, past_v, nonpad = (operand(op, i) for i in (3, 4, 5, 6))
     rank = len(q.shape)
     L = Loops(k, ct)
-    _write_present(k, L, 1, 1, past_k, a["kv_num_heads"])
-    _write_present(k, L, 2, 2, past_v, a["kv_num_heads"])
+    live = [bool(r.uses) or any(o is r for o in k.cg.graph.outputs) for r in op.results]
+    # without a past, 4-D keys and values are read where they are (a KV cache is not copied per
+    # step); a present nothing reads is not written
+    direct_k = past_k is None and len(op.operands[1].shape) == 4
+    direct_v = past_v is None and len(op.operands[2].shape) == 4
+    if live[1] or not direct_k:
+        _write_present(k, L, 1, 1, past_k, a["kv_num_heads"])
+    if live[2] or not direct_v:
+        _write_present(k, L, 2, 2, past_v, a["kv_num_heads"])
+    write_qk = live[3]
     Dk = _Sizes(k, op, past_k).Dk
     sqrt_s: float | None = None
     if a["scale"] is not None or isinstance(Dk, int):
@@ -183,15 +195,21 @@ def lower_attention(k, op: Op) -> None:
         else:
             offset = R.i(0)
         npad = R.ld_int(kb.arg(6), bi, nonpad.dtype) if nonpad is not None else None
+        # keys from nonpad_kv_seqlen on are padding, masked: their weight is exactly 0, so they are
+        # not read at all (a KV cache's unwritten rows) unless the scores, which have a value for
+        # every key, are an output. (Non-finite padding values would make the reference's NaN*0;
+        # skipped here, they cannot.)
+        Tn = T if npad is None or write_qk else R.imax(R.imin(npad, dm.val(T)), R.i(0))
         bias_max = R.var(ninf)
         s_max = R.var(R.f(-math.inf, sm_t))
         qk_row = R.lin((r, T))
         TDk, TDv = dm.mul(b, T, Dk), dm.mul(b, T, Dv)
-        with R.loop(dm.val(T), "j") as j:
+        ksrc = kb.arg(1) if direct_k else kb.out(1)
+        with R.loop(dm.val(Tn), "j") as j:
             dot = R.var(R.f(0.0))
             with R.loop(dm.val(Dk), "d") as d:
                 qv = b.fmul(R.ld(kb.arg(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dk), dt), ssq)
-                kv = b.fmul(R.ld(kb.out(1), R.lin((bi, dm.mul(b, Hkv, TDk)), (kvh, TDk), (j, Dk), d), dt), ssq)
+                kv = b.fmul(R.ld(ksrc, R.lin((bi, dm.mul(b, Hkv, TDk)), (kvh, TDk), (j, Dk), d), dt), ssq)
                 # reassoc on this sum only: it lets the loop vectorise; order changes stay within a few ulps
                 R.set(dot, b.fadd(R.get(dot), b.fmul(R.round_to(qv, dt), R.round_to(kv, dt)), flags=("reassoc",)))
             qk = R.round_to(R.get(dot), dt)
@@ -223,9 +241,9 @@ def lower_attention(k, op: Op) -> None:
             bias = b.select(allowed, bias, ninf)
             R.set(bias_max, R.fmax(R.get(bias_max), bias))
             sc = R.round_to(b.fadd(qk, bias), dt)
-            if mode == 2:
+            if write_qk and mode == 2:
                 R.st(sc, kb.out(3), R.lin(qk_row, j), dt)
-            elif mode != 3:
+            elif write_qk and mode != 3:
                 R.st(qk, kb.out(3), R.lin(qk_row, j), dt)
             sc = R.fcast(sc, sm_t)
             if sm_dt is not dt:
@@ -236,7 +254,7 @@ def lower_attention(k, op: Op) -> None:
         m = R.get(s_max)
         m = b.select(b.fcmp_ordered("==", m, R.f(-math.inf, sm_t)), R.f(0.0, sm_t), m)
         total = R.var(R.f(0.0, sm_t))
-        with R.loop(dm.val(T), "j2") as j:
+        with R.loop(dm.val(Tn), "j2") as j:
             e = R.round_to(R.exp(R.round_to(b.fsub(R.ld(scores, j, sdt, sm_t), m), sm_dt)), sm_dt)
             b.store(e, R.ptr(scores, j, sdt))
             R.set(total, b.fadd(R.get(total), e))
@@ -249,10 +267,11 @@ def lower_attention(k, op: Op) -> None:
         # a head size read at run time keeps the output row in memory, not in registers: the values
         # are then summed a vector of the row at a time over all keys (the same sums, in key order)
         by_lanes = not isinstance(Dv, int) and sm_t == ct and dt in (DType.f32, DType.f64)
-        with R.loop(dm.val(T), "j3") as j:
+        vsrc = kb.arg(2) if direct_v else kb.out(2)
+        with R.loop(dm.val(Tn), "j3") as j:
             p = R.round_to(b.fdiv(R.ld(scores, j, sdt, sm_t), tot), sm_dt)
             p = b.select(dead, R.f(0.0, sm_t), p)
-            if mode == 3:
+            if write_qk and mode == 3:
                 R.st(R.fcast(p, ct), kb.out(3), R.lin(qk_row, j), dt)
             p = R.round_to(R.fcast(p, ct), dt)
             if by_lanes:  # the probabilities, for the pass over the values below
@@ -261,10 +280,10 @@ def lower_attention(k, op: Op) -> None:
                 vrow = R.lin((bi, dm.mul(b, Hkv, TDv)), (kvh, TDv), (j, Dv))
                 with R.loop(dm.val(Dv), "e") as d:
                     yp = R.ptr(yacc, d, cdt)
-                    b.store(b.fadd(b.load(yp, typ=ct), b.fmul(p, R.ld(kb.out(2), R.lin(vrow, d), dt))), yp)
+                    b.store(b.fadd(b.load(yp, typ=ct), b.fmul(p, R.ld(vsrc, R.lin(vrow, d), dt))), yp)
         if by_lanes:
-            vbase = R.ptr(kb.out(2), R.lin((bi, dm.mul(b, Hkv, TDv)), (kvh, TDv)), dt)
-            _weighted_values(kb, scores, vbase, T, Dv, yacc, ct)
+            vbase = R.ptr(vsrc, R.lin((bi, dm.mul(b, Hkv, TDv)), (kvh, TDv)), dt)
+            _weighted_values(kb, scores, vbase, Tn, Dv, yacc, ct)
         with R.loop(dm.val(Dv), "w") as d:
             R.st(R.ld(yacc, d, cdt), kb.out(0), _head_index(R, rank, bi, hi, qi, d, Hq, Sq, Dv), dt)
         R.done()

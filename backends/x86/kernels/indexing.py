@@ -1,5 +1,5 @@
-"""Gathers and scatters: gather, gather_elements, gather_nd, scatter_elements, scatter_nd; nonzero and
-unique are refused (their result shapes depend on the data).
+"""Gathers and scatters: gather, gather_elements, gather_nd, scatter_elements, scatter_nd, index_copy;
+nonzero and unique are refused (their result shapes depend on the data).
 
 Indices are i32 or i64 and may be negative (counted from the end, once). An index outside [-n, n-1]
 stops the run with the kernel's error code (``KernelBuilder.checked_index``: one compare and a
@@ -285,6 +285,29 @@ def lower_scatter_nd(k, op: Op) -> None:
                 dst = _elem(k, b, k.out(0), b.add(off, j), t)
                 new = b.load(_elem(k, b, k.arg(2), b.add(src, j), t), typ=t)
                 b.store(combine(b, red, x.dtype, b.load(dst, typ=t), new), dst)
+
+
+@lowering("index_copy", generic=True)
+def lower_index_copy(k, op: Op) -> None:
+    """Copy x into the result unless they are one buffer (a KV cache bound as both: the caller's
+    in-place update), then write each update slice at its index: a decode step moves only its rows."""
+    x, ind, upd = op.operands
+    axis = op.attrs["axis"] % len(x.shape)
+    b = k.b
+    same = b.icmp_unsigned("==", b.ptrtoint(k.out(0), I64), b.ptrtoint(k.arg(0), I64))
+    with b.if_then(b.not_(same)):
+        emit_copy_all(k, x, lambda kb: kb.out(0), lambda kb: kb.arg(0))
+    xd, n = k.shape(x), k.shape(ind)[0]
+    outer, dim, inner = dm.prod(b, xd[:axis]), xd[axis], dm.prod(b, xd[axis + 1:])
+    t, esz = itype(x.dtype), x.dtype.itemsize
+    if _zero(outer, n, inner):
+        return
+    with for_range(b, dm.val(n), "ic") as i:  # sequential: a repeated index keeps the last update
+        j = load_index(k, k.arg(1), i, ind, dim)
+        with for_range(b, dm.val(outer), "io") as o:
+            dst = b.mul(b.add(b.mul(o, dm.val(dim)), j), dm.val(inner))
+            src = b.mul(b.add(b.mul(o, dm.val(n)), i), dm.val(inner))
+            memcpy(b, _elem(k, b, k.out(0), dst, t), _elem(k, b, k.arg(2), src, t), dm.val(dm.mul(b, inner, esz)))
 
 
 @lowering("nonzero", "unique")
