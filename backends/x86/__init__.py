@@ -41,6 +41,7 @@ from .executable import Interface, X86Executable, load_object
 from .frame import FrameLayout
 from .generic import GenericExecutable, is_symbolic, shape_generic_reason, symbolic_interface
 from .runtime import attach, num_threads
+from .segments import compile_segmented, has_host_sync, host_sync
 from .split_compile import machine_code, start_early
 from .storage import assign_storage
 from .target import TargetInfo, resolve
@@ -58,17 +59,8 @@ def prepare(module: Module, allow_symbolic: bool = False) -> Module:
 
 def _prepare(module: Module, allow_symbolic: bool) -> tuple[Module, ShapeEvaluator | None]:
     """``prepare``, and (``allow_symbolic``) the graph's shape evaluator, made once per compile."""
-    m = module.clone()  # the graphs are copied; the (large, read-only) constant arrays are shared
-    records = PassManager(PREPARE).run(m)
+    m = _prepared_graph(module)
     g = m.main
-    for _ in range(8):
-        if all(r.type.is_static for op in g.ops for r in op.results) or not any(r.changed for r in records):
-            break
-        # fold-dynamic turns constant operands into attributes but keeps the result types it found
-        # (a slice whose starts were computed from a shape input): infer them again, which may make
-        # more shapes (and so more shape arithmetic) constant
-        reinfer(m)
-        records = PassManager(REFOLD).run(m)
     evaluator = ShapeEvaluator(m, g) if allow_symbolic else None
     needed = evaluator.needed if evaluator is not None else set()
     for op in g.ops:  # an op whose shape is unknown though its operands' are: data-dependent
@@ -83,6 +75,22 @@ def _prepare(module: Module, allow_symbolic: bool) -> tuple[Module, ShapeEvaluat
         if not v.type.is_static:
             raise TargetError(f"x86: %{v.name} has a dynamic type {v.type}; compile with static input shapes")
     return m, evaluator
+
+
+def _prepared_graph(module: Module) -> Module:
+    """A copy frozen, with shape arithmetic folded and dead code removed (no checks)."""
+    m = module.clone()  # the graphs are copied; the (large, read-only) constant arrays are shared
+    records = PassManager(PREPARE).run(m)
+    g = m.main
+    for _ in range(8):
+        if all(r.type.is_static for op in g.ops for r in op.results) or not any(r.changed for r in records):
+            break
+        # fold-dynamic turns constant operands into attributes but keeps the result types it found
+        # (a slice whose starts were computed from a shape input): infer them again, which may make
+        # more shapes (and so more shape arithmetic) constant
+        reinfer(m)
+        records = PassManager(REFOLD).run(m)
+    return m
 
 
 class Progress:
@@ -177,10 +185,14 @@ def _prepared(module: Module) -> tuple[Module, Any, FrameLayout | None]:
     return m, storage, layout
 
 
-def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Executable:  # noqa: A001
+def compile(module: Module, options: Mapping[str, Any] | None = None) -> Any:  # noqa: A001
     options = dict(options or {})
     options["threads"] = num_threads(options)  # resolved from $NNC_NUM_THREADS / cores: in the cache key
     verify_module(module)
+    if any(host_sync(op) is not None for op in module.main.ops):  # the host acts between kernels
+        m = _prepared_graph(module)
+        if has_host_sync(m.main):
+            return compile_segmented(m, options, compile)
     info = resolve(options.get("cpu"), options.get("target_features"))
     progress = Progress(quiet=bool(options.get("quiet", False)))
     keep_llvm = bool(options.pop("keep_llvm", False))  # the LLVM text is not cached: build it afresh
