@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nnc.ir import Builder, Graph, Module, Op
+from nnc.ir import Builder, Graph, InputError, Module, Op
 from nnc.ir.ops.bounded import BOUNDED
 from nnc.ir.registry import get_opdef
 
@@ -42,6 +42,10 @@ class BoundedStep:
         self.exe = ctx.compile(m)
 
     def run(self, args: list[np.ndarray]) -> list[np.ndarray]:
+        if self.op.opname == "topk":  # the kernel checks k too; this says so in the op's terms
+            k, n = int(np.asarray(args[1]).reshape(-1)[0]), np.shape(args[0])[self.axes[0]]
+            if not 0 <= k <= n:
+                raise InputError(f"{self.op.where()}: k = {k} is outside [0, {n}] (the size of axis {self.axes[0]})")
         outs = self.exe.run(dict(zip(self.in_names, args)))
         count = int(outs["count"])
         return [buf if ax is None else np.ascontiguousarray(buf[(slice(None),) * ax + (slice(0, count),)])
@@ -55,4 +59,9 @@ class BoundedStep:
 
 @register_host_sync("nonzero", "unique", why="its output size depends on data")
 def build_bounded(op: Op, ctx: SegmentContext) -> BoundedStep:
+    return BoundedStep(op, ctx)
+
+
+@register_host_sync("topk", why="its output size is a run-time k", applies=lambda op: len(op.operands) > 1)
+def build_topk(op: Op, ctx: SegmentContext) -> BoundedStep:
     return BoundedStep(op, ctx)

@@ -170,3 +170,48 @@ def lower_unique(k, op: Op) -> None:
         store_i64(b, k.out(2), j, load_i64(b, pos, load_i64(b, grp, j)))
     store_i64(b, k.out(4), 0, total)
     L.done()
+
+
+@lowering("topk_bounded", generic=True)
+def lower_topk(k, op: Op) -> None:
+    """TopK with k read from its operand at run time: per row along ``axis``, a stable merge sort of
+    the positions (best first; equal values keep the lower index first), the first k written."""
+    x = op.operands[0]
+    dt = x.dtype
+    b = k.b
+    L = Loops(k)
+    shape = k.shape(x)
+    a = op.attrs["axis"] % len(shape)
+    outer, n, inner = dm.prod(b, shape[:a]), shape[a], dm.prod(b, shape[a + 1:])
+    total = dm.prod(b, shape)
+    zero_fill(k, k.out(0), total, op.results[0])
+    zero_fill(k, k.out(1), total, op.results[1])
+    kk = L.ld_int(k.arg(1), 0, op.operands[1].dtype)
+    nv = dm.val(n)
+    k.fail_unless(b.and_(b.icmp_signed(">=", kk, const_int(0)), b.icmp_signed("<=", kk, nv)), kk,
+                  b.add(nv, const_int(1)))
+    store_i64(b, k.out(2), 0, kk)
+    if isinstance(n, int) and n == 0:
+        return
+    largest = bool(op.attrs["largest"])
+    perm, scratch = L.buffer(n, I64), L.buffer(n, I64)
+    inner_v = dm.val(inner)
+    with for_range(b, dm.val(dm.mul(b, outer, inner)), "row") as row:
+        o, i = b.udiv(row, inner_v), b.urem(row, inner_v)
+        base = b.add(b.mul(o, dm.val(dm.mul(b, n, inner))), i)
+
+        def at(p: ir.Value) -> ir.Value:
+            return b.add(base, b.mul(p, inner_v))
+
+        def better(p: ir.Value, q: ir.Value) -> ir.Value:
+            u, v = sort_key(L, k.arg(0), at(p), dt), sort_key(L, k.arg(0), at(q), dt)
+            return key_less(b, v, u, dt) if largest else key_less(b, u, v, dt)
+
+        with for_range(b, nv, "j") as j:
+            store_i64(b, perm, j, j)
+        order = merge_sort(L, perm, scratch, nv, better)
+        with for_range(b, kk, "r") as r:
+            p = load_i64(b, order, r)
+            b.store(L.raw(k.arg(0), at(p), dt), L.ptr(k.out(0), at(r), dt))
+            store_i64(b, k.out(1), at(r), p)
+    L.done()
