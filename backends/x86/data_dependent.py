@@ -57,7 +57,7 @@ class BoundedStep:
                 "generic": type(self.exe).__name__ == "GenericExecutable"}
 
 
-@register_host_sync("nonzero", "unique", why="its output size depends on data")
+@register_host_sync("nonzero", "unique", "nms", why="its output size depends on data")
 def build_bounded(op: Op, ctx: SegmentContext) -> BoundedStep:
     return BoundedStep(op, ctx)
 
