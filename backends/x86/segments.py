@@ -268,12 +268,13 @@ def compile_segmented(module: Module, options: Mapping[str, Any],
             continue
         if not outputs[i]:
             continue
-        sm = sub_module(module, f"segment{len(built)}", p, reads[i], outputs[i])
+        index = sum(isinstance(q, Segment) for q in built)
+        sm = sub_module(module, f"segment{index}", p, reads[i], outputs[i])
         try:
             exe = ctx.compile(sm)
         except NotShapeGeneric as e:
             exe = PerSignature(sm, ctx.compile, str(e))
-        built.append(Segment(len(built), sm, reads[i], outputs[i], exe, [q.name for q in sm.main.params]))
+        built.append(Segment(index, sm, reads[i], outputs[i], exe, [q.name for q in sm.main.params]))
     consts = {id(v): const_value(module, v) for p in built for v in p.inputs if _is_const(v)}
     consts.update({id(v): const_value(module, v) for v in g.outputs if _is_const(v)})
     return SegmentedExecutable(module, built, consts, ctx.compile_fn)
@@ -291,8 +292,9 @@ class _Counting:
         self.calls = 0
 
     def __call__(self, module: Module, options: Mapping[str, Any]) -> Any:
-        self.calls += 1
-        return self.fn(module, options)
+        exe = self.fn(module, options)
+        self.calls += 1  # a refused compile (NotShapeGeneric) made no code: not counted
+        return exe
 
 
 class SegmentedExecutable:
@@ -322,13 +324,30 @@ class SegmentedExecutable:
         return self._counter.calls
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return self._run(feeds, None)
+
+    def _run(self, feeds: Mapping[str, Any], seen: list[dict[str, Any]] | None) -> dict[str, np.ndarray]:
         g = self.graph
         env = dict(self._consts)
         env.update(zip(map(id, g.params), check_feeds(g, feeds, self.module)))
         for piece in self.pieces:
-            outs = piece.run([env[id(v)] for v in piece.inputs])
-            env.update(zip(map(id, piece.outputs), outs))
+            args = [env[id(v)] for v in piece.inputs]
+            if seen is not None and isinstance(piece, Segment) and hasattr(piece.exe, "memory_at"):
+                seen.append({"segment": piece.index, **piece.exe.memory_at(dict(zip(piece.param_names, args)))})
+            env.update(zip(map(id, piece.outputs), piece.run(args)))
         return {n: env[id(v)] for n, v in zip(g.output_names, g.outputs)}
+
+    def memory_at(self, feeds: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Run the model on ``feeds`` and give each shape-generic segment's arena at the inputs it
+        met (dims, bytes, the planner's lower bound): the sizes after a host step depend on data."""
+        seen: list[dict[str, Any]] = []
+        self._run(feeds, seen)
+        return seen
+
+    def shapes_seen(self) -> list[dict[str, Any]]:
+        """Every shape-generic segment's planned signatures so far (``GenericExecutable.shapes_seen``)."""
+        return [{"segment": p.index, "signatures": p.exe.shapes_seen()} for p in self.pieces
+                if isinstance(p, Segment) and hasattr(p.exe, "shapes_seen")]
 
     def report(self) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []

@@ -101,3 +101,30 @@ def test_the_registry_refuses_a_second_registration():
     assert "nonzero" in HOST_SYNC
     with pytest.raises(ValueError, match="twice"):
         register_host_sync("nonzero", why="again")(lambda op, ctx: None)
+
+
+def test_a_segment_without_shape_generic_kernels_compiles_per_signature():
+    """CumSum has no shape-generic kernel: the segment after the NonZero compiles per count."""
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Cast", ["nz"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("CumSum", ["f", "ax"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[onnx.numpy_helper.from_array(np.array(1, np.int64), "ax")])
+    cm = nnc.compile(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), target="x86", cache=False,
+                     quiet=True)
+    piece = cm.report["x86"]["segments"]["pieces"][-1]
+    assert "no shape-generic kernel" in piece["per_signature"]
+    for x in ([1, 0, 2, 0, 3, 0], [0] * 6, [1] * 6, [1, 0, 2, 0, 3, 0]):
+        x = np.array(x, np.float32)
+        np.testing.assert_array_equal(cm.run({"x": x})["y"], np.cumsum(np.array(np.nonzero(x), np.float32), axis=1))
+    assert cm.executable.compiles == 4  # the NonZero kernel, then the segment for counts 3, 0 and 6
+
+
+def test_memory_of_each_generic_segment_at_the_sizes_met():
+    cm = nnc.compile(relu_nonzero_square(["N", 4]), target="x86", cache=False, quiet=True)
+    x = np.ones((5, 4), np.float32)
+    mem = cm.executable.memory_at({"x": x})
+    assert [m["segment"] for m in mem] == [0, 1]
+    assert mem[1]["dims"] == {"idx_1": 20}  # the count after the host step: every element
+    assert all(m["lower_bound_bytes"] <= m["arena_bytes"] for m in mem)
+    assert [s["segment"] for s in cm.executable.shapes_seen()] == [0, 1]
