@@ -4,8 +4,9 @@ feature list, and run through one native entry point over a planned arena.
 ``compile(module, options)`` prepares the graph (freeze, fold constants, remove dead code), plans
 memory, generates and optimises LLVM IR, emits an object file (a big module: one per core, compiled
 at the same time, ``split_compile.py``) and links it into this process, and returns an
-``X86Executable``. The module must have static shapes (``nnc.compile`` specialises models
-with symbolic dims or run-time shape inputs before calling this). Options:
+``X86Executable`` (``GenericExecutable`` for symbolic dims, ``generic.py``). A graph with host-sync
+ops (data-dependent output sizes: NonZero, Unique, NMS, TopK with a run-time k) compiles as segments
+with host steps between them instead (``segments.py``, a ``SegmentedExecutable``). Options:
 
 - ``cpu``, ``target_features``: the target (default: the host's CPU name and feature list);
 - ``opt``: LLVM optimisation level (default 3);

@@ -39,6 +39,7 @@ The host-sync registry
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -200,24 +201,26 @@ class PerSignature:
         self.reason = reason
         self.compiles = 0
         self._exes: dict[tuple, tuple[Any, list[str]]] = {}
+        self._lock = threading.Lock()  # two runs meeting a new signature compile it once
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         g = self.module.main
         args = {p.name: a for p, a in zip(g.params, check_feeds(g, feeds, self.module))}
         small = {n: a for n, a in args.items() if a.dtype.kind in "iub" and a.size <= 64}
         key = tuple(a.shape for a in args.values()) + tuple((n, a.tobytes()) for n, a in small.items())
-        hit = self._exes.get(key)
-        if hit is None:
-            shapes = {n: a.shape for n, a in args.items()}
-            try:
-                hit = self.compile_one(specialize(self.module, shapes)), list(args)
-            except NotShapeGeneric:  # an input's value decides a shape: compile with it as a constant
-                rest = {n: s for n, s in shapes.items() if n not in small}
-                hit = self.compile_one(specialize(self.module, rest, small)), list(rest)
-            self.compiles += 1
-            if len(self._exes) >= self.keep:
-                self._exes.pop(next(iter(self._exes)))
-            self._exes[key] = hit
+        with self._lock:
+            hit = self._exes.get(key)
+            if hit is None:
+                shapes = {n: a.shape for n, a in args.items()}
+                try:
+                    hit = self.compile_one(specialize(self.module, shapes)), list(args)
+                except NotShapeGeneric:  # an input's value decides a shape: compile with it as a constant
+                    rest = {n: s for n, s in shapes.items() if n not in small}
+                    hit = self.compile_one(specialize(self.module, rest, small)), list(rest)
+                self.compiles += 1
+                if len(self._exes) >= self.keep:
+                    self._exes.pop(next(iter(self._exes)))
+                self._exes[key] = hit
         exe, names = hit
         return exe.run({n: args[n] for n in names})
 
