@@ -19,7 +19,7 @@ from nnc.ir import Builder, Graph, InputError, Module, Op
 from nnc.ir.ops.bounded import BOUNDED
 from nnc.ir.registry import get_opdef
 
-from .segments import SegmentContext, register_host_sync, symbolic_type
+from .segments import SegmentContext, register_host_sync, symbolic_type, symbols_of
 
 
 class BoundedStep:
@@ -30,7 +30,8 @@ class BoundedStep:
         self.op = op
         self.inputs = list(op.operands)
         g = Graph("main")
-        params = [g.add_param(f"in{i}", symbolic_type(v)) for i, v in enumerate(op.operands)]
+        taken = symbols_of(op.operands)
+        params = [g.add_param(f"in{i}", symbolic_type(v, taken)) for i, v in enumerate(op.operands)]
         m = Module(f"{ctx.module.name}.{op.opname}", {"main": g}, metadata=dict(ctx.module.metadata))
         schema = get_opdef(name).attrs
         bounded = Builder(m, g, loc=op.loc).create(name, params, {k: v for k, v in op.attrs.items() if k in schema},

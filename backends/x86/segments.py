@@ -34,6 +34,9 @@ The host-sync registry
   ``run(feeds) -> {name: array}``; ``ctx.options`` are the compile's options; ``ctx.module`` the
   prepared module the op belongs to (its constant pool, its other graphs).
 - ``HostStep``'s ``run`` must not keep references to its arguments; results are fresh arrays.
+- Helpers: ``sub_module(module, name, ops, inputs, outputs)`` cuts a module out of a graph (as the
+  segments are made); ``symbolic_type(v, taken)`` names a value's unknown dims so code compiled
+  for it is shape-generic (``symbols_of(values)``: the symbols already in use).
 """
 
 from __future__ import annotations
@@ -115,14 +118,29 @@ class SegmentContext:
 _NOT_SYMBOL = re.compile(r"[^A-Za-z0-9_]")
 
 
-def symbolic_type(v: Value) -> TensorType:
+def symbolic_type(v: Value, taken: set[str] | None = None) -> TensorType:
     """``v``'s type with each unknown dim (``?``: a count known only at run time) named after ``v`` and
-    its axis, so that the ops after it infer dims in those names and compile shape-generic."""
+    its axis, so that the ops after it infer dims in those names and compile shape-generic. Names in
+    ``taken`` (the other symbols of the module being built) are avoided; new ones are added to it."""
     if v.type.shape is None or all(d != "?" for d in v.type.shape):
         return v.type
+    taken = set() if taken is None else taken
     base = _NOT_SYMBOL.sub("_", v.name)
     base = base if base[:1].isalpha() or base[:1] == "_" else "d_" + base
-    return TensorType(v.type.dtype, tuple(f"{base}_{i}" if d == "?" else d for i, d in enumerate(v.type.shape)))
+    dims: list[Any] = []
+    for i, d in enumerate(v.type.shape):
+        if d == "?":
+            d, k = f"{base}_{i}", 1
+            while d in taken:  # two values whose names differ only in characters a symbol cannot hold
+                d, k = f"{base}_{i}_{k}", k + 1
+            taken.add(d)
+        dims.append(d)
+    return TensorType(v.type.dtype, tuple(dims))
+
+
+def symbols_of(values: Sequence[Value]) -> set[str]:
+    """The named symbolic dims of ``values``' types (what ``symbolic_type`` must not reuse)."""
+    return {str(d) for v in values for d in (v.type.shape or ()) if isinstance(d, str) and d != "?"}
 
 
 def sub_module(m: Module, name: str, ops: Sequence[Op], inputs: Sequence[Value], outputs: Sequence[Value]) -> Module:
@@ -130,7 +148,8 @@ def sub_module(m: Module, name: str, ops: Sequence[Op], inputs: Sequence[Value],
     whose results are ``outputs``; constants the ops read are copied in as ``const`` ops sharing the
     pool arrays. Result types are inferred again from the new parameter types."""
     g = Graph("main")
-    mapping: dict[int, Value] = {id(v): g.add_param(v.name, symbolic_type(v)) for v in inputs}
+    taken = symbols_of(inputs)
+    mapping: dict[int, Value] = {id(v): g.add_param(v.name, symbolic_type(v, taken)) for v in inputs}
     keys: set[str] = set()
 
     def add(op: Op) -> None:
@@ -313,7 +332,8 @@ class SegmentedExecutable:
         self.pieces = pieces
         self._consts = consts
         self._counter = counter
-        statuses = {getattr(p.exe, "cache_status", "off") for p in pieces if isinstance(p, Segment)}
+        exes = [p.exe if isinstance(p, Segment) else getattr(p.step, "exe", None) for p in pieces]
+        statuses = {getattr(e, "cache_status", "off") for e in exes if e is not None}
         self.cache_status = statuses.pop() if len(statuses) == 1 else ("miss" if "miss" in statuses else "off")
         self.target_report = self.report()
 
