@@ -17,7 +17,8 @@ with ``report["x86"]["segments"]``, ``cache_status``). It cannot be saved as a l
 
 The host-sync registry
 ----------------------
-``HOST_SYNC`` maps an op name to a ``HostSync``; register with the decorator::
+``HOST_SYNC`` maps an op name to a ``HostSync``; register with the decorator, in a module listed in
+``PROVIDERS`` (imported when the registry is first asked)::
 
     @register_host_sync("if", why="runs a branch chosen by a run-time condition")
     def build_if(op: Op, ctx: SegmentContext) -> HostStep:
@@ -41,6 +42,7 @@ The host-sync registry
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 from dataclasses import dataclass, field
@@ -88,8 +90,18 @@ def register_host_sync(*opnames: str, why: str, applies: Callable[[Op], bool] | 
     return register
 
 
+# the modules (under backends/x86) that register host-sync ops, imported on first use: a new kind of
+# host-sync op adds its module here
+PROVIDERS: tuple[str, ...] = ("data_dependent",)
+_loaded = False
+
+
 def _ensure_loaded() -> None:
-    from . import data_dependent  # noqa: F401  (registers the data-dependent output ops)
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for name in PROVIDERS:
+            importlib.import_module(f"{__package__}.{name}")
 
 
 def host_sync(op: Op) -> HostSync | None:
