@@ -35,6 +35,8 @@ The host-sync registry
   ``run(feeds) -> {name: array}``; ``ctx.options`` are the compile's options; ``ctx.module`` the
   prepared module the op belongs to (its constant pool, its other graphs).
 - ``HostStep``'s ``run`` must not keep references to its arguments; results are fresh arrays.
+- A module a builder compiles must not hold the host-sync op itself (``ctx.compile`` would split it
+  at that op again, without end); data-dependent ops compile their *bounded* forms instead.
 - Helpers: ``sub_module(module, name, ops, inputs, outputs)`` cuts a module out of a graph (as the
   segments are made); ``symbolic_type(v, taken)`` names a value's unknown dims so code compiled
   for it is shape-generic (``symbols_of(values)``: the symbols already in use).
