@@ -18,6 +18,7 @@ from . import compile as compile_x86
 from .executable import X86Executable
 from .frame_formulas import derive
 from .generic import GenericExecutable
+from .segments import SegmentedExecutable
 
 
 class X86Backend(Backend):
@@ -33,6 +34,10 @@ class X86Backend(Backend):
         max_dims = opts.pop("max_dims", None)  # not a code generation option: the code is the same
         exe = compile_x86(module, opts)
         if max_dims:
+            if isinstance(exe, SegmentedExecutable):
+                raise TargetError(f"x86: max_dims (--max-dim) bounds the dims of one shape-generic entry point, but "
+                                  f"this model runs as segments with the host between them "
+                                  f"({exe.target_report['segments']['reason']})")
             if not isinstance(exe, GenericExecutable):
                 raise TargetError(f"x86: max_dims (--max-dim) bounds the symbolic dims of shape-generic code, but this "
                                   f"model compiled to static code ({_why_static(module, options)})")
@@ -54,6 +59,10 @@ class X86Backend(Backend):
             formulas = derive(exe.layout, exe.max_dims)
             aot.write_library(exe, path, model.report, formulas=formulas)
             return aot.library_files(path)
+        if isinstance(model.executable, SegmentedExecutable):
+            raise TargetError(f"x86: the model runs as segments with the host between them "
+                              f"({model.executable.target_report['segments']['reason']}); a library has one C entry "
+                              f"point, so it cannot be saved as one (run it from Python: nnc.compile(...).run)")
         exe = _static_executable(model, "save it as a library")
         aot.write_library(exe, path, model.report, bound=model.report.get("bound_dims"))
         return aot.library_files(path)
@@ -95,6 +104,10 @@ class X86Backend(Backend):
 
 def _static_executable(model: CompiledModel, what: str) -> Any:
     exe = model.executable
+    if isinstance(exe, SegmentedExecutable):
+        raise TargetError(f"x86: the model compiled to {exe.target_report['segments']['compiled']} segments with "
+                          f"host steps between them ({exe.target_report['segments']['reason']}), not one module: "
+                          f"it cannot {what}")
     if getattr(exe, "compiled", None) is None:
         symbols = sorted({str(d) for t in model.input_types.values() for d in (t.shape or ())
                           if not isinstance(d, int)})
