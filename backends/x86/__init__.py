@@ -40,6 +40,7 @@ from .codegen import ENTRY, CodeGen
 from .executable import Interface, X86Executable, load_object
 from .frame import FrameLayout
 from .generic import GenericExecutable, is_symbolic, shape_generic_reason, symbolic_interface
+from .kernel_cache import KernelCache
 from .runtime import attach, num_threads
 from .split_compile import machine_code, start_early
 from .storage import assign_storage
@@ -196,7 +197,7 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Exec
                 return exe
             cache.discard(key)
             status = "corrupt: bad metadata"
-    exe, entry = _build(module, info, options, progress, keep_llvm)
+    exe, entry = _build(module, info, options, progress, keep_llvm, KernelCache(cache) if cache is not None else None)
     if cache is not None:
         cache.put(key, entry)
     exe.cache_status = status
@@ -204,14 +205,16 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Exec
 
 
 def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progress: Progress,
-           keep_llvm: bool = False) -> tuple[X86Executable, Entry]:
+           keep_llvm: bool = False, kernels: KernelCache | None = None) -> tuple[X86Executable, Entry]:
     """Code generation, LLVM and machine code: the work a cache hit skips."""
     if not keep_llvm:
         start_early(sum(1 for op in module.main.ops if op.opname != "const"))
     m, storage, _, text = generate(module, {**options, "cpu": info.cpu, "target_features": info.features}, progress)
     opt = int(options.get("opt", 3))
     progress.update(f"optimising and generating machine code (LLVM O{opt})", force=True)
-    obj, llvm_ir, assembly = machine_code(text, info, opt, keep_llvm, ENTRY)
+    counts: dict[str, int] = {}
+    obj, llvm_ir, assembly = machine_code(text, info, opt, keep_llvm, ENTRY, kernels, counts)
+    storage.kernel_counts.update(counts)  # from_cache / compiled: the kernel cache's work (kernel_cache.py)
     code = load_object(obj, info)
     exe: Any
     if storage.generic:
