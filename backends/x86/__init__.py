@@ -216,7 +216,8 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Exec
                 return exe
             cache.discard(key)
             status = "corrupt: bad metadata"
-    exe, entry = _build(module, info, options, progress, keep_llvm, KernelCache(cache) if cache is not None else None)
+    kernels = KernelCache(cache) if cache is not None and status != "off" else None  # "off": an untrusted folder
+    exe, entry = _build(module, info, options, progress, keep_llvm, kernels)
     if cache is not None:
         cache.put(key, entry)
     exe.cache_status = status

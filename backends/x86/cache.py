@@ -332,8 +332,10 @@ class CompileCache:
     """Entries in one directory. Every failure to read or write is a miss, never an error; an
     untrusted folder turns the cache off for this compile (status "off", one warning on stderr)."""
 
-    def __init__(self, directory: str | None = None, max_bytes: int | None = None):
+    def __init__(self, directory: str | None = None, max_bytes: int | None = None,
+                 signer: CompileCache | None = None):
         self.dir = directory or cache_dir()
+        self._signer = signer  # a cache whose folder and key this one uses too (the kernel cache's parent)
         # the folders that must be ours: the entries' folder, nnc's cache root when it is the
         # default one, and any parent nnc creates (an existing parent of an explicit folder is the
         # user's choice, like /tmp)
@@ -355,6 +357,9 @@ class CompileCache:
         used (untrusted: warned) or, with ``create=False``, when there is no folder yet."""
         if self._secret is not None:
             return self._secret
+        shared = self._signer._trusted_secret(create) if self._signer is not None else None
+        if self._signer is not None and shared is None:
+            return None
         try:
             if create:
                 self._owned += _make_private_dirs(self.dir)
@@ -362,7 +367,7 @@ class CompileCache:
                 return None
             for d in dict.fromkeys(self._owned):
                 _check_owned(os.stat(d), d, "cache folder")
-            self._secret = _read_or_create_key(self.dir)
+            self._secret = shared if shared is not None else _read_or_create_key(self.dir)
         except UntrustedFolder as e:
             self.untrusted = True
             _warn_once(f"{e}; the compilation cache is disabled")

@@ -140,8 +140,8 @@ class KernelCache:
     """Kernel objects on disk, keyed by part text, target, optimisation level and nnc's code."""
 
     def __init__(self, model_cache: CompileCache):
-        self.store = CompileCache(os.path.join(model_cache.dir, "kernels"), model_cache.max_bytes)
-        self.store._owned += model_cache._owned  # the folders above it must be ours too
+        # signed with the model cache's key, in a folder below it that must be ours as well
+        self.store = CompileCache(os.path.join(model_cache.dir, "kernels"), model_cache.max_bytes, signer=model_cache)
 
     @staticmethod
     def key(text: str, info: TargetInfo, opt: int) -> str:

@@ -115,7 +115,7 @@ def test_cache_miss_then_hit_without_codegen(cache_dir, monkeypatch):
     m = mlp(batch=2)
     first = x86.compile(m)
     assert first.cache_status == "miss" and sorted(os.listdir(cache_dir)) == [os.path.basename(only_entry(cache_dir)),
-                                                                             "secret.key"]
+                                                                             "kernels", "secret.key"]
 
     def no_codegen(*a, **k):
         raise AssertionError("a cache hit must not generate code")
