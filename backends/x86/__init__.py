@@ -178,8 +178,10 @@ def _no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
-def _prepared(module: Module) -> tuple[Module, Any, FrameLayout | None]:
-    """The prepared module, its storage map and (shape-generic code) its frame layout."""
+def _prepared(module: Module, check: bool = True) -> tuple[Module, Any, FrameLayout | None]:
+    """The prepared module, its storage map and (shape-generic code) its frame layout. ``check``:
+    refuse a graph the shape-generic kernels cannot run (a cache hit skips it: its key covers the
+    graph and nnc's code, and the entry exists because the same graph passed when compiled)."""
     m, evaluator = _prepare(module, allow_symbolic=True)
     assert evaluator is not None
     if not is_symbolic(m.main):
@@ -191,7 +193,7 @@ def _prepared(module: Module) -> tuple[Module, Any, FrameLayout | None]:
     storage = assign_storage(m, m.main, generic=True)
     layout = FrameLayout(m, m.main, storage.arena_values(), evaluator)
     storage.layout = layout
-    why = shape_generic_reason(m.main, evaluator)
+    why = shape_generic_reason(m.main, evaluator) if check else None
     if why is not None:
         raise NotShapeGeneric(f"x86: {why}")
     return m, storage, layout
@@ -295,7 +297,7 @@ def _from_entry(entry: Entry, info: TargetInfo, module: Module) -> Any:
     code = load_object(entry.object_code, info)
     exe: Any
     if generic:
-        m, storage, layout = _prepared(module)
+        m, storage, layout = _prepared(module, check=False)
         if layout is None:
             return None
         sites = entry.meta.get("frame_sites")
