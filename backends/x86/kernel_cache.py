@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .target import TargetInfo
 
 KERNEL_PREFIX = "nnck."
+_RUNTIME = ("nnc_pool.", "nnc_parallel_")  # runtime.py's thread pool
 _META_DEF = re.compile(r"^!(\d+) = (.*)$", re.S)
 _META_REF = re.compile(r"!(\d+)")
 
@@ -77,6 +78,10 @@ def split_kernels(text: str, entry: str) -> tuple[str, list[tuple[str, str]]] | 
     layout = Kernels.of(text, entry)
     if layout is None or not layout.names:
         return None
+    # the thread pool's code is defined once, in part 0, and called from the kernels: copied into
+    # every kernel it was ~10% more LLVM input (and its O3 work) per kernel, and calling it costs
+    # one call per kernel run
+    layout.shareable -= {n for n in layout.shareable if n.startswith(_RUNTIME)}
     items, defs, kernels, shareable, reach = layout.items, layout.defs, layout.names, layout.shareable, layout.reach
     kernel_set = set(kernels)
 
