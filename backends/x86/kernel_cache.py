@@ -5,7 +5,8 @@ generate the same kernel: the same LLVM IR once the names that depend on where t
 the model are taken out. ``split_kernels`` cuts the module text (as ``split_compile.split`` does)
 into part 0 (the entry point, the mutable state, everything that is not a kernel) and one module
 per distinct kernel, holding the kernel, its tasks and microkernels, copies of the internal helpers
-it calls, and declarations of the rest. Each kernel part is made canonical, so it is the same
+it calls (vector math; the thread pool's code stays in part 0 and is called), and declarations of
+the rest. Each kernel part is made canonical, so it is the same
 text in every model that has that kernel:
 
 - the kernel and what it owns (``k12_fused``, ``k12_fused.micro1``...) are renamed after a hash of
