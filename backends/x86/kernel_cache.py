@@ -41,6 +41,7 @@ KERNEL_PREFIX = "nnck."
 _RUNTIME = ("nnc_pool.", "nnc_parallel_")  # runtime.py's thread pool
 _META_DEF = re.compile(r"^!(\d+) = (.*)$", re.S)
 _META_REF = re.compile(r"!(\d+)")
+_STRING = re.compile(r'x i8\] c"')
 
 
 def _renumber(body: str, meta: dict[int, str]) -> str:
@@ -76,6 +77,8 @@ def _rename(text: str, names: dict[str, str]) -> str:
 def split_kernels(text: str, entry: str) -> tuple[str, list[tuple[str, str]]] | None:
     """(part 0, [(kernel name, canonical kernel part)]) of the module ``text``, or None when it has
     no kernel or a kernel's symbols are not all quoted (then it is compiled as one module)."""
+    if _STRING.search(text):  # a string constant might hold "!7": _renumber would rewrite it
+        return None
     layout = Kernels.of(text, entry)
     if layout is None or not layout.names:
         return None
