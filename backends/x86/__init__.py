@@ -26,9 +26,11 @@ so ``CompiledModel.save`` links the very same machine code into a shared library
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import sys
 import time
-from typing import Any, Mapping, TextIO
+from typing import Any, Iterator, Mapping, TextIO
 
 from nnc.ir import DType, Module, Op, TargetError, verify_module
 from nnc.ir.shape_eval import ShapeEvaluator
@@ -41,6 +43,7 @@ from .codegen import ENTRY, CodeGen
 from .executable import Interface, X86Executable, load_object
 from .frame import FrameLayout
 from .generic import GenericExecutable, is_symbolic, shape_generic_reason, symbolic_interface
+from .kernel_cache import KernelCache
 from .runtime import attach, num_threads
 from .segments import compile_segmented, has_host_sync, host_sync
 from .split_compile import machine_code, start_early
@@ -159,16 +162,35 @@ def generate(module: Module, options: Mapping[str, Any] | None = None, progress:
     info = resolve(options.get("cpu"), options.get("target_features"))
     progress.update("preparing the graph")
     m, storage, layout = _prepared(module)
-    cg = _ReportingCodeGen(m, m.main, storage, info, num_threads(options), bool(options.get("profile")),
-                           layout, progress=progress)
-    ll = cg.emit()
+    with _no_cycle_collection():
+        cg = _ReportingCodeGen(m, m.main, storage, info, num_threads(options), bool(options.get("profile")),
+                               layout, progress=progress)
+        ll = cg.emit()
+        text = str(ll)
     # kernels: call sites, and the distinct functions compiled for them (repeated layers share one)
     storage.kernel_counts = {"calls": len(cg.kernel_table), "distinct": len(cg.kernel_table) - cg.shared_kernels}
-    return m, storage, info, str(ll)
+    return m, storage, info, text
 
 
-def _prepared(module: Module) -> tuple[Module, Any, FrameLayout | None]:
-    """The prepared module, its storage map and (shape-generic code) its frame layout."""
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector off while llvmlite builds and prints the module: the module is
+    hundreds of thousands of linked objects that all live until it is printed, and every
+    collection walked them again (over half the CPU time of generating ResNet-50's or BERT-base's
+    IR, cProfile and process_time with and without). What is garbage is collected afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _prepared(module: Module, check: bool = True) -> tuple[Module, Any, FrameLayout | None]:
+    """The prepared module, its storage map and (shape-generic code) its frame layout. ``check``:
+    refuse a graph the shape-generic kernels cannot run (a cache hit skips it: its key covers the
+    graph and nnc's code, and the entry exists because the same graph passed when compiled)."""
     m, evaluator = _prepare(module, allow_symbolic=True)
     assert evaluator is not None
     if not is_symbolic(m.main):
@@ -180,7 +202,7 @@ def _prepared(module: Module) -> tuple[Module, Any, FrameLayout | None]:
     storage = assign_storage(m, m.main, generic=True)
     layout = FrameLayout(m, m.main, storage.arena_values(), evaluator)
     storage.layout = layout
-    why = shape_generic_reason(m.main, evaluator)
+    why = shape_generic_reason(m.main, evaluator) if check else None
     if why is not None:
         raise NotShapeGeneric(f"x86: {why}")
     return m, storage, layout
@@ -209,7 +231,8 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> Any:  #
                 return exe
             cache.discard(key)
             status = "corrupt: bad metadata"
-    exe, entry = _build(module, info, options, progress, keep_llvm)
+    kernels = KernelCache(cache) if cache is not None and status != "off" else None  # "off": an untrusted folder
+    exe, entry = _build(module, info, options, progress, keep_llvm, kernels)
     if cache is not None:
         cache.put(key, entry)
     exe.cache_status = status
@@ -217,14 +240,16 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> Any:  #
 
 
 def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progress: Progress,
-           keep_llvm: bool = False) -> tuple[X86Executable, Entry]:
+           keep_llvm: bool = False, kernels: KernelCache | None = None) -> tuple[X86Executable, Entry]:
     """Code generation, LLVM and machine code: the work a cache hit skips."""
     if not keep_llvm:
         start_early(sum(1 for op in module.main.ops if op.opname != "const"))
     m, storage, _, text = generate(module, {**options, "cpu": info.cpu, "target_features": info.features}, progress)
     opt = int(options.get("opt", 3))
     progress.update(f"optimising and generating machine code (LLVM O{opt})", force=True)
-    obj, llvm_ir, assembly = machine_code(text, info, opt, keep_llvm, ENTRY)
+    counts: dict[str, int] = {}
+    obj, llvm_ir, assembly = machine_code(text, info, opt, keep_llvm, ENTRY, kernels, counts)
+    storage.kernel_counts.update(counts)  # from_cache / compiled: the kernel cache's work (kernel_cache.py)
     code = load_object(obj, info)
     exe: Any
     if storage.generic:
@@ -285,7 +310,7 @@ def _from_entry(entry: Entry, info: TargetInfo, module: Module) -> Any:
     code = load_object(entry.object_code, info)
     exe: Any
     if generic:
-        m, storage, layout = _prepared(module)
+        m, storage, layout = _prepared(module, check=False)
         if layout is None:
             return None
         sites = entry.meta.get("frame_sites")

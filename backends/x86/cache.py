@@ -8,13 +8,20 @@ linked into an MCJIT engine in this process (see ``executable.load_object``).
 
 One entry is one file ``<dir>/x86/<key>.nncx``::
 
-    b"NNCX86\\0\\2"  u32 header length  header (JSON)  HMAC (32 bytes)  object  weights  meta (JSON)
+    b"NNCX86\\0\\3"  u32 header length  header (JSON)  HMAC (32 bytes)  object  meta (JSON)  padding  weights
 
-The header names the key, the section sizes and the SHA-256 of the sections; the HMAC-SHA256,
-under a per-user secret (``<dir>/x86/secret.key``, 32 random bytes, mode 0600), covers the magic,
-the key, the header and every section. A file that is short, garbled, for another key, fails its
-checksum or its signature is deleted and rebuilt, never loaded: the object is machine code we are
-about to execute, and the checksum alone only catches accidents (anyone can recompute a SHA-256).
+The header names the key, the section sizes and the digest of the sections (``content_digest``:
+SHA-256 over the SHA-256 of each 4 MB chunk, so the chunks of a big model are hashed on every core
+at once); the HMAC-SHA256, under a per-user secret (``<dir>/x86/secret.key``, 32 random bytes, mode
+0600), covers the magic, the key and the header, and so, through the digest, every byte of every
+section: a hit hashes the entry once. The padding puts the weights at a 64-byte aligned offset, so a
+hit maps the file (``mmap``, read-only) and the executable reads the weights from the mapping in
+place instead of copying hundreds of MB; the file is mapped only when it is ours, not writable by
+anyone else and has one link, so nobody else can change the bytes after they were checked.
+
+A file that is short, garbled, for another key, fails its checksum or its signature is deleted and
+rebuilt, never loaded: the object is machine code we are about to execute, and the checksum alone
+only catches accidents (anyone can recompute a SHA-256).
 A cache folder another user could write to (not owned by us, or group/other writable) is not used
 at all: one warning line on stderr, and the compile goes on without the cache, as pip does with a
 cache folder it does not own (docs/security.md). Files are written to a temporary name and renamed,
@@ -29,14 +36,16 @@ import functools
 import hashlib
 import hmac
 import json
+import mmap
 import os
 import secrets
 import stat
 import struct
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -44,12 +53,15 @@ from nnc.ir import Module, print_module
 
 from .target import TargetInfo
 
-MAGIC = b"NNCX86\x00\x02"  # v2: signed entries; a v1 file is "bad magic", rebuilt
+MAGIC = b"NNCX86\x00\x03"  # v3: digest-signed, weights aligned for mmap; older files are "bad magic", rebuilt
 _HEADER_LEN = struct.Struct("<I")
 SUFFIX = ".nncx"
 KEY_FILE = "secret.key"
 KEY_BYTES = 32
 _MAC_BYTES = hashlib.sha256().digest_size
+WEIGHTS_ALIGN = 64  # the executable's weights alignment (executable.ALIGN)
+CHUNK = 1 << 22  # bytes per hashed chunk: hashlib releases the GIL, so chunks hash in parallel
+_PARALLEL_MIN = 4 * CHUNK  # below this one thread is as fast as handing chunks to a pool
 # options that change what the driver does around compilation, not the code it produces
 DRIVER_OPTIONS = frozenset({"cache", "quiet", "cache_dir"})
 
@@ -92,6 +104,29 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8)), thread_name_prefix="nnc-hash")
+
+
+def _chunk_digest(view: memoryview) -> bytes:
+    return hashlib.sha256(view).digest()
+
+
+def content_digest(sections: Iterable[Any]) -> bytes:
+    """SHA-256 of the sections' lengths and of the SHA-256 of each ``CHUNK`` of each section (a
+    two-level hash: changing any byte changes it, as a plain SHA-256 would); the chunks are hashed
+    on a thread pool when there are many."""
+    views = [memoryview(s).cast("B") for s in sections]
+    chunks = [v[i:i + CHUNK] for v in views for i in range(0, len(v), CHUNK)]
+    total = sum(len(v) for v in views)
+    digests = list(_pool().map(_chunk_digest, chunks)) if total >= _PARALLEL_MIN else [_chunk_digest(c) for c in chunks]
+    h = hashlib.sha256(struct.pack(f"<{len(views)}Q", *(len(v) for v in views)))
+    for d in digests:
+        h.update(d)
+    return h.digest()
+
+
 def cache_key(module: Module, info: TargetInfo, options: Mapping[str, Any]) -> str:
     """The hex key of compiling ``module`` for ``info`` with ``options``."""
     h = hashlib.sha256()
@@ -100,10 +135,12 @@ def cache_key(module: Module, info: TargetInfo, options: Mapping[str, Any]) -> s
     opts = {k: v for k, v in options.items() if k not in DRIVER_OPTIONS and k not in ("cpu", "target_features")}
     h.update(b"\0options\0" + json.dumps(opts, sort_keys=True, default=repr).encode())
     h.update(b"\0graph\0" + print_module(module).encode())
+    arrays = []
     for name in sorted(module.constants):
         a = np.ascontiguousarray(module.constants[name])
         h.update(f"\0weight\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
-        h.update(a.reshape(-1).view(np.uint8).data)
+        arrays.append(a.reshape(-1).view(np.uint8))
+    h.update(b"\0weights\0" + content_digest(arrays))  # every byte of every weight, in name order
     return h.hexdigest()
 
 
@@ -120,30 +157,45 @@ class CorruptEntry(Exception):
     """An entry that must not be loaded (the message says why)."""
 
 
-def _signature(secret: bytes, key: str, header: bytes, sections: list[Any]) -> bytes:
+def _signature(secret: bytes, key: str, header: bytes) -> bytes:
+    """The HMAC of the magic, the key and the header; the header holds the sections' digest."""
     mac = hmac.new(secret, MAGIC, hashlib.sha256)
     for part in (key.encode(), header):  # length-prefixed: no two (key, header) pairs sign alike
         mac.update(struct.pack("<Q", len(part)) + part)
-    for s in sections:
-        mac.update(s)
     return mac.digest()
 
 
-def encode(key: str, entry: Entry, secret: bytes) -> bytes:
+def encode_parts(key: str, entry: Entry, secret: bytes) -> list[Any]:
+    """The entry file as a list of buffers (the weights are not copied into one bytes object)."""
     meta = json.dumps(entry.meta, sort_keys=True).encode()
-    sections = [entry.object_code, entry.weights, meta]
-    digest = hashlib.sha256()
-    for s in sections:
-        digest.update(s)
-    header = json.dumps({"key": key, "sizes": [len(s) for s in sections], "sha256": digest.hexdigest()}).encode()
-    mac = _signature(secret, key, header, sections)
-    return b"".join([MAGIC, _HEADER_LEN.pack(len(header)), header, mac, *sections])
+    obj, weights = entry.object_code, memoryview(entry.weights).cast("B")
+
+    def header_for(pad: int) -> bytes:
+        sections = [obj, meta, bytes(pad), weights]
+        return json.dumps({"key": key, "sizes": [len(s) for s in sections],
+                           "sha256": content_digest(sections).hex()}).encode()
+
+    # the padding's length changes the header's, which moves the weights: settle it
+    pad = 0
+    for _ in range(4):
+        start = len(MAGIC) + _HEADER_LEN.size + len(header_for(pad)) + _MAC_BYTES + len(obj) + len(meta)
+        want = -start % WEIGHTS_ALIGN
+        if want == pad:
+            break
+        pad = want
+    header = header_for(pad)
+    return [MAGIC, _HEADER_LEN.pack(len(header)), header, _signature(secret, key, header), obj, meta, bytes(pad),
+            weights]
 
 
-def decode(key: str, data: bytes, secret: bytes) -> Entry:
+def encode(key: str, entry: Entry, secret: bytes) -> bytes:
+    return b"".join(bytes(p) if isinstance(p, memoryview) else p for p in encode_parts(key, entry, secret))
+
+
+def decode(key: str, data: bytes | mmap.mmap, secret: bytes) -> Entry:
     """Parse and verify an entry; raises ``CorruptEntry`` for anything but a whole, intact entry
-    signed with ``secret``."""
-    if not data.startswith(MAGIC):
+    signed with ``secret``. The weights are a view of ``data`` (a mapped file: not copied)."""
+    if data[:len(MAGIC)] != MAGIC:
         raise CorruptEntry("bad magic")
     pos = len(MAGIC)
     if len(data) < pos + _HEADER_LEN.size:
@@ -162,25 +214,43 @@ def decode(key: str, data: bytes, secret: bytes) -> Entry:
         raise CorruptEntry("entry for another key")
     mac = data[pos:pos + _MAC_BYTES]
     pos += _MAC_BYTES
-    if len(sizes) != 3 or any(s < 0 for s in sizes) or pos + sum(sizes) != len(data):
+    if len(sizes) != 4 or any(s < 0 for s in sizes) or pos + sum(sizes) != len(data):
         raise CorruptEntry(f"size mismatch ({len(data)} bytes, header says {pos + sum(max(s, 0) for s in sizes)})")
     view = memoryview(data)
     sections = []
     for s in sizes:
         sections.append(view[pos:pos + s])
         pos += s
-    # the signature covers every byte; only when it fails is the checksum computed, so that an
-    # accident (a flipped bit) keeps its own message (compare_digest: no timing oracle)
-    if not hmac.compare_digest(mac, _signature(secret, key, header_bytes, sections)):
-        digest = hashlib.sha256()
-        for sec in sections:
-            digest.update(sec)
-        raise CorruptEntry("checksum mismatch" if digest.hexdigest() != want_sum else "bad signature")
+    # the signature covers the header, the header the digest of every byte: both must hold (an
+    # accident, a flipped bit, is told apart from a forgery; compare_digest: no timing oracle)
+    signed = hmac.compare_digest(mac, _signature(secret, key, bytes(header_bytes)))
+    if not hmac.compare_digest(content_digest(sections).hex().encode(), want_sum.encode()):
+        raise CorruptEntry("checksum mismatch")
+    if not signed:
+        raise CorruptEntry("bad signature")
     try:
-        meta = json.loads(bytes(sections[2]))
+        meta = json.loads(bytes(sections[1]))
     except ValueError as e:
         raise CorruptEntry(f"unreadable metadata ({e})") from None
-    return Entry(bytes(sections[0]), sections[1], meta)  # the weights stay a view of the file's bytes
+    return Entry(bytes(sections[0]), sections[3], meta)  # the weights stay a view of the file's bytes
+
+
+def _map(path: str) -> mmap.mmap:
+    """The entry file mapped read-only. Refused (``ValueError``) unless it is a regular file of
+    ours that only we can write and that has no other name: then nobody else can change the bytes
+    once they are verified (our own writers replace entries by renaming, never in place)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022 or st.st_nlink != 1:
+            raise ValueError(f"entry file not private (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}, "
+                             f"{st.st_nlink} links)")
+        if st.st_size == 0:
+            raise ValueError("empty file")
+        return mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                         prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
 
 
 class UntrustedFolder(Exception):
@@ -262,8 +332,10 @@ class CompileCache:
     """Entries in one directory. Every failure to read or write is a miss, never an error; an
     untrusted folder turns the cache off for this compile (status "off", one warning on stderr)."""
 
-    def __init__(self, directory: str | None = None, max_bytes: int | None = None):
+    def __init__(self, directory: str | None = None, max_bytes: int | None = None,
+                 signer: CompileCache | None = None):
         self.dir = directory or cache_dir()
+        self._signer = signer  # a cache whose folder and key this one uses too (the kernel cache's parent)
         # the folders that must be ours: the entries' folder, nnc's cache root when it is the
         # default one, and any parent nnc creates (an existing parent of an explicit folder is the
         # user's choice, like /tmp)
@@ -285,6 +357,9 @@ class CompileCache:
         used (untrusted: warned) or, with ``create=False``, when there is no folder yet."""
         if self._secret is not None:
             return self._secret
+        shared = self._signer._trusted_secret(create) if self._signer is not None else None
+        if self._signer is not None and shared is None:
+            return None
         try:
             if create:
                 self._owned += _make_private_dirs(self.dir)
@@ -292,7 +367,7 @@ class CompileCache:
                 return None
             for d in dict.fromkeys(self._owned):
                 _check_owned(os.stat(d), d, "cache folder")
-            self._secret = _read_or_create_key(self.dir)
+            self._secret = shared if shared is not None else _read_or_create_key(self.dir)
         except UntrustedFolder as e:
             self.untrusted = True
             _warn_once(f"{e}; the compilation cache is disabled")
@@ -311,10 +386,12 @@ class CompileCache:
         if secret is None:
             return None, "off" if self.untrusted else "miss"
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
+            data = _map(path)
+        except FileNotFoundError:
             return None, "miss"
+        except (OSError, ValueError) as e:  # unreadable, empty (mmap refuses), or not safely ours
+            self._discard(path)
+            return None, f"corrupt: {e}"
         try:
             entry = decode(key, data, secret)
         except CorruptEntry as e:
@@ -330,12 +407,13 @@ class CompileCache:
         secret = self._trusted_secret(create=True)
         if secret is None:
             return False
-        data = encode(key, entry, secret)
+        parts = encode_parts(key, entry, secret)
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.dir)
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                for part in parts:
+                    f.write(part)
             os.replace(tmp, self.path(key))
             tmp = None
         except OSError:

@@ -46,9 +46,12 @@ _LEN = struct.Struct("<Q")
 Result = tuple[bytes, "str | None", "str | None"]
 
 
-def _work(text: str, cpu: str, features: str, opt: int, keep_llvm: bool) -> Result:
+def _work(text: str | list[str], cpu: str, features: str, opt: int, keep_llvm: bool) -> Any:
     """Optimise ``text`` for the target; (object code, optimised IR text, assembly), the last two
-    only when ``keep_llvm``."""
+    only when ``keep_llvm``. A list of texts (separate modules, the kernel cache's parts) gives
+    (their object codes, None, None)."""
+    if isinstance(text, list):
+        return [_work(t, cpu, features, opt, False)[0] for t in text], None, None
     mod, tm = optimize(text, TargetInfo(cpu, features), opt)
     add_pool_destructor(mod)
     obj = tm.emit_object(mod)
@@ -182,10 +185,11 @@ def object_code(text: str, info: TargetInfo, opt: int = 3, keep_llvm: bool = Fal
             raise _died(e) from None
 
 
-def object_codes(texts: list[str], info: TargetInfo, opt: int = 3) -> list[bytes]:
+def object_codes(texts: list[Any], info: TargetInfo, opt: int = 3) -> list[Any]:
     """The object files of several LLVM IR module texts (the parts of one split module), compiled
     at the same time: one in this process when a one-module compile would run here, the others
-    each in a worker process. Counts as one compile for ``IN_PROCESS_FIRST``."""
+    each in a worker process. Counts as one compile for ``IN_PROCESS_FIRST``. An item may be a list
+    of module texts, compiled one after the other by one process: its answer is their objects."""
     global _compiles
     with _lock:
         _compiles += 1

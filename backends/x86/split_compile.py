@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .kernel_cache import KernelCache
     from .llvm_worker import Result
     from .target import TargetInfo
 
@@ -176,30 +177,48 @@ def _quote(name: str) -> str:
     return f'"{name}"'
 
 
-def split(text: str, parts: int, entry: str) -> list[str] | None:
-    """The module ``text`` as up to ``parts`` module texts whose objects, linked together, are the
-    whole module; None when it cannot be split usefully (fewer than two kernels, no ``entry``)."""
-    items = parse(text)
-    defs = {it.name: it for it in items if it.kind in ("define", "global")}
-    root = defs.get(entry)
-    if root is None or root.kind != "define" or parts < 2:
-        return None
-    kernels = [n for n in sorted(root.refs) if n in defs and defs[n].kind == "define" and defs[n].local]
-    if len(kernels) < 2:
-        return None
-    # what each kernel reaches, through functions and constants only it could own
-    shareable = {n for n, it in defs.items() if it.local and (it.kind == "define" or it.constant)}
-    kernel_set = set(kernels)
+@dataclass
+class Kernels:
+    """The module's items, and its kernels: the internal functions the entry point calls."""
 
-    def reach(start: str) -> set[str]:
+    items: list[Item]
+    defs: dict[str, Item]
+    names: list[str]
+    shareable: set[str]  # internal functions and constants: may be copied into several parts
+
+    @classmethod
+    def of(cls, text: str, entry: str) -> Kernels | None:
+        items = parse(text)
+        defs = {it.name: it for it in items if it.kind in ("define", "global")}
+        root = defs.get(entry)
+        if root is None or root.kind != "define":
+            return None
+        kernels = [n for n in sorted(root.refs) if n in defs and defs[n].kind == "define" and defs[n].local]
+        shareable = {n for n, it in defs.items() if it.local and (it.kind == "define" or it.constant)}
+        return cls(items, defs, kernels, shareable)
+
+    def reach(self, start: str) -> set[str]:
+        """What ``start`` reaches through functions and constants it could own (not other kernels)."""
+        kernel_set = set(self.names)
         seen, todo = {start}, [start]
         while todo:
-            for r in defs[todo.pop()].refs:
-                if r in shareable and r not in seen and r not in kernel_set:
+            for r in self.defs[todo.pop()].refs:
+                if r in self.shareable and r not in seen and r not in kernel_set:
                     seen.add(r)
                     todo.append(r)
         return seen
 
+
+def split(text: str, parts: int, entry: str) -> list[str] | None:
+    """The module ``text`` as up to ``parts`` module texts whose objects, linked together, are the
+    whole module; None when it cannot be split usefully (fewer than two kernels, no ``entry``)."""
+    if parts < 2:
+        return None
+    layout = Kernels.of(text, entry)
+    if layout is None or len(layout.names) < 2:
+        return None
+    items, defs, kernels, shareable, kernel_set, reach = (layout.items, layout.defs, layout.names, layout.shareable,
+                                                          set(layout.names), layout.reach)
     owned = {k: reach(k) for k in kernels}
     cost = {n: len(it.text) for n, it in defs.items()}
     # part 0: the entry point, the state, the non-internal functions, and what they reach
@@ -305,15 +324,59 @@ def start_early(op_count: int) -> None:
         start_workers(n)
 
 
-def machine_code(text: str, info: TargetInfo, opt: int, keep_llvm: bool, entry: str) -> Result:
+def machine_code(text: str, info: TargetInfo, opt: int, keep_llvm: bool, entry: str,
+                 kernels: KernelCache | None = None, counts: dict[str, int] | None = None) -> Result:
     """(object code, optimised IR, assembly) of the module ``text``, the way ``llvm_worker.object_code``
     gives them, but split over the cores when the module is big: the object code is then an
     archive of the parts' objects (``pack``). ``keep_llvm`` compiles one module (the IR and
-    assembly it shows are of one module)."""
+    assembly it shows are of one module). With a kernel cache (``kernel_cache.py``) the module is
+    cut into one part per kernel, and the kernels found in the cache are not compiled again;
+    ``counts`` gets how many kernel objects came from the cache and how many were compiled."""
     from .llvm_worker import object_code, object_codes
 
+    if kernels is not None and not keep_llvm:
+        obj = _with_kernel_cache(text, info, opt, entry, kernels, counts if counts is not None else {})
+        if obj is not None:
+            return obj, None, None
     n = jobs()
     parts = None if keep_llvm or n < 2 or len(text) < SPLIT_MIN_BYTES else split(text, n, entry)
     if parts is None:
         return object_code(text, info, opt, keep_llvm)
     return pack(object_codes(parts, info, opt)), None, None
+
+
+def _with_kernel_cache(text: str, info: TargetInfo, opt: int, entry: str, kernels: KernelCache,
+                       counts: dict[str, int]) -> bytes | None:
+    from .kernel_cache import split_kernels
+    from .llvm_worker import object_code, object_codes
+
+    pieces = split_kernels(text, entry)
+    if pieces is None:
+        return None
+    part0, parts = pieces
+    keys = [kernels.key(t, info, opt) for _, t in parts]
+    objects = [kernels.get(k) for k in keys]
+    missing = [i for i, o in enumerate(objects) if o is None]
+    texts = [part0] + [parts[i][1] for i in missing]
+    n = min(jobs(), len(texts))
+    if n < 2 or sum(map(len, texts)) < SPLIT_MIN_BYTES:
+        compiled = object_code(texts, info, opt)[0]  # type: ignore[arg-type]
+    else:  # the parts over n processes, largest first into the least loaded
+        groups: list[list[int]] = [[] for _ in range(n)]
+        load = [0] * n
+        for i in sorted(range(len(texts)), key=lambda i: -len(texts[i])):
+            g = min(range(n), key=lambda g: (load[g], g))
+            groups[g].append(i)
+            load[g] += len(texts[i])
+        groups = [g for g in groups if g]
+        answers = object_codes([[texts[i] for i in g] for g in groups], info, opt)
+        compiled = [b""] * len(texts)
+        for g, objs in zip(groups, answers):
+            for i, o in zip(g, objs):
+                compiled[i] = o
+    for i, obj in zip(missing, compiled[1:]):
+        objects[i] = obj
+        kernels.put(keys[i], obj, parts[i][0])
+    counts["from_cache"] = len(parts) - len(missing)
+    counts["compiled"] = len(missing)
+    return pack([compiled[0], *objects])  # type: ignore[list-item]

@@ -13,13 +13,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from nnc.ir import Builder, Graph, ModelError, Module, NncError, UnsupportedOpError, Value
 from nnc.ir.types import UNKNOWN, TensorType
 
 from .context import ConvertContext, Node, decode_attribute, dtype_from_onnx, node_label, onnx_dtype
-from .loader import load_model, tensor_to_array
+from .loader import load_model_and_weights, tensor_to_array
 from .registry import lookup
 from .validate import check_node, check_single_producers, check_versions, describe_node
 
@@ -38,10 +39,10 @@ def import_model(source: Any, weights: str = "const", fold: bool = True, name: s
     """
     if weights not in ("const", "param"):
         raise ValueError("weights must be 'const' or 'param'")
-    proto, base_dir = load_model(source)
+    proto, base_dir, arrays = load_model_and_weights(source)
     check_versions(proto)
     try:
-        return Importer(proto, base_dir, weights, fold, name).run()
+        return Importer(proto, base_dir, weights, fold, name, arrays).run()
     except _UNTYPED as e:  # outside any node (node errors are named in convert_node)
         raise ModelError(f"malformed model ({type(e).__name__}: {e})") from e
 
@@ -71,8 +72,10 @@ def value_type(vi: onnx.ValueInfoProto, where: str) -> TensorType:
 
 
 class Importer:
-    def __init__(self, proto: onnx.ModelProto, base_dir: Path | None, weights: str, fold: bool, name: str | None):
+    def __init__(self, proto: onnx.ModelProto, base_dir: Path | None, weights: str, fold: bool, name: str | None,
+                 arrays: dict[str, np.ndarray] | None = None):
         self.proto = proto
+        self.arrays = arrays or {}  # top-level initializers already decoded (loader.load_model_and_weights)
         self.base_dir = base_dir
         self.weights = weights
         self.opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in proto.opset_import}
@@ -130,7 +133,7 @@ class Importer:
         return v
 
     def _initializer(self, t: onnx.TensorProto) -> None:
-        arr = tensor_to_array(t, self.base_dir)
+        arr = self.arrays[t.name] if t.name in self.arrays else tensor_to_array(t, self.base_dir)
         dtype_from_onnx(t.data_type, f"initializer {t.name!r}: ")
         if self.weights == "param" and arr.dtype.kind == "f":
             key = self.module.add_constant(t.name, arr)

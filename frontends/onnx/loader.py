@@ -13,13 +13,25 @@ from onnx import numpy_helper
 
 from nnc.ir import ModelError
 
+from .wire import split_weights
+
 
 def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
     """Return the ModelProto and the folder external data is resolved against (None for in-memory)."""
+    proto, base_dir, _ = load_model_and_weights(source, split=False)
+    return proto, base_dir
+
+
+def load_model_and_weights(source: str | os.PathLike | bytes | onnx.ModelProto, split: bool = True
+                           ) -> tuple[onnx.ModelProto, Path | None, dict[str, np.ndarray]]:
+    """``load_model``, and (``split``, a file or bytes) the plain top-level initializers as read-only
+    views of the file's bytes, taken out of the message (``wire.split_weights``): their
+    ``TensorProto`` keeps its name, type and dims but no data."""
     if isinstance(source, onnx.ModelProto):
-        return source, None
+        return source, None, {}
     if isinstance(source, (bytes, bytearray)):
-        return _parse(bytes(source), "<bytes>"), None
+        proto, weights = _parse_split(bytes(source), "<bytes>", split)
+        return proto, None, weights
     path = Path(source)
     if not path.exists():
         raise ModelError(f"{path}: no such file")
@@ -29,7 +41,13 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onn
         data = path.read_bytes()
     except OSError as e:
         raise ModelError(f"{path}: cannot read: {e.strerror}") from None
-    return _parse(data, str(path)), path.resolve().parent
+    proto, weights = _parse_split(data, str(path), split)
+    return proto, path.resolve().parent, weights
+
+
+def _parse_split(data: bytes, where: str, split: bool) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    skeleton, weights = split_weights(data) if split else (data, {})
+    return _parse(skeleton, where), weights
 
 
 def _parse(data: bytes, where: str) -> onnx.ModelProto:

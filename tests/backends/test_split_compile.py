@@ -48,23 +48,28 @@ def _compile(**options) -> nnc.CompiledModel:
 def test_split_compile_gives_the_same_outputs(split_always: None, monkeypatch: pytest.MonkeyPatch,
                                               threads: int, tmp_path) -> None:
     x = np.random.default_rng(1).standard_normal((8, 32)).astype(np.float32)
-    split = _compile(threads=threads, cache_dir=str(tmp_path))
-    obj = split.emit("obj")
-    assert obj.startswith(b"!<arch>\n") and len(split_compile.members(obj)) == 3
-    hit = _compile(threads=threads, cache_dir=str(tmp_path))
+    split = _compile(threads=threads, cache=False)
+    assert split.emit("obj").startswith(b"!<arch>\n") and len(split_compile.members(split.emit("obj"))) == 3
+    # with the cache: one part per kernel (kernel_cache.py), 1 + the kernels' objects
+    per_kernel = _compile(threads=threads, cache_dir=str(tmp_path / "cache"))
+    obj = per_kernel.emit("obj")
+    kernels = per_kernel.report["x86"]["kernels"]
+    assert len(split_compile.members(obj)) == 1 + kernels["compiled"] + kernels["from_cache"]
+    hit = _compile(threads=threads, cache_dir=str(tmp_path / "cache"))
     assert hit.executable.cache_status == "hit" and hit.emit("obj") == obj
     monkeypatch.setenv(split_compile.JOBS_ENV, "1")
     whole = _compile(threads=threads, cache=False)
     assert whole.emit("obj")[:4] == b"\x7fELF"
     want = whole.run({"x": x})
-    for got in (split.run({"x": x}), hit.run({"x": x})):
+    for got in (split.run({"x": x}), per_kernel.run({"x": x}), hit.run({"x": x})):
         for k in want:
             np.testing.assert_array_equal(got[k], want[k])
-    lib = tmp_path / "split.so"
-    split.save(str(lib))
-    loaded = nnc.load(str(lib)).run({"x": x})
-    for k in want:
-        np.testing.assert_array_equal(loaded[k], want[k])
+    for name, cm in (("split", split), ("per_kernel", per_kernel)):
+        lib = tmp_path / f"{name}.so"
+        cm.save(str(lib))
+        loaded = nnc.load(str(lib)).run({"x": x})
+        for k in want:
+            np.testing.assert_array_equal(loaded[k], want[k])
 
 
 def test_profiling_a_split_compile(split_always: None) -> None:

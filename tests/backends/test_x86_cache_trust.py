@@ -188,7 +188,9 @@ def test_processes_racing_on_an_empty_cache_agree_on_one_key(cache_dir):
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0 and out.startswith("miss") and "warning" not in err, (out, err)
-    assert sorted(n for n in os.listdir(cache_dir) if not n.endswith(x86cache.SUFFIX)) == [x86cache.KEY_FILE]
+    assert sorted(n for n in os.listdir(cache_dir) if not n.endswith(x86cache.SUFFIX)) == ["kernels", x86cache.KEY_FILE]
+    # the kernel cache signs with the same key and leaves no temporary files either
+    assert all(n.endswith(x86cache.SUFFIX) for n in os.listdir(cache_dir / "kernels"))
     assert len(entries(cache_dir)) == 4
     for seed in (1, 2, 3, 4):
         assert x86.compile(affine(seed)).cache_status == "hit"

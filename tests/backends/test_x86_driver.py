@@ -115,7 +115,7 @@ def test_cache_miss_then_hit_without_codegen(cache_dir, monkeypatch):
     m = mlp(batch=2)
     first = x86.compile(m)
     assert first.cache_status == "miss" and sorted(os.listdir(cache_dir)) == [os.path.basename(only_entry(cache_dir)),
-                                                                             "secret.key"]
+                                                                             "kernels", "secret.key"]
 
     def no_codegen(*a, **k):
         raise AssertionError("a cache hit must not generate code")
@@ -136,6 +136,47 @@ def test_cache_key_covers_weights_target_and_options():
     changed = mlp(batch=2)
     changed.constants["w"] = changed.constants["w"] + np.float32(1)
     assert key != x86cache.cache_key(changed, info, {"threads": 1})
+
+
+def test_cache_key_changes_with_any_byte_of_a_big_weight():
+    """The weights are hashed in chunks on several threads (cache.content_digest): a flipped byte in
+    any chunk, including the last partial one, still changes the key."""
+    info = resolve()
+    big = np.random.default_rng(3).standard_normal(x86cache.CHUNK + 1000).astype(np.float32)  # > 4 chunks
+
+    def key(flip: int | None) -> str:
+        m = mlp(batch=2)
+        arr = big.copy()
+        if flip is not None:
+            arr.view(np.uint8)[flip] ^= 1
+        m.constants["big"] = arr
+        return x86cache.cache_key(m, info, {"threads": 1})
+
+    base = key(None)
+    assert key(None) == base
+    nbytes = big.nbytes
+    flipped = {key(i) for i in (0, x86cache.CHUNK - 1, x86cache.CHUNK, 3 * x86cache.CHUNK + 7, nbytes - 1)}
+    assert base not in flipped and len(flipped) == 5
+
+
+def test_hit_reads_the_weights_in_place_from_the_mapped_entry(cache_dir):
+    m = mlp(batch=2)
+    first = x86.compile(m)
+    again = x86.compile(m)
+    assert again.cache_status == "hit"
+    buf = again._weights_buf
+    assert not buf.flags.writeable and buf.ctypes.data % 64 == 0  # a view of the read-only mapping
+    np.testing.assert_array_equal(again.run(feeds(2))["y"], first.run(feeds(2))["y"])
+
+
+def test_entry_file_writable_by_others_is_not_loaded(cache_dir):
+    m = mlp(batch=2)
+    x86.compile(m)
+    os.chmod(only_entry(cache_dir), 0o666)
+    exe = x86.compile(m)
+    assert exe.cache_status.startswith("corrupt: entry file not private")
+    np.testing.assert_allclose(exe.run(feeds(2))["y"], interpret(m, feeds(2))["y"], **TOL)
+    assert x86.compile(m).cache_status == "hit"
 
 
 def test_cache_off_writes_nothing(cache_dir):
