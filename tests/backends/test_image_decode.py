@@ -1,5 +1,6 @@
 """ONNX ImageDecoder -> ``image_decode``: the decoded pixels equal the image Pillow encoded (lossless
-formats) in every pixel format, bad bytes and a missing codec give typed errors."""
+formats) in every pixel format, bad bytes and a missing codec give typed errors; on x86 the decode is
+a host step (backends/x86/codec_steps.py) and the compiled preprocessing after it serves every size."""
 
 from __future__ import annotations
 
@@ -69,3 +70,31 @@ def test_without_a_codec_the_error_says_what_to_install() -> None:
             cm.run({"data": encoded(PIXELS, "PNG")})
     finally:
         register_image_decoder(previous)
+
+
+def preprocess() -> onnx.ModelProto:
+    """Decode, then the usual preprocessing: u8 HWC -> f32 CHW scaled to [0, 1]."""
+    nodes = [helper.make_node("ImageDecoder", ["data"], ["hwc"], pixel_format="RGB"),
+             helper.make_node("Cast", ["hwc"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["f", "scale"], ["scaled"]),
+             helper.make_node("Transpose", ["scaled"], ["chw"], perm=[2, 0, 1])]
+    scale = onnx.numpy_helper.from_array(np.array(255.0, np.float32), "scale")
+    g = helper.make_graph(nodes, "pre", [helper.make_tensor_value_info("data", TensorProto.UINT8, ["bytes"])],
+                          [helper.make_tensor_value_info("chw", TensorProto.FLOAT, None)], [scale])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def test_x86_decodes_on_the_host_and_compiles_the_rest_once_for_every_image_size() -> None:
+    cm = nnc.compile(preprocess(), target="x86", quiet=True, cache=False)
+    segments = cm.report["x86"]["segments"]
+    assert segments["host_steps"] == 1 and "codec" in segments["reason"], segments
+    rng = np.random.default_rng(1)
+    compiles = None
+    for h, w in ((13, 21), (32, 8), (5, 40)):
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        (got,) = cm.run({"data": encoded(pixels, "PNG")}).values()
+        want = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+        np.testing.assert_array_equal(got, want)
+        if compiles is None:
+            compiles = cm.executable.compiles
+        assert cm.executable.compiles == compiles  # the segment after the decode is shape-generic
