@@ -94,7 +94,7 @@ def register_host_sync(*opnames: str, why: str, applies: Callable[[Op], bool] | 
 
 # the modules (under backends/x86) that register host-sync ops, imported on first use: a new kind of
 # host-sync op adds its module here
-PROVIDERS: tuple[str, ...] = ("data_dependent", "codec_steps")
+PROVIDERS: tuple[str, ...] = ("data_dependent", "codec_steps", "random_steps")
 _loaded = False
 
 

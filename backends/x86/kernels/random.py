@@ -1,11 +1,11 @@
 """Random ops: dropout in its identity form (ratio 0 or training 0: a copy and an all-true mask) and
-``keyed_dropout`` (the counter-generator dropout training steps use, bit-exact with the reference);
-training-mode ``dropout``, random_uniform, random_normal and bernoulli are refused.
+``keyed_dropout`` (the counter-generator dropout training steps use, bit-exact with the reference).
 
 nnc's reference draws from ``numpy.random.RandomState`` (the generator ONNX's test data came from).
-Generated code cannot reproduce those streams without re-implementing numpy's legacy MT19937
-sampling paths bit for bit, so these ops raise a ``TargetError`` naming the op rather than produce
-numbers that silently differ from the reference.
+Generated code does not reproduce those streams (numpy's legacy MT19937 sampling paths), so
+training-mode ``dropout``, random_uniform, random_normal and bernoulli run as host steps of
+segmented execution (``backends/x86/random_steps.py``) through the reference; the lowerings here
+refuse them with a ``TargetError`` naming the op, for a caller that reaches them without segments.
 """
 
 from __future__ import annotations
