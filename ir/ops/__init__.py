@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401
                attention,
+               control_flow,
                conv,
                core,
                elementwise,
@@ -17,4 +18,5 @@ from . import (  # noqa: F401
                sequence,
                shape,
                signal,
+               tensor_sequence,
 )
