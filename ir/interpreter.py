@@ -140,8 +140,8 @@ class Interpreter:
             raise
         except Exception as e:
             raise IRError(f"{op.where()}: reference failed: {type(e).__name__}: {e}") from e
-        one_sequence = len(op.results) == 1 and isinstance(op.results[0].type, SequenceType)
-        results = list(out) if isinstance(out, tuple) or (isinstance(out, list) and not one_sequence) else [out]
+        one_container = len(op.results) == 1 and not isinstance(op.results[0].type, TensorType)  # a list is one value
+        results = list(out) if isinstance(out, tuple) or (isinstance(out, list) and not one_container) else [out]
         if len(results) != len(op.results):
             raise IRError(f"{op.where()}: reference gave {len(results)} results, declared {len(op.results)}")
         results = [np.asarray(a) if isinstance(r.type, TensorType) else a for r, a in zip(op.results, results)]
