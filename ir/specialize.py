@@ -9,15 +9,15 @@ for the shapes and values actually seen at run time.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from .builder import Builder, const_value
 from .dtypes import DType
 from .errors import InputError
-from .graph import Module
-from .types import TensorType
+from .graph import Graph, Module
+from .types import OptionalType, SequenceType, TensorType
 
 
 def specialize(module: Module, shapes: Mapping[str, tuple[int, ...]],
@@ -45,14 +45,77 @@ def specialize(module: Module, shapes: Mapping[str, tuple[int, ...]],
             if why:
                 raise InputError(f"input {p.name!r}: {why}")
             p.type = TensorType(p.type.dtype, shape)
+    bind_region_symbols(g, bindings)
     reinfer(m)
     return m
+
+
+def _bind_type(t: Any, bindings: Mapping[str, int]) -> Any:
+    if isinstance(t, TensorType):
+        if t.shape is None:
+            return t
+        return t.with_shape(tuple(bindings.get(d, d) if isinstance(d, str) else d for d in t.shape))
+    if isinstance(t, (SequenceType, OptionalType)):
+        return type(t)(_bind_type(t.elem, bindings))
+    return t
+
+
+def bind_region_symbols(g: Graph, bindings: Mapping[str, int]) -> None:
+    """Give the symbols bound at the graph's inputs their sizes inside the regions of its ops
+    (control-flow bodies name the dims of the values they are passed), so that inference of the
+    regions' ops agrees with the now static operands."""
+    if not bindings:
+        return
+    for op in g.ops:
+        for region in op.regions:
+            for p in region.params:
+                p.type = _bind_type(p.type, bindings)
+            for inner in region.ops:
+                for r in inner.results:
+                    r.type = _bind_type(r.type, bindings)
+            bind_region_symbols(region, bindings)
+
+
+def shape_inputs(module: Module) -> list[str]:
+    """The inputs whose *values* decide shapes: those feeding a dynamic operand (a reshape's shape,
+    a slice's starts...) that is not a constant, or a scalar operand of an op whose result shape
+    is unknown although every operand's shape is known (``range``'s limit, a one-hot depth; not
+    ``nonzero``'s tensor, whose output size is data, not a parameter). The walk stops at ``shape``
+    ops, which read only their operand's shape (known once the input shapes are)."""
+    g = module.main
+    params = {id(p): p.name for p in g.params if p.binding is None}
+    stack = []
+    for op in g.ops:
+        for i in op.opdef.dynamic_operand_indices():
+            if i < len(op.operands):
+                stack.append(op.operands[i])
+        if op.operands and all(is_static_type(v.type) for v in op.operands) and \
+                not all(is_static_type(r.type) for r in op.results):
+            stack.extend(v for v in op.operands if v.type.rank == 0)
+    seen: set[int] = set()
+    found: set[str] = set()
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if id(v) in params:
+            found.add(params[id(v)])
+        elif v.producer is not None and v.producer.opname not in ("const", "shape"):
+            stack.extend(v.producer.operands)
+    return [p.name for p in g.params if p.name in found]
+
+
+def is_static_type(t: Any) -> bool:
+    return isinstance(t, TensorType) and t.is_static
 
 
 def input_symbols(module: Module) -> list[str]:
     """The symbolic dims of the main graph's inputs, in order of first appearance."""
     seen: dict[str, None] = {}
     for p in module.main.params:
+        if not isinstance(p.type, TensorType):
+            continue  # a sequence's element dims are not input dims
         for d in p.type.shape or ():
             if not isinstance(d, int):
                 seen.setdefault(str(d), None)
@@ -93,6 +156,9 @@ def _reinfer_graph(m: Module, g) -> None:
             for p, v in zip(body.params, op.operands):
                 p.type = v.type
             _reinfer_graph(m, body)
+        else:  # control flow: the body parameters keep their (covering) types; their ops follow them
+            for region in op.regions:
+                _reinfer_graph(m, region)
         d = op.opdef
         consts = [const_value(m, v) for v in op.operands]
         types = d.run_infer([v.type for v in op.operands], op.attrs, consts, len(op.results), op.regions)

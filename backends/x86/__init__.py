@@ -40,6 +40,7 @@ from .codegen import ENTRY, CodeGen
 from .executable import Interface, X86Executable, load_object
 from .frame import FrameLayout
 from .generic import GenericExecutable, is_symbolic, shape_generic_reason, symbolic_interface
+from .host_control import HostExecutable, needs_host
 from .runtime import attach, num_threads
 from .split_compile import machine_code, start_early
 from .storage import assign_storage
@@ -181,6 +182,8 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Exec
     options = dict(options or {})
     options["threads"] = num_threads(options)  # resolved from $NNC_NUM_THREADS / cores: in the cache key
     verify_module(module)
+    if needs_host(module.main):  # control flow or sequences: compiled segments between host steps
+        return HostExecutable(module, lambda m: compile(m, options))
     info = resolve(options.get("cpu"), options.get("target_features"))
     progress = Progress(quiet=bool(options.get("quiet", False)))
     keep_llvm = bool(options.pop("keep_llvm", False))  # the LLVM text is not cached: build it afresh

@@ -128,3 +128,14 @@ graph @main(%a: f32[2], %b: f32[2], %p: i64[]) -> (s: seq<f32[2]>, at: f32[2], c
     assert [x.tolist() for x in out["s"]] == [[3, 4], [1, 2]]
     np.testing.assert_array_equal(out["at"], b)
     np.testing.assert_array_equal(out["cat"], [3, 4, 1, 2])
+
+
+def test_autodiff_refuses_control_flow():
+    from nnc.ir import GradientError
+    from nnc.ir.grads.engine import grad
+
+    m = parse_module(TEXT.replace("f32[N,3]", "f32[2,3]"))  # training needs static shapes
+    g = m.main
+    loss = Builder(m, g).op("reduce_sum", g.outputs[0], keepdims=0)
+    with pytest.raises(GradientError, match="cannot differentiate loop -> .*autodiff through control flow"):
+        grad(m, loss, [g.params[0]])
