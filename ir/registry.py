@@ -213,6 +213,12 @@ def get_opdef(name: str) -> OpDef:
         raise KeyError(f"unknown op {name!r}") from None
 
 
+def declared_op(name: str) -> OpDef:
+    """An op declared so far, without loading the op families: for an op module that derives its
+    ops from another family's (which it imports first)."""
+    return _REGISTRY[name]
+
+
 def has_op(name: str) -> bool:
     _ensure_loaded()
     return name in _REGISTRY

@@ -112,6 +112,7 @@ class SequenceType:
     of arrays. Prints as ``seq<f32[?,3]>``."""
 
     elem: TensorType
+    is_static = False  # not a tensor: no static shape (what asks only tensors for one may ask this too)
 
     @property
     def dtype(self) -> DType:
@@ -127,6 +128,7 @@ class OptionalType:
     None. Prints as ``opt<f32[2]>`` or ``opt<seq<f32[*]>>``."""
 
     elem: TensorType | SequenceType
+    is_static = False
 
     @property
     def dtype(self) -> DType:

@@ -4,8 +4,9 @@ feature list, and run through one native entry point over a planned arena.
 ``compile(module, options)`` prepares the graph (freeze, fold constants, remove dead code), plans
 memory, generates and optimises LLVM IR, emits an object file (a big module: one per core, compiled
 at the same time, ``split_compile.py``) and links it into this process, and returns an
-``X86Executable``. The module must have static shapes (``nnc.compile`` specialises models
-with symbolic dims or run-time shape inputs before calling this). Options:
+``X86Executable`` (``GenericExecutable`` for symbolic dims, ``generic.py``). A graph with host-sync
+ops (data-dependent output sizes: NonZero, Unique, NMS, TopK with a run-time k) compiles as segments
+with host steps between them instead (``segments.py``, a ``SegmentedExecutable``). Options:
 
 - ``cpu``, ``target_features``: the target (default: the host's CPU name and feature list);
 - ``opt``: LLVM optimisation level (default 3);
@@ -40,8 +41,9 @@ from .codegen import ENTRY, CodeGen
 from .executable import Interface, X86Executable, load_object
 from .frame import FrameLayout
 from .generic import GenericExecutable, is_symbolic, shape_generic_reason, symbolic_interface
-from .host_control import HostExecutable, needs_host
+from .host_steps import has_host_values
 from .runtime import attach, num_threads
+from .segments import compile_segmented, has_host_sync, host_sync
 from .split_compile import machine_code, start_early
 from .storage import assign_storage
 from .target import TargetInfo, resolve
@@ -59,17 +61,8 @@ def prepare(module: Module, allow_symbolic: bool = False) -> Module:
 
 def _prepare(module: Module, allow_symbolic: bool) -> tuple[Module, ShapeEvaluator | None]:
     """``prepare``, and (``allow_symbolic``) the graph's shape evaluator, made once per compile."""
-    m = module.clone()  # the graphs are copied; the (large, read-only) constant arrays are shared
-    records = PassManager(PREPARE).run(m)
+    m = _prepared_graph(module)
     g = m.main
-    for _ in range(8):
-        if all(r.type.is_static for op in g.ops for r in op.results) or not any(r.changed for r in records):
-            break
-        # fold-dynamic turns constant operands into attributes but keeps the result types it found
-        # (a slice whose starts were computed from a shape input): infer them again, which may make
-        # more shapes (and so more shape arithmetic) constant
-        reinfer(m)
-        records = PassManager(REFOLD).run(m)
     evaluator = ShapeEvaluator(m, g) if allow_symbolic else None
     needed = evaluator.needed if evaluator is not None else set()
     for op in g.ops:  # an op whose shape is unknown though its operands' are: data-dependent
@@ -84,6 +77,22 @@ def _prepare(module: Module, allow_symbolic: bool) -> tuple[Module, ShapeEvaluat
         if not v.type.is_static:
             raise TargetError(f"x86: %{v.name} has a dynamic type {v.type}; compile with static input shapes")
     return m, evaluator
+
+
+def _prepared_graph(module: Module) -> Module:
+    """A copy frozen, with shape arithmetic folded and dead code removed (no checks)."""
+    m = module.clone()  # the graphs are copied; the (large, read-only) constant arrays are shared
+    records = PassManager(PREPARE).run(m)
+    g = m.main
+    for _ in range(8):
+        if all(r.type.is_static for op in g.ops for r in op.results) or not any(r.changed for r in records):
+            break
+        # fold-dynamic turns constant operands into attributes but keeps the result types it found
+        # (a slice whose starts were computed from a shape input): infer them again, which may make
+        # more shapes (and so more shape arithmetic) constant
+        reinfer(m)
+        records = PassManager(REFOLD).run(m)
+    return m
 
 
 class Progress:
@@ -178,12 +187,15 @@ def _prepared(module: Module) -> tuple[Module, Any, FrameLayout | None]:
     return m, storage, layout
 
 
-def compile(module: Module, options: Mapping[str, Any] | None = None) -> X86Executable:  # noqa: A001
+def compile(module: Module, options: Mapping[str, Any] | None = None) -> Any:  # noqa: A001
     options = dict(options or {})
     options["threads"] = num_threads(options)  # resolved from $NNC_NUM_THREADS / cores: in the cache key
     verify_module(module)
-    if needs_host(module.main):  # control flow or sequences: compiled segments between host steps
-        return HostExecutable(module, lambda m: compile(m, options))
+    # the host acts between kernels (control flow, sequences, data-dependent sizes): segments
+    if has_host_values(module.main) or any(host_sync(op) is not None for op in module.main.ops):
+        m = _prepared_graph(module)
+        if has_host_sync(m.main) or has_host_values(m.main):
+            return compile_segmented(m, options, compile)
     info = resolve(options.get("cpu"), options.get("target_features"))
     progress = Progress(quiet=bool(options.get("quiet", False)))
     keep_llvm = bool(options.pop("keep_llvm", False))  # the LLVM text is not cached: build it afresh

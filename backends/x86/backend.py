@@ -16,6 +16,7 @@ from ..options import CompileOptions
 from . import aot
 from . import compile as compile_x86
 from .generic import GenericExecutable
+from .segments import SegmentedExecutable
 
 
 class X86Backend(Backend):
@@ -39,6 +40,10 @@ class X86Backend(Backend):
                               f"code, whose per-shape memory plan is made in Python at run time; a library has a C "
                               f"entry point, so fix the dims at compile time to save it as a library: dims={{...}} "
                               f"(CLI: --dim NAME=SIZE)")
+        if isinstance(model.executable, SegmentedExecutable):
+            raise TargetError(f"x86: the model runs as segments with the host between them "
+                              f"({model.executable.target_report['segments']['reason']}); a library has one C entry "
+                              f"point, so it cannot be saved as one (run it from Python: nnc.compile(...).run)")
         exe = _static_executable(model, "save it as a library")
         aot.write_library(exe, path, model.report, bound=model.report.get("bound_dims"))
         return aot.library_files(path)
@@ -70,6 +75,10 @@ class X86Backend(Backend):
 
 def _static_executable(model: CompiledModel, what: str) -> Any:
     exe = model.executable
+    if isinstance(exe, SegmentedExecutable):
+        raise TargetError(f"x86: the model compiled to {exe.target_report['segments']['compiled']} segments with "
+                          f"host steps between them ({exe.target_report['segments']['reason']}), not one module: "
+                          f"it cannot {what}")
     if getattr(exe, "compiled", None) is None:
         symbols = sorted({str(d) for t in model.input_types.values() for d in (t.shape or ())
                           if not isinstance(d, int)})

@@ -94,6 +94,10 @@ def how_compiled(cm: Any) -> str:
     if shapes.get("generic"):
         dims = ", ".join(shapes.get("symbols") or []) or "its ? dims"
         how = (how + "; " if how else "") + f"shape-generic: {dims} read at run time (one compile for every size)"
+    seg = (cm.report.get("x86") or {}).get("segments")
+    if seg:
+        how = (how + "; " if how else "") + (f"{seg['compiled']} compiled segments and {seg['host_steps']} host "
+                                             f"steps ({seg['reason']})")
     return how
 
 

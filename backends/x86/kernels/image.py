@@ -235,6 +235,7 @@ def lower_roi_align(k, op: Op) -> None:
 
 @lowering("nms")
 def lower_nms(k, op: Op) -> None:
-    raise TargetError(f"x86: nms ({op.where()}) has a data-dependent output shape (the number of "
-                      "selected boxes); it cannot be compiled to a static-shape kernel")
+    raise TargetError(f"x86: nms ({op.where()}) has a data-dependent output shape (the number of selected "
+                      "boxes): it runs as a host step of segmented execution (nms_bounded, kernels/nms.py), "
+                      "never inside a compiled segment")
 

@@ -1,5 +1,6 @@
 """Gathers and scatters: gather, gather_elements, gather_nd, scatter_elements, scatter_nd; nonzero and
-unique are refused (their result shapes depend on the data).
+unique are refused here (their result shapes depend on the data: they run as host steps of segmented
+execution, ``backends/x86/data_dependent.py``, through their bounded forms in ``bounded.py``).
 
 Indices are i32 or i64 and may be negative (counted from the end, once). An index outside [-n, n-1]
 stops the run with the kernel's error code (``KernelBuilder.checked_index``: one compare and a
@@ -289,5 +290,6 @@ def lower_scatter_nd(k, op: Op) -> None:
 
 @lowering("nonzero", "unique")
 def lower_data_dependent(k, op: Op) -> None:
-    raise TargetError(f"x86: {op.opname} has a data-dependent result shape and cannot compile to a static "
-                      f"entry point ({op.where()})")
+    raise TargetError(f"x86: {op.opname} has a data-dependent result shape ({op.where()}): it runs as a host "
+                      f"step of segmented execution ({op.opname}_bounded, kernels/bounded.py), never inside a "
+                      f"compiled segment")
