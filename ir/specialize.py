@@ -76,40 +76,6 @@ def bind_region_symbols(g: Graph, bindings: Mapping[str, int]) -> None:
             bind_region_symbols(region, bindings)
 
 
-def shape_inputs(module: Module) -> list[str]:
-    """The inputs whose *values* decide shapes: those feeding a dynamic operand (a reshape's shape,
-    a slice's starts...) that is not a constant, or a scalar operand of an op whose result shape
-    is unknown although every operand's shape is known (``range``'s limit, a one-hot depth; not
-    ``nonzero``'s tensor, whose output size is data, not a parameter). The walk stops at ``shape``
-    ops, which read only their operand's shape (known once the input shapes are)."""
-    g = module.main
-    params = {id(p): p.name for p in g.params if p.binding is None}
-    stack = []
-    for op in g.ops:
-        for i in op.opdef.dynamic_operand_indices():
-            if i < len(op.operands):
-                stack.append(op.operands[i])
-        if op.operands and all(is_static_type(v.type) for v in op.operands) and \
-                not all(is_static_type(r.type) for r in op.results):
-            stack.extend(v for v in op.operands if v.type.rank == 0)
-    seen: set[int] = set()
-    found: set[str] = set()
-    while stack:
-        v = stack.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        if id(v) in params:
-            found.add(params[id(v)])
-        elif v.producer is not None and v.producer.opname not in ("const", "shape"):
-            stack.extend(v.producer.operands)
-    return [p.name for p in g.params if p.name in found]
-
-
-def is_static_type(t: Any) -> bool:
-    return isinstance(t, TensorType) and t.is_static
-
-
 def input_symbols(module: Module) -> list[str]:
     """The symbolic dims of the main graph's inputs, in order of first appearance."""
     seen: dict[str, None] = {}
