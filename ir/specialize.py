@@ -98,8 +98,9 @@ def bind_dims(module: Module, dims: Mapping[str, int]) -> Module:
         have = ", ".join(symbols) if symbols else "none: its input shapes are static"
         raise InputError(f"dims: the model has no symbolic input dim {', '.join(unknown)} (its symbols: {have})")
     m = module.clone()
+    bind_region_symbols(m.main, {str(k): int(v) for k, v in dims.items()})
     for p in m.main.params:
-        if p.type.shape is not None:
+        if isinstance(p.type, TensorType) and p.type.shape is not None:
             p.type = TensorType(p.type.dtype, tuple(d if isinstance(d, int) or str(d) not in dims else int(dims[str(d)])
                                                     for d in p.type.shape))
     reinfer(m)

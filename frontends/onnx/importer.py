@@ -102,15 +102,23 @@ class _Scope(dict):
         return dict.__contains__(self, name) or name in self.parent
 
     def __missing__(self, name: str) -> Value:
-        outer = self.parent[name]
-        p = outer.producer
+        seen = _peek(self.parent, name)
+        p = seen.producer
         if p is not None and p.opname == "const" and self.builder.module.has_data(p.attrs["ref"]):
-            v = self.builder.const_ref(p.attrs["ref"], name)
+            v = self.builder.const_ref(p.attrs["ref"], name)  # no capture in the scopes between either
         else:
+            outer = self.parent[name]  # captured by every enclosing region up to its definition
             v = self.region.add_param(name, outer.type)
             self.captures.append((outer, v))
         self[name] = v
         return v
+
+
+def _peek(scope: dict[str, Value], name: str) -> Value:
+    """The value ``name`` is bound to in ``scope`` or the scopes enclosing it, without capturing."""
+    while dict.__contains__(scope, name) is False and isinstance(scope, (_Scope, _Overlay)):
+        scope = scope.parent
+    return dict.__getitem__(scope, name)
 
 
 class _Overlay(dict):

@@ -96,3 +96,12 @@ def test_tensor_ops_around_a_host_op_run_in_compiled_segments():
     assert out["n"] == 4 and out["z"] == np.float32(0.0)
     out = cm.run({"x": np.array([1, -2, 3, 5], np.float32)})
     assert out["z"] == np.float32(15.0)
+
+
+def test_fixing_a_dim_binds_it_inside_the_regions_too(tmp_path):
+    model = nested_if_in_loop()
+    cm = nnc.compile(model, target="x86", dims={"d": 4}, quiet=True)
+    feeds = {"x": np.arange(4, dtype=np.float32), "M": np.array(5, np.int64)}
+    np.testing.assert_allclose(cm.run(feeds)["acc"], run_onnxruntime(model, feeds)[0], rtol=1e-6)
+    with pytest.raises(nnc.TargetError, match="runs as segments"):
+        cm.save(str(tmp_path / "m.so"))

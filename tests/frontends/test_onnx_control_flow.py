@@ -52,8 +52,11 @@ def test_nested_if_inside_loop(trips):
     _check_round_trip(m)
     loop = next(op for op in m.main.ops if op.opname == "loop")
     inner = next(op for op in loop.regions[0].ops if op.opname == "if")
-    # the If reads x and w two scopes up: each region takes them as parameters
-    assert len(inner.operands) == 3 and len(inner.regions[0].params) == 2
+    # the If reads x two scopes up: the loop body and both branches take it as a parameter; the
+    # constant w is read from the pool in the branch that uses it, captured nowhere
+    assert [v.name for v in inner.operands[1:]] == ["acc_in", "x"] and len(inner.regions[0].params) == 2
+    assert [op.attrs["ref"] for op in inner.regions[1].ops if op.opname == "const"] == ["w"]
+    assert not any(op.opname == "const" and op.attrs["ref"] == "w" for op in loop.regions[0].ops)
     np.testing.assert_allclose(nnc.compile(model).run(feeds)["acc"], want[0], rtol=1e-6)
 
 
