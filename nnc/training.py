@@ -115,6 +115,8 @@ def compile_training(model: Any, backend: Backend, opts: CompileOptions, example
     session = TrainingSession(step_module, sig, executable, backend, config, module, proto)
     session.report = training_report(optimized, records, backend.name, pipeline, module)
     session.report["options"] = opts.report()
+    if getattr(executable, "target_report", None) is not None:  # as nnc.compile's inference report has it
+        session.report[backend.name] = executable.target_report  # e.g. report["x86"]["kernels"]
     session.program = CompiledModel(program, executable, backend, session.report, opts)
     return session
 

@@ -46,6 +46,20 @@ class Liveness:
                 live[t] += b.size
         return live
 
+    def time_conflicts(self) -> list[list[Buffer]]:
+        """Per buffer id, the buffers live at some common program point: a sweep over start times,
+        so the cost is the number of conflicting pairs (small in a long chain of layers) rather
+        than the square of the buffer count."""
+        out: list[list[Buffer]] = [[] for _ in self.buffers]
+        active: list[Buffer] = []
+        for b in sorted(self.buffers, key=lambda b: b.start):
+            active = [a for a in active if a.end >= b.start]
+            for a in active:
+                out[a.id].append(b)
+                out[b.id].append(a)
+            active.append(b)
+        return out
+
     @property
     def lower_bound(self) -> int:
         """The most bytes live at once: no arena can be smaller."""

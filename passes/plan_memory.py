@@ -49,28 +49,28 @@ class MemoryPlan:
                 "buffers": len(self.liveness.buffers), "strategy": self.strategy}
 
 
-def _place(order: list[Buffer]) -> tuple[dict[int, int], int]:
-    placed: list[tuple[int, Buffer]] = []  # (offset, buffer), kept sorted by offset
+def _place(order: list[Buffer], conflicts: list[list[Buffer]]) -> tuple[dict[int, int], int]:
+    """Place ``order`` one by one, each at the lowest offset clear of the already placed buffers
+    it conflicts with in time (``Liveness.time_conflicts``)."""
     offsets: dict[int, int] = {}
     top = 0
     for b in order:
-        conflicts = sorted(((off, o) for off, o in placed if o.overlaps_in_time(b)), key=lambda t: t[0])
+        taken = sorted((offsets[o.id], o.size) for o in conflicts[b.id] if o.id in offsets)
         at = 0
-        for off, o in conflicts:
+        for off, size in taken:
             if at + b.size <= off:
                 break
-            at = max(at, off + o.size)
+            at = max(at, off + size)
         offsets[b.id] = at
-        placed.append((at, b))
         top = max(top, at + b.size)
     return offsets, top
 
 
-def greedy_by_size(lv: Liveness) -> tuple[dict[int, int], int]:
-    return _place(sorted(lv.buffers, key=lambda b: (-b.size, b.start)))
+def greedy_by_size(lv: Liveness, conflicts: list[list[Buffer]] | None = None) -> tuple[dict[int, int], int]:
+    return _place(sorted(lv.buffers, key=lambda b: (-b.size, b.start)), conflicts or lv.time_conflicts())
 
 
-def greedy_by_breadth(lv: Liveness) -> tuple[dict[int, int], int]:
+def greedy_by_breadth(lv: Liveness, conflicts: list[list[Buffer]] | None = None) -> tuple[dict[int, int], int]:
     live = lv.live_bytes_at()
     at_point: dict[int, list[Buffer]] = {}
     for b in lv.buffers:
@@ -83,16 +83,17 @@ def greedy_by_breadth(lv: Liveness) -> tuple[dict[int, int], int]:
             if b.id not in seen:
                 seen.add(b.id)
                 order.append(b)
-    return _place(order)
+    return _place(order, conflicts or lv.time_conflicts())
 
 
 def plan_graph(g: Graph, allow_in_place: bool = True, nbytes_of: Callable[[Value], int | None] | None = None
                ) -> MemoryPlan:
     """The arena plan of ``g`` (``nbytes_of``: value sizes of one binding of a symbolic graph)."""
     lv = analyze_liveness(g, allow_in_place, nbytes_of)
+    conflicts = lv.time_conflicts()
     best = None
     for name, strategy in (("greedy-by-size", greedy_by_size), ("greedy-by-breadth", greedy_by_breadth)):
-        offsets, size = strategy(lv)
+        offsets, size = strategy(lv, conflicts)
         if best is None or size < best[2]:
             best = (name, offsets, size)
     name, offsets, size = best  # type: ignore[misc]

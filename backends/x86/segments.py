@@ -17,7 +17,8 @@ with ``report["x86"]["segments"]``, ``cache_status``). It cannot be saved as a l
 
 The host-sync registry
 ----------------------
-``HOST_SYNC`` maps an op name to a ``HostSync``; register with the decorator::
+``HOST_SYNC`` maps an op name to a ``HostSync``; register with the decorator, in a module listed in
+``PROVIDERS`` (imported when the registry is first asked)::
 
     @register_host_sync("if", why="runs a branch chosen by a run-time condition")
     def build_if(op: Op, ctx: SegmentContext) -> HostStep:
@@ -34,6 +35,8 @@ The host-sync registry
   ``run(feeds) -> {name: array}``; ``ctx.options`` are the compile's options; ``ctx.module`` the
   prepared module the op belongs to (its constant pool, its other graphs).
 - ``HostStep``'s ``run`` must not keep references to its arguments; results are fresh arrays.
+- A module a builder compiles must not hold the host-sync op itself (``ctx.compile`` would split it
+  at that op again, without end); data-dependent ops compile their *bounded* forms instead.
 - Helpers: ``sub_module(module, name, ops, inputs, outputs)`` cuts a module out of a graph (as the
   segments are made); ``symbolic_type(v, taken)`` names a value's unknown dims so code compiled
   for it is shape-generic (``symbols_of(values)``: the symbols already in use).
@@ -41,6 +44,7 @@ The host-sync registry
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 from dataclasses import dataclass, field
@@ -89,8 +93,18 @@ def register_host_sync(*opnames: str, why: str, applies: Callable[[Op], bool] | 
     return register
 
 
+# the modules (under backends/x86) that register host-sync ops, imported on first use: a new kind of
+# host-sync op adds its module here
+PROVIDERS: tuple[str, ...] = ("data_dependent", "host_steps")
+_loaded = False
+
+
 def _ensure_loaded() -> None:
-    from . import data_dependent, host_steps  # noqa: F401  (register the data-dependent ops, control flow)
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for name in PROVIDERS:
+            importlib.import_module(f"{__package__}.{name}")
 
 
 def host_sync(op: Op) -> HostSync | None:

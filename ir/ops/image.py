@@ -16,6 +16,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ..attrs import AttrKind, AttrSpec
+from ..codecs import PIXEL_FORMATS, decode_image
 from ..dtypes import FLOAT_TYPES, NUMERIC_TYPES, DType
 from ..registry import NOT_DIFFERENTIABLE, InferContext, Trait, defop
 from ..shape_rules import check_dtype, norm_axes, require_rank
@@ -519,3 +520,18 @@ defop("nms", operands=("boxes", "scores", "max_output_boxes_per_class?", "iou_th
       dynamic={"max_output_boxes_per_class": "max_output_boxes_per_class", "iou_threshold": "iou_threshold",
                "score_threshold": "score_threshold"},
       doc="Greedy non-max suppression per batch and class; result rows are [batch, class, box].")
+
+
+# -- image_decode ---------------------------------------------------------------------------------
+
+def _image_decode_infer(ctx: InferContext) -> list[TensorType]:
+    check_dtype(ctx, 0, {DType.u8})
+    require_rank(ctx, 0, 1)
+    return [TensorType(DType.u8, (UNKNOWN, UNKNOWN, 1 if ctx.attrs["pixel_format"] == "Grayscale" else 3))]
+
+
+defop("image_decode", operands=("encoded",), infer=_image_decode_infer, vjp=NOT_DIFFERENTIABLE,
+      attrs={"pixel_format": AttrSpec(AttrKind.STR, "RGB", PIXEL_FORMATS)},
+      reference=lambda encoded, *, pixel_format: decode_image(np.asarray(encoded).tobytes(), pixel_format),
+      doc="decode an encoded image (JPEG, PNG, BMP, TIFF, WebP, PNM, JPEG 2000) to u8[H, W, C] through the "
+          "registered codec (ir/codecs.py); H and W are known only after decoding")

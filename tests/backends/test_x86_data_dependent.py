@@ -241,3 +241,23 @@ def test_cli_compile_and_run(capsys, tmp_path, monkeypatch):
     assert cli.main(["compile", str(path), "--target", "x86", "-q", "-o", str(tmp_path / "det.so")]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "segments" in err
+
+
+def test_two_host_steps_in_a_row():
+    """abs -> Unique -> compare -> NonZero -> arithmetic: three segments around two host steps."""
+    nodes = [helper.make_node("Abs", ["x"], ["a"]),
+             helper.make_node("Unique", ["a"], ["u"], sorted=1),
+             helper.make_node("Greater", ["u", "half"], ["big"]),
+             helper.make_node("NonZero", ["big"], ["nz"]),
+             helper.make_node("Cast", ["nz"], ["f"], to=F),
+             helper.make_node("Mul", ["f", "three"], ["y"])]
+    m = onnx_model(nodes, [("x", F, ["N"])], [("u", F), ("y", F)],
+                   inits=[("half", np.array(1.5, np.float32)), ("three", np.array(3.0, np.float32))])
+    cm = compile_x86(m)
+    seg = cm.report["x86"]["segments"]
+    assert seg["compiled"] == 3 and seg["host_steps"] == 2
+    for n in (1, 6, 25, 0):
+        x = RNG.integers(-4, 5, n).astype(np.float32)
+        u = np.unique(np.abs(x))
+        same(cm.run({"x": x}), {"u": u, "y": np.array(np.nonzero(u > 1.5), np.float32) * 3})
+    assert cm.executable.compiles == 5

@@ -128,3 +128,45 @@ def test_memory_of_each_generic_segment_at_the_sizes_met():
     assert mem[1]["dims"] == {"idx_1": 20}  # the count after the host step: every element
     assert all(m["lower_bound_bytes"] <= m["arena_bytes"] for m in mem)
     assert [s["segment"] for s in cm.executable.shapes_seen()] == [0, 1]
+
+
+def test_a_new_kind_of_host_sync_op_plugs_in(monkeypatch):
+    """The contract control flow builds on: a registered builder gets the op and a context whose
+    ``compile`` is the x86 path; its step runs between the compiled segments."""
+    from nnc.backends import x86
+    from nnc.backends.x86.segments import HostSync, symbolic_type
+    from nnc.ir import Builder, Graph, Module, tensor
+
+    class Toy:  # neg as x * -1, compiled as a module of its own (a nested graph, for control flow)
+        def __init__(self, op, ctx):
+            self.inputs = list(op.operands)
+            m = Module("toy")
+            g = m.add_graph(Graph())
+            b = Builder(m, g)
+            g.set_outputs([b.op("mul", g.add_param("a", symbolic_type(op.operands[0])), b.const(np.float32(-1)))],
+                          ["out"])
+            self.exe = ctx.compile(m)
+            self.runs = 0
+
+        def run(self, args):
+            self.runs += 1
+            return [self.exe.run({"a": args[0]})["out"]]
+
+        def report(self):
+            return {"runs": self.runs}
+
+    monkeypatch.setitem(HOST_SYNC, "neg", HostSync("neg", "a toy host step", Toy))
+    m = Module("t")
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    x = g.add_param("x", tensor("f32", ["N", 3]))
+    y = b.op("add", b.op("neg", b.op("exp", x)), b.const(np.float32(1.0)))
+    g.set_outputs([y], ["y"])
+    exe = x86.compile(m, {"cache": False, "quiet": True})
+    assert isinstance(exe, SegmentedExecutable) and exe.compiles == 3
+    assert exe.report()["segments"]["reason"].endswith("a toy host step")
+    for n in (1, 4):
+        a = RNG.standard_normal((n, 3)).astype(np.float32)
+        # f32 exp is within a few ulp of numpy's; 1 - e^x cancels, so the error is absolute (~1e-7)
+        np.testing.assert_allclose(exe.run({"x": a})["y"], 1 - np.exp(a), rtol=1e-6, atol=1e-6)
+    assert [p for p in exe.report()["segments"]["pieces"] if "host_step" in p][0]["runs"] == 2

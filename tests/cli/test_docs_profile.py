@@ -74,14 +74,18 @@ def test_docs_profile_lists_the_models_kernels(name: str, title: str, picture: s
 def test_resnet18_kernel_times_add_up_to_the_run_time() -> None:
     cm = nnc.compile(_model("resnet18"), target="x86", quiet=True)
     feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
-    kernel_sums, walls = [], []
+    kernel_sums, coverage, walls = [], [], []
     cm.run(feeds)
     for _ in range(5):  # profiles and plain runs in turns: a change of load on the machine hits both
         prof = cm.profile(feeds, runs=3)
-        assert prof.kernel_sum == pytest.approx(prof.total, rel=0.10)
+        coverage.append(prof.kernel_sum / prof.total)
         kernel_sums.append(prof.kernel_sum)
         for _ in range(3):
             t0 = time.perf_counter()
             cm.run(feeds)
             walls.append(time.perf_counter() - t0)
-    assert np.median(kernel_sums) == pytest.approx(float(np.median(walls)), rel=0.10)
+    # other processes only ever add time (preemption between kernels, a late worker), so the least
+    # disturbed round is the measurement: the kernels account for the entry point's time, and their
+    # sum for the Python-timed run
+    assert max(coverage) == pytest.approx(1.0, rel=0.10), coverage
+    assert min(kernel_sums) == pytest.approx(min(walls), rel=0.10)

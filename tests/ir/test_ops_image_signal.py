@@ -20,7 +20,6 @@ from onnx.reference import ReferenceEvaluator
 
 import nnc
 from nnc.frontends.onnx.importer import import_model
-from nnc.ir import UnsupportedOpError
 
 RNG = np.random.default_rng(0)
 _ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE,
@@ -266,12 +265,3 @@ def test_mel_weight_matrix_folds():
 
 def test_det_batched():
     check("Det", {"x": _f32(2, 3, 4, 4)}, opset=11, rtol=1e-4, atol=1e-5, static=True)
-
-
-def test_image_decoder_is_refused_with_reason():
-    node = helper.make_node("ImageDecoder", ["x"], ["y"])
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [100])],
-                          [onnx.ValueInfoProto(name="y")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
-    with pytest.raises(UnsupportedOpError, match="image codecs"):
-        import_model(m)

@@ -84,6 +84,10 @@ def random_dag(draw):
 @given(random_dag())
 def test_random_plans_never_overlap_and_respect_the_lower_bound(m):
     lv = analyze_liveness(m.main)
+    conflicts = lv.time_conflicts()
+    for a in lv.buffers:  # the sweep finds exactly the pairs live at a common point
+        assert sorted(c.id for c in conflicts[a.id]) == [c.id for c in lv.buffers
+                                                         if c.id != a.id and a.overlaps_in_time(c)]
     for strategy in (greedy_by_size, greedy_by_breadth):
         offsets, size = strategy(lv)
         assert size >= lv.lower_bound

@@ -329,3 +329,4 @@ def test_module_with_a_bound_weight_trains_by_the_hand_derived_gradient():
     assert loss == pytest.approx(1.0)
     # loss = mean over 6 elements of (x * w)^2 with x = 1: d loss / d w_j = 2 rows * 2 w_j / 6 = 2/3
     np.testing.assert_allclose(sess.parameters()["w"], np.full(3, 1 - 0.5 * 2 / 3, np.float32), rtol=1e-6)
+

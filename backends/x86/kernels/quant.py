@@ -13,35 +13,45 @@ from __future__ import annotations
 from nnc.ir import DType, Op
 
 from ..llvm_types import F32, F64, I64
+from . import dims as dm
+from .dims import Dim
 from .elementwise import SCALAR
 from .loopkit import Loops, numel, operand, storage_type
 from .registry import lowering
 
 
-def _param_layout(op: Op) -> tuple[int, int, int, int, str]:
-    """(outer, axis length, inner, block, kind) with kind in tensor / axis / block."""
+def _param_layout(k, op: Op) -> tuple[Dim, Dim, Dim, int, str]:
+    """(outer, axis length, inner, block, kind) with kind in tensor / axis / block; the sizes are
+    ints, or i64 values read at run time in shape-generic code (``KernelBuilder.shape``)."""
     x = op.operands[0]
-    shape = tuple(x.shape)
+    shape = k.shape(x)
     rank = len(shape)
     params = [op.operands[1]] + ([op.operands[2]] if operand(op, 2) is not None else [])
     if rank == 0 or all(numel(p.shape) == 1 and (len(p.shape) <= 1 or not op.attrs["block_size"]) for p in params):
-        return numel(shape), 1, 1, 1, "tensor"
+        return dm.prod(k.b, shape), 1, 1, 1, "tensor"
     axis = op.attrs["axis"] % rank
-    outer, inner = numel(shape[:axis]), numel(shape[axis + 1:])
+    outer, inner = dm.prod(k.b, shape[:axis]), dm.prod(k.b, shape[axis + 1:])
     bs = op.attrs["block_size"]
     return outer, shape[axis], inner, bs, ("block" if bs else "axis")
+
+
+def _generic(op: Op) -> str | None:
+    """Shape-generic: the parameters (scale, zero point) must have static shapes."""
+    if not all(v.type.is_static for v in op.operands[1:]):
+        return f"{op.opname}: the scale and zero point must have static shapes"
+    return None
 
 
 def _emit(k, op: Op, element) -> None:
     """Call ``element(L, x_index, param_index)`` for every element of x."""
     L = Loops(k, F64)
-    outer, n_axis, inner, bs, kind = _param_layout(op)
+    outer, n_axis, inner, bs, kind = _param_layout(k, op)
     with L.loop(outer, "o") as o:
         with L.loop(n_axis, "a") as a:
             if kind == "block":
-                p_row = L.lin((o, -(-n_axis // bs) * inner), (k.b.sdiv(a, L.i(bs)), inner))
+                p_row = L.lin((o, dm.mul(k.b, dm.ceil_div(k.b, n_axis, bs), inner)), (k.b.sdiv(a, L.i(bs)), inner))
             with L.loop(inner, "n") as n:
-                xi = L.lin((o, n_axis * inner), (a, inner), n)
+                xi = L.lin((o, dm.mul(k.b, n_axis, inner)), (a, inner), n)
                 if kind == "tensor":
                     pi = L.i(0)
                 elif kind == "axis":
@@ -51,7 +61,7 @@ def _emit(k, op: Op, element) -> None:
                 element(L, xi, pi)
 
 
-@lowering("quantize")
+@lowering("quantize", generic=_generic)
 def lower_quantize(k, op: Op) -> None:
     x, scale = op.operands[0], op.operands[1]
     zp = operand(op, 2)
@@ -81,7 +91,7 @@ def lower_quantize(k, op: Op) -> None:
     _emit(k, op, element)
 
 
-@lowering("dequantize")
+@lowering("dequantize", generic=_generic)
 def lower_dequantize(k, op: Op) -> None:
     x, scale = op.operands[0], op.operands[1]
     zp = operand(op, 2)

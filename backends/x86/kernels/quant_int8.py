@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from nnc.ir import DType, Op, TargetError
+from nnc.ir import DType, Op, TargetError, TensorType
 
 from ..llvm_types import I8, I32, I64, PTR, VOID, const_int, for_range
+from . import dims as dm
 from .broadcast_loops import emit_elementwise
-from .registry import lowering
+from .registry import batch_only, lowering
 
 V16 = ir.VectorType(I32, 16)
 V64I8 = ir.VectorType(I8, 64)
@@ -152,7 +153,7 @@ def _conv_geometry(op: Op):
     return n, ks, s, d, p, out
 
 
-@lowering("qconv")
+@lowering("qconv", generic=batch_only)
 def lower_qconv(k, op: Op) -> None:
     w = op.operands[1]
     n, ks, s, d, p, out = _conv_geometry(op)
@@ -172,7 +173,8 @@ def lower_qconv(k, op: Op) -> None:
 
 def _qconv_vnni(k, op: Op, wv: np.ndarray, bias_v: np.ndarray | None, ks, s, d, p, out) -> None:
     x = op.operands[0]
-    N, C, H, W = x.shape
+    N = k.shape(x)[0]  # read at run time in shape-generic code; the rest is static (batch_only)
+    C, H, W = x.shape[1:]
     M, Cg, KH, KW = wv.shape
     G = op.attrs["group"]
     Mg = M // G
@@ -297,7 +299,7 @@ def _qconv_vnni(k, op: Op, wv: np.ndarray, bias_v: np.ndarray | None, ks, s, d, 
             run_block(const_int(full), Mg % MR)
         _free(b, panel)
 
-    k.parallel_for(N * G * nblocks, task, name="qconv")
+    k.parallel_for(dm.mul(k.b, N, G * nblocks), task, name="qconv")
 
 
 def _qconv_direct(k, op: Op, ks, s, d, p, out) -> None:
@@ -309,7 +311,7 @@ def _qconv_direct(k, op: Op, ks, s, d, p, out) -> None:
         ks, s, d, out = tuple(ks) + (1,) * (2 - nsp), tuple(s) + (1,) * (2 - nsp), tuple(d) + (1,) * (2 - nsp), \
             list(out) + [1] * (2 - nsp)
         p = tuple(p[:nsp]) + (0,) * (2 - nsp) + tuple(p[nsp:]) + (0,) * (2 - nsp)
-    N, C = x.shape[:2]
+    N, C = k.shape(x)[0], x.shape[1]
     H, W = (tuple(x.shape[2:]) + (1, 1))[:2]
     M, Cg = w.shape[:2]
     KH, KW = ks
@@ -351,12 +353,21 @@ def _qconv_direct(k, op: Op, ks, s, d, p, out) -> None:
                                 prod = b.mul(b.sub(xv, ir.Constant(I32, zp)), wval)
                                 b.store(b.add(b.load(yp, typ=I32), prod), yp)
 
-    k.parallel_for(N * M, task, name="qconv_direct")
+    k.parallel_for(dm.mul(k.b, N, M), task, name="qconv_direct")
 
 
 # -- qmatmul --------------------------------------------------------------------------------------
 
-@lowering("qmatmul")
+def _qmatmul_generic(op: Op) -> str | None:
+    a = op.operands[0]
+    if a.shape is None or not isinstance(a.shape[-1], int):
+        return "qmatmul: the reduction dim of a must be static"
+    if not all(v.type.is_static for v in op.operands[1:]):
+        return "qmatmul: the weight and bias must have static shapes"
+    return None
+
+
+@lowering("qmatmul", generic=_qmatmul_generic)
 def lower_qmatmul(k, op: Op) -> None:
     a, w = op.operands[0], op.operands[1]
     wv = k.cg.module.constants.get(w.producer.attrs["ref"]) if w.producer is not None and \
@@ -368,7 +379,7 @@ def lower_qmatmul(k, op: Op) -> None:
         if bias_v is None:
             wv = None
     K, Nn = w.shape
-    Mtot = math.prod(a.shape[:-1])
+    static_rows = all(isinstance(d, int) for d in a.shape[:-1])
     zp = op.attrs["a_zero_point"]
     vnni = k.target.has("avx512vnni")
     if wv is None:
@@ -426,12 +437,21 @@ def lower_qmatmul(k, op: Op) -> None:
                     dst = _gep(b, yo, at, I32)
                     _store_lanes(b, b.add(accs[r][v], cv), dst, b.sub(remaining, const_int(16 * v)))
 
-        full = Mtot // MR
-        if full:
+        if static_rows:
+            Mtot = math.prod(a.shape[:-1])
+            full = Mtot // MR
+            if full:
+                with for_range(b, full, "mb") as mb:
+                    run_rows(b.mul(mb, const_int(MR)), MR)
+            if Mtot % MR:
+                run_rows(const_int(full * MR), Mtot % MR)
+        else:  # rows read at run time: full MR-row tiles, then the last rows one at a time
+            rows = dm.val(dm.prod(b, kb.shape(a)[:-1]))
+            full = b.udiv(rows, const_int(MR))
             with for_range(b, full, "mb") as mb:
                 run_rows(b.mul(mb, const_int(MR)), MR)
-        if Mtot % MR:
-            run_rows(const_int(full * MR), Mtot % MR)
+            with for_range(b, rows, "mr", start=b.mul(full, const_int(MR))) as m:
+                run_rows(m, 1)
         _free(b, arows)
 
     k.parallel_for(npanels, task, name="qmatmul")
@@ -444,6 +464,10 @@ class _View:
     """A shape/dtype stand-in so a per-channel vector broadcasts along its axis."""
     shape: tuple[int, ...]
     dtype: DType
+
+    @property
+    def type(self) -> TensorType:  # what KernelBuilder.shape reads (static: no frame slot needed)
+        return TensorType(self.dtype, self.shape)
 
 
 def _rne_shift(b: ir.IRBuilder, p: ir.Value, s: ir.Value) -> ir.Value:
@@ -465,7 +489,7 @@ def _clamp_store(b: ir.IRBuilder, y: ir.Value, dt: DType, lo: int | None, hi: in
     return b.trunc(y, ir.IntType(8 * dt.itemsize)) if dt.itemsize < 8 else y
 
 
-@lowering("requantize")
+@lowering("requantize", generic=True)
 def lower_requantize(k, op: Op) -> None:
     x, mult, shift = op.operands
     shape = tuple(x.shape)
@@ -490,7 +514,7 @@ def lower_requantize(k, op: Op) -> None:
     emit_elementwise(k, 0, [k.arg(0), k.arg(1), k.arg(2)], [x, view(mult), view(shift)], out, body)
 
 
-@lowering("qadd")
+@lowering("qadd", generic=True)
 def lower_qadd(k, op: Op) -> None:
     at = op.attrs
     s = ir.Constant(I64, at["shift"])
@@ -505,7 +529,7 @@ def lower_qadd(k, op: Op) -> None:
     emit_elementwise(k, 0, [k.arg(0), k.arg(1)], list(op.operands), op.results[0], body)
 
 
-@lowering("qmul")
+@lowering("qmul", generic=True)
 def lower_qmul(k, op: Op) -> None:
     at = op.attrs
     s = ir.Constant(I64, at["shift"])
@@ -521,7 +545,7 @@ def lower_qmul(k, op: Op) -> None:
     emit_elementwise(k, 0, [k.arg(0), k.arg(1)], list(op.operands), op.results[0], body)
 
 
-@lowering("qlut")
+@lowering("qlut", generic=True)
 def lower_qlut(k, op: Op) -> None:
     table = k.arg(1)
 

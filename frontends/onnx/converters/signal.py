@@ -1,6 +1,6 @@
 """Converters for ONNX signal-processing ops: DFT (axis as attribute in opset 17, as input from 20),
-STFT, the Blackman/Hamming/Hann windows, MelWeightMatrix and Det. ImageDecoder is refused with a
-reason (it needs image codecs).
+STFT, the Blackman/Hamming/Hann windows, MelWeightMatrix, Det and ImageDecoder (``image_decode``,
+decoded through the codec hook of ir/codecs.py: Pillow, the optional extra ``nnc[images]``).
 
 Windows and mel matrices whose inputs are constants fold to constants here (``ctx.op`` folds ops
 whose operands are all constant).
@@ -64,5 +64,4 @@ def det(ctx: ConvertContext, node: Node):
 
 @converter("ImageDecoder", since=20)
 def image_decoder(ctx: ConvertContext, node: Node):
-    raise node.unsupported("decoding JPEG/PNG/BMP/TIFF/WebP bytes needs image codecs, which nnc does not "
-                           "include; decode images before the model")
+    return ctx.op("image_decode", node.inputs[0], pixel_format=node.attr("pixel_format", "RGB"))
