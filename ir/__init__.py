@@ -21,7 +21,7 @@ from .interpreter import Interpreter, interpret
 from .parser import parse_module
 from .printer import print_graph, print_module
 from .registry import NOT_DIFFERENTIABLE, OpDef, Trait, all_opdefs, defop, get_opdef, has_op
-from .types import UNKNOWN, Dim, TensorType, tensor
+from .types import UNKNOWN, Dim, OptionalType, SequenceType, TensorType, ValueType, join_types, tensor
 from .verifier import verify_module
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "ModelError", "NncError", "ParseError", "TargetError", "TypeInferenceError", "UnsupportedOpError",
     "VerifyError", "Graph", "Module", "Op", "Value", "Interpreter", "interpret", "parse_module",
     "print_graph", "print_module", "NOT_DIFFERENTIABLE", "OpDef", "Trait", "all_opdefs", "defop",
-    "get_opdef", "has_op", "UNKNOWN", "Dim", "TensorType", "tensor", "verify_module",
+    "get_opdef", "has_op", "UNKNOWN", "Dim", "TensorType", "tensor", "verify_module", "SequenceType",
+    "OptionalType", "ValueType", "join_types",
 ]

@@ -306,5 +306,15 @@ class Module:
         return print_module(self)
 
 
+def region_constant_refs(ops: Iterable[Op]) -> set[str]:
+    """The constant-pool keys read by ``const`` ops inside the regions of ``ops`` (at any depth):
+    what a module made of ``ops`` must carry besides the constants they read directly."""
+    refs: set[str] = set()
+    for op in ops:
+        for region in op.regions:
+            refs.update(o.attrs["ref"] for o in region.walk() if o.opname == "const")
+    return refs
+
+
 def iter_values(values: Iterable[Value]) -> list[str]:
     return ["%" + v.name for v in values]

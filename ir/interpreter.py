@@ -18,7 +18,7 @@ from .dtypes import DType
 from .errors import InputError, IRError, NncError
 from .graph import Graph, Module, Op, Value
 from .memory_limits import check_allocation
-from .types import UNKNOWN, TensorType
+from .types import UNKNOWN, OptionalType, SequenceType, TensorType
 
 
 def check_inputs(inputs: Sequence[tuple[str, TensorType]], feeds: Mapping[str, Any],
@@ -34,12 +34,12 @@ def check_inputs(inputs: Sequence[tuple[str, TensorType]], feeds: Mapping[str, A
     bindings: dict[str, int] = {}
     args = []
     for name, ty in inputs:
-        if name in feeds:
-            arr = np.asarray(feeds[name])
-        elif name in defaults:
-            arr = defaults[name]
-        else:
+        if name not in feeds and name not in defaults:
             raise InputError(f"missing input {name!r} ({ty})")
+        if not isinstance(ty, TensorType):
+            args.append(check_container(name, ty, feeds[name] if name in feeds else defaults[name]))
+            continue
+        arr = np.asarray(feeds[name]) if name in feeds else defaults[name]
         try:
             got = DType.from_numpy(arr.dtype)
         except TypeError:
@@ -49,6 +49,22 @@ def check_inputs(inputs: Sequence[tuple[str, TensorType]], feeds: Mapping[str, A
             raise InputError(f"input {name!r}: {why}")
         args.append(arr)
     return args
+
+
+def check_container(name: str, ty: SequenceType | OptionalType, value: Any) -> Any:
+    """A sequence input is a list (or tuple) of arrays, an optional one an array, a list or None."""
+    if isinstance(ty, OptionalType):
+        if value is None:
+            return None
+        ty = ty.elem
+        if isinstance(ty, TensorType):
+            return check_inputs([(name, ty)], {name: value})[0]
+    if not isinstance(value, (list, tuple)):
+        raise InputError(f"input {name!r}: expected a list of arrays ({ty}), got {type(value).__name__}")
+    out = []
+    for i, x in enumerate(value):
+        out.append(check_inputs([(f"{name}[{i}]", ty.elem)], {f"{name}[{i}]": x})[0])
+    return out
 
 
 def check_feeds(g: Graph, feeds: Mapping[str, Any], module: Module) -> list[np.ndarray]:
@@ -111,7 +127,7 @@ class Interpreter:
         positional = [a for i, a in enumerate(arrays) if i not in dyn]
         kwargs = dict(attrs)
         if op.regions:
-            kwargs["regions"] = [lambda *xs, _g=r: self.run_graph(_g, xs) for r in op.regions]
+            kwargs["regions"] = [RegionCall(self, r) for r in op.regions]
         try:
             out = d.reference(*positional, **kwargs)
         except InputError as e:  # bad data (an index out of range): say which op met it, once
@@ -124,21 +140,35 @@ class Interpreter:
             raise
         except Exception as e:
             raise IRError(f"{op.where()}: reference failed: {type(e).__name__}: {e}") from e
-        results = list(out) if isinstance(out, (tuple, list)) else [out]
+        one_container = len(op.results) == 1 and not isinstance(op.results[0].type, TensorType)  # a list is one value
+        results = list(out) if isinstance(out, tuple) or (isinstance(out, list) and not one_container) else [out]
         if len(results) != len(op.results):
             raise IRError(f"{op.where()}: reference gave {len(results)} results, declared {len(op.results)}")
-        results = [np.asarray(r) for r in results]
+        results = [np.asarray(a) if isinstance(r.type, TensorType) else a for r, a in zip(op.results, results)]
         if self.check_types:
             for r, a in zip(op.results, results):
                 _check_result(op, r, a)
         return results
 
 
+class RegionCall:
+    """A region as the reference semantics see it: called with its parameters' values, it returns
+    its results; ``graph`` gives its signature (a loop stacks nothing when it runs no iteration,
+    and needs the types then)."""
+
+    def __init__(self, interp: Interpreter, graph: Graph):
+        self.interp = interp
+        self.graph = graph
+
+    def __call__(self, *args: Any) -> list[Any]:
+        return self.interp.run_graph(self.graph, args)
+
+
 def _bound_symbols(g: Graph, args: Sequence[np.ndarray]) -> dict[str, int]:
     """The sizes the inputs give the graph's symbolic dims."""
     dims: dict[str, int] = {}
     for p, a in zip(g.params, args):
-        if p.type.shape is not None:
+        if isinstance(p.type, TensorType) and p.type.shape is not None:
             for d, n in zip(p.type.shape, np.shape(a)):
                 if isinstance(d, str) and d != UNKNOWN:  # "?" is not a name: two of them may differ
                     dims.setdefault(d, int(n))
@@ -146,8 +176,8 @@ def _bound_symbols(g: Graph, args: Sequence[np.ndarray]) -> dict[str, int]:
 
 
 def _nbytes(t: TensorType, dims: Mapping[str, int]) -> int | None:
-    """Bytes of a value of type ``t``, or None while a dim is unknown."""
-    if t.shape is None:
+    """Bytes of a value of type ``t``, or None while a dim is unknown (or it is not a tensor)."""
+    if not isinstance(t, TensorType) or t.shape is None:
         return None
     n = t.dtype.itemsize
     for d in t.shape:
@@ -160,8 +190,20 @@ def _nbytes(t: TensorType, dims: Mapping[str, int]) -> int | None:
     return n
 
 
-def _check_result(op: Op, r: Value, a: np.ndarray) -> None:
-    t = r.type
+def _check_result(op: Op, r: Value, a: Any, t: Any = None) -> None:
+    t = r.type if t is None else t
+    if isinstance(t, OptionalType):
+        if a is not None:
+            _check_result(op, r, a, t.elem)
+        return
+    if isinstance(t, SequenceType):
+        if not isinstance(a, list):
+            raise IRError(f"{op.where()}: reference returned {type(a).__name__} for %{r.name}, declared {t}")
+        for x in a:
+            _check_result(op, r, x, t.elem)
+        return
+    if not isinstance(a, np.ndarray):
+        raise IRError(f"{op.where()}: reference returned {type(a).__name__} for %{r.name}, declared {t}")
     if a.dtype != t.dtype.numpy:
         raise IRError(f"{op.where()}: reference returned dtype {a.dtype} for %{r.name}, declared {t}")
     if t.shape is not None:

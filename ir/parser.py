@@ -18,7 +18,7 @@ from .dtypes import DType
 from .errors import ParseError
 from .graph import Graph, Module, Op, Value
 from .registry import get_opdef, has_op
-from .types import TensorType
+from .types import OptionalType, SequenceType, TensorType, ValueType
 
 _TOKEN = re.compile(r"""
     (?P<ws>[ \t\r\n]+|//[^\n]*)
@@ -273,7 +273,19 @@ class Parser:
         return op
 
     # -- literals and types -------------------------------------------------------------------
-    def type(self) -> TensorType:
+    def type(self) -> ValueType:
+        if self.t.peek()[1] in ("seq", "opt") and self.t.peek(1)[1] == "<":
+            kind = self.t.next()[1]
+            self.t.expect("<")
+            inner = self.type()
+            self.t.expect(">")
+            if kind == "seq":
+                if not isinstance(inner, TensorType):
+                    raise self.t.error("a sequence holds tensors")
+                return SequenceType(inner)
+            if isinstance(inner, OptionalType):
+                raise self.t.error("an optional cannot hold an optional")
+            return OptionalType(inner)
         k, v = self.t.next()
         try:
             dt = DType.parse(v)

@@ -9,15 +9,15 @@ for the shapes and values actually seen at run time.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from .builder import Builder, const_value
 from .dtypes import DType
 from .errors import InputError
-from .graph import Module
-from .types import TensorType
+from .graph import Graph, Module
+from .types import OptionalType, SequenceType, TensorType
 
 
 def specialize(module: Module, shapes: Mapping[str, tuple[int, ...]],
@@ -45,14 +45,43 @@ def specialize(module: Module, shapes: Mapping[str, tuple[int, ...]],
             if why:
                 raise InputError(f"input {p.name!r}: {why}")
             p.type = TensorType(p.type.dtype, shape)
+    bind_region_symbols(g, bindings)
     reinfer(m)
     return m
+
+
+def _bind_type(t: Any, bindings: Mapping[str, int]) -> Any:
+    if isinstance(t, TensorType):
+        if t.shape is None:
+            return t
+        return t.with_shape(tuple(bindings.get(d, d) if isinstance(d, str) else d for d in t.shape))
+    if isinstance(t, (SequenceType, OptionalType)):
+        return type(t)(_bind_type(t.elem, bindings))
+    return t
+
+
+def bind_region_symbols(g: Graph, bindings: Mapping[str, int]) -> None:
+    """Give the symbols bound at the graph's inputs their sizes inside the regions of its ops
+    (control-flow bodies name the dims of the values they are passed), so that inference of the
+    regions' ops agrees with the now static operands."""
+    if not bindings:
+        return
+    for op in g.ops:
+        for region in op.regions:
+            for p in region.params:
+                p.type = _bind_type(p.type, bindings)
+            for inner in region.ops:
+                for r in inner.results:
+                    r.type = _bind_type(r.type, bindings)
+            bind_region_symbols(region, bindings)
 
 
 def input_symbols(module: Module) -> list[str]:
     """The symbolic dims of the main graph's inputs, in order of first appearance."""
     seen: dict[str, None] = {}
     for p in module.main.params:
+        if not isinstance(p.type, TensorType):
+            continue  # a sequence's element dims are not input dims
         for d in p.type.shape or ():
             if not isinstance(d, int):
                 seen.setdefault(str(d), None)
@@ -69,8 +98,9 @@ def bind_dims(module: Module, dims: Mapping[str, int]) -> Module:
         have = ", ".join(symbols) if symbols else "none: its input shapes are static"
         raise InputError(f"dims: the model has no symbolic input dim {', '.join(unknown)} (its symbols: {have})")
     m = module.clone()
+    bind_region_symbols(m.main, {str(k): int(v) for k, v in dims.items()})
     for p in m.main.params:
-        if p.type.shape is not None:
+        if isinstance(p.type, TensorType) and p.type.shape is not None:
             p.type = TensorType(p.type.dtype, tuple(d if isinstance(d, int) or str(d) not in dims else int(dims[str(d)])
                                                     for d in p.type.shape))
     reinfer(m)
@@ -93,6 +123,9 @@ def _reinfer_graph(m: Module, g) -> None:
             for p, v in zip(body.params, op.operands):
                 p.type = v.type
             _reinfer_graph(m, body)
+        else:  # control flow: the body parameters keep their (covering) types; their ops follow them
+            for region in op.regions:
+                _reinfer_graph(m, region)
         d = op.opdef
         consts = [const_value(m, v) for v in op.operands]
         types = d.run_infer([v.type for v in op.operands], op.attrs, consts, len(op.results), op.regions)

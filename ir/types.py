@@ -103,3 +103,58 @@ def tensor(dtype: DType | str, shape: tuple[Dim, ...] | list[Dim] | None) -> Ten
     """Shorthand: ``tensor("f32", [1, 3])``."""
     dt = dtype if isinstance(dtype, DType) else DType.parse(dtype)
     return TensorType(dt, None if shape is None else tuple(shape))
+
+
+@dataclass(frozen=True)
+class SequenceType:
+    """A list of tensors (ONNX ``seq(tensor)``): all of one dtype; ``elem`` holds what is known of
+    every element's shape (dims that differ between elements are ``?``). At run time a Python list
+    of arrays. Prints as ``seq<f32[?,3]>``."""
+
+    elem: TensorType
+    is_static = False  # not a tensor: no static shape (what asks only tensors for one may ask this too)
+
+    @property
+    def dtype(self) -> DType:
+        return self.elem.dtype
+
+    def __str__(self) -> str:
+        return f"seq<{self.elem}>"
+
+
+@dataclass(frozen=True)
+class OptionalType:
+    """A tensor or sequence that may be absent (ONNX ``optional(...)``); at run time the value or
+    None. Prints as ``opt<f32[2]>`` or ``opt<seq<f32[*]>>``."""
+
+    elem: TensorType | SequenceType
+    is_static = False
+
+    @property
+    def dtype(self) -> DType:
+        return self.elem.dtype
+
+    def __str__(self) -> str:
+        return f"opt<{self.elem}>"
+
+
+ValueType = Union[TensorType, SequenceType, OptionalType]
+
+
+def is_tensor(t: object) -> bool:
+    return isinstance(t, TensorType)
+
+
+def join_types(a: ValueType, b: ValueType) -> ValueType | None:
+    """The most precise type covering both (dims that differ become ``?``, ranks that differ give an
+    unknown shape), or None when they are of different kinds or dtypes."""
+    if isinstance(a, TensorType) and isinstance(b, TensorType):
+        if a.dtype != b.dtype:
+            return None
+        if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
+            return TensorType(a.dtype, None)
+        return TensorType(a.dtype, tuple(x if x == y else UNKNOWN for x, y in zip(a.shape, b.shape)))
+    if type(a) is not type(b):
+        return None
+    inner = join_types(a.elem, b.elem)  # type: ignore[union-attr]
+    return None if inner is None else type(a)(inner)  # type: ignore[call-arg]

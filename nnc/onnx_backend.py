@@ -88,6 +88,7 @@ def x86_op_coverage(cases: Iterable[Any] | None = None, use_cache: bool = True,
     cache, keyed by the onnx version and the source of the frontend, IR, passes and x86 backend.
     """
     from nnc.backends.x86.kernels.registry import lowered_ops
+    from nnc.backends.x86.segments import host_sync_ops
 
     path = None
     if cases is None and use_cache:
@@ -106,7 +107,7 @@ def x86_op_coverage(cases: Iterable[Any] | None = None, use_cache: bool = True,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cases = load_model_tests(kind="node")
-    lowered = lowered_ops()
+    lowered = lowered_ops() | host_sync_ops()  # host-sync ops run as host steps (segments.py)
     table: dict[str, list[int]] = {}
     for case in cases:
         nodes = case.model.graph.node

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from nnc.ir import Module, verify_module
+from nnc.ir import Module, TensorType, verify_module
 from nnc.ir.interpreter import check_feeds
 from nnc.ir.specialize import specialize
 
@@ -31,8 +31,8 @@ def shape_inputs(module: Module) -> list[str]:
         for i in op.opdef.dynamic_operand_indices():
             if i < len(op.operands):
                 stack.append(op.operands[i])
-        if op.operands and all(v.type.is_static for v in op.operands) and \
-                not all(r.type.is_static for r in op.results):
+        if op.operands and all(_static(v.type) for v in op.operands) and \
+                not all(_static(r.type) for r in op.results):
             stack.extend(v for v in op.operands if v.type.rank == 0)
     seen: set[int] = set()
     found: set[str] = set()
@@ -48,8 +48,13 @@ def shape_inputs(module: Module) -> list[str]:
     return [p.name for p in g.params if p.name in found]
 
 
+def _static(t: Any) -> bool:
+    return isinstance(t, TensorType) and t.is_static
+
+
 def is_static(module: Module) -> bool:
-    return all(p.type.is_static for p in module.main.params) and not shape_inputs(module)
+    """Every input is a tensor of static shape and no input's value decides a shape."""
+    return all(_static(p.type) for p in module.main.params) and not shape_inputs(module)
 
 
 class Specializer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from nnc.ir import Graph, Op, Trait, Value
+from nnc.ir import Graph, Op, TensorType, Trait, Value
 
 ALIGN = 64  # bytes; one cache line, and the widest vector register (AVX-512)
 
@@ -93,6 +93,9 @@ def analyze_liveness(g: Graph, allow_in_place: bool = True,
         for k, r in enumerate(op.results):
             if id(r) in outputs:
                 continue
+            if not isinstance(r.type, TensorType):
+                raise DynamicShapeError(f"%{r.name} is a {r.type}, a value the host holds (a list of arrays, or an "
+                                        "optional); memory planning covers tensors only")
             nbytes = size(r)
             if nbytes is None:
                 raise DynamicShapeError(f"%{r.name} has a dynamic shape {r.type}; memory planning needs static shapes")

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nnc.ir import Graph, Interpreter, Module, NncError, Op, Value
+from nnc.ir.graph import region_constant_refs
 
 # x86 options the asic compile forwards to the host compiles
 X86_OPTIONS = ("cpu", "target_features", "opt", "cache", "cache_dir")
@@ -115,6 +116,10 @@ def segment_module(module: Module, ops: list[Op], inputs: list[Value], outputs: 
         g.ops.append(new)
         for r, nr in zip(op.results, new.results):
             mapping[id(r)] = nr
+    for ref in region_constant_refs(ops):  # a control-flow body reads its constants from the pool
+        if ref in module.constants:
+            m.constants[ref] = module.constants[ref]
+        m.constant_types[ref] = module.constant_types[ref]
     g.set_outputs([mapping[id(v)] for v in outputs], [_output_name(i) for i in range(len(outputs))])
     return m
 

@@ -43,6 +43,7 @@ from .codegen import ENTRY, CodeGen
 from .executable import Interface, X86Executable, load_object
 from .frame import FrameLayout
 from .generic import GenericExecutable, is_symbolic, shape_generic_reason, symbolic_interface
+from .host_steps import has_host_values
 from .kernel_cache import KernelCache
 from .runtime import attach, num_threads
 from .segments import compile_segmented, has_host_sync, host_sync
@@ -212,9 +213,10 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> Any:  #
     options = dict(options or {})
     options["threads"] = num_threads(options)  # resolved from $NNC_NUM_THREADS / cores: in the cache key
     verify_module(module)
-    if any(host_sync(op) is not None for op in module.main.ops):  # the host acts between kernels
+    # the host acts between kernels (control flow, sequences, data-dependent sizes): segments
+    if has_host_values(module.main) or any(host_sync(op) is not None for op in module.main.ops):
         m = _prepared_graph(module)
-        if has_host_sync(m.main):
+        if has_host_sync(m.main) or has_host_values(m.main):
             return compile_segmented(m, options, compile)
     info = resolve(options.get("cpu"), options.get("target_features"))
     progress = Progress(quiet=bool(options.get("quiet", False)))

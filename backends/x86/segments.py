@@ -54,6 +54,7 @@ import numpy as np
 
 from nnc.ir import Graph, Module, Op, TensorType, Value
 from nnc.ir.builder import const_value
+from nnc.ir.graph import region_constant_refs
 from nnc.ir.interpreter import check_feeds
 from nnc.ir.specialize import reinfer, specialize
 
@@ -94,7 +95,7 @@ def register_host_sync(*opnames: str, why: str, applies: Callable[[Op], bool] | 
 
 # the modules (under backends/x86) that register host-sync ops, imported on first use: a new kind of
 # host-sync op adds its module here
-PROVIDERS: tuple[str, ...] = ("data_dependent", "codec_steps", "random_steps")
+PROVIDERS: tuple[str, ...] = ("data_dependent", "host_steps", "codec_steps", "random_steps")
 _loaded = False
 
 
@@ -110,6 +111,12 @@ def host_sync(op: Op) -> HostSync | None:
     _ensure_loaded()
     hs = HOST_SYNC.get(op.opname)
     return hs if hs is not None and hs.applies(op) else None
+
+
+def host_sync_ops() -> set[str]:
+    """The op names registered as host-sync (they run on x86 as host steps)."""
+    _ensure_loaded()
+    return set(HOST_SYNC)
 
 
 def has_host_sync(graph: Graph) -> bool:
@@ -136,8 +143,8 @@ def symbolic_type(v: Value, taken: set[str] | None = None) -> TensorType:
     """``v``'s type with each unknown dim (``?``: a count known only at run time) named after ``v`` and
     its axis, so that the ops after it infer dims in those names and compile shape-generic. Names in
     ``taken`` (the other symbols of the module being built) are avoided; new ones are added to it."""
-    if v.type.shape is None or all(d != "?" for d in v.type.shape):
-        return v.type
+    if not isinstance(v.type, TensorType) or v.type.shape is None or all(d != "?" for d in v.type.shape):
+        return v.type  # a sequence or optional (a body's carried list) keeps its type
     taken = set() if taken is None else taken
     base = _NOT_SYMBOL.sub("_", v.name)
     base = base if base[:1].isalpha() or base[:1] == "_" else "d_" + base
@@ -154,7 +161,8 @@ def symbolic_type(v: Value, taken: set[str] | None = None) -> TensorType:
 
 def symbols_of(values: Sequence[Value]) -> set[str]:
     """The named symbolic dims of ``values``' types (what ``symbolic_type`` must not reuse)."""
-    return {str(d) for v in values for d in (v.type.shape or ()) if isinstance(d, str) and d != "?"}
+    return {str(d) for v in values if isinstance(v.type, TensorType)
+            for d in (v.type.shape or ()) if isinstance(d, str) and d != "?"}
 
 
 def sub_module(m: Module, name: str, ops: Sequence[Op], inputs: Sequence[Value], outputs: Sequence[Value]) -> Module:
@@ -167,6 +175,8 @@ def sub_module(m: Module, name: str, ops: Sequence[Op], inputs: Sequence[Value],
     keys: set[str] = set()
 
     def add(op: Op) -> None:
+        if op.opname == "const":  # a region's own constants are among its ops
+            keys.add(op.attrs["ref"])
         new = Op(op.opname, [mapping[id(v)] for v in op.operands], op.attrs, [r.type for r in op.results],
                  [r.name for r in op.results], [r.clone() for r in op.regions], op.loc)
         g.insert(new)
@@ -178,6 +188,7 @@ def sub_module(m: Module, name: str, ops: Sequence[Op], inputs: Sequence[Value],
                 add(v.producer)
                 keys.add(v.producer.attrs["ref"])
         add(op)
+    keys |= region_constant_refs(ops)  # constants read inside control-flow bodies
     g.set_outputs([mapping[id(v)] for v in outputs], [v.name for v in outputs])
     sm = Module(f"{m.name}.{name}", {"main": g}, {k: m.constants[k] for k in keys if k in m.constants},
                 {k: m.constant_types[k] for k in keys if k in m.constant_types}, dict(m.metadata))

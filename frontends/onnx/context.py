@@ -110,6 +110,8 @@ class ConvertContext:
         self.fold = fold
         self.node: Node | None = None
         self._folder = Interpreter(module)
+        # set by the importer: import_region(GraphProto, formal types, name) -> (Graph, captures)
+        self.import_region: Any = None
 
     # -- values -------------------------------------------------------------------------------
     def const_value(self, v: Value | None) -> np.ndarray | None:
@@ -181,7 +183,8 @@ class ConvertContext:
                 operands.append(v if isinstance(v, Value) else self.const(np.asarray(v)))
             elif isinstance(v, Value):
                 a = self.const_value(v)
-                attrs[attr] = None if a is None else a.reshape(-1).tolist() if a.ndim else a.item()
+                listed = a is not None and (a.ndim or d.attrs[attr].kind.value in ("ints", "floats"))
+                attrs[attr] = None if a is None else a.reshape(-1).tolist() if listed else a.item()
             elif v is not None:
                 attrs[attr] = v
         kind_list = {k: s.kind for k, s in d.attrs.items()}

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from nnc.ir import Builder, Graph, ModelError, Module, NncError, UnsupportedOpError, Value
-from nnc.ir.types import UNKNOWN, TensorType
+from nnc.ir.types import UNKNOWN, OptionalType, SequenceType, TensorType, ValueType
 
 from .context import ConvertContext, Node, decode_attribute, dtype_from_onnx, node_label, onnx_dtype
 from .loader import load_model_and_weights, tensor_to_array
@@ -52,12 +52,28 @@ def _symbol(text: str) -> str:
     return s if s and not s[0].isdigit() else f"d_{s}"
 
 
-def value_type(vi: onnx.ValueInfoProto, where: str) -> TensorType:
-    kind = vi.type.WhichOneof("value")
+def value_type(vi: onnx.ValueInfoProto, where: str) -> ValueType:
+    return type_from_proto(vi.type, f"{where} {vi.name!r}")
+
+
+def type_from_proto(tp: onnx.TypeProto, where: str) -> ValueType:
+    """A tensor, a sequence of tensors, or an optional of either."""
+    kind = tp.WhichOneof("value")
+    if kind == "sequence_type":
+        elem = type_from_proto(tp.sequence_type.elem_type, f"{where} (sequence element)")
+        if not isinstance(elem, TensorType):
+            raise UnsupportedOpError(f"{where}: sequences of {elem} are not supported, only of tensors")
+        return SequenceType(elem)
+    if kind == "optional_type":
+        elem = type_from_proto(tp.optional_type.elem_type, f"{where} (optional element)")
+        if isinstance(elem, OptionalType):
+            raise UnsupportedOpError(f"{where}: optionals of optionals are not supported")
+        return OptionalType(elem)
     if kind != "tensor_type":
-        raise UnsupportedOpError(f"{where} {vi.name!r}: {kind or 'untyped'} values are not supported, only tensors")
-    tt = vi.type.tensor_type
-    dt = dtype_from_onnx(tt.elem_type, f"{where} {vi.name!r}: ")
+        raise UnsupportedOpError(f"{where}: {kind or 'untyped'} values are not supported, only tensors, "
+                                 "sequences of tensors and optionals")
+    tt = tp.tensor_type
+    dt = dtype_from_onnx(tt.elem_type, f"{where}: ")
     if not tt.HasField("shape"):
         return TensorType(dt, None)
     dims: list[int | str] = []
@@ -69,6 +85,55 @@ def value_type(vi: onnx.ValueInfoProto, where: str) -> TensorType:
         else:
             dims.append(UNKNOWN)
     return TensorType(dt, tuple(dims))
+
+
+class _Scope(dict):
+    """The names a subgraph sees: its own, then the enclosing scope's. An enclosing value used here
+    becomes a parameter of the region on first use (closure conversion) and is recorded in
+    ``captures``; an enclosing constant is re-read from the pool instead, so it stays foldable."""
+
+    def __init__(self, parent: dict[str, Value], region: Graph, builder: Builder):
+        super().__init__()
+        self.parent = parent
+        self.region = region
+        self.builder = builder
+        self.captures: list[tuple[Value, Value]] = []  # (enclosing value, region parameter)
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in self.parent
+
+    def __missing__(self, name: str) -> Value:
+        seen = _peek(self.parent, name)
+        p = seen.producer
+        if p is not None and p.opname == "const" and self.builder.module.has_data(p.attrs["ref"]):
+            v = self.builder.const_ref(p.attrs["ref"], name)  # no capture in the scopes between either
+        else:
+            outer = self.parent[name]  # captured by every enclosing region up to its definition
+            v = self.region.add_param(name, outer.type)
+            self.captures.append((outer, v))
+        self[name] = v
+        return v
+
+
+def _peek(scope: dict[str, Value], name: str) -> Value:
+    """The value ``name`` is bound to in ``scope`` or the scopes enclosing it, without capturing."""
+    while dict.__contains__(scope, name) is False and isinstance(scope, (_Scope, _Overlay)):
+        scope = scope.parent
+    return dict.__getitem__(scope, name)
+
+
+class _Overlay(dict):
+    """Names added on top of a scope (a function body's locals); reads fall through to it."""
+
+    def __init__(self, parent: dict[str, Value]):
+        super().__init__()
+        self.parent = parent
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in self.parent
+
+    def __missing__(self, name: str) -> Value:
+        return self.parent[name]
 
 
 class Importer:
@@ -88,6 +153,7 @@ class Importer:
         self.graph = self.module.add_graph(Graph("main"))
         self.b = Builder(self.module, self.graph)
         self.ctx = ConvertContext(self.module, self.b, fold)
+        self.ctx.import_region = self.import_region
         self.env: dict[str, Value] = {}
         self.reserved: set[str] = set()  # ONNX value names, kept for the values they name
         self.named: set[int] = set()  # ids of values that already carry an ONNX name
@@ -124,6 +190,11 @@ class Importer:
     def _checked_output(self, vi: onnx.ValueInfoProto) -> Value:
         """The value behind a graph output, whose declared element type (if any) must be the computed one."""
         v = self.env[vi.name]
+        if not isinstance(v.type, TensorType):
+            want = value_type(vi, "graph output") if vi.type.WhichOneof("value") else None
+            if want is not None and want.dtype != v.type.dtype:
+                raise ModelError(f"graph output {vi.name!r} is declared {want} but the graph computes {v.type}")
+            return v
         declared = vi.type.tensor_type.elem_type if vi.type.WhichOneof("value") == "tensor_type" else 0
         if declared and declared != onnx_dtype(v.dtype):
             known = declared in onnx.TensorProto.DataType.values()
@@ -196,6 +267,41 @@ class Importer:
                 self.named.add(id(v))
             env[out] = v
 
+    # -- subgraphs ----------------------------------------------------------------------------
+    def import_region(self, gp: onnx.GraphProto, formal_types: list[ValueType | None],
+                      name: str) -> tuple[Graph, list[tuple[Value, Value]]]:
+        """Import an ONNX subgraph as a closed region: its inputs become the first parameters (typed
+        ``formal_types``, or as the subgraph declares where None), enclosing values it reads become
+        further parameters. Returns the region and its captures, (enclosing value, parameter) pairs."""
+        region = Graph(name)
+        b = Builder(self.module, region, loc=self.b.loc)
+        scope = _Scope(self.env, region, b)
+        reserved = {o for n in gp.node for o in n.output if o} | {vi.name for vi in gp.output}
+        reserved -= {vi.name for vi in gp.input}
+        saved = (self.graph, self.b, self.ctx.b, self.env, self.reserved)
+        self.graph, self.b, self.ctx.b, self.env, self.reserved = region, b, b, scope, reserved
+        try:
+            for i, vi in enumerate(gp.input):
+                t = formal_types[i] if i < len(formal_types) and formal_types[i] is not None else \
+                    value_type(vi, f"{name} input")
+                scope[vi.name] = region.add_param(vi.name, t)
+                self.named.add(id(scope[vi.name]))
+            region._names.update(reserved)
+            for t in gp.initializer:
+                key = self.module.add_constant(t.name, tensor_to_array(t, self.base_dir))
+                scope[t.name] = b.const_ref(key, t.name)
+            for node in gp.node:
+                self.convert_node(node, self.opsets)
+            outs = []
+            for vi in gp.output:
+                if vi.name not in scope:
+                    raise ModelError(f"subgraph {gp.name or name!r}: output {vi.name!r} is not produced by any node")
+                outs.append(scope[vi.name])
+        finally:
+            self.graph, self.b, self.ctx.b, self.env, self.reserved = saved
+        region.set_outputs(outs, [vi.name for vi in gp.output])
+        return region, scope.captures
+
     def _expand_function(self, node: onnx.NodeProto, n: Node, opsets: dict[str, int]) -> list[Value | None]:
         """Inline the ONNX function body of an op that has no converter of its own."""
         body = self.functions.get((node.domain, node.op_type)) or _function_body(node, n)
@@ -226,9 +332,8 @@ class Importer:
             renamed.output.extend(prefix + o if o else "" for o in inner.output)
             del renamed.input[:]
             renamed.input.extend(i if i in local else (prefix + i if i else "") for i in inner.input)
-            scoped = {**self.env, **local}
-            for name, v in list(local.items()):
-                scoped[name] = v
+            scoped = _Overlay(self.env)
+            scoped.update(local)
             self.convert_node(renamed, inner_opsets, scoped)
             for o in inner.output:
                 if o:

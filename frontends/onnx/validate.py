@@ -18,7 +18,7 @@ from typing import Sequence
 import onnx
 from onnx import defs
 
-from nnc.ir import DType, ModelError, Value
+from nnc.ir import DType, ModelError, TensorType, Value
 
 from .context import node_label, onnx_dtype
 
@@ -230,8 +230,8 @@ def _check_input_types(node: onnx.NodeProto, s: _Schema, inputs: Sequence[Value 
     bound: dict[str, tuple[str, int]] = {}  # type parameter -> (the type it took, at which input)
     for i, v in enumerate(inputs):
         f = _formal_at(s.inputs, i)
-        if v is None or f is None or f.allowed is None:
-            continue
+        if v is None or f is None or f.allowed is None or not isinstance(v.type, TensorType):
+            continue  # sequences and optionals: their converters check them
         t = _type_str(v.dtype)
         if t not in f.allowed:
             allowed = ", ".join(sorted(a[7:-1] for a in f.allowed if a.startswith("tensor(")))

@@ -24,6 +24,7 @@ from ..builder import Builder
 from ..errors import GradientError
 from ..graph import Graph, Module, Op, Value
 from ..registry import NOT_DIFFERENTIABLE
+from ..types import TensorType
 
 
 def _on_path(graph: Graph, loss: Value, wrt: Sequence[Value]) -> list[Op]:
@@ -45,7 +46,13 @@ def _on_path(graph: Graph, loss: Value, wrt: Sequence[Value]) -> list[Op]:
 
 
 def _check_static(op: Op) -> None:
+    if op.regions and op.opname != "fused":
+        raise GradientError(f"cannot differentiate {op.where()}: autodiff through control flow "
+                            "(if/loop/scan/sequence_map) is not supported")
     for v in list(op.operands) + list(op.results):
+        if not isinstance(v.type, TensorType):
+            raise GradientError(f"cannot differentiate {op.where()}: {v.name} is a {v.type}, "
+                                "not a tensor (autodiff through sequences and optionals is not supported)")
         if v.type.shape is None or not all(isinstance(d, int) for d in v.type.shape):
             raise GradientError(f"cannot differentiate {op.opname}{op.where()}: {v.name} has the "
                                 f"non-static type {v.type}; training compiles for static shapes "

@@ -3,6 +3,7 @@
 from . import (  # noqa: F401
                attention,
                bounded,
+               control_flow,
                conv,
                core,
                elementwise,
@@ -18,4 +19,5 @@ from . import (  # noqa: F401
                sequence,
                shape,
                signal,
+               tensor_sequence,
 )

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 import nnc
-from nnc.ir import DType, InputError, NncError, TensorType
+from nnc.ir import DType, InputError, NncError, OptionalType, SequenceType, TensorType
 
 from .common import (
     Formatter,
@@ -120,6 +120,41 @@ def _check_input(name: str, arr: np.ndarray, ty: TensorType, source: str, bindin
         raise InputError(f"input {name!r} ({source}): {why}")
 
 
+def _host_value(name: str, arr: np.ndarray, ty: Any, source: str, bindings: dict[str, int]) -> Any:
+    """The run-time value of an input from its .npy array: the array for a tensor (or a present
+    optional tensor); for a sequence, the slices along the first axis (the elements)."""
+    if isinstance(ty, OptionalType):
+        ty = ty.elem
+    if isinstance(ty, SequenceType):
+        if arr.ndim == 0:
+            raise InputError(f"input {name!r} ({source}): a sequence comes from an array whose first axis "
+                             f"enumerates the elements; got a 0-d array")
+        items = [np.ascontiguousarray(x) for x in arr]
+        for k, x in enumerate(items):
+            _check_input(f"{name}[{k}]", x, ty.elem, source, dict(bindings))
+        return items
+    _check_input(name, arr, ty, source, bindings)
+    return arr
+
+
+def _random_value(name: str, ty: Any, dims: dict[str, int], rng: np.random.Generator) -> Any:
+    """A random input; a sequence gets two elements, an optional is present."""
+    if isinstance(ty, OptionalType):
+        ty = ty.elem
+    if isinstance(ty, SequenceType):
+        return [_random_input(f"{name}[{k}]", ty.elem, dims, rng) for k in range(2)]
+    return _random_input(name, ty, dims, rng)
+
+
+def _describe(a: Any) -> str:
+    if a is None:
+        return "empty optional"
+    if isinstance(a, list):
+        kinds = sorted({str(_type_of(x)) for x in a})
+        return f"sequence of {len(a)}" + (f" ({', '.join(kinds)})" if kinds else "")
+    return str(_type_of(a))
+
+
 def _type_of(a: np.ndarray) -> TensorType:
     return TensorType(DType.from_numpy(a.dtype), tuple(a.shape))
 
@@ -170,8 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if name not in cm.input_types:
             raise InputError(f"the model has no input {name!r}; its inputs are {signature(cm.input_types)}")
         arr = _read_npy(name, path)
-        _check_input(name, arr, cm.input_types[name], path, bindings)
-        feeds[name], sources[name] = arr, path
+        feeds[name], sources[name] = _host_value(name, arr, cm.input_types[name], path, bindings), path
     missing = [n for n in cm.input_names if n not in feeds]
     if missing and not args.random_inputs:
         raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {signature(cm.input_types)}. "
@@ -179,26 +213,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     dims = {**dict(args.dim or []), **bindings}
     for n in missing:
-        feeds[n], sources[n] = _random_input(n, cm.input_types[n], dims, rng), f"random, seed {args.seed}"
+        feeds[n], sources[n] = _random_value(n, cm.input_types[n], dims, rng), f"random, seed {args.seed}"
     t0 = time.perf_counter()
     outs = cm.run(feeds)
     ms = (time.perf_counter() - t0) * 1e3
     say(args, f"ran {args.model} on target {cm.target} in {ms:.1f} ms")
     for n in cm.input_names:
-        a = feeds[n]
-        say(args, f"input  {n}: {_type_of(a)}  ({sources[n]})")
+        say(args, f"input  {n}: {_describe(feeds[n])}  ({sources[n]})")
     files = _output_filenames(cm.output_names)
     for n in cm.output_names:
         a = outs[n]
+        if not isinstance(a, np.ndarray):  # a sequence (list of arrays) or an empty optional (None)
+            print(f"output {n}: {_describe(a)}")
+            continue
         print(f"output {n}: {_type_of(a)}  {_summary(a)}")
         if 0 < a.size <= _VALUES_SHOWN and not args.quiet:
             text = np.array2string(a, precision=4, suppress_small=True, separator=", ")
             print("        " + text.replace("\n", "\n        "))
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
-        paths = [os.path.join(args.output_dir, f) for f in files]
-        write_files({p: npy_bytes(outs[n]) for p, n in zip(paths, cm.output_names)})
-        say(args, f"wrote {', '.join(paths)}")
+        out_files: dict[str, bytes] = {}
+        for f, n in zip(files, cm.output_names):
+            a = outs[n]
+            stem = os.path.join(args.output_dir, f[:-len(".npy")])
+            if isinstance(a, list):  # one file per element: NAME.0.npy, NAME.1.npy, ...
+                out_files.update({f"{stem}.{k}.npy": npy_bytes(x) for k, x in enumerate(a)})
+            elif a is not None:
+                out_files[stem + ".npy"] = npy_bytes(a)
+        write_files(out_files)
+        say(args, f"wrote {', '.join(out_files) or 'nothing (every output is empty)'}")
     if args.profile is not None:
         _profile(args, cm, feeds)
     return 0

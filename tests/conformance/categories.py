@@ -1,6 +1,7 @@
 """Which official ONNX node tests are "ordinary-tensor" (numeric): plain tensors of standard dtypes,
-no subgraphs, default domain. Mirrors ``shared/tools/onnx_node_categories.py`` so the tests do not
-depend on a file outside the repository."""
+no subgraphs, default domain; and which are control flow ("cf") or sequences/optionals ("seq").
+Mirrors ``shared/tools/onnx_node_categories.py`` so the tests do not depend on a file outside the
+repository."""
 
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ def node_test_categories() -> dict[str, str]:
 
 def numeric_node_tests() -> set[str]:
     return {k for k, v in node_test_categories().items() if v == "numeric"}
+
+
+def category_node_tests(name: str) -> set[str]:
+    """The node tests of one category ("cf": a node carries a subgraph; "seq": a sequence, optional
+    or map value appears)."""
+    return {k for k, v in node_test_categories().items() if v == name}
 
 
 TRAINING_DOMAIN = "ai.onnx.preview.training"

@@ -3,6 +3,7 @@ and passes the verifier (both the imported and the re-parsed module)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -14,17 +15,18 @@ import nnc
 from nnc.ir import parse_module, verify_module
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "conformance"))
-from categories import numeric_node_tests  # noqa: E402
+from categories import category_node_tests, numeric_node_tests  # noqa: E402
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 
 
+@functools.lru_cache(maxsize=1)
 def _node_cases():
     from onnx.backend.test.loader import load_model_tests
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        names = numeric_node_tests()
+        names = numeric_node_tests() | category_node_tests("cf") | category_node_tests("seq")
         return [t for t in load_model_tests(kind="node") if t.name in names]
 
 
@@ -52,6 +54,14 @@ def test_every_importable_node_test_round_trips():
             failures.append(f"{case.name}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
     assert not failures, f"{len(failures)} round-trip failures:\n" + "\n".join(failures[:40])
     assert imported >= 1000  # the suite is not trivially empty
+
+
+def test_every_control_flow_and_sequence_node_test_imports_and_round_trips():
+    """Regions print inside their ops and parse back; sequence and optional types print as seq<...>
+    and opt<...> (the round trip itself is checked with the others above)."""
+    names = category_node_tests("cf") | category_node_tests("seq")
+    cases = [c for c in _node_cases() if c.name in names]
+    assert len(cases) == 62 and all(check_round_trip(c.model) for c in cases)
 
 
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(LIGHT) if f.endswith(".onnx")))

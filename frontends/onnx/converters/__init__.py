@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401
                attention,
+               control_flow,
                conv,
                elementwise,
                image,
@@ -16,5 +17,6 @@ from . import (  # noqa: F401
                sequence,
                shape,
                signal,
+               tensor_sequence,
                training,
 )
