@@ -92,10 +92,19 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", example_
     report = build_report(module, records, backend.name, opts.mode, pipeline)
     if shapes is not None:
         report["shapes"] = shapes
-        if shapes["generic"]:
+        bounded = getattr(executable, "bounded", None)
+        if shapes["generic"] and bounded is not None:  # max_dims: planned once, at the bounds
+            report["memory"] = {**report.get("memory", {}), "planned": True, "at_bounds": bounded.maxima,
+                                "arena_bytes": bounded.arena_bytes, "used_formula": bounded.used_formula(),
+                                "reason": "symbolic dims bounded by max_dims: the arena is planned at the bounds "
+                                          "and serves every smaller shape; used_formula gives the bytes used at "
+                                          "given dims (cm.executable.memory_at(feeds), .shapes_seen())"}
+        elif shapes["generic"]:
             report["memory"] = {**report.get("memory", {}), "planned": False,
                                 "reason": "symbolic dims: the arena is planned per input shape at run time "
-                                          "(cm.executable.memory_at(feeds), .shapes_seen())"}
+                                          "(cm.executable.memory_at(feeds), .shapes_seen())"
+                                          + (f"; max_dims could not bound it: {executable.bounded_reason}"
+                                             if getattr(executable, "bounded_reason", None) else "")}
     report["options"] = opts.report()
     if opts.dims:
         report["bound_dims"] = dict(opts.dims)

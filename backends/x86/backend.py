@@ -56,7 +56,7 @@ class X86Backend(Backend):
                                   f"them at run time up to maxima its arena is planned for: give max_dims={{...}} "
                                   f"(CLI: {' '.join(f'--max-dim {s}=SIZE' for s in symbols)}), or fix them with "
                                   f"dims={{...}} (CLI: --dim NAME=SIZE) for code specialised to one shape")
-            formulas = derive(exe.layout, exe.max_dims)
+            formulas = exe.bounded.ff if exe.bounded is not None else derive(exe.layout, exe.max_dims)
             aot.write_library(exe, path, model.report, formulas=formulas)
             return aot.library_files(path)
         if isinstance(model.executable, SegmentedExecutable):

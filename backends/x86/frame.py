@@ -44,7 +44,7 @@ class ShapePlan:
     frame: np.ndarray
     arena_bytes: int
     outputs: list[TensorType]
-    lower_bound_bytes: int
+    lower_bound_bytes: int | None  # None: frames from formulas (bounded_frames.py) plan nothing per shape
     symbols: dict[str, int]
     memory: Any = None  # the MemoryPlan (buffers, in-place sharing), when asked for
 

@@ -27,7 +27,9 @@ from nnc.ir.memory_limits import check_allocation
 from nnc.ir.shape_eval import ShapeEvaluator, bound_symbols
 
 from .executable import ALIGN, Interface, _aligned_buffer, bind_io, feeds_in_order, given_outputs, weights_buffer
+from .bounded_frames import BoundedFrames
 from .frame import FrameLayout, ShapePlan, all_values
+from .frame_formulas import derive
 from .kernels.registry import why_not_generic
 
 _ENTRY_T = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -79,6 +81,8 @@ class GenericExecutable:
         self._lock = threading.Lock()  # one arena (grown to the largest binding seen): runs take turns
         self.plans_made = 0  # how many distinct input signatures were planned (a report figure)
         self.max_dims: dict[str, int] = {}  # bounds of the symbolic dims (max_dims=): runs check them
+        self.bounded: BoundedFrames | None = None  # frames from formulas, when max_dims bound every dim
+        self.bounded_reason: str | None = None  # why not, when max_dims were given
 
     def set_max_dims(self, max_dims: Mapping[str, int]) -> None:
         symbols = {d for p in self.graph.params for d in (p.type.shape or ()) if isinstance(d, str) and d != "?"}
@@ -87,6 +91,12 @@ class GenericExecutable:
             raise TargetError(f"x86: max_dims names {', '.join(unknown)}, which no input dim is (the input dims: "
                               f"{', '.join(sorted(symbols))})")
         self.max_dims = dict(max_dims)
+        self.bounded = None
+        self.bounded_reason = None
+        try:  # every dim bounded: frames from formulas, nothing planned per shape (bounded_frames.py)
+            self.bounded = BoundedFrames(self.layout, derive(self.layout, self.max_dims))
+        except TargetError as e:
+            self.bounded_reason = str(e)
 
     @property
     def output_names(self) -> list[str]:
@@ -104,7 +114,7 @@ class GenericExecutable:
             for sym, n in bound_symbols(self.graph, args).items():
                 if sym in self.max_dims and n > self.max_dims[sym]:
                     raise InputError(f"x86: {sym}={n} is above its maximum {self.max_dims[sym]} (max_dims)")
-            plan = self.layout.plan(args)
+            plan = self.bounded.plan(args) if self.bounded is not None else self.layout.plan(args)
             for (name, _), t in zip(self.interface.outputs, plan.outputs):
                 check_allocation(t.nbytes or 0, f"x86: output {name!r} ({t})", TargetError)
             self._plans[key] = plan
@@ -136,15 +146,22 @@ class GenericExecutable:
     def shapes_seen(self) -> list[dict[str, Any]]:
         """The input signatures planned so far (most recent last): dims, arena and lower bound."""
         with self._lock:
-            return [{"dims": p.symbols, "arena_bytes": p.arena_bytes, "lower_bound_bytes": p.lower_bound_bytes}
+            seen = [{"dims": p.symbols, "arena_bytes": p.arena_bytes, "lower_bound_bytes": p.lower_bound_bytes}
                     for p in self._plans.values()]
+            if self.bounded is not None:  # the arena is the bounds'; what these dims use of it
+                for row, p in zip(seen, self._plans.values()):
+                    row["used_bytes"] = int(p.frame[self.layout.error_slot])
+            return seen
 
     def memory_at(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """The arena at these input shapes: bytes, the planner's lower bound, the bound symbols."""
         args = self.check_feeds(feeds)
         with self._lock:
             plan = self.plan_for(args)
-        return {"dims": plan.symbols, "arena_bytes": plan.arena_bytes, "lower_bound_bytes": plan.lower_bound_bytes}
+        lower = plan.lower_bound_bytes
+        if lower is None:  # frames from formulas plan nothing per shape: the planner's bound, on request
+            lower = self.layout.plan(args).lower_bound_bytes
+        return {"dims": plan.symbols, "arena_bytes": plan.arena_bytes, "lower_bound_bytes": lower}
 
 
 def symbolic_interface(graph: Graph, kernels: list[str]) -> Interface:
