@@ -57,6 +57,8 @@ MAGIC = b"NNCX86\x00\x03"  # v3: digest-signed, weights aligned for mmap; older 
 _HEADER_LEN = struct.Struct("<I")
 SUFFIX = ".nncx"
 KEY_FILE = "secret.key"
+VERIFIED_FILE = "verified.json"  # the memo of entries verified and unchanged since (CompileCache.get)
+VERIFIED_KEEP = 512
 KEY_BYTES = 32
 _MAC_BYTES = hashlib.sha256().digest_size
 WEIGHTS_ALIGN = 64  # the executable's weights alignment (executable.ALIGN)
@@ -192,9 +194,12 @@ def encode(key: str, entry: Entry, secret: bytes) -> bytes:
     return b"".join(bytes(p) if isinstance(p, memoryview) else p for p in encode_parts(key, entry, secret))
 
 
-def decode(key: str, data: bytes | mmap.mmap, secret: bytes) -> Entry:
+def decode(key: str, data: bytes | mmap.mmap, secret: bytes, check_content: bool = True) -> Entry:
     """Parse and verify an entry; raises ``CorruptEntry`` for anything but a whole, intact entry
-    signed with ``secret``. The weights are a view of ``data`` (a mapped file: not copied)."""
+    signed with ``secret``. The weights are a view of ``data`` (a mapped file: not copied).
+    ``check_content=False`` skips re-hashing the sections (the signature over the header, which
+    holds their digest, is still checked): for a file verified before and unchanged since
+    (``CompileCache``'s memo of verified files)."""
     if data[:len(MAGIC)] != MAGIC:
         raise CorruptEntry("bad magic")
     pos = len(MAGIC)
@@ -224,7 +229,7 @@ def decode(key: str, data: bytes | mmap.mmap, secret: bytes) -> Entry:
     # the signature covers the header, the header the digest of every byte: both must hold (an
     # accident, a flipped bit, is told apart from a forgery; compare_digest: no timing oracle)
     signed = hmac.compare_digest(mac, _signature(secret, key, bytes(header_bytes)))
-    if not hmac.compare_digest(content_digest(sections).hex().encode(), want_sum.encode()):
+    if check_content and not hmac.compare_digest(content_digest(sections).hex().encode(), want_sum.encode()):
         raise CorruptEntry("checksum mismatch")
     if not signed:
         raise CorruptEntry("bad signature")
@@ -235,10 +240,11 @@ def decode(key: str, data: bytes | mmap.mmap, secret: bytes) -> Entry:
     return Entry(bytes(sections[0]), sections[3], meta)  # the weights stay a view of the file's bytes
 
 
-def _map(path: str) -> mmap.mmap:
-    """The entry file mapped read-only. Refused (``ValueError``) unless it is a regular file of
-    ours that only we can write and that has no other name: then nobody else can change the bytes
-    once they are verified (our own writers replace entries by renaming, never in place)."""
+def _map(path: str) -> tuple[mmap.mmap, int]:
+    """The entry file mapped read-only, and its open descriptor (the caller closes it). Refused
+    (``ValueError``) unless it is a regular file of ours that only we can write and that has no
+    other name: then nobody else can change the bytes once they are verified (our own writers
+    replace entries by renaming, never in place)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
         st = os.fstat(fd)
@@ -247,10 +253,19 @@ def _map(path: str) -> mmap.mmap:
                              f"{st.st_nlink} links)")
         if st.st_size == 0:
             raise ValueError("empty file")
-        return mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+        data = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
                          prot=mmap.PROT_READ)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return data, fd
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    """What changes whenever a file's bytes do: the inode, its size, and its modification and
+    status-change times (the ctime moves on every write and cannot be set back by its owner), as
+    git's index trusts them to skip re-hashing unchanged files."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 class UntrustedFolder(Exception):
@@ -386,22 +401,81 @@ class CompileCache:
         if secret is None:
             return None, "off" if self.untrusted else "miss"
         try:
-            data = _map(path)
+            data, fd = _map(path)
         except FileNotFoundError:
             return None, "miss"
         except (OSError, ValueError) as e:  # unreadable, empty (mmap refuses), or not safely ours
             self._discard(path)
             return None, f"corrupt: {e}"
         try:
-            entry = decode(key, data, secret)
-        except CorruptEntry as e:
-            self._discard(path)
-            return None, f"corrupt: {e}"
-        try:
-            os.utime(path)  # recently used entries survive pruning
-        except OSError:
-            pass
+            memo = self._verified(secret)
+            unchanged = memo.get(key) == _identity(os.fstat(fd))
+            try:
+                entry = decode(key, data, secret, check_content=not unchanged)
+            except CorruptEntry as e:
+                self._discard(path)
+                return None, f"corrupt: {e}"
+            try:
+                os.utime(fd)  # recently used entries survive pruning
+            except OSError:
+                pass
+            # the file just verified (or found unchanged), as it is after our own touch: the next
+            # hit need not hash its bytes again unless they change
+            memo[key] = _identity(os.fstat(fd))
+            self._save_verified(secret, memo)
+        finally:
+            os.close(fd)
         return entry, "hit"
+
+    # -- the memo of verified entries: {key: identity}, signed like the entries ----------------------
+    def _memo_path(self) -> str:
+        return os.path.join(self.dir, VERIFIED_FILE)
+
+    def _verified(self, secret: bytes) -> dict[str, list[int]]:
+        try:
+            fd = os.open(self._memo_path(), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return {}
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+                return {}
+            with os.fdopen(os.dup(fd), "rb") as f:
+                raw = f.read(1 << 20)
+        except OSError:
+            return {}
+        finally:
+            os.close(fd)
+        mac, _, body = raw.partition(b"\n")
+        want = hmac.new(secret, b"nnc verified entries\0" + body, hashlib.sha256).hexdigest().encode()
+        if not hmac.compare_digest(mac, want):
+            return {}  # not ours, or torn: verify everything again
+        try:
+            memo = json.loads(body)
+            return {str(k): [int(x) for x in v] for k, v in memo.items()}
+        except (ValueError, TypeError, AttributeError):
+            return {}
+
+    def _save_verified(self, secret: bytes, memo: dict[str, list[int]]) -> None:
+        if len(memo) > VERIFIED_KEEP:  # the most recent ones (dicts keep insertion order)
+            memo = dict(list(memo.items())[-VERIFIED_KEEP:])
+        body = json.dumps(memo).encode()
+        mac = hmac.new(secret, b"nnc verified entries\0" + body, hashlib.sha256).hexdigest().encode()
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".verified.", suffix=".tmp", dir=self.dir)
+            with os.fdopen(fd, "wb") as f:
+                f.write(mac + b"\n" + body)
+            os.replace(tmp, self._memo_path())
+            tmp = None
+        except OSError:
+            pass  # the memo only saves time
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
 
     def put(self, key: str, entry: Entry) -> bool:
         secret = self._trusted_secret(create=True)

@@ -188,9 +188,66 @@ def test_processes_racing_on_an_empty_cache_agree_on_one_key(cache_dir):
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0 and out.startswith("miss") and "warning" not in err, (out, err)
-    assert sorted(n for n in os.listdir(cache_dir) if not n.endswith(x86cache.SUFFIX)) == ["kernels", x86cache.KEY_FILE]
+    # besides the entries: the key, the kernel cache's folder and (once a hit verified an entry)
+    # the signed memo of verified entries; no temporary file
+    memo = x86cache.VERIFIED_FILE
+    assert sorted(n for n in os.listdir(cache_dir) if not n.endswith(x86cache.SUFFIX) and n != memo) == \
+        ["kernels", x86cache.KEY_FILE]
     # the kernel cache signs with the same key and leaves no temporary files either
-    assert all(n.endswith(x86cache.SUFFIX) for n in os.listdir(cache_dir / "kernels"))
+    assert all(n.endswith(x86cache.SUFFIX) or n == memo for n in os.listdir(cache_dir / "kernels"))
     assert len(entries(cache_dir)) == 4
     for seed in (1, 2, 3, 4):
         assert x86.compile(affine(seed)).cache_status == "hit"
+
+
+def test_an_entry_verified_and_unchanged_is_not_hashed_again_but_any_change_is_caught(cache_dir, monkeypatch):
+    """A hit hashes the entry's bytes once; the next hit of the same, unchanged file trusts the signed
+    memo of verified entries (inode, size, mtime and ctime, as git's index does). Rewriting a byte
+    in place, even with the mtime set back, moves the ctime: the entry is hashed again and refused."""
+    want = interpret(affine(3), X)["y"]
+    x86.compile(affine(3))
+    (name,) = entries(cache_dir)
+    hashed = []
+    real = x86cache.content_digest
+    monkeypatch.setattr(x86cache, "content_digest", lambda sections: hashed.append(1) or real(sections))
+    cache = x86cache.CompileCache(str(cache_dir))
+    key = name[:-len(x86cache.SUFFIX)]
+    for expect_hashes in (1, 0, 0):  # the first hit verifies, later ones find it unchanged
+        hashed.clear()
+        entry, status = cache.get(key)
+        assert status == "hit" and len(hashed) == expect_hashes
+        del entry
+    path = cache_dir / name
+    st = os.stat(path)
+    with open(path, "r+b") as f:  # flip the last byte (the weights), same size, same file
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # the mtime set back; the ctime cannot be
+    hashed.clear()
+    entry, status = cache.get(key)
+    assert entry is None and status == "corrupt: checksum mismatch" and len(hashed) == 1
+    exe = x86.compile(affine(3))  # rebuilt, and right
+    np.testing.assert_allclose(exe.run(X)["y"], want, **TOL)
+
+
+def test_a_memo_not_signed_with_the_key_is_ignored(cache_dir):
+    x86.compile(affine(4))
+    (name,) = entries(cache_dir)
+    key = name[:-len(x86cache.SUFFIX)]
+    cache = x86cache.CompileCache(str(cache_dir))
+    assert cache.get(key)[1] == "hit"
+    memo = cache_dir / x86cache.VERIFIED_FILE
+    mac, _, body = memo.read_bytes().partition(b"\n")
+    assert key in json.loads(body)
+    path = cache_dir / name
+    with open(path, "r+b") as f:  # tamper, then forge the memo to vouch for the tampered file
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 0xFF]))
+    st = os.stat(path)
+    forged = {key: [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]}
+    memo.write_bytes(b"0" * len(mac) + b"\n" + json.dumps(forged).encode())
+    assert cache.get(key)[1] == "corrupt: checksum mismatch"
