@@ -24,10 +24,10 @@ import numpy as np
 from nnc.ir import InputError, TensorType
 from nnc.ir.shape_eval import bound_symbols
 from nnc.ir.sym_dims import Expr, polynomial
+from nnc.passes.liveness import aligned
 
 from .frame import FrameLayout, ShapePlan
 from .frame_formulas import FrameFormulas
-from nnc.passes.liveness import aligned
 
 _PY = {"add": "+", "mul": "*", "floordiv": "//", "mod": "%"}
 

@@ -26,8 +26,8 @@ from nnc.ir import Graph, InputError, Module, TargetError
 from nnc.ir.memory_limits import check_allocation
 from nnc.ir.shape_eval import ShapeEvaluator, bound_symbols
 
-from .executable import ALIGN, Interface, _aligned_buffer, bind_io, feeds_in_order, given_outputs, weights_buffer
 from .bounded_frames import BoundedFrames
+from .executable import ALIGN, Interface, _aligned_buffer, bind_io, feeds_in_order, given_outputs, weights_buffer
 from .frame import FrameLayout, ShapePlan, all_values
 from .frame_formulas import derive
 from .kernels.registry import why_not_generic
