@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from nnc.ir import Interpreter, Module, verify_module
+from nnc.ir import Interpreter, Module, TargetError, TensorType, verify_module
 
 from .config import AsicConfig, load_config
 from .host import HostSegment, compile_host_partition
@@ -77,11 +77,24 @@ class AsicExecutable:
         return disassemble(self.program.instrs, head)
 
 
+def _check_static_timing(module: Module) -> None:
+    """The ASIC's timing, traffic and energy are computed at compile time, from every value's size: a
+    value whose size is known only once the model runs (NonZero's indices, an If's branch result)
+    cannot be priced, so the model is refused naming it."""
+    for op in module.main.ops:
+        for r in op.results:
+            if isinstance(r.type, TensorType) and r.type.shape is not None and \
+                    not all(isinstance(d, int) for d in r.type.shape):
+                raise TargetError(f"asic: {op.where()} has a size known only at run time ({r.type}); the ASIC "
+                                  f"program is timed at compile time and needs static shapes")
+
+
 def compile(module: Module, options: Mapping[str, Any] | None = None) -> AsicExecutable:  # noqa: A001
     options = dict(options or {})
     t0 = time.perf_counter()
     cfg = load_config(options.get("asic_preset") or "edge", options.get("asic_config"))
     verify_module(module)
+    _check_static_timing(module)
     if not is_quantized(module):
         from nnc.passes.quantize import quantize_module
 

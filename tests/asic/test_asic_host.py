@@ -16,7 +16,7 @@ import nnc
 from nnc.backends import asic
 from nnc.backends.asic.export import chrome_trace, layer_chart_svg, text_table
 from nnc.backends.asic.sim.runner import run_program
-from nnc.ir import Builder, DType, Graph, Module, TensorType, UnsupportedOpError, interpret
+from nnc.ir import Builder, DType, Graph, Module, TargetError, TensorType, UnsupportedOpError, interpret
 
 # a host CPU with round numbers so expected times are computed by hand below
 # vector_activations off: the activations and squeeze-excite multiplies stay float, on the host
@@ -199,3 +199,15 @@ def test_a_model_without_host_ops_has_no_host_time():
     chip = sum(int(tm.cycles - tm.start.min()) for tm in exe.timeline.segments)
     assert r["cycles"] == chip + r["transfers"]["cycles"]
     assert "host compute" not in text_table(r)
+
+
+def test_a_value_sized_at_run_time_is_refused_naming_it() -> None:
+    """NonZero's count is known only once the model runs: the ASIC's timing is computed at compile
+    time, so the compile is a TargetError naming the op (it was a ValueError from the host report)."""
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("NonZero", ["r"], ["y"])], "nz",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT64, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    cal = [{"x": np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)}]
+    with pytest.raises(TargetError, match=r"asic: nonzero -> %y .* known only at run time"):
+        nnc.compile(m, target="asic", calibration=cal, quiet=True)
