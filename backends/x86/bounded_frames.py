@@ -17,12 +17,11 @@ dominates (coefficient by coefficient, all dims being at least 1).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
 from nnc.ir import InputError, TensorType
-from nnc.ir.shape_eval import bound_symbols
 from nnc.ir.sym_dims import Expr, polynomial
 from nnc.passes.liveness import aligned
 
@@ -78,8 +77,9 @@ class BoundedFrames:
     def maxima(self) -> dict[str, int]:
         return dict(zip(self.ff.symbols, self.ff.maxima))
 
-    def plan(self, args: Sequence[np.ndarray]) -> ShapePlan:
-        env = bound_symbols(self.layout.graph, args)
+    def plan(self, env: Mapping[str, int]) -> ShapePlan:
+        """The frame at the input dims ``env`` (``bound_symbols`` of the inputs, which the caller has
+        already checked against the maxima)."""
         d = tuple(env[s] for s in self.ff.symbols)
         slots, checks, outs, used = self._fill(d)
         for (where, _, _), ok in zip(self.ff.constraints, checks):

@@ -111,10 +111,11 @@ class GenericExecutable:
             args[i].tobytes() for i, (n, _) in enumerate(self.interface.inputs) if n in self.value_inputs)
         plan = self._plans.get(key)
         if plan is None:
-            for sym, n in bound_symbols(self.graph, args).items():
+            dims = bound_symbols(self.graph, args)
+            for sym, n in dims.items():
                 if sym in self.max_dims and n > self.max_dims[sym]:
                     raise InputError(f"x86: {sym}={n} is above its maximum {self.max_dims[sym]} (max_dims)")
-            plan = self.bounded.plan(args) if self.bounded is not None else self.layout.plan(args)
+            plan = self.bounded.plan(dims) if self.bounded is not None else self.layout.plan(args)
             for (name, _), t in zip(self.interface.outputs, plan.outputs):
                 check_allocation(t.nbytes or 0, f"x86: output {name!r} ({t})", TargetError)
             self._plans[key] = plan
