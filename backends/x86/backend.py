@@ -84,6 +84,11 @@ class X86Backend(Backend):
             return model.executable.run(feeds, outputs)
         return super().run_into(model, feeds, outputs)
 
+    def check_profile(self, model: CompiledModel) -> None:
+        from .profile import check_profilable
+
+        check_profilable(model)
+
     def profile(self, model: CompiledModel, feeds: Mapping[str, Any], runs: int) -> Any:
         from .profile import profile_model  # the profiler is only loaded when asked for
 
