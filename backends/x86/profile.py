@@ -166,8 +166,8 @@ def check_profilable(model: Any) -> None:
 
 def _twin(model: Any) -> Any:
     """The model's executable compiled with profile=True, built once per CompiledModel."""
-    from . import prepare
     from . import compile as compile_x86
+    from . import prepare
 
     twin = getattr(model, "_profile_twin", None)
     if twin is not None:
