@@ -330,7 +330,9 @@ class CodeGen:
         self.site_weights = []
         self.site_dims = {}
         k = KernelBuilder(self, fn, op)
-        if not _writes_nothing(op):  # every result empty (a zero batch): nothing to compute or write
+        # nothing to compute: every result empty (a zero batch), or a concat whose inputs were
+        # written into their slices of its result (passes/concat_views.py)
+        if not _writes_nothing(op) and id(op) not in self.storage.view_concats:
             lower(k, op)
         if not k.b.block.is_terminated:
             k.b.ret_void()
