@@ -25,7 +25,7 @@ class X86Backend(Backend):
     name = "x86"
     static_shapes = True
     shape_generic = True  # symbolic dims compile to code that reads them at run time (generic.py)
-    options = frozenset({"cpu", "target_features", "opt", "threads", "keep_llvm", "profile", "max_dims"})
+    options = frozenset({"cpu", "target_features", "opt", "threads", "keep_llvm", "profile", "max_dims", "tuning_db"})
     artifact_suffixes = (".so",)
     emit_forms = ("llvm", "asm", "obj")
 
