@@ -175,3 +175,16 @@ def tuning_summary(table: ScheduleTable, log: list[dict[str, Any]], signatures: 
     return {"db": table.source, "digest": table.digest, "from_db": sum(r["source"] == "db" for r in rows),
             "default": sum(r["source"] == "default" for r in rows), "kernels": rows,
             "signatures": {k: signatures[k] for k in kernels if k in signatures}}
+
+
+def tuning_text(rep: Mapping[str, Any]) -> str:
+    """The compile summary's lines for report["x86"]["tuning"]."""
+    lines = [f"  tuning:  {rep['from_db']} of {rep['from_db'] + rep['default']} tunable kernels from {rep['db']}"]
+    for r in rep["kernels"]:
+        if r["source"] == "db":
+            gains = ", ".join(f"{name} x{r[f'{name}_gain']:.2f}" for name in ("predicted", "measured")
+                              if r.get(f"{name}_gain"))
+            text = Schedule.from_json(r["schedule"]).text()
+            gains = f"; gain {gains}" if gains else ""
+            lines.append(f"    {r['kernel']} ({r['op']}, {r['calls']} call(s)): {text}{gains}")
+    return "\n".join(lines) + "\n"
