@@ -121,7 +121,8 @@ def _describe(rec: dict[str, Any]) -> str:
 def add_tune_command(sub: Any) -> None:
     t = sub.add_parser("tune", formatter_class=Formatter,
                        help="measure kernel schedules and keep the best in a tuning database",
-                       description="For every distinct conv/matmul/gemm kernel of MODEL (compiled for x86 on this CPU), compile "
+                       description="For every distinct conv/matmul/gemm kernel of MODEL (compiled for x86 on this "
+                    "CPU), compile "
                     "candidate schedules (register tile, cache blocking, vector width, loop order, thread split, "
                     "depthwise padding copy) one kernel at a time, check each output equals the default "
                     "schedule's, time them (warm, median) and append every measurement to --db. A learned cost "
