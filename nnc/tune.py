@@ -175,6 +175,10 @@ def tune(kernels: Sequence[Kernel], db: TuningDB, executor: Any, cpu: str, featu
          trials: int = 16, time_budget: float | None = None, repeat: int = 7, seed: int = 0,
          on_record: Callable[[dict[str, Any]], None] | None = None, resource: str | None = None) -> TuneResult:
     """Measure the default and up to ``trials`` candidates of every kernel (see the module docstring)."""
+    if resource and hasattr(executor, "ray") and resource not in executor.ray.cluster_resources():
+        raise NncError(f"ray: no node of the cluster has the resource {resource} of this CPU ({cpu}); start "
+                       f"the measuring nodes with: ray start ... --resources '{{\"{resource}\": N}}' "
+                       f"(nnc tune --cpu-resource prints it)")
     t0 = time.perf_counter()
     rng = random.Random(seed)
     for k in kernels:

@@ -79,11 +79,6 @@ def _tune(args: argparse.Namespace, info: Any) -> int:
     if args.ray:
         executor: Any = RayExecutor(args.ray, resources={resource: float(os.cpu_count() or 1)}
                                     if args.ray == "local" else None)
-        if resource not in executor.ray.cluster_resources():
-            executor.shutdown()
-            raise NncError(f"--ray {args.ray}: no node of the cluster has the resource {resource} of this CPU "
-                           f"({info.cpu}); start the measuring nodes with: ray start ... --resources "
-                           f"'{{\"{resource}\": N}}' (nnc tune --cpu-resource prints it)")
     else:
         executor = PoolExecutor(args.workers or 1)
     total = len(kernels) * (args.trials + 1)

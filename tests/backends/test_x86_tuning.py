@@ -199,3 +199,32 @@ def test_spearman_and_held_out_rank():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
     assert held_out_rank([]) == {"spearman": None, "kernels": 0}
+
+
+def test_a_pool_worker_lost_mid_task_is_replaced(tmp_path, monkeypatch):
+    """The sweep's crash hook: the first task to see the marker exits its process; the pool is rebuilt
+    and every measurement still arrives."""
+    from nnc.sweep import CRASH_ONCE_ENV
+
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ONCE_ENV, str(marker))
+    ex = PoolExecutor(1)
+    kernels, res = _tune(tmp_path / "db.jsonl", trials=1, executor=ex)
+    lines = (tmp_path / "db.jsonl").read_text().splitlines()
+    assert marker.exists() and ex.restarts >= 1
+    assert res.measured == len(lines) == 2 * len(kernels)
+
+
+def test_cli_progress_and_quiet(tmp_path, capsys):
+    src = tmp_path / "m.nnc"
+    m = tuning_cnn()
+    src.write_text(nnc.ir.print_module(m))
+    np.savez(tmp_path / "m.npz", **m.constants)
+    db = tmp_path / "db.jsonl"
+    args = ["tune", str(src), "--trials", "1", "--repeat", "1", "--db", str(db), "--threads", "1"]
+    assert main(args) == 0
+    cap = capsys.readouterr()
+    assert "8/8" in cap.err and "best" in cap.err and "cost model:" in cap.out
+    assert main(args + ["--trials", "2", "-q"]) == 0  # resumes: one more candidate per kernel
+    cap = capsys.readouterr()  # (the depthwise conv has two: direct loops, the padded copy)
+    assert cap.err == "" and len(db.read_text().splitlines()) == 8 + 4
