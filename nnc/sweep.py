@@ -259,20 +259,33 @@ class RayExecutor:
         cpus = int(self.ray.cluster_resources().get("CPU", 0))
         return f"ray ({self.address}), {cpus} CPU(s) in the cluster"
 
-    def map_unordered(self, fn: Callable[[Any], Any], tasks: Sequence[Any],
-                      resources: dict[str, float] | None = None) -> Iterator[Any]:
-        """``resources``: custom resources each task needs, so it runs only on nodes that have them."""
+    def _remote(self, fn: Callable[[Any], Any], resources: dict[str, float] | None = None) -> Any:
         opts: dict[str, Any] = {"max_retries": self.max_retries, "num_cpus": 1}
         if resources:
             opts["resources"] = resources
         hooks = {k: os.environ[k] for k in HOOK_ENVS if os.environ.get(k)}
         if hooks:  # workers do not inherit the driver's environment: pass the test hooks on
             opts["runtime_env"] = {"env_vars": hooks}
-        remote = self.ray.remote(**opts)(fn)
-        pending = [remote.remote(t) for t in tasks]
+        return self.ray.remote(**opts)(fn)
+
+    def _completed(self, pending: list[Any]) -> Iterator[Any]:
         while pending:
             done, pending = self.ray.wait(pending, num_returns=1)
             yield self.ray.get(done[0])
+
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: Sequence[Any],
+                      resources: dict[str, float] | None = None) -> Iterator[Any]:
+        """``resources``: custom resources each task needs, so it runs only on nodes that have them."""
+        remote = self._remote(fn, resources)
+        return self._completed([remote.remote(t) for t in tasks])
+
+    def map_chained(self, first: Callable[[Any], Any], second: Callable[[Any], Any], tasks: Sequence[Any],
+                    resources: dict[str, float] | None = None) -> Iterator[Any]:
+        """``second(first(task))`` for every task as two Ray tasks: ``first`` anywhere, ``second`` only
+        where ``resources`` are (nnc tune: compile on any node, measure on nodes of the target CPU).
+        Ray passes the first result to the second task and retries either if its worker dies."""
+        one, two = self._remote(first), self._remote(second, resources)
+        return self._completed([two.remote(one.remote(t)) for t in tasks])
 
     def shutdown(self) -> None:
         if self._started:

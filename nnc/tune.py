@@ -130,8 +130,9 @@ def _time(run: Callable[[], Any], repeat: int) -> float:
     return statistics.median(samples) * 1e6
 
 
-def run_tune_task(task: TuneTask) -> dict[str, Any]:
-    """Compile the kernel alone with the task's schedule, check it used it, time it, hash its output."""
+def compile_candidate(task: TuneTask) -> dict[str, Any]:
+    """Compile the kernel alone with the task's schedule for the task's CPU (on any machine: nothing
+    runs) and check the backend used it. Returns the record so far and the compiled code."""
     import nnc
     from nnc.sweep import _test_hooks
 
@@ -142,23 +143,47 @@ def run_tune_task(task: TuneTask) -> dict[str, Any]:
                            "schedule": sched.to_json(), "default": task.default, "us": None, "ok": False,
                            "predicted_us": task.predicted_us, "error": None, "checksum": None,
                            "index": task.index}
-    module, feeds = standalone(sig)
+    module, _ = standalone(sig)
     table = ScheduleTable({task.key: TableEntry(sched)}, "<candidate>", task.schedule_json)
     try:
         cm = nnc.compile(module, target="x86", threads=int(sig["threads"]), cache=False, quiet=True,
                          tuning_db=table, cpu=task.cpu, target_features=task.features)
     except NncError as e:
         rec["error"] = str(e).splitlines()[0]
-        return rec
+        return {"record": rec, "code": None, "repeat": task.repeat}
     used = {r["key"]: r for r in cm.report["x86"]["tuning"]["kernels"]}
     if used.get(task.key, {}).get("source") != "db":
         rec["error"] = "the standalone kernel did not reproduce the model's signature"
+        return {"record": rec, "code": None, "repeat": task.repeat}
+    entry = cm.executable.compiled.entry
+    return {"record": rec, "code": (bytes(entry.object_code), bytes(entry.weights), entry.meta), "repeat": task.repeat}
+
+
+def measure_candidate(compiled: dict[str, Any]) -> dict[str, Any]:
+    """Load a compiled candidate and time it (warm, median) and hash its output, on a machine of the
+    CPU it was compiled for (anything else is an error in the record, never a measurement)."""
+    from nnc.backends.x86 import executable_from_parts
+    from nnc.backends.x86.target import host, resolve
+
+    rec = dict(compiled["record"])
+    if compiled["code"] is None:
         return rec
-    out = cm.run(feeds)
-    first = next(iter(out.values())) if isinstance(out, dict) else out[0]
+    here = host()
+    if (here.cpu, here.features) != (rec["cpu"], rec["features"]):
+        rec["error"] = f"not measured: this machine is a {here.cpu} with other features than the target"
+        return rec
+    obj, weights, meta = compiled["code"]
+    exe = executable_from_parts(obj, weights, meta, resolve(rec["cpu"], rec["features"]))
+    _, feeds = standalone(rec["signature"])
+    first = next(iter(exe.run(feeds).values()))
     rec["checksum"] = hashlib.sha256(np.ascontiguousarray(first).tobytes()).hexdigest()[:16]
-    rec["us"] = _time(lambda: cm.run(feeds), task.repeat)
+    rec["us"] = _time(lambda: exe.run(feeds), compiled["repeat"])
     return rec
+
+
+def run_tune_task(task: TuneTask) -> dict[str, Any]:
+    """One candidate on one machine: compile, then measure."""
+    return measure_candidate(compile_candidate(task))
 
 
 # -- the search -----------------------------------------------------------------------------------
@@ -193,7 +218,11 @@ def tune(kernels: Sequence[Kernel], db: TuningDB, executor: Any, cpu: str, featu
 
     def run(tasks: list[TuneTask]) -> None:
         defaults = {k.key: db.measured(cpu, features, k.key) for k in kernels}
-        for rec in executor.map_unordered(run_tune_task, tasks, resources=resources):
+        if hasattr(executor, "map_chained"):  # Ray: compile anywhere, measure on a node of this CPU
+            stream = executor.map_chained(compile_candidate, measure_candidate, tasks, resources)
+        else:
+            stream = executor.map_unordered(run_tune_task, tasks)
+        for rec in stream:
             rec.pop("index", None)
             if rec["default"]:
                 rec["ok"] = rec["checksum"] is not None

@@ -318,7 +318,16 @@ class Compiled:
         self.assembly: str | None = None
 
 
-def _from_entry(entry: Entry, info: TargetInfo, module: Module) -> Any:
+def executable_from_parts(object_code: bytes, weights: bytes, meta: dict[str, Any], info: TargetInfo) -> Any:
+    """The executable of a static-shape compile from its object code, weights and metadata
+    (``exe.compiled.entry``), e.g. compiled on another machine for ``info`` (``nnc tune`` on Ray)."""
+    exe = _from_entry(Entry(object_code, weights, meta), info, None) if not meta.get("generic") else None
+    if exe is None:
+        raise TargetError(f"x86: compiled code for {meta.get('target')!r} cannot be loaded for {info.key()!r}")
+    return exe
+
+
+def _from_entry(entry: Entry, info: TargetInfo, module: Module | None) -> Any:
     """An executable from a verified cache entry; None when its metadata is not what we write.
     Shape-generic code needs its frame layout, which preparing the graph again gives (Python only,
     no code generation)."""

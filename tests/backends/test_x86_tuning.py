@@ -6,6 +6,7 @@ Function only: timings on a loaded machine say nothing, so no test checks a spee
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -228,3 +229,20 @@ def test_cli_progress_and_quiet(tmp_path, capsys):
     assert main(args + ["--trials", "2", "-q"]) == 0  # resumes: one more candidate per kernel
     cap = capsys.readouterr()  # (the depthwise conv has two: direct loops, the padded copy)
     assert cap.err == "" and len(db.read_text().splitlines()) == 8 + 4
+
+
+def test_measurement_only_on_the_target_cpu():
+    """A candidate compiled for another CPU (a compile-only node may build it) is not measured here."""
+    from nnc.tune import TuneTask, compile_candidate, measure_candidate
+
+    k = next(k for k in model_kernels(tuning_cnn(), 1) if k.default.kind == "gemm")
+    h = host()
+    task = TuneTask(1, k.key, json.dumps(k.signature), json.dumps(k.default.to_json()), True, "haswell",
+                    "+avx,+avx2,+fma,+sse4.2", repeat=1)
+    compiled = compile_candidate(task)
+    assert compiled["code"] is not None and compiled["record"]["error"] is None
+    rec = measure_candidate(compiled)
+    assert rec["us"] is None and "not measured" in rec["error"]
+    here = compile_candidate(dataclasses.replace(task, cpu=h.cpu, features=h.features))
+    rec = measure_candidate(here)
+    assert rec["error"] is None and rec["us"] > 0 and rec["checksum"]
