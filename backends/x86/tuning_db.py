@@ -116,8 +116,8 @@ class TuningDB:
         entries = {}
         for key, (b, d) in self.best(cpu, features).items():
             measured = d["us"] / b["us"] if d is not None and b["us"] > 0 else None
-            predicted = (d["predicted_us"] / b["predicted_us"]
-                         if d is not None and d.get("predicted_us") and b.get("predicted_us") else None)
+            # the cost model's expectation when it proposed the best schedule: default time / predicted time
+            predicted = d["us"] / b["predicted_us"] if d is not None and b.get("predicted_us") else None
             entries[key] = TableEntry(Schedule.from_json(b["schedule"]), measured, predicted)
         text = json.dumps({k: e.schedule.to_json() for k, e in sorted(entries.items())}, sort_keys=True)
         return ScheduleTable(entries, self.path or "<memory>", hashlib.sha256(text.encode()).hexdigest())

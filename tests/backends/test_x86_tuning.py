@@ -149,6 +149,8 @@ def test_compile_with_the_db_uses_its_schedules(tuned_db, monkeypatch):
             want.update(tm=r["schedule"]["tm"], tn=r["schedule"]["tn"])
         assert r["schedule"] == want
         assert r["measured_gain"] == pytest.approx(best[r["key"]][1]["us"] / best[r["key"]][0]["us"])
+        b, d = best[r["key"]]
+        assert r["predicted_gain"] == (pytest.approx(d["us"] / b["predicted_us"]) if b.get("predicted_us") else None)
     assert np.array_equal(tuned.run(feeds())["y"], untuned.run(feeds())["y"])
     # the next compile picks the same schedules (here from the cache: same key, same report)
     again = nnc.compile(tuning_cnn(), target="x86", threads=THREADS, quiet=True, tuning_db=str(path))
