@@ -334,6 +334,12 @@ class Progress:
             self.stream.write(text.rstrip() + "\n")
         self.stream.flush()
 
+    def close(self) -> None:
+        """End a redrawn line that stopped short of the total (a time budget, a resumed run)."""
+        if self.enabled and self.redraw and 0 < self.done < self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
     def line(self) -> str:
         elapsed = time.perf_counter() - self.t0
         width = 24

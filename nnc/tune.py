@@ -188,6 +188,40 @@ def run_tune_task(task: TuneTask) -> dict[str, Any]:
 
 # -- the search -----------------------------------------------------------------------------------
 
+def planned_tasks(kernels: Sequence[Kernel], db: TuningDB, cpu: str, features: str, target_bits: int,
+                  trials: int, seed: int = 0) -> int:
+    """Fill each kernel's candidates; return how many measurements ``tune`` will make without a time
+    budget (the defaults not yet in ``db``, and the candidates up to ``trials`` per kernel)."""
+    total = 0
+    for k in kernels:
+        k.candidates = candidates(k.signature, k.default, target_bits, seed=seed)
+        done = db.measured(cpu, features, k.key)
+        total += not any(r["default"] for r in done.values())
+        measured = sum(not r["default"] for r in done.values())
+        todo = sum(json.dumps(s.to_json(), sort_keys=True) not in done for s in k.candidates)
+        total += max(0, min(trials - measured, todo))
+    return total
+
+
+class GainScore:
+    """The progress line's "best so far": a measurement's time over its kernel's default time (lower is
+    better), the defaults taken from the database and from the measurements as they arrive."""
+
+    def __init__(self, db: TuningDB, cpu: str, features: str):
+        self.default = {k: d["us"] for k, (_, d) in db.best(cpu, features).items() if d is not None}
+
+    def __call__(self, rec: Mapping[str, Any]) -> float | None:
+        if rec["default"]:
+            if rec["us"]:
+                self.default[rec["key"]] = rec["us"]
+            return None
+        base = self.default.get(rec["key"])
+        return rec["us"] / base if rec["ok"] and rec["us"] and base else None
+
+    def describe(self, rec: Mapping[str, Any]) -> str:
+        return f"x{self.default[rec['key']] / rec['us']:.2f} on a {rec['signature']['op']}"
+
+
 @dataclasses.dataclass
 class TuneResult:
     kernels: list[dict[str, Any]]
@@ -206,8 +240,7 @@ def tune(kernels: Sequence[Kernel], db: TuningDB, executor: Any, cpu: str, featu
                        f"(nnc tune --cpu-resource prints it)")
     t0 = time.perf_counter()
     rng = random.Random(seed)
-    for k in kernels:
-        k.candidates = candidates(k.signature, k.default, target_bits, seed=seed)
+    planned_tasks(kernels, db, cpu, features, target_bits, trials, seed)
     index = [0]
     resources = {resource: 1.0} if resource else None
 

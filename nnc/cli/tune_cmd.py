@@ -63,10 +63,16 @@ def _report(args: argparse.Namespace, info: Any) -> int:
 
 def _tune(args: argparse.Namespace, info: Any) -> int:
     from nnc.backends.x86.runtime import num_threads
+    from nnc.backends.x86.target import host
     from nnc.backends.x86.tuning_db import TuningDB
     from nnc.sweep import PoolExecutor, Progress, RayExecutor
-    from nnc.tune import model_kernels, summary, tune
+    from nnc.tune import GainScore, model_kernels, planned_tasks, summary, tune
 
+    if args.ray and args.workers:
+        raise NncError("give --workers (a local pool) or --ray (a cluster), not both")
+    if not args.ray and (info.cpu, info.features) != (host().cpu, host().features):
+        raise NncError(f"the process pool measures on this machine, a {host().cpu}: tuning for --cpu {info.cpu} "
+                       f"(or other --target-features) needs --ray with nodes of that CPU")
     threads = num_threads({"threads": args.threads})
     db = TuningDB.load(args.db, missing_ok=True)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
@@ -75,42 +81,28 @@ def _tune(args: argparse.Namespace, info: Any) -> int:
     if not kernels:
         print("no tunable kernels (conv, matmul, gemm with static shapes) in the model")
         return 0
+    total = planned_tasks(kernels, db, info.cpu, info.features, info.vector_bits, args.trials, args.seed)
     resource = _resource(info)
     if args.ray:
         executor: Any = RayExecutor(args.ray, resources={resource: float(os.cpu_count() or 1)}
                                     if args.ray == "local" else None)
     else:
         executor = PoolExecutor(args.workers or 1)
-    total = len(kernels) * (args.trials + 1)
-    say(f"nnc: {len(kernels)} kernel(s) x ({args.trials} trials + default) on {executor.describe()}, "
-        f"database {args.db}")
-    progress = Progress(total, enabled=not args.quiet, score=_score, describe=_describe)
+    say(f"nnc: {len(kernels)} kernel(s), {total} measurement(s) to make (up to {args.trials} candidates per "
+        f"kernel, and its default) on {executor.describe()}, database {args.db}")
+    score = GainScore(db, info.cpu, info.features)
+    progress = Progress(total, enabled=not args.quiet, score=score, describe=score.describe)
     try:
         result = tune(kernels, db, executor, info.cpu, info.features, info.vector_bits, trials=args.trials,
                       time_budget=args.time_budget, repeat=args.repeat, seed=args.seed, on_record=progress.update,
                       resource=resource if args.ray else None)
     finally:
+        progress.close()
         if hasattr(executor, "shutdown"):
             executor.shutdown()
     sys.stdout.write(summary(result))
     print(f"wrote {args.db}; use it: nnc compile {args.model} -t x86 --tuning-db {args.db}")
     return 0
-
-
-_DEFAULT_US: dict[str, float] = {}
-
-
-def _score(rec: dict[str, Any]) -> float | None:
-    """Lower is better: the measured time over the kernel's default time (the best gain so far)."""
-    if rec["default"] and rec["us"]:
-        _DEFAULT_US[rec["key"]] = rec["us"]
-        return None
-    base = _DEFAULT_US.get(rec["key"])
-    return rec["us"] / base if rec["ok"] and rec["us"] and base else None
-
-
-def _describe(rec: dict[str, Any]) -> str:
-    return f"x{_DEFAULT_US[rec['key']] / rec['us']:.2f} on a {rec['signature']['op']}"
 
 
 def add_tune_command(sub: Any) -> None:

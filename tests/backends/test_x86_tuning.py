@@ -248,3 +248,15 @@ def test_measurement_only_on_the_target_cpu():
     here = compile_candidate(dataclasses.replace(task, cpu=h.cpu, features=h.features))
     rec = measure_candidate(here)
     assert rec["error"] is None and rec["us"] > 0 and rec["checksum"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["tune", "m.onnx", "--workers", "2", "--ray", "local"], "not both"),
+    (["tune", "m.onnx", "--cpu", "haswell"], "needs --ray with nodes of that CPU"),
+    (["tune", "m.onnx", "-o", "x.jsonl"], "-o is for --merge"),
+    (["tune"], "give a MODEL"),
+])
+def test_cli_refuses_flags_that_cannot_apply(argv, needle, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nnc: error:") and needle in err and len(err.strip().splitlines()) == 1
