@@ -119,7 +119,9 @@ class TuningDB:
             # the cost model's expectation when it proposed the best schedule: default time / predicted time
             predicted = d["us"] / b["predicted_us"] if d is not None and b.get("predicted_us") else None
             entries[key] = TableEntry(Schedule.from_json(b["schedule"]), measured, predicted)
-        text = json.dumps({k: e.schedule.to_json() for k, e in sorted(entries.items())}, sort_keys=True)
+        # the digest (in the compile cache key) covers the gains too: the cached report shows them
+        text = json.dumps({k: [e.schedule.to_json(), e.measured_gain, e.predicted_gain]
+                           for k, e in sorted(entries.items())}, sort_keys=True)
         return ScheduleTable(entries, self.path or "<memory>", hashlib.sha256(text.encode()).hexdigest())
 
     @classmethod

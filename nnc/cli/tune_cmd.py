@@ -79,7 +79,8 @@ def _tune(args: argparse.Namespace, info: Any) -> int:
     say(f"nnc: analysing {args.model}")
     kernels = model_kernels(args.model, threads, dict(args.dim or []), args.cpu, args.target_features)
     if not kernels:
-        print("no tunable kernels (conv, matmul, gemm with static shapes) in the model")
+        print("no tunable kernels in the model (f32/f64 conv, matmul, gemm with static shapes; fix symbolic "
+              "dims with --dim)")
         return 0
     total = planned_tasks(kernels, db, info.cpu, info.features, info.vector_bits, args.trials, args.seed)
     resource = _resource(info)
