@@ -284,17 +284,19 @@ def tune(kernels: Sequence[Kernel], db: TuningDB, executor: Any, cpu: str, featu
             if count >= trials or not todo:
                 continue
             base = [r["us"] for r in done.values() if r["default"] and r["ok"]]
+            if not base:  # the default schedule failed (its record says why): nothing to compare with
+                continue
             picks = []
             if model.trained:
                 pred = model.predict([cost_model.features(k.signature, s) for s in todo])
                 best = int(np.argmin(pred))
-                picks.append((todo[best], math.exp(pred[best]) * base[0] if base else None))
+                picks.append((todo[best], math.exp(pred[best]) * base[0]))
             if count + len(picks) < trials:
                 rest = [s for s in todo if all(s != p for p, _ in picks)]
                 if rest:
                     s = rng.choice(rest)
                     p = math.exp(model.predict([cost_model.features(k.signature, s)])[0]) * base[0] \
-                        if model.trained and base else None
+                        if model.trained else None
                     picks.append((s, p))
             batch += [task(k, s, False, p) for s, p in picks]
         if not batch:

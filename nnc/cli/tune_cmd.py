@@ -126,10 +126,12 @@ def add_tune_command(sub: Any) -> None:
     t.add_argument("model", nargs="?", metavar="MODEL", help="ONNX model (.onnx) or nnc text IR (.nnc)")
     t.add_argument("--db", default="tuning.jsonl", metavar="FILE.jsonl",
                    help="the tuning database: read, resumed and appended to (default tuning.jsonl)")
-    t.add_argument("--trials", type=positive_int, default=16, metavar="N", help="candidates measured per kernel")
+    t.add_argument("--trials", type=positive_int, default=16, metavar="N",
+                   help="candidates measured per kernel (default 16)")
     t.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="stop starting new rounds of measurements after S seconds")
-    t.add_argument("--repeat", type=positive_int, default=7, metavar="R", help="timed samples per candidate (median)")
+    t.add_argument("--repeat", type=positive_int, default=7, metavar="R",
+                   help="timed samples per candidate, the median kept (default 7)")
     t.add_argument("--seed", type=int, default=0, help="seed of the candidate sampling and exploration")
     t.add_argument("--dim", action="append", type=dim_spec, metavar="SYMBOL=SIZE", help="fix a symbolic input dim")
     x = t.add_argument_group("target")
