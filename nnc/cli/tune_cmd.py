@@ -106,6 +106,16 @@ def _tune(args: argparse.Namespace, info: Any) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        s = float("nan")
+    if not s > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return s
+
+
 def add_tune_command(sub: Any) -> None:
     t = sub.add_parser("tune", formatter_class=Formatter,
                        help="measure kernel schedules and keep the best in a tuning database",
@@ -128,7 +138,7 @@ def add_tune_command(sub: Any) -> None:
                    help="the tuning database: read, resumed and appended to (default tuning.jsonl)")
     t.add_argument("--trials", type=positive_int, default=16, metavar="N",
                    help="candidates measured per kernel (default 16)")
-    t.add_argument("--time-budget", type=float, default=None, metavar="S",
+    t.add_argument("--time-budget", type=_seconds, default=None, metavar="S",
                    help="stop starting new rounds of measurements after S seconds")
     t.add_argument("--repeat", type=positive_int, default=7, metavar="R",
                    help="timed samples per candidate, the median kept (default 7)")

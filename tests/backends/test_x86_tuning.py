@@ -260,3 +260,9 @@ def test_cli_refuses_flags_that_cannot_apply(argv, needle, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("nnc: error:") and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_a_time_budget_that_is_not_positive(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["tune", "m.onnx", "--time-budget", "0"])
+    assert e.value.code == 2 and "positive number of seconds" in capsys.readouterr().err
