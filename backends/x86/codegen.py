@@ -23,7 +23,7 @@ the module is exactly what it was: no globals, no calls.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from llvmlite import ir
 
@@ -250,6 +250,10 @@ class CodeGen:
         self.ll.triple = TRIPLE
         self.helpers: dict[str, ir.Function] = {}
         self.kernel_names: list[tuple[str, Op]] = []
+        # a tuning table (schedule.py): when set, tunable kernels look their schedule up there and log it
+        self.schedule_table: Any = None
+        self.schedule_log: list[dict[str, Any]] | None = None
+        self.schedule_signatures: dict[str, dict[str, Any]] = {}
         self._weights_gv: ir.GlobalVariable | None = None
         self.unread_args: set[int] = set()  # ids of kernel arguments the kernel never reads (packed_constant)
         self.failing: set[str] = set()  # kernels that may stop the run (fail_unless)
