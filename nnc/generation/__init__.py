@@ -19,9 +19,11 @@ from nnc.backends.options import CompileOptions
 from nnc.ir import InputError, Module
 
 from .decoder import Decoder, DecoderSpec, NotADecoderError, decoder_spec
+from .onnx_decoder import decoder_step_from_onnx, is_onnx_decoder
 from .sampling import Sampling, allowed, next_tokens
 
 __all__ = ["Decoder", "DecoderSpec", "Generation", "NotADecoderError", "Sampling", "allowed", "decoder_spec",
+           "decoder_step_from_onnx",
            "generate", "load_decoder", "next_tokens", "save_decoder"]
 
 
@@ -59,6 +61,10 @@ def load_decoder(model: Any, target: str = "x86", max_length: int | None = None,
             raise InputError(f"{path}: no such file")
         source, model = path, load_module(path)
         check_weights(model, source)
+    if is_onnx_decoder(model):
+        if max_length is None:
+            raise InputError("an ONNX decoder with past key/values needs max_length (the cache's length)")
+        model = decoder_step_from_onnx(model, max_length, batch)
     return Decoder(model, target, options, **kwargs)
 
 

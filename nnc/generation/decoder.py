@@ -111,6 +111,13 @@ def updates_in_place(module: Module, spec: DecoderSpec) -> bool:
     return True
 
 
+def bounded_attentions(module: Module) -> int:
+    """Attentions over ``index_copy``-written keys that read only the rows written so far (a
+    ``nonpad_kv_seqlen`` operand): set by ``bound-kv-reads``, or made so by the ONNX rewrite."""
+    return sum(1 for op in module.main.ops if op.opname == "attention" and len(op.operands) == 7
+               and op.operands[1].producer is not None and op.operands[1].producer.opname == "index_copy")
+
+
 class Decoder:
     """A decoder step compiled for generation: ``prefill`` and ``decode`` (two compiles, made
     here and never again), the KV cache (``caches``: one array per input ``past_*.i``, allocated
@@ -125,8 +132,8 @@ class Decoder:
         # contract (unwritten rows are never attended to) that the pass relies on holds here
         module = module.clone()
         # (after simplify, which folds a written-out grouped-query attention onto the cache writes)
-        records = PassManager("simplify,bound-kv-reads", verify_each=True).run(module)
-        self.bounded_attentions = sum(r.stats.get("attentions_bounded", 0) for r in records)
+        PassManager("simplify,bound-kv-reads", verify_each=True).run(module)
+        self.bounded_attentions = bounded_attentions(module)
         self.module = module
         if options is None:
             kwargs.setdefault("quiet", True)
