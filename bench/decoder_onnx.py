@@ -78,10 +78,13 @@ def export_decoder_with_past(model: Any, path: str, position_ids: bool = True, o
             "logits": {0: "batch", 1: "sequence_length"}}
     axes.update({n: {0: "batch", 2: "past_sequence_length"} for n in names if n.startswith("past_")})
     axes.update({n: {0: "batch", 2: "total_sequence_length"} for n in outs[1:]})
+    training = model.training
+    # the wrapper in eval mode: the exporter restores the wrapper's mode afterwards, recursively
     with torch.no_grad():
-        torch.onnx.export(WithPast(model.eval()), args, path, input_names=names, output_names=outs,
+        torch.onnx.export(WithPast(model).eval(), args, path, input_names=names, output_names=outs,
                           dynamic_axes={k: v for k, v in axes.items() if k in names + outs},
                           opset_version=opset, dynamo=False)
+    model.train(training)
     return path
 
 
@@ -99,18 +102,19 @@ def greedy_onnxruntime(session: Any, input_ids: np.ndarray, max_new_tokens: int)
     ids = input_ids.astype(np.int64)
     new, done = [], 0
     times = {"prefill_s": 0.0, "decode_s": 0.0}
-    for step in range(max_new_tokens):
+    while True:
         feeds["input_ids"] = ids
         feeds["attention_mask"] = np.ones((b, done + ids.shape[1]), np.int64)
         if "position_ids" in inputs:
             feeds["position_ids"] = np.broadcast_to(np.arange(done, done + ids.shape[1]), ids.shape).copy()
         t0 = time.perf_counter()
         outs = session.run(None, feeds)
-        times["prefill_s" if step == 0 else "decode_s"] += time.perf_counter() - t0
+        times["decode_s" if new else "prefill_s"] += time.perf_counter() - t0
         done += ids.shape[1]
         tok = np.argmax(outs[0][:, -1, :], axis=-1).astype(np.int64)
         new.append(tok)
+        if len(new) == max_new_tokens:  # the last token needs no forward pass (as nnc.generate)
+            return np.stack(new, axis=1), times
         ids = tok[:, None]
         for p, value in zip(pasts, outs[1:]):
             feeds[p] = value
-    return np.stack(new, axis=1), times

@@ -19,6 +19,7 @@ from nnc.backends.options import CompileOptions
 from nnc.ir import InputError, Module
 
 from .decoder import Decoder, DecoderSpec, NotADecoderError, decoder_spec
+from .onnx_decoder import LAYOUT as ONNX_LAYOUT
 from .onnx_decoder import decoder_step_from_onnx, is_onnx_decoder
 from .sampling import Sampling, allowed, next_tokens
 
@@ -61,6 +62,9 @@ def load_decoder(model: Any, target: str = "x86", max_length: int | None = None,
             raise InputError(f"{path}: no such file")
         source, model = path, load_module(path)
         check_weights(model, source)
+        if model.metadata.get("source") == "onnx" and not is_onnx_decoder(model):
+            raise NotADecoderError(f"{path}: not a decoder step: an ONNX model without past_key_values.{{i}}.key/.value"
+                                   f" inputs (expected {ONNX_LAYOUT})")
     if is_onnx_decoder(model):
         if max_length is None:
             raise InputError("an ONNX decoder with past key/values needs max_length (the cache's length)")

@@ -20,12 +20,10 @@ import numpy as np
 
 from nnc.api import compile as compile_model
 from nnc.backends.options import CompileOptions
-from nnc.ir import InputError, ModelError, Module
+from nnc.ir import InputError, Module
 from nnc.passes import PassManager
 
-
-class NotADecoderError(ModelError):
-    """The model is not a decoder step with an explicit KV cache (docs/generation.md)."""
+from .errors import NotADecoderError
 
 
 @dataclass(frozen=True)
@@ -167,6 +165,17 @@ class Decoder:
         from nnc.frontends.torch.hf_decoder import from_hf_decoder
 
         return cls(from_hf_decoder(model, max_length, batch), target, options, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, model: Any, max_length: int, batch: int = 1, target: str = "x86",
+                  options: CompileOptions | None = None, **kwargs: Any) -> Decoder:
+        """An ONNX decoder with past key/values (a path, bytes or ModelProto; the layout of
+        ``onnx_decoder.py``) on caches of ``max_length`` positions for ``batch`` sequences."""
+        from nnc.loading import from_onnx
+
+        from .onnx_decoder import decoder_step_from_onnx
+
+        return cls(decoder_step_from_onnx(from_onnx(model), max_length, batch), target, options, **kwargs)
 
     def reset(self) -> None:
         """Start a new sequence: the cache's old rows are masked by position, so nothing is cleared."""

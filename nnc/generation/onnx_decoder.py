@@ -33,7 +33,7 @@ from nnc.ir.builder import Builder, const_value
 from nnc.ir.specialize import reinfer
 from nnc.passes import PassManager
 
-from .decoder import NotADecoderError
+from .errors import NotADecoderError
 from .written_attention import WrittenAttention, find_attention
 
 PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
