@@ -98,6 +98,16 @@ def test_without_position_ids_on_the_interpreter(tf, tmp_path) -> None:
     np.testing.assert_array_equal(out.tokens, hf_greedy(m, ids, 24))
 
 
+def test_a_batch_of_two_on_the_interpreter(tf, tmp_path) -> None:
+    """The batch is fixed when the step is built: the cache, nonpad and position rows follow it."""
+    m = build(tf, "llama")
+    path = export_decoder_with_past(m, str(tmp_path / "llama.onnx"))
+    ids = np.random.default_rng(3).integers(0, 1000, (2, 5))
+    out = nnc.generate(path, ids, max_new_tokens=12, target="reference")
+    np.testing.assert_array_equal(out.tokens, hf_greedy(m, ids, 12))
+    assert out.report["cache"]["shape"] == [2, 2, 17, 16]
+
+
 def test_cli_generate_on_an_onnx_decoder(tf, tmp_path, capsys) -> None:
     m = build(tf, "gpt2")
     path = export_decoder_with_past(m, str(tmp_path / "gpt2.onnx"))
