@@ -49,8 +49,11 @@ def _fail(why: str) -> NotADecoderError:
 
 
 def is_onnx_decoder(module: Module) -> bool:
-    """Whether ``module``'s inputs name past key/values (then it should be converted, or refused)."""
-    return any(PAST.match(p.name) for p in module.main.params)
+    """Whether ``module``'s inputs name past key/values and it is not a decoder step already (which
+    keeps those names for its caches and has a ``position`` input): then it should be converted,
+    or refused."""
+    names = [p.name for p in module.main.params]
+    return any(PAST.match(n) for n in names) and "position" not in names
 
 
 def _signature(module: Module) -> tuple[dict[str, Value], list[tuple[Value, Value]], list[tuple[Value, Value]]]:

@@ -108,12 +108,18 @@ def test_a_batch_of_two_on_the_interpreter(tf, tmp_path) -> None:
     assert out.report["cache"]["shape"] == [2, 2, 17, 16]
 
 
-def test_cli_generate_on_an_onnx_decoder(tf, tmp_path, capsys) -> None:
+def test_cli_generate_on_an_onnx_decoder_and_its_saved_step(tf, tmp_path, capsys) -> None:
     m = build(tf, "gpt2")
     path = export_decoder_with_past(m, str(tmp_path / "gpt2.onnx"))
-    assert cli(["generate", path, "--prompt-ids", "1,2,3", "--max-new-tokens", "8", "-q", "--target", "reference"]) == 0
-    want = hf_greedy(m, np.array([[1, 2, 3]]), 8)[0, 3:]
-    assert capsys.readouterr().out.strip() == ",".join(map(str, want))
+    want = ",".join(map(str, hf_greedy(m, np.array([[1, 2, 3]]), 8)[0, 3:]))
+    flags = ["--prompt-ids", "1,2,3", "--max-new-tokens", "8", "-q", "--target", "reference"]
+    assert cli(["generate", path, *flags]) == 0
+    assert capsys.readouterr().out.strip() == want
+    # the rewritten step saved as text IR (caches of 16 positions) runs the same
+    saved = str(tmp_path / "gpt2.nnc")
+    nnc.save_decoder(nnc.from_onnx(path), saved, max_length=16)
+    assert cli(["generate", saved, *flags]) == 0
+    assert capsys.readouterr().out.strip() == want
 
 
 # -- models that are not decoders with past key/values: typed errors saying what was expected --------
