@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nnc.ir import DType, Module, TensorType, Value
+from nnc.ir import DType, Module, NncError, TensorType, Value
 from nnc.ir.builder import Builder, const_value
 from nnc.ir.specialize import reinfer
 from nnc.passes import PassManager
@@ -71,8 +71,10 @@ def _signature(module: Module) -> tuple[dict[str, Value], list[tuple[Value, Valu
             named[p.name] = p
         else:
             raise _fail(f"it has an input {p.name!r}")
-    if "input_ids" not in named:
-        raise _fail("it has no input 'input_ids'")
+    ids = named.get("input_ids")
+    if ids is None or ids.type.rank != 2 or isinstance(ids.shape[1], int):
+        raise _fail("it has no input 'input_ids' [batch, seq] with a symbolic seq" if ids is None else
+                    f"input 'input_ids' is {ids.type}, not [batch, seq] with a symbolic seq")
     layers = len(pasts) // 2
     if not pasts or set(pasts) != {(i, kv) for i in range(layers) for kv in ("key", "value")}:
         raise _fail(f"its past inputs are {sorted(p.name for p in pasts.values())}, not one key and one value "
@@ -87,9 +89,9 @@ def _signature(module: Module) -> tuple[dict[str, Value], list[tuple[Value, Valu
             past = pasts[i, kv]
             t = past.type
             if t.rank != 4 or not isinstance(t.shape[1], int) or not isinstance(t.shape[3], int) \
-                    or t.dtype not in (DType.f32, DType.f16, DType.bf16):
+                    or isinstance(t.shape[2], int) or t.dtype not in (DType.f32, DType.f16, DType.bf16):
                 raise _fail(f"input {past.name!r} is {t}, not a float cache [batch, kv_heads, past, head_dim] "
-                            f"with static heads and head size")
+                            f"with static heads and head size and a symbolic past length")
             name = f"present.{i}.{kv}"
             out = outs.get(name)
             op = None if out is None else out.producer
@@ -126,7 +128,10 @@ def _probe(module: Module, pasts: list[tuple[Value, Value]], wanted: list[str], 
             for p in pair:
                 feeds[p.name] = np.zeros((batch, kv, past, hd), p.dtype.numpy)
         feeds = {p.name: feeds[p.name] for p in g.params if p.binding is None}
-        found.append({"past": past, "seq": seq, **interpret(probe, feeds)})
+        try:
+            found.append({"past": past, "seq": seq, **interpret(probe, feeds)})
+        except NncError as e:
+            raise _fail(f"evaluating it at past length {past} with {seq} new tokens failed: {e}") from e
     return found
 
 
@@ -178,7 +183,7 @@ def decoder_step_from_onnx(module: Module, max_length: int, batch: int = 1) -> M
     saying what was expected when it is not one."""
     if max_length < 1 or batch < 1:
         raise _fail(f"max_length {max_length} and batch {batch} must be >= 1")
-    named, pasts, concats = _signature(module)
+    _, pasts, concats = _signature(module)
     found: list[WrittenAttention] = []
     for i, (k, v) in enumerate(concats):
         a = find_attention(module, k, v)

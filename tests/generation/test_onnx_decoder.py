@@ -129,7 +129,7 @@ def _model(onnx, helper, nodes, inputs, outputs, inits=()):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def tiny_decoder(bias: np.ndarray | None, softmax: str = "Softmax", concat: bool = True):
+def tiny_decoder(bias: np.ndarray | None, softmax: str = "Softmax", concat: bool = True, past: object = "past"):
     """One layer, one head, head size 4: q = k = v = the token's embedding; an ONNX model in the
     decoder-with-past layout whose attention adds ``bias`` to the scores (none when None)."""
     onnx = pytest.importorskip("onnx")
@@ -156,7 +156,7 @@ def tiny_decoder(bias: np.ndarray | None, softmax: str = "Softmax", concat: bool
               helper.make_node("Squeeze", ["y", "one"], ["h"]),
               helper.make_node("MatMul", ["h", "head"], ["logits"])]
     f, i64 = TensorProto.FLOAT, TensorProto.INT64
-    cache = ["batch", 1, "past", 4]
+    cache = ["batch", 1, past, 4]
     inputs = [helper.make_tensor_value_info("input_ids", i64, ["batch", "seq"]),
               helper.make_tensor_value_info("past_key_values.0.key", f, cache),
               helper.make_tensor_value_info("past_key_values.0.value", f, cache)]
@@ -171,11 +171,13 @@ def tiny_decoder(bias: np.ndarray | None, softmax: str = "Softmax", concat: bool
     ("not-causal", "is not the causal mask"),
     ("sigmoid", "is not softmax(q k^T * scale + mask) v"),
     ("add", "is not Concat(past_key_values.0.key, new) on axis 2"),
+    ("static-past", "a symbolic past length"),
 ])
 def test_not_a_decoder_with_past_is_a_typed_error(case: str, message: str) -> None:
     model = {"no-mask": lambda: tiny_decoder(None), "not-causal": lambda: tiny_decoder(np.zeros((1,))),
              "sigmoid": lambda: tiny_decoder(np.zeros((1,)), softmax="Sigmoid"),
-             "add": lambda: tiny_decoder(None, concat=False)}[case]()
+             "add": lambda: tiny_decoder(None, concat=False),
+             "static-past": lambda: tiny_decoder(np.zeros((1,)), past=3)}[case]()
     with pytest.raises(NotADecoderError, match="expected an ONNX decoder with past key/values") as e:
         decoder_step_from_onnx(nnc.from_onnx(model), max_length=16)
     assert message in str(e.value)
