@@ -78,7 +78,7 @@ def add_generate_command(sub: Any) -> None:
                        epilog="examples:\n"
                               "  nnc generate gpt2.nnc --prompt-ids 1,2,3 --max-new-tokens 16\n"
                               "  nnc generate llama.nnc --prompt-ids 5,6 --do-sample --top-k 40 --seed 0\n"
-                              "  nnc generate decoder_model_merged.onnx --prompt-ids 1,2,3 --max-new-tokens 32")
+                              "  nnc generate decoder_with_past.onnx --prompt-ids 1,2,3 --max-new-tokens 32")
     g.add_argument("model", metavar="MODEL", help="a saved decoder step (.nnc text IR with its .npz, or .pt2), "
                                                   "or an ONNX decoder with past key/values (.onnx)")
     g.add_argument("--prompt-ids", metavar="IDS", help="the prompt: comma-separated token ids (required)")
