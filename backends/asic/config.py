@@ -39,6 +39,7 @@ class AsicConfig:
     vector_lanes: int
     vector_activations: bool      # the vector unit's activation tables and qmul (else those ops go to the host)
     vector_overhead_cycles: int
+    array_depthwise: bool         # the array's depthwise mode (channels across columns); else on the vector unit
     dram_gbps: float
     dram_efficiency: float
     dram_latency_ns: float

@@ -9,6 +9,9 @@ Each mnemonic runs on one of four in-order engine queues:
     store  SRAM -> DRAM, 2-D strided                           fields: mem src src_stride dst dst_stride rows cols
     gemm   acc[t,m] (+)= ispad[t,k] @ wspad[k,m]               fields: a a_stride w w_stride acc acc_stride t k m
                                                                       accumulate
+    dwconv acc[p,c] = bias[c] + sum over taps of ispad[window of p, c] * wspad[tap, c]: the array's
+           depthwise mode (channels across columns)        fields: a row_step w acc bias rows ow cols
+                                                                      kh kw sh sw dh dw zp
     vec.*  the vector unit: requant, qadd, qmul, lut, gemv, max, mac, sum, add, mul, min, shift, clip
     config / finish
 
@@ -42,12 +45,17 @@ _LOAD = ("mem", "dst", "dst_stride", "src", "src_stride", "rows", "cols", "pad_b
 _STORE = ("mem", "src", "src_stride", "dst", "dst_stride", "rows", "cols")
 _GEMM = ("a", "a_stride", "w", "w_stride", "acc", "acc_stride", "t", "k", "m", "accumulate")
 # vector ops: dst/src operands are (mem, addr, stride); rows x cols elements
+# dwconv: rows x ow output pixels of ``cols`` channels; acc[acc + (r*ow + o)*cols + c] = acc[bias + c] (the bias
+# row the columns start from) + the sum over taps (i, j) of (ispad[a + (r*sh + i*dh)*row_step + (o*sw + j*dw)*cols
+# + c] - zp) * wspad[w + (i*kw + j)*cols + c]
+_DW = ("a", "row_step", "w", "acc", "bias", "rows", "ow", "cols", "kh", "kw", "sh", "sw", "dh", "dw", "zp")
 _VEC = ("dst_mem", "dst", "dst_stride", "src_mem", "src", "src_stride", "rows", "cols")
 SCHEMA: dict[str, tuple[str, tuple[str, ...]]] = {
     "config": ("compute", ("dataflow",)),
     "load": ("load", _LOAD),
     "store": ("store", _STORE),
     "gemm": ("compute", _GEMM),
+    "dwconv": ("compute", _DW),
     # requant: dst(buf i8) = clamp(rne(src(acc) * mult / 2**shift) + zp); par = acc addr of [mult row; shift row]
     "vec.requant": ("vector", _VEC + ("par", "zp", "lo", "hi")),
     # qadd: dst(buf) = clamp(rne(((dst - a_zp) * a_mul + (src - b_zp) * b_mul) / 2**shift) + zp)

@@ -20,7 +20,7 @@ import numpy as np
 from .host import HostSegment
 from .program import Program
 from .sim.runner import Timeline
-from .sim.timing import dma_bytes, gemm_folds, on_chip
+from .sim.timing import dma_bytes, dwconv_steps, gemm_folds, on_chip
 
 # the parts of a layer's span, in the order that claims a cycle when several overlap (docs/asic.md)
 TIME_PARTS = ("compute", "vector", "dma", "latency", "stall")
@@ -82,6 +82,13 @@ def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
         folds = gemm_folds(cfg, t, k, m)[0]
         stream = t if cfg.dataflow == "ws" else k
         return 0, t * k + k * m + t * m * 4 * (1 + a["accumulate"]), 0, 0, folds * cfg.macs * stream
+    if op == "dwconv":
+        # the band of input rows once (each column's taps share its inputs), the weights, the int32 outputs
+        # read and written; the array's slots over the steps it streams
+        band = (a["rows"] - 1) * a["sh"] + (a["kh"] - 1) * a["dh"] + 1
+        steps = dwconv_steps(cfg, a["kh"] * a["kw"], a["rows"] * a["ow"])
+        return 0, band * a["row_step"] + a["kh"] * a["kw"] * a["cols"] + 8 * a["rows"] * a["ow"] * a["cols"], 0, 0, \
+            cfg.macs * steps
     if op.startswith("vec."):
         n = a["rows"] * a["cols"]
         size = {"ispad": 1, "wspad": 1, "buf": 1, "acc": 4, "lut": 1}
@@ -136,7 +143,7 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
             ins = program.instrs[i]
             d, s, b, v, sl = _instr_costs(program, ins)
             dram_b, spad_b, buf_b, vec_n, slots = dram_b + d, spad_b + s, buf_b + b, vec_n + v, slots + sl
-            if ins.op == "gemm":
+            if ins.op in ("gemm", "dwconv"):
                 comp += int(busy[i])
             elif ins.op.startswith("vec."):
                 vec += int(busy[i])

@@ -12,6 +12,9 @@ arrived; tokens are pushed when the instruction completes. Costs:
 - GEMM: per fold of the array, weight-stationary ``2R + C + T - 2`` cycles (T rows streamed, a fold
   being one R x C block of weights), output-stationary ``R + C + T - 2`` (a fold is an R x C block of
   outputs, T the reduction length), as SCALE-Sim v2 counts them.
+- dwconv (the array's depthwise mode): column c holds channel c, the rows hold the kernel's taps in
+  g = floor(R / taps) groups, one output pixel per group and step, so ``2R + C + ceil(pixels / g) - 2``
+  cycles: a weight-stationary fold whose T is the steps.
 - vector ops: ceil(elements / lanes) plus a fixed issue overhead.
 """
 
@@ -36,6 +39,20 @@ def gemm_folds(cfg: AsicConfig, t: int, k: int, m: int) -> tuple[int, int]:
         return folds, folds * (2 * R + C + t - 2)
     folds = math.ceil(t / R) * math.ceil(m / C)
     return folds, folds * (R + C + k - 2)
+
+
+def dw_groups(cfg: AsicConfig, taps: int) -> int:
+    """Output pixels the array's depthwise mode computes per column and step (taps <= rows)."""
+    return max(1, cfg.array_rows // taps)
+
+
+def dwconv_steps(cfg: AsicConfig, taps: int, pixels: int) -> int:
+    return math.ceil(pixels / dw_groups(cfg, taps))
+
+
+def dwconv_cycles(cfg: AsicConfig, taps: int, pixels: int) -> int:
+    """Cycles of one ``dwconv`` on the array: one weight-stationary fold streaming its steps."""
+    return 2 * cfg.array_rows + cfg.array_cols - 2 + dwconv_steps(cfg, taps, pixels)
 
 
 def dma_bytes(ins: Instr) -> int:
@@ -74,6 +91,9 @@ def cost(cfg: AsicConfig, ins: Instr) -> tuple[int, int]:
     if op == "gemm":
         a = ins.args
         return gemm_folds(cfg, a["t"], a["k"], a["m"])[1], 0
+    if op == "dwconv":
+        a = ins.args
+        return dwconv_cycles(cfg, a["kh"] * a["kw"], a["rows"] * a["ow"]), 0
     if op.startswith("vec."):
         a = ins.args
         return math.ceil(a["rows"] * a["cols"] / cfg.vector_lanes) + cfg.vector_overhead_cycles, 0
