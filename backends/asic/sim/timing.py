@@ -5,7 +5,9 @@ The model walks the program once in order (a token is always pushed by an earlie
 the one that pops it). An instruction starts when its queue is free and every token it pops has
 arrived; tokens are pushed when the instruction completes. Costs:
 
-- DMA (load/store): the engine is busy for bytes / (bandwidth x efficiency / clock) cycles and the data
+- DMA (load/store): the load and the store engine share the DRAM bandwidth (and the resident
+  activations' port): a transfer starts when its engine and its channel are free (``Channel``); the
+  engine is busy for bytes / (bandwidth x efficiency / clock) cycles and the data
   lands a fixed latency later (a broadcast load reads its one DRAM row and fills the rows on chip at
   one ``array_cols``-wide row per cycle) (requests are pipelined, so latency is paid per transfer, not per byte);
   in ideal-bandwidth mode both are zero.
@@ -20,6 +22,7 @@ arrived; tokens are pushed when the instruction completes. Costs:
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import math
@@ -102,6 +105,47 @@ def cost(cfg: AsicConfig, ins: Instr) -> tuple[int, int]:
     return 0, 0
 
 
+class Channel:
+    """A bandwidth both DMA engines share (DRAM, or the buffer's resident-activation port): the busy
+    intervals of the transfers placed so far; a transfer takes the earliest gap of its length at or
+    after the cycle it is ready, so the load and the store engine together never move more bytes than
+    the bandwidth."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def reserve(self, ready: int, length: int) -> int:
+        """Book ``length`` cycles from the earliest free cycle >= ``ready``; return that cycle."""
+        if length <= 0:
+            return ready
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_right(ends, ready)
+        t = ready
+        while i < len(starts) and starts[i] < t + length:
+            t = max(t, ends[i])
+            i += 1
+        # merge with the neighbours it touches
+        lo, hi = i, i
+        s, e = t, t + length
+        if lo > 0 and ends[lo - 1] >= s:
+            lo -= 1
+            s = starts[lo]
+        if hi < len(starts) and starts[hi] <= e:
+            e = ends[hi]
+            hi += 1
+        starts[lo:hi] = [s]
+        ends[lo:hi] = [e]
+        return t
+
+
+def channel_cycles(cfg: AsicConfig, ins: Instr) -> int:
+    """Cycles a transfer holds its channel: its far-side bytes at the channel's bandwidth (a broadcast
+    load's on-chip fill is not channel time)."""
+    bpc = cfg.act_bytes_per_cycle if on_chip(ins) else cfg.dram_bytes_per_cycle
+    return math.ceil(dma_bytes(ins) / bpc)
+
+
 @dataclasses.dataclass
 class Timing:
     start: np.ndarray   # cycle each instruction starts
@@ -118,6 +162,7 @@ def simulate_timing(cfg: AsicConfig, instrs: list[Instr], start_cycle: int = 0) 
     busy = np.zeros(n, np.int64)
     stall = np.zeros(n, np.int64)
     free = {q: start_cycle for q in QUEUES}
+    channels = {"dram": Channel(), "act": Channel()}
     fifo: dict[tuple[str, str], collections.deque] = collections.defaultdict(collections.deque)
     last = start_cycle
     for i, ins in enumerate(instrs):
@@ -139,6 +184,10 @@ def simulate_timing(cfg: AsicConfig, instrs: list[Instr], start_cycle: int = 0) 
                 raise SimError(f"instruction {i} ({ins.op}, queue {q}) pops a {src}->{q} token nobody pushed")
             t = max(t, d.popleft())
         occ, lat = cost(cfg, ins)
+        if occ and ins.op in ("load", "store"):
+            # wait for the shared channel: the transfer's bytes start moving when it is free
+            hold = min(occ, channel_cycles(cfg, ins))
+            t = channels["act" if on_chip(ins) else "dram"].reserve(t, hold)
         start[i] = t
         busy[i] = occ
         stall[i] = t - ready
