@@ -148,15 +148,24 @@ def _requant_params(dram: DramImage, mult: np.ndarray, shift: np.ndarray, M: int
     return dram.put(par)
 
 
+def weight_blocks(dram: DramImage, weights: list[np.ndarray], mb: int) -> list[list[int]]:
+    """Each group's weights as column blocks of ``mb`` channels ([K, mb] row-major), one after another
+    in DRAM: their addresses."""
+    return [[dram.put(w[:, m0:m0 + mb]) for m0 in range(0, w.shape[1], mb)] for w in weights]
+
+
 def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, wins: list[Window] | None,
                     a_addr: int, P: int, K: int, weights: list[np.ndarray], bias: np.ndarray | None,
                     mult: np.ndarray, shift: np.ndarray, epi_zp: int, lo: int, hi: int, pad: int,
                     out: int, in_key: Any, out_key: Any, residual: dict[str, Any] | None = None,
-                    lut: np.ndarray | None = None) -> dict[str, Any]:
+                    lut: np.ndarray | None = None, prefetched: tuple[list[list[int]], Any] | None = None
+                    ) -> dict[str, Any]:
     """A conv (``wins`` per group) or matmul (``a_addr`` [P, K] row-major) with its fused epilogue.
 
     ``weights[g]`` is group g's [K, Mg] int8 matrix; ``bias`` the int32 bias of all M channels with the
-    input zero point already folded in; ``lut`` an activation table applied after the requantize."""
+    input zero point already folded in; ``lut`` an activation table applied after the requantize.
+    ``prefetched``: (the weight blocks' DRAM addresses as ``weight_blocks`` laid them out; (address, bytes)
+    -> (where a load of those bytes reads, the keys it waits for)) when weights were prefetched."""
     G = len(weights)
     Mg = weights[0].shape[1]
     M = G * Mg
@@ -164,7 +173,8 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
     tp, kb, mb = tiles.tp, tiles.kb, tiles.mb
     par = _requant_params(dram, mult, shift, M)
     bias_addr = dram.put(bias.astype(np.int32)) if bias is not None else None
-    blocks = [[dram.put(w[:, m0:m0 + mb]) for m0 in range(0, Mg, mb)] for w in weights]
+    blocks = prefetched[0] if prefetched else weight_blocks(dram, weights, mb)
+    locate = prefetched[1] if prefetched else (lambda addr, n: (addr, []))
     s = cfg.sizes()
     ih, wh = s["ispad"] // 2, s["wspad"] // 2
     acc_par = [0, 2 * mb]
@@ -205,8 +215,9 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
                                 pad_before=0, pad_after=0, pad=0)
                 ws, hit = w_cache.get((g, j, kk))
                 if not hit:
-                    em.emit("load", writes=[("wspad", ws)], mem="wspad", dst=ws * wh, dst_stride=m,
-                            src=blocks[g][j] + k0 * m, src_stride=m, rows=k1 - k0, cols=m, pad_before=0,
+                    src, w_keys = locate(blocks[g][j] + k0 * m, (k1 - k0) * m)
+                    em.emit("load", reads=w_keys, writes=[("wspad", ws)], mem="wspad",
+                            dst=ws * wh, dst_stride=m, src=src, src_stride=m, rows=k1 - k0, cols=m, pad_before=0,
                             pad_after=0, pad=0)
                 acc_on = int(bias_addr is not None or kk > 0)
                 if tiles.engine == "vector":

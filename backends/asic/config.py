@@ -40,6 +40,7 @@ class AsicConfig:
     vector_activations: bool      # the vector unit's activation tables and qmul (else those ops go to the host)
     vector_overhead_cycles: int
     array_depthwise: bool         # the array's depthwise mode (channels across columns); else on the vector unit
+    prefetch_weights: bool        # batch-1 fc weights prefetched into the resident region (prefetch.py)
     dram_gbps: float
     dram_efficiency: float
     dram_latency_ns: float

@@ -15,7 +15,7 @@ from typing import Any
 from .program import Program
 from .sim.runner import Timeline
 
-_TID = {"load": 1, "compute": 2, "vector": 3, "store": 4, "host": 5, "host cpu": 6}
+_TID = {"load": 1, "compute": 2, "vector": 3, "store": 4, "prefetch": 7, "host": 5, "host cpu": 6}
 
 
 def chrome_trace(program: Program, tl: Timeline) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 An instruction is a mnemonic, integer fields, the dependency tokens it waits for (``pop``: the
 queues whose tokens it consumes) and sends (``push``), and the index of the layer it belongs to.
-Each mnemonic runs on one of four in-order engine queues:
+Each mnemonic runs on one of five in-order engine queues:
 
     load   DRAM -> SRAM, 2-D strided with rows of padding     fields: mem dst dst_stride src src_stride
                                                                       rows cols pad_before pad_after pad
@@ -13,6 +13,8 @@ Each mnemonic runs on one of four in-order engine queues:
            depthwise mode (channels across columns)        fields: a row_step w acc bias rows ow cols
                                                                       kh kw sh sw dh dw zp
     vec.*  the vector unit: requant, qadd, qmul, lut, gemv, max, mac, sum, add, mul, min, shift, clip
+    prefetch DRAM -> the buffer's resident region (weights a later layer reads), on its own queue
+                                                               fields: src dst bytes
     config / finish
 
 On-chip addresses and strides count elements of the memory (``ispad``, ``wspad``, ``buf`` hold int8;
@@ -31,7 +33,7 @@ from typing import Any, Iterable
 
 from nnc.ir import NncError
 
-QUEUES = ("load", "compute", "vector", "store")
+QUEUES = ("load", "compute", "vector", "store", "prefetch")
 MEMS = ("ispad", "wspad", "acc", "buf", "lut")
 VEC_OPS = ("requant", "qadd", "qmul", "lut", "gemv", "max", "mac", "sum", "add", "mul", "min", "shift", "clip")
 # The DMA address space: DRAM from 0, the buffer's resident-activation region from ACT_BASE
@@ -55,6 +57,8 @@ SCHEMA: dict[str, tuple[str, tuple[str, ...]]] = {
     "load": ("load", _LOAD),
     "store": ("store", _STORE),
     "gemm": ("compute", _GEMM),
+    # prefetch: ``bytes`` from DRAM at ``src`` to the resident region at ``dst`` (>= ACT_BASE)
+    "prefetch": ("prefetch", ("src", "dst", "bytes")),
     "dwconv": ("compute", _DW),
     # requant: dst(buf i8) = clamp(rne(src(acc) * mult / 2**shift) + zp); par = acc addr of [mult row; shift row]
     "vec.requant": ("vector", _VEC + ("par", "zp", "lo", "hi")),

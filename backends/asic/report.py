@@ -47,7 +47,7 @@ def time_breakdown(starts: np.ndarray, ends: np.ndarray, busy: np.ndarray, ops: 
         return dict.fromkeys(TIME_PARTS, 0)
     groups: dict[str, list[tuple[int, int]]] = {k: [] for k in TIME_PARTS[:4]}
     for s, e, b, op in zip(starts.tolist(), ends.tolist(), busy.tolist(), ops):
-        if op in ("load", "store"):
+        if op in ("load", "store", "prefetch"):
             groups["dma"].append((s, s + b))
             groups["latency"].append((s + b, e))
         elif op.startswith("vec."):
@@ -82,6 +82,8 @@ def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
         folds = gemm_folds(cfg, t, k, m)[0]
         stream = t if cfg.dataflow == "ws" else k
         return 0, t * k + k * m + t * m * 4 * (1 + a["accumulate"]), 0, 0, folds * cfg.macs * stream
+    if op == "prefetch":  # DRAM read, written into the buffer
+        return a["bytes"], 0, a["bytes"], 0, 0
     if op == "dwconv":
         # the band of input rows once (each column's taps share its inputs), the weights, the int32 outputs
         # read and written; the array's slots over the steps it streams
@@ -151,6 +153,10 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
             elif ins.op in ("load", "store"):
                 dma += int(busy[i])
                 n_far += not on_chip(ins)
+                n_dma += 1
+            elif ins.op == "prefetch":
+                dma += int(busy[i])
+                n_far += 1
                 n_dma += 1
         parts = time_breakdown(start[i0:i1], end[i0:i1], busy[i0:i1], [x.op for x in program.instrs[i0:i1]])
         macs = info["macs"]

@@ -80,6 +80,11 @@ class Machine:
             dst[...] = np.ascontiguousarray(src).view(np.uint8).reshape(dst.shape)
         elif op == "gemm":
             self._gemm(a)
+        elif op == "prefetch":
+            if a["src"] >= ACT_BASE or a["dst"] < ACT_BASE:
+                raise SimError("prefetch: copies DRAM to the resident region")
+            n = a["bytes"]
+            self.dram_tile(a["dst"], 1, n, n)[...] = self.dram_tile(a["src"], 1, n, n)
         elif op == "dwconv":
             self._dwconv(a)
         elif op.startswith("vec."):

@@ -11,6 +11,8 @@ arrived; tokens are pushed when the instruction completes. Costs:
   lands a fixed latency later (a broadcast load reads its one DRAM row and fills the rows on chip at
   one ``array_cols``-wide row per cycle) (requests are pipelined, so latency is paid per transfer, not per byte);
   in ideal-bandwidth mode both are zero.
+- prefetch (weights into the resident region, its own queue): bytes at the DRAM bandwidth, on the
+  DRAM channel with the two DMA engines but after them (``simulate_timing``), plus the latency.
 - GEMM: per fold of the array, weight-stationary ``2R + C + T - 2`` cycles (T rows streamed, a fold
   being one R x C block of weights), output-stationary ``R + C + T - 2`` (a fold is an R x C block of
   outputs, T the reduction length), as SCALE-Sim v2 counts them.
@@ -94,6 +96,10 @@ def cost(cfg: AsicConfig, ins: Instr) -> tuple[int, int]:
     if op == "gemm":
         a = ins.args
         return gemm_folds(cfg, a["t"], a["k"], a["m"])[1], 0
+    if op == "prefetch":
+        if cfg.ideal_bandwidth:
+            return 0, 0
+        return math.ceil(ins.args["bytes"] / cfg.dram_bytes_per_cycle), cfg.dram_latency_cycles
     if op == "dwconv":
         a = ins.args
         return dwconv_cycles(cfg, a["kh"] * a["kw"], a["rows"] * a["ow"]), 0
@@ -156,6 +162,9 @@ class Timing:
 
 
 def simulate_timing(cfg: AsicConfig, instrs: list[Instr], start_cycle: int = 0) -> Timing:
+    """Times the program. Prefetches have the lowest priority on the DRAM channel: each is booked only
+    when an instruction first needs its token (or at the end of the segment), so every transfer program
+    order put before that point has its bytes booked first and the prefetch fills the gaps they left."""
     n = len(instrs)
     start = np.zeros(n, np.int64)
     end = np.zeros(n, np.int64)
@@ -163,10 +172,26 @@ def simulate_timing(cfg: AsicConfig, instrs: list[Instr], start_cycle: int = 0) 
     stall = np.zeros(n, np.int64)
     free = {q: start_cycle for q in QUEUES}
     channels = {"dram": Channel(), "act": Channel()}
+    # tokens: the cycle they arrive; from the prefetch queue, the index of the (maybe unbooked) prefetch
     fifo: dict[tuple[str, str], collections.deque] = collections.defaultdict(collections.deque)
+    pending: collections.deque[tuple[int, int]] = collections.deque()   # (prefetch index, its tokens' cycle)
     last = start_cycle
+
+    def settle(upto: int) -> None:
+        nonlocal last
+        while pending and pending[0][0] <= upto:
+            i, tok = pending.popleft()
+            ready = free["prefetch"]
+            occ, lat = cost(cfg, instrs[i])
+            t = channels["dram"].reserve(max(ready, tok), occ)
+            start[i], busy[i], stall[i] = t, occ, t - ready
+            free["prefetch"] = t + occ
+            end[i] = t + occ + lat
+            last = max(last, int(end[i]))
+
     for i, ins in enumerate(instrs):
         if ins.op == "finish":
+            settle(i)
             left = {k: len(v) for k, v in fifo.items() if v}
             if left:
                 raise SimError(f"instruction {i} (finish): unconsumed tokens {left}")
@@ -176,13 +201,23 @@ def simulate_timing(cfg: AsicConfig, instrs: list[Instr], start_cycle: int = 0) 
                 free[q] = t
             continue
         q = ins.queue
-        ready = free[q]
-        t = ready
+        tok = start_cycle
         for src in ins.pop:
             d = fifo[(src, q)]
             if not d:
                 raise SimError(f"instruction {i} ({ins.op}, queue {q}) pops a {src}->{q} token nobody pushed")
-            t = max(t, d.popleft())
+            v = d.popleft()
+            if src == "prefetch":
+                settle(v)
+                v = end[v]
+            tok = max(tok, int(v))
+        if ins.op == "prefetch":
+            pending.append((i, tok))
+            for dst in ins.push:
+                fifo[(q, dst)].append(i)
+            continue
+        ready = free[q]
+        t = max(ready, tok)
         occ, lat = cost(cfg, ins)
         if occ and ins.op in ("load", "store"):
             # wait for the shared channel: the transfer's bytes start moving when it is free
@@ -196,6 +231,7 @@ def simulate_timing(cfg: AsicConfig, instrs: list[Instr], start_cycle: int = 0) 
         last = max(last, end[i])
         for dst in ins.push:
             fifo[(q, dst)].append(end[i])
+    settle(n)
     left = {k: len(v) for k, v in fifo.items() if v}
     if left:
         raise SimError(f"unconsumed tokens at the end of the program: {left}")
