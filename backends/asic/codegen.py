@@ -177,8 +177,10 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
     locate = prefetched[1] if prefetched else (lambda addr, n: (addr, []))
     s = cfg.sizes()
     ih, wh = s["ispad"] // 2, s["wspad"] // 2
-    acc_par = [0, 2 * mb]
-    acc_tile = [4 * mb, 4 * mb + tp * mb]
+    # two slots of [mult; shift; bias] rows (the array's columns start from the bias row), then the tiles
+    acc_par = [0, 3 * mb]
+    acc_tile = [6 * mb, 6 * mb + tp * mb]
+    bias_row = bias_addr is not None and tiles.engine == "array"
     buf_out = [0, tp * mb]
     buf_res = [2 * tp * mb, 3 * tp * mb]
     em.emit("config", dataflow=cfg.dataflow)
@@ -198,9 +200,13 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
             if not hit:
                 em.emit("load", writes=[("par", ps)], mem="acc", dst=acc_par[ps], dst_stride=m, src=par + col * 4,
                         src_stride=M * 4, rows=2, cols=m, pad_before=0, pad_after=0, pad=0)
+                if bias_row:
+                    em.emit("load", writes=[("par", ps)], mem="acc", dst=acc_par[ps] + 2 * m, dst_stride=m,
+                            src=bias_addr + col * 4, src_stride=m * 4, rows=1, cols=m, pad_before=0, pad_after=0,
+                            pad=0)
             acs = tile_no % 2
             tile_no += 1
-            if bias_addr is not None:
+            if bias_addr is not None and not bias_row:
                 em.emit("load", writes=[("acc", acs)], mem="acc", dst=acc_tile[acs], dst_stride=m,
                         src=bias_addr + col * 4, src_stride=0, rows=t, cols=m, pad_before=0, pad_after=0, pad=0)
             for kk in range(n_k):
@@ -219,15 +225,17 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
                     em.emit("load", reads=w_keys, writes=[("wspad", ws)], mem="wspad",
                             dst=ws * wh, dst_stride=m, src=src, src_stride=m, rows=k1 - k0, cols=m, pad_before=0,
                             pad_after=0, pad=0)
-                acc_on = int(bias_addr is not None or kk > 0)
+                acc_on = int(kk > 0 or (bias_addr is not None and not bias_row))
                 if tiles.engine == "vector":
                     em.emit("vec.gemv", reads=[("ispad", ks), ("wspad", ws), ("acc", acs)], writes=[("acc", acs)],
                             dst_mem="acc", dst=acc_tile[acs], dst_stride=m, src_mem="ispad", src=ks * ih,
                             src_stride=k1 - k0, rows=k1 - k0, cols=m, w=ws * wh, w_stride=m, accumulate=acc_on)
                     continue
-                em.emit("gemm", reads=[("ispad", ks), ("wspad", ws)], writes=[("acc", acs)], a=ks * ih,
-                        a_stride=k1 - k0, w=ws * wh, w_stride=m, acc=acc_tile[acs], acc_stride=m, t=t, k=k1 - k0,
-                        m=m, accumulate=acc_on)
+                start_bias = bias_row and kk == 0
+                em.emit("gemm", reads=[("ispad", ks), ("wspad", ws)] + ([("par", ps)] if start_bias else []),
+                        writes=[("acc", acs)], a=ks * ih, a_stride=k1 - k0, w=ws * wh, w_stride=m, acc=acc_tile[acs],
+                        acc_stride=m, t=t, k=k1 - k0, m=m, accumulate=acc_on,
+                        bias=acc_par[ps] + 2 * m if start_bias else -1)
             _epilogue(em, acs, ps, acc_tile, acc_par, buf_out, buf_res, t, m, epi_zp, lo, hi, residual,
                       out + p0 * M + col, M, out_key, table)
     return {"tiles": dataclasses.asdict(tiles), "groups": G}

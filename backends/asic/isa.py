@@ -8,7 +8,7 @@ Each mnemonic runs on one of five in-order engine queues:
                                                                       rows cols pad_before pad_after pad
     store  SRAM -> DRAM, 2-D strided                           fields: mem src src_stride dst dst_stride rows cols
     gemm   acc[t,m] (+)= ispad[t,k] @ wspad[k,m]               fields: a a_stride w w_stride acc acc_stride t k m
-                                                                      accumulate
+                                                                      accumulate bias
     dwconv acc[p,c] = bias[c] + sum over taps of ispad[window of p, c] * wspad[tap, c]: the array's
            depthwise mode (channels across columns)        fields: a row_step w acc bias rows ow cols
                                                                       kh kw sh sw dh dw zp
@@ -45,7 +45,8 @@ LUT_BYTES = 2 * LUT_ENTRIES
 # mnemonic -> (queue, field names in print order)
 _LOAD = ("mem", "dst", "dst_stride", "src", "src_stride", "rows", "cols", "pad_before", "pad_after", "pad")
 _STORE = ("mem", "src", "src_stride", "dst", "dst_stride", "rows", "cols")
-_GEMM = ("a", "a_stride", "w", "w_stride", "acc", "acc_stride", "t", "k", "m", "accumulate")
+# gemm: with accumulate=0 and bias >= 0 the array's columns start from the bias row acc[bias, :m] instead of 0
+_GEMM = ("a", "a_stride", "w", "w_stride", "acc", "acc_stride", "t", "k", "m", "accumulate", "bias")
 # vector ops: dst/src operands are (mem, addr, stride); rows x cols elements
 # dwconv: rows x ow output pixels of ``cols`` channels; acc[acc + (r*ow + o)*cols + c] = acc[bias + c] (the bias
 # row the columns start from) + the sum over taps (i, j) of (ispad[a + (r*sh + i*dh)*row_step + (o*sw + j*dw)*cols

@@ -114,8 +114,13 @@ def host_report(program: Program, tl: Timeline, host: list[HostSegment]) -> dict
                     "us": (step.end - step.start) / cfg.clock_ghz / 1e3, "bound": step.cost.bound})
     fallback = [{"ops": [op.opname for op in seg.ops], "reason": seg.error} for seg in host if seg.engine != "x86"]
     cycles = tl.host_cycles
+    # the latency in which no chip segment runs: host compute and link transfers nothing hides
+    chip = sum(tm.cycles - int(tm.start.min()) for tm in tl.segments if len(tm.start))
+    exposed = max(tl.cycles - chip, 0)
     return {"model": "roofline", "cpu": cfg.host_cpu, "gflops": cfg.host_gflops, "gbps": cfg.host_gbps,
             "op_overhead_ns": cfg.host_op_overhead_ns, "cycles": cycles, "ms": cycles / cfg.clock_ghz / 1e6,
+            "exposed_cycles": exposed, "exposed_ms": exposed / cfg.clock_ghz / 1e6,
+            "exposed_share": exposed / max(tl.cycles, 1),
             "share": cycles / max(tl.cycles, 1), "segments": len(host), "fallback": fallback, "ops": ops}
 
 

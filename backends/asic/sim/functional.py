@@ -114,6 +114,8 @@ class Machine:
         prod = (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
         if a["accumulate"]:
             prod += acc
+        elif a["bias"] >= 0:
+            prod += self.tile("acc", a["bias"], 1, m, m)
         acc[...] = prod.astype(np.int32)  # wraps modulo 2**32 like a 32-bit adder
 
     def _dwconv(self, a: dict) -> None:

@@ -28,6 +28,7 @@ import bisect
 import collections
 import dataclasses
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -161,8 +162,10 @@ class Timing:
     cycles: int         # when the last instruction completes
 
 
-def simulate_timing(cfg: AsicConfig, instrs: list[Instr], start_cycle: int = 0) -> Timing:
-    """Times the program. Prefetches have the lowest priority on the DRAM channel: each is booked only
+def simulate_timing(cfg: AsicConfig, instrs: list[Instr], start_cycle: int = 0,
+                    not_before: Callable[[Instr], int] | None = None) -> Timing:
+    """Times the program; ``not_before(load)`` is the cycle a DRAM load's bytes are there (an input the
+    host streams in) or 0. Prefetches have the lowest priority on the DRAM channel: each is booked only
     when an instruction first needs its token (or at the end of the segment), so every transfer program
     order put before that point has its bytes booked first and the prefetch fills the gaps they left."""
     n = len(instrs)
@@ -218,6 +221,8 @@ def simulate_timing(cfg: AsicConfig, instrs: list[Instr], start_cycle: int = 0) 
             continue
         ready = free[q]
         t = max(ready, tok)
+        if not_before is not None and ins.op == "load" and not on_chip(ins):
+            t = max(t, not_before(ins))
         occ, lat = cost(cfg, ins)
         if occ and ins.op in ("load", "store"):
             # wait for the shared channel: the transfer's bytes start moving when it is free
