@@ -229,7 +229,8 @@ def text_table(report: dict[str, Any]) -> str:
     if host["ops"]:
         lines.append(f"host compute {host['ms']:.3f} ms ({host['share']:.1%} of the latency) on the {host['model']} "
                      f"model of {host['cpu']} ({host['gflops']} GFLOP/s, {host['gbps']} GB/s, "
-                     f"{host['op_overhead_ns']} ns per op)")
+                     f"{host['op_overhead_ns']} ns per op); exposed (no chip segment running) "
+                     f"{host['exposed_ms']:.3f} ms ({host['exposed_share']:.1%} of the latency)")
     return "\n".join(lines) + "\n"
 
 

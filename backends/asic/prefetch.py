@@ -88,6 +88,8 @@ class WeightPrefetcher:
         on = cfg.prefetch_weights and not cfg.ideal_bandwidth
         self.candidates = [i for i, (_, it) in enumerate(items)
                            if on and isinstance(it, Layer) and fc_weights(it) is not None]
+        # the index of each chip layer (what a prefetch's ``layer`` names: the layer that reads it)
+        self.layer_of = {i: n for n, i in enumerate(i for i, (_, it) in enumerate(items) if isinstance(it, Layer))}
         self.active: dict[int, _Plan] = {}
         self.bytes = 0
         self.layers = 0
@@ -131,6 +133,7 @@ class WeightPrefetcher:
         plan = _Plan(j, blocks, base, spot[2], spot[0], spot[1])
         self.active[j] = plan
         for off in range(0, plan.nbytes, CHUNK):
-            em.emit("prefetch", writes=[plan.chunk_key(off)], waits=plan.over, src=base + off,
-                    dst=ACT_BASE + plan.offset + off, bytes=min(CHUNK, plan.nbytes - off))
+            ins = em.emit("prefetch", writes=[plan.chunk_key(off)], waits=plan.over, src=base + off,
+                          dst=ACT_BASE + plan.offset + off, bytes=min(CHUNK, plan.nbytes - off))
+            ins.layer = self.layer_of[j]
         self.bytes += plan.nbytes

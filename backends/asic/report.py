@@ -139,14 +139,24 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
     ridge = 2 * R * C / cfg.dram_bytes_per_cycle
     layers = []
     tot = {"dram": 0, "spad": 0, "buf": 0, "vec": 0.0}
-    for info in program.layer_info:
+    # a prefetch belongs to the layer that reads what it copies (its ``layer``), not to the layer in
+    # whose instructions it was issued; it is not part of either's span (its copy fills DRAM gaps)
+    prefetches: dict[int, list[int]] = {}
+    for i, ins in enumerate(program.instrs):
+        if ins.op == "prefetch":
+            prefetches.setdefault(ins.layer, []).append(i)
+    for li, info in enumerate(program.layer_info):
         i0, i1 = info["instrs"]
+        own = np.array([i for i in range(i0, i1) if program.instrs[i].op != "prefetch"], np.int64)
+        pre = prefetches.get(li, [])
+        pre_bytes = sum(program.instrs[i].args["bytes"] for i in pre)
+        pre_cycles = int(sum(busy[i] for i in pre))
         comp = vec = dma = 0
         n_dma = n_vec = n_far = 0
         dram_b = spad_b = buf_b = 0
         vec_n = 0.0
         slots = 0
-        for i in range(i0, i1):
+        for i in [*own.tolist(), *pre]:
             ins = program.instrs[i]
             d, s, b, v, sl = _instr_costs(program, ins)
             dram_b, spad_b, buf_b, vec_n, slots = dram_b + d, spad_b + s, buf_b + b, vec_n + v, slots + sl
@@ -159,11 +169,7 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
                 dma += int(busy[i])
                 n_far += not on_chip(ins)
                 n_dma += 1
-            elif ins.op == "prefetch":
-                dma += int(busy[i])
-                n_far += 1
-                n_dma += 1
-        parts = time_breakdown(start[i0:i1], end[i0:i1], busy[i0:i1], [x.op for x in program.instrs[i0:i1]])
+        parts = time_breakdown(start[own], end[own], busy[own], [program.instrs[i].op for i in own])
         macs = info["macs"]
         energy = (macs * (e["mul8"] + e["add32"]) + vec_n * e["vector_op"] + spad_b * e["spad_byte"]
                   + buf_b * e["buffer_byte"] + dram_b * e["dram_byte"]) * 1e-9
@@ -177,18 +183,20 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
         tot["vec"] += vec_n
         layers.append({
             "name": info["name"], "kind": info["kind"], "op": info["op"], "shape": info["shape"], "macs": macs,
-            "start_cycle": int(start[i0:i1].min()) if i1 > i0 else 0,
-            "end_cycle": int(end[i0:i1].max()) if i1 > i0 else 0,
+            "start_cycle": int(start[own].min()) if len(own) else 0,
+            "end_cycle": int(end[own].max()) if len(own) else 0,
             "compute_cycles": comp, "vector_cycles": vec, "dma_cycles": dma, "stall_cycles": parts["stall"],
             "time": parts, "dma_transfers": n_dma,
             "dma_latency_cycles": 0 if cfg.ideal_bandwidth else n_far * cfg.dram_latency_cycles,
             "vector_overhead_cycles": n_vec * cfg.vector_overhead_cycles,
+            # its weights copied into the resident region ahead of it (in DRAM gaps, outside its span)
+            "prefetch_bytes": pre_bytes, "prefetch_cycles": pre_cycles,
             # array layers: MACs over the array's MAC slots of their folds; vector-unit layers with MACs
             # (depthwise): MACs over lanes x the vector unit's busy cycles (issue overhead included)
             "mapping_efficiency": (macs / slots) if slots else (macs / (vec * cfg.vector_lanes)) if macs and vec
             else None,
             "dram_bytes": dram_b, "sram_bytes": spad_b + buf_b, "energy_mj": energy, "bound": bound,
-            "instructions": i1 - i0, "tiles": info.get("tiles"),
+            "instructions": len(own) + len(pre), "tiles": info.get("tiles"),
         })
     cycles = max(tl.cycles, 1)
     seconds = cycles / (cfg.clock_ghz * 1e9)

@@ -56,5 +56,9 @@ def test_fc_weights_are_prefetched_and_the_run_stays_exact():
     span = {k: r.report["layers"][-1]["end_cycle"] - r.report["layers"][-1]["start_cycle"] for k, r in runs.items()}
     assert span[True] < span[False]
     assert on.report["cycles"] <= off.report["cycles"]
-    # DRAM still moves every weight byte once: the fc's now as the prefetch
+    # DRAM still moves every weight byte once: the fc's now as the prefetch, booked to the fc layer
     assert on.report["dram_bytes"] == off.report["dram_bytes"]
+    rep = on.report["layers"]
+    assert rep[-1]["prefetch_bytes"] == 64 * 512 and rep[-1]["prefetch_cycles"] > 0
+    assert rep[-1]["dram_bytes"] >= 64 * 512 and all(la["prefetch_bytes"] == 0 for la in rep[:-1])
+    assert [la["dram_bytes"] for la in rep[:-1]] == [la["dram_bytes"] for la in off.report["layers"][:-1]]
