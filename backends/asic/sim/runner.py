@@ -92,7 +92,7 @@ def _not_before(program: Program, vals: list, arrivals: list[int]) -> Callable[[
         hi = lo + max(a["rows"] - 1, 0) * a["src_stride"] + a["cols"] * (4 if a["mem"] == "acc" else 1)
         t = 0
         for addr, n in spans:
-            if lo < addr + n and addr < hi:
+            if n and lo < addr + n and addr < hi:
                 last = min(hi, addr + n) - 1 - addr
                 t = max(t, arrivals[min(bands - 1, last * bands // n)])
         return t
