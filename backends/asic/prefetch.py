@@ -5,12 +5,13 @@ so the layer reads them at ``act_buffer_gbps`` instead of waiting for DRAM.
 Such a layer does a handful of MACs per weight byte, so on its own it is bound by its weights' DRAM
 time (MobileNetV3-large: 4.5 MB in its fc layers, 0.33 ms at 13.6 GB/s). The compute-bound conv layers
 before it leave DRAM bandwidth unused. ``WeightPrefetcher`` plans, in program order: a range of the
-resident region is reserved for the layer's weights (first fit, with the activations) from up to
-``LOOKAHEAD`` layers before it until it has read them, and ``prefetch`` instructions (their own queue)
-copy the weights there in chunks. The DRAM channel serves them last: the timing books a prefetch only
-when a load first waits for it, in the gaps every earlier transfer left, so a prefetch never delays
-another layer's transfer (docs/asic.md). A layer whose range does not fit, or with a host op between,
-loads from DRAM as before. ``prefetch_weights: false`` in the config turns this off.
+resident region is reserved for the layer's weights from up to ``LOOKAHEAD`` layers before it until
+it has read them (from the top of a free range, leaving room for the activations made meanwhile; the
+first part of the weights if only that fits), and ``prefetch`` instructions (their own queue) copy
+them there in chunks. The DRAM channel serves them last: the timing books a prefetch only when a load
+first waits for it, in the gaps the transfers issued before that point left, so a prefetch delays no
+transfer of the layers before its reader (docs/asic.md). A layer without a range, or with a host op
+between, loads from DRAM as before. ``prefetch_weights: false`` in the config turns this off.
 """
 
 from __future__ import annotations
