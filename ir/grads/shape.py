@@ -12,8 +12,8 @@ import numpy as np
 
 from ..builder import const_value
 from ..errors import GradientError
-from . import register_vjp
-from .util import reshape, shape_of, sum_to, zeros_like
+from . import register_vjp, shape_generic
+from .util import is_static, reshape, reshape_like, shape_of, sum_to, zeros_like
 
 
 def _rest(op, first):
@@ -22,7 +22,7 @@ def _rest(op, first):
 
 @register_vjp("reshape", "squeeze", "unsqueeze")
 def _reshape(b, op, cts):
-    return _rest(op, reshape(b, cts[0], shape_of(op.operands[0])))
+    return _rest(op, reshape_like(b, cts[0], op.operands[0]))
 
 
 @register_vjp("transpose")
@@ -144,3 +144,26 @@ def _crop_or_pad(b, g, starts, ends, gshape):
     if any(lo) or any(hi):
         out = b.op("pad", out, pads=lo + hi, value=0.0)
     return out
+
+
+def _static_along(op, axes_of) -> str | None:
+    """None when the dims the rule computes with (``axes_of(op)``, per operand) are static."""
+    for v in op.operands[:1] if op.opname != "concat" else op.operands:
+        shape = shape_of(v)
+        if not is_static([shape[a] for a in axes_of(op, len(shape))]):
+            return f"it needs static sizes along the sliced/concatenated axis ({v.name}: {v.type})"
+    return None
+
+
+def _slice_axes(op, rank):
+    axes = op.attrs.get("axes")
+    if axes is None and op.attrs.get("starts") is not None:
+        axes = list(range(len(op.attrs["starts"])))
+    if axes is None:
+        return list(range(rank))  # computed at run time: every axis must be static
+    return [a % rank for a in axes]
+
+
+shape_generic("reshape", "squeeze", "unsqueeze", "transpose", "expand", "split")
+shape_generic("concat", check=lambda op: _static_along(op, lambda o, r: [o.attrs["axis"] % r]))
+shape_generic("slice", check=lambda op: _static_along(op, _slice_axes))

@@ -43,21 +43,18 @@ def _reduce(b: Builder, x: Value, reduction: str, name: str) -> Value:
     return b.op(kind, x, axes=tuple(range(x.type.rank)), keepdims=0, name=name)
 
 
-def _static(v: Value, what: str) -> tuple[int, ...]:
-    s = v.type.shape
-    if s is None or not all(isinstance(d, int) for d in s):
-        raise ModelError(f"{what} {v.name} has the non-static type {v.type}: training compiles for a fixed "
-                         "batch size (give the input shapes, e.g. an example batch)")
-    return tuple(int(d) for d in s)
-
-
 def label_type(pred: Value, loss: str) -> TensorType:
-    """The type of the labels input for ``loss`` on prediction ``pred``."""
-    shape = _static(pred, "the loss input")
+    """The type of the labels input for ``loss`` on prediction ``pred``: symbolic dims (a batch
+    ``N``) stay symbolic, and the mean divides by the count read at run time."""
+    shape = pred.type.shape
+    if shape is None:
+        raise ModelError(f"the loss input {pred.name} has an unknown rank ({pred.type}): give the input shapes")
     if loss == "cross_entropy":
         if len(shape) < 2:
             raise ModelError(f"cross_entropy needs logits shaped [N, C, ...], got {pred.type}")
-        return TensorType(DType.i64, (shape[0],) + shape[2:])
+        if not isinstance(shape[1], int):
+            raise ModelError(f"cross_entropy needs a static class count (dim 1 of {pred.name}: {pred.type})")
+        return TensorType(DType.i64, (shape[0],) + tuple(shape[2:]))
     return pred.type
 
 
