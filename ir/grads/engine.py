@@ -26,6 +26,8 @@ from ..builder import Builder
 from ..errors import GradientError
 from ..graph import Graph, Module, Op, Value
 from ..registry import NOT_DIFFERENTIABLE
+from ..specialize import reinfer
+from ..sym_names import named_types
 from ..types import UNKNOWN, TensorType
 from .util import reshape_like, zeros_like
 
@@ -104,6 +106,43 @@ def grad(module: Module, loss: Value, wrt: Sequence[Value], graph: Graph | None 
         shape = loss.type.shape
         if shape is None or any(d != 1 for d in shape):
             raise GradientError(f"the loss {loss.name} must be a scalar, got {loss.type}")
+    saved = _name_dims(module, g)
+    try:
+        result = _grad(module, g, loss, wrt, seed)
+    finally:
+        if saved:  # the forward values get their inferred types back; the backward ops follow them
+            for v, t in saved:
+                v.type = t
+            reinfer(module)
+    if saved:  # a gradient that only inference under the named dims knew to be w's shape says so again
+        b = Builder(module, g, loc="grad")
+        for w, c in result.items():
+            if c.type != w.type:
+                result[w] = reshape_like(b, c, w)
+    return result
+
+
+def _name_dims(module: Module, g: Graph) -> list[tuple[Value, TensorType]]:
+    """Give the forward values of a symbolic graph, for the time of differentiation, types whose
+    every dim is named (``sym_names.named_types``: ``?`` dims become the input symbol or shared
+    formula name they stand for), so rules see which dims are equal and which were broadcast.
+    Returns the (value, inferred type) pairs to restore."""
+    values = list(g.params) + [r for op in g.ops for r in op.results]
+    if all(not isinstance(v.type, TensorType) or v.type.is_static for v in values):
+        return []
+    named = named_types(module, g)
+    if named is None:
+        return []
+    saved = []
+    for v in values:
+        t = named.get(id(v))
+        if t is not None and t != v.type:
+            saved.append((v, v.type))
+            v.type = t
+    return saved
+
+
+def _grad(module: Module, g: Graph, loss: Value, wrt: Sequence[Value], seed: Value | None) -> dict[Value, Value]:
     path = _on_path(g, loss, wrt)
     for op in path:
         _check_shapes(op)
