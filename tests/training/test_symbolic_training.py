@@ -212,32 +212,47 @@ def test_remat_refuses_a_symbolic_step(cnn):
     _compile(path, "reference", memory_budget="0.5", batch_size=4)  # at a fixed batch it plans
 
 
+def _within_f32_of(got: dict, exact: dict, f32: dict, name: str) -> None:
+    """``got`` is as close to the float64 gradients ``exact`` as torch's own float32 ones ``f32``
+    are (twice their error, plus 1e-5 of the largest entry): a deep random network amplifies
+    float32 rounding, so a different (and equally right) order of summation moves its gradients by
+    as much as torch's float32 differs from float64 (measured up to ~0.5% in early layers at batch 8)."""
+    for n, want in exact.items():
+        scale = float(np.abs(want).max()) or 1.0
+        allowed = 2 * float(np.abs(f32[n] - want).max()) + 1e-5 * scale
+        assert float(np.abs(got[n] - want).max()) <= allowed, (name, n)
+
+
 @pytest.mark.slow
 def test_resnet18_symbolic_batch_on_x86_matches_static_compiles_and_torch(tmp_path):
-    """The ResNet-18 of bench/models.py in training form (batch statistics), 32x32 images: one
-    shape-generic x86 compile steps at batch 2, 3 and 8 like a static x86 compile at each batch,
-    and like torch."""
-    from bench.models import torch_module
+    """The ResNet-18 of bench/models.py in training form (batch statistics; residual branches
+    scaled as bench's realistic models are), 64x64 images: one shape-generic x86 compile steps at
+    batch 2, 3 and 8 like a static x86 compile at each batch, and like torch (float64 the oracle)."""
+    import copy
 
-    net, _ = torch_module("resnet18")
+    from bench.models import RESIDUAL_SCALE, calibrated_torch_module
+
+    net, _ = calibrated_torch_module("resnet18", residual_scale=RESIDUAL_SCALE)
     torch.manual_seed(1)
     net.train()
     path = tmp_path / "r18.onnx"
-    _export(net, torch.randn(2, 3, 32, 32), path, {0: "batch"}, training=True)
+    _export(net, torch.randn(2, 3, 64, 64), path, {0: "batch"}, training=True)
     sym = _compile(str(path), "x86")
     assert sym.report["shapes"] == {"generic": True, "symbols": ["batch"]}
     for i, n in enumerate((2, 3, 8)):
         g = torch.Generator().manual_seed(20 + i)
-        x, y = torch.randn((n, 3, 32, 32), generator=g), torch.randint(0, 1000, (n,), generator=g)
-        feeds = {"x": x.numpy(), "labels": y.numpy()}
-        before = sym.parameters()
-        loss, _ = _against_static(sym, lambda n=n: _compile(str(path), "x86", batch_size=n), feeds,
-                                  str(tmp_path / f"{n}.npz"), 1e-5)
-        t_loss, t_grads, t_params = _torch_step(net, before, x, y, 0.1)
+        x, y = torch.randn((n, 3, 64, 64), generator=g), torch.randint(0, 1000, (n,), generator=g)
+        before, ckpt = sym.parameters(), str(tmp_path / f"{n}.npz")
+        sym.save(ckpt)
+        loss = sym.step({"x": x.numpy(), "labels": y.numpy()})
+        static = _compile(str(path), "x86", batch_size=n)
+        static.restore(ckpt)
+        assert loss == pytest.approx(static.step({"x": x.numpy(), "labels": y.numpy()}), rel=1e-5)
+        t_loss, t_grads, _ = _torch_step(net, before, x, y, 0.1)
+        exact = _torch_step(copy.deepcopy(net).double(), before, x.double(), y, 0.1)[1]
         assert loss == pytest.approx(t_loss, rel=1e-4)
-        # float32 through 20 batch norms of batch statistics (the last ones over batch x 1 x 1
-        # elements) amplifies rounding differences in the deep layers' gradients to ~3e-4 of their
-        # largest entry (the static compile differs from torch alike); nnc against itself is 1e-4 above
-        _close(sym.gradients(), t_grads, 1e-3)
-        _close(sym.parameters(), t_params, 1e-4)
+        _within_f32_of(sym.gradients(), exact, t_grads, f"symbolic, batch {n}")
+        _within_f32_of(static.gradients(), exact, t_grads, f"static, batch {n}")
+        want = {k: before[k] - 0.1 * sym.gradients()[k] for k in before}  # SGD, as the step applies it
+        _close(sym.parameters(), want, 1e-6)
     assert len(sym.executable.shapes_seen()) == 3
