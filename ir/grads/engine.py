@@ -77,10 +77,13 @@ def _check_shapes(op: Op) -> None:
 
 
 def compatible(a: TensorType, b: TensorType) -> bool:
-    """Same dtype and rank, and no dim that differs unless one of them is ``?``."""
+    """Same dtype and rank, and dims that may be equal at run time: equal, or one of them not an
+    int (``?``, or a symbol that the other's int pins, as a static weight pins a symbolic dim it
+    multiplies with)."""
     if a.dtype != b.dtype or a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
         return False
-    return all(x == y or UNKNOWN in (x, y) for x, y in zip(a.shape, b.shape))
+    return all(x == y or UNKNOWN in (x, y) or not (isinstance(x, int) and isinstance(y, int))
+               and not (isinstance(x, str) and isinstance(y, str)) for x, y in zip(a.shape, b.shape))
 
 
 def _rule(op: Op):

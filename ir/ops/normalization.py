@@ -268,7 +268,7 @@ def _batch_norm_train_vjp(b, op, cts):
         return [cx, cscale, cbias, None, None]
     shape = x.type.shape
     if not x.type.is_static:
-        raise GradientError(f"cannot differentiate batch_norm_train{op.where()} through its running or batch "
+        raise GradientError(f"cannot differentiate {op.where()} through its running or batch "
                             f"statistics with the symbolic shape {x.type}: fix the batch size")
     count = int(np.prod(shape)) // int(shape[1])
     mom = op.attrs["momentum"]
