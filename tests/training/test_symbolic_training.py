@@ -163,6 +163,26 @@ def test_one_symbolic_step_matches_static_steps_and_torch_on_the_reference(kind,
     assert any(not np.array_equal(start[n], sym.parameters()[n]) for n in start)
 
 
+def test_a_torch_module_with_a_dynamic_batch_trains_shape_generic():
+    """Straight from PyTorch (torch.export with a ``Dim``), no ONNX: the same one-compile step."""
+    torch.manual_seed(0)
+    net = SmallCNN()
+    _distinct(net)
+    net.train()
+    batch = torch.export.Dim("batch", min=2, max=64)
+    sess = nnc.compile(net, example_args=(torch.randn(2, 3, 8, 8),), dynamic_shapes={"x": {0: batch}},
+                       target="reference", mode="train", loss="cross_entropy", optimizer="sgd", lr=0.1)
+    assert sess.report["shapes"] == {"generic": True, "symbols": ["batch"]}
+    for i, shape in enumerate(SHAPES["cnn"]):
+        x, y = _batch("cnn", shape, seed=30 + i)
+        before = sess.parameters()
+        loss = sess.step({"x": x.numpy(), "labels": y.numpy()})
+        t_loss, t_grads, t_params = _torch_step(net, before, x, y, 0.1)
+        assert loss == pytest.approx(t_loss, rel=1e-4)
+        _close(sess.gradients(), t_grads, 1e-4)
+        _close(sess.parameters(), t_params, 1e-4)
+
+
 @pytest.mark.parametrize("kind", ["cnn", pytest.param("bert", marks=pytest.mark.slow)])  # bert: ~30 s to compile
 def test_x86_compiles_the_step_once_for_every_shape(kind, cnn, bert):
     """One shape-generic x86 compile runs every batch (and sequence length) with the reference's
