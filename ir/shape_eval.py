@@ -28,13 +28,18 @@ from .dtypes import DType
 from .errors import InputError, TypeInferenceError
 from .graph import Graph, Module, Op, Value
 from .registry import Trait
-from .types import TensorType
+from .types import UNKNOWN, TensorType
 
 MAX_HOST_ELEMENTS = 1 << 16  # a shape-deciding tensor larger than this is data, not a shape
 
 
 def _unknown(t: TensorType) -> bool:
     return t.shape is None or any(not isinstance(d, int) for d in t.shape)
+
+
+def _underived(t: TensorType) -> bool:
+    """Some dim of ``t`` is not known from shapes alone: an unknown rank or a ``?`` dim."""
+    return t.shape is None or any(d == UNKNOWN for d in t.shape)
 
 
 class ShapeEvaluator:
@@ -149,8 +154,9 @@ def _needed_values(g: Graph) -> set[int]:
         for i in op.opdef.dynamic_operand_indices():
             if i < len(op.operands):
                 stack.append(op.operands[i])
-        if op.opname != "const" and any(_unknown(r.type) for r in op.results):
+        if op.opname != "const" and any(_underived(r.type) for r in op.results):
             # a range's limit, a one-hot's depth, a constant-of-shape's shape: small integer operands
+            # (a result whose dims are ints and named symbols got them from its operands' shapes)
             stack.extend(v for v in op.operands if v.type.rank == 0 or v.type.rank == 1 and
                          not v.dtype.is_float and v.dtype is not DType.bool and
                          (v.type.numel or 0) <= MAX_HOST_ELEMENTS)

@@ -65,16 +65,19 @@ def load_for_training(model: Any, example_args: Any = None, dynamic_shapes: Any 
 
 
 def _static(module: Module, input_shapes: Mapping[str, Any] | None, batch_size: int | None) -> Module:
+    """The module at the shapes asked for (``input_shapes``, or ``batch_size`` for the first dim of
+    every input whose other dims are static); unchanged, symbolic dims and all, when neither is
+    given: the step is then compiled shape-generic."""
     g = module.main
-    if all(p.type.is_static for p in g.params):
+    if all(p.type.is_static for p in g.params) or (input_shapes is None and batch_size is None):
         return module
     shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
     for p in g.params:
         if p.binding is None and p.name not in shapes and not p.type.is_static:
             if batch_size is None or p.type.shape is None or not all(
                     isinstance(d, int) for d in p.type.shape[1:]):
-                raise ModelError(f"input {p.name} has the dynamic type {p.type}: training compiles for a fixed "
-                                 "batch size; pass batch_size=N or input_shapes={name: shape} (CLI: --batch-size N)")
+                raise ModelError(f"input {p.name} has the dynamic type {p.type}: batch_size fixes only a leading "
+                                 "batch dim; pass input_shapes={name: shape} (or neither, for a shape-generic step)")
             shapes[p.name] = (int(batch_size),) + tuple(p.type.shape[1:])
     return specialize(module, shapes, {})
 
@@ -111,14 +114,39 @@ def compile_training(model: Any, backend: Backend, opts: CompileOptions, example
     step_module, sig, config, module, proto = _build(model, opts, example_args, dynamic_shapes)
     optimized, records, pipeline = optimize(step_module, "train", opts.pipeline_options())
     program = _unbound(optimized)
-    executable = backend.compile(program, opts)
+    executable, shapes = _compile_step(program, backend, opts)
     session = TrainingSession(step_module, sig, executable, backend, config, module, proto)
     session.report = training_report(optimized, records, backend.name, pipeline, module)
     session.report["options"] = opts.report()
+    if shapes is not None:
+        session.report["shapes"] = shapes
+        session.report["memory"] = {**session.report.get("memory", {}), "planned": False,
+                                    "reason": "symbolic dims: the arena is planned per input shape at run time"}
     if getattr(executable, "target_report", None) is not None:  # as nnc.compile's inference report has it
         session.report[backend.name] = executable.target_report  # e.g. report["x86"]["kernels"]
     session.program = CompiledModel(program, executable, backend, session.report, opts)
     return session
+
+
+def _compile_step(program: Module, backend: Backend, opts: CompileOptions) -> tuple[Any, dict | None]:
+    """(executable, report["shapes"] or None). A step with symbolic dims compiles once to
+    shape-generic code where the backend can; otherwise once per input shape (and says why)."""
+    from nnc.backends.compiled import NotShapeGeneric
+    from nnc.ir.specialize import input_symbols
+
+    from .specializer import Specializer, is_static
+
+    if not backend.static_shapes or is_static(program):
+        return backend.compile(program, opts), ({"generic": True, "symbols": input_symbols(program)}
+                                                if not is_static(program) else None)
+    if backend.shape_generic:
+        try:
+            return backend.compile(program, opts), {"generic": True, "symbols": input_symbols(program)}
+        except NotShapeGeneric as e:
+            reason = str(e)
+    else:
+        reason = f"target {backend.name!r} compiles static shapes only"
+    return Specializer(program, lambda m: backend.compile(m, opts)), {"generic": False, "reason": reason}
 
 
 def training_report(step: Module, records: list, target: str, pipeline: str, source: Module) -> dict[str, Any]:
@@ -210,7 +238,8 @@ class TrainingSession:
         extra = sorted(set(feeds) - set(sig.data_inputs) - {sig.label})
         if extra:
             raise InputError(f"step() got unexpected input(s) {extra}; it takes {sig.data_inputs + [sig.label]}")
-        full = {n: self._batch_array(n, a) for n, a in feeds.items()}
+        bound: dict[str, int] = {}  # symbolic dims must agree across the inputs (batch of data and labels)
+        full = {n: self._batch_array(n, a, bound) for n, a in feeds.items()}
         full[sig.lr] = np.asarray(self.lr, np.float32)
         full[sig.step] = np.asarray(self.step_count + 1, np.int64)
         full.update(self._tensors)
@@ -222,12 +251,13 @@ class TrainingSession:
             self._grads = {n: outs[sig.grad(n)] for n in sig.params}
         return float(outs[sig.loss])
 
-    def _batch_array(self, name: str, a: Any) -> np.ndarray:
+    def _batch_array(self, name: str, a: Any, bound: dict[str, int]) -> np.ndarray:
         t = self.input_types[name]
         arr = np.asarray(a)
-        if tuple(arr.shape) != tuple(t.shape):
-            raise InputError(f"input {name!r} has shape {list(arr.shape)}, but the training step was compiled for "
-                             f"{t} (training uses static shapes: the batch size is fixed at compile time)")
+        why = t.matches(t.dtype, tuple(arr.shape), bound)
+        if why is not None:
+            fixed = "" if not t.is_static else " (this step was compiled for a fixed batch size)"
+            raise InputError(f"input {name!r}: {why}{fixed}")
         if arr.dtype != t.dtype.numpy and arr.dtype.kind == t.dtype.numpy.kind:
             arr = arr.astype(t.dtype.numpy)  # int32 labels, f64 data: convert rather than refuse
         return arr

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  # noqa: F401
     fold_batchnorm,
     fold_constants,
     fold_dynamic,
+    fold_symbolic_shapes,
     freeze,
     fuse,
     plan_memory,

@@ -389,7 +389,9 @@ class AotExecutable:
         return n
 
     def _run_with_dims(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        args = [np.ascontiguousarray(a) for a in check_inputs(self.inputs, feeds)]
+        # np.require keeps a 0-d input 0-d (ascontiguousarray makes it [1], which the shape check refuses:
+        # a training step's learning rate and step count)
+        args = [np.require(a, requirements="C") for a in check_inputs(self.inputs, feeds)]
         shapes = self.output_shapes(dict(zip((n for n, _ in self.inputs), args)))
         outs = {name: np.empty(shape, dtype=t.dtype.numpy) for (name, t), shape in zip(self.outputs, shapes)}
         ptrs, keep = self._shape_arrays(args)

@@ -22,8 +22,8 @@ import numpy as np
 from ..builder import Builder
 from ..graph import Value
 from ..ops.conv import fill, resolve_pads
-from . import register_vjp
-from .util import reshape, shape_of
+from . import register_vjp, shape_generic
+from .util import is_static, reshape, shape_of
 
 
 def transpose(b: Builder, x: Value, perm: Sequence[int]) -> Value:
@@ -65,6 +65,38 @@ def weight_grad(b: Builder, x: Value, gy: Value, kernel: Sequence[int], strides:
     r = b.op("conv", xt, gt, strides=list(dilations), dilations=list(strides), pads=list(pads), group=group)
     r = crop(b, r, kernel)  # [Cg, M, *kernel]
     return transpose(b, r, [1, 0] + spatial)
+
+
+def weight_grad_by_gemm(b: Builder, x: Value, gy: Value, kernel: Sequence[int], strides: Sequence[int],
+                        dilations: Sequence[int], pads: Sequence[int], group: int) -> Value:
+    """``weight_grad`` when the batch N is symbolic: the convolution form would have N as its
+    input-channel count, which convolution kernels need static. Instead each kernel tap t reads a
+    strided window of the padded input, the taps are stacked into columns ``[C*K, N*out]`` and
+    ``dw = gy[M, N*out] @ columns^T`` is one GEMM (a batched matmul over the groups) whose
+    reduction length N*out is read at run time. The columns take K times the input's memory."""
+    xs, n = shape_of(x), len(kernel)
+    C, M, out = xs[1], shape_of(gy)[1], list(shape_of(gy)[2:])
+    K = math.prod(kernel)
+    spatial = list(range(2, 2 + n))
+    xp = b.op("pad", x, pads=[0, 0] + list(pads[:n]) + [0, 0] + list(pads[n:]), value=0.0) if any(pads) else x
+    taps = []
+    for t in np.ndindex(*kernel):
+        starts = [t[i] * dilations[i] for i in range(n)]
+        ends = [starts[i] + (out[i] - 1) * strides[i] + 1 for i in range(n)]
+        win = b.op("slice", xp, starts=starts, ends=ends, axes=spatial, steps=list(strides))  # [N, C, *out]
+        taps.append(b.op("unsqueeze", win, axes=[2]))
+    cols = taps[0] if len(taps) == 1 else b.op("concat", *taps, axis=2)  # [N, C, K, *out]
+    cols = transpose(b, cols, [1, 2, 0] + [a + 1 for a in spatial])  # [C, K, N, *out]
+    gt = transpose(b, gy, [1, 0] + spatial)  # [M, N, *out]
+    if group == 1:
+        cols = b.op("reshape", cols, shape=[C * K, -1])
+        g2 = b.op("reshape", gt, shape=[M, -1])
+        dw = b.op("gemm", g2, cols, alpha=1.0, beta=0.0, trans_a=0, trans_b=1)  # [M, C*K]
+    else:  # group-major channels: [G, C/G*K, N*out] and [G, M/G, N*out]
+        cols = b.op("reshape", cols, shape=[group, C // group * K, -1])
+        g2 = b.op("reshape", gt, shape=[group, M // group, -1])
+        dw = b.op("matmul", g2, b.op("transpose", cols, perm=[0, 2, 1]))  # [G, M/G, C/G*K]
+    return b.op("reshape", dw, shape=[M, C // group] + list(kernel))
 
 
 def flip_weights(b: Builder, w: Value, group: int) -> Value:
@@ -147,7 +179,10 @@ def _conv(b, op, cts):
     p = resolve_pads(op.attrs["auto_pad"], xs[2:], kernel, s, d, op.attrs["pads"])
     group = op.attrs["group"]
     dx = input_grad(b, g, w, xs[2:], s, d, p, group)
-    dw = weight_grad(b, x, g, kernel, s, d, p, group)
+    if is_static(xs):
+        dw = weight_grad(b, x, g, kernel, s, d, p, group)
+    else:
+        dw = weight_grad_by_gemm(b, x, g, kernel, s, d, p, group)
     res: list[Value | None] = [dx, dw]
     if len(op.operands) > 2:
         res.append(_bias_grad(b, g))
@@ -174,3 +209,16 @@ def _conv_transpose(b, op, cts):
     if len(op.operands) > 2:
         res.append(_bias_grad(b, g))
     return res
+
+
+def _batch_only(op) -> str | None:
+    """conv with a symbolic batch: channels, spatial dims and weights static, one group."""
+    x, w = op.operands[0], op.operands[1]
+    if not is_static(shape_of(x)[1:]) or not w.type.is_static:
+        return f"only the batch dim may be symbolic ({x.name}: {x.type}, {w.name}: {w.type})"
+    if op.opname == "conv_transpose":
+        return "conv_transpose's weight gradient with a symbolic batch is not supported"
+    return None
+
+
+shape_generic("conv", "conv_transpose", check=_batch_only)

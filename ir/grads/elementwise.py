@@ -11,7 +11,8 @@ import math
 
 from ..builder import Builder
 from ..graph import Op, Value
-from . import not_differentiable, register_vjp
+from ..registry import _REGISTRY
+from . import not_differentiable, register_vjp, shape_generic
 from .util import cast_to, scalar, sum_to
 
 not_differentiable("sign", "floor", "ceil", "round", "isinf", "isnan", "mod")
@@ -298,3 +299,7 @@ def _acosh(b, op, x, y, g):
 @_ew("atanh")
 def _atanh(b, op, x, y, g):
     return b.op("div", g, b.op("sub", scalar(b, 1.0, x), b.op("mul", x, x)))
+
+
+# every rule of this file works on any shape: cotangents are elementwise, sum_to un-broadcasts
+shape_generic(*sorted(n for n, d in _REGISTRY.items() if getattr(d.vjp, "__module__", None) == __name__))

@@ -22,7 +22,7 @@ import numpy as np
 from ..builder import Builder, const_value
 from ..errors import GradientError
 from ..graph import Op, Value
-from . import register_vjp
+from . import register_vjp, shape_generic
 from .util import reshape, scalar, shape_of
 
 
@@ -206,3 +206,15 @@ def _index_copy(b, op, cts):
     g = cts[0]
     return [b.op("index_copy", g, ind, zeros(b, shape_of(upd), upd), axis=axis), None,
             b.op("gather", g, ind, axis=axis)]
+
+
+def _embedding_lookup(op: Op) -> str | None:
+    """gather with symbolic dims: only a lookup in a static table along axis 0 (an embedding; the
+    indices, e.g. ``[batch, seq]``, may be symbolic)."""
+    x = op.operands[0]
+    if not x.type.is_static or op.attrs["axis"] % len(shape_of(x)) != 0:
+        return f"only a lookup along axis 0 of a static table is supported ({x.name}: {x.type})"
+    return None
+
+
+shape_generic("gather", check=_embedding_lookup)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..builder import Builder
 from ..graph import Value
-from . import register_vjp
+from . import register_vjp, shape_generic
 from .util import reshape, scalar, shape_of, sum_to
 
 
@@ -26,12 +26,12 @@ def _matmul(b, op, cts):
         gs.insert(len(gs) - (0 if len(ys) == 1 else 1), 1)
     if len(ys) == 1:
         gs.append(1)
-    g2 = reshape(b, g, gs)
+    g2 = reshape(b, g, gs)  # only adds unit axes: exact with symbolic dims too
     gx = b.op("matmul", g2, _swap_last(b, y2))
     gy = b.op("matmul", _swap_last(b, x2), g2)
     gx = sum_to(b, gx, x2.type) if shape_of(gx) != shape_of(x2) else gx
     gy = sum_to(b, gy, y2.type) if shape_of(gy) != shape_of(y2) else gy
-    return [reshape(b, gx, xs), reshape(b, gy, ys)]
+    return [reshape(b, gx, xs, like=x), reshape(b, gy, ys, like=y)]
 
 
 @register_vjp("gemm")
@@ -54,3 +54,6 @@ def _gemm(b, op, cts):
         gc = g if beta == 1.0 else b.op("mul", g, scalar(b, beta, g))
         out.append(sum_to(b, gc, c))
     return out
+
+
+shape_generic("matmul", "gemm")

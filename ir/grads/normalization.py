@@ -18,8 +18,8 @@ import numpy as np
 
 from ..builder import Builder
 from ..graph import Value
-from . import register_vjp
-from .util import broadcast_to, cast_to, reshape, scalar, scalar_attr, shape_of, sum_to
+from . import register_vjp, shape_generic
+from .util import broadcast_to, cast_to, is_static, reshape, scalar, scalar_attr, shape_of, sum_to
 
 
 def _axis(op, x: Value) -> int:
@@ -66,13 +66,13 @@ def _layer_norm(b, op, cts):
     dscale = dbias = None
     if gy is not None:
         xhat = b.op("mul", xc, inv)
-        gh = broadcast_to(b, b.op("mul", gy, cast_to(b, scale, x)), xs)
+        gh = broadcast_to(b, b.op("mul", gy, cast_to(b, scale, x)), xs, like=x)
         dx = _normalized_dx(b, gh, xhat, inv, axes)
         dscale = cast_to(b, sum_to(b, b.op("mul", gy, xhat), scale), scale)
         if len(op.operands) > 2:
             dbias = cast_to(b, sum_to(b, gy, op.operands[2]), op.operands[2])
     if gm is not None:  # mean = sum(x) / n
-        dx = _add(b, dx, broadcast_to(b, b.op("mul", cast_to(b, gm, x), scalar(b, 1.0 / n, x)), xs))
+        dx = _add(b, dx, broadcast_to(b, b.op("mul", cast_to(b, gm, x), scalar(b, 1.0 / n, x)), xs, like=x))
     if gi is not None:  # inv = (var + eps)^-1/2, var = sum(xc^2) / n: d inv / dx = -inv^3 xc / n
         k = b.op("mul", b.op("mul", cast_to(b, gi, x), b.op("mul", inv, b.op("mul", inv, inv))),
                  scalar(b, -1.0 / n, x))
@@ -91,7 +91,7 @@ def _rms_norm(b, op, cts):
     axes = list(range(_axis(op, x), len(xs)))
     ms = b.op("reduce_mean", b.op("mul", x, x), axes=axes, keepdims=1)
     r = b.op("reciprocal", b.op("sqrt", b.op("add", ms, scalar(b, op.attrs["epsilon"], x))))
-    gh = broadcast_to(b, b.op("mul", g, cast_to(b, scale, x)), xs)
+    gh = broadcast_to(b, b.op("mul", g, cast_to(b, scale, x)), xs, like=x)
     # y = x r scale: dx = r gh - r^3 x mean(gh x)
     c = b.op("reduce_mean", b.op("mul", gh, x), axes=axes, keepdims=1)
     dx = b.op("mul", r, b.op("sub", gh, b.op("mul", x, b.op("mul", b.op("mul", r, r), c))))
@@ -209,3 +209,24 @@ def _keyed_dropout(b, op, cts):
         return [None, None]
     factor = scalar(b, 1.0 / (1.0 - op.attrs["ratio"]), g)
     return [b.op("where", op.results[1], b.op("mul", g, factor), scalar(b, 0.0, g)), None]
+
+
+def _normalized_static(op) -> str | None:
+    """layer/RMS norm: the normalized axes (from ``axis`` on) must be static (their count n)."""
+    xs = shape_of(op.operands[0])
+    if not is_static(xs[op.attrs["axis"] % len(xs):]):
+        return f"the normalized axes of {op.operands[0].name} ({op.operands[0].type}) must be static"
+    return None
+
+
+def _channels_static(op) -> str | None:
+    """batch norm: only the batch dim may be symbolic."""
+    xs = shape_of(op.operands[0])
+    if not is_static(xs[1:]) or not all(v.type.is_static for v in op.operands[1:]):
+        return f"only the batch dim may be symbolic ({op.operands[0].name}: {op.operands[0].type})"
+    return None
+
+
+shape_generic("softmax", "log_softmax", "keyed_dropout")
+shape_generic("layer_norm", "rms_norm", check=_normalized_static)
+shape_generic("batch_norm", "batch_norm_train", check=_channels_static)

@@ -21,9 +21,9 @@ import numpy as np
 from ..builder import Builder
 from ..graph import Value
 from ..ops.pool import _Geometry
-from . import register_vjp
+from . import register_vjp, shape_generic
 from .conv import input_grad
-from .util import reshape, scalar, shape_of
+from .util import is_static, reshape, scalar, shape_of, zeros_like
 
 
 def window_sum_adjoint(b: Builder, g: Value, in_dims: Sequence[int], geo: _Geometry) -> Value:
@@ -73,7 +73,30 @@ def _max_pool(b, op, cts):
         attrs = {**op.attrs, "with_indices": 1, "storage_order": 0}
         idx = b.create("max_pool", [x], attrs).results[1]
     xs = shape_of(x)
+    if not is_static(xs):
+        return [_max_pool_rows(b, x, g, idx)]
     total, n_out = math.prod(xs), math.prod(shape_of(g))
     flat = b.op("scatter_elements", b.const(np.zeros(total, dtype=x.dtype.numpy), name="zeros"),
                 reshape(b, idx, [n_out]), reshape(b, g, [n_out]), axis=0, reduction="add")
     return [reshape(b, flat, xs)]
+
+
+def _max_pool_rows(b: Builder, x: Value, g: Value, idx: Value) -> Value:
+    """The max-pool scatter with a symbolic batch: per (image, channel) row. The indices are flat
+    over the whole tensor, so ``idx mod (H*W)`` is the position within the row."""
+    xs, gs = shape_of(x), shape_of(g)
+    hw, ohw = math.prod(xs[2:]), math.prod(gs[2:])
+    local = b.op("mod", reshape(b, idx, [gs[0], gs[1], ohw]), b.const(np.asarray(hw, np.int64), name="row"))
+    rows = b.op("scatter_elements", reshape(b, zeros_like(b, x), [xs[0], xs[1], hw]), local,
+                reshape(b, g, [gs[0], gs[1], ohw]), axis=2, reduction="add")
+    return reshape(b, rows, xs)
+
+
+def _batch_only(op) -> str | None:
+    x = op.operands[0]
+    if not is_static(shape_of(x)[1:]):
+        return f"only the batch dim may be symbolic ({x.name}: {x.type})"
+    return None
+
+
+shape_generic("avg_pool", "lp_pool", "max_pool", check=_batch_only)

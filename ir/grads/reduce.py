@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from ..builder import Builder, const_value
 from ..graph import Op, Value
-from . import register_vjp
-from .util import broadcast_to, reshape, scalar, shape_of
+from . import register_vjp, shape_generic
+from .util import broadcast_to, count, reshape, scale_by_inverse, shape_of
 
 
 def reduced_axes(b: Builder, op: Op) -> list[int]:
@@ -26,16 +26,23 @@ def reduced_axes(b: Builder, op: Op) -> list[int]:
     return sorted(a % rank for a in axes)
 
 
-def _kept_shape(x: Value, axes: list[int]) -> list[int]:
+def _kept_shape(x: Value, axes: list[int]) -> list:
     return [1 if i in axes else d for i, d in enumerate(shape_of(x))]
+
+
+def _kept(b: Builder, g: Value, x: Value, axes: list[int]) -> Value:
+    """``g`` (a reduction of ``x`` over ``axes``, kept or not) with the reduced axes as 1s."""
+    if len(shape_of(g)) == len(shape_of(x)):
+        return g
+    return b.op("unsqueeze", g, axes=axes) if axes else g
 
 
 def _spread(b: Builder, op: Op, g: Value) -> tuple[Value, list[int]]:
     """The cotangent broadcast back to the operand's shape, and the reduced axes."""
     x = op.operands[0]
     axes = reduced_axes(b, op)
-    g = reshape(b, g, _kept_shape(x, axes))
-    return broadcast_to(b, g, shape_of(x)), axes
+    g = reshape(b, g, _kept_shape(x, axes)) if x.type.is_static else _kept(b, g, x, axes)
+    return broadcast_to(b, g, shape_of(x), like=x), axes
 
 
 def _none_rest(op: Op, first: Value) -> list[Value | None]:
@@ -50,21 +57,20 @@ def _sum(b, op, cts):
 @register_vjp("reduce_mean")
 def _mean(b, op, cts):
     g, axes = _spread(b, op, cts[0])
-    n = 1
-    for a in axes:
-        n *= shape_of(op.operands[0])[a]
-    return _none_rest(op, b.op("mul", g, scalar(b, 1.0 / n, g)) if n != 1 else g)
+    return _none_rest(op, scale_by_inverse(b, g, count(b, op.operands[0], axes, g)))
 
 
 def _extreme(b, op, cts):
     x, y = op.operands[0], op.results[0]
     axes = reduced_axes(b, op)
-    yk = broadcast_to(b, reshape(b, y, _kept_shape(x, axes)), shape_of(x))
-    hit = b.op("cast", b.op("equal", x, yk), to=x.dtype)
-    count = b.op("reduce_sum", hit, axes=axes, keepdims=1)
-    g = reshape(b, cts[0], _kept_shape(x, axes))
-    share = broadcast_to(b, b.op("div", g, count), shape_of(x))
-    return _none_rest(op, b.op("mul", share, hit))
+    static = x.type.is_static
+    yk = reshape(b, y, _kept_shape(x, axes)) if static else _kept(b, y, x, axes)
+    hit = b.op("cast", b.op("equal", x, yk), to=x.dtype)  # broadcasts yk over the reduced axes
+    ties = b.op("reduce_sum", hit, axes=axes, keepdims=1)
+    g = reshape(b, cts[0], _kept_shape(x, axes)) if static else _kept(b, cts[0], x, axes)
+    share = b.op("div", g, ties)
+    return _none_rest(op, b.op("mul", share, hit))  # broadcasts share back to x's shape
 
 
 register_vjp("reduce_max", "reduce_min")(_extreme)
+shape_generic("reduce_sum", "reduce_mean", "reduce_max", "reduce_min")

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..builder import const_value
 from ..errors import GradientError
-from . import register_vjp
-from .util import reshape, shape_of, sum_to, zeros_like
+from . import register_vjp, shape_generic
+from .util import is_static, reshape, reshape_like, shape_of, sum_to, zeros_like
 
 
 def _rest(op, first):
@@ -22,7 +22,7 @@ def _rest(op, first):
 
 @register_vjp("reshape", "squeeze", "unsqueeze")
 def _reshape(b, op, cts):
-    return _rest(op, reshape(b, cts[0], shape_of(op.operands[0])))
+    return _rest(op, reshape_like(b, cts[0], op.operands[0]))
 
 
 @register_vjp("transpose")
@@ -128,19 +128,60 @@ def _pad(b, op, cts):
         raise GradientError(f"no gradient rule for pad with axes{op.where()}")
     rank = len(shape_of(x))
     shape = shape_of(x)
-    starts = list(pads[:rank])
-    ends = [s + n for s, n in zip(starts, shape)]
+    # only the padded axes move (all of them when static; with symbolic dims those must be static)
+    axes = list(range(rank)) if is_static(shape) else [i for i in range(rank) if pads[i] or pads[i + rank]]
+    starts = [pads[i] for i in axes]
+    ends = [s + shape[i] for s, i in zip(starts, axes)]
     # negative pads crop: the cotangent of a cropped element is zero, so pad it back
-    return _rest(op, _crop_or_pad(b, g, starts, ends, shape_of(g)))
+    return _rest(op, _crop_or_pad(b, g, starts, ends, [shape_of(g)[i] for i in axes], axes))
 
 
-def _crop_or_pad(b, g, starts, ends, gshape):
-    rank = len(gshape)
+def _crop_or_pad(b, g, starts, ends, gdims, axes):
+    """Keep [start, end) of each axis of ``axes`` (sizes ``gdims``), zeros where it lies outside."""
+    rank = len(shape_of(g))
     lo = [max(0, -s) for s in starts]
-    hi = [max(0, e - n) for e, n in zip(ends, gshape)]
+    hi = [max(0, e - n) for e, n in zip(ends, gdims)]
     cs = [max(0, s) for s in starts]
-    ce = [min(e, n) for e, n in zip(ends, gshape)]
-    out = b.op("slice", g, starts=cs, ends=ce, axes=list(range(rank)), steps=[1] * rank)
+    ce = [min(e, n) for e, n in zip(ends, gdims)]
+    out = b.op("slice", g, starts=cs, ends=ce, axes=list(axes), steps=[1] * len(axes)) if axes else g
     if any(lo) or any(hi):
-        out = b.op("pad", out, pads=lo + hi, value=0.0)
+        full_lo, full_hi = [0] * rank, [0] * rank
+        for i, a in enumerate(axes):
+            full_lo[a], full_hi[a] = lo[i], hi[i]
+        out = b.op("pad", out, pads=full_lo + full_hi, value=0.0)
     return out
+
+
+def _static_along(op, axes_of) -> str | None:
+    """None when the dims the rule computes with (``axes_of(op)``, per operand) are static."""
+    for v in op.operands[:1] if op.opname != "concat" else op.operands:
+        shape = shape_of(v)
+        if not is_static([shape[a] for a in axes_of(op, len(shape))]):
+            return f"it needs static sizes along the sliced/concatenated axis ({v.name}: {v.type})"
+    return None
+
+
+def _slice_axes(op, rank):
+    axes = op.attrs.get("axes")
+    if axes is None and op.attrs.get("starts") is not None:
+        axes = list(range(len(op.attrs["starts"])))
+    if axes is None:
+        return list(range(rank))  # computed at run time: every axis must be static
+    return [a % rank for a in axes]
+
+
+shape_generic("reshape", "squeeze", "unsqueeze", "transpose", "expand", "split")
+shape_generic("concat", check=lambda op: _static_along(op, lambda o, r: [o.attrs["axis"] % r]))
+shape_generic("slice", check=lambda op: _static_along(op, _slice_axes))
+
+
+def _pad_generic(op) -> str | None:
+    """constant pad with pads known at compile time, of static axes only."""
+    pads = op.attrs.get("pads")
+    if op.attrs.get("mode", "constant") != "constant" or pads is None:
+        return "only a constant pad with pads known at compile time is supported"
+    rank = len(shape_of(op.operands[0]))
+    return _static_along(op, lambda o, r: [i for i in range(rank) if pads[i] or pads[i + rank]])
+
+
+shape_generic("pad", check=_pad_generic)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..attrs import AttrKind, AttrSpec
 from ..dtypes import FLOAT_TYPES, DType
+from ..errors import GradientError
 from ..registry import NOT_DIFFERENTIABLE, InferContext, Trait, defop
 from ..shape_rules import check_dtype, norm_axis, require_rank
 from ..types import TensorType
@@ -266,6 +267,9 @@ def _batch_norm_train_vjp(b, op, cts):
     if all(c is None for c in cts[1:]):
         return [cx, cscale, cbias, None, None]
     shape = x.type.shape
+    if not x.type.is_static:
+        raise GradientError(f"cannot differentiate {op.where()} through its running or batch "
+                            f"statistics with the symbolic shape {x.type}: fix the batch size")
     count = int(np.prod(shape)) // int(shape[1])
     mom = op.attrs["momentum"]
     corr = count / (count - 1) if op.attrs["unbiased"] and count > 1 else 1.0

@@ -102,6 +102,10 @@ def _train_summary(args: argparse.Namespace, sess: Any, seconds: float) -> int:
     sig = sess.signature
     say(args, f"compiled the training step of {args.model} for {args.target} in {seconds:.1f} s: "
               f"{len(sig.params)} parameters, optimizer {sess.optimizer.name}")
+    shapes = sess.report.get("shapes")
+    if shapes:
+        say(args, f"  shape-generic: one compile for every {', '.join(shapes['symbols'])}" if shapes["generic"]
+            else f"  compiled per input shape at run time: {shapes['reason']}")
     if not args.output:
         say(args, "nothing written; pass -o FILE.so (--target x86) to save the step as a library")
         return 0

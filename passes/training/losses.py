@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnc.ir import Builder, DType, Graph, ModelError, Module, Value
+from nnc.ir.sym_names import formula_types, input_name
 from nnc.ir.types import TensorType
 
 LOSSES = ("mse", "cross_entropy", "bce_with_logits")
@@ -43,22 +44,31 @@ def _reduce(b: Builder, x: Value, reduction: str, name: str) -> Value:
     return b.op(kind, x, axes=tuple(range(x.type.rank)), keepdims=0, name=name)
 
 
-def _static(v: Value, what: str) -> tuple[int, ...]:
-    s = v.type.shape
-    if s is None or not all(isinstance(d, int) for d in s):
-        raise ModelError(f"{what} {v.name} has the non-static type {v.type}: training compiles for a fixed "
-                         "batch size (give the input shapes, e.g. an example batch)")
-    return tuple(int(d) for d in s)
-
-
-def label_type(pred: Value, loss: str) -> TensorType:
-    """The type of the labels input for ``loss`` on prediction ``pred``."""
-    shape = _static(pred, "the loss input")
+def label_type(pred: Value | TensorType, loss: str) -> TensorType:
+    """The type of the labels input for ``loss`` on prediction ``pred`` (a value or its type):
+    symbolic dims (a batch ``N``) stay symbolic, and the mean divides by the count read at run time."""
+    t = pred.type if isinstance(pred, Value) else pred
+    shape = t.shape
+    if shape is None:
+        raise ModelError(f"the loss input has an unknown rank ({t}): give the input shapes")
     if loss == "cross_entropy":
         if len(shape) < 2:
-            raise ModelError(f"cross_entropy needs logits shaped [N, C, ...], got {pred.type}")
-        return TensorType(DType.i64, (shape[0],) + shape[2:])
-    return pred.type
+            raise ModelError(f"cross_entropy needs logits shaped [N, C, ...], got {t}")
+        if not isinstance(shape[1], int):
+            raise ModelError(f"cross_entropy needs a static class count (dim 1 of the logits {t})")
+        return TensorType(DType.i64, (shape[0],) + tuple(shape[2:]))
+    return t
+
+
+def _named(module: Module, g: Graph, pred: Value) -> Value | TensorType:
+    """``pred``'s type with its ``?`` dims named after the input symbols they equal (a flatten's
+    ``[?, 10]`` is ``[N, 10]``), so the labels' dims are tied to the inputs'."""
+    if pred.type.shape is None or pred.type.is_static:
+        return pred
+    types = formula_types(module, g)
+    if types is None or id(pred) not in types:
+        return pred
+    return TensorType(pred.dtype, tuple(input_name(d) for d in types[id(pred)].shape))
 
 
 def add_loss(module: Module, loss: str, output: str | int | None = None, label_name: str = "labels",
@@ -72,7 +82,7 @@ def add_loss(module: Module, loss: str, output: str | int | None = None, label_n
         raise ModelError(f"the loss needs a float output, {pred.name} is {pred.type}")
     if label_name in {p.name for p in g.params}:
         raise ModelError(f"the model already has an input named {label_name!r}; pass label_name=")
-    labels = g.add_param(label_name, label_type(pred, loss))
+    labels = g.add_param(label_name, label_type(_named(module, g, pred), loss))
     b = Builder(module, g, loc="loss")
     if loss == "mse":
         d = b.op("sub", pred, labels, name="loss.diff")

@@ -215,6 +215,13 @@ class Remat(Pass):
         if start is None:
             self.stats = {"skipped": "no backward pass in the graph"}
             return False
+        symbolic = [p for p in g.params if not p.type.is_static]
+        if symbolic:
+            # the choice compares arenas planned at static sizes; one made at some size may be wrong
+            # at another, so a shape-generic step is refused rather than planned at a guess
+            raise PassError(f"remat: the step has symbolic dims ({symbolic[0].name}: {symbolic[0].type}) and remat "
+                            "chooses what to recompute from arenas planned at static sizes; fix the dims "
+                            "(batch_size=N / --batch-size N, or dims={...}) to use a memory budget")
         baseline = plan_graph(g).arena_bytes
         act_before = activation_peak(g)
         forward_flops = sum(op_flops(op) for op in g.ops[:start])

@@ -9,8 +9,10 @@
 (parameters, buffers and state are parameters bound to their initial values in the constant pool)
 and returns ``loss``, then ``<name>.new`` for each parameter, buffer and state tensor in that
 order, then ``<name>.grad`` for each parameter when ``gradients`` is set. A ``StepSignature``
-lists these names. Frozen weights become constants. Shapes must be static: the batch size is fixed
-when the step is built.
+lists these names. Frozen weights become constants. Data inputs may have symbolic dims (a batch
+``N``, a sequence length): the step is then shape-generic, autodiff taking the sizes it needs at run
+time (``ir/grads``); a run-time shape computation of the model is folded into reshapes that copy
+the input's dims first (``fold-symbolic-shapes``), so the gradients' types stay exact.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from nnc.ir import Builder, DType, ModelError, Module
 from nnc.ir.grads.util import scalar_attr
 from nnc.ir.types import TensorType
 
+from ..fold_symbolic_shapes import FoldSymbolicShapes
 from .autodiff import grad
 from .losses import add_loss
 from .optimizers import OptimizerConfig, append_updates
@@ -93,10 +96,13 @@ def build_train_step(model: Module, loss: str = "cross_entropy", optimizer: Opti
     m = model.clone()
     g = m.main
     for p in g.params:
-        if not p.type.is_static:
-            raise ModelError(f"input {p.name} has the non-static type {p.type}: training compiles for a fixed batch "
-                             "size; give the input shapes (input_shapes={...} or batch_size=N)")
+        if not isinstance(p.type, TensorType) or p.type.shape is None:
+            raise ModelError(f"input {p.name} has the type {p.type}: a training step needs tensor inputs of known "
+                             "rank (give the input shapes: input_shapes={...})")
+        if p.binding is not None and not p.type.is_static:
+            raise ModelError(f"parameter {p.name} has the symbolic type {p.type}: weights must have static shapes")
     data_inputs = [p.name for p in g.params if p.binding is None]
+    FoldSymbolicShapes().run(m)  # exact symbolic types for the gradients (a no-op for static shapes)
     sel = select_parameters(m, trainable, frozen)
     if not sel.trainable:
         raise ModelError("nothing to train: the model has no trainable float parameters "

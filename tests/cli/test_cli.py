@@ -210,7 +210,7 @@ def test_compile_errors(tmp_path: Path) -> None:
     cases = {
         ("--target", "gpu"): ["unknown target 'gpu'", "available targets: reference, x86"],
         ("--target", "asic"): ["asic", "symbolic input dims", "static shapes"],
-        ("--mode", "train"): ["dynamic type", "fixed batch size"],
+        ("--mode", "train", "--memory-budget", "0.5"): ["remat", "symbolic dims", "--batch-size"],
         ("-o", tmp_path / "mlp.so"): ["*.nnc", "mlp.so"],
         ("-o", tmp_path / "no" / "such" / "dir.nnc"): ["dir.nnc", "No such file or directory"],
     }

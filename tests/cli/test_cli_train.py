@@ -97,3 +97,31 @@ def test_train_command_lowers_the_loss_and_writes_onnx(capsys, tmp_path):
 def test_train_errors_are_one_line(capsys, tmp_path):
     status, _, err = run_cli(capsys, "train", tmp_path / "missing.onnx", "--data", tmp_path / "d.npz")
     assert status != 0 and len(err.strip().splitlines()) == 1
+
+
+def test_compile_train_with_a_symbolic_batch_is_shape_generic(capsys, tmp_path):
+    report = tmp_path / "r.json"
+    status, out, _ = run_cli(capsys, "compile", MLP, "--mode", "train", "--target", "reference", "--report", report)
+    assert status == 0 and "shape-generic: one compile for every N" in out
+    assert json.loads(report.read_text())["shapes"] == {"generic": True, "symbols": ["N"]}
+
+
+@pytest.mark.slow  # an x86 compile of the step (~20 s on a loaded machine)
+def test_symbolic_step_library_runs_at_two_batch_sizes(capsys, tmp_path):
+    """--max-dim bounds the batch of the step's library: one .so runs a step at batch 4 and 9 with
+    the loss and updated weights of the reference session at each."""
+    lib = tmp_path / "step.so"
+    status, out, _ = run_cli(capsys, "compile", MLP, "--mode", "train", "--target", "x86", "--loss", "cross_entropy",
+                             "--optimizer", "sgd", "--lr", "0.1", "--max-dim", "N=16", "-o", lib, "-q")
+    assert status == 0
+    step = nnc.load(lib)
+    init = dict(np.load(str(lib)[:-3] + ".init.npz"))
+    for n in (4, 9):
+        d = _data(n, seed=n)
+        feeds = {**{k: v for k, v in init.items() if k in step.input_names}, **d,
+                 "lr": np.asarray(0.1, np.float32), "step": np.asarray(1, np.int64)}
+        outs = step.run(feeds)
+        sess = nnc.compile(str(MLP), target="reference", mode="train", loss="cross_entropy", optimizer="sgd", lr=0.1)
+        assert float(outs["loss"]) == pytest.approx(sess.step(d), rel=1e-5)
+        for name, want in sess.parameters().items():
+            np.testing.assert_allclose(outs[f"{name}.new"], want, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -318,3 +318,7 @@ CASES.update({
         ([_R(2, 3, 8), _R(2, 3, 4), _R(2, 3, 6), _R(2, 2, 2, 3), -np.abs(_R(2, 3, 4)), np.abs(_R(2, 3, 1))],
          {"q_num_heads": 4, "kv_num_heads": 2, "update_rule": "gated_delta"}, _LA_FD)],  # per-feature decay
 })
+
+# drawn last, so the samples above keep their values: a pad that leaves the leading axis alone (the
+# shape-generic case of tests/training/test_vjp_symbolic.py)
+CASES["pad"] = CASES["pad"] + [([A(2, 3, 4)], {"pads": [0, 1, -1, 0, 2, 1]})]

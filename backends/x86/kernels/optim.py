@@ -20,7 +20,7 @@ from nnc.ir import DType, Op
 from ..llvm_types import F64
 from .loopkit import Loops, compute_type, f64_exp, operand
 from .reduce import element_chunks
-from .registry import lowering
+from .registry import lowering, static_shapes
 
 
 def _scalar_f64(L: Loops, ptr: ir.Value, dt: DType) -> ir.Value:
@@ -29,7 +29,7 @@ def _scalar_f64(L: Loops, ptr: ir.Value, dt: DType) -> ir.Value:
     return L.b.sitofp(L.ld_int(ptr, 0, dt), F64)
 
 
-@lowering("sgd_update")
+@lowering("sgd_update", generic=static_shapes)
 def lower_sgd(k, op: Op) -> None:
     p = op.operands[0]
     dt = p.dtype
@@ -68,7 +68,7 @@ def lower_sgd(k, op: Op) -> None:
     element_chunks(k, n, body)
 
 
-@lowering("adam_update")
+@lowering("adam_update", generic=static_shapes)
 def lower_adam(k, op: Op) -> None:
     p = op.operands[0]
     dt = p.dtype

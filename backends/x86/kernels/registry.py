@@ -52,6 +52,15 @@ def batch_only(op) -> str | None:
     return None
 
 
+def static_shapes(op) -> str | None:
+    """A ``generic=`` predicate for kernels written for static shapes: fine in shape-generic code
+    when none of the op's values has a symbolic dim (an optimizer update of a weight)."""
+    for v in list(op.operands) + list(op.results):
+        if not v.type.is_static:
+            return f"{op.opname}: {v.name} has the symbolic type {v.type}; this kernel needs static shapes"
+    return None
+
+
 def get_lowering(opname: str) -> Callable | None:
     _ensure_loaded()
     return _LOWERINGS.get(opname)
