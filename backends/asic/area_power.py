@@ -6,8 +6,8 @@ cells) and the on-chip SRAM (input and weight scratchpads, accumulator, on-chip 
 static power is the preset's flat ``static_power_w`` and their area is not estimated.
 
     area_mm2      = MACs x area_mm2_per_mac      + SRAM KiB x area_mm2_per_sram_kib
-    leakage_w     = MACs x leakage_uw_per_mac    + SRAM KiB x leakage_uw_per_sram_kib   (x 1e-6)
-    static energy = (static_power_w + leakage_w) x latency
+    static_power     = MACs x leakage_uw_per_mac    + SRAM KiB x leakage_uw_per_sram_kib   (x 1e-6)
+    static energy = (static_power_w + static_power) x latency
 
 Default coefficients (both presets; docs/asic.md, "Static power and area"), a 28 nm-class process:
 
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .config import AsicConfig
 
-__all__ = ["area_mm2", "leakage_w", "sram_kib"]
+__all__ = ["area_mm2", "sram_kib", "static_power"]
 
 
 def sram_kib(cfg: AsicConfig) -> float:
@@ -43,7 +43,7 @@ def area_mm2(cfg: AsicConfig) -> dict[str, float]:
     return {"array": array, "sram": sram, "total": array + sram}
 
 
-def leakage_w(cfg: AsicConfig) -> dict[str, float]:
+def static_power(cfg: AsicConfig) -> dict[str, float]:
     """Static power in W: {array, sram} leakage, ``base`` (the flat ``static_power_w``) and total."""
     array = cfg.macs * cfg.leakage_uw_per_mac * 1e-6
     sram = sram_kib(cfg) * cfg.leakage_uw_per_sram_kib * 1e-6

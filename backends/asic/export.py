@@ -226,9 +226,9 @@ def text_table(report: dict[str, Any]) -> str:
     st = r.get("static")
     if st:
         p, s, a = st["power_w"], st["energy_mj"], r["area_mm2"]
-        lines.append(f"static {s['total']:.3f} mJ = {p['total'] * 1e3:.1f} mW x {r['latency_ms']:.3f} ms: leakage of "
-                     f"the MAC array {s['array']:.3f} mJ ({p['array'] * 1e3:.1f} mW), of the SRAM {s['sram']:.3f} "
-                     f"mJ ({p['sram'] * 1e3:.1f} mW), rest of the chip {s['base']:.3f} mJ ({p['base'] * 1e3:.1f} "
+        lines.append(f"static {s['total']:.4g} mJ = {p['total'] * 1e3:.1f} mW x {r['latency_ms']:.4g} ms: leakage of "
+                     f"the MAC array {s['array']:.4g} mJ ({p['array'] * 1e3:.1f} mW), of the SRAM {s['sram']:.4g} "
+                     f"mJ ({p['sram'] * 1e3:.1f} mW), rest of the chip {s['base']:.4g} mJ ({p['base'] * 1e3:.1f} "
                      f"mW); area {a['total']:.2f} mm2 (array {a['array']:.2f}, SRAM {a['sram']:.2f})")
     if r["host_ops"]:
         lines.append(f"host ops: {', '.join(r['host_ops'])}; transfers {r['transfers']['bytes']} B in "

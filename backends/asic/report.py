@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .area_power import area_mm2, leakage_w
+from .area_power import area_mm2, static_power
 from .host import HostSegment
 from .program import Program
 from .sim.runner import Timeline
@@ -208,7 +208,7 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
           "dram": tot["dram"] * e["dram_byte"] * 1e-9}
     # static: the flat static_power_w plus the leakage of the MAC array and the SRAM, over the whole
     # latency (area_power.py); with zero leakage coefficients it is static_power_w x latency, as before
-    power = leakage_w(cfg)
+    power = static_power(cfg)
     static = {k: v * seconds * 1e3 for k, v in power.items()}
     en["dynamic"] = en["mac"] + en["vector"] + en["sram"] + en["dram"]
     en["static"] = static["total"]

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nnc
-from nnc.backends.asic.area_power import area_mm2, leakage_w
+from nnc.backends.asic.area_power import area_mm2, static_power
 from nnc.backends.asic.config import load_config
 from nnc.backends.asic.export import text_table
 from nnc.ir import TargetError
@@ -90,7 +90,7 @@ def test_preset_coefficients_by_hand():
     cfg = load_config("edge")
     a = area_mm2(cfg)
     assert a["array"] == pytest.approx(1024 * 0.0012) and a["sram"] == pytest.approx(2688 * 0.0039)
-    p = leakage_w(cfg)
+    p = static_power(cfg)
     assert p["array"] == pytest.approx(1024 * 5e-6) and p["sram"] == pytest.approx(2688 * 1e-6)
     assert p["total"] == pytest.approx(0.1 + 1024 * 5e-6 + 2688 * 1e-6)
 
