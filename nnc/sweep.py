@@ -39,7 +39,8 @@ HANG_ONCE_ENV = "NNC_SWEEP_HANG_ONCE"
 HOOK_ENVS = (CRASH_ONCE_ENV, HANG_ONCE_ENV)
 
 ROW_FIELDS = ("model", "config", "array_rows", "array_cols", "spad_kib", "dram_gbps", "dataflow", "sram_kib",
-              "cycles", "latency_ms", "fps", "energy_mj", "utilization", "tops_achieved", "dram_bytes", "error")
+              "area_mm2", "cycles", "latency_ms", "fps", "energy_mj", "dynamic_mj", "static_mj", "utilization",
+              "tops_achieved", "dram_bytes", "error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +144,7 @@ def run_task(task: SweepTask) -> dict[str, Any]:
     """Simulate one (model, configuration); a compile error becomes the row's ``error``, not an exception,
     so one model the chip cannot take does not stop the sweep."""
     from nnc.backends.asic import compile as compile_asic
+    from nnc.backends.asic.area_power import area_mm2
     from nnc.backends.asic.config import load_config
 
     _test_hooks()
@@ -152,6 +154,7 @@ def run_task(task: SweepTask) -> dict[str, Any]:
                            "dram_gbps": cfg.dram_gbps, "dataflow": cfg.dataflow}
     machine = load_config(cfg.preset, cfg.overrides())
     row["sram_kib"] = sum(machine.sizes().values()) // 1024
+    row["area_mm2"] = area_mm2(machine)["total"]
     try:
         module = _integer_graph(task)
         exe = compile_asic(module, {"asic_preset": cfg.preset, "asic_config": cfg.overrides(), "functional": False})
@@ -160,7 +163,8 @@ def run_task(task: SweepTask) -> dict[str, Any]:
         return row
     rep = exe.report
     row.update(cycles=int(rep["cycles"]), latency_ms=float(rep["latency_ms"]), fps=float(rep["fps"]),
-               energy_mj=float(rep["energy_mj"]["total"]), utilization=float(rep["utilization"]),
+               energy_mj=float(rep["energy_mj"]["total"]), dynamic_mj=float(rep["energy_mj"]["dynamic"]),
+               static_mj=float(rep["energy_mj"]["static"]), utilization=float(rep["utilization"]),
                tops_achieved=float(rep["tops_achieved"]), dram_bytes=int(rep["dram_bytes"]), error=None)
     return row
 

@@ -1,10 +1,11 @@
-"""The outputs of an ASIC sweep (``nnc.sweep``): the Pareto front of latency vs energy per model and
-overall (and, per model, of latency vs SRAM KiB, the area proxy), the table as CSV or JSON, a
-plain-text summary and a chart (hand-written SVG: one log-log scatter panel per model plus one for
-the overall score, front points joined and labelled).
+"""The outputs of an ASIC sweep (``nnc.sweep``): the Pareto fronts of latency vs energy and of latency
+vs area (mm^2, ``backends/asic/area_power.py``), per model and overall, the table as CSV or JSON, a
+plain-text summary and a chart (hand-written SVG: per model and for the overall score, a log-log
+scatter panel of energy and one of area against latency, front points joined and labelled).
 
 "Overall" scores a configuration by the geometric mean, over the models, of its latency and of its
-energy (only configurations every model ran on): no model dominates the score by being big.
+energy (only configurations every model ran on): no model dominates the score by being big. Its
+area is the configuration's own (the same for every model).
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from typing import Any, Sequence
 
 from .sweep import ROW_FIELDS, unique
 
-__all__ = ["overall_rows", "pareto_front", "sweep_csv", "sweep_json", "sweep_svg", "sweep_summary"]
+__all__ = ["FRONT_AXES", "fronts", "overall_rows", "pareto_front", "sweep_csv", "sweep_json", "sweep_svg",
+           "sweep_summary"]
+
+# the second axis of each front (the first is latency_ms), with its label
+FRONT_AXES = {"energy_mj": "energy (mJ)", "area_mm2": "area (mm2)"}
 
 
 def pareto_front(rows: Sequence[dict[str, Any]], x: str = "latency_ms", y: str = "energy_mj") -> list[dict[str, Any]]:
@@ -30,7 +35,7 @@ def pareto_front(rows: Sequence[dict[str, Any]], x: str = "latency_ms", y: str =
 
 
 def overall_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per configuration that ran on every model: geometric means of latency and energy."""
+    """One row per configuration that ran on every model: geometric means of latency and energy; its area."""
     models = unique(r["model"] for r in rows)
     out = []
     for cfg in unique(r["config"] for r in rows):
@@ -39,56 +44,54 @@ def overall_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         gm = lambda k, mine=mine: math.exp(sum(math.log(max(r[k], 1e-300)) for r in mine) / len(mine))
         out.append({**{k: mine[0][k] for k in ("config", "array_rows", "array_cols", "spad_kib", "dram_gbps",
-                                                 "dataflow", "sram_kib")},
+                                                 "dataflow", "sram_kib", "area_mm2")},
                     "model": "overall", "latency_ms": gm("latency_ms"), "energy_mj": gm("energy_mj"), "error": None})
     return out
 
 
-def fronts(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The front of each model and (key ``overall``) of the overall scores."""
-    out = {m: pareto_front([r for r in rows if r["model"] == m]) for m in unique(r["model"] for r in rows)}
-    out["overall"] = pareto_front(overall_rows(rows))
+def fronts(rows: Sequence[dict[str, Any]], y: str = "energy_mj") -> dict[str, list[dict[str, Any]]]:
+    """The latency-vs-``y`` front of each model and (key ``overall``) of the overall scores."""
+    out = {m: pareto_front([r for r in rows if r["model"] == m], y=y) for m in unique(r["model"] for r in rows)}
+    out["overall"] = pareto_front(overall_rows(rows), y=y)
     return out
 
 
 def sweep_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows; ``on_front``: on its model's latency-vs-energy front, ``on_area_front``: latency vs area."""
     front = {(m, r["config"]) for m, f in fronts(rows).items() for r in f}
+    area = {(m, r["config"]) for m, f in fronts(rows, "area_mm2").items() for r in f}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*ROW_FIELDS, "on_front"])
+    w.writerow([*ROW_FIELDS, "on_front", "on_area_front"])
     for r in rows:
         cells = [("" if r.get(k) is None else r.get(k)) for k in ROW_FIELDS]
-        w.writerow(cells + [int((r["model"], r["config"]) in front)])
+        key = (r["model"], r["config"])
+        w.writerow(cells + [int(key in front), int(key in area)])
     return buf.getvalue()
 
 
 def sweep_json(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
-    models = unique(r["model"] for r in rows)
     doc = {**(meta or {}), "rows": [{k: r.get(k) for k in ROW_FIELDS} for r in rows],
            "front": {m: [r["config"] for r in f] for m, f in fronts(rows).items()},
-           "front_latency_sram": {m: [r["config"] for r in pareto_front([r for r in rows if r["model"] == m],
-                                                                        y="sram_kib")] for m in models}}
+           "front_latency_area": {m: [r["config"] for r in f] for m, f in fronts(rows, "area_mm2").items()}}
     return json.dumps(doc, indent=2) + "\n"
 
 
 def sweep_summary(rows: Sequence[dict[str, Any]]) -> str:
     """The configurations on each front, one block per model, as text."""
     lines = []
-    for model, front in fronts(rows).items():
-        label = model if model == "overall" else os.path.basename(model)
-        lines.append(f"Pareto front (latency vs energy), {label}:" + ("  (geometric mean over models)"
-                                                                    if model == "overall" else ""))
-        for r in front:
-            extra = "" if model == "overall" else f"  {r['fps']:>10.1f} fps  util {r['utilization']:.3f}"
-            lines.append(f"  {r['config']:<28} {r['latency_ms']:>10.4f} ms  {r['energy_mj']:>10.5f} mJ  "
-                         f"{r['sram_kib']:>6} KiB SRAM{extra}")
-        if not front:
-            lines.append("  (no configuration ran)")
-    lines.append("Pareto front (latency vs SRAM KiB, the area proxy), per model:")
-    for model in unique(r["model"] for r in rows):
-        front = pareto_front([r for r in rows if r["model"] == model], y="sram_kib")
-        lines.append(f"  {os.path.basename(model)}: " + (", ".join(f"{r['config']} ({r['latency_ms']:.4g} ms, "
-                                                                   f"{r['sram_kib']} KiB)" for r in front) or "-"))
+    for y, what in (("energy_mj", "energy"), ("area_mm2", "area")):
+        for model, front in fronts(rows, y).items():
+            label = model if model == "overall" else os.path.basename(model)
+            lines.append(f"Pareto front (latency vs {what}), {label}:" + ("  (geometric mean over models)"
+                                                                        if model == "overall" else ""))
+            for r in front:
+                extra = "" if model == "overall" else (f"  static {r['static_mj']:.3f} mJ  {r['fps']:>7.1f} fps"
+                                                       f"  util {r['utilization']:.3f}")
+                lines.append(f"  {r['config']:<24} {r['latency_ms']:>9.4f} ms  {r['energy_mj']:>9.5f} mJ  "
+                             f"{r['area_mm2']:>6.2f} mm2  {r['sram_kib']:>5} KiB SRAM{extra}")
+            if not front:
+                lines.append("  (no configuration ran)")
     errors = [r for r in rows if r.get("error")]
     if errors:
         lines.append(f"{len(errors)} simulation(s) failed, e.g. {os.path.basename(errors[0]['model'])} on "
@@ -114,7 +117,8 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return [lo * (hi / lo) ** (i / 4) for i in range(1, 4)]
 
 
-def _panel(title: str, pts: list[dict[str, Any]], front: list[dict[str, Any]], ox: int, oy: int) -> list[str]:
+def _panel(title: str, pts: list[dict[str, Any]], front: list[dict[str, Any]], ox: int, oy: int,
+           y: str = "energy_mj") -> list[str]:
     out = [f'<g transform="translate({ox},{oy})">',
            f'<text x="{PANEL_W / 2}" y="18" text-anchor="middle" font-size="14" '
            f'font-weight="bold">{_esc(title)}</text>']
@@ -124,7 +128,7 @@ def _panel(title: str, pts: list[dict[str, Any]], front: list[dict[str, Any]], o
         out.append(f'<text x="{(x0 + x1) / 2}" y="{(y0 + y1) / 2}" text-anchor="middle">no results</text></g>')
         return out
     xs = [p["latency_ms"] for p in pts]
-    ys = [p["energy_mj"] for p in pts]
+    ys = [p[y] for p in pts]
     lx0, lx1 = min(xs) / 1.15, max(xs) * 1.15
     ly0, ly1 = min(ys) / 1.15, max(ys) * 1.15
     sx = lambda v: x0 + (math.log(v) - math.log(lx0)) / (math.log(lx1) - math.log(lx0)) * (x1 - x0)
@@ -138,19 +142,19 @@ def _panel(title: str, pts: list[dict[str, Any]], front: list[dict[str, Any]], o
     out.append(f'<text x="{(x0 + x1) / 2}" y="{PANEL_H - 10}" text-anchor="middle" '
                f'font-size="11">latency (ms, log)</text>')
     out.append(f'<text x="14" y="{(y0 + y1) / 2}" text-anchor="middle" font-size="11" '
-               f'transform="rotate(-90 14 {(y0 + y1) / 2})">energy (mJ, log)</text>')
+               f'transform="rotate(-90 14 {(y0 + y1) / 2})">{FRONT_AXES[y][:-1]}, log)</text>')
     on = {p["config"] for p in front}
     for p in pts:
         colour = "#1f77b4" if p["dataflow"] == "ws" else "#2ca02c"
         ring = ' stroke="#d62728" stroke-width="1.5"' if p["config"] in on else ""
-        out.append(f'<circle cx="{sx(p["latency_ms"]):.1f}" cy="{sy(p["energy_mj"]):.1f}" r="3.5" fill="{colour}" '
+        out.append(f'<circle cx="{sx(p["latency_ms"]):.1f}" cy="{sy(p[y]):.1f}" r="3.5" fill="{colour}" '
                    f'fill-opacity="{1 if ring else 0.45}"{ring}><title>{_esc(p["config"])}</title></circle>')
     if front:
-        path = " ".join(f"{sx(p['latency_ms']):.1f},{sy(p['energy_mj']):.1f}" for p in front)
+        path = " ".join(f"{sx(p['latency_ms']):.1f},{sy(p[y]):.1f}" for p in front)
         out.append(f'<polyline points="{path}" fill="none" stroke="#d62728" stroke-width="1.5"/>')
         placed: list[tuple[float, float, float]] = []  # (x, y, width) of the labels so far
         for p in front[:8]:  # more labels than this crowd the panel; the table names them all
-            px, py = sx(p["latency_ms"]), sy(p["energy_mj"])
+            px, py = sx(p["latency_ms"]), sy(p[y])
             lx, ly, lw = min(px + 5, x1 - 5.2 * len(p["config"])), py - 5, 5.2 * len(p["config"])
             while any(abs(ly - y) < 10 and lx < x + w and x < lx + lw for x, y, w in placed) and ly > y1 + 10:
                 ly -= 10  # move up past a label it would overprint
@@ -163,13 +167,16 @@ def _panel(title: str, pts: list[dict[str, Any]], front: list[dict[str, Any]], o
     return out
 
 
-def sweep_svg(rows: Sequence[dict[str, Any]], title: str = "nnc asic-sweep: latency vs energy") -> str:
-    """One panel per model and one for the overall score; front points in red, ws blue, os green."""
-    fr = fronts(rows)
-    panels = [(os.path.basename(m), [r for r in rows if r["model"] == m and r.get("error") is None], fr[m])
+def sweep_svg(rows: Sequence[dict[str, Any]], title: str = "nnc asic-sweep: latency vs energy and vs area") -> str:
+    """One row per model and one for the overall score, each with a latency-vs-energy panel (left) and
+    a latency-vs-area panel (right); front points ringed in red, ws blue, os green."""
+    fr = {y: fronts(rows, y) for y in FRONT_AXES}
+    groups = [(os.path.basename(m), m, [r for r in rows if r["model"] == m and r.get("error") is None])
               for m in unique(r["model"] for r in rows)]
-    panels.append(("overall (geometric mean)", overall_rows(rows), fr["overall"]))
-    ncol = min(2, len(panels))
+    groups.append(("overall (geometric mean)", "overall", overall_rows(rows)))
+    panels = [(f"{name}: {FRONT_AXES[y].split(' ')[0]}", pts, fr[y][key], y)
+              for name, key, pts in groups for y in FRONT_AXES]
+    ncol = 2
     nrow = -(-len(panels) // ncol)
     w, h = ncol * PANEL_W, nrow * PANEL_H + 50
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
@@ -177,7 +184,7 @@ def sweep_svg(rows: Sequence[dict[str, Any]], title: str = "nnc asic-sweep: late
            f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="16">{_esc(title)}</text>',
            f'<text x="{w / 2}" y="40" text-anchor="middle" font-size="11" fill="#555">blue: weight-stationary, '
            f'green: output-stationary; red line: Pareto front (labelled); hover a point for its config</text>']
-    for i, (name, pts, front) in enumerate(panels):
-        out += _panel(name, pts, front, (i % ncol) * PANEL_W, 50 + (i // ncol) * PANEL_H)
+    for i, (name, pts, front, y) in enumerate(panels):
+        out += _panel(name, pts, front, (i % ncol) * PANEL_W, 50 + (i // ncol) * PANEL_H, y)
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -5,6 +5,7 @@ the package (``presets/edge.json``, ``presets/x1.json``) with an optional partia
 or a dict) merged over it, so a user changes the machine without rebuilding anything.
 Energy defaults follow Horowitz (ISSCC 2014, 45 nm): 8-bit multiply 0.2 pJ, 32-bit add 0.1 pJ,
 a 32 KB SRAM bank ~2.5 pJ/byte, a ~1 MB SRAM ~12.5 pJ/byte, DRAM 1.3 nJ per 64-bit access.
+Static power and area per MAC cell and per KiB of SRAM are documented in ``area_power.py``.
 The host CPU that runs the ops the chip cannot is a roofline (peak GFLOP/s, GB/s, per-op overhead)
 of a named edge core, so host time is the same on every build machine (``host_model.py``).
 """
@@ -52,7 +53,11 @@ class AsicConfig:
     host_gbps: float
     host_op_overhead_ns: float
     target_latency_ms: float
-    static_power_w: float
+    static_power_w: float         # size-independent static power (vector unit, DMA, control, I/O)
+    leakage_uw_per_mac: float     # leakage of one MAC cell of the array, uW (area_power.py)
+    leakage_uw_per_sram_kib: float  # leakage of one KiB of on-chip SRAM (scratchpads, accumulator, buffer), uW
+    area_mm2_per_mac: float       # silicon area of one MAC cell, mm^2
+    area_mm2_per_sram_kib: float  # silicon area of one KiB of on-chip SRAM, mm^2
     energy_pj: Mapping[str, float]
 
     # -- derived quantities ----------------------------------------------------------------------
@@ -164,7 +169,8 @@ def make_config(data: Mapping[str, Any]) -> AsicConfig:
     if not 0 <= cfg.act_buffer_kib < cfg.buffer_kib:
         raise TargetError(f"asic config: act_buffer_kib must be in [0, buffer_kib = {cfg.buffer_kib}), got "
                           f"{cfg.act_buffer_kib!r} (the rest of the buffer holds the layers' output tiles)")
-    for k in ("vector_overhead_cycles", "dram_latency_ns", "host_op_overhead_ns", "static_power_w"):
+    for k in ("vector_overhead_cycles", "dram_latency_ns", "host_op_overhead_ns", "static_power_w",
+              "leakage_uw_per_mac", "leakage_uw_per_sram_kib", "area_mm2_per_mac", "area_mm2_per_sram_kib"):
         if not getattr(cfg, k) >= 0:
             raise TargetError(f"asic config: {k} must be >= 0, got {getattr(cfg, k)!r}")
     if not 0 < cfg.dram_efficiency <= 1:

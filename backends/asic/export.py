@@ -196,7 +196,7 @@ def text_table(report: dict[str, Any]) -> str:
     lines = [f"asic {c['name']}: {c['array_rows']}x{c['array_cols']} {c['dataflow']} array at {c['clock_ghz']} GHz "
              f"({r['tops_peak']:.2f} peak TOPS), DRAM {c['dram_gbps']} GB/s x {c['dram_efficiency']}",
              f"{'#':>3} {'layer':<24} {'op':<24} {'MMACs':>8} {'cycles':>9} {'compute':>8} {'vector':>8} "
-             f"{'dma':>8} {'latency':>8} {'stall':>8} {'xfers':>5} {'map.eff':>7} {'DRAM KB':>9} {'uJ':>8}  bound"]
+             f"{'dma':>8} {'latency':>8} {'stall':>8} {'xfers':>5} {'map.eff':>7} {'DRAM KB':>9} {'dyn uJ':>8}  bound"]
     rows: list[tuple[int, int, str]] = []
     for la in r["layers"]:
         eff = "-" if la["mapping_efficiency"] is None else f"{la['mapping_efficiency']:.2f}"
@@ -221,8 +221,15 @@ def text_table(report: dict[str, Any]) -> str:
     lines.append(f"latency {r['latency_ms']:.3f} ms ({r['fps']:.1f} fps; 40 ms target "
                  f"{'met' if r['meets_40ms'] else 'MISSED'}), {r['tops_achieved']:.3f} TOPS achieved, "
                  f"utilization {r['utilization']:.1%}, DRAM {r['dram_bytes'] / 2**20:.1f} MiB, "
-                 f"energy {e['total']:.3f} mJ (MAC {e['mac']:.3f}, SRAM {e['sram']:.3f}, DRAM {e['dram']:.3f}, "
-                 f"static {e['static']:.3f})")
+                 f"energy {e['total']:.3f} mJ = dynamic {e['dynamic']:.3f} (MAC {e['mac']:.3f}, vector "
+                 f"{e['vector']:.3f}, SRAM {e['sram']:.3f}, DRAM {e['dram']:.3f}) + static {e['static']:.3f}")
+    st = r.get("static")
+    if st:
+        p, s, a = st["power_w"], st["energy_mj"], r["area_mm2"]
+        lines.append(f"static {s['total']:.4g} mJ = {p['total'] * 1e3:.1f} mW x {r['latency_ms']:.4g} ms: leakage of "
+                     f"the MAC array {s['array']:.4g} mJ ({p['array'] * 1e3:.1f} mW), of the SRAM {s['sram']:.4g} "
+                     f"mJ ({p['sram'] * 1e3:.1f} mW), rest of the chip {s['base']:.4g} mJ ({p['base'] * 1e3:.1f} "
+                     f"mW); area {a['total']:.2f} mm2 (array {a['array']:.2f}, SRAM {a['sram']:.2f})")
     if r["host_ops"]:
         lines.append(f"host ops: {', '.join(r['host_ops'])}; transfers {r['transfers']['bytes']} B in "
                      f"{r['transfers']['cycles']} cycles")

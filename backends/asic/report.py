@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .area_power import area_mm2, static_power
 from .host import HostSegment
 from .program import Program
 from .sim.runner import Timeline
@@ -204,8 +205,14 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
     transfer_bytes = sum(t[3] for t in tl.transfers)
     en = {"mac": macs * (e["mul8"] + e["add32"]) * 1e-9, "vector": tot["vec"] * e["vector_op"] * 1e-9,
           "sram": (tot["spad"] * e["spad_byte"] + tot["buf"] * e["buffer_byte"]) * 1e-9,
-          "dram": tot["dram"] * e["dram_byte"] * 1e-9, "static": cfg.static_power_w * seconds * 1e3}
-    en["total"] = sum(en.values())
+          "dram": tot["dram"] * e["dram_byte"] * 1e-9}
+    # static: the flat static_power_w plus the leakage of the MAC array and the SRAM, over the whole
+    # latency (area_power.py); with zero leakage coefficients it is static_power_w x latency, as before
+    power = static_power(cfg)
+    static = {k: v * seconds * 1e3 for k, v in power.items()}
+    en["dynamic"] = en["mac"] + en["vector"] + en["sram"] + en["dram"]
+    en["static"] = static["total"]
+    en["total"] = en["dynamic"] + en["static"]
     latency_ms = seconds * 1e3
     return {
         "config": cfg.to_dict(), "cycles": cycles, "latency_ms": latency_ms, "fps": 1e3 / latency_ms,
@@ -213,6 +220,7 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
         "tops_peak": cfg.tops_peak, "tops_achieved": 2 * macs / seconds / 1e12,
         "utilization": macs / (cycles * R * C), "macs": macs,
         "dram_bytes": tot["dram"], "sram_bytes": tot["spad"] + tot["buf"], "energy_mj": en,
+        "static": {"power_w": power, "energy_mj": static}, "area_mm2": area_mm2(cfg),
         "transfers": {"bytes": transfer_bytes, "cycles": sum(t[2] - t[1] for t in tl.transfers),
                       "list": [{"what": t[0], "start_cycle": t[1], "end_cycle": t[2], "bytes": t[3]}
                                for t in tl.transfers]},

@@ -1,6 +1,7 @@
 """``nnc asic-sweep MODELS...``: simulate every configuration of a grid on every model (``nnc.sweep``),
 on a local process pool (``--workers N``) or a Ray cluster (``--ray [ADDRESS]``), and write the
-table (CSV/JSON), the Pareto chart (SVG) and the configurations on each latency-vs-energy front."""
+table (CSV/JSON), the Pareto chart (SVG) and the configurations on each latency-vs-energy and
+latency-vs-area front."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def add_sweep_command(sub: Any) -> None:
         "asic-sweep", formatter_class=Formatter, help="simulate a grid of ASIC configurations x models",
         description="Quantize each MODEL to int8 and simulate it on every configuration of the grid (the "
                     "cross product of the lists, merged over --asic-preset). Prints the configurations on the "
-                    "latency-vs-energy Pareto front of each model and overall (geometric mean over the models), "
+                    "latency-vs-energy and latency-vs-area (mm2, MAC array + SRAM) Pareto fronts of each model "
+                    "and overall (geometric mean over the models), "
                     "and writes the full table and a chart on request. A list left out keeps the preset's value.",
         epilog="examples:\n"
                "  nnc asic-sweep a.onnx b.onnx --rows 16,32,64 --spad-kib 64,256 --dataflow ws,os "
@@ -95,6 +97,6 @@ def add_sweep_command(sub: Any) -> None:
     o = r.add_argument_group("outputs")
     o.add_argument("--csv", metavar="OUT.csv", help="write the table as CSV")
     o.add_argument("--json", metavar="OUT.json", help="write the table and fronts as JSON")
-    o.add_argument("--chart", metavar="OUT.svg", help="write the Pareto chart (SVG)")
+    o.add_argument("--chart", metavar="OUT.svg", help="write the Pareto chart (SVG): energy and area vs latency")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notices")
     r.set_defaults(fn=cmd_asic_sweep)

@@ -96,7 +96,8 @@ def test_pareto_front_of_hand_made_points():
 
 
 def test_overall_is_the_geometric_mean_over_models_of_configs_every_model_ran():
-    base = {"array_rows": 8, "array_cols": 8, "spad_kib": 16, "dram_gbps": 17.0, "dataflow": "ws", "sram_kib": 1}
+    base = {"array_rows": 8, "array_cols": 8, "spad_kib": 16, "dram_gbps": 17.0, "dataflow": "ws", "sram_kib": 1,
+            "area_mm2": 1.0}
     rows = [{**base, "model": "a", "config": "k", "latency_ms": 1.0, "energy_mj": 2.0, "error": None},
             {**base, "model": "b", "config": "k", "latency_ms": 4.0, "energy_mj": 8.0, "error": None},
             {**base, "model": "a", "config": "j", "latency_ms": 1.0, "energy_mj": 1.0, "error": None},
@@ -134,8 +135,11 @@ def test_a_row_equals_a_full_compile_of_that_configuration(pool_rows):
         rep = nnc.compile(r["model"], target="asic", asic_config=cfg.overrides(), functional=False).report["asic"]
         assert r["cycles"] == rep["cycles"] and r["latency_ms"] == rep["latency_ms"]
         assert r["energy_mj"] == rep["energy_mj"]["total"] and r["utilization"] == rep["utilization"]
+        assert r["dynamic_mj"] == rep["energy_mj"]["dynamic"] and r["static_mj"] == rep["energy_mj"]["static"]
         # SRAM: both 'spad_kib' scratchpads plus the preset's accumulator (128) and buffer (2048) KiB
         assert r["sram_kib"] == 2 * cfg.spad_kib + 128 + 2048
+        # area (edge's coefficients): 0.0012 mm2 a MAC cell, 0.0039 mm2 a KiB of SRAM
+        assert r["area_mm2"] == pytest.approx(cfg.array_rows * cfg.array_cols * 0.0012 + r["sram_kib"] * 0.0039)
 
 
 def test_bigger_arrays_are_faster_on_the_cnn(pool_rows):
@@ -161,13 +165,17 @@ def test_outputs_csv_json_svg(pool_rows):
     texts = "".join(e.text or "" for e in svg.iter("{http://www.w3.org/2000/svg}text"))
     assert "overall (geometric mean)" in texts and "tiny_cnn.onnx" in texts
     assert doc["front"]["overall"][0] in texts  # the front is labelled
-    assert len(list(svg.iter("{http://www.w3.org/2000/svg}circle"))) == 36 + 12
-    for model, names in doc["front_latency_sram"].items():
-        mine = [r for r in rows if r["model"] == model]
-        assert names == [r["config"] for r in pareto_front(mine, y="sram_kib")] and names
+    # every point twice: once on its latency-vs-energy panel, once on its latency-vs-area panel
+    assert len(list(svg.iter("{http://www.w3.org/2000/svg}circle"))) == 2 * (36 + 12)
+    assert set(doc["front_latency_area"]) == set(doc["front"])
+    for model, names in doc["front_latency_area"].items():
+        mine = overall_rows(rows) if model == "overall" else [r for r in rows if r["model"] == model]
+        assert names == [r["config"] for r in pareto_front(mine, y="area_mm2")] and names
+    on_area = {(t["model"], t["config"]) for t in table if t["on_area_front"] == "1"}
+    assert on_area == {(m, c) for m, names in doc["front_latency_area"].items() if m != "overall" for c in names}
     summary = sweep_summary(rows)
     assert summary.count("Pareto front (latency vs energy)") == 4 and doc["front"]["overall"][0] in summary
-    assert "Pareto front (latency vs SRAM KiB, the area proxy)" in summary
+    assert summary.count("Pareto front (latency vs area)") == 4
 
 
 def test_pool_survives_a_worker_killed_mid_sweep(tmp_path, monkeypatch, pool_rows):
