@@ -155,11 +155,16 @@ def select(ctx: TorchContext, node: AtenNode):
 def squeeze(ctx: TorchContext, node: AtenNode):
     x = node.positional[0]
     r = x.type.rank
+    # torch leaves dims that are not 1 alone; which are 1 is torch's own shape of the input where
+    # nnc's is not static (a view to a run-time size list: [s0, s1, 3, 4, 8] is f32[?,?,?,?,?] here)
+    src = getattr(node.fx.args[0], "meta", {}).get("val")
+    known = tuple(src.shape) if src is not None and len(src.shape) == r else x.shape
+    ones = [i for i, (d, t) in enumerate(zip(x.shape, known)) if d == 1 or (isinstance(t, int) and t == 1)]
     if node.target == "aten.squeeze.default":
-        dims = [i for i, d in enumerate(x.shape) if d == 1]
+        dims = ones
     else:
         dims = [ctx.axis(d, r) for d in ctx.ints(node.positional[1])] if r else []
-        dims = [d for d in dims if x.shape[d] == 1]  # torch leaves dims that are not 1 alone
+        dims = [d for d in dims if d in ones]
     if not dims:
         return ctx.op("identity", x)
     return ctx.op("squeeze", x, axes=tuple(dims))

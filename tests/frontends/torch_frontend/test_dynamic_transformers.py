@@ -109,3 +109,30 @@ def test_full_size_onnx_models_compile_once_for_nine_shapes(tf, kind: str, tmp_p
             (got,) = cm.run(feeds).values()
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
     assert cm.executable.plans_made == 9  # nine signatures, one compile
+
+
+def test_fused_qkv_split_by_a_permute_and_unbind_with_symbolic_dims() -> None:
+    # ViT/timm-style attention: one qkv projection viewed to [B, S, 3, H, D] from a run-time size
+    # list (nnc types it f32[?,?,?,?,?]), permuted and unbound along the 3: each part's squeeze of
+    # that axis must drop it (torch knows it is 1), or the k transpose meets a rank-5 tensor
+    class Attention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv, self.heads = torch.nn.Linear(32, 96), 4
+
+        def forward(self, x):
+            b, s, c = x.shape
+            q, k, v = self.qkv(x).reshape(b, s, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+            a = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(-1)
+            return (a @ v).transpose(1, 2).reshape(b, s, c)
+
+    torch.manual_seed(0)
+    m = Attention().eval()
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    module = nnc.from_torch(m, (torch.randn(2, 5, 32),), dynamic_shapes=({0: batch, 1: seq},))
+    cm = nnc.compile(module, target="x86", quiet=True, cache=False)
+    assert isinstance(cm.executable, GenericExecutable)
+    for n, s in ((2, 5), (3, 7), (1, 16)):
+        x = torch.randn(n, s, 32)
+        with torch.no_grad():
+            assert_close(cm(x.numpy()), [m(x).numpy()])
