@@ -19,7 +19,7 @@ from nnc.backends.options import CompileOptions
 from nnc.ir import InputError, Module
 
 from .decoder import Decoder, DecoderSpec, NotADecoderError, decoder_spec
-from .quality import quality_report, weight_report
+from .quality import check_quality_request, quality_report, weight_report
 from .sampling import Sampling, allowed, next_tokens
 
 __all__ = ["Decoder", "DecoderSpec", "Generation", "NotADecoderError", "Sampling", "allowed", "decoder_spec",
@@ -110,6 +110,8 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int = 20, do_sample: bo
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     how = Sampling(do_sample, temperature, top_k, top_p)
+    if quality:
+        check_quality_request(model, options, kwargs)
     eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from nnc.backends.options import WEIGHT_ONLY_MODES
+from nnc.backends.options import WEIGHT_ONLY_MODES, CompileOptions
 from nnc.ir import InputError
 
 from .decoder import Decoder
@@ -50,11 +50,18 @@ def _greedy(dec: Decoder, ids: np.ndarray, n: int, forced: np.ndarray | None = N
     return np.stack(tokens, axis=1), np.stack(logits)
 
 
+def check_quality_request(model: Any, options: CompileOptions | None, kwargs: dict[str, Any]) -> None:
+    """Before anything compiles: ``quality`` needs a weight-quantized decoder (InputError)."""
+    mode = model.options.quantize if isinstance(model, Decoder) else \
+        options.quantize if options is not None else kwargs.get("quantize")
+    if mode not in WEIGHT_ONLY_MODES:
+        raise InputError(f"quality compares a weight-quantized decoder with FP32: build it with quantize= one of "
+                         f"{', '.join(WEIGHT_ONLY_MODES)} (it has quantize={mode!r})")
+
+
 def quality_report(dec: Decoder, ids: np.ndarray, n: int) -> dict[str, Any]:
     """Compare ``n`` greedy tokens after ``ids`` of the weight-quantized ``dec`` with FP32."""
-    if dec.options.quantize not in WEIGHT_ONLY_MODES:
-        raise InputError(f"quality compares a weight-quantized decoder with FP32: build it with quantize= one of "
-                         f"{', '.join(WEIGHT_ONLY_MODES)} (it has quantize={dec.options.quantize!r})")
+    check_quality_request(dec, None, {})
     fp32 = Decoder(dec.module, options=dec.options.replace(quantize=None, quantize_group=None,
                                                            quantize_asymmetric=None))
     ref_tokens, ref_logits = _greedy(fp32, ids, n)

@@ -56,7 +56,7 @@ def quantize_weight(w: np.ndarray, bits: int, block_size: int, symmetric: bool =
     return packed, scales, None if symmetric else zp.astype(np.uint8)
 
 
-def _weight(module: Module, op: Op) -> tuple[np.ndarray, np.ndarray | None] | None:
+def product_weight(module: Module, op: Op) -> tuple[np.ndarray, np.ndarray | None] | None:
     """(the constant weight [K, N], the constant bias [N] or None) of a matmul/gemm, or None when
     the op is not a float product with a constant 2-D weight (and a vector bias)."""
     a, b = op.operands[0], op.operands[1]
@@ -80,7 +80,7 @@ def _weight(module: Module, op: Op) -> tuple[np.ndarray, np.ndarray | None] | No
 def quantizable(module: Module) -> list[Op]:
     """The matmul/gemm ops of ``module`` whose weight ``quantize-weights`` would quantize."""
     return [op for g in module.graphs.values() for op in g.ops
-            if op.opname in ("matmul", "gemm") and _weight(module, op) is not None]
+            if op.opname in ("matmul", "gemm") and product_weight(module, op) is not None]
 
 
 @register_pass("quantize-weights")
@@ -106,7 +106,7 @@ class QuantizeWeights(Pass):
         return True
 
     def _rewrite(self, module: Module, op: Op, cache: dict[int, tuple]) -> None:
-        w, bias = _weight(module, op)
+        w, bias = product_weight(module, op)
         K, N = w.shape
         bs = K if self.bits == 8 else self.group
         key = id(op.operands[1].producer)
