@@ -19,24 +19,18 @@ import json
 import numpy as np
 import pytest
 
+import nnc
+from nnc.cli import main as cli
+from nnc.generation import Decoder, generate
+from nnc.ir import InputError
+
 pytestmark = pytest.mark.torch
-torch = pytest.importorskip("torch", reason="generation from transformers models needs torch "
-                                           "(pip install 'nnc[torch]')")
-
-import nnc  # noqa: E402
-from nnc.cli import main as cli  # noqa: E402
-from nnc.generation import Decoder, generate  # noqa: E402
-from nnc.ir import InputError  # noqa: E402
-
+torch = pytest.importorskip("torch", reason="needs torch (pip install 'nnc[torch]')")
+tf = pytest.importorskip("transformers", reason="needs transformers (pip install 'nnc[hf]')")
 VOCAB, MAX_LEN, NEW = 512, 48, 24
 
 
-@pytest.fixture(scope="module")
-def tf():
-    return pytest.importorskip("transformers", reason="the generation tests need transformers")
-
-
-def build(tf, kind: str):
+def build(kind: str):
     torch.manual_seed(3)
     if kind == "gpt2":
         cfg = tf.GPT2Config(n_embd=96, n_layer=2, n_head=4, n_positions=64, vocab_size=VOCAB, initializer_range=0.1)
@@ -72,8 +66,8 @@ def fake_quantize(w: torch.Tensor, bits: int, group: int | None, symmetric: bool
     return deq
 
 
-def fake_quantized_copy(tf, kind: str, bits: int, group: int | None, symmetric: bool):
-    m = build(tf, kind)
+def fake_quantized_copy(kind: str, bits: int, group: int | None, symmetric: bool):
+    m = build(kind)
     with torch.no_grad():
         for name, mod in m.named_modules():
             if isinstance(mod, torch.nn.Linear) and name != "lm_head":  # Llama: weight [N, K]
@@ -109,15 +103,15 @@ SCHEMES = [("gpt2", "int8-weights", None, False), ("gpt2", "int4-weights", 32, F
 
 
 @pytest.mark.parametrize("kind,quantize,group,asymmetric", SCHEMES)
-def test_logits_equal_eager_with_fake_quantized_weights(tf, kind, quantize, group, asymmetric) -> None:
+def test_logits_equal_eager_with_fake_quantized_weights(kind, quantize, group, asymmetric) -> None:
     bits = int(quantize[3])
     opts = {"quantize": quantize, "quantize_group": group, "quantize_asymmetric": asymmetric or None}
-    dec = Decoder.from_torch(build(tf, kind), max_length=MAX_LEN, cache=False, **opts)
+    dec = Decoder.from_torch(build(kind), max_length=MAX_LEN, cache=False, **opts)
     ops = [op.opname for op in dec.decode.module.main.walk()]
     assert "matmul" not in ops and "gemm" not in ops and "matmul_nbits" in ops
     ids = prompt()
     tokens = generate(dec, ids, max_new_tokens=NEW).tokens
-    want = eager_logits(fake_quantized_copy(tf, kind, bits, group, not asymmetric), tokens)[:, ids.shape[1] - 1:-1]
+    want = eager_logits(fake_quantized_copy(kind, bits, group, not asymmetric), tokens)[:, ids.shape[1] - 1:-1]
     got = teacher_forced(dec, tokens, ids.shape[1])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
     # greedy: every token the quantized decoder chose is the argmax of the fake-quantized model
@@ -125,8 +119,8 @@ def test_logits_equal_eager_with_fake_quantized_weights(tf, kind, quantize, grou
 
 
 @pytest.mark.slow  # six compiles (quantized and FP32 decoders, prefill and decode) and torch runs: ~35 s loaded
-def test_quality_report_equals_the_torch_figures(tf) -> None:
-    m = build(tf, "llama")
+def test_quality_report_equals_the_torch_figures() -> None:
+    m = build("llama")
     ids = prompt()
     out = generate(m, ids, max_new_tokens=NEW, max_length=MAX_LEN, cache=False, quantize="int4-weights",
                    quantize_group=32, quality=True)
@@ -138,7 +132,7 @@ def test_quality_report_equals_the_torch_figures(tf) -> None:
         ref = m.generate(t, attention_mask=torch.ones_like(t), max_new_tokens=NEW, do_sample=False,
                          eos_token_id=None, pad_token_id=0).numpy()
     fp32 = eager_logits(m, ref)[:, ids.shape[1] - 1:-1].astype(np.float64)
-    fq = eager_logits(fake_quantized_copy(tf, "llama", 4, 32, True), ref)[:, ids.shape[1] - 1:-1]
+    fq = eager_logits(fake_quantized_copy("llama", 4, 32, True), ref)[:, ids.shape[1] - 1:-1]
     sqnr = 10 * np.log10(np.sum(fp32 ** 2) / np.sum((fp32 - fq) ** 2))
     assert abs(q["logit_sqnr_db"] - sqnr) < 0.05
     assert q["teacher_forced_agreement"] == np.mean(np.argmax(fq, axis=-1) == ref[:, ids.shape[1]:])
@@ -151,13 +145,13 @@ def test_quality_report_equals_the_torch_figures(tf) -> None:
     assert w["quantized_bytes"] == sum(k * n // 2 + 4 * n * (k // 32) for k, n in mats)
 
 
-def test_quality_needs_a_weight_quantized_decoder(tf) -> None:
+def test_quality_needs_a_weight_quantized_decoder() -> None:
     with pytest.raises(InputError, match="quality compares a weight-quantized decoder"):
-        generate(build(tf, "gpt2"), prompt(), max_new_tokens=2, max_length=MAX_LEN, cache=False, quality=True)
+        generate(build("gpt2"), prompt(), max_new_tokens=2, max_length=MAX_LEN, cache=False, quality=True)
 
 
-def test_cli_generate_int4_with_quality(tf, tmp_path, capsys) -> None:
-    m = build(tf, "gpt2")
+def test_cli_generate_int4_with_quality(tmp_path, capsys) -> None:
+    m = build("gpt2")
     path = str(tmp_path / "gpt2.nnc")
     nnc.save_decoder(m, path, max_length=32)
     report = tmp_path / "r.json"
