@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 import nnc
 from nnc.cli import main as cli
-from nnc.ir import Builder, Graph, Module, NncError, interpret, tensor
+from nnc.ir import Builder, Graph, Module, NncError, interpret, parse_module, tensor
 from nnc.ir.ops.quant_weights import dequantize_nbits, pack_codes, unpack_codes
 from nnc.passes import PassManager
 from nnc.passes.quantize.weights import quantize_weight
@@ -163,6 +163,14 @@ def test_compile_rewrites_every_matmul_and_gemm(quantize: str, extra: dict) -> N
     np.testing.assert_allclose(cm.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
     x86 = nnc.compile(model, target="x86", quantize=quantize, cache=False, quiet=True, **extra)
     np.testing.assert_allclose(x86.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+    assert str(parse_module(str(cm.module))) == str(cm.module)  # the text IR round-trips
+
+
+def test_x86_library_holds_the_codes(tmp_path) -> None:
+    x = RNG.standard_normal((2, 48)).astype(np.float32)
+    cm = nnc.compile(mlp_onnx(), target="x86", quantize="int4-weights", cache=False, quiet=True, dims={"N": 2})
+    cm.save(tmp_path / "m.so")
+    np.testing.assert_array_equal(nnc.load(tmp_path / "m.so").run({"x": x})["y"], cm.run({"x": x})["y"])
 
 
 def test_bad_options_are_typed_errors() -> None:
