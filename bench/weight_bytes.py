@@ -34,8 +34,9 @@ def main() -> None:
     PassManager(PREPARE).run(module)
     total_fp32 = sum(a.nbytes for a in module.constants.values() if a.dtype == np.float32)
     rows = []
-    for label, bits, group, symmetric in (("INT8 per channel", 8, 32, True), ("INT4 g32 symmetric", 4, 32, True),
-                                          ("INT4 g32 zero points", 4, 32, False), ("INT4 g128 symmetric", 4, 128, True)):
+    schemes = (("INT8 per channel", 8, 32, True), ("INT4 g32 symmetric", 4, 32, True),
+               ("INT4 g32 zero points", 4, 32, False), ("INT4 g128 symmetric", 4, 128, True))
+    for label, bits, group, symmetric in schemes:
         q = QuantizeWeights(bits=bits, group=group, symmetric=symmetric)
         q.run(module.clone())
         rows.append((label, q.stats))

@@ -116,7 +116,7 @@ def _weight_only_pipeline(text: str, bits: int, group: int, symmetric: bool) -> 
     items = [make_pass(name, opts) for name, opts in parse_pipeline(text)]
     at = next((i for i, p in enumerate(items) if p.name == "fuse"), len(items))
     q = weights.QuantizeWeights(bits=bits, group=group, symmetric=symmetric)
-    return items[:at] + [q] + items[at:]
+    return items[:at] + [q, make_pass("dce")] + items[at:]  # dce: the float weights go
 
 
 # registers quantize-int8 (it needs quantize_module above) and quantize-weights

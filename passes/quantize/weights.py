@@ -100,31 +100,30 @@ class QuantizeWeights(Pass):
         if not ops:
             raise PassError(f"int{self.bits}-weights: the model has no matmul or gemm with a constant weight "
                             "to quantize")
-        cache: dict[int, tuple] = {}  # one weight read by several products is quantized once
+        cache: dict[tuple, list] = {}  # one weight read by several products is quantized once
         for op in ops:
             self._rewrite(module, op, cache)
         return True
 
-    def _rewrite(self, module: Module, op: Op, cache: dict[int, tuple]) -> None:
+    def _rewrite(self, module: Module, op: Op, cache: dict[tuple, list]) -> None:
         w, bias = product_weight(module, op)
         K, N = w.shape
         bs = K if self.bits == 8 else self.group
-        key = id(op.operands[1].producer)
-        if key not in cache:
-            codes, scales, zp = quantize_weight(w, self.bits, bs, self.symmetric)
-            cache[key] = (codes, scales, zp)
-            self.note("weights_quantized")
-            self.note("float_weight_bytes", w.nbytes)
-            self.note("quantized_weight_bytes", codes.nbytes + scales.nbytes + (0 if zp is None else zp.nbytes))
-        codes, scales, zp = cache[key]
         g = next(g for g in module.graphs.values() if any(o is op for o in g.ops))
         b = Builder(module, g)
         b.set_insertion_before(op)
         b.loc = op.loc
         name = op.operands[1].name
-        operands = [op.operands[0], b.const(codes, name=f"{name}.q{self.bits}"), b.const(scales, name=f"{name}.scales")]
-        if zp is not None:
-            operands.append(b.const(zp, name=f"{name}.zero_points"))
+        # ops are visited in order, so constants made for an earlier reader dominate a later one
+        key = (id(g), id(op.operands[1].producer), op.opname == "gemm" and bool(op.attrs["trans_b"]))
+        if key not in cache:
+            codes, scales, zp = quantize_weight(w, self.bits, bs, self.symmetric)
+            self.note("weights_quantized")
+            self.note("float_weight_bytes", w.nbytes)
+            self.note("quantized_weight_bytes", codes.nbytes + scales.nbytes + (0 if zp is None else zp.nbytes))
+            cache[key] = [b.const(codes, name=f"{name}.q{self.bits}"), b.const(scales, name=f"{name}.scales")] + \
+                ([] if zp is None else [b.const(zp, name=f"{name}.zero_points")])
+        operands = [op.operands[0], *cache[key]]
         out_name = op.results[0].name
         y = b.create("matmul_nbits", operands, {"K": K, "bits": self.bits, "block_size": bs},
                      names=[out_name + (".nobias" if bias is not None else "")]).results[0]

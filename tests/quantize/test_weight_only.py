@@ -173,6 +173,23 @@ def test_x86_library_holds_the_codes(tmp_path) -> None:
     np.testing.assert_array_equal(nnc.load(tmp_path / "m.so").run({"x": x})["y"], cm.run({"x": x})["y"])
 
 
+def test_a_shared_weight_is_quantized_once_and_the_float_copy_goes() -> None:
+    m = Module("shared")
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    x = g.add_param("x", tensor("f32", [2, 40]))
+    w = b.const(RNG.standard_normal((40, 40)).astype(np.float32), name="w")
+    g.set_outputs([b.op("matmul", b.op("relu", b.op("matmul", x, w)), w)], ["y"])
+    cm = nnc.compile(m, target="reference", quantize="int4-weights", opt_level=1)  # -O1: no fuse, no late dce
+    stats = next(r["stats"] for r in cm.report["passes"] if r["name"] == "quantize-weights")
+    assert stats["weights_quantized"] == 1
+    assert sorted(str(a.dtype) for a in cm.module.constants.values()) == ["float32", "uint8"]
+    xv = RNG.standard_normal((2, 40)).astype(np.float32)
+    wq = decoded_weight(cm.module, next(op for op in cm.module.main.ops if op.opname == "matmul_nbits"))
+    want = np.maximum(xv.astype(np.float64) @ wq, 0) @ wq
+    np.testing.assert_allclose(cm.run({"x": xv})["y"], want, rtol=1e-5, atol=1e-5)
+
+
 def test_bad_options_are_typed_errors() -> None:
     with pytest.raises(NncError, match="quantize_group=48"):
         nnc.compile(mlp_onnx(), target="reference", quantize="int4-weights", quantize_group=48)
