@@ -88,7 +88,8 @@ def test_quantizer_rounds_to_nearest_code(bits: int, bs: int, symmetric: bool) -
         assert c.min() >= -((1 << (bits - 1)) - 1) and c.max() <= (1 << (bits - 1)) - 1
 
 
-SHAPES = [  # rows, K, N, bits, block, zero points
+# rows, K, N, bits, block, zero points; up to 4 rows run the dot-product form, more the packed GEMM
+SHAPES = [
     ((1,), 64, 16, 4, 32, False),
     ((1,), 100, 37, 4, 32, True),  # K % 32 != 0, N not a multiple of 4 or 16
     ((3,), 130, 70, 4, 64, False),
@@ -96,6 +97,7 @@ SHAPES = [  # rows, K, N, bits, block, zero points
     ((1,), 200, 21, 8, 200, False),  # int8 per channel: one block of K = 200 (not a multiple of 32)
     ((5,), 96, 5, 8, 96, True),
     ((1,), 8, 3, 4, 32, False),  # K smaller than one block
+    ((7,), 20, 9, 4, 6, True),  # a block of 6 codes (the op allows any whole-byte block): no 16-code runs
 ]
 
 

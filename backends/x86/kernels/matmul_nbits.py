@@ -16,8 +16,13 @@ the codes stay unsigned and each block's zero point is subtracted in i32. A bloc
 ``(code - zp) * a`` accumulate in a vector, which is scaled once per block into the column's
 accumulator (FMA); a column's result is one horizontal sum. Four columns share each vector of
 ``a``; a block's tail past K (or past a block size that is not a multiple of 32) reads ``a``
-through a mask, so its padding codes never count. Tasks own 32 output columns each and walk every
-row of ``a``, so their codes stay in cache while a prefill's rows go by.
+through a mask, so its padding codes never count. Tasks own 32 output columns each.
+
+That dot-product form suits a few rows (a decode step: one). More rows (a prefill) would decode
+every code once per row, so above ``GEMV_ROWS`` rows (checked at run time when the rows are
+symbolic) the op runs as the packed GEMM of gemm.py with a custom B packer: each KC x NR panel of
+the weight is decoded from the codes into the GEMM's task-local panel buffer once and then serves
+every row of the task's block. Only that panel (32-36 KiB) is ever float.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from nnc.ir.ops.quant_weights import unpack_codes
 
 from ..llvm_types import F32, I1, I8, I32, const_int, for_range
 from . import dims as dm
-from .gemm import fmuladd, masked_load, splat
+from .gemm import Custom, Epilogue, RunDim, Strided, blocking, emit_gemm, fmuladd, masked_load, splat
 from .registry import lowering
 
 V16F = ir.VectorType(F32, 16)
@@ -39,6 +44,7 @@ V16I32 = ir.VectorType(I32, 16)
 CHUNK = 32  # codes per chunk: two 16-lane vectors
 COLS = 4  # columns sharing one load of a
 TASK_COLS = 32  # output columns per parallel task
+GEMV_ROWS = 4  # up to this many rows, dot products over the codes; more: the packed GEMM
 
 
 def repack(codes: np.ndarray, zero_points: np.ndarray | None, *, K: int, bits: int, block_size: int) -> np.ndarray:
@@ -197,4 +203,98 @@ def lower_matmul_nbits(k, op: Op) -> None:
             with for_range(b, n1, "cr", start=b.add(n0, b.mul(groups, const_int(COLS)))) as n:
                 columns(1, m, n)
 
-    k.parallel_for(ntasks, task, name="matmul_nbits")
+    def gemv() -> None:
+        k.parallel_for(ntasks, task, name="matmul_nbits")
+
+    lead = a.shape[:-1]
+    if all(isinstance(d, int) for d in lead):
+        rows = int(np.prod(lead, dtype=np.int64))
+        (gemv if rows <= GEMV_ROWS else lambda: _gemm(k, op, rows, N, woff, chunks, chunk_bytes, col_bytes))()
+        return
+    M = RunDim(lambda kb: dm.prod(kb.b, kb.shape(a)[:-1]))
+    with k.b.if_else(k.b.icmp_signed("<=", dm.val(M.at(k)), const_int(GEMV_ROWS))) as (then, other):
+        with then:
+            gemv()
+        with other:
+            _gemm(k, op, M, N, woff, chunks, chunk_bytes, col_bytes)
+
+
+def _gemm(k, op: Op, M, N: int, woff: int, chunks: int, chunk_bytes: int, col_bytes: int) -> None:
+    """``a @ w`` as gemm.py's packed GEMM, B's panels decoded from the repacked codes (module doc)."""
+    K, bits, bs = op.attrs["K"], op.attrs["bits"], op.attrs["block_size"]
+    nb = -(-K // bs)
+    has_zp = len(op.operands) > 3
+    blk = blocking(k.target, False, M if isinstance(M, int) else M.hint, N)
+
+    def pack(kb, buf, scratch, bi, k0, kc, n0, n_end, blk) -> None:
+        b = kb.b
+        NR = blk.NR
+        wbase, sc = kb.weights_ptr(woff), kb.arg(2)
+        npan = b.sdiv(b.add(b.sub(n_end, n0), const_int(NR - 1)), const_int(NR))
+        with for_range(b, b.mul(npan, const_int(NR)), "pj") as pj:
+            col = b.add(n0, pj)
+            jp, j = b.sdiv(pj, const_int(NR)), b.srem(pj, const_int(NR))
+            dst = b.gep(buf, [b.add(b.mul(jp, b.mul(kc, const_int(NR))), j)], source_etype=F32, inbounds=True)
+            inside = b.icmp_signed("<", col, n_end)
+            colc = b.select(inside, col, const_int(0))  # past the last column: read column 0, store 0
+            cbase = b.gep(wbase, [b.mul(colc, const_int(col_bytes))], source_etype=I8, inbounds=True)
+            def scale_at(bi_):
+                at = b.add(b.mul(colc, const_int(nb)), bi_)
+                zp = b.zext(b.load(b.gep(kb.arg(3), [at], source_etype=I8, inbounds=True), typ=I8), I32) \
+                    if has_zp else None
+                return b.load(b.gep(sc, [at], source_etype=F32, inbounds=True), typ=F32), zp
+
+            def where(kg):  # (block, byte offset of the code's chunk, position in the chunk)
+                bi_ = b.sdiv(kg, const_int(bs))
+                within = b.sub(kg, b.mul(bi_, const_int(bs)))
+                ch, jj = b.sdiv(within, const_int(CHUNK)), b.srem(within, const_int(CHUNK))
+                return bi_, b.mul(b.add(b.mul(bi_, const_int(chunks)), ch), const_int(chunk_bytes)), jj
+
+            # 16 codes at a time: k0 and every block start are multiples of 16, so a run of 16
+            # lies in one half of one chunk (4 bits: the low or the high nibbles of its 16 bytes)
+            groups = b.sdiv(kc, const_int(16)) if bs % 16 == 0 or nb == 1 else const_int(0)
+            with for_range(b, groups, "pg") as pg:
+                kk0 = b.mul(pg, const_int(16))
+                bi_, off, jj = where(b.add(k0, kk0))
+                half = b.icmp_signed(">=", jj, const_int(16))
+                if bits == 4:
+                    raw = b.load(b.gep(cbase, [off], source_etype=I8, inbounds=True), typ=V16I8, align=1)
+                    nib = b.select(half, b.lshr(raw, ir.Constant(V16I8, [4] * 16)),
+                                   b.and_(raw, ir.Constant(V16I8, [15] * 16)))
+                    codes = b.zext(nib, V16I32)
+                    if not has_zp:  # signed nibbles
+                        eight = ir.Constant(V16I32, [8] * 16)
+                        codes = b.sub(b.xor(codes, eight), eight)
+                else:
+                    raw = b.load(b.gep(cbase, [b.add(off, jj)], source_etype=I8, inbounds=True), typ=V16I8, align=1)
+                    codes = b.zext(raw, V16I32) if has_zp else b.sext(raw, V16I32)
+                s_, zp = scale_at(bi_)
+                if zp is not None:
+                    codes = b.sub(codes, splat(b, zp, V16I32))
+                vals = b.fmul(b.sitofp(codes, V16F), splat(b, s_, V16F))
+                vals = b.select(inside, vals, ir.Constant(V16F, None))
+                for lane in range(16):
+                    b.store(b.extract_element(vals, ir.Constant(I32, lane)),
+                            b.gep(dst, [b.mul(b.add(kk0, const_int(lane)), const_int(NR))], source_etype=F32,
+                                  inbounds=True))
+            with for_range(b, kc, "pk", start=b.mul(groups, const_int(16))) as kk:
+                bi_, off, jj = where(b.add(k0, kk))
+                if bits == 4:
+                    hi = b.icmp_signed(">=", jj, const_int(16))
+                    byte = b.load(b.gep(cbase, [b.add(off, b.srem(jj, const_int(16)))], source_etype=I8,
+                                        inbounds=True), typ=I8)
+                    nib = b.select(hi, b.lshr(byte, ir.Constant(I8, 4)), b.and_(byte, ir.Constant(I8, 15)))
+                    code = b.zext(nib, I32)
+                    if not has_zp:  # a signed nibble
+                        code = b.sub(b.xor(code, ir.Constant(I32, 8)), ir.Constant(I32, 8))
+                else:
+                    byte = b.load(b.gep(cbase, [b.add(off, jj)], source_etype=I8, inbounds=True), typ=I8)
+                    code = b.zext(byte, I32) if has_zp else b.sext(byte, I32)
+                s_, zp = scale_at(bi_)
+                if zp is not None:
+                    code = b.sub(code, zp)
+                v = b.select(inside, b.fmul(b.sitofp(code, F32), s_), ir.Constant(F32, 0.0))
+                b.store(v, b.gep(dst, [b.mul(kk, const_int(NR))], source_etype=F32, inbounds=True))
+
+    emit_gemm(k, blk, M, N, K, Strided(lambda kb: kb.arg(0), K, 1), Custom(pack),
+              Strided(lambda kb: kb.out(0), N, 1), Epilogue(), name="matmul_nbits_gemm")
