@@ -5,7 +5,8 @@ Every ``matmul``/``gemm`` whose weight is a constant ``[K, N]`` matrix becomes `
 gemm's bias becomes an ``add`` after it. Embedding tables (read by ``gather``) are not touched.
 
 - ``bits=8``: one block per output column (``block_size = K``), per-channel scales.
-- ``bits=4``: blocks of ``group`` (32, 64 or 128) consecutive reduction elements per column.
+- ``bits=4``: blocks of ``group`` (32, 64 or 128) consecutive reduction elements per column (one
+  block of K, rounded up to even, when K is shorter than the group).
 - ``symmetric=true``: ``scale = max|w| / (2**(bits-1) - 1)``, codes ``round(w / scale) + 2**(bits-1)``
   (no zero points stored); ``false``: ``scale = (max - min) / (2**bits - 1)`` over the block's range
   widened to hold 0, a zero point ``round(-min / scale)`` per block, codes ``round(w / scale) + zp``.
@@ -108,7 +109,8 @@ class QuantizeWeights(Pass):
     def _rewrite(self, module: Module, op: Op, cache: dict[tuple, list]) -> None:
         w, bias = product_weight(module, op)
         K, N = w.shape
-        bs = K if self.bits == 8 else self.group
+        # a group longer than K would only pad: one block of K (rounded up to whole bytes) instead
+        bs = K if self.bits == 8 else min(self.group, K + K % 2)
         g = next(g for g in module.graphs.values() if any(o is op for o in g.ops))
         b = Builder(module, g)
         b.set_insertion_before(op)
