@@ -114,6 +114,17 @@ def test_x86_kernel_matches_reference(rows, K: int, N: int, bits: int, bs: int, 
     assert np.all(np.abs(got - want) <= bound)
 
 
+@pytest.mark.parametrize("rows,bits,bs,zero_points", [((1,), 4, 32, True), ((7,), 4, 64, False), ((6,), 8, 130, True)])
+def test_x86_kernel_on_avx2(rows, bits: int, bs: int, zero_points: bool) -> None:
+    """The 16-lane vectors split into AVX2 halves; the GEMM form packs 16-wide panels there."""
+    K, N = 130, 37
+    codes, scales, zp = quantize_weight(RNG.standard_normal((K, N)).astype(np.float32), bits, bs, not zero_points)
+    m = nbits_model(codes, scales, zp, K, bits, bs, list(rows))
+    a = RNG.standard_normal((*rows, K)).astype(np.float32)
+    cm = nnc.compile(m, target="x86", cache=False, quiet=True, cpu="haswell", target_features="+avx2,+fma,-avx512f")
+    np.testing.assert_allclose(cm.run({"x": a})["y"], interpret(m, {"x": a})["y"], rtol=1e-5, atol=1e-5)
+
+
 def test_x86_kernel_rows_read_at_run_time() -> None:
     K, N = 100, 37
     codes, scales, zp = quantize_weight(RNG.standard_normal((K, N)).astype(np.float32), 4, 32, False)
