@@ -92,3 +92,28 @@ def test_two_bit_codes_are_refused() -> None:
     next(a for a in model.graph.node[0].attribute if a.name == "bits").i = 2
     with pytest.raises(UnsupportedOpError, match="bits=2"):
         nnc.from_onnx(model)
+
+
+@pytest.mark.parametrize("bits,symmetric,block", [(4, True, 32), (4, False, 64), (8, True, 32), (8, False, 16)])
+def test_onnxruntime_quantizer_output_matches_onnxruntime(bits: int, symmetric: bool, block: int) -> None:
+    """A model as onnxruntime's own MatMulNBitsQuantizer writes it (its zero-point packing and
+    initializer names), not built by hand."""
+    pytest.importorskip("onnx_ir", reason="onnxruntime's matmul_nbits_quantizer imports onnx_ir (pip install onnx-ir)")
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    K, N = 96, 40
+    w = numpy_helper.from_array(RNG.standard_normal((K, N)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", K])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", N])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    q = MatMulNBitsQuantizer(model, algo_config=DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric,
+                                                                             bits=bits))
+    q.process()
+    qm = q.model.model if hasattr(q.model, "model") else q.model
+    assert [n.op_type for n in qm.graph.node] == ["MatMulNBits"]
+    a = RNG.standard_normal((5, K)).astype(np.float32)
+    want = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": a})[0]
+    for target in ("reference", "x86"):
+        got = nnc.compile(qm, target=target, quiet=True, **({"cache": False} if target == "x86" else {}))
+        np.testing.assert_allclose(got.run({"x": a})["y"], want, rtol=0, atol=1e-5 * np.abs(want).max())
