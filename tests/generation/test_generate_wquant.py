@@ -167,3 +167,6 @@ def test_cli_generate_int4_with_quality(tmp_path, capsys) -> None:
                 "--quantize-group", "32"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--quantize-group applies to --quantize int4-weights" in err[0]
+    assert cli(["generate", path, "--prompt-ids", "1", "--no-cache", "--quality"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "quality compares a weight-quantized decoder" in err[0]
