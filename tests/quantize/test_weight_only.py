@@ -179,11 +179,17 @@ def test_compile_rewrites_every_matmul_and_gemm(quantize: str, extra: dict) -> N
     assert str(parse_module(str(cm.module))) == str(cm.module)  # the text IR round-trips
 
 
-def test_x86_library_holds_the_codes(tmp_path) -> None:
-    x = RNG.standard_normal((2, 48)).astype(np.float32)
-    cm = nnc.compile(mlp_onnx(), target="x86", quantize="int4-weights", cache=False, quiet=True, dims={"N": 2})
+@pytest.mark.parametrize("shape_option", [{"dims": {"N": 2}}, {"max_dims": {"N": 8}}])
+def test_x86_library_holds_the_codes(tmp_path, shape_option: dict) -> None:
+    """A library with N fixed, and one taking N at run time (both the one-row and the GEMM form)."""
+    model = mlp_onnx()
+    cm = nnc.compile(model, target="x86", quantize="int4-weights", cache=False, quiet=True, **shape_option)
     cm.save(tmp_path / "m.so")
-    np.testing.assert_array_equal(nnc.load(tmp_path / "m.so").run({"x": x})["y"], cm.run({"x": x})["y"])
+    lib, ref = nnc.load(tmp_path / "m.so"), nnc.compile(model, target="reference", quantize="int4-weights")
+    for n in (2,) if "dims" in shape_option else (1, 2, 8):
+        x = RNG.standard_normal((n, 48)).astype(np.float32)
+        np.testing.assert_array_equal(lib.run({"x": x})["y"], cm.run({"x": x})["y"])
+        np.testing.assert_allclose(lib.run({"x": x})["y"], ref.run({"x": x})["y"], rtol=1e-5, atol=1e-5)
 
 
 def test_a_shared_weight_is_quantized_once_and_the_float_copy_goes() -> None:
