@@ -168,8 +168,12 @@ class Backend:
         """Text the CLI prints after a compile (the asic's per-layer table); empty by default."""
         return ""
 
-    def profile(self, model: CompiledModel, feeds: Mapping[str, Any], runs: int) -> Any:
+    def check_profile(self, model: CompiledModel) -> None:
+        """Raise the TargetError ``profile`` would, before anything runs (``nnc run --profile``)."""
         raise TargetError(f"target {self.name!r} has no kernel profiler (x86 has: --target x86)")
+
+    def profile(self, model: CompiledModel, feeds: Mapping[str, Any], runs: int) -> Any:
+        self.check_profile(model)
 
     def emit(self, model: CompiledModel, form: str) -> bytes:
         forms = ", ".join(self.emit_forms) or "none"

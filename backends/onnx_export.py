@@ -162,6 +162,30 @@ class _Writer:
                 self.node("Split", ins + [sizes], outs, axis=a["axis"])
             else:
                 self.node("Split", ins, outs, axis=a["axis"], num_outputs=a["num_outputs"])
+        elif name == "cast":
+            self.node("Cast", ins, outs, to=onnx_elem_type(a["to"]))
+        elif name == "slice" and len(ins) == 1 and a["starts"] is not None and a["ends"] is not None:
+            extra = [self.const_input(np.asarray(a[k], np.int64), f"{outs[0]}.{k}")
+                     for k in ("starts", "ends", "axes", "steps") if a[k] is not None]
+            if a["steps"] is not None and a["axes"] is None:  # steps is the 5th input: axes spelled out
+                extra.insert(2, self.const_input(np.arange(len(a["starts"]), dtype=np.int64), outs[0] + ".axes"))
+            self.node("Slice", ins + extra, outs)
+        elif name == "pad" and len(ins) == 1 and a["pads"] is not None:
+            extra = [self.const_input(np.asarray(a["pads"], np.int64), outs[0] + ".pads")]
+            if a["value"] is not None:
+                extra.append(self.const_input(np.asarray(a["value"], op.operands[0].dtype.numpy), outs[0] + ".value"))
+            self.node("Pad", ins + extra, outs, mode=a["mode"])
+        elif name == "resize" and len(ins) == 1 and (a["scales"] or a["sizes"]):  # () and None: not given
+            roi = "" if not a["roi"] else self.const_input(np.asarray(a["roi"], np.float32), outs[0] + ".roi")
+            scales = "" if not a["scales"] else self.const_input(np.asarray(a["scales"], np.float32),
+                                                                 outs[0] + ".scales")
+            extra = [roi, scales] + ([] if not a["sizes"] else
+                                     [self.const_input(np.asarray(a["sizes"], np.int64), outs[0] + ".sizes")])
+            kw = {k: a[k] for k in ("mode", "coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a",
+                                    "exclude_outside", "extrapolation_value", "antialias", "keep_aspect_ratio_policy")}
+            if a["axes"] is not None:
+                kw["axes"] = list(a["axes"])
+            self.node("Resize", ins + extra, outs, **kw)
         else:
             return False
         return True

@@ -77,6 +77,8 @@ class CompileOptions:
     profile: bool | None = _scope("backend", "x86: time every kernel inside the entry point (cm.profile)")
     max_dims: dict[str, int] | None = _scope("backend", "x86: maxima of symbolic input dims: runs check them, and a "
                                                        "library takes the dims at run time up to them")
+    tuning_db: Any = _scope("backend", "x86: tuning database of kernel schedules (a path or a TuningDB; "
+                                       "default $NNC_TUNING_DB), docs/tuning.md")
     asic_preset: str | None = _scope("backend", "asic: machine preset (edge, x1)")
     asic_config: Any = _scope("backend", "asic: JSON path or dict merged over the preset")
     functional: bool | None = _scope("backend", "asic: simulate bit-exactly on run (default True)")

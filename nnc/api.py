@@ -101,10 +101,14 @@ def compile(model: Any, target: str = "reference", mode: str = "infer", example_
                                           "given dims (cm.executable.memory_at(feeds), .shapes_seen())"}
         elif shapes["generic"]:
             report["memory"] = {**report.get("memory", {}), "planned": False,
-                                "reason": "symbolic dims: the arena is planned per input shape at run time "
-                                          "(cm.executable.memory_at(feeds), .shapes_seen())"
+                                "reason": "symbolic dims: the arena is planned for the first input shape at run "
+                                          "time, and from the second on its offsets are formulas of the dims "
+                                          "(report['memory']['formula'] once derived; cm.executable.memory_at(feeds), "
+                                          ".shapes_seen())"
                                           + (f"; max_dims could not bound it: {executable.bounded_reason}"
                                              if getattr(executable, "bounded_reason", None) else "")}
+            if hasattr(executable, "memory_report"):  # filled in when the formulas are derived
+                executable.memory_report = report["memory"]
     report["options"] = opts.report()
     if opts.dims:
         report["bound_dims"] = dict(opts.dims)

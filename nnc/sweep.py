@@ -199,7 +199,10 @@ class PoolExecutor:
     def describe(self) -> str:
         return f"process pool, {self.workers} worker(s)"
 
-    def map_unordered(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: Sequence[Any],
+                      resources: dict[str, float] | None = None) -> Iterator[Any]:
+        """``resources`` (Ray custom resources a task needs) is for RayExecutor: every worker of the
+        pool runs on this machine."""
         todo = dict(enumerate(tasks))
         ctx = multiprocessing.get_context("spawn")
         while todo:
@@ -227,7 +230,8 @@ class RayExecutor:
     ``ray://host:10001`` a remote one) or, with ``address="local"``, on a private instance started here.
     A task whose worker dies is retried on another worker up to ``max_retries`` times."""
 
-    def __init__(self, address: str = "auto", max_retries: int = 3, num_cpus: int | None = None):
+    def __init__(self, address: str = "auto", max_retries: int = 3, num_cpus: int | None = None,
+                 resources: dict[str, float] | None = None):
         try:
             import ray
         except ImportError:
@@ -240,6 +244,8 @@ class RayExecutor:
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address == "local":
                 kw["num_cpus"] = num_cpus
+                if resources:  # custom resources of this private node (nnc tune: the CPU's label)
+                    kw["resources"] = resources
             else:
                 kw["address"] = address
             try:
@@ -253,16 +259,33 @@ class RayExecutor:
         cpus = int(self.ray.cluster_resources().get("CPU", 0))
         return f"ray ({self.address}), {cpus} CPU(s) in the cluster"
 
-    def map_unordered(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
+    def _remote(self, fn: Callable[[Any], Any], resources: dict[str, float] | None = None) -> Any:
         opts: dict[str, Any] = {"max_retries": self.max_retries, "num_cpus": 1}
+        if resources:
+            opts["resources"] = resources
         hooks = {k: os.environ[k] for k in HOOK_ENVS if os.environ.get(k)}
         if hooks:  # workers do not inherit the driver's environment: pass the test hooks on
             opts["runtime_env"] = {"env_vars": hooks}
-        remote = self.ray.remote(**opts)(fn)
-        pending = [remote.remote(t) for t in tasks]
+        return self.ray.remote(**opts)(fn)
+
+    def _completed(self, pending: list[Any]) -> Iterator[Any]:
         while pending:
             done, pending = self.ray.wait(pending, num_returns=1)
             yield self.ray.get(done[0])
+
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: Sequence[Any],
+                      resources: dict[str, float] | None = None) -> Iterator[Any]:
+        """``resources``: custom resources each task needs, so it runs only on nodes that have them."""
+        remote = self._remote(fn, resources)
+        return self._completed([remote.remote(t) for t in tasks])
+
+    def map_chained(self, first: Callable[[Any], Any], second: Callable[[Any], Any], tasks: Sequence[Any],
+                    resources: dict[str, float] | None = None) -> Iterator[Any]:
+        """``second(first(task))`` for every task as two Ray tasks: ``first`` anywhere, ``second`` only
+        where ``resources`` are (nnc tune: compile on any node, measure on nodes of the target CPU).
+        Ray passes the first result to the second task and retries either if its worker dies."""
+        one, two = self._remote(first), self._remote(second, resources)
+        return self._completed([two.remote(one.remote(t)) for t in tasks])
 
     def shutdown(self) -> None:
         if self._started:
@@ -276,21 +299,30 @@ class Progress:
     """Configurations done/total, best latency so far, ETA: one line redrawn in place on a terminal;
     elsewhere (a log file, a CI job) one line per tenth of the work, so the log stays readable."""
 
-    def __init__(self, total: int, stream: Any = None, enabled: bool = True):
+    def __init__(self, total: int, stream: Any = None, enabled: bool = True,
+                 score: Callable[[dict[str, Any]], float | None] | None = None,
+                 describe: Callable[[dict[str, Any]], str] | None = None):
+        """``score`` (lower is better; None: not a candidate) and ``describe`` say what "best" is:
+        by default a sweep row's latency."""
         self.total, self.done = total, 0
+        self.score = score or (lambda row: row["latency_ms"] if row.get("error") is None else None)
+        self.describe = describe or (lambda row: f"{row['latency_ms']:.3f} ms {row['config']} "
+                                                 f"({os.path.basename(row['model'])})")
         self.stream = stream or sys.stderr
         self.enabled = enabled
         isatty = getattr(self.stream, "isatty", None)
         self.redraw = bool(isatty and isatty())
         self._tenths = -1
         self.best: dict[str, Any] | None = None
+        self._best_score = 0.0
         self._width = 0
         self.t0 = time.perf_counter()
 
     def update(self, row: dict[str, Any]) -> None:
         self.done += 1
-        if row.get("error") is None and (self.best is None or row["latency_ms"] < self.best["latency_ms"]):
-            self.best = row
+        score = self.score(row)
+        if score is not None and (self.best is None or score < self._best_score):
+            self.best, self._best_score = row, score
         if not self.enabled:
             return
         text = self.line()
@@ -302,13 +334,18 @@ class Progress:
             self.stream.write(text.rstrip() + "\n")
         self.stream.flush()
 
+    def close(self) -> None:
+        """End a redrawn line that stopped short of the total (a time budget, a resumed run)."""
+        if self.enabled and self.redraw and 0 < self.done < self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
     def line(self) -> str:
         elapsed = time.perf_counter() - self.t0
         width = 24
         fill = width * self.done // max(self.total, 1)
         eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-        best = (f"best {self.best['latency_ms']:.3f} ms {self.best['config']} ({os.path.basename(self.best['model'])})"
-                if self.best else "best -")
+        best = f"best {self.describe(self.best)}" if self.best else "best -"
         return (f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total}  {best}  "
                 f"ETA {eta:.0f}s  " if self.done < self.total else
                 f"[{'#' * width}] {self.done}/{self.total}  {best}  in {elapsed:.1f}s")

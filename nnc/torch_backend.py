@@ -211,10 +211,14 @@ def _compile(gm: Any, example_inputs: list[Any], options: Any, number: int, stri
     import nnc
     from nnc.frontends.torch.importer import import_program, missing_converters
 
-    if not all(isinstance(t, torch.Tensor) for t in example_inputs):
-        kinds = sorted({type(t).__name__ for t in example_inputs if not isinstance(t, torch.Tensor)})
-        raise _NonTensorInputs(f"non-tensor graph inputs ({', '.join(kinds)}); nnc compiles tensor graphs only")
-    ep = torch.export.export(gm, tuple(example_inputs), strict=False)
+    picks, dynamic = _tensor_inputs(gm, example_inputs)
+    tensors = [t for t, p in zip(example_inputs, picks) if p is None]
+    if dynamic is None:
+        ep = torch.export.export(gm, tuple(tensors), strict=False)
+    else:  # dynamo's dynamic graph: its SymInt inputs are sizes of tensor inputs, read from them
+        with torch._guards.tracing(None):  # a fresh export: its shape guards are not the outer frame's
+            ep = torch.export.export(_tensors_only(gm, picks), tuple(tensors), dynamic_shapes=(dynamic,),
+                                     strict=False)
     try:
         module = import_program(ep, name="dynamo_graph")
     except UnsupportedOpError as e:
@@ -242,13 +246,68 @@ def _compile(gm: Any, example_inputs: list[Any], options: Any, number: int, stri
                                   "computes no gradients for torch's autograd and strict mode (NNC_STRICT / "
                                   "options={'strict': True}) does not run it eagerly: call it under torch.no_grad()")
             return gm.forward(*args)
-        arrays = [a.detach().cpu().numpy() for a in args]
+        arrays = [a.detach().cpu().numpy() for a, p in zip(args, picks) if p is None]
         outs = cm(*arrays)
         outs = outs if isinstance(outs, tuple) else (outs,)
         tensors = [torch.from_numpy(o.copy() if not o.flags.writeable else o) for o in outs]
         return outs_spec(tensors)
 
     return run
+
+
+def _tensor_inputs(gm: Any, example_inputs: list[Any]) -> tuple[list[tuple[int, int] | None], Any]:
+    """Where each graph input comes from: None for a tensor, (tensor number, axis) for a ``SymInt``
+    that is a size of a tensor input (what dynamo passes once a second shape made a dim dynamic);
+    and the ``dynamic_shapes`` of the tensors for ``torch.export`` (None when nothing is symbolic).
+    Other non-tensor inputs are refused (the graph runs eagerly, counted)."""
+    import torch
+
+    nodes = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    found: dict[str, tuple[int, int]] = {}
+    specs: list[dict[int, Any]] = []
+    for node, ex in zip(nodes, example_inputs):
+        if not isinstance(ex, torch.Tensor):
+            continue
+        val = node.meta.get("example_value")
+        spec = {}
+        for axis, d in enumerate(val.shape if isinstance(val, torch.Tensor) else ex.shape):
+            if isinstance(d, torch.SymInt):
+                name = str(d.node.expr)
+                found.setdefault(name, (len(specs), axis))
+                spec[axis] = torch.export.Dim.DYNAMIC
+        specs.append(spec)
+    picks: list[tuple[int, int] | None] = []
+    others = []
+    for ex in example_inputs:
+        if isinstance(ex, torch.Tensor):
+            picks.append(None)
+        elif isinstance(ex, torch.SymInt) and str(ex.node.expr) in found:
+            picks.append(found[str(ex.node.expr)])
+        else:
+            others.append(type(ex).__name__ if not isinstance(ex, torch.SymInt) else f"SymInt {ex.node.expr}")
+    if others:
+        raise _NonTensorInputs(f"non-tensor graph inputs ({', '.join(sorted(set(others)))}); nnc compiles tensor "
+                               "graphs, and symbolic sizes that are dims of their tensor inputs")
+    if not any(specs):
+        return picks, None
+    return picks, tuple(spec or None for spec in specs)
+
+
+def _tensors_only(gm: Any, picks: list[tuple[int, int] | None]) -> Any:
+    """``gm`` as a module taking its tensors only: each SymInt input is read off a tensor's shape
+    (``picks``: ``_tensor_inputs``)."""
+    import torch
+
+    class TensorsOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gm = gm
+
+        def forward(self, *tensors: Any) -> Any:
+            it = iter(tensors)
+            return self.gm(*[next(it) if p is None else tensors[p[0]].shape[p[1]] for p in picks])
+
+    return TensorsOnly()
 
 
 def _output_structure(gm: Any) -> Callable[[list[Any]], Any]:

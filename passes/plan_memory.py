@@ -89,7 +89,11 @@ def greedy_by_breadth(lv: Liveness, conflicts: list[list[Buffer]] | None = None)
 def plan_graph(g: Graph, allow_in_place: bool = True, nbytes_of: Callable[[Value], int | None] | None = None
                ) -> MemoryPlan:
     """The arena plan of ``g`` (``nbytes_of``: value sizes of one binding of a symbolic graph)."""
-    lv = analyze_liveness(g, allow_in_place, nbytes_of)
+    return choose_placement(g.name, analyze_liveness(g, allow_in_place, nbytes_of))
+
+
+def choose_placement(graph_name: str, lv: Liveness) -> MemoryPlan:
+    """The smaller of the two greedy placements of ``lv``'s buffers, checked."""
     conflicts = lv.time_conflicts()
     best = None
     for name, strategy in (("greedy-by-size", greedy_by_size), ("greedy-by-breadth", greedy_by_breadth)):
@@ -97,7 +101,7 @@ def plan_graph(g: Graph, allow_in_place: bool = True, nbytes_of: Callable[[Value
         if best is None or size < best[2]:
             best = (name, offsets, size)
     name, offsets, size = best  # type: ignore[misc]
-    plan = MemoryPlan(g.name, offsets, lv, size, name)
+    plan = MemoryPlan(graph_name, offsets, lv, size, name)
     check_plan(plan)
     return plan
 

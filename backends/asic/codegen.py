@@ -148,15 +148,24 @@ def _requant_params(dram: DramImage, mult: np.ndarray, shift: np.ndarray, M: int
     return dram.put(par)
 
 
+def weight_blocks(dram: DramImage, weights: list[np.ndarray], mb: int) -> list[list[int]]:
+    """Each group's weights as column blocks of ``mb`` channels ([K, mb] row-major), one after another
+    in DRAM: their addresses."""
+    return [[dram.put(w[:, m0:m0 + mb]) for m0 in range(0, w.shape[1], mb)] for w in weights]
+
+
 def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, wins: list[Window] | None,
                     a_addr: int, P: int, K: int, weights: list[np.ndarray], bias: np.ndarray | None,
                     mult: np.ndarray, shift: np.ndarray, epi_zp: int, lo: int, hi: int, pad: int,
                     out: int, in_key: Any, out_key: Any, residual: dict[str, Any] | None = None,
-                    lut: np.ndarray | None = None) -> dict[str, Any]:
+                    lut: np.ndarray | None = None, prefetched: tuple[list[list[int]], Any] | None = None
+                    ) -> dict[str, Any]:
     """A conv (``wins`` per group) or matmul (``a_addr`` [P, K] row-major) with its fused epilogue.
 
     ``weights[g]`` is group g's [K, Mg] int8 matrix; ``bias`` the int32 bias of all M channels with the
-    input zero point already folded in; ``lut`` an activation table applied after the requantize."""
+    input zero point already folded in; ``lut`` an activation table applied after the requantize.
+    ``prefetched``: (the weight blocks' DRAM addresses as ``weight_blocks`` laid them out; (address, bytes)
+    -> (where a load of those bytes reads, the keys it waits for)) when weights were prefetched."""
     G = len(weights)
     Mg = weights[0].shape[1]
     M = G * Mg
@@ -164,11 +173,14 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
     tp, kb, mb = tiles.tp, tiles.kb, tiles.mb
     par = _requant_params(dram, mult, shift, M)
     bias_addr = dram.put(bias.astype(np.int32)) if bias is not None else None
-    blocks = [[dram.put(w[:, m0:m0 + mb]) for m0 in range(0, Mg, mb)] for w in weights]
+    blocks = prefetched[0] if prefetched else weight_blocks(dram, weights, mb)
+    locate = prefetched[1] if prefetched else (lambda addr, n: (addr, []))
     s = cfg.sizes()
     ih, wh = s["ispad"] // 2, s["wspad"] // 2
-    acc_par = [0, 2 * mb]
-    acc_tile = [4 * mb, 4 * mb + tp * mb]
+    # two slots of [mult; shift; bias] rows (the array's columns start from the bias row), then the tiles
+    acc_par = [0, 3 * mb]
+    acc_tile = [6 * mb, 6 * mb + tp * mb]
+    bias_row = bias_addr is not None and tiles.engine == "array"
     buf_out = [0, tp * mb]
     buf_res = [2 * tp * mb, 3 * tp * mb]
     em.emit("config", dataflow=cfg.dataflow)
@@ -188,9 +200,13 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
             if not hit:
                 em.emit("load", writes=[("par", ps)], mem="acc", dst=acc_par[ps], dst_stride=m, src=par + col * 4,
                         src_stride=M * 4, rows=2, cols=m, pad_before=0, pad_after=0, pad=0)
+                if bias_row:
+                    em.emit("load", writes=[("par", ps)], mem="acc", dst=acc_par[ps] + 2 * m, dst_stride=m,
+                            src=bias_addr + col * 4, src_stride=m * 4, rows=1, cols=m, pad_before=0, pad_after=0,
+                            pad=0)
             acs = tile_no % 2
             tile_no += 1
-            if bias_addr is not None:
+            if bias_addr is not None and not bias_row:
                 em.emit("load", writes=[("acc", acs)], mem="acc", dst=acc_tile[acs], dst_stride=m,
                         src=bias_addr + col * 4, src_stride=0, rows=t, cols=m, pad_before=0, pad_after=0, pad=0)
             for kk in range(n_k):
@@ -205,18 +221,21 @@ def emit_gemm_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str,
                                 pad_before=0, pad_after=0, pad=0)
                 ws, hit = w_cache.get((g, j, kk))
                 if not hit:
-                    em.emit("load", writes=[("wspad", ws)], mem="wspad", dst=ws * wh, dst_stride=m,
-                            src=blocks[g][j] + k0 * m, src_stride=m, rows=k1 - k0, cols=m, pad_before=0,
+                    src, w_keys = locate(blocks[g][j] + k0 * m, (k1 - k0) * m)
+                    em.emit("load", reads=w_keys, writes=[("wspad", ws)], mem="wspad",
+                            dst=ws * wh, dst_stride=m, src=src, src_stride=m, rows=k1 - k0, cols=m, pad_before=0,
                             pad_after=0, pad=0)
-                acc_on = int(bias_addr is not None or kk > 0)
+                acc_on = int(kk > 0 or (bias_addr is not None and not bias_row))
                 if tiles.engine == "vector":
                     em.emit("vec.gemv", reads=[("ispad", ks), ("wspad", ws), ("acc", acs)], writes=[("acc", acs)],
                             dst_mem="acc", dst=acc_tile[acs], dst_stride=m, src_mem="ispad", src=ks * ih,
                             src_stride=k1 - k0, rows=k1 - k0, cols=m, w=ws * wh, w_stride=m, accumulate=acc_on)
                     continue
-                em.emit("gemm", reads=[("ispad", ks), ("wspad", ws)], writes=[("acc", acs)], a=ks * ih,
-                        a_stride=k1 - k0, w=ws * wh, w_stride=m, acc=acc_tile[acs], acc_stride=m, t=t, k=k1 - k0,
-                        m=m, accumulate=acc_on)
+                start_bias = bias_row and kk == 0
+                em.emit("gemm", reads=[("ispad", ks), ("wspad", ws)] + ([("par", ps)] if start_bias else []),
+                        writes=[("acc", acs)], a=ks * ih, a_stride=k1 - k0, w=ws * wh, w_stride=m, acc=acc_tile[acs],
+                        acc_stride=m, t=t, k=k1 - k0, m=m, accumulate=acc_on,
+                        bias=acc_par[ps] + 2 * m if start_bias else -1)
             _epilogue(em, acs, ps, acc_tile, acc_par, buf_out, buf_res, t, m, epi_zp, lo, hi, residual,
                       out + p0 * M + col, M, out_key, table)
     return {"tiles": dataclasses.asdict(tiles), "groups": G}

@@ -28,6 +28,7 @@ from .codegen import Window, _requant_params, apply_table, load_table
 from .config import AsicConfig
 from .emitter import DramImage, Emitter
 from .isa import ACT_BASE
+from .sim.timing import dwconv_steps
 from .tiling import untileable_message
 
 
@@ -41,30 +42,58 @@ def padded_width(win: Window) -> int:
     return max(win.pl + win.W, need)
 
 
-def choose_dw_tiles(cfg: AsicConfig, win: Window, name: str) -> tuple[int, int]:
-    """(channel block, output rows per band) with the least estimated max(vector, DMA) cycles."""
+def _acc_head(engine: str, cb: int) -> int:
+    """Accumulator words before the two band tiles: two slots of [mult; shift] rows (and, for the array,
+    the bias row its columns start from)."""
+    return (6 if engine == "array" else 4) * cb
+
+
+def _dw_cycles(cfg: AsicConfig, win: Window, engine: str, cb: int, toh: int, table: bool) -> float:
+    """Estimated busy cycles of the layer's taps on ``engine`` and of its epilogue (requantize and the
+    optional table) on the vector unit: the two overlap when the array runs the taps."""
+    lanes, ovh, taps = cfg.vector_lanes, cfg.vector_overhead_cycles, win.kh * win.kw
+    blocks, bands = math.ceil(win.C / cb), math.ceil(win.OH / toh)
+    epi = win.N * blocks * (1 + table) * (math.ceil(win.OH * win.OW * cb / lanes) + bands * ovh)
+    if engine == "vector":
+        return win.N * blocks * win.OH * taps * (math.ceil(win.OW * cb / lanes) + ovh) + epi
+    fill = 2 * cfg.array_rows + cfg.array_cols - 2
+    arr = win.N * blocks * (bands * fill + dwconv_steps(cfg, taps, win.OH * win.OW))
+    return max(arr, epi)
+
+
+def choose_dw_tiles(cfg: AsicConfig, win: Window, name: str, table: bool = False) -> tuple[str, int, int]:
+    """(engine, channel block, output rows per band) with the least estimated max(compute, DMA) cycles.
+    The engine is ``array`` (its depthwise mode: ``array_depthwise``, taps <= rows, a block <= columns)
+    or ``vector``."""
     s = cfg.sizes()
     ih, wh, acc_el, buf = s["ispad"] // 2, s["wspad"] // 2, s["acc"] // 4, s["buf"]
-    C, taps, wp, lanes = win.C, win.kh * win.kw, padded_width(win), cfg.vector_lanes
+    C, taps, wp = win.C, win.kh * win.kw, padded_width(win)
     cands = sorted({C, *(b for b in (2 ** i for i in range(16)) if b < C)}, reverse=True)
+    engines = [("vector", c) for c in cands]
+    if cfg.array_depthwise and taps <= cfg.array_rows:
+        # a block of at most array_cols channels: also the even splits of C (120 = 4 x 30 on 32 columns)
+        per = {math.ceil(C / math.ceil(C / b)) for b in range(1, min(C, cfg.array_cols) + 1)}
+        engines += [("array", c) for c in sorted(per, reverse=True)]
     best: tuple | None = None
-    for cb in cands:
+    for engine, cb in engines:
         if taps * cb > wh:
             continue
         fits = [t for t in range(1, win.OH + 1) if _band_rows(win, t) * wp * cb <= ih
-                and 4 * cb + 2 * t * win.OW * cb <= acc_el and 2 * t * win.OW * cb <= buf]
+                and _acc_head(engine, cb) + 2 * t * win.OW * cb <= acc_el and 2 * t * win.OW * cb <= buf]
         if not fits:
             continue
         toh = fits[-1]
-        blocks, bands = math.ceil(C / cb), math.ceil(win.OH / toh)
-        vec = win.N * blocks * win.OH * taps * (math.ceil(win.OW * cb / lanes) + cfg.vector_overhead_cycles)
+        bands = math.ceil(win.OH / toh)
+        busy = _dw_cycles(cfg, win, engine, cb, toh, table)
         rows_in = win.N * bands * _band_rows(win, toh)
         # resident activations (from ACT_BASE) move at the buffer's bandwidth, others at DRAM's
         bpc = cfg.act_bytes_per_cycle if win.addr >= ACT_BASE else cfg.dram_bytes_per_cycle
         dma = (rows_in * win.W * C + win.N * win.OH * win.OW * C) / bpc
-        key = (max(vec, dma), -cb)
+        if engine == "vector":  # the bias broadcast into each band: one accumulator row a cycle
+            dma += win.N * math.ceil(C / cb) * win.OH * win.OW * math.ceil(cb / cfg.array_cols)
+        key = (max(busy, dma), engine == "vector", -cb)
         if best is None or key < best[0]:
-            best = (key, cb, toh)
+            best = (key, engine, cb, toh)
     if best is None:
         cb = 1
         needs = {"input_spad_kib": (2 * _band_rows(win, 1) * wp * cb,
@@ -74,7 +103,7 @@ def choose_dw_tiles(cfg: AsicConfig, win: Window, name: str) -> tuple[int, int]:
                                                              f"their requantization words"),
                  "buffer_kib": (2 * win.OW * cb, f"2 int8 output rows of {win.OW}x{cb}")}
         raise TargetError(untileable_message(cfg, name, f"depthwise {win.kh}x{win.kw}, {C} channels", needs))
-    return best[1], best[2]
+    return best[1], best[2], best[3]
 
 
 def emit_dw_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, win: Window, out: int,
@@ -82,7 +111,7 @@ def emit_dw_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, w
                   mult: Any, shift: Any, zp: int, lo: int, hi: int, lut: np.ndarray | None = None) -> dict[str, Any]:
     """``weights`` [taps, C] int8; ``bias`` int32 [C]; the input zero point ``pad`` fills the padding."""
     C, taps, wp = win.C, win.kh * win.kw, padded_width(win)
-    cb, toh = choose_dw_tiles(cfg, win, name)
+    engine, cb, toh = choose_dw_tiles(cfg, win, name, lut is not None)
     s = cfg.sizes()
     ih, wh = s["ispad"] // 2, s["wspad"] // 2
     par = _requant_params(dram, mult, shift, C)
@@ -90,7 +119,10 @@ def emit_dw_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, w
     bias_addr = dram.put(bias.astype(np.int32)) if bias is not None else None
     table = load_table(em, dram, lut)
     band_el = toh * win.OW * cb
-    acc_par, acc_tile, buf_out = [0, 2 * cb], [4 * cb, 4 * cb + band_el], [0, band_el]
+    head = _acc_head(engine, cb)
+    acc_par, acc_tile, buf_out = [0, head // 2], [head, head + band_el], [0, band_el]
+    if engine == "array" and bias_addr is None:
+        bias_addr = dram.put(np.zeros(C, np.int32))
     pr = wp - win.pl - win.W
     n_band = 0
     for blk, c0 in enumerate(range(0, C, cb)):
@@ -100,6 +132,9 @@ def emit_dw_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, w
                 src_stride=C, rows=taps, cols=c, pad_before=0, pad_after=0, pad=0)
         em.emit("load", writes=[("par", ws)], mem="acc", dst=acc_par[ws], dst_stride=c, src=par + c0 * 4,
                 src_stride=C * 4, rows=2, cols=c, pad_before=0, pad_after=0, pad=0)
+        if engine == "array":  # the bias row the array's columns start from, after [mult; shift]
+            em.emit("load", writes=[("par", ws)], mem="acc", dst=acc_par[ws] + 2 * c, dst_stride=c,
+                    src=bias_addr + c0 * 4, src_stride=c * 4, rows=1, cols=c, pad_before=0, pad_after=0, pad=0)
         for n in range(win.N):
             for oh0 in range(0, win.OH, toh):
                 t = min(win.OH, oh0 + toh) - oh0
@@ -116,13 +151,18 @@ def emit_dw_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, w
                         em.emit("load", writes=[("ispad", sl)], mem="ispad", dst=dst, dst_stride=c, src=win.addr,
                                 src_stride=0, rows=0, cols=c, pad_before=wp, pad_after=0, pad=pad)
                 acc = ("acc", sl)
-                if bias_addr is not None:
+                if engine == "array":
+                    em.emit("dwconv", reads=[("ispad", sl), ("wspad", ws), ("par", ws)], writes=[acc], a=sl * ih,
+                            row_step=wp * c, w=ws * wh, acc=acc_tile[sl], bias=acc_par[ws] + 2 * c, rows=t,
+                            ow=win.OW, cols=c, kh=win.kh, kw=win.kw, sh=win.sh, sw=win.sw, dh=win.dh, dw=win.dw,
+                            zp=pad)
+                elif bias_addr is not None:
                     em.emit("load", writes=[acc], mem="acc", dst=acc_tile[sl], dst_stride=c, src=bias_addr + c0 * 4,
                             src_stride=0, rows=t * win.OW, cols=c, pad_before=0, pad_after=0, pad=0)
                 else:
                     em.emit("vec.mul", reads=[acc], writes=[acc], dst_mem="acc", dst=acc_tile[sl], dst_stride=c,
                             src_mem="acc", src=acc_tile[sl], src_stride=c, rows=t * win.OW, cols=c, imm=0)
-                for r in range(t):
+                for r in range(t if engine == "vector" else 0):
                     for tap in range(taps):
                         i, j = divmod(tap, win.kw)
                         src = sl * ih + ((r * win.sh + i * win.dh) * wp + j * win.dw) * c
@@ -137,4 +177,4 @@ def emit_dw_layer(em: Emitter, cfg: AsicConfig, dram: DramImage, *, name: str, w
                     apply_table(em, table, key, buf_out[sl], t * win.OW, c)
                 em.emit("store", reads=[key], writes=[out_key], mem="buf", src=buf_out[sl], src_stride=c,
                         dst=out + (n * win.OH + oh0) * win.OW * C + c0, dst_stride=C, rows=t * win.OW, cols=c)
-    return {"tiles": {"cb": cb, "band_rows": toh}}
+    return {"tiles": {"engine": engine, "cb": cb, "band_rows": toh}}

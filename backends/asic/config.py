@@ -39,11 +39,14 @@ class AsicConfig:
     vector_lanes: int
     vector_activations: bool      # the vector unit's activation tables and qmul (else those ops go to the host)
     vector_overhead_cycles: int
+    array_depthwise: bool         # the array's depthwise mode (channels across columns); else on the vector unit
+    prefetch_weights: bool        # batch-1 fc weights prefetched into the resident region (prefetch.py)
     dram_gbps: float
     dram_efficiency: float
     dram_latency_ns: float
     ideal_bandwidth: bool
     host_link_gbps: float
+    host_stream_bands: int        # a streaming host run hands its results over in this many bands (1: whole)
     host_cpu: str                 # the host that runs the ops the chip cannot (a roofline model, host_model.py)
     host_gflops: float
     host_gbps: float
@@ -154,8 +157,8 @@ def make_config(data: Mapping[str, Any]) -> AsicConfig:
     if cfg.dataflow not in DATAFLOWS:
         raise TargetError(f"asic config: dataflow must be one of {', '.join(DATAFLOWS)}, got {cfg.dataflow!r}")
     for k in ("array_rows", "array_cols", "input_spad_kib", "weight_spad_kib", "acc_kib", "buffer_kib",
-              "vector_lanes", "clock_ghz", "dram_gbps", "host_link_gbps", "host_gflops", "host_gbps",
-              "target_latency_ms", "act_buffer_gbps"):
+              "vector_lanes", "host_stream_bands", "clock_ghz", "dram_gbps", "host_link_gbps", "host_gflops",
+              "host_gbps", "target_latency_ms", "act_buffer_gbps"):
         if not getattr(cfg, k) > 0:  # also catches NaN
             raise TargetError(f"asic config: {k} must be positive, got {getattr(cfg, k)!r}")
     if not 0 <= cfg.act_buffer_kib < cfg.buffer_kib:

@@ -84,7 +84,11 @@ class Emitter:
         self._synced = set()
         self._cur_layer = self.layer
 
-    def emit(self, op: str, reads: Iterable[Key] = (), writes: Iterable[Key] = (), **args: Any) -> Instr:
+    def emit(self, op: str, reads: Iterable[Key] = (), writes: Iterable[Key] = (), waits: Iterable[Key] = (),
+             **args: Any) -> Instr:
+        """Append an instruction that reads and writes ``reads``/``writes``; it also waits for every
+        access to ``waits`` (storage it overwrites whose old contents are dead) without becoming their
+        writer."""
         ins = make(op, self.layer, **args)
         j = len(self.instrs)
         q = ins.queue
@@ -109,7 +113,7 @@ class Emitter:
                     dep(i)
         for k in reads:
             dep(self._writer.get(k))
-        for k in writes:
+        for k in [*writes, *waits]:
             dep(self._writer.get(k))
             for i in self._readers.get(k, {}).values():
                 dep(i)

@@ -15,7 +15,7 @@ from typing import Any
 from .program import Program
 from .sim.runner import Timeline
 
-_TID = {"load": 1, "compute": 2, "vector": 3, "store": 4, "host": 5, "host cpu": 6}
+_TID = {"load": 1, "compute": 2, "vector": 3, "store": 4, "prefetch": 7, "host": 5, "host cpu": 6}
 
 
 def chrome_trace(program: Program, tl: Timeline) -> dict[str, Any]:
@@ -229,7 +229,8 @@ def text_table(report: dict[str, Any]) -> str:
     if host["ops"]:
         lines.append(f"host compute {host['ms']:.3f} ms ({host['share']:.1%} of the latency) on the {host['model']} "
                      f"model of {host['cpu']} ({host['gflops']} GFLOP/s, {host['gbps']} GB/s, "
-                     f"{host['op_overhead_ns']} ns per op)")
+                     f"{host['op_overhead_ns']} ns per op); exposed (no chip segment running) "
+                     f"{host['exposed_ms']:.3f} ms ({host['exposed_share']:.1%} of the latency)")
     return "\n".join(lines) + "\n"
 
 

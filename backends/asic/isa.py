@@ -2,14 +2,19 @@
 
 An instruction is a mnemonic, integer fields, the dependency tokens it waits for (``pop``: the
 queues whose tokens it consumes) and sends (``push``), and the index of the layer it belongs to.
-Each mnemonic runs on one of four in-order engine queues:
+Each mnemonic runs on one of five in-order engine queues:
 
     load   DRAM -> SRAM, 2-D strided with rows of padding     fields: mem dst dst_stride src src_stride
                                                                       rows cols pad_before pad_after pad
     store  SRAM -> DRAM, 2-D strided                           fields: mem src src_stride dst dst_stride rows cols
     gemm   acc[t,m] (+)= ispad[t,k] @ wspad[k,m]               fields: a a_stride w w_stride acc acc_stride t k m
-                                                                      accumulate
+                                                                      accumulate bias
+    dwconv acc[p,c] = bias[c] + sum over taps of ispad[window of p, c] * wspad[tap, c]: the array's
+           depthwise mode (channels across columns)        fields: a row_step w acc bias rows ow cols
+                                                                      kh kw sh sw dh dw zp
     vec.*  the vector unit: requant, qadd, qmul, lut, gemv, max, mac, sum, add, mul, min, shift, clip
+    prefetch DRAM -> the buffer's resident region (weights a later layer reads), on its own queue
+                                                               fields: src dst bytes
     config / finish
 
 On-chip addresses and strides count elements of the memory (``ispad``, ``wspad``, ``buf`` hold int8;
@@ -28,7 +33,7 @@ from typing import Any, Iterable
 
 from nnc.ir import NncError
 
-QUEUES = ("load", "compute", "vector", "store")
+QUEUES = ("load", "compute", "vector", "store", "prefetch")
 MEMS = ("ispad", "wspad", "acc", "buf", "lut")
 VEC_OPS = ("requant", "qadd", "qmul", "lut", "gemv", "max", "mac", "sum", "add", "mul", "min", "shift", "clip")
 # The DMA address space: DRAM from 0, the buffer's resident-activation region from ACT_BASE
@@ -40,14 +45,22 @@ LUT_BYTES = 2 * LUT_ENTRIES
 # mnemonic -> (queue, field names in print order)
 _LOAD = ("mem", "dst", "dst_stride", "src", "src_stride", "rows", "cols", "pad_before", "pad_after", "pad")
 _STORE = ("mem", "src", "src_stride", "dst", "dst_stride", "rows", "cols")
-_GEMM = ("a", "a_stride", "w", "w_stride", "acc", "acc_stride", "t", "k", "m", "accumulate")
+# gemm: with accumulate=0 and bias >= 0 the array's columns start from the bias row acc[bias, :m] instead of 0
+_GEMM = ("a", "a_stride", "w", "w_stride", "acc", "acc_stride", "t", "k", "m", "accumulate", "bias")
 # vector ops: dst/src operands are (mem, addr, stride); rows x cols elements
+# dwconv: rows x ow output pixels of ``cols`` channels; acc[acc + (r*ow + o)*cols + c] = acc[bias + c] (the bias
+# row the columns start from) + the sum over taps (i, j) of (ispad[a + (r*sh + i*dh)*row_step + (o*sw + j*dw)*cols
+# + c] - zp) * wspad[w + (i*kw + j)*cols + c]
+_DW = ("a", "row_step", "w", "acc", "bias", "rows", "ow", "cols", "kh", "kw", "sh", "sw", "dh", "dw", "zp")
 _VEC = ("dst_mem", "dst", "dst_stride", "src_mem", "src", "src_stride", "rows", "cols")
 SCHEMA: dict[str, tuple[str, tuple[str, ...]]] = {
     "config": ("compute", ("dataflow",)),
     "load": ("load", _LOAD),
     "store": ("store", _STORE),
     "gemm": ("compute", _GEMM),
+    # prefetch: ``bytes`` from DRAM at ``src`` to the resident region at ``dst`` (>= ACT_BASE)
+    "prefetch": ("prefetch", ("src", "dst", "bytes")),
+    "dwconv": ("compute", _DW),
     # requant: dst(buf i8) = clamp(rne(src(acc) * mult / 2**shift) + zp); par = acc addr of [mult row; shift row]
     "vec.requant": ("vector", _VEC + ("par", "zp", "lo", "hi")),
     # qadd: dst(buf) = clamp(rne(((dst - a_zp) * a_mul + (src - b_zp) * b_mul) / 2**shift) + zp)

@@ -22,6 +22,7 @@ from .config import AsicConfig
 from .emitter import DramImage, Emitter
 from .isa import ACT_BASE, Instr
 from .partition import Layer, match_layers
+from .prefetch import WeightPrefetcher
 from .residency import ResidentActivations
 
 
@@ -114,6 +115,7 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
         return placement[id(v)]
 
     resident = ResidentActivations(cfg.sizes()["act"], items, alias, list(module.main.outputs))
+    prefetcher = WeightPrefetcher(cfg, items)
     exported: set[int] = set()
     for idx, (_, item) in enumerate(items):
         if isinstance(item, Op):
@@ -147,7 +149,8 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
             keys[id(layer.output)] = out_key
             em.also_writes[out_key] = spot[1]
         first = len(em.instrs)
-        extra = _emit(em, cfg, dram, layer, place, keys, alias)
+        extra = _emit(em, cfg, dram, layer, place, keys, alias, prefetcher.before(idx))
+        prefetcher.after(idx, em, dram, resident)
         produced_on_chip.add(id(layer.output))
         layers.append(layer)
         out = layer.output
@@ -164,7 +167,8 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
             exported.add(id(r))
             exports.append(r)
     on_chip = {"values": sum(1 for p in placement.values() if p.addr >= ACT_BASE), "peak_bytes": resident.peak,
-               "capacity_bytes": resident.size}
+               "capacity_bytes": resident.size, "prefetched_layers": prefetcher.layers,
+               "prefetched_bytes": prefetcher.bytes}
     return Program(cfg, em.instrs, dram, layers, info, schedule, segments, placement, imports, exports, alias,
                    on_chip)
 
@@ -180,7 +184,8 @@ def _window(x: Placement, op: Op, cg: int, c0: int) -> codegen.Window:
                           int(oh), int(ow))
 
 
-def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, keys, alias) -> dict[str, Any]:
+def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, keys, alias,
+          prefetched: tuple[list[list[int]], Any] | None = None) -> dict[str, Any]:
     sp = layer.spec
     out = place(layer.output)
     out_key = keys[id(layer.output)]
@@ -226,7 +231,7 @@ def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, ke
                                        weights=[np.ascontiguousarray(m) for m in mats], bias=bias,
                                        mult=epi["mult"], shift=epi["shift"], epi_zp=epi["zp"], lo=epi["lo"],
                                        hi=epi["hi"], pad=zp, out=out.addr, in_key=in_key, out_key=out_key,
-                                       residual=res, lut=sp.get("lut"))
+                                       residual=res, lut=sp.get("lut"), prefetched=prefetched)
     if layer.kind == "maxpool":
         win = _window(x, sp["op"], x.shape[1], 0)
         return codegen.emit_tap_layer(em, cfg, dram, name=name, win=win, kind="max", out=out.addr, in_key=in_key,

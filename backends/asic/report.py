@@ -20,7 +20,7 @@ import numpy as np
 from .host import HostSegment
 from .program import Program
 from .sim.runner import Timeline
-from .sim.timing import dma_bytes, gemm_folds, on_chip
+from .sim.timing import dma_bytes, dwconv_steps, gemm_folds, on_chip
 
 # the parts of a layer's span, in the order that claims a cycle when several overlap (docs/asic.md)
 TIME_PARTS = ("compute", "vector", "dma", "latency", "stall")
@@ -47,7 +47,7 @@ def time_breakdown(starts: np.ndarray, ends: np.ndarray, busy: np.ndarray, ops: 
         return dict.fromkeys(TIME_PARTS, 0)
     groups: dict[str, list[tuple[int, int]]] = {k: [] for k in TIME_PARTS[:4]}
     for s, e, b, op in zip(starts.tolist(), ends.tolist(), busy.tolist(), ops):
-        if op in ("load", "store"):
+        if op in ("load", "store", "prefetch"):
             groups["dma"].append((s, s + b))
             groups["latency"].append((s + b, e))
         elif op.startswith("vec."):
@@ -82,6 +82,15 @@ def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
         folds = gemm_folds(cfg, t, k, m)[0]
         stream = t if cfg.dataflow == "ws" else k
         return 0, t * k + k * m + t * m * 4 * (1 + a["accumulate"]), 0, 0, folds * cfg.macs * stream
+    if op == "prefetch":  # DRAM read, written into the buffer
+        return a["bytes"], 0, a["bytes"], 0, 0
+    if op == "dwconv":
+        # the band of input rows once (each column's taps share its inputs), the weights, the int32 outputs
+        # read and written; the array's slots over the steps it streams
+        band = (a["rows"] - 1) * a["sh"] + (a["kh"] - 1) * a["dh"] + 1
+        steps = dwconv_steps(cfg, a["kh"] * a["kw"], a["rows"] * a["ow"])
+        return 0, band * a["row_step"] + a["kh"] * a["kw"] * a["cols"] + 8 * a["rows"] * a["ow"] * a["cols"], 0, 0, \
+            cfg.macs * steps
     if op.startswith("vec."):
         n = a["rows"] * a["cols"]
         size = {"ispad": 1, "wspad": 1, "buf": 1, "acc": 4, "lut": 1}
@@ -105,8 +114,13 @@ def host_report(program: Program, tl: Timeline, host: list[HostSegment]) -> dict
                     "us": (step.end - step.start) / cfg.clock_ghz / 1e3, "bound": step.cost.bound})
     fallback = [{"ops": [op.opname for op in seg.ops], "reason": seg.error} for seg in host if seg.engine != "x86"]
     cycles = tl.host_cycles
+    # the latency in which no chip segment runs: host compute and link transfers nothing hides
+    chip = sum(tm.cycles - int(tm.start.min()) for tm in tl.segments if len(tm.start))
+    exposed = max(tl.cycles - chip, 0)
     return {"model": "roofline", "cpu": cfg.host_cpu, "gflops": cfg.host_gflops, "gbps": cfg.host_gbps,
             "op_overhead_ns": cfg.host_op_overhead_ns, "cycles": cycles, "ms": cycles / cfg.clock_ghz / 1e6,
+            "exposed_cycles": exposed, "exposed_ms": exposed / cfg.clock_ghz / 1e6,
+            "exposed_share": exposed / max(tl.cycles, 1),
             "share": cycles / max(tl.cycles, 1), "segments": len(host), "fallback": fallback, "ops": ops}
 
 
@@ -125,18 +139,28 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
     ridge = 2 * R * C / cfg.dram_bytes_per_cycle
     layers = []
     tot = {"dram": 0, "spad": 0, "buf": 0, "vec": 0.0}
-    for info in program.layer_info:
+    # a prefetch belongs to the layer that reads what it copies (its ``layer``), not to the layer in
+    # whose instructions it was issued; it is not part of either's span (its copy fills DRAM gaps)
+    prefetches: dict[int, list[int]] = {}
+    for i, ins in enumerate(program.instrs):
+        if ins.op == "prefetch":
+            prefetches.setdefault(ins.layer, []).append(i)
+    for li, info in enumerate(program.layer_info):
         i0, i1 = info["instrs"]
+        own = np.array([i for i in range(i0, i1) if program.instrs[i].op != "prefetch"], np.int64)
+        pre = prefetches.get(li, [])
+        pre_bytes = sum(program.instrs[i].args["bytes"] for i in pre)
+        pre_cycles = int(sum(busy[i] for i in pre))
         comp = vec = dma = 0
         n_dma = n_vec = n_far = 0
         dram_b = spad_b = buf_b = 0
         vec_n = 0.0
         slots = 0
-        for i in range(i0, i1):
+        for i in [*own.tolist(), *pre]:
             ins = program.instrs[i]
             d, s, b, v, sl = _instr_costs(program, ins)
             dram_b, spad_b, buf_b, vec_n, slots = dram_b + d, spad_b + s, buf_b + b, vec_n + v, slots + sl
-            if ins.op == "gemm":
+            if ins.op in ("gemm", "dwconv"):
                 comp += int(busy[i])
             elif ins.op.startswith("vec."):
                 vec += int(busy[i])
@@ -145,7 +169,7 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
                 dma += int(busy[i])
                 n_far += not on_chip(ins)
                 n_dma += 1
-        parts = time_breakdown(start[i0:i1], end[i0:i1], busy[i0:i1], [x.op for x in program.instrs[i0:i1]])
+        parts = time_breakdown(start[own], end[own], busy[own], [program.instrs[i].op for i in own])
         macs = info["macs"]
         energy = (macs * (e["mul8"] + e["add32"]) + vec_n * e["vector_op"] + spad_b * e["spad_byte"]
                   + buf_b * e["buffer_byte"] + dram_b * e["dram_byte"]) * 1e-9
@@ -159,18 +183,20 @@ def build_asic_report(program: Program, tl: Timeline, host_ops: list[str],
         tot["vec"] += vec_n
         layers.append({
             "name": info["name"], "kind": info["kind"], "op": info["op"], "shape": info["shape"], "macs": macs,
-            "start_cycle": int(start[i0:i1].min()) if i1 > i0 else 0,
-            "end_cycle": int(end[i0:i1].max()) if i1 > i0 else 0,
+            "start_cycle": int(start[own].min()) if len(own) else 0,
+            "end_cycle": int(end[own].max()) if len(own) else 0,
             "compute_cycles": comp, "vector_cycles": vec, "dma_cycles": dma, "stall_cycles": parts["stall"],
             "time": parts, "dma_transfers": n_dma,
             "dma_latency_cycles": 0 if cfg.ideal_bandwidth else n_far * cfg.dram_latency_cycles,
             "vector_overhead_cycles": n_vec * cfg.vector_overhead_cycles,
+            # its weights copied into the resident region ahead of it (in DRAM gaps, outside its span)
+            "prefetch_bytes": pre_bytes, "prefetch_cycles": pre_cycles,
             # array layers: MACs over the array's MAC slots of their folds; vector-unit layers with MACs
             # (depthwise): MACs over lanes x the vector unit's busy cycles (issue overhead included)
             "mapping_efficiency": (macs / slots) if slots else (macs / (vec * cfg.vector_lanes)) if macs and vec
             else None,
             "dram_bytes": dram_b, "sram_bytes": spad_b + buf_b, "energy_mj": energy, "bound": bound,
-            "instructions": i1 - i0, "tiles": info.get("tiles"),
+            "instructions": len(own) + len(pre), "tiles": info.get("tiles"),
         })
     cycles = max(tl.cycles, 1)
     seconds = cycles / (cfg.clock_ghz * 1e9)

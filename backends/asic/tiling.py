@@ -88,7 +88,7 @@ def _choose(cfg: AsicConfig, P: int, K: int, M: int, residual: bool, what: str, 
             if kb * mb > wh:
                 continue
             for tp in _candidates(P, 1, (R, 2 * R, 4 * R)):
-                if tp * kb > ih or 2 * tp * mb + 4 * mb > acc_el or (4 if residual else 2) * tp * mb > buf:
+                if tp * kb > ih or 2 * tp * mb + 6 * mb > acc_el or (4 if residual else 2) * tp * mb > buf:
                     continue
                 n_p, n_k, n_m = math.ceil(P / tp), math.ceil(K / kb), math.ceil(M / mb)
                 a_tile, w_tile = P * K / (n_p * n_k), K * M / (n_k * n_m)
@@ -118,7 +118,8 @@ def _smallest_needs(cfg: AsicConfig, K: int, M: int, residual: bool) -> dict[str
     mb = min(_candidates(M, C, (C // 2, C // 4)))
     return {"input_spad_kib": (2 * kb, f"2 slots of a 1x{kb} int8 input tile"),
             "weight_spad_kib": (2 * kb * mb, f"2 slots of a {kb}x{mb} int8 weight tile"),
-            "acc_kib": (4 * (2 * mb + 4 * mb), f"2 int32 1x{mb} output tiles and 4 x {mb} requantization words"),
+            "acc_kib": (4 * (2 * mb + 6 * mb), f"2 int32 1x{mb} output tiles and 6 x {mb} requantization and bias "
+                                               "words"),
             "buffer_kib": ((4 if residual else 2) * mb, f"{4 if residual else 2} int8 1x{mb} output/residual tiles")}
 
 

@@ -46,10 +46,12 @@ from .generic import GenericExecutable, is_symbolic, shape_generic_reason, symbo
 from .host_steps import has_host_values
 from .kernel_cache import KernelCache
 from .runtime import attach, num_threads
+from .schedule import ScheduleTable, tuning_summary
 from .segments import compile_segmented, has_host_sync, host_sync
 from .split_compile import machine_code, start_early
 from .storage import assign_storage
 from .target import TargetInfo, resolve
+from .tuning_db import schedule_table
 
 PREPARE = "freeze,fold-constants,fold-dynamic,dce"
 REFOLD = "fold-constants,fold-dynamic,dce"
@@ -154,10 +156,12 @@ class _ReportingCodeGen(CodeGen):
         return fn
 
 
-def generate(module: Module, options: Mapping[str, Any] | None = None, progress: Progress | None = None):
+def generate(module: Module, options: Mapping[str, Any] | None = None, progress: Progress | None = None,
+             schedules: ScheduleTable | None = None):
     """The prepared module, its storage map, the target and the LLVM IR text. A module with
     symbolic dims gives shape-generic code (``generic.py``; ``storage.generic``), or a
-    ``NotShapeGeneric`` error saying why it cannot."""
+    ``NotShapeGeneric`` error saying why it cannot. With ``schedules`` (a tuning table), the tunable
+    kernels take their schedule from it and ``storage.tuning`` says what each kernel used."""
     options = dict(options or {})
     progress = progress or Progress(quiet=True)
     info = resolve(options.get("cpu"), options.get("target_features"))
@@ -166,7 +170,12 @@ def generate(module: Module, options: Mapping[str, Any] | None = None, progress:
     with _no_cycle_collection():
         cg = _ReportingCodeGen(m, m.main, storage, info, num_threads(options), bool(options.get("profile")),
                                layout, progress=progress)
+        if schedules is not None:
+            cg.schedule_table, cg.schedule_log, cg.schedule_signatures = schedules, [], {}
         text = str(cg.emit())
+        storage.tuning = None
+        if schedules is not None:
+            storage.tuning = tuning_summary(schedules, cg.schedule_log or [], cg.schedule_signatures)
         # kernels: call sites, and the distinct functions compiled for them (repeated layers share one)
         storage.kernel_counts = {"calls": len(cg.kernel_table), "distinct": len(cg.kernel_table) - cg.shared_kernels}
         del cg
@@ -225,12 +234,14 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> Any:  #
         if has_host_sync(m.main) or has_host_values(m.main):
             return compile_segmented(m, options, compile)
     info = resolve(options.get("cpu"), options.get("target_features"))
+    schedules = schedule_table(options.pop("tuning_db", None), info.cpu, info.features)
     progress = Progress(quiet=bool(options.get("quiet", False)))
     keep_llvm = bool(options.pop("keep_llvm", False))  # the LLVM text is not cached: build it afresh
     cache = CompileCache(options.get("cache_dir")) if options.get("cache", True) and not keep_llvm else None
     status, key = "off", ""
     if cache is not None:
-        key = cache_key(module, info, options)
+        # the schedules a tuning table gives are part of the key (its digest); without one the key is as before
+        key = cache_key(module, info, {**options, "tuning": schedules.digest} if schedules is not None else options)
         entry, status = cache.get(key)
         if entry is not None:
             exe = _from_entry(entry, info, module)
@@ -240,7 +251,7 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> Any:  #
             cache.discard(key)
             status = "corrupt: bad metadata"
     kernels = KernelCache(cache) if cache is not None and status != "off" else None  # "off": an untrusted folder
-    exe, entry = _build(module, info, options, progress, keep_llvm, kernels)
+    exe, entry = _build(module, info, options, progress, keep_llvm, kernels, schedules)
     if cache is not None:
         cache.put(key, entry)
     exe.cache_status = status
@@ -248,11 +259,13 @@ def compile(module: Module, options: Mapping[str, Any] | None = None) -> Any:  #
 
 
 def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progress: Progress,
-           keep_llvm: bool = False, kernels: KernelCache | None = None) -> tuple[X86Executable, Entry]:
+           keep_llvm: bool = False, kernels: KernelCache | None = None,
+           schedules: ScheduleTable | None = None) -> tuple[X86Executable, Entry]:
     """Code generation, LLVM and machine code: the work a cache hit skips."""
     if not keep_llvm:
         start_early(sum(1 for op in module.main.ops if op.opname != "const"))
-    m, storage, _, text = generate(module, {**options, "cpu": info.cpu, "target_features": info.features}, progress)
+    m, storage, _, text = generate(module, {**options, "cpu": info.cpu, "target_features": info.features}, progress,
+                                   schedules)
     opt = int(options.get("opt", 3))
     progress.update(f"optimising and generating machine code (LLVM O{opt})", force=True)
     counts: dict[str, int] = {}
@@ -274,9 +287,11 @@ def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progres
             "threads": int(options["threads"]), "opt": opt, "weights": weight_table(m, storage),
             "generic": storage.generic, "kernels": storage.kernel_counts,
             "frame_sites": storage.layout.sites if storage.generic else []}
+    if storage.tuning is not None:
+        meta["tuning"] = storage.tuning
     entry = Entry(obj, storage.weights.data, meta)  # a view of the blob: a big model's weights are not copied
     exe.compiled = Compiled(entry, info)
-    exe.target_report = {"kernels": dict(entry.meta.get("kernels") or {})}
+    exe.target_report = _target_report(entry.meta)
     exe.compiled.llvm_ir, exe.compiled.assembly = llvm_ir, assembly
     return exe, entry
 
@@ -303,7 +318,16 @@ class Compiled:
         self.assembly: str | None = None
 
 
-def _from_entry(entry: Entry, info: TargetInfo, module: Module) -> Any:
+def executable_from_parts(object_code: bytes, weights: bytes, meta: dict[str, Any], info: TargetInfo) -> Any:
+    """The executable of a static-shape compile from its object code, weights and metadata
+    (``exe.compiled.entry``), e.g. compiled on another machine for ``info`` (``nnc tune`` on Ray)."""
+    exe = _from_entry(Entry(object_code, weights, meta), info, None) if not meta.get("generic") else None
+    if exe is None:
+        raise TargetError(f"x86: compiled code for {meta.get('target')!r} cannot be loaded for {info.key()!r}")
+    return exe
+
+
+def _from_entry(entry: Entry, info: TargetInfo, module: Module | None) -> Any:
     """An executable from a verified cache entry; None when its metadata is not what we write.
     Shape-generic code needs its frame layout, which preparing the graph again gives (Python only,
     no code generation)."""
@@ -333,8 +357,16 @@ def _from_entry(entry: Entry, info: TargetInfo, module: Module) -> Any:
         exe = X86Executable(interface, entry.weights, code.address(name), code)
     attach(exe, code)  # joins the model's worker threads when it is collected
     exe.compiled = Compiled(entry, info)
-    exe.target_report = {"kernels": dict(entry.meta.get("kernels") or {})}
+    exe.target_report = _target_report(entry.meta)
     return exe
+
+
+def _target_report(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """report["x86"]: the kernel counts and, with a tuning table, the schedules (docs/tuning.md)."""
+    rep: dict[str, Any] = {"kernels": dict(meta.get("kernels") or {})}
+    if isinstance(meta.get("tuning"), dict):
+        rep["tuning"] = meta["tuning"]
+    return rep
 
 
 def _count_kernels(m: Module) -> int:

@@ -18,6 +18,7 @@ from . import compile as compile_x86
 from .executable import X86Executable
 from .frame_formulas import derive
 from .generic import GenericExecutable
+from .schedule import tuning_text
 from .segments import SegmentedExecutable
 
 
@@ -25,7 +26,7 @@ class X86Backend(Backend):
     name = "x86"
     static_shapes = True
     shape_generic = True  # symbolic dims compile to code that reads them at run time (generic.py)
-    options = frozenset({"cpu", "target_features", "opt", "threads", "keep_llvm", "profile", "max_dims"})
+    options = frozenset({"cpu", "target_features", "opt", "threads", "keep_llvm", "profile", "max_dims", "tuning_db"})
     artifact_suffixes = (".so",)
     emit_forms = ("llvm", "asm", "obj")
 
@@ -43,6 +44,11 @@ class X86Backend(Backend):
                                   f"model compiled to static code ({_why_static(module, options)})")
             exe.set_max_dims(max_dims)
         return exe
+
+    def summary(self, model: CompiledModel) -> str:
+        """With a tuning database: how many tunable kernels took its schedules, and the gains it records."""
+        rep = (getattr(model.executable, "target_report", None) or {}).get("tuning")
+        return tuning_text(rep) if rep else ""
 
     def artifact_files(self, path: str) -> list[str]:
         return aot.library_files(path)
@@ -83,6 +89,11 @@ class X86Backend(Backend):
         if self.writes_given_outputs(model):
             return model.executable.run(feeds, outputs)
         return super().run_into(model, feeds, outputs)
+
+    def check_profile(self, model: CompiledModel) -> None:
+        from .profile import check_profilable
+
+        check_profilable(model)
 
     def profile(self, model: CompiledModel, feeds: Mapping[str, Any], runs: int) -> Any:
         from .profile import profile_model  # the profiler is only loaded when asked for

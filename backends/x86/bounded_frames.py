@@ -31,13 +31,13 @@ from .frame_formulas import FrameFormulas
 _PY = {"add": "+", "mul": "*", "floordiv": "//", "mod": "%"}
 
 
-def _py(e: Expr, index: Mapping[str, int]) -> str:
+def py_expr(e: Expr, index: Mapping[str, int]) -> str:
     """``e`` as a Python expression over the tuple ``d`` of input dims."""
     if e[0] == "sym":
         return f"d[{index[e[1]]}]"
     if e[0] == "const":
         return str(int(e[1]))
-    a, b = _py(e[1], index), _py(e[2], index)
+    a, b = py_expr(e[1], index), py_expr(e[2], index)
     if e[0] in ("max", "min"):
         return f"{e[0]}({a}, {b})"
     return f"({a} {_PY[e[0]]} {b})"
@@ -51,13 +51,13 @@ class BoundedFrames:
         self.ff = ff
         index = {s: i for i, s in enumerate(ff.symbols)}
         slots = sorted(ff.slots.items())
-        py = lambda e: _py(e, index)  # noqa: E731
+        py = lambda e: py_expr(e, index)  # noqa: E731
         src = "\n".join([
             "def fill(d):",
             f"    slots = ({''.join(py(e) + ', ' for _, e in slots)})",
             f"    checks = ({''.join(f'{py(a)} == {py(b)}, ' for _, a, b in ff.constraints)})",
             f"    outs = ({''.join('(' + ''.join(py(x) + ', ' for x in o) + '), ' for o in ff.outputs)})",
-            f"    used = max(({''.join(f'{off} + {py(size)}, ' for _, off, size, _ in ff.buffers)}0))",
+            f"    used = max((0, {''.join(f'{off} + {py(size)}, ' for _, off, size, _ in ff.buffers)}))",
             "    return slots, checks, outs, used",
         ])
         scope: dict[str, Any] = {}
@@ -104,19 +104,19 @@ class BoundedFrames:
             polys.append({m: c for m, c in p.items() if c})
         keep: list[dict[tuple[str, ...], int]] = []
         for i, p in enumerate(polys):
-            dominated = any(j != i and _dominates(q, p) and (q != p or j < i) for j, q in enumerate(polys))
+            dominated = any(j != i and dominates(q, p) and (q != p or j < i) for j, q in enumerate(polys))
             if not dominated:
                 keep.append(p)
-        terms = sorted({_poly_text(p) for p in keep})
+        terms = sorted({poly_text(p) for p in keep})
         return terms[0] if len(terms) == 1 else f"max({', '.join(terms)})" if terms else "0"
 
 
-def _dominates(q: Mapping[tuple[str, ...], int], p: Mapping[tuple[str, ...], int]) -> bool:
+def dominates(q: Mapping[tuple[str, ...], int], p: Mapping[tuple[str, ...], int]) -> bool:
     """q >= p for every dims >= 1 (and factors >= 0), judged coefficient by coefficient."""
     return all(q.get(m, 0) >= c for m, c in p.items()) and all(c >= 0 for m, c in q.items() if m not in p)
 
 
-def _poly_text(p: Mapping[tuple[str, ...], int]) -> str:
+def poly_text(p: Mapping[tuple[str, ...], int]) -> str:
     parts = []
     for m in sorted(p, key=lambda m: (-len(m), m)):
         c = p[m]

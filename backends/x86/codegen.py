@@ -23,7 +23,7 @@ the module is exactly what it was: no globals, no calls.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from llvmlite import ir
 
@@ -250,6 +250,10 @@ class CodeGen:
         self.ll.triple = TRIPLE
         self.helpers: dict[str, ir.Function] = {}
         self.kernel_names: list[tuple[str, Op]] = []
+        # a tuning table (schedule.py): when set, tunable kernels look their schedule up there and log it
+        self.schedule_table: Any = None
+        self.schedule_log: list[dict[str, Any]] | None = None
+        self.schedule_signatures: dict[str, dict[str, Any]] = {}
         self._weights_gv: ir.GlobalVariable | None = None
         self.unread_args: set[int] = set()  # ids of kernel arguments the kernel never reads (packed_constant)
         self.failing: set[str] = set()  # kernels that may stop the run (fail_unless)
@@ -330,7 +334,9 @@ class CodeGen:
         self.site_weights = []
         self.site_dims = {}
         k = KernelBuilder(self, fn, op)
-        if not _writes_nothing(op):  # every result empty (a zero batch): nothing to compute or write
+        # nothing to compute: every result empty (a zero batch), or a concat whose inputs were
+        # written into their slices of its result (passes/concat_views.py)
+        if not _writes_nothing(op) and id(op) not in self.storage.view_concats:
             lower(k, op)
         if not k.b.block.is_terminated:
             k.b.ret_void()

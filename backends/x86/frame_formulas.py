@@ -90,7 +90,7 @@ def input_symbols(layout: FrameLayout) -> tuple[list[str], list[list[int | str]]
     return symbols, inputs
 
 
-def _args(layout: FrameLayout, inputs: list[list[int | str]], env: Mapping[str, int]) -> list[np.ndarray]:
+def shape_only_args(layout: FrameLayout, inputs: list[list[int | str]], env: Mapping[str, int]) -> list[np.ndarray]:
     # only the shapes are read (no input's value decides a shape here): views of one zero
     return [np.broadcast_to(np.zeros((), p.type.dtype.numpy), tuple(d if isinstance(d, int) else env[d] for d in ax))
             for p, ax in zip(layout.graph.params, inputs)]
@@ -135,24 +135,10 @@ def derive(layout: FrameLayout, max_dims: Mapping[str, int]) -> FrameFormulas:
         raise TargetError(f"x86: the values of input(s) {', '.join(values)} decide shapes; a library with run-time "
                           f"dims takes shapes, not values, to size its buffers")
     probe = _probe(symbols, maxima)
-    sym = SymbolicShapeEvaluator(layout.module, layout.graph)
-    shapes = [[d if isinstance(d, int) else SymInt(probe[d], ("sym", d)) for d in ax] for ax in inputs]
-    try:
-        types = sym.symbolic_types(shapes)
-    except InputError as e:
-        raise TargetError(f"x86: the shapes cannot be derived as formulas of the input dims: {e}") from None
-
-    dim_formula: dict[tuple[int, int], Expr] = {}
-    slots: dict[int, Expr] = {}
-    for i, (v, axis) in enumerate(layout.dim_slots):
-        e = expr_of(types[id(v)].shape[axis])
-        dim_formula[(id(v), axis)] = e
-        slots[i] = e
-    outputs = [[expr_of(d) for d in types[id(v)].shape] for v in layout.graph.outputs]
-
+    found = formulas_at(layout, inputs, probe)
     # the plan at the bounds: its offsets are the library's
     try:
-        bound_plan = layout.plan(_args(layout, inputs, maxima), keep_memory=True)
+        bound_plan = layout.plan(shape_only_args(layout, inputs, maxima), keep_memory=True)
     except InputError as e:
         raise TargetError(f"x86: the model does not run at the bounds {_text(maxima)}: {e}") from None
     template = [int(x) for x in bound_plan.frame]
@@ -163,38 +149,80 @@ def derive(layout: FrameLayout, max_dims: Mapping[str, int]) -> FrameFormulas:
         return evaluate(e, ones)
 
     buffers = []
-    size_of: dict[int, Expr] = {}
     for v in layout.arena_values:
-        t = v.type
-        size = const(t.dtype.itemsize)
-        for axis, d in enumerate(t.shape or ()):
-            size = combine("mul", size, dim_formula[(id(v), axis)] if not isinstance(d, int) else const(d))
+        size = found.size_of[id(v)]
         if not is_monotone(size, at_ones):
             raise TargetError(f"x86: the size of %{v.name} is not monotone in the input dims ({show(size)}), so an "
                               f"arena planned at the bounds does not hold it below them; a library needs fixed dims "
                               f"(--dim)")
         buffers.append((v.name, template[layout.offset_slot[id(v)]], size, evaluate(size, maxima)))
+    constraints = found.constraints + in_place_constraints(bound_plan.memory, found.size_of)
+    ff = FrameFormulas(symbols, [maxima[s] for s in symbols], inputs, layout.size, template, found.slots,
+                       site_copies(layout), layout.error_slot, found.outputs, buffers, constraints,
+                       bound_plan.arena_bytes)
+    _check(layout, ff, maxima, probe)
+    return ff
+
+
+@dataclass
+class Found:
+    """The formulas ``SymbolicShapeEvaluator`` finds at one probe binding of the input dims."""
+
+    slots: dict[int, Expr]              # frame dim slot -> formula
+    outputs: list[list[Expr]]           # per output: a formula per axis
+    size_of: dict[int, Expr]            # id(value) -> its bytes, for every value placed in the arena
+    constraints: list[tuple[str, Expr, Expr]]  # the model's reshapes: element counts that must agree
+
+
+def formulas_at(layout: FrameLayout, inputs: list[list[int | str]], probe: Mapping[str, int]) -> Found:
+    """Every dim slot, output axis and arena value size of ``layout`` as a formula of the input dims,
+    followed from the ``probe`` binding (checked by the caller at other bindings)."""
+    sym = SymbolicShapeEvaluator(layout.module, layout.graph)
+    shapes = [[d if isinstance(d, int) else SymInt(probe[d], ("sym", d)) for d in ax] for ax in inputs]
+    try:
+        types = sym.symbolic_types(shapes)
+    except InputError as e:
+        raise TargetError(f"x86: the shapes cannot be derived as formulas of the input dims: {e}") from None
+    dim_formula: dict[tuple[int, int], Expr] = {}
+    slots: dict[int, Expr] = {}
+    for i, (v, axis) in enumerate(layout.dim_slots):
+        e = expr_of(types[id(v)].shape[axis])
+        dim_formula[(id(v), axis)] = e
+        slots[i] = e
+    outputs = [[expr_of(d) for d in types[id(v)].shape] for v in layout.graph.outputs]
+    size_of: dict[int, Expr] = {}
+    for v in layout.arena_values:
+        size = const(v.type.dtype.itemsize)
+        for axis, d in enumerate(v.type.shape or ()):
+            size = combine("mul", size, dim_formula[(id(v), axis)] if not isinstance(d, int) else const(d))
         size_of[id(v)] = size
     constraints = []
-    for v in _all_ops(layout.graph):
-        if v.opname == "reshape":
-            n_in = _numel(types[id(v.operands[0])].shape)
-            n_out = _numel(types[id(v.results[0])].shape)
+    for op in _all_ops(layout.graph):
+        if op.opname == "reshape":
+            n_in = _numel(types[id(op.operands[0])].shape)
+            n_out = _numel(types[id(op.results[0])].shape)
             if not same(n_in, n_out):
-                constraints.append((v.where(), n_in, n_out))
-    # a result written over its operand (in place): the planner chose it for equal sizes, so they
-    # must stay equal (a reshape's are, where its own constraint holds; a broadcast's are not)
-    for b in bound_plan.memory.liveness.buffers:
+                constraints.append((op.where(), n_in, n_out))
+    return Found(slots, outputs, size_of, constraints)
+
+
+def in_place_constraints(memory: Any, size_of: Mapping[int, Expr]) -> list[tuple[str, Expr, Expr]]:
+    """A result written over its operand (in place): the planner chose it for equal sizes, so they
+    must stay equal (a reshape's are, where its own constraint holds; a broadcast's are not)."""
+    out = []
+    for b in memory.liveness.buffers:
         vs = [v for v in b.values if id(v) in size_of]
-        constraints += [(f"%{v.name} in place of %{vs[0].name}", size_of[id(vs[0])], size_of[id(v)])
-                        for v in vs[1:] if not same(size_of[id(v)], size_of[id(vs[0])])]
+        out += [(f"%{v.name} in place of %{vs[0].name}", size_of[id(vs[0])], size_of[id(v)])
+                for v in vs[1:] if not same(size_of[id(v)], size_of[id(vs[0])])]
+    return out
+
+
+def site_copies(layout: FrameLayout) -> list[tuple[int, int]]:
+    """(destination, source) frame slots: each kernel call site's block of dims."""
     copies = []
     for base, site in layout.site_blocks:
         copies += [(base + j, src) for j, src in enumerate(site)]
-    ff = FrameFormulas(symbols, [maxima[s] for s in symbols], inputs, layout.size, template, slots, copies,
-                       layout.error_slot, outputs, buffers, constraints, bound_plan.arena_bytes)
-    _check(layout, ff, maxima, probe)
-    return ff
+    return copies
 
 
 def _all_ops(g: Graph) -> Iterator[Op]:
@@ -235,7 +263,7 @@ def _check(layout: FrameLayout, ff: FrameFormulas, maxima: Mapping[str, int], pr
     for env in _points(ff.symbols, maxima, probe):
         violated = [w for w, a, b in ff.constraints if evaluate(a, env) != evaluate(b, env)]
         try:
-            plan = layout.plan(_args(layout, ff.inputs, env))
+            plan = layout.plan(shape_only_args(layout, ff.inputs, env))
         except InputError as e:
             if violated:
                 continue  # the library refuses these dims too (its constraint check)

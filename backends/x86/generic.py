@@ -29,8 +29,9 @@ from nnc.ir.shape_eval import ShapeEvaluator, bound_symbols
 from .bounded_frames import BoundedFrames
 from .executable import ALIGN, Interface, _aligned_buffer, bind_io, feeds_in_order, given_outputs, weights_buffer
 from .frame import FrameLayout, ShapePlan, all_values
-from .frame_formulas import derive
+from .frame_formulas import derive, input_symbols, shape_only_args
 from .kernels.registry import why_not_generic
+from .stacked_frames import StackedFrames, derive_stacked
 
 _ENTRY_T = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                             ctypes.c_void_p)
@@ -83,6 +84,11 @@ class GenericExecutable:
         self.max_dims: dict[str, int] = {}  # bounds of the symbolic dims (max_dims=): runs check them
         self.bounded: BoundedFrames | None = None  # frames from formulas, when max_dims bound every dim
         self.bounded_reason: str | None = None  # why not, when max_dims were given
+        self.stacked: StackedFrames | None = None  # frames from one plan's stacking, without max_dims
+        self.stacked_reason: str | None = None  # why the last try to derive them failed
+        self.memory_report: dict[str, Any] | None = None  # the compile report's memory section, kept up to date
+        self.derive_tries = 0  # formulas derived (or tried) from this many signatures' plans
+        self._last_probe: dict[str, int] | None = None
 
     def set_max_dims(self, max_dims: Mapping[str, int]) -> None:
         symbols = {d for p in self.graph.params for d in (p.type.shape or ()) if isinstance(d, str) and d != "?"}
@@ -115,7 +121,7 @@ class GenericExecutable:
             for sym, n in dims.items():
                 if sym in self.max_dims and n > self.max_dims[sym]:
                     raise InputError(f"x86: {sym}={n} is above its maximum {self.max_dims[sym]} (max_dims)")
-            plan = self.bounded.plan(dims) if self.bounded is not None else self.layout.plan(args)
+            plan = self.bounded.plan(dims) if self.bounded is not None else self._unbounded_plan(args, dims)
             for (name, _), t in zip(self.interface.outputs, plan.outputs):
                 check_allocation(t.nbytes or 0, f"x86: output {name!r} ({t})", TargetError)
             self._plans[key] = plan
@@ -125,6 +131,47 @@ class GenericExecutable:
         else:
             self._plans.move_to_end(key)
         return plan
+
+    def _unbounded_plan(self, args: list[np.ndarray], dims: Mapping[str, int]) -> ShapePlan:
+        """Frames from the stacking formulas once there are some (``stacked_frames.py``); else the
+        planner, and at the second signature the formulas are derived from its plan."""
+        plan = self.stacked.plan(dims) if self.stacked is not None else None
+        if plan is not None:
+            return plan
+        # derived at the second signature, and again (three tries in all) from a signature the
+        # formulas do not serve when it is a more generic binding than the last probe: at batch 1 a
+        # broadcast of 1 against the batch looks constant, and buffers may share memory in place
+        # that they do not at batch 2
+        derive = bool(self._plans) and self.derive_tries < 3 and (
+            self._last_probe is None or _generality(dims) > _generality(self._last_probe))
+        plan = self.layout.plan(args, keep_memory=derive)
+        if derive:
+            self.derive_tries += 1
+            self._last_probe = dict(dims)
+            try:
+                self.stacked = derive_stacked(self.layout, plan, [p for p in self._plans.values()
+                                                                   if p.lower_bound_bytes is not None])
+                self.stacked_reason = None
+            except (TargetError, InputError) as e:
+                self.stacked_reason = str(e)  # formulas from before (if any) still serve where they hold
+            plan.memory = None
+            self._update_memory_report()
+        return plan
+
+    def _update_memory_report(self) -> None:
+        rep = self.memory_report
+        if rep is None:
+            return
+        if self.stacked is None:
+            rep["formula"] = {"derived": False, "tries": self.derive_tries, "reason": self.stacked_reason}
+            return
+        used, exact = self.stacked.used_formula()
+        rep["formula"] = {"derived": True, "from_dims": self.stacked.probe, "checked_at": self.stacked.checked_at,
+                          "used_formula": used, "exact": exact, "tries": self.derive_tries,
+                          "reason": "from the second input signature on, the arena offsets are formulas of the "
+                                    "dims (the stacking of one signature's plan): a new signature plans nothing; "
+                                    "used_formula gives the bytes the buffers reach (exact, or a bound never "
+                                    "below them); the arena adds a 64-byte error record"}
 
     def run(self, feeds: Mapping[str, Any], outputs: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run on ``feeds``; ``outputs`` optionally names the caller's buffers for some outputs."""
@@ -149,10 +196,17 @@ class GenericExecutable:
         with self._lock:
             seen = [{"dims": p.symbols, "arena_bytes": p.arena_bytes, "lower_bound_bytes": p.lower_bound_bytes}
                     for p in self._plans.values()]
-            if self.bounded is not None:  # the arena is the bounds'; what these dims use of it
-                for row, p in zip(seen, self._plans.values()):
+            for row, p in zip(seen, self._plans.values()):
+                if self.bounded is not None:  # the arena is the bounds'; what these dims use of it
                     row["used_bytes"] = int(p.frame[self.layout.error_slot])
+                row["frame"] = "planned" if p.lower_bound_bytes is not None else "formula"
+                if p.lower_bound_bytes is None:  # a frame from formulas planned nothing: the bound, on request
+                    row["lower_bound_bytes"] = self._lower_bound(p.symbols)
             return seen
+
+    def _lower_bound(self, dims: Mapping[str, int]) -> int:
+        _, inputs = input_symbols(self.layout)
+        return self.layout.plan(shape_only_args(self.layout, inputs, dims)).lower_bound_bytes
 
     def memory_at(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """The arena at these input shapes: bytes, the planner's lower bound, the bound symbols."""
@@ -163,6 +217,11 @@ class GenericExecutable:
         if lower is None:  # frames from formulas plan nothing per shape: the planner's bound, on request
             lower = self.layout.plan(args).lower_bound_bytes
         return {"dims": plan.symbols, "arena_bytes": plan.arena_bytes, "lower_bound_bytes": lower}
+
+
+def _generality(dims: Mapping[str, int]) -> tuple[int, int]:
+    """How little a binding of the dims coincides: dims above 1, distinct values."""
+    return sum(1 for n in dims.values() if n > 1), len(set(dims.values()))
 
 
 def symbolic_interface(graph: Graph, kernels: list[str]) -> Interface:

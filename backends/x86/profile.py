@@ -151,21 +151,28 @@ def _describe(index: int, op: Op, seconds: float) -> KernelTime:
                       [str(r.type) for r in op.results], contraction_flops(members), seconds)
 
 
-def _twin(model: Any) -> Any:
-    """The model's executable compiled with profile=True, built once per CompiledModel."""
-    from . import X86Executable, prepare
-    from . import compile as compile_x86
+def check_profilable(model: Any) -> None:
+    """TargetError unless ``model`` has one entry point compiled from its source here."""
+    from . import X86Executable
     from .segments import SegmentedExecutable
 
-    twin = getattr(model, "_profile_twin", None)
-    if twin is not None:
-        return twin
     if not isinstance(model.executable, X86Executable) or model.module is None:
         what = "it was loaded from a library" if model.module is None else \
             "it runs as compiled segments with host steps between them, not one entry point" \
             if isinstance(model.executable, SegmentedExecutable) else \
             "its input shapes are symbolic (fix them: dims={...}, CLI --dim N=1)"
         raise TargetError(f"x86: cannot profile this model: {what}; profile a model compiled from its source")
+
+
+def _twin(model: Any) -> Any:
+    """The model's executable compiled with profile=True, built once per CompiledModel."""
+    from . import compile as compile_x86
+    from . import prepare
+
+    twin = getattr(model, "_profile_twin", None)
+    if twin is not None:
+        return twin
+    check_profilable(model)
     if model.options.profile:
         exe = model.executable
     else:

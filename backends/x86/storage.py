@@ -25,6 +25,7 @@ import numpy as np
 
 from nnc.ir import Graph, Module, TargetError, Value
 from nnc.ir.memory_limits import check_allocation
+from nnc.passes.concat_views import concat_views, plan_with_views
 from nnc.passes.liveness import aligned
 from nnc.passes.plan_memory import MemoryPlan, plan_graph
 
@@ -55,6 +56,7 @@ class StorageMap:
         self.kernel_table: list[str] = []  # the code generator's kernel descriptions (error code - 1)
         self._arena_order: list[Value] = list(arena_order or [])  # the values in the arena, in op order
         self.layout = None  # shape-generic code: its FrameLayout (frame.py), set by the backend
+        self.view_concats: set[int] = set()  # id(op) of concats whose inputs were written in place
 
     def slot(self, v: Value) -> Slot:
         """Where ``v`` lives; a constant asked for here is placed in the blob (if not already)."""
@@ -140,10 +142,18 @@ def assign_storage(module: Module, g: Graph, generic: bool = False) -> StorageMa
         for r in op.results:
             if op.opname != "const":
                 check_allocation(r.type.nbytes or 0, f"x86: {op.where()}: %{r.name} ({r.type})", TargetError)
-    plan = plan_graph(g)
+    cv = concat_views(g)
+    if cv.views:  # concat inputs computed in their slices of the result (passes/concat_views.py)
+        plan, offsets = plan_with_views(g, cv)
+        offset_of = lambda r: offsets.get(id(r))  # noqa: E731
+    else:
+        plan = plan_graph(g)
+        offset_of = plan.offset_of
     check_allocation(plan.arena_bytes, f"x86: the arena of {g.name or 'the graph'} (every intermediate value at "
                      f"its planned offset)", TargetError)
-    return _slots(module, g, plan, lambda r: plan.offset_of(r))
+    storage = _slots(module, g, plan, offset_of)
+    storage.view_concats = cv.concats
+    return storage
 
 
 def _slots(module: Module, g: Graph, plan: MemoryPlan | None, offset_of) -> StorageMap:

@@ -1,5 +1,5 @@
 """The ``nnc`` command line: ``compile``, ``run``, ``bench``, ``dump``, ``memory``, ``train``,
-``generate``, ``asic-report``, ``asic-sweep`` and ``ops``, each a thin layer over the Python API
+``generate``, ``asic-report``, ``asic-sweep``, ``tune`` and ``ops``, each a thin layer over the Python API
 (``nnc.compile``, ``save``, ``nnc.load``, ``nnc.generate``). Each command is a module of this
 package that depends only on ``common``.
 
@@ -27,6 +27,7 @@ from .ops_cmd import add_ops_command, converter_table, function_expanded_ops
 from .run_cmd import add_run_command
 from .sweep_cmd import add_sweep_command
 from .train_cmd import add_train_command
+from .tune_cmd import add_tune_command
 from .views import add_view_commands
 
 __all__ = ["build_parser", "converter_table", "function_expanded_ops", "main", "write_files"]
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_command(sub)
     add_asic_command(sub)
     add_sweep_command(sub)
+    add_tune_command(sub)
     add_ops_command(sub)
     return p
 

@@ -155,6 +155,8 @@ def add_x86_flags(p: argparse.ArgumentParser) -> None:
     x.add_argument("--threads", type=int, metavar="N",
                    help="threads per model (default: $NNC_NUM_THREADS or all cores)")
     x.add_argument("--no-cache", action="store_true", help="bypass the compilation cache (~/.cache/nnc; NNC_CACHE_DIR)")
+    x.add_argument("--tuning-db", metavar="FILE.jsonl", help="kernel schedules measured by 'nnc tune' (default: "
+                                                            "$NNC_TUNING_DB; docs/tuning.md)")
     x.add_argument("--max-dim", action="append", type=dim_spec, metavar="SYMBOL=SIZE",
                    help="the maximum of a symbolic input dim, e.g. --max-dim batch=8: the code stays shape-generic, "
                         "runs check the bound, and a library (-o FILE.so) takes the dim at run time, its arena "
@@ -212,7 +214,7 @@ TRAIN_FLAGS = ("loss", "loss_output", "reduction", "label_smoothing", "label_nam
           "nesterov", "weight_decay", "betas", "batch_size", "freeze", "memory_budget")
 _PLAIN = ("opt_level", "passes", "disable_pass", "load_pass_plugin", "print_ir_before", "print_ir_after",
           "dump_dir", "quantize", "quantize_group", "quantize_asymmetric", "calibration", "observer", "cpu",
-          "target_features", "threads", "asic_preset", "asic_config") + TRAIN_FLAGS
+          "target_features", "threads", "tuning_db", "asic_preset", "asic_config") + TRAIN_FLAGS
 _SWITCHES = ("print_ir_after_change", "verify_each", "time_passes", "explain_fusion")
 
 

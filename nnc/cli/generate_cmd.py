@@ -1,5 +1,6 @@
 """``nnc generate``: generate tokens with a saved decoder step (``nnc.save_decoder``; text IR with
-its weights, or a ``.pt2``), compiled twice through ``nnc.compile`` (prefill and decode; the
+its weights, or a ``.pt2``) or an ONNX decoder with past key/values (the transformers/optimum
+layout, rewritten onto a preallocated in-place cache), compiled twice through ``nnc.compile`` (prefill and decode; the
 compile flags apply to both). Tokens are printed as they are chosen, then the report's figures
 (docs/generation.md)."""
 
@@ -72,16 +73,21 @@ def _summary(r: dict[str, Any]) -> str:
 def add_generate_command(sub: Any) -> None:
     g = sub.add_parser("generate", formatter_class=Formatter, help="generate tokens with a decoder model",
                        description="Generate tokens after --prompt-ids with a decoder step saved by "
-                                   "nnc.save_decoder (MODEL.nnc with its .npz, or a .pt2). The step is compiled "
+                                   "nnc.save_decoder (MODEL.nnc with its .npz, or a .pt2) or an ONNX decoder with "
+                                   "past key/values (inputs input_ids, attention_mask, optional position_ids, "
+                                   "past_key_values.{i}.key/.value; outputs logits, present.{i}.key/.value), whose "
+                                   "Concat(past, new) becomes a write into the cache. The step is compiled "
                                    "twice (prefill and decode), the KV cache allocated once and updated in place. "
                                    "The new tokens are printed as they come, then the timings and cache size "
                                    "(stderr).",
                        epilog="examples:\n"
                               "  nnc generate gpt2.nnc --prompt-ids 1,2,3 --max-new-tokens 16\n"
                               "  nnc generate llama.nnc --prompt-ids 5,6 --do-sample --top-k 40 --seed 0\n"
+                              "  nnc generate decoder_with_past.onnx --prompt-ids 1,2,3 --max-new-tokens 32\n"
                               "  nnc generate llama.nnc --prompt-ids 1,2 --quantize int4-weights --quantize-group 64 "
                               "--quality")
-    g.add_argument("model", metavar="MODEL", help="a saved decoder step (.nnc text IR with its .npz, or .pt2)")
+    g.add_argument("model", metavar="MODEL", help="a saved decoder step (.nnc text IR with its .npz, or .pt2), "
+                                                  "or an ONNX decoder with past key/values (.onnx)")
     g.add_argument("--prompt-ids", metavar="IDS", help="the prompt: comma-separated token ids (required)")
     g.add_argument("--max-new-tokens", type=positive_int, default=20, metavar="N",
                    help="tokens to generate (default 20)")

@@ -195,6 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise NncError(f"--output-dir {args.output_dir}: exists and is not a folder")
     cm = _compiled(args)
+    if args.profile is not None:
+        cm.backend.check_profile(cm)  # refused before anything runs or prints
     write_report(args, cm.report)
     feeds: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}

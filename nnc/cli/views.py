@@ -47,11 +47,9 @@ def _load(args: argparse.Namespace, upto: str | None = None, default_level: int 
 
 
 def _bind_dims(module: Any, args: argparse.Namespace) -> Any:
-    """Fix the --dim sizes with the compile's binding (``ir.specialize.bind_dims``); every symbolic
-    input dim must get one. Unlike nnc compile, the views accept sizes for symbols the model lacks
-    (one --dim N=1 for a mixed set of models, as their tests and users pass it)."""
-    have = set(input_symbols(module))
-    dims = {k: v for k, v in (getattr(args, "dim", None) or []) if k in have}
+    """Fix the --dim sizes with the compile's binding (``ir.specialize.bind_dims``, which refuses a
+    symbol the model does not have, as nnc compile does); every symbolic input dim must get one."""
+    dims = dict(getattr(args, "dim", None) or [])
     module = bind_dims(module, dims) if dims else module
     missing = input_symbols(module)
     if missing:

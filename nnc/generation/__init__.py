@@ -19,10 +19,13 @@ from nnc.backends.options import CompileOptions
 from nnc.ir import InputError, Module
 
 from .decoder import Decoder, DecoderSpec, NotADecoderError, decoder_spec
+from .onnx_decoder import LAYOUT as ONNX_LAYOUT
+from .onnx_decoder import decoder_step_from_onnx, is_onnx_decoder
 from .quality import check_quality_request, quality_report, weight_report
 from .sampling import Sampling, allowed, next_tokens
 
 __all__ = ["Decoder", "DecoderSpec", "Generation", "NotADecoderError", "Sampling", "allowed", "decoder_spec",
+           "decoder_step_from_onnx",
            "generate", "load_decoder", "next_tokens", "save_decoder"]
 
 
@@ -60,11 +63,19 @@ def load_decoder(model: Any, target: str = "x86", max_length: int | None = None,
             raise InputError(f"{path}: no such file")
         source, model = path, load_module(path)
         check_weights(model, source)
+        if path.lower().endswith(".onnx") and not is_onnx_decoder(model):
+            raise NotADecoderError(f"{path}: not a decoder step: an ONNX model without past_key_values.{{i}}.key/.value"
+                                   f" inputs (expected {ONNX_LAYOUT})")
+    if is_onnx_decoder(model):
+        if max_length is None:
+            raise InputError("an ONNX decoder with past key/values needs max_length (the cache's length)")
+        model = decoder_step_from_onnx(model, max_length, batch)
     return Decoder(model, target, options, **kwargs)
 
 
 def save_decoder(model: Any, path: str | os.PathLike, max_length: int, batch: int = 1) -> list[str]:
-    """Write the decoder step of a ``transformers`` causal LM (or a decoder Module) as text IR:
+    """Write the decoder step of a ``transformers`` causal LM (or a decoder Module, or an imported
+    ONNX decoder with past key/values, rewritten here for caches of ``max_length``) as text IR:
     ``path`` (``.nnc``) and its weights beside it (``.npz``); ``nnc generate PATH`` runs it."""
     from nnc.backends.artifact import text_ir_files, write_files
 
@@ -72,7 +83,7 @@ def save_decoder(model: Any, path: str | os.PathLike, max_length: int, batch: in
     if not path.endswith(".nnc"):
         raise InputError(f"{path}: a saved decoder is text IR; give a .nnc path")
     if isinstance(model, Module):
-        module = model
+        module = decoder_step_from_onnx(model, max_length, batch) if is_onnx_decoder(model) else model
     else:
         from nnc.frontends.torch.hf_decoder import from_hf_decoder
 

@@ -20,12 +20,10 @@ import numpy as np
 
 from nnc.api import compile as compile_model
 from nnc.backends.options import CompileOptions
-from nnc.ir import InputError, ModelError, Module
+from nnc.ir import InputError, Module
 from nnc.passes import PassManager
 
-
-class NotADecoderError(ModelError):
-    """The model is not a decoder step with an explicit KV cache (docs/generation.md)."""
+from .errors import NotADecoderError
 
 
 @dataclass(frozen=True)
@@ -111,6 +109,13 @@ def updates_in_place(module: Module, spec: DecoderSpec) -> bool:
     return True
 
 
+def bounded_attentions(module: Module) -> int:
+    """Attentions over ``index_copy``-written keys that read only the rows written so far (a
+    ``nonpad_kv_seqlen`` operand): set by ``bound-kv-reads``, or made so by the ONNX rewrite."""
+    return sum(1 for op in module.main.ops if op.opname == "attention" and len(op.operands) == 7
+               and op.operands[1].producer is not None and op.operands[1].producer.opname == "index_copy")
+
+
 class Decoder:
     """A decoder step compiled for generation: ``prefill`` and ``decode`` (two compiles, made
     here and never again), the KV cache (``caches``: one array per input ``past_*.i``, allocated
@@ -125,8 +130,8 @@ class Decoder:
         # contract (unwritten rows are never attended to) that the pass relies on holds here
         module = module.clone()
         # (after simplify, which folds a written-out grouped-query attention onto the cache writes)
-        records = PassManager("simplify,bound-kv-reads", verify_each=True).run(module)
-        self.bounded_attentions = sum(r.stats.get("attentions_bounded", 0) for r in records)
+        PassManager("simplify,bound-kv-reads", verify_each=True).run(module)
+        self.bounded_attentions = bounded_attentions(module)
         self.module = module
         if options is None:
             kwargs.setdefault("quiet", True)
@@ -161,6 +166,17 @@ class Decoder:
         from nnc.frontends.torch.hf_decoder import from_hf_decoder
 
         return cls(from_hf_decoder(model, max_length, batch), target, options, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, model: Any, max_length: int, batch: int = 1, target: str = "x86",
+                  options: CompileOptions | None = None, **kwargs: Any) -> Decoder:
+        """An ONNX decoder with past key/values (a path, bytes or ModelProto; the layout of
+        ``onnx_decoder.py``) on caches of ``max_length`` positions for ``batch`` sequences."""
+        from nnc.loading import from_onnx
+
+        from .onnx_decoder import decoder_step_from_onnx
+
+        return cls(decoder_step_from_onnx(from_onnx(model), max_length, batch), target, options, **kwargs)
 
     def reset(self) -> None:
         """Start a new sequence: the cache's old rows are masked by position, so nothing is cleared."""

@@ -1,7 +1,8 @@
 """The per-layer time accounting of the ASIC report (docs/asic.md, "Per-layer time"): every cycle of a
 layer's span is counted once, as compute, vector, dma, latency or stall, so the parts sum to the
-span and stall never exceeds it; checked on random conv/GEMM layers and machine configs, on a
-hand-made interval set, and (slow) on every layer of the bench models."""
+span and stall never exceeds it, and the two DMA engines never move more than the shared bandwidth;
+checked on random conv/GEMM layers and machine configs, on a hand-made interval set, and (slow) on
+every layer of the bench models."""
 
 from __future__ import annotations
 
@@ -28,6 +29,28 @@ def check_layers(rep: dict) -> None:
         assert 0 <= la["stall_cycles"] == parts["stall"] <= span
         # an engine's busy time in the span is at least what the span attributes to it
         assert parts["vector"] <= la["vector_cycles"] and parts["dma"] <= la["dma_cycles"]
+
+
+def check_shared_bandwidth(exe) -> None:
+    """The load and store engines share DRAM (and the resident activations' port): the cycles each
+    transfer's bytes occupy the channel, bytes / (bytes a cycle), never overlap across both engines."""
+    cfg, prog = exe.config, exe.program
+    for seg, tm in zip(prog.segments, exe.timeline.segments):
+        busy: dict[bool, list[tuple[int, int]]] = {False: [], True: []}
+        for k, ins in enumerate(prog.instrs[seg.start:seg.end]):
+            if ins.op not in ("load", "store") or cfg.ideal_bandwidth:
+                continue
+            a = ins.args
+            item = 4 if a["mem"] == "acc" else 1
+            rows = min(a["rows"], 1) if ins.op == "load" and a["src_stride"] == 0 else a["rows"]  # a broadcast: one row
+            far = a["src" if ins.op == "load" else "dst"] >= asic.isa.ACT_BASE
+            bpc = (cfg.act_buffer_gbps if far else cfg.dram_gbps * cfg.dram_efficiency) / cfg.clock_ghz
+            n = rows * a["cols"] * item
+            if n:
+                busy[far].append((int(tm.start[k]), int(tm.start[k]) + int(np.ceil(n / bpc))))
+        for iv in busy.values():
+            iv.sort()
+            assert all(e0 <= s1 for (_, e0), (s1, _) in zip(iv, iv[1:]))
 
 
 def test_breakdown_of_known_intervals():
@@ -76,6 +99,7 @@ def test_parts_sum_to_span_on_random_layers_and_configs(data):
     exe = asic.compile(m, {"asic_config": cfg})
     rep = exe.report
     check_layers(rep)
+    check_shared_bandwidth(exe)
     la = rep["layers"][0]
     lat = 0 if cfg["ideal_bandwidth"] else round(cfg["dram_latency_ns"])  # 1 GHz clock
     assert la["dma_latency_cycles"] == la["dma_transfers"] * lat
@@ -93,3 +117,17 @@ def test_bench_models_account_every_cycle(name):
 
     cm = nnc.compile(str(models.realistic_model(name)), target="asic")
     check_layers(cm.report["asic"])
+    check_shared_bandwidth(cm.executable)
+
+
+def test_channel_gives_each_transfer_the_earliest_free_gap():
+    from nnc.backends.asic.sim.timing import Channel
+
+    ch = Channel()
+    assert ch.reserve(0, 10) == 0
+    assert ch.reserve(5, 3) == 10       # busy until 10
+    assert ch.reserve(20, 5) == 20      # a gap 13..20 stays
+    assert ch.reserve(2, 8) == 25       # 8 cycles do not fit in 13..20
+    assert ch.reserve(13, 7) == 13      # exactly fits the gap
+    assert (ch.starts, ch.ends) == ([0], [33])
+    assert ch.reserve(14, 0) == 14      # an empty transfer holds nothing

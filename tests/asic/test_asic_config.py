@@ -46,13 +46,14 @@ def _gemm(P, K, N):
 def test_gemm_too_big_for_the_scratchpads_names_layer_fields_and_needs():
     m = _gemm(8, 64, 64)
     # a 1024x1024 array: the smallest tile is the whole 64x64 weight block (8192 B in two slots: 8
-    # KiB) and two int32 1x64 rows plus 4 x 64 requantization words in the accumulator (1536 B: 2 KiB)
+    # KiB) and two int32 1x64 rows plus two slots of [mult; shift; bias] 64-word rows in the accumulator
+    # (2048 B: 2 KiB)
     small = dict(array_rows=1024, array_cols=1024, input_spad_kib=1, weight_spad_kib=1, acc_kib=1)
     with pytest.raises(TargetError) as e:
         _compile(m, **small)
     msg = str(e.value)
     assert msg.startswith("asic: layer ") and "GEMM 8x64x64" in msg and "cannot be tiled" in msg
-    assert "weight_spad_kib >= 8 (has 1; needs 8192 B" in msg and "acc_kib >= 2 (has 1; needs 1536 B" in msg
+    assert "weight_spad_kib >= 8 (has 1; needs 8192 B" in msg and "acc_kib >= 2 (has 1; needs 2048 B" in msg
     assert "input_spad_kib" not in msg and "buffer_kib" not in msg
     exe = _compile(m, **{**small, "weight_spad_kib": 8, "acc_kib": 2})  # exactly what it asked for
     assert exe.report["layers"][0]["macs"] == 8 * 64 * 64

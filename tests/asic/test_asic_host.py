@@ -20,7 +20,9 @@ from nnc.ir import Builder, DType, Graph, Module, TargetError, TensorType, Unsup
 
 # a host CPU with round numbers so expected times are computed by hand below
 # vector_activations off: the activations and squeeze-excite multiplies stay float, on the host
-HOST = {"host_gflops": 10.0, "host_gbps": 5.0, "host_op_overhead_ns": 100.0, "vector_activations": False}
+# host_stream_bands 1: the serial timeline (test_the_input_streams_in_bands: the presets' streaming)
+HOST = {"host_gflops": 10.0, "host_gbps": 5.0, "host_op_overhead_ns": 100.0, "vector_activations": False,
+        "host_stream_bands": 1}
 
 
 def _se_onnx(path: str) -> None:
@@ -132,6 +134,7 @@ def test_host_time_is_in_the_report_and_the_latency(se_model):
     chip = sum(int(tm.cycles - tm.start.min()) for tm in tl.segments)
     assert r["cycles"] == chip + r["transfers"]["cycles"] + h["cycles"]
     assert math.isclose(h["share"], h["cycles"] / r["cycles"])
+    assert h["exposed_cycles"] == h["cycles"] + r["transfers"]["cycles"]  # nothing overlaps the chip
     # host ops and chip layers do not overlap
     spans = sorted([(o["start_cycle"], o["end_cycle"]) for o in h["ops"]]
                    + [(la["start_cycle"], la["end_cycle"]) for la in r["layers"]])
@@ -142,6 +145,41 @@ def test_host_time_is_in_the_report_and_the_latency(se_model):
     fast = _compile(path, calib, asic_config={**HOST, "host_gflops": 20.0, "host_gbps": 10.0},
                     functional=False).report["asic"]
     assert fast["host"]["cycles"] < h["cycles"] and fast["cycles"] < r["cycles"]
+
+
+def test_the_input_streams_in_bands(se_model):
+    """The input quantize makes its rows in order, so it hands them over in bands: the chip starts when
+    the first band is there and each load of the input waits for the band holding its last byte."""
+    path, calib, x = se_model
+    runs = {b: _compile(path, calib, asic_config={**HOST, "host_stream_bands": b}) for b in (1, 4)}
+    serial, streamed = runs[1].report["asic"], runs[4].report["asic"]
+    assert np.array_equal(runs[1].run(x)["y"], runs[4].run(x)["y"])
+    assert streamed["cycles"] < serial["cycles"]
+    assert streamed["host"]["cycles"] == serial["host"]["cycles"]  # the same host work, overlapped
+    assert streamed["host"]["exposed_cycles"] < serial["host"]["exposed_cycles"]
+    bands = [t for t in streamed["transfers"]["list"] if t["what"].startswith("to chip (band")]
+    assert len(bands) == 4 and sum(t["bytes"] for t in bands) == 3 * 12 * 12  # the int8 input, once
+    # the first host op (the input quantize) makes band b by (b + 1) / 4 of its time; the link is serial
+    q = streamed["host"]["ops"][0]
+    assert q["op"] == "quantize"
+    prev = q["start_cycle"]
+    for b, t in enumerate(bands):
+        assert t["start_cycle"] == max(q["start_cycle"] + math.ceil(q["cycles"] * (b + 1) / 4), prev)
+        prev = t["end_cycle"]
+    exe = runs[4].executable
+    prog, tm = exe.program, exe.timeline.segments[0]
+    assert int(tm.start.min()) >= bands[0]["end_cycle"]
+    xin = prog.placement[id(prog.imports[0][0])]
+    n = xin.nbytes
+    seg = prog.segments[0]
+    loads = 0
+    for k, ins in enumerate(prog.instrs[seg.start:seg.end]):
+        a = ins.args
+        if ins.op == "load" and a["rows"] and xin.addr <= a["src"] < xin.addr + n:
+            last = a["src"] + (a["rows"] - 1) * a["src_stride"] + a["cols"] - 1 - xin.addr
+            assert tm.start[k] >= bands[last * 4 // n]["end_cycle"]
+            loads += 1
+    assert loads > 0
 
 
 def test_host_time_in_the_table_and_trace(se_model):

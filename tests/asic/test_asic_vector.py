@@ -110,9 +110,10 @@ def test_channel_mul_and_global_pool(data):
 def test_depthwise_with_table(data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     N, C = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 70))
-    k, s = data.draw(st.sampled_from([1, 3, 5])), data.draw(st.integers(1, 2))
+    k, s = data.draw(st.sampled_from([1, 3, 5, 7])), data.draw(st.integers(1, 2))
     p = data.draw(st.integers(0, k // 2))
     H, W = data.draw(st.integers(k, 14)), data.draw(st.integers(k, 14))
+    array = data.draw(st.booleans())  # the array's depthwise mode (7x7 = 49 taps > 32 rows: the vector unit)
     zp = data.draw(st.sampled_from([0, 0, 5, -9]))
     x = rng.integers(-128, 128, (N, C, H, W)).astype(np.int8)
     w = rng.integers(-127, 128, (C, 1, k, k)).astype(np.int8)
@@ -127,12 +128,44 @@ def test_depthwise_with_table(data):
         y = bld.op("qlut", y, bld.const(table))
     g.set_outputs([y], ["y"])
     cfg = {"input_spad_kib": 2, "acc_kib": 4, "buffer_kib": 2, "act_buffer_kib": 0} if small else {}
-    got, cm = _run(m, {"x0": x}, **cfg)
+    got, cm = _run(m, {"x0": x}, array_depthwise=array, **cfg)
     want = vector_ref.depthwise(x, w, b, stride=(s, s), pads=(p,) * 4, x_zp=zp, mult=mult, shift=shift, table=table)
     assert np.array_equal(got["y"], want)
     (li,) = cm.report["layers"]
-    if li["kind"] == "dw":  # (C = 1 is an ordinary conv on the array) the vector unit does lanes MACs a cycle at most
-        assert li["vector_cycles"] >= math.ceil(li["macs"] / cm.config.vector_lanes)
+    if li["kind"] != "dw":  # C = 1 is an ordinary conv on the array
+        return
+    c = cm.config
+    if not array or k * k > c.array_rows:  # else the tiler keeps the faster engine
+        assert li["tiles"]["engine"] == "vector"
+    if li["tiles"]["engine"] == "vector":  # the vector unit does lanes MACs a cycle at most
+        assert li["vector_cycles"] >= math.ceil(li["macs"] / c.vector_lanes)
+    else:  # the array R x C at most, and at most taps x floor(R / taps) x channels of them a cycle
+        assert li["compute_cycles"] >= math.ceil(li["macs"] / c.macs)
+        per_cycle = k * k * (c.array_rows // (k * k)) * min(C, c.array_cols)
+        assert li["compute_cycles"] >= math.ceil(li["macs"] / per_cycle)
+        assert 0 < li["mapping_efficiency"] <= 1
+
+
+def test_depthwise_on_the_array_times_one_fold_per_band():
+    """A 3x3 depthwise conv of 32 channels over 8x8 on edge's 32x32 array: one channel block across the
+    columns, the 9 taps three times down the rows (3 output pixels a step), one band: one ``dwconv`` of
+    2R + C - 2 + ceil(64 / 3) = 94 + 22 cycles, and 32 x 9 x 64 MACs over 1024 x 22 slots."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (1, 32, 8, 8)).astype(np.int8)
+    w = rng.integers(-127, 128, (32, 1, 3, 3)).astype(np.int8)
+    b = rng.integers(-3000, 3000, (32,)).astype(np.int32)
+    mult, shift = _rq(rng, 32, 36, 40)
+    m, g, (xv,), bld = _module(x.shape)
+    acc = bld.op("qconv", xv, bld.const(w), bld.const(b), group=32, strides=(1, 1), pads=(1,) * 4, x_zero_point=3)
+    g.set_outputs([bld.op("requantize", acc, bld.const(mult), bld.const(shift), axis=1)], ["y"])
+    got, cm = _run(m, {"x0": x})
+    assert np.array_equal(got["y"], vector_ref.depthwise(x, w, b, stride=(1, 1), pads=(1,) * 4, x_zp=3, mult=mult,
+                                                         shift=shift))
+    (li,) = cm.report["layers"]
+    assert li["tiles"] == {"engine": "array", "cb": 32, "band_rows": 8}
+    assert [i.op for i in cm.program.instrs].count("dwconv") == 1
+    assert li["compute_cycles"] == 94 + 22
+    assert li["mapping_efficiency"] == 32 * 9 * 64 / (1024 * 22)
 
 
 @settings(max_examples=15, deadline=None)

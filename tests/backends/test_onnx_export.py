@@ -86,16 +86,16 @@ def test_nnc_only_ops_go_to_the_ai_nnc_domain_and_come_back() -> None:
     b = Builder(m, g)
     x = g.add_param("x", TensorType(DType.f32, (2, 3, 8, 8)))
     vals, idx = b.op("max_pool", x, kernel_shape=(2, 2), strides=(2, 2), with_indices=1, n_results=2)
-    h = b.op("cast", vals, to=DType.f16)
-    s = b.op("hard_swish", b.op("cast", h, to=DType.f32))
+    h = b.op("bitcast", vals, to=DType.i32)  # a dtype attribute, spelled as its name
+    s = b.op("hard_swish", b.op("bitcast", h, to=DType.f32))
     g.set_outputs([s, idx], ["y", "where"])
     proto = export_onnx(m)
     onnx.checker.check_model(proto, full_check=True)
     nnc_nodes = {n.op_type for n in proto.graph.node if n.domain == NNC_DOMAIN}
-    assert {"max_pool", "cast"} <= nnc_nodes
+    assert {"max_pool", "bitcast"} <= nnc_nodes
     back = import_model(proto.SerializeToString())
     assert [op.opname for op in back.main.ops] == [op.opname for op in g.ops]
-    assert back.main.ops[1].attrs["to"] == DType.f16
+    assert back.main.ops[1].attrs["to"] == DType.i32
     feeds = {"x": np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)}
     want, got = interpret(m, feeds), interpret(back, feeds)
     for k in want:
@@ -136,8 +136,7 @@ def test_unknown_ai_nnc_op_is_one_clear_error() -> None:
         import_model(model)
 
 
-@pytest.mark.parametrize("name", [_param(n) for n in ("cnn_small", "resnet18", "bert_small", "squeezenet",
-                                                      "shufflenet")])
+@pytest.mark.parametrize("name", [_param(n) for n in models.TORCH + models.LIGHT])
 def test_export_without_nnc_ops_runs_in_onnxruntime(name: str) -> None:
     """An independent engine: onnxruntime runs the export (local functions included) and agrees with
     itself on the original model. Tolerance: onnxruntime picks different kernels (and summation orders)
@@ -153,3 +152,42 @@ def test_export_without_nnc_ops_runs_in_onnxruntime(name: str) -> None:
     for w, g in zip(want, got):
         assert g.shape == w.shape
         assert float(np.abs(g - w).max()) <= 1e-5 * max(float(np.abs(w).max()), 1e-30)
+
+
+def test_slice_pad_resize_cast_are_standard_onnx_nodes(tmp_path) -> None:
+    """The attribute forms of slice (steps without axes too), pad (constant with a value, reflect),
+    resize (scales, sizes) and cast export as ONNX ops; onnxruntime runs the export and the original
+    alike, and nnc reads the export back to the same graph."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    def i64(n, v):
+        return numpy_helper.from_array(np.array(v, np.int64), n)
+
+    node = helper.make_node
+    nodes = [node("Slice", ["x", "st", "en", "ax", "sp"], ["a"]), node("Slice", ["a", "st2", "en2", "", "sp2"], ["a2"]),
+             node("Pad", ["a2", "pads", "pv"], ["b"]), node("Pad", ["b", "pads2"], ["b2"], mode="reflect"),
+             node("Resize", ["b2", "", "sc"], ["c"], mode="linear"), node("Resize", ["c", "", "", "sz"], ["c2"]),
+             node("Cast", ["c2"], ["d"], to=TensorProto.FLOAT16), node("Cast", ["d"], ["y"], to=TensorProto.FLOAT)]
+    inits = [i64("st", [0, 1]), i64("en", [100, 7]), i64("ax", [2, 3]), i64("sp", [1, 2]), i64("st2", [0, 0, 5, 0]),
+             i64("en2", [1, 3, -100, 3]), i64("sp2", [1, 1, -1, 1]), i64("pads", [0, 0, 1, 2, 0, 0, 1, 0]),
+             numpy_helper.from_array(np.array(0.5, np.float32), "pv"), i64("pads2", [0, 0, 1, 1, 0, 0, 1, 1]),
+             numpy_helper.from_array(np.array([1, 1, 2, 1.5], np.float32), "sc"), i64("sz", [1, 3, 9, 7])]
+    g = helper.make_graph(nodes, "shapes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "shapes.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), path)
+    module = optimize(nnc.load_module(str(path)), "infer", {"opt_level": 3})[0]
+    proto = export_onnx(module)
+    onnx.checker.check_model(proto, full_check=True)
+    kinds = [n.op_type for f in [proto.graph, *proto.functions] for n in f.node]
+    assert {"Slice", "Pad", "Resize", "Cast"} <= set(kinds) and not any(
+        n.domain == NNC_DOMAIN for f in [proto.graph, *proto.functions] for n in f.node)
+    x = np.random.default_rng(0).standard_normal((1, 3, 6, 8)).astype(np.float32)
+    (want,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    (got,) = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(got, want)  # the same ops on the same data
+    again = import_model(proto)
+    (back,) = interpret(again, {"x": x}).values()
+    (orig,) = interpret(module, {"x": x}).values()
+    np.testing.assert_array_equal(back, orig)

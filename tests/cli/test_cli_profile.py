@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from test_cli import CNN
+from test_cli import CNN, MLP
 
 import nnc
 from nnc import cli
@@ -60,9 +60,19 @@ def test_run_profile_without_a_path_prints_only(capsys, tmp_path: Path) -> None:
 
 
 def test_run_profile_needs_the_x86_target(capsys) -> None:
-    status, _, err = run_cli(capsys, "run", CNN, "--random-inputs", "--profile")
+    status, out, err = run_cli(capsys, "run", CNN, "--random-inputs", "--profile")
     assert status == 1
     assert err.strip() == "nnc: error: target 'reference' has no kernel profiler (x86 has: --target x86)"
+    assert out == ""  # refused before the model runs: no outputs printed ahead of the error
+
+
+def test_run_profile_of_a_symbolic_model_is_refused_before_it_runs(capsys) -> None:
+    status, out, err = run_cli(capsys, "run", MLP, "--target", "x86", "--random-inputs", "--dim", "N=2",
+                               "--profile")
+    assert status == 0, err  # with N bound the entry point is static: profiled
+    status, out, err = run_cli(capsys, "run", MLP, "--target", "x86", "--random-inputs", "--profile")
+    assert status == 1 and out == ""
+    assert "cannot profile this model: its input shapes are symbolic" in err
 
 
 def test_dump_svg_puts_each_kernel_time_on_its_node(capsys, tmp_path: Path) -> None:

@@ -15,11 +15,11 @@ from nnc.pipeline import optimize
 
 def test_dump_dot_after_fuse_draws_fused_groups_as_clusters(tmp_path: Path) -> None:
     out = tmp_path / "cnn.dot"
-    ok(nnc_cli("dump", CNN, "--format", "dot", "--after", "fuse", "--dim", "N=1", "-o", out))
+    ok(nnc_cli("dump", CNN, "--format", "dot", "--after", "fuse", "-o", out))
     dot = out.read_text()
     assert dot.startswith('digraph "cnn"')
     assert dot.count("subgraph cluster_") >= 2 and 'label="fused conv' in dot
-    before = ok(nnc_cli("dump", CNN, "--format", "dot", "--after", "freeze", "--dim", "N=1"))
+    before = ok(nnc_cli("dump", CNN, "--format", "dot", "--after", "freeze"))
     assert "subgraph cluster_" not in before
 
 
@@ -31,7 +31,7 @@ def test_dump_text_after_a_pass_is_valid_ir() -> None:
 
 def test_memory_table_and_picture_match_the_planner(tmp_path: Path) -> None:
     pic = tmp_path / "m.svg"
-    out = ok(nnc_cli("memory", CNN, "--dim", "N=1", "--picture", pic))
+    out = ok(nnc_cli("memory", CNN, "--picture", pic))
     m = nnc.from_onnx(str(CNN))
     from nnc.ir.specialize import specialize
 
@@ -47,3 +47,10 @@ def test_memory_table_and_picture_match_the_planner(tmp_path: Path) -> None:
 
 def test_memory_needs_static_shapes() -> None:
     assert "--dim" in error_line(nnc_cli("memory", MLP))  # its batch dim N is symbolic
+
+
+def test_views_refuse_a_dim_the_model_does_not_have() -> None:
+    # an accepted flag takes effect or is an error: --dim N=1 on a model with static shapes changes nothing
+    for view in ("dump", "memory"):
+        line = error_line(nnc_cli(view, CNN, "--dim", "N=1"))
+        assert "no symbolic input dim N" in line, line

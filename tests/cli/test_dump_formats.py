@@ -15,7 +15,7 @@ from nnc.ir.specialize import specialize
 
 def test_dump_onnx_after_fuse_reimports_with_the_same_outputs(tmp_path: Path) -> None:
     out = tmp_path / "fused.onnx"
-    ok(nnc_cli("dump", CNN, "--format", "onnx", "--after", "fuse", "--dim", "N=1", "-o", out))
+    ok(nnc_cli("dump", CNN, "--format", "onnx", "--after", "fuse", "-o", out))
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto, full_check=True)
     assert len(proto.functions) >= 2 and all(f.domain == "ai.nnc.fused" for f in proto.functions)
@@ -66,7 +66,7 @@ def test_dump_svg_without_graphviz(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no 'dot' anywhere
     out = tmp_path / "cnn.svg"
-    ok(nnc_cli("dump", CNN, "--format", "svg", "--after", "fuse", "--dim", "N=1", "-o", out))
+    ok(nnc_cli("dump", CNN, "--format", "svg", "--after", "fuse", "-o", out))
     svg = ET.parse(out).getroot()
     assert svg.tag == "{http://www.w3.org/2000/svg}svg"
     groups = [e.get("class") or "" for e in svg.iter("{http://www.w3.org/2000/svg}g")]

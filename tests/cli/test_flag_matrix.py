@@ -48,10 +48,26 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     big[0, 0, 0] = 40.0
     np.savez(d / "calib_outlier.npz", x=big)
     np.save(d / "x.npy", rng.standard_normal((1, 64)).astype(np.float32))
+    _tuning_db(d)
     # the baseline every compile case is compared with: -O3, fp32, batch 1, host CPU
     assert main(["compile", str(d / "m.onnx"), "-t", "x86", "-o", str(d / "base.so"), "-q", "--no-cache",
                  "--report", str(d / "base.r.json")]) == 0
     return d
+
+
+def _tuning_db(d: Path) -> None:
+    """A tuning database giving the first matmul kernel of the batch-1 compile a non-default schedule."""
+    from nnc.backends.x86.target import host
+    from nnc.tune import model_kernels
+
+    k = model_kernels(str(d / "m.onnx"), dims={"N": 1})[0]
+    h = host()
+    sched = {"kind": "gemm", "mr": 4, "nv": 1, "kc": 128, "mc": 96, "nc": 512, "vector_bits": h.vector_bits,
+             "order": "mn", "tm": 0, "tn": 0}
+    rec = {"cpu": h.cpu, "features": h.features, "key": k.key, "signature": k.signature, "schedule": sched,
+           "default": False, "us": 1.0, "ok": True}
+    (d / "tune.jsonl").write_text(json.dumps(rec) + "\n")
+    (d / "tune.key").write_text(k.key)
 
 
 def _run_cli(capsys: pytest.CaptureFixture[str], *argv: Any) -> tuple[int, str, str]:
@@ -196,6 +212,14 @@ def check_report(work: Path, lib: Path, out: str) -> None:
     assert r["kernels"] == _manifest(lib)["report"]["kernels"]
 
 
+def check_tuning_db(work: Path, lib: Path, out: str) -> None:
+    tuning = _manifest(lib)["report"]["x86"]["tuning"]
+    assert tuning["from_db"] == 1 and "tuning:  1 of" in out
+    mine = next(k for k in tuning["kernels"] if k["key"] == (work / "tune.key").read_text())
+    assert mine["source"] == "db" and mine["schedule"]["mr"] == 4 and mine["schedule"]["order"] == "mn"
+    np.testing.assert_allclose(_lib_out(work, lib.name), _lib_out(work, "base.so"), rtol=1e-5)
+
+
 def check_verify_each(work: Path, lib: Path, out: str) -> None:
     assert _manifest(lib)["report"]["options"]["verify_each"] is True
 
@@ -238,6 +262,7 @@ COMPILE_CASES: dict[str, tuple[list[str], Check]] = {
     "--cpu": (["--cpu", "x86-64"], check_cpu),
     "--target-features": (["--target-features", "+sse4.2,+avx2,+fma"], check_features),
     "--report": (["--report", "{w}/r.json"], check_report),
+    "--tuning-db": (["--tuning-db", "{w}/tune.jsonl"], check_tuning_db),
     "--verify-each": (["--verify-each"], check_verify_each),
     "--explain-fusion": (["--explain-fusion"], check_explain),
     "--load-pass-plugin": (["--load-pass-plugin", str(EXAMPLES / "passes" / "strength_reduce_pow.py"), "--passes",
@@ -260,6 +285,9 @@ def test_compile_flag_changes_the_library(case: str, work: Path, capsys: pytest.
 # flags that cannot apply: an error naming the flag, nothing written
 ERROR_CASES: dict[str, tuple[list[str], str]] = {
     "x86 flag on reference": (["compile", "{m}", "-t", "reference", "--threads", "2"], "--threads"),
+    "tuning db on reference": (["compile", "{m}", "-t", "reference", "--tuning-db", "{w}/tune.jsonl"], "--tuning-db"),
+    "tuning db missing": (["compile", "{m}", "-t", "x86", "--tuning-db", "{w}/none.jsonl", "-o", "{w}/e.so"],
+                          "none.jsonl: no such file"),
     "asic flag on x86": (["compile", "{m}", "-t", "x86", "--asic-preset", "x1", "-o", "{w}/e.so"], "--asic-preset"),
     "calibration without quantize": (["compile", "{m}", "-t", "x86", "--calibration", "{w}/calib.npz"],
                                      "--calibration"),

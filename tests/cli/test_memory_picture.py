@@ -99,7 +99,7 @@ def test_train_picture_marks_backward_and_recomputed_ops(tmp_path: Path) -> None
 def test_png_with_matplotlib(tmp_path: Path, capsys) -> None:
     pytest.importorskip("matplotlib", reason="the nnc[plot] extra (matplotlib) is not installed")
     out = tmp_path / "m.png"
-    assert cli_main(["memory", str(CNN), "--dim", "N=1", "--picture", str(out)]) == 0
+    assert cli_main(["memory", str(CNN), "--picture", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {out}" in capsys.readouterr().out
 
@@ -116,7 +116,7 @@ def test_png_without_matplotlib_says_how_and_falls_back_to_the_table(tmp_path: P
     for mod in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, mod)
     out = tmp_path / "m.png"
-    assert cli_main(["memory", str(CNN), "--dim", "N=1", "--picture", str(out)]) == 0
+    assert cli_main(["memory", str(CNN), "--picture", str(out)]) == 0
     captured = capsys.readouterr()
     assert not out.exists()
     err = [line for line in captured.err.splitlines() if line.strip()]

@@ -3,8 +3,7 @@ GPT-2 and a Llama-architecture model (RMSNorm, rotary embeddings, grouped-query 
 kv heads for 4 query heads, SwiGLU). The oracle is ``transformers`` itself: ``model.generate`` for
 greedy tokens (exact equality in FP32), the eager forward's logits for the top-k check.
 
-The weights are drawn with ``initializer_range=0.2`` (default 0.02): at the default scale a random
-2-layer model repeats one token forever, which would make "the same 64 tokens" a weak check.
+The models and the oracle are in ``hf_decoders.py`` (shared with test_onnx_decoder.py).
 
 Each model's decoder is compiled once per module (prefill + decode: the two compiles the report
 counts); the tests then share it.
@@ -19,29 +18,15 @@ pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch", reason="generation from transformers models needs torch "
                                            "(pip install 'nnc[torch]')")
 
+from hf_decoders import VOCAB, build, hf_greedy, prompt  # noqa: E402
+
 import nnc  # noqa: E402
 from nnc.backends.x86.executable import X86Executable  # noqa: E402
 from nnc.backends.x86.generic import GenericExecutable  # noqa: E402
 from nnc.cli import main as cli  # noqa: E402
 from nnc.generation import Decoder, generate  # noqa: E402
 
-VOCAB, MAX_LEN, NEW = 1000, 96, 64
-
-
-@pytest.fixture(scope="module")
-def tf():
-    return pytest.importorskip("transformers", reason="the generation tests need transformers "
-                                                      "(pip install 'nnc[hf]' next to torch)")
-
-
-def build(tf, kind: str):
-    torch.manual_seed(0)
-    if kind == "gpt2":
-        cfg = tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, vocab_size=VOCAB, initializer_range=0.2)
-        return tf.GPT2LMHeadModel(cfg).eval()
-    cfg = tf.LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=128, initializer_range=0.2)
-    return tf.LlamaForCausalLM(cfg).eval()
+MAX_LEN, NEW = 96, 64
 
 
 _BUILT: dict[str, tuple] = {}
@@ -55,18 +40,6 @@ def built(request, tf):
         m = build(tf, kind)
         _BUILT[kind] = (m, Decoder.from_torch(m, max_length=MAX_LEN, cache=False))
     return _BUILT[kind]
-
-
-def prompt(n: int = 7) -> np.ndarray:
-    return np.random.default_rng(1).integers(0, VOCAB, (1, n))
-
-
-def hf_greedy(m, ids: np.ndarray, new: int) -> np.ndarray:
-    t = torch.from_numpy(ids)
-    with torch.no_grad():
-        out = m.generate(t, attention_mask=torch.ones_like(t), max_new_tokens=new, do_sample=False,
-                         eos_token_id=None, pad_token_id=0)
-    return out.numpy()
 
 
 def test_greedy_64_tokens_equal_transformers_generate(built) -> None:

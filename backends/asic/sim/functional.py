@@ -80,6 +80,13 @@ class Machine:
             dst[...] = np.ascontiguousarray(src).view(np.uint8).reshape(dst.shape)
         elif op == "gemm":
             self._gemm(a)
+        elif op == "prefetch":
+            if a["src"] >= ACT_BASE or a["dst"] < ACT_BASE:
+                raise SimError("prefetch: copies DRAM to the resident region")
+            n = a["bytes"]
+            self.dram_tile(a["dst"], 1, n, n)[...] = self.dram_tile(a["src"], 1, n, n)
+        elif op == "dwconv":
+            self._dwconv(a)
         elif op.startswith("vec."):
             self._vec(op[4:], a)
         elif op in ("config", "finish"):
@@ -107,7 +114,27 @@ class Machine:
         prod = (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
         if a["accumulate"]:
             prod += acc
+        elif a["bias"] >= 0:
+            prod += self.tile("acc", a["bias"], 1, m, m)
         acc[...] = prod.astype(np.int32)  # wraps modulo 2**32 like a 32-bit adder
+
+    def _dwconv(self, a: dict) -> None:
+        rows, ow, cols, kw = a["rows"], a["ow"], a["cols"], a["kw"]
+        acc = self.tile("acc", a["acc"], rows * ow, cols, cols).reshape(rows, ow, cols)
+        total = np.broadcast_to(self.tile("acc", a["bias"], 1, cols, cols).astype(np.int64), acc.shape).copy()
+        isp = self.mem["ispad"]
+        rs, ps = a["sh"] * a["row_step"], a["sw"] * cols
+        for tap in range(a["kh"] * kw):
+            i, j = divmod(tap, kw)
+            base = a["a"] + i * a["dh"] * a["row_step"] + j * a["dw"] * cols
+            last = base + (rows - 1) * rs + (ow - 1) * ps + cols
+            if base < 0 or last > isp.size:
+                raise SimError(f"dwconv: ispad window at {base} ({rows}x{ow}x{cols}, row step {a['row_step']}) "
+                               f"is out of bounds (size {isp.size})")
+            x = as_strided(isp[base:], shape=(rows, ow, cols), strides=(rs, ps, 1))
+            w = self.tile("wspad", a["w"] + tap * cols, 1, cols, cols)[0]
+            total += (x.astype(np.int64) - a["zp"]) * w.astype(np.int64)
+        acc[...] = total.astype(np.int32)  # wraps like the adder
 
     def _vec(self, kind: str, a: dict) -> None:
         rows, cols = a["rows"], a["cols"]

@@ -15,6 +15,7 @@ run time (a run-time GEMM batch or task count); channels and spatial dims stay s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -24,6 +25,7 @@ from nnc.ir import DType, Op
 from nnc.ir.ops.conv import fill, resolve_pads
 
 from ..llvm_types import F16, F32, I1, I32, I64, PTR, const_int, for_range, ll_type
+from ..schedule import Schedule, ScheduleError, choose, gemm_default, record
 from .dims import mul as dim_mul
 from .gemm import (
     Custom,
@@ -33,6 +35,7 @@ from .gemm import (
     Strided,
     blocking,
     emit_gemm,
+    from_schedule,
     gep,
     masked_gather,
     masked_load,
@@ -93,7 +96,11 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     insp, outsp = tuple(x.shape[2:]), tuple(out.shape[2:])
     Pin, P, KK = math.prod(insp), math.prod(outsp), math.prod(ks)
     Kdim = cg * KK
-    blk = blocking(k.target, out.dtype == DType.f64, mg, P)
+    f64 = out.dtype == DType.f64
+    blk = blocking(k.target, f64, mg, P)
+    sched, key, source = choose(k, op, "gemm", gemm_default(blk))
+    if source == "db":
+        blk = from_schedule(sched, f64)
     warr = const_array(k, w)
 
     def gidx(kb, bi):
@@ -130,7 +137,9 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     # a batch read at run time (shape-generic code): the task grid is the one of a single image
     # (hint 1), which a batch of one needs; every image's tasks then go to the pool at once
     batch = N * G if isinstance(N, int) else RunDim(lambda kb: dim_mul(kb.b, kb.shape(x)[0], G), hint=1)
-    emit_gemm(k, blk, mg, P, Kdim, aop, bop, cop, epi, batch=batch, name="conv")
+    emit_gemm(k, blk, mg, P, Kdim, aop, bop, cop, epi, batch=batch, name="conv", grid=(sched.tm, sched.tn),
+              order=sched.order)
+    record(k, op, key, dataclasses.replace(sched, tm=k.gemm_grid[0], tn=k.gemm_grid[1]), source)
 
 
 def _im2col_packer(n, insp, outsp, ks, s, d, p, xoff):
@@ -238,6 +247,13 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
     clo, chi = inside(OW, W, KW, s[1], d[1], p[1])
     # small planes (rows too short to vectorise, mostly border): run over a zero-padded copy instead
     flat = tuple(s) == (1, 1) and OW < 32 and (H + p[0] + p[2]) * (W + p[1] + p[3]) <= 8192
+    sched, key, source = choose(k, op, "dwconv", Schedule("dwconv"))
+    if sched.flat != -1:
+        if sched.flat == 1 and not flat_allowed(s, (H, W), p):
+            raise ScheduleError(f"tuning db: kernel {key} asks for a padded copy of a plane it does not fit "
+                                f"(stride {tuple(s)}, plane {H}x{W})")
+        flat = bool(sched.flat)
+    record(k, op, key, sched, source)
 
     def body(kb, t):
         b = kb.b
@@ -303,6 +319,11 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
             tile(kb, t, const_int(0), const_int(1), const_int(OH * OW), yo, OH * OW)
 
     k.parallel_for(dim_mul(k.b, N, M), body, name="dwconv")
+
+
+def flat_allowed(s, insp, p) -> bool:
+    """Whether a depthwise channel may run over a zero-padded copy (a stack buffer of 8192 elements)."""
+    return tuple(s) == (1, 1) and (insp[0] + p[0] + p[2]) * (insp[1] + p[1] + p[3]) <= 8192
 
 
 def _depthwise_flat(kb, xin, yo, bias, wv, insp, outsp, ks, d, p, et, tile, t) -> None:

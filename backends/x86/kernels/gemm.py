@@ -99,6 +99,12 @@ def blocking(target, f64: bool, M: int, N: int) -> Blocking:
     return Blocking(F64 if f64 else F32, lanes, mr, nr, kc, max(mr, (192 // mr) * mr), (1024 // nr) * nr)
 
 
+def from_schedule(sched, f64: bool) -> Blocking:
+    """The blocking a ``schedule.Schedule`` of kind gemm asks for."""
+    lanes = sched.vector_bits // (64 if f64 else 32)
+    return Blocking(F64 if f64 else F32, lanes, sched.mr, sched.nv * lanes, sched.kc, sched.mc, sched.nc)
+
+
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -420,7 +426,7 @@ def _chunk(b: ir.IRBuilder, n: Dim, parts: int, unit: int) -> Dim:
 
 
 def emit_gemm(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, epi: Epilogue,
-              batch: Size = 1, name: str = "gemm") -> None:
+              batch: Size = 1, name: str = "gemm", grid: tuple[int, int] | None = None, order: str = "nm") -> None:
     """C[batch][M, N] = epi(A[batch] @ B[batch]); C is row-major with row stride ``c.rs`` (c.cs == 1).
 
     ``a`` is ``Strided`` or ``Packed``; ``bop`` is ``Strided``, ``Packed`` or ``Custom``. Sizes and
@@ -432,6 +438,10 @@ def emit_gemm(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, e
     over the result's leading dims. That needs C to be the op's result in row-major order with rows
     of ``c.rs`` elements (``tile_epilogue.inner``: true of conv, gemm and matmul except with a 1-D
     operand); ``k.tile_epilogue_applied`` then says so.
+
+    ``grid`` (tasks along M and N) replaces the task-grid cost model's choice, and ``order="mn"``
+    runs the macro kernel's row tiles outside its column tiles (a tuned schedule, schedule.py); the
+    grid used is left in ``k.gemm_grid``.
     """
     static = all(isinstance(d, int) for d in (M, N, K, batch, c.rs))
     tile = getattr(k, "tile_epilogue", None) if static and K > 0 else None
@@ -441,7 +451,9 @@ def emit_gemm(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, e
         k.tile_epilogue_applied = True
     tm, tn = task_grid(size_hint(batch), size_hint(M), size_hint(N), size_hint(K), blk,
                        max(1, getattr(k.cg, "threads", 1)), pack_a=not isinstance(a, Packed),
-                       pack_b="im2col" if isinstance(bop, Custom) else not isinstance(bop, Packed))
+                       pack_b="im2col" if isinstance(bop, Custom) else not isinstance(bop, Packed)) \
+        if grid is None or not grid[0] else grid
+    k.gemm_grid = (tm, tn)
 
     def grid(kb) -> tuple[Dim, ...]:
         """(batch, M, N, K, rows and columns per task, tasks along M and N), read through ``kb``."""
@@ -526,7 +538,7 @@ def emit_gemm(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, e
                         _pack_a(b, blk, abuf, abase, size_at(kb, a.rs), size_at(kb, a.cs), mc0, mc1, pc, kc)
                         apan = abuf
                     _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, last,
-                           bias, epi, after)
+                           bias, epi, after, order)
         for raw in (araw, braw, sraw):
             if raw is not None:
                 heap_free(b, raw)
@@ -546,24 +558,36 @@ def emit_gemm(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, e
             k.parallel_for(count, body, name=name)
 
 
-def _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, last, bias, epi, after=None) -> None:
+def _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, last, bias, epi, after=None,
+           order: str = "nm") -> None:
     et = blk.et
-    with for_range(b, b.sub(nc1, nc0), "jr", step=blk.NR) as jr:
-        bp = gep(b, bpan, b.mul(jr, kc), et)
-        n = b.add(nc0, jr)
-        nrem = imin(b, const_int(blk.NR), b.sub(nc1, n))
+
+    def columns(inner):
+        with for_range(b, b.sub(nc1, nc0), "jr", step=blk.NR) as jr:
+            bp = gep(b, bpan, b.mul(jr, kc), et)  # instructions in the order of before schedules existed
+            n = b.add(nc0, jr)
+            inner(n, bp, imin(b, const_int(blk.NR), b.sub(nc1, n)))
+
+    def rows(inner):
         with for_range(b, b.sub(mc1, mc0), "ir", step=blk.MR) as ir_:
             ap = gep(b, apan, b.mul(ir_, kc), et)
             m = b.add(mc0, ir_)
-            mrem = imin(b, const_int(blk.MR), b.sub(mc1, m))
-            cp = gep(b, cbase, b.add(b.mul(m, dm.val(ldc)), n), et)
-            bp_tile = bias
-            if epi.bias is not None:
-                bp_tile = gep(b, bias, b.add(b.mul(m, const_int(epi.bias_rs)), b.mul(n, const_int(epi.bias_cs))), et)
-            b.call(mk, [kc, ap, bp, cp, dm.val(ldc), mrem, nrem, first, last, bp_tile])
-            if after is not None:
-                with b.if_then(last):
-                    after(m, n, mrem, nrem, cp)
+            inner(m, ap, imin(b, const_int(blk.MR), b.sub(mc1, m)))
+
+    def tile(m, ap, mrem, n, bp, nrem):
+        cp = gep(b, cbase, b.add(b.mul(m, dm.val(ldc)), n), et)
+        bp_tile = bias
+        if epi.bias is not None:
+            bp_tile = gep(b, bias, b.add(b.mul(m, const_int(epi.bias_rs)), b.mul(n, const_int(epi.bias_cs))), et)
+        b.call(mk, [kc, ap, bp, cp, dm.val(ldc), mrem, nrem, first, last, bp_tile])
+        if after is not None:
+            with b.if_then(last):
+                after(m, n, mrem, nrem, cp)
+
+    if order == "mn":
+        rows(lambda m, ap, mrem: columns(lambda n, bp, nrem: tile(m, ap, mrem, n, bp, nrem)))
+    else:
+        columns(lambda n, bp, nrem: rows(lambda m, ap, mrem: tile(m, ap, mrem, n, bp, nrem)))
 
 
 def _zero_k(k, blk, M: Size, N: Size, c: Strided, epi: Epilogue, batch: Size) -> None:

@@ -26,6 +26,7 @@ from nnc.ir.ops.linalg import parse_einsum
 from nnc.ir.types import UNKNOWN
 
 from ..llvm_types import F16, F32, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type
+from ..schedule import Schedule, choose, gemm_default, record
 from . import dims as dm
 from .dims import Dim
 from .gemm import (
@@ -37,6 +38,7 @@ from .gemm import (
     Strided,
     blocking,
     emit_gemm,
+    from_schedule,
     gep,
     pack_a_const,
     pack_b_const,
@@ -172,7 +174,7 @@ def lower_matmul(k, op: Op) -> None:
     N = _size(d0.N, lambda kb: dims(kb).N)
     K = _size(d0.K, lambda kb: dims(kb).K)
     nb = _size(d0.nb, lambda kb: dims(kb).nb, 16)
-    blk = blocking(k.target, out.dtype == DType.f64, size_hint(M), size_hint(N))
+    blk, sched, key, source = _schedule(k, op, out.dtype == DType.f64, M, N)
     aop = _operand(k, a, blk, d0.M, d0.K, (K, 1), batch_offset(dims, "sa", d0), a_bshape, "a")
     bop = _operand(k, bv, blk, d0.K, d0.N, (N, 1), batch_offset(dims, "sb", d0), tuple(bv.shape[:-2]), "b")
 
@@ -182,17 +184,33 @@ def lower_matmul(k, op: Op) -> None:
         d = dims(kb)
         return kb.b.mul(bi, dm.val(dm.mul(kb.b, d.M, d.N)))
     emit_gemm_rows(k, blk, M, N, K, aop, bop, Strided(lambda kb: kb.out(0), N, 1, c_offset), Epilogue(), batch=nb,
-                   name="matmul")
+                   name="matmul", sched=sched)
+    _record(k, op, key, sched, source)
+
+
+def _schedule(k, op: Op, f64: bool, M: Size, N: Size) -> tuple[Blocking, Schedule, str | None, str]:
+    """The blocking, the schedule (schedule.py: a tuned one from the table, else the default) and its key."""
+    blk = blocking(k.target, f64, size_hint(M), size_hint(N))
+    sched, key, source = choose(k, op, "gemm", gemm_default(blk))
+    return (from_schedule(sched, f64) if source == "db" else blk), sched, key, source
+
+
+def _record(k, op: Op, key: str | None, sched: Schedule, source: str) -> None:
+    grid = getattr(k, "gemm_grid", (0, 0))
+    record(k, op, key, replace(sched, tm=grid[0], tn=grid[1]), source)
 
 
 def emit_gemm_rows(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, epi: Epilogue, batch: Size = 1,
-                   name: str = "gemm") -> None:
+                   name: str = "gemm", sched: Schedule | None = None) -> None:
     """``emit_gemm`` for a row count known only at run time, in versions by that count: one row
     (a batch-1 linear layer, a decode step) runs a 1-row microkernel tile, a few rows a 4-row
     tile, more the full tile, so a small run-time M does not pay for 12 padded rows. The versions
-    share the packed B (same NR and KC); with M static, or A packed at compile time, one version."""
+    share the packed B (same NR and KC); with M static, or A packed at compile time, one version
+    (then ``sched``, a schedule's task grid and loop order, applies: schedule.py)."""
     if isinstance(M, int) or isinstance(a, Packed) or blk.MR <= 1:
-        emit_gemm(k, blk, M, N, K, a, bop, c, epi, batch=batch, name=name)
+        grid = (sched.tm, sched.tn) if sched is not None else None
+        emit_gemm(k, blk, M, N, K, a, bop, c, epi, batch=batch, name=name, grid=grid,
+                  order=sched.order if sched is not None else "nm")
         return
     b = k.b
     rows = dm.val(M.at(k))
@@ -259,13 +277,14 @@ def lower_gemm(k, op: Op) -> None:
     def dim(axis: int, v: Value = out) -> Size:
         return _size(k.shape(v)[axis], lambda kb: kb.shape(v)[axis])
     Ms, Ns, Ks = dim(0), dim(1), dim(0 if ta else 1, a)
-    blk = blocking(k.target, out.dtype == DType.f64, size_hint(Ms), size_hint(Ns))
+    blk, sched, key, source = _schedule(k, op, out.dtype == DType.f64, Ms, Ns)
     aop = _operand(k, a, blk, M, K, (1, Ms) if ta else (Ks, 1), None, (), "a", transposed=ta)
     bop = _operand(k, bv, blk, K, N, (1, Ks) if tb else (Ns, 1), None, (), "b", transposed=tb)
     epi = Epilogue(alpha=alpha, beta=beta)
     if has_c:
         epi = Epilogue(alpha=alpha, beta=beta, bias=lambda kb: kb.arg(2), bias_rs=s[0], bias_cs=s[1])
-    emit_gemm_rows(k, blk, Ms, Ns, Ks, aop, bop, Strided(lambda kb: kb.out(0), Ns, 1), epi, name="gemm")
+    emit_gemm_rows(k, blk, Ms, Ns, Ks, aop, bop, Strided(lambda kb: kb.out(0), Ns, 1), epi, name="gemm", sched=sched)
+    _record(k, op, key, sched, source)
 
 
 def _bias_strides(k, c: Value, out: Value) -> list[Dim]:

@@ -261,15 +261,57 @@ def test_strict_failure_that_is_not_an_nnc_error_is_a_chained_target_error(monke
     assert backend.stats().ops_missing == {"eager: KeyError": 1}
 
 
-def test_a_second_input_shape_gives_a_dynamic_graph_that_falls_back_visibly() -> None:
-    # dynamo recompiles with a symbolic batch dim and passes its size as a SymInt input, which the
-    # backend does not take yet: the fallback is counted instead of silent
-    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU()).eval()
-    compiled = torch.compile(m, backend="nnc")
-    for n in (2, 3):
-        y, _ = run_recording(compiled, torch.randn(n, 8))
+@pytest.mark.parametrize("target", ["reference", "x86"])
+def test_a_second_input_shape_compiles_one_shape_generic_graph(monkeypatch, target: str) -> None:
+    # dynamo recompiles with a symbolic batch dim and passes its size as a SymInt input: the backend
+    # reads it off the tensor it sizes and compiles the graph once for every batch
+    import nnc
+
+    reports = []
+    real_compile = nnc.compile
+
+    def recording(*args, **kwargs):
+        cm = real_compile(*args, **kwargs)
+        reports.append(cm.report)
+        return cm
+
+    monkeypatch.setattr(nnc, "compile", recording)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    compiled = torch.compile(m, backend="nnc", options={"target": target, "strict": True})
+    for n in (2, 3, 5, 9, 1):
+        x = torch.randn(n, 8)
+        y, msgs = run_recording(compiled, x)
+        with torch.no_grad():
+            assert max_abs_diff(y, m(x)) <= 1e-5
+        assert not msgs
+        if n == 9:  # batch 2 static, then one dynamic graph for 3, 5 and 9
+            assert backend.stats().compiled == 2 and len(reports) == 2 and "shapes" not in reports[0]
+            if target == "x86":
+                assert reports[1]["shapes"]["generic"] is True and len(reports[1]["shapes"]["symbols"]) == 1
     s = backend.stats()
-    assert (s.compiled, s.fallen_back) == (1, 1) and s.ops_missing == {"eager: non-tensor inputs": 1}
+    # dynamo specialises sizes 0 and 1 (its guards never let a symbolic dim be 1): batch 1 is a static graph
+    assert (s.compiled, s.fallen_back, s.errors) == (3, 0, 0)
+
+
+def test_a_gpt2_called_at_new_lengths_compiles_once_more(monkeypatch) -> None:
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = tf.GPT2Model(tf.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=64,
+                                       attn_implementation="eager")).eval()
+
+    def hidden(ids):
+        return model(input_ids=ids).last_hidden_state
+
+    compiled = torch.compile(hidden, backend="nnc", options={"target": "x86", "strict": True})
+    for seq in (5, 9, 17, 3):
+        ids = torch.randint(0, 100, (2, seq))
+        y, msgs = run_recording(compiled, ids)
+        with torch.no_grad():
+            assert max_abs_diff(y, hidden(ids)) <= 1e-4
+        assert not msgs
+    s = backend.stats()
+    assert (s.compiled, s.fallen_back, s.errors) == (2, 0, 0)
 
 
 def test_dynamic_false_compiles_each_input_shape_with_nnc() -> None:
@@ -284,3 +326,12 @@ def test_dynamic_false_compiles_each_input_shape_with_nnc() -> None:
         assert not msgs
     s = backend.stats()
     assert (s.compiled, s.fallen_back) == (3, 0)
+
+
+def test_a_non_tensor_input_that_sizes_no_tensor_falls_back_visibly() -> None:
+    gm = torch.fx.symbolic_trace(lambda x, scale: x * scale)
+    with pytest.warns(backend.NncFallbackWarning, match="non-tensor graph inputs \\(float\\)"):
+        run = backend.nnc_backend(gm, [torch.ones(2, 3), 2.5])
+    assert torch.equal(run(torch.ones(2, 3), 2.5), torch.full((2, 3), 2.5))  # eager
+    s = backend.stats()
+    assert (s.compiled, s.fallen_back) == (0, 1) and s.ops_missing == {"eager: non-tensor inputs": 1}

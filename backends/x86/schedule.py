@@ -1,0 +1,190 @@
+"""Schedules: the knobs of the tunable kernels made explicit, and how a kernel picks one.
+
+A ``Schedule`` holds what the GEMM-based kernels (conv 3x3 / 1x1 through implicit im2col, matmul,
+gemm) and the depthwise conv choose: the register tile (``mr`` rows x ``nv`` vectors), the cache
+blocking (``kc``, ``mc``, ``nc``), the vector width, the order of the two tile loops of the macro
+kernel, the split of the product into tasks over the threads (``tm`` x ``tn``; 0 = the task-grid
+cost model of gemm_grid.py) and, for the depthwise conv, whether a channel is copied into a
+zero-padded buffer first (``flat``). The default schedule is the backend's own cost-model choice
+(``gemm.blocking``, ``gemm_grid.task_grid``), so code generated without a tuning table is the code
+generated before schedules existed.
+
+A kernel is identified by its *signature*: the op, its attributes, its operands' dtypes, shapes and
+whether each is a compile-time constant, its results, and the thread count (``kernel_signature``;
+the target CPU and features are the tuning table's). ``ScheduleTable`` maps signature keys to
+schedules for one target; the code generator holds one (or none) and logs every choice, which the
+compile report shows (docs/tuning.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Mapping
+
+from nnc.ir import DType, InputError, Op
+
+GEMM_FIELDS = ("mr", "nv", "kc", "mc", "nc", "vector_bits", "order", "tm", "tn")
+ORDERS = ("nm", "mn")  # the macro kernel's tile loops: columns outer (the default) or rows outer
+
+
+class ScheduleError(InputError):
+    """A schedule that cannot be applied (a bad tuning database entry)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    kind: str  # "gemm" or "dwconv"
+    mr: int = 0
+    nv: int = 0
+    kc: int = 0
+    mc: int = 0
+    nc: int = 0
+    vector_bits: int = 0
+    order: str = "nm"
+    tm: int = 0  # 0: the task-grid cost model decides
+    tn: int = 0
+    flat: int = -1  # dwconv: -1 the default rule, 0 direct loops, 1 a zero-padded copy of the plane
+
+    def to_json(self) -> dict[str, Any]:
+        fields = GEMM_FIELDS if self.kind == "gemm" else ("flat",)
+        return {"kind": self.kind, **{f: getattr(self, f) for f in fields}}
+
+    @classmethod
+    def from_json(cls, d: Any) -> "Schedule":
+        if not isinstance(d, dict) or d.get("kind") not in ("gemm", "dwconv"):
+            raise ScheduleError(f"not a schedule: {d!r}")
+        names = {f.name: f.type for f in dataclasses.fields(cls)}
+        for k, v in d.items():
+            if k not in names:
+                raise ScheduleError(f"schedule: unknown field {k!r}")
+            if k not in ("kind", "order") and (not isinstance(v, int) or isinstance(v, bool)):
+                raise ScheduleError(f"schedule: {k} must be an integer, got {v!r}")
+        s = cls(**d)
+        if s.kind == "gemm":
+            if min(s.mr, s.nv, s.kc, s.mc, s.nc) < 1 or s.mc % s.mr or min(s.tm, s.tn) < 0:
+                raise ScheduleError(f"schedule: bad blocking {d}")
+            if s.vector_bits not in (128, 256, 512) or s.order not in ORDERS:
+                raise ScheduleError(f"schedule: bad vector width or loop order {d}")
+            if s.nc % (s.nv * s.vector_bits // 32):
+                raise ScheduleError(f"schedule: nc must be a multiple of the tile's columns {d}")
+        elif s.flat not in (-1, 0, 1):
+            raise ScheduleError(f"schedule: flat must be -1, 0 or 1 {d}")
+        return s
+
+    def text(self) -> str:
+        if self.kind == "dwconv":
+            return {-1: "dw default", 0: "dw direct", 1: "dw padded copy"}[self.flat]
+        grid = f"{self.tm}x{self.tn}" if self.tm else "auto"
+        return (f"tile {self.mr}x{self.nv}v{self.vector_bits} kc{self.kc} mc{self.mc} nc{self.nc} "
+                f"{self.order} grid {grid}")
+
+
+def gemm_default(blk: Any) -> Schedule:
+    """The schedule of a ``gemm.Blocking`` (the task grid left to the cost model)."""
+    return Schedule("gemm", blk.MR, blk.nv, blk.KC, blk.MC, blk.NC, blk.lanes * (64 if blk.esize == 8 else 32))
+
+
+def signature_key(sig: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _attr(v: Any) -> Any:
+    if isinstance(v, DType):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_attr(x) for x in v]
+    return v if isinstance(v, (int, float, str, bool)) or v is None else repr(v)
+
+
+def kernel_signature(k: Any, op: Op, kind: str) -> dict[str, Any] | None:
+    """The signature of ``op`` lowered by ``k``; None when a shape is not static (shape-generic
+    code keeps the default schedule)."""
+    from .kernels.linalg import const_array
+
+    values = list(op.operands) + list(op.results)
+    if any(v.type.shape is None or not all(isinstance(d, int) for d in v.type.shape) for v in values):
+        return None
+    return {
+        "op": op.opname, "kind": kind,
+        "attrs": {name: _attr(v) for name, v in sorted(op.attrs.items())},
+        "inputs": [[str(v.dtype), list(v.type.shape), const_array(k, v) is not None] for v in op.operands],
+        "outputs": [[str(v.dtype), list(v.type.shape)] for v in op.results],
+        "threads": int(getattr(k.cg, "threads", 1)),
+    }
+
+
+@dataclasses.dataclass
+class TableEntry:
+    schedule: Schedule
+    measured_gain: float | None = None  # default time / tuned time, when tuned
+    predicted_gain: float | None = None  # what the learned cost model expected
+
+
+class ScheduleTable:
+    """Schedules by signature key, for one target; ``source`` names where they came from (a DB path)."""
+
+    def __init__(self, entries: Mapping[str, TableEntry] | None = None, source: str = "", digest: str = ""):
+        self.entries = dict(entries or {})
+        self.source = source
+        self.digest = digest
+
+
+def choose(k: Any, op: Op, kind: str, default: Schedule) -> tuple[Schedule, str | None, str]:
+    """(schedule, signature key, source) for ``op``: the table's entry for its signature, else the default."""
+    table: ScheduleTable | None = k.cg.schedule_table
+    if table is None:
+        return default, None, "default"
+    sig = kernel_signature(k, op, kind)
+    if sig is None:
+        return default, None, "default"
+    key = signature_key(sig)
+    k.cg.schedule_signatures[key] = sig
+    entry = table.entries.get(key)
+    if entry is None:
+        return default, key, "default"
+    if entry.schedule.kind != kind:
+        raise ScheduleError(f"tuning db {table.source}: kernel {key} ({op.opname}) has a {entry.schedule.kind} "
+                            f"schedule, the kernel needs {kind}")
+    return entry.schedule, key, "db"
+
+
+def record(k: Any, op: Op, key: str | None, schedule: Schedule, source: str) -> None:
+    """Log the schedule a kernel used (with the task grid it got) for the compile report."""
+    log = k.cg.schedule_log
+    if log is None or key is None:
+        return
+    table = k.cg.schedule_table
+    entry = table.entries.get(key) if source == "db" else None
+    log.append({"kernel": k.fn.name, "op": op.opname, "key": key, "source": source, "schedule": schedule.to_json(),
+                "measured_gain": entry.measured_gain if entry else None,
+                "predicted_gain": entry.predicted_gain if entry else None})
+
+
+def tuning_summary(table: ScheduleTable, log: list[dict[str, Any]], signatures: Mapping[str, Any]) -> dict[str, Any]:
+    """report["x86"]["tuning"]: the table's source and, per distinct tunable kernel, the schedule it
+    used, whether it came from the table, the calls that share it and the gains the table records."""
+    kernels: dict[str, dict[str, Any]] = {}
+    for e in log:
+        if e["key"] in kernels:
+            kernels[e["key"]]["calls"] += 1
+        else:
+            kernels[e["key"]] = {**e, "calls": 1}
+    rows = list(kernels.values())
+    return {"db": table.source, "digest": table.digest, "from_db": sum(r["source"] == "db" for r in rows),
+            "default": sum(r["source"] == "default" for r in rows), "kernels": rows,
+            "signatures": {k: signatures[k] for k in kernels if k in signatures}}
+
+
+def tuning_text(rep: Mapping[str, Any]) -> str:
+    """The compile summary's lines for report["x86"]["tuning"]."""
+    lines = [f"  tuning:  {rep['from_db']} of {rep['from_db'] + rep['default']} tunable kernels from {rep['db']}"]
+    for r in rep["kernels"]:
+        if r["source"] == "db":
+            gains = ", ".join(f"{name} x{r[f'{name}_gain']:.2f}" for name in ("predicted", "measured")
+                              if r.get(f"{name}_gain"))
+            text = Schedule.from_json(r["schedule"]).text()
+            gains = f"; gain {gains}" if gains else ""
+            lines.append(f"    {r['kernel']} ({r['op']}, {r['calls']} call(s)): {text}{gains}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,94 @@
+"""The candidate schedules of a kernel (what ``nnc tune`` may measure) and the GEMM shape behind a
+kernel signature (what the learned cost model reads).
+
+GEMM-based kernels (conv through implicit im2col, matmul, gemm): register tiles that fit the vector
+registers (``mr`` rows x ``nv`` vectors of accumulators, plus the B vectors and a broadcast: at most
+31 of 32 zmm registers, 15 of 16 ymm), the target's vector width and, on AVX-512, 256-bit vectors;
+KC, MC and NC around the default's; both macro-kernel loop orders; the task grid of the cost model
+or one of the even splits over the threads. The depthwise conv: direct loops or the zero-padded
+copy, where the plane fits its buffer. Every candidate computes the same result; only the order of
+the additions of a sum changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import random
+from typing import Any, Mapping
+
+from nnc.ir.ops.conv import fill, resolve_pads
+
+from .schedule import ORDERS, Schedule
+
+FLAT_LIMIT = 8192  # elements of the depthwise kernel's padded-plane buffer (kernels/conv.py)
+
+
+def gemm_dims(sig: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """(batch, M, N, K) of the product a GEMM-based kernel computes."""
+    (_, ashape, _), (_, bshape, _) = sig["inputs"][:2]
+    out = sig["outputs"][0][1]
+    if sig["op"] == "conv":
+        g = int(sig["attrs"].get("group", 1))
+        return ashape[0] * g, bshape[0] // g, math.prod(out[2:]), (ashape[1] // g) * math.prod(bshape[2:])
+    if sig["op"] == "gemm":
+        k = ashape[0] if sig["attrs"].get("trans_a") else ashape[1]
+        return 1, out[0], out[1], k
+    batch = math.prod(out[:-2]) if len(out) > 2 else 1
+    return batch, (out[-2] if len(out) > 1 else 1), out[-1], ashape[-1]
+
+
+def depthwise_flat_allowed(sig: Mapping[str, Any]) -> bool:
+    xshape, wshape = sig["inputs"][0][1], sig["inputs"][1][1]
+    ks = tuple(wshape[2:])
+    n = len(ks)
+    a = sig["attrs"]
+    s = fill(a.get("strides") or [], n, 1)
+    d = fill(a.get("dilations") or [], n, 1)
+    p = resolve_pads(a.get("auto_pad", "NOTSET"), tuple(xshape[2:]), ks, s, d, a.get("pads") or [])
+    return tuple(s) == (1, 1) and (xshape[2] + p[0] + p[2]) * (xshape[3] + p[1] + p[3]) <= FLAT_LIMIT
+
+
+def candidates(sig: Mapping[str, Any], default: Schedule, target_bits: int, limit: int = 300,
+               seed: int = 0) -> list[Schedule]:
+    """Up to ``limit`` distinct schedules other than ``default`` (a seeded sample of the space)."""
+    if default.kind == "dwconv":
+        flats = [0, 1] if depthwise_flat_allowed(sig) else [0]
+        return [Schedule("dwconv", flat=f) for f in flats if f != default.flat]
+    batch, M, N, K = gemm_dims(sig)
+    threads = int(sig.get("threads", 1))
+    out: list[Schedule] = []
+    for bits in sorted({target_bits, 256} if target_bits == 512 else {target_bits}, reverse=True):
+        lanes = bits // 32
+        regs = 32 if bits == 512 else 16
+        for mr, nv in itertools.product((1, 2, 4, 6, 8, 10, 12, 14, 16), (1, 2, 3, 4)):
+            if mr * nv + nv + 1 > regs or mr > max(1, M) or (nv > 1 and (nv - 1) * lanes >= N):
+                continue
+            nr = nv * lanes
+            for kc in sorted({default.kc, 128, 256, 384, 512}):
+                if kc > 2 * max(K, 1) and kc != default.kc:
+                    continue
+                for mc_rows in (96, 192, 384):
+                    mc = max(mr, mc_rows // mr * mr)
+                    for nc_cols in (512, 1024, 2048):
+                        nc = max(nr, nc_cols // nr * nr)
+                        for order in ORDERS:
+                            for tm, tn in _grids(threads, M, N, mr, nr):
+                                out.append(Schedule("gemm", mr, nv, kc, mc, nc, bits, order, tm, tn))
+    out = [s for s in dict.fromkeys(out) if s != default and s != dataclasses.replace(default, tm=0, tn=0)]
+    if len(out) > limit:
+        out = random.Random(seed).sample(out, limit)
+    return out
+
+
+def _grids(threads: int, M: int, N: int, mr: int, nr: int) -> list[tuple[int, int]]:
+    """The task grids tried: the cost model's (0, 0), and when there are several threads the even
+    splits along M, along N, and over both."""
+    grids = [(0, 0)]
+    if threads > 1:
+        mt, nt = -(-M // mr), -(-N // nr)
+        for tm, tn in ((threads, 1), (1, threads), (2 * threads, 1), (1, 2 * threads), (threads, 2)):
+            if tm <= mt and tn <= nt:
+                grids.append((tm, tn))
+    return grids
