@@ -74,7 +74,7 @@ def quality_report(dec: Decoder, ids: np.ndarray, n: int) -> dict[str, Any]:
     differ = np.flatnonzero(~same.all(axis=0))
     return {
         "positions": int(n),
-        "logit_sqnr_db": round(10 * np.log10(signal / noise), 2) if noise > 0 else float("inf"),
+        "logit_sqnr_db": round(float(10 * np.log10(signal / noise)), 2) if noise > 0 else float("inf"),
         "teacher_forced_agreement": float(np.mean(np.argmax(forced_logits, axis=-1).T == ref_tokens)),
         "greedy_agreement": float(same.mean()),
         "first_difference": int(differ[0]) if differ.size else None,

@@ -170,3 +170,18 @@ def test_cli_generate_int4_with_quality(tmp_path, capsys) -> None:
     assert cli(["generate", path, "--prompt-ids", "1", "--no-cache", "--quality"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "quality compares a weight-quantized decoder" in err[0]
+
+
+def test_an_onnx_decoder_with_past_quantizes_to_the_same_codes(tmp_path) -> None:
+    """The same model through ONNX (decoder with past, rewritten onto the cache) and through torch:
+    the same weights, so the same codes and the same int4 tokens."""
+    from bench.decoder_onnx import export_decoder_with_past
+
+    m = build("gpt2")
+    path = export_decoder_with_past(m, str(tmp_path / "gpt2.onnx"))
+    opts = {"max_length": MAX_LEN, "cache": False, "quantize": "int4-weights"}
+    via_onnx = generate(Decoder.from_onnx(path, **opts), prompt(), max_new_tokens=8)
+    via_torch = generate(Decoder.from_torch(m, **opts), prompt(), max_new_tokens=8)
+    np.testing.assert_array_equal(via_onnx.tokens, via_torch.tokens)
+    assert via_onnx.report["weights"] == via_torch.report["weights"]
+
