@@ -25,7 +25,9 @@ from typing import Any, Iterable, Mapping
 from nnc.ir import NncError
 
 MODES = ("infer", "train")
-QUANTIZE_MODES = ("int8", "qdq")
+QUANTIZE_MODES = ("int8", "qdq", "int8-weights", "int4-weights")
+WEIGHT_ONLY_MODES = ("int8-weights", "int4-weights")  # float activations, quantized matmul weights
+QUANTIZE_GROUPS = (32, 64, 128)
 OBSERVERS = ("minmax", "percentile", "entropy")
 
 
@@ -50,7 +52,12 @@ class CompileOptions:
     dump_dir: str | None = _scope("pipeline", "write the IR after each pass into this folder")
     explain_fusion: bool | None = _scope("pipeline", "record why fusion candidates were rejected")
     # -- post-training quantization (docs/quantization.md)
-    quantize: str | None = _scope("quantize", "int8 (quantize) or qdq (run an imported QDQ model in integers)")
+    quantize: str | None = _scope("quantize", "int8 (quantize), qdq (run an imported QDQ model in integers), "
+                                              "int8-weights or int4-weights (weight-only, float activations)")
+    quantize_group: int | None = _scope("quantize", "int4-weights: reduction elements per scale (32, 64, 128; "
+                                                    "default 32)")
+    quantize_asymmetric: bool | None = _scope("quantize", "int8/int4-weights: a zero point per block (default: "
+                                                          "symmetric, none)")
     calibration: Any = _scope("quantize", "calibration feeds: an .npz path or a list of feed dicts")
     observer: str | None = _scope("quantize", "minmax, percentile or entropy")
     # -- shapes
@@ -171,10 +178,11 @@ class CompileOptions:
             if self.opt_level is not None:
                 raise NncError(f"--target {backend_name} runs its own float pipeline before quantizing; -O does "
                                f"not apply (use --passes to replace that pipeline)")
-        elif self.quantize is None and self.mode == "infer":
+        elif self.mode == "infer" and self.quantize not in ("int8", "qdq"):
             for name in ("calibration", "observer"):
                 if getattr(self, name) is not None:
                     raise NncError(f"option {_flag(name)} needs --quantize int8")
+        self._check_weight_only()
         if self.opt_level is not None and self.opt_level not in (0, 1, 2, 3):
             raise NncError(f"opt_level={self.opt_level!r}: choose 0, 1, 2 or 3")
         if self.opt_level is not None and self.passes is not None:
@@ -189,6 +197,18 @@ class CompileOptions:
                 raise NncError(f"max_dims: {sym}={size!r} is not a maximum (a positive integer)")
             if sym in (self.dims or {}):
                 raise NncError(f"{sym} is both fixed (--dim) and bounded (--max-dim); give one")
+
+
+    def _check_weight_only(self) -> None:
+        if self.quantize_group is not None:
+            if self.quantize != "int4-weights":
+                raise NncError(f"option --quantize-group applies to --quantize int4-weights only"
+                               f"{'' if self.quantize is None else f', not {self.quantize}'}")
+            if self.quantize_group not in QUANTIZE_GROUPS or isinstance(self.quantize_group, bool):
+                raise NncError(f"quantize_group={self.quantize_group!r}: choose one of "
+                               f"{', '.join(map(str, QUANTIZE_GROUPS))}")
+        if self.quantize_asymmetric is not None and self.quantize not in WEIGHT_ONLY_MODES:
+            raise NncError(f"option --quantize-asymmetric applies to --quantize {' or '.join(WEIGHT_ONLY_MODES)} only")
 
 
 def _flag(name: str) -> str:

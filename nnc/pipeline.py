@@ -4,7 +4,8 @@ Pipeline options (all optional; ``CompileOptions.pipeline_options()`` gives them
 ``opt_level`` (0..3, default 3), ``passes`` (a pipeline string; replaces the preset),
 ``disable_passes``, ``verify_each``, ``print_ir_before``, ``print_ir_after`` (pass names or "all"),
 ``print_ir_after_change``, ``time_passes``, ``dump_dir``, ``explain_fusion``, ``pass_plugins``
-(files that register passes), ``quantize`` ("int8"), ``calibration`` (feed dicts or an .npz path) and
+(files that register passes), ``quantize`` ("int8", "qdq", "int8-weights", "int4-weights"; the
+weight-only modes read ``quantize_group`` and ``quantize_asymmetric``), ``calibration`` (feed dicts or an .npz path) and
 ``observer`` (minmax, percentile, entropy); for ``mode="train"``, ``memory_budget`` (bytes, "64MB" or
 a fraction of the step's arena) appends ``remat{budget=...}`` (passes/training/remat.py).
 """
@@ -50,7 +51,8 @@ def optimize(module: Module, mode: str, opts: dict[str, Any]) -> tuple[Module, l
     if opts.get("quantize"):  # post-training quantization replaces fusion (passes/quantize)
         from nnc.passes.quantize import quantized_pipeline
 
-        passes = quantized_pipeline(text, opts["quantize"], opts.get("calibration"), opts.get("observer") or "minmax")
+        passes = quantized_pipeline(text, opts["quantize"], opts.get("calibration"), opts.get("observer") or "minmax",
+                                    opts.get("quantize_group"), bool(opts.get("quantize_asymmetric")))
     pm = PassManager(passes, verify_each=bool(opts.get("verify_each")),
                      print_ir_before=_names(opts.get("print_ir_before")),
                      print_ir_after=_names(opts.get("print_ir_after")),

@@ -14,6 +14,7 @@ from . import (  # noqa: F401
                optim,
                pool,
                quant,
+               quant_weights,
                random,
                reduce,
                sequence,

@@ -16,7 +16,8 @@ from .common import TRAIN_FLAGS, Formatter, add_compile_flags, compile_options
 # compile flags that show compile internals: meaningless in a timing run, so an error there
 _NOT_FOR_BENCH = ("print_ir_before", "print_ir_after", "print_ir_after_all", "print_ir_after_change", "time_passes",
                   "dump_dir", "explain_fusion")
-_ALIASES = {"fp32": [], "int8": ["--quantize", "int8"], "infer": ["--mode", "infer"], "train": ["--mode", "train"]}
+_ALIASES = {"fp32": [], "int8": ["--quantize", "int8"], "int8-weights": ["--quantize", "int8-weights"],
+            "int4-weights": ["--quantize", "int4-weights"], "infer": ["--mode", "infer"], "train": ["--mode", "train"]}
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
@@ -26,7 +27,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
 
 def _compare_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """The --compare configuration: the command line's flags with CONFIG's on top (later flags win);
-    ``fp32`` drops quantization, ``int8``/``infer``/``train`` are short for their flags."""
+    ``fp32`` drops quantization, ``int8``/``int8-weights``/``int4-weights``/``infer``/``train`` are short
+    for their flags."""
     tokens: list[str] = []
     drop_quant = False
     for tok in shlex.split(args.compare):
@@ -37,10 +39,11 @@ def _compare_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     try:
         cmp_args = parser.parse_args(argv + tokens)
     except SystemExit:
-        raise NncError(f"--compare {args.compare!r}: not a configuration (use fp32, int8, infer, train, -O0..-O3 "
-                       f"or compile flags such as '--quantize int8')") from None
+        raise NncError(f"--compare {args.compare!r}: not a configuration (use fp32, int8, int8-weights, int4-weights, "
+                       f"infer, train, -O0..-O3 or compile flags such as '--quantize int8')") from None
     if drop_quant or cmp_args.mode == "train":  # training steps are not quantized
         cmp_args.quantize = cmp_args.calibration = cmp_args.observer = None
+        cmp_args.quantize_group = cmp_args.quantize_asymmetric = None
     if cmp_args.mode == "infer":  # the training flags describe the other configuration's step
         for flag in TRAIN_FLAGS:
             setattr(cmp_args, flag, None)

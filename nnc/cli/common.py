@@ -132,8 +132,15 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dump-dir", metavar="DIR", help="write the IR after each pass to DIR/NN-pass.nnc")
     g.add_argument("--explain-fusion", action="store_true", help="record why fusion candidates were rejected")
     q = p.add_argument_group("post-training quantization (see docs/quantization.md)")
-    q.add_argument("--quantize", choices=("int8", "qdq"), help="int8: quantize the model (weights per channel, "
-                   "activations per tensor) after freezing and folding; qdq: run an imported QDQ model in integers")
+    q.add_argument("--quantize", choices=("int8", "qdq", "int8-weights", "int4-weights"),
+                   help="int8: quantize the model (weights per channel, activations per tensor) after freezing and "
+                        "folding; qdq: run an imported QDQ model in integers; int8-weights / int4-weights: "
+                        "weight-only (matmul weights as 8-bit per channel or 4-bit groups, float activations; "
+                        "for memory-bound decoding)")
+    q.add_argument("--quantize-group", type=int, metavar="G", help="int4-weights: weights per scale along the "
+                                                                   "reduction dim: 32 (default), 64 or 128")
+    q.add_argument("--quantize-asymmetric", action="store_true", default=None,
+                   help="int8/int4-weights: a zero point per block (default: symmetric, no zero points)")
     q.add_argument("--calibration", metavar="DATA.npz", help="calibration inputs: arrays keyed by input name, "
                                                             "samples stacked on a leading axis")
     q.add_argument("--observer", choices=("minmax", "percentile", "entropy"), default=None,
@@ -206,8 +213,8 @@ _RENAMED = {"disable_pass": "disable_passes", "load_pass_plugin": "pass_plugins"
 TRAIN_FLAGS = ("loss", "loss_output", "reduction", "label_smoothing", "label_name", "optimizer", "lr", "momentum",
           "nesterov", "weight_decay", "betas", "batch_size", "freeze", "memory_budget")
 _PLAIN = ("opt_level", "passes", "disable_pass", "load_pass_plugin", "print_ir_before", "print_ir_after",
-          "dump_dir", "quantize", "calibration", "observer", "cpu", "target_features", "threads", "tuning_db",
-          "asic_preset", "asic_config") + TRAIN_FLAGS
+          "dump_dir", "quantize", "quantize_group", "quantize_asymmetric", "calibration", "observer", "cpu",
+          "target_features", "threads", "tuning_db", "asic_preset", "asic_config") + TRAIN_FLAGS
 _SWITCHES = ("print_ir_after_change", "verify_each", "time_passes", "explain_fusion")
 
 

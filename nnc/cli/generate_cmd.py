@@ -43,7 +43,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     out = generate(args.model, np.array([prompt], np.int64), max_new_tokens=args.max_new_tokens,
                    do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                   seed=args.seed, eos_token_id=eos, callback=show, options=options)
+                   seed=args.seed, eos_token_id=eos, callback=show, options=options, quality=args.quality)
     if stream:
         print()
     else:
@@ -51,6 +51,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     r = out.report
     if stream:
         print(_summary(r), file=sys.stderr)
+        if "quality" in r:
+            q = r["quality"]
+            print(f"against FP32 ({q['positions']} positions): logit SQNR {q['logit_sqnr_db']} dB, greedy tokens "
+                  f"agree {q['greedy_agreement']:.0%} (teacher-forced {q['teacher_forced_agreement']:.0%}); weights "
+                  f"{r['weights']['float_bytes']} -> {r['weights']['quantized_bytes']} bytes", file=sys.stderr)
     write_report(args, r)
     return 0
 
@@ -78,7 +83,9 @@ def add_generate_command(sub: Any) -> None:
                        epilog="examples:\n"
                               "  nnc generate gpt2.nnc --prompt-ids 1,2,3 --max-new-tokens 16\n"
                               "  nnc generate llama.nnc --prompt-ids 5,6 --do-sample --top-k 40 --seed 0\n"
-                              "  nnc generate decoder_with_past.onnx --prompt-ids 1,2,3 --max-new-tokens 32")
+                              "  nnc generate decoder_with_past.onnx --prompt-ids 1,2,3 --max-new-tokens 32\n"
+                              "  nnc generate llama.nnc --prompt-ids 1,2 --quantize int4-weights --quantize-group 64 "
+                              "--quality")
     g.add_argument("model", metavar="MODEL", help="a saved decoder step (.nnc text IR with its .npz, or .pt2), "
                                                   "or an ONNX decoder with past key/values (.onnx)")
     g.add_argument("--prompt-ids", metavar="IDS", help="the prompt: comma-separated token ids (required)")
@@ -91,5 +98,8 @@ def add_generate_command(sub: Any) -> None:
                                                                           "most likely tokens reaching P")
     g.add_argument("--seed", type=int, default=None, help="seed of the sampling generator")
     g.add_argument("--eos-token-id", metavar="IDS", default=None, help="stop at these token ids (comma-separated)")
+    g.add_argument("--quality", action="store_true",
+                   help="with --quantize int8-weights|int4-weights: also compile the decoder in FP32 and report "
+                        "logit SQNR and greedy-token agreement against it")
     add_compile_flags(g, "x86", mode=False)
     g.set_defaults(fn=cmd_generate)

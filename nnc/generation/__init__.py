@@ -21,6 +21,7 @@ from nnc.ir import InputError, Module
 from .decoder import Decoder, DecoderSpec, NotADecoderError, decoder_spec
 from .onnx_decoder import LAYOUT as ONNX_LAYOUT
 from .onnx_decoder import decoder_step_from_onnx, is_onnx_decoder
+from .quality import check_quality_request, quality_report, weight_report
 from .sampling import Sampling, allowed, next_tokens
 
 __all__ = ["Decoder", "DecoderSpec", "Generation", "NotADecoderError", "Sampling", "allowed", "decoder_spec",
@@ -97,7 +98,8 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int = 20, do_sample: bo
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              seed: int | None = None, eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
              callback: Callable[[int, np.ndarray], Any] | None = None, max_length: int | None = None,
-             target: str = "x86", options: CompileOptions | None = None, **kwargs: Any) -> Generation:
+             target: str = "x86", options: CompileOptions | None = None, quality: bool = False,
+             **kwargs: Any) -> Generation:
     """Generate up to ``max_new_tokens`` tokens after ``input_ids`` ([B, n] or [n]).
 
     ``model``: a ``Decoder`` (compiled already), a ``transformers`` causal LM (``max_length``
@@ -106,7 +108,10 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int = 20, do_sample: bo
     with ``seed``. A sequence stops at any of ``eos_token_id`` (included in its tokens; a finished
     sequence of a batch gets ``pad_token_id``, default the first eos, until all finish).
     ``callback(step, tokens)`` gets each step's new tokens (i64[B]) as they are chosen. Compile
-    options (keywords as ``nnc.compile``'s, or ``options``) apply when the decoder is built here."""
+    options (keywords as ``nnc.compile``'s, or ``options``) apply when the decoder is built here.
+    A weight-quantized decoder (``quantize="int8-weights"|"int4-weights"``) reports its weight bytes
+    (``report["weights"]``); ``quality=True`` adds ``report["quality"]``: logit SQNR and greedy-token
+    agreement against the same decoder in FP32 (quality.py)."""
     ids = np.asarray(input_ids)
     if ids.ndim == 1:
         ids = ids[None]
@@ -116,6 +121,8 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int = 20, do_sample: bo
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     how = Sampling(do_sample, temperature, top_k, top_p)
+    if quality:
+        check_quality_request(model, options, kwargs)
     eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
     t0 = time.perf_counter()
@@ -163,4 +170,9 @@ def generate(model: Any, input_ids: Any, max_new_tokens: int = 20, do_sample: bo
                   "bytes_copied_per_decode_step": dec.cache_bytes_copied_per_step("decode"),
                   "attentions_reading_written_rows_only": dec.bounded_attentions},
     }
+    weights = weight_report(dec)
+    if weights is not None:
+        report["weights"] = weights
+    if quality:
+        report["quality"] = quality_report(dec, ids, int(new_tokens.shape[1]))
     return Generation(np.concatenate([ids.astype(np.int64), new_tokens], axis=1), new_tokens, report)

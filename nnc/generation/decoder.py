@@ -138,6 +138,7 @@ class Decoder:
             options = CompileOptions.make(target, "infer", **kwargs)
         elif kwargs:
             raise InputError(f"give options=CompileOptions(...) or keyword options, not both ({', '.join(kwargs)})")
+        self.options = options  # as given (quality reports compile it again without quantization)
         if options.mode != "infer":
             raise InputError(f"a decoder compiles for inference, not mode {options.mode!r}")
         if options.dims and self.spec.seq in options.dims:

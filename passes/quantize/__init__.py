@@ -80,17 +80,21 @@ def import_qdq(module: Module, stats: dict[str, int] | None = None) -> Module:
     return m
 
 
-def quantized_pipeline(text: str, scheme: str, calibration: Any = None, observer: str = "minmax") -> list[Any]:
+def quantized_pipeline(text: str, scheme: str, calibration: Any = None, observer: str = "minmax",
+                       group: int | None = None, asymmetric: bool = False) -> list[Any]:
     """The passes of pipeline ``text`` up to (not including) fusion, then ``quantize-int8`` with this
     calibration (any form ``quantize_module`` takes, so not only a path) and a final ``dce``: the
     driver's form of ``nnc.compile(..., quantize="int8")``. Fusion is left out because its groups
-    are float-only."""
+    are float-only. The weight-only schemes (``int8-weights``, ``int4-weights``: ``group``,
+    ``asymmetric``) keep the whole pipeline and run ``quantize-weights`` just before fusion."""
     from nnc.passes.pipeline import parse_pipeline
     from nnc.passes.registry import make_pass
 
+    if scheme in ("int8-weights", "int4-weights"):
+        return _weight_only_pipeline(text, int(scheme[3]), group or 32, not asymmetric)
     if scheme not in ("int8", "qdq"):
         raise PassError(f"unknown quantization {scheme!r}; supported: int8 (calibrate), qdq (an imported "
-                        "QDQ model's own scales)")
+                        "QDQ model's own scales), int8-weights, int4-weights (weight-only)")
     if observer not in OBSERVERS:
         raise PassError(f"unknown observer {observer!r}; choose one of {', '.join(OBSERVERS)}")
     passes = []
@@ -105,4 +109,15 @@ def quantized_pipeline(text: str, scheme: str, calibration: Any = None, observer
     return passes + [q, make_pass("dce")]
 
 
-from . import quantize_int8  # noqa: E402,F401  (registers the pass; it needs quantize_module above)
+def _weight_only_pipeline(text: str, bits: int, group: int, symmetric: bool) -> list[Any]:
+    from nnc.passes.pipeline import parse_pipeline
+    from nnc.passes.registry import make_pass
+
+    items = [make_pass(name, opts) for name, opts in parse_pipeline(text)]
+    at = next((i for i, p in enumerate(items) if p.name == "fuse"), len(items))
+    q = weights.QuantizeWeights(bits=bits, group=group, symmetric=symmetric)
+    return items[:at] + [q, make_pass("dce")] + items[at:]  # dce: the float weights go
+
+
+# registers quantize-int8 (it needs quantize_module above) and quantize-weights
+from . import quantize_int8, weights  # noqa: E402,F401

@@ -134,6 +134,40 @@ def check_observer(work: Path, lib: Path, out: str) -> None:
     assert not np.array_equal(_lib_out(work, lib.name), minmax(_x(work)))  # other ranges, other outputs
 
 
+def _weight_stats(report: dict[str, Any]) -> dict[str, int]:
+    return next(p["stats"] for p in report["passes"] if p["name"] == "quantize-weights")
+
+
+def _int4_jit(work: Path, **options: Any) -> Any:
+    return nnc.compile(work / "m.onnx", target="x86", quantize="int4-weights", dims={"N": 1}, quiet=True, cache=False,
+                       **options)
+
+
+def check_int4_weights(work: Path, lib: Path, out: str) -> None:
+    w, base = _manifest(lib)["weights"]["nbytes"], _base(work)["weights"]["nbytes"]
+    assert w < 0.2 * base  # 4-bit codes and an f32 scale per 32 weights: 5 bits of 32 (and the f32 bias)
+    ops = {k["op"] for k in _manifest(lib)["report"]["kernels"]["list"]}
+    assert "matmul_nbits" in ops and "matmul" not in ops, ops
+    np.testing.assert_array_equal(_lib_out(work, lib.name), _int4_jit(work)(_x(work)))
+    assert not np.array_equal(_lib_out(work, lib.name), _lib_out(work, "base.so"))
+
+
+def check_quantize_group(work: Path, lib: Path, out: str) -> None:
+    report = _manifest(lib)["report"]
+    assert report["options"]["quantize_group"] == 128
+    g32 = _int4_jit(work)
+    assert _weight_stats(report)["quantized_weight_bytes"] < _weight_stats(g32.report)["quantized_weight_bytes"]
+    assert not np.array_equal(_lib_out(work, lib.name), g32(_x(work)))  # other blocks, other weights
+
+
+def check_quantize_asymmetric(work: Path, lib: Path, out: str) -> None:
+    report = _manifest(lib)["report"]
+    assert report["options"]["quantize_asymmetric"] is True
+    sym = _int4_jit(work)  # the zero points add a byte per block
+    assert _weight_stats(report)["quantized_weight_bytes"] > _weight_stats(sym.report)["quantized_weight_bytes"]
+    assert not np.array_equal(_lib_out(work, lib.name), sym(_x(work)))
+
+
 def check_print_after(work: Path, lib: Path, out: str) -> None:
     assert "IR after fuse" in out or "after fuse" in out
     assert "fused" in out  # the printed IR holds the fused kernel
@@ -216,6 +250,9 @@ COMPILE_CASES: dict[str, tuple[list[str], Check]] = {
     "--quantize": (["--quantize", "int8", "--calibration", "{w}/calib.npz"], check_int8),
     "--observer": (["--quantize", "int8", "--calibration", "{w}/calib_outlier.npz", "--observer", "percentile"],
                    check_observer),
+    "--quantize int4-weights": (["--quantize", "int4-weights"], check_int4_weights),
+    "--quantize-group": (["--quantize", "int4-weights", "--quantize-group", "128"], check_quantize_group),
+    "--quantize-asymmetric": (["--quantize", "int4-weights", "--quantize-asymmetric"], check_quantize_asymmetric),
     "--print-ir-after": (["--print-ir-after", "fuse"], check_print_after),
     "--print-ir-before": (["--print-ir-before", "fuse"], check_print_before),
     "--time-passes": (["--time-passes"], check_time_passes),
@@ -255,6 +292,12 @@ ERROR_CASES: dict[str, tuple[list[str], str]] = {
     "calibration without quantize": (["compile", "{m}", "-t", "x86", "--calibration", "{w}/calib.npz"],
                                      "--calibration"),
     "quantize on asic": (["compile", "{m}", "-t", "asic", "--quantize", "int8"], "quantize"),
+    "group without int4": (["compile", "{m}", "-t", "x86", "--quantize", "int8-weights", "--quantize-group", "64"],
+                           "--quantize-group"),
+    "group 48": (["compile", "{m}", "-t", "x86", "--quantize", "int4-weights", "--quantize-group", "48"],
+                 "quantize_group=48"),
+    "asymmetric without weight-only": (["compile", "{m}", "-t", "x86", "--quantize-asymmetric"],
+                                       "--quantize-asymmetric"),
     "-O on asic": (["compile", "{m}", "-t", "asic", "-O2"], "-O"),
     "train option in infer": (["compile", "{m}", "-t", "x86", "--lr", "0.1"], "--lr"),
     "quantize in train": (["compile", "{m}", "-t", "x86", "--mode", "train", "--quantize", "int8"], "--quantize"),
@@ -284,6 +327,9 @@ RUN_CASES: dict[str, tuple[list[str], Callable[[Path, dict], bool]]] = {
     "--quantize": (["--quantize", "int8", "--calibration", "{w}/calib.npz"],
                    lambda w, r: not np.array_equal(r["y"], r["base_y"]) and
                    np.allclose(r["y"], r["base_y"], rtol=0.2, atol=0.2)),
+    "--quantize int8-weights": (["--quantize", "int8-weights"],
+                                lambda w, r: not np.array_equal(r["y"], r["base_y"]) and
+                                np.allclose(r["y"], r["base_y"], rtol=0.05, atol=0.05)),
     "--dim": (["--dim", "N=1"], lambda w, r: r["report"]["bound_dims"] == {"N": 1}),
     "--threads": (["--threads", "2"], lambda w, r: r["report"]["options"]["threads"] == 2),
     "--passes": (["--passes", "freeze,dce"], lambda w, r: r["report"]["pipeline"] == "freeze,dce"),
@@ -306,6 +352,7 @@ def test_run_flag_changes_the_run(case: str, work: Path, capsys: pytest.CaptureF
 @pytest.mark.parametrize("base, compare, label_a, label_b", [
     (["-O3"], "-O0", "nnc -O3", "nnc -O0"),
     (["--quantize", "int8", "--calibration", "{w}/calib.npz"], "fp32", "nnc int8", "nnc fp32"),
+    (["--quantize", "int4-weights"], "fp32", "nnc int4-weights", "nnc fp32"),
     (["--mode", "train", "--batch-size", "4", "--loss", "mse"], "infer", "nnc train", "nnc infer"),
 ])
 def test_bench_compare_prints_both_rows_and_the_ratio(base: list[str], compare: str, label_a: str, label_b: str,

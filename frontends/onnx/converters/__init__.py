@@ -8,6 +8,7 @@ from . import (  # noqa: F401
                image,
                indexing,
                linalg,
+               matmul_nbits,
                normalization,
                optional,
                pool,
