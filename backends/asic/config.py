@@ -22,6 +22,7 @@ from nnc.ir import TargetError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 DATAFLOWS = ("ws", "os")
+INPUT_QUANTIZE = ("chip", "host")  # who quantizes the model's FP32 input (docs/asic.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,7 @@ class AsicConfig:
     vector_overhead_cycles: int
     array_depthwise: bool         # the array's depthwise mode (channels across columns); else on the vector unit
     prefetch_weights: bool        # batch-1 fc weights prefetched into the resident region (prefetch.py)
+    input_quantize: str           # "chip": the vector unit quantizes the FP32 input (vec.quant); "host": the host does
     dram_gbps: float
     dram_efficiency: float
     dram_latency_ns: float
@@ -166,6 +168,9 @@ def make_config(data: Mapping[str, Any]) -> AsicConfig:
               "host_gbps", "target_latency_ms", "act_buffer_gbps"):
         if not getattr(cfg, k) > 0:  # also catches NaN
             raise TargetError(f"asic config: {k} must be positive, got {getattr(cfg, k)!r}")
+    if cfg.input_quantize not in INPUT_QUANTIZE:
+        raise TargetError(f"asic config: input_quantize must be one of {', '.join(INPUT_QUANTIZE)}, got "
+                          f"{cfg.input_quantize!r}")
     if not 0 <= cfg.act_buffer_kib < cfg.buffer_kib:
         raise TargetError(f"asic config: act_buffer_kib must be in [0, buffer_kib = {cfg.buffer_kib}), got "
                           f"{cfg.act_buffer_kib!r} (the rest of the buffer holds the layers' output tiles)")

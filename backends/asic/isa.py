@@ -12,7 +12,7 @@ Each mnemonic runs on one of five in-order engine queues:
     dwconv acc[p,c] = bias[c] + sum over taps of ispad[window of p, c] * wspad[tap, c]: the array's
            depthwise mode (channels across columns)        fields: a row_step w acc bias rows ow cols
                                                                       kh kw sh sw dh dw zp
-    vec.*  the vector unit: requant, qadd, qmul, lut, gemv, max, mac, sum, add, mul, min, shift, clip
+    vec.*  the vector unit: requant, qadd, qmul, lut, gemv, max, mac, sum, add, mul, min, shift, clip, quant
     prefetch DRAM -> the buffer's resident region (weights a later layer reads), on its own queue
                                                                fields: src dst bytes
     config / finish
@@ -35,7 +35,11 @@ from nnc.ir import NncError
 
 QUEUES = ("load", "compute", "vector", "store", "prefetch")
 MEMS = ("ispad", "wspad", "acc", "buf", "lut")
-VEC_OPS = ("requant", "qadd", "qmul", "lut", "gemv", "max", "mac", "sum", "add", "mul", "min", "shift", "clip")
+VEC_OPS = ("requant", "qadd", "qmul", "lut", "gemv", "max", "mac", "sum", "add", "mul", "min", "shift", "clip",
+           "quant")
+# vec.quant's lane operations per element: an FP32 divide by the scale, round half to even, add the zero
+# point, saturate (the timing charges ceil(elements x this / lanes) cycles; docs/asic.md)
+QUANT_LANE_OPS = 4
 # The DMA address space: DRAM from 0, the buffer's resident-activation region from ACT_BASE
 ACT_BASE = 1 << 40
 # the vector unit's table memory: two 256-entry int8 tables (one loads while the other is read)
@@ -85,6 +89,10 @@ SCHEMA: dict[str, tuple[str, tuple[str, ...]]] = {
     "vec.mul": ("vector", _VEC + ("imm",)),
     "vec.shift": ("vector", _VEC + ("imm",)),
     "vec.clip": ("vector", _VEC + ("lo", "hi")),
+    # quant: dst(i8 [rows, cols]) = clamp(rne(f32 src / scale) + zp, -128, 127), src = rows x 4*cols bytes of
+    # little-endian FP32 (buf; src_stride in bytes), scale = the FP32 whose bit pattern is scale_bits: the
+    # model's input quantize, as the IR's quantize rounds it
+    "vec.quant": ("vector", _VEC + ("scale_bits", "zp")),
     "finish": ("store", ()),
 }
 _STR_FIELDS = {"mem", "dst_mem", "src_mem", "dataflow"}

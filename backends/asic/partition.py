@@ -8,6 +8,8 @@ Walks the ops in order and claims fused patterns the chip runs:
   scale [N or 1,C,1,1] (squeeze-excite) on the vector unit;
 - int8 ``max_pool``; ``cast(i8->i32)`` -> ``reduce_sum`` over H, W -> ``requantize`` (global average
   pooling); a same-shape ``qadd``;
+- with ``input_quantize``, the per-tensor int8 ``quantize`` of an FP32 graph input (the vector unit's
+  ``vec.quant`` reads the FP32 input from DRAM);
 - ``reshape``/``flatten``/``squeeze``/``unsqueeze`` whose bytes do not move (the NHWC layout of a
   rank-4 tensor with H*W == 1 is its row-major layout) alias their input.
 
@@ -29,7 +31,7 @@ ALIAS_OPS = ("reshape", "flatten", "squeeze", "unsqueeze")
 
 @dataclasses.dataclass
 class Layer:
-    kind: str                 # gemm | dw | maxpool | gap | qadd | lut | qmul
+    kind: str                 # gemm | dw | maxpool | gap | qadd | lut | qmul | quant
     ops: list[Op]
     inputs: list[Value]       # activations read from DRAM
     output: Value
@@ -145,9 +147,28 @@ def _residual_spec(q: Op, conv_is_a: bool) -> dict[str, Any]:
             "zp": a["zero_point"], "lo": lo, "hi": hi}
 
 
-def match_layers(m: Module) -> tuple[list[tuple[int, Layer | Op]], dict[int, Value]]:
+def _input_quantize(m: Module, op: Op) -> Layer | None:
+    """The int8 per-tensor quantize of an FP32 graph input with constant parameters, as a chip layer."""
+    x = op.operands[0]
+    if op.opname != "quantize" or x.producer is not None or x.type.dtype != DType.f32 or not _static(x) \
+            or not _static(op.results[0]) or op.attrs["dtype"] != DType.i8 or op.attrs["block_size"]:
+        return None
+    if not any(x is p for p in m.main.params):
+        return None
+    cs = _consts(m, op, [1, 2])
+    if cs is None or cs[0].size != 1 or (cs[1] is not None and cs[1].size != 1):
+        return None
+    scale = np.float32(cs[0].reshape(-1)[0])
+    if not np.isfinite(scale) or scale <= 0:
+        return None
+    zp = 0 if cs[1] is None else int(cs[1].reshape(-1)[0])
+    return Layer("quant", [op], [x], op.results[0], {"scale": scale, "zp": zp})
+
+
+def match_layers(m: Module, input_quantize: bool = False) -> tuple[list[tuple[int, Layer | Op]], dict[int, Value]]:
     """The schedule: (position, layer or host op) in execution order, and the alias map
-    (value id -> the value whose DRAM bytes it shares)."""
+    (value id -> the value whose DRAM bytes it shares). ``input_quantize``: the quantize of an FP32
+    graph input is a chip layer (the vector unit's ``vec.quant``), not a host op."""
     g = m.main
     pos = {id(op): i for i, op in enumerate(g.ops)}
     uses: dict[int, list[Op]] = {}
@@ -170,6 +191,8 @@ def match_layers(m: Module) -> tuple[list[tuple[int, Layer | Op]], dict[int, Val
         if id(op) in claimed or op.opname == "const":
             continue
         layer = _match(m, op, uses, outputs, claimed)
+        if layer is None and input_quantize and id(op.results[0]) not in outputs:
+            layer = _input_quantize(m, op)
         if layer is not None:
             claim(layer)
             continue

@@ -17,7 +17,7 @@ import numpy as np
 from nnc.ir import Module, Op, Value
 from nnc.ir.ops.conv import fill, resolve_pads
 
-from . import codegen, codegen_depthwise, codegen_vector
+from . import codegen, codegen_depthwise, codegen_quantize, codegen_vector
 from .config import AsicConfig
 from .emitter import DramImage, Emitter
 from .isa import ACT_BASE, Instr
@@ -72,6 +72,9 @@ class Program:
     exports: list[Value]                    # chip values the host reads (after their segment)
     alias: dict[int, Value]
     resident: dict[str, int] = dataclasses.field(default_factory=dict)   # values, peak_bytes, capacity_bytes
+    # FP32 graph inputs the chip reads from its own DRAM (the input quantize on the chip): written there
+    # before the run, by whatever produces the input, not sent over the host link
+    dram_inputs: list[Value] = dataclasses.field(default_factory=list)
 
     def transfer_bytes(self) -> int:
         vals = [v for vs in self.imports.values() for v in vs] + self.exports
@@ -91,7 +94,7 @@ def _macs(layer: Layer) -> int:
 
 
 def build_program(module: Module, cfg: AsicConfig) -> Program:
-    items, alias = match_layers(module)
+    items, alias = match_layers(module, input_quantize=cfg.input_quantize == "chip")
     dram = DramImage()
     em = Emitter()
     placement: dict[int, Placement] = {}
@@ -102,6 +105,7 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
     segments: list[Segment] = []
     imports: dict[int, list[Value]] = {}
     exports: list[Value] = []
+    dram_inputs: list[Value] = []
     produced_on_chip: set[int] = set()
     seg_start = None
 
@@ -138,7 +142,10 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
         for v in layer.inputs:
             r = alias.get(id(v), v)
             if id(r) not in produced_on_chip and id(r) not in placement:
-                imports.setdefault(len(segments), []).append(r)
+                if layer.kind == "quant":
+                    dram_inputs.append(r)
+                else:
+                    imports.setdefault(len(segments), []).append(r)
             place(r)
         out_key = ("dram", id(layer.output))
         spot = resident.place(layer, idx, out_key)
@@ -170,7 +177,7 @@ def build_program(module: Module, cfg: AsicConfig) -> Program:
                "capacity_bytes": resident.size, "prefetched_layers": prefetcher.layers,
                "prefetched_bytes": prefetcher.bytes}
     return Program(cfg, em.instrs, dram, layers, info, schedule, segments, placement, imports, exports, alias,
-                   on_chip)
+                   on_chip, dram_inputs)
 
 
 def _window(x: Placement, op: Op, cg: int, c0: int) -> codegen.Window:
@@ -245,6 +252,9 @@ def _emit(em: Emitter, cfg: AsicConfig, dram: DramImage, layer: Layer, place, ke
     if layer.kind == "lut":
         return codegen_vector.emit_lut_layer(em, cfg, dram, x=x.addr, n=math.prod(x.shape), out=out.addr,
                                              in_key=in_key, out_key=out_key, lut=sp["lut"])
+    if layer.kind == "quant":
+        return codegen_quantize.emit_quant_layer(em, cfg, x=x.addr, n=math.prod(x.shape), out=out.addr,
+                                                 in_key=in_key, out_key=out_key, scale=sp["scale"], zp=sp["zp"])
     if layer.kind == "qmul":
         s = place(layer.inputs[1])
         skey = keys[id(alias.get(id(layer.inputs[1]), layer.inputs[1]))]

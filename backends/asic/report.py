@@ -19,6 +19,7 @@ import numpy as np
 
 from .area_power import area_mm2, static_power
 from .host import HostSegment
+from .isa import QUANT_LANE_OPS
 from .program import Program
 from .sim.runner import Timeline
 from .sim.timing import dma_bytes, dwconv_steps, gemm_folds, on_chip
@@ -95,6 +96,10 @@ def _instr_costs(program: Program, ins) -> tuple[int, int, int, float, int]:
     if op.startswith("vec."):
         n = a["rows"] * a["cols"]
         size = {"ispad": 1, "wspad": 1, "buf": 1, "acc": 4, "lut": 1}
+        if op == "vec.quant":  # reads 4 bytes (FP32) and writes 1 per element, QUANT_LANE_OPS operations each
+            moved = n * (4 + 1)
+            buf = moved if "buf" in (a["src_mem"], a["dst_mem"]) else 0
+            return 0, moved - buf, buf, n * QUANT_LANE_OPS, 0
         moved = n * (size[a["src_mem"]] + 2 * size[a["dst_mem"]])
         buf = moved if "buf" in (a["src_mem"], a["dst_mem"]) else 0
         return 0, moved - buf, buf, n, 0

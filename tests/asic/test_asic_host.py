@@ -21,8 +21,10 @@ from nnc.ir import Builder, DType, Graph, Module, TargetError, TensorType, Unsup
 # a host CPU with round numbers so expected times are computed by hand below
 # vector_activations off: the activations and squeeze-excite multiplies stay float, on the host
 # host_stream_bands 1: the serial timeline (test_the_input_streams_in_bands: the presets' streaming)
+# input_quantize host: the input quantize is a host op too (the presets quantize on the chip:
+# test_asic_input_quantize.py)
 HOST = {"host_gflops": 10.0, "host_gbps": 5.0, "host_op_overhead_ns": 100.0, "vector_activations": False,
-        "host_stream_bands": 1}
+        "host_stream_bands": 1, "input_quantize": "host"}
 
 
 def _se_onnx(path: str) -> None:

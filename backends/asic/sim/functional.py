@@ -118,6 +118,19 @@ class Machine:
             prod += self.tile("acc", a["bias"], 1, m, m)
         acc[...] = prod.astype(np.int32)  # wraps modulo 2**32 like a 32-bit adder
 
+    def _quant(self, a: dict) -> None:
+        """FP32 -> int8 as the IR's quantize: x / scale in FP32, round half to even, + zp, saturate."""
+        rows, cols = a["rows"], a["cols"]
+        if self.mem[a["src_mem"]].dtype != np.int8 or self.mem[a["dst_mem"]].dtype != np.int8:
+            raise SimError(f"vec.quant reads FP32 bytes from and writes int8 to byte memories, not "
+                           f"{a['src_mem']} -> {a['dst_mem']}")
+        raw = self.tile(a["src_mem"], a["src"], rows, 4 * cols, a["src_stride"])
+        x = np.ascontiguousarray(raw).view("<f4")
+        scale = np.array([a["scale_bits"]], np.uint32).view(np.float32)[0]
+        q = np.rint(x / scale).astype(np.float64) + a["zp"]
+        dst = self.tile(a["dst_mem"], a["dst"], rows, cols, a["dst_stride"])
+        dst[...] = np.clip(np.nan_to_num(q), -128, 127).astype(np.int8)
+
     def _dwconv(self, a: dict) -> None:
         rows, ow, cols, kw = a["rows"], a["ow"], a["cols"], a["kw"]
         acc = self.tile("acc", a["acc"], rows * ow, cols, cols).reshape(rows, ow, cols)
@@ -144,6 +157,9 @@ class Machine:
             out = self.tile(a["dst_mem"], a["dst"], 1, cols, a["dst_stride"])
             y = x.astype(np.int64) @ w.astype(np.int64)
             out[...] = (y + out if a["accumulate"] else y).astype(np.int32)  # wraps like the adder
+            return
+        if kind == "quant":
+            self._quant(a)
             return
         dst = self.tile(a["dst_mem"], a["dst"], rows if kind != "sum" else 1, cols, a["dst_stride"])
         src = self.tile(a["src_mem"], a["src"], rows, cols, a["src_stride"])

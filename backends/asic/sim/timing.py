@@ -19,7 +19,8 @@ arrived; tokens are pushed when the instruction completes. Costs:
 - dwconv (the array's depthwise mode): column c holds channel c, the rows hold the kernel's taps in
   g = floor(R / taps) groups, one output pixel per group and step, so ``2R + C + ceil(pixels / g) - 2``
   cycles: a weight-stationary fold whose T is the steps.
-- vector ops: ceil(elements / lanes) plus a fixed issue overhead.
+- vector ops: ceil(elements / lanes) plus a fixed issue overhead (``vec.quant``: ceil(4 x elements /
+  lanes), ``QUANT_LANE_OPS`` lane operations per FP32 element).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import AsicConfig
-from ..isa import ACT_BASE, QUEUES, Instr
+from ..isa import ACT_BASE, QUANT_LANE_OPS, QUEUES, Instr
 from .functional import SimError
 
 
@@ -106,7 +107,8 @@ def cost(cfg: AsicConfig, ins: Instr) -> tuple[int, int]:
         return dwconv_cycles(cfg, a["kh"] * a["kw"], a["rows"] * a["ow"]), 0
     if op.startswith("vec."):
         a = ins.args
-        return math.ceil(a["rows"] * a["cols"] / cfg.vector_lanes) + cfg.vector_overhead_cycles, 0
+        ops = QUANT_LANE_OPS if op == "vec.quant" else 1
+        return math.ceil(a["rows"] * a["cols"] * ops / cfg.vector_lanes) + cfg.vector_overhead_cycles, 0
     if op == "config":
         return 1, 0
     return 0, 0
