@@ -4,7 +4,7 @@ share of the latency, link time, utilisation, TOPS, energy, and the int8 logits'
 (minmax calibration on 4 standard-normal inputs, measured on a fifth), beside the fp32 noise floor.
 
     python bench/asic_mobile.py [--presets edge] [--models mobilenet_v3_large,efficientnet_b0] \
-        [--json rows.json] [--before before.json] [--write]
+        [--json rows.json] [--before before.json] [--write] [--input-quantize chip|host]
 
 ``--json`` saves the rows (``--rows`` reads them back instead of measuring); ``--before`` reads rows
 saved by an earlier run (e.g. of the previous commit) so that ``--write`` puts both in the "Mobile
@@ -32,7 +32,7 @@ TITLE = "## Mobile networks on-chip: MobileNetV3-large and EfficientNet-B0"
 DEFAULT = "mobilenet_v3_large,efficientnet_b0,mobilenet_v3_small"
 
 
-def measure(name: str, presets: list[str]) -> list[dict]:
+def measure(name: str, presets: list[str], config: dict | None = None) -> list[dict]:
     path = str(models.realistic_model(name))
     shape = (1, 3, 224, 224)
 
@@ -49,7 +49,7 @@ def measure(name: str, presets: list[str]) -> list[dict]:
     rows = []
     for preset in presets:
         t0 = time.perf_counter()
-        cm = nnc.compile(path, target="asic", asic_preset=preset, calibration=calibration)
+        cm = nnc.compile(path, target="asic", asic_preset=preset, calibration=calibration, asic_config=config)
         t1 = time.perf_counter()
         got = cm.run(feeds)["output"]
         t2 = time.perf_counter()
@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--presets", default="edge")
     ap.add_argument("--models", default=DEFAULT)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--input-quantize", choices=("chip", "host"), default=None,
+                    help="who quantizes the FP32 input (default: the preset's input_quantize)")
     ap.add_argument("--rows", default=None, help="rows saved by --json instead of measuring again")
     ap.add_argument("--before", default=None)
     ap.add_argument("--write", action="store_true")
@@ -98,7 +100,8 @@ def main() -> None:
     if args.rows:
         rows = json.loads(Path(args.rows).read_text())
     else:
-        rows = [r for n in args.models.split(",") for r in measure(n, args.presets.split(","))]
+        config = {"input_quantize": args.input_quantize} if args.input_quantize else None
+        rows = [r for n in args.models.split(",") for r in measure(n, args.presets.split(","), config)]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if not args.write:
