@@ -127,3 +127,14 @@ def test_presets_quantize_on_chip_and_the_option_is_validated():
 def test_scale_bits_round_trip():
     for s in (1e-4, 0.0173, 1.0, 7.5):
         assert np.array([scale_bits(s)], np.uint32).view(np.float32)[0] == np.float32(s)
+
+
+def test_vec_quant_assembles_and_disassembles():
+    from nnc.backends.asic.isa import assemble, disassemble
+
+    cm = asic.compile(_quantize_model((1, 3, 16, 16), 0.0173, 7), {})
+    instrs = cm.program.instrs
+    text = disassemble(instrs)
+    assert "vec.quant" in text and f"scale_bits={scale_bits(0.0173)}" in text
+    again = assemble(text)
+    assert [(i.op, i.args, i.pop, i.push) for i in again] == [(i.op, i.args, i.pop, i.push) for i in instrs]
