@@ -17,6 +17,7 @@ same way: as a constant that is wrong elsewhere.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 from typing import Any, Callable, Mapping, Sequence, Union
 
@@ -138,10 +139,71 @@ def expr_of(v: Any) -> Expr:
     return v.expr if isinstance(v, SymInt) else const(int(v))
 
 
+_GUARDS: contextvars.ContextVar[set | None] = contextvars.ContextVar("nnc_sym_guards", default=None)
+_NEGATE = {"lt": "ge", "ge": "lt", "le": "gt", "gt": "le", "eq": "ne", "ne": "eq"}
+_COMPARE: dict[str, Callable[[int, int], bool]] = {
+    "lt": lambda a, b: a < b, "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b}
+Guard = tuple[str, Expr, Expr]  # (comparison, a, b): "a <op> b" held at the probe
+
+
+class recording_guards:
+    """Collect every comparison made on ``SymInt`` dims inside the block (``with recording_guards()
+    as guards``): the branches the shape evaluation took at the probe. Formulas derived there hold
+    wherever every guard holds (``guards_hold``), as dynamo's guards do for a traced graph."""
+
+    def __enter__(self) -> set[Guard]:
+        self._guards: set[Guard] = set()
+        self._token = _GUARDS.set(self._guards)
+        return self._guards
+
+    def __exit__(self, *exc: Any) -> None:
+        _GUARDS.reset(self._token)
+
+
+def guards_hold(guards: Any, env: Mapping[str, int]) -> bool:
+    return all(_COMPARE[op](evaluate(a, env), evaluate(b, env)) for op, a, b in guards)
+
+
+def _compare(op: str, a: Any, b: Any) -> Any:
+    if isinstance(b, (bool, np.bool_)) or not isinstance(b, (int, np.integer)):
+        return NotImplemented
+    result = _COMPARE[op](int(a), int(b))
+    guards = _GUARDS.get()
+    if guards is not None:
+        ea, eb = expr_of(a), expr_of(b)
+        if not (is_const(ea) and is_const(eb)) and ea != eb:  # x == x holds everywhere
+            guards.add((op if result else _NEGATE[op], ea, eb))
+    return result
+
+
 class SymInt(int):
-    """An int (the probe value) that remembers the expression it was computed by."""
+    """An int (the probe value) that remembers the expression it was computed by. Comparisons are
+    recorded as guards inside ``recording_guards``."""
 
     expr: Expr
+    __hash__ = int.__hash__
+
+    def __lt__(self, o: Any) -> Any:
+        return _compare("lt", self, o)
+
+    def __le__(self, o: Any) -> Any:
+        return _compare("le", self, o)
+
+    def __gt__(self, o: Any) -> Any:
+        return _compare("gt", self, o)
+
+    def __ge__(self, o: Any) -> Any:
+        return _compare("ge", self, o)
+
+    def __eq__(self, o: Any) -> Any:  # type: ignore[override]
+        return _compare("eq", self, o)
+
+    def __ne__(self, o: Any) -> Any:  # type: ignore[override]
+        return _compare("ne", self, o)
+
+    def __bool__(self) -> bool:
+        return bool(_compare("ne", self, 0))
 
     def __new__(cls, value: int, expr: Expr) -> Any:
         if is_const(expr):

@@ -38,6 +38,7 @@ from nnc.ir.sym_dims import (
     evaluate,
     expr_of,
     is_monotone,
+    recording_guards,
     same,
     text,
 )
@@ -172,6 +173,7 @@ class Found:
     outputs: list[list[Expr]]           # per output: a formula per axis
     size_of: dict[int, Expr]            # id(value) -> its bytes, for every value placed in the arena
     constraints: list[tuple[str, Expr, Expr]]  # the model's reshapes: element counts that must agree
+    guards: list[tuple[str, Expr, Expr]] = field(default_factory=list)  # branches taken at the probe
 
 
 def formulas_at(layout: FrameLayout, inputs: list[list[int | str]], probe: Mapping[str, int]) -> Found:
@@ -180,7 +182,8 @@ def formulas_at(layout: FrameLayout, inputs: list[list[int | str]], probe: Mappi
     sym = SymbolicShapeEvaluator(layout.module, layout.graph)
     shapes = [[d if isinstance(d, int) else SymInt(probe[d], ("sym", d)) for d in ax] for ax in inputs]
     try:
-        types = sym.symbolic_types(shapes)
+        with recording_guards() as guards:
+            types = sym.symbolic_types(shapes)
     except InputError as e:
         raise TargetError(f"x86: the shapes cannot be derived as formulas of the input dims: {e}") from None
     dim_formula: dict[tuple[int, int], Expr] = {}
@@ -203,7 +206,7 @@ def formulas_at(layout: FrameLayout, inputs: list[list[int | str]], probe: Mappi
             n_out = _numel(types[id(op.results[0])].shape)
             if not same(n_in, n_out):
                 constraints.append((op.where(), n_in, n_out))
-    return Found(slots, outputs, size_of, constraints)
+    return Found(slots, outputs, size_of, constraints, sorted(guards, key=repr))
 
 
 def in_place_constraints(memory: Any, size_of: Mapping[int, Expr]) -> list[tuple[str, Expr, Expr]]:

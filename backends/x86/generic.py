@@ -33,6 +33,7 @@ from .frame_formulas import derive, input_symbols, shape_only_args
 from .kernels.registry import why_not_generic
 from .stacked_frames import StackedFrames, derive_stacked
 
+MAX_FORMULA_SETS = 4  # signatures the frame formulas are derived from, at most (stacked_frames.py)
 _ENTRY_T = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                             ctypes.c_void_p)
 
@@ -84,11 +85,10 @@ class GenericExecutable:
         self.max_dims: dict[str, int] = {}  # bounds of the symbolic dims (max_dims=): runs check them
         self.bounded: BoundedFrames | None = None  # frames from formulas, when max_dims bound every dim
         self.bounded_reason: str | None = None  # why not, when max_dims were given
-        self.stacked: StackedFrames | None = None  # frames from one plan's stacking, without max_dims
+        self.formula_sets: list[StackedFrames] = []  # frames from plans' stacking, without max_dims
         self.stacked_reason: str | None = None  # why the last try to derive them failed
         self.memory_report: dict[str, Any] | None = None  # the compile report's memory section, kept up to date
         self.derive_tries = 0  # formulas derived (or tried) from this many signatures' plans
-        self._last_probe: dict[str, int] | None = None
 
     def set_max_dims(self, max_dims: Mapping[str, int]) -> None:
         symbols = {d for p in self.graph.params for d in (p.type.shape or ()) if isinstance(d, str) and d != "?"}
@@ -133,30 +133,32 @@ class GenericExecutable:
         return plan
 
     def _unbounded_plan(self, args: list[np.ndarray], dims: Mapping[str, int]) -> ShapePlan:
-        """Frames from the stacking formulas once there are some (``stacked_frames.py``); else the
-        planner, and at the second signature the formulas are derived from its plan."""
-        plan = self.stacked.plan(dims) if self.stacked is not None else None
-        if plan is not None:
-            return plan
-        # derived at the second signature, and again (three tries in all) from a signature the
-        # formulas do not serve when it is a more generic binding than the last probe: at batch 1 a
-        # broadcast of 1 against the batch looks constant, and buffers may share memory in place
-        # that they do not at batch 2
-        derive = bool(self._plans) and self.derive_tries < 3 and (
-            self._last_probe is None or _generality(dims) > _generality(self._last_probe))
+        """Frames from the stacking formulas where a set of them holds (``stacked_frames.py``); else
+        the planner, whose plan then gives a new set (from the second signature on, four at most:
+        formulas hold where the shape evaluation's branches at their probe do, so batch 1 and
+        batch > 1, or lengths on either side of a clamp, get sets of their own)."""
+        for sf in self.formula_sets:
+            plan = sf.plan(dims)
+            if plan is not None:
+                return plan
+        derive = bool(self._plans) and self.derive_tries < MAX_FORMULA_SETS
         plan = self.layout.plan(args, keep_memory=derive)
         if derive:
             self.derive_tries += 1
-            self._last_probe = dict(dims)
             try:
-                self.stacked = derive_stacked(self.layout, plan, [p for p in self._plans.values()
-                                                                   if p.lower_bound_bytes is not None])
+                self.formula_sets.append(derive_stacked(self.layout, plan, [
+                    p for p in self._plans.values() if p.lower_bound_bytes is not None]))
                 self.stacked_reason = None
             except (TargetError, InputError) as e:
-                self.stacked_reason = str(e)  # formulas from before (if any) still serve where they hold
+                self.stacked_reason = str(e)  # the sets from before (if any) still serve where they hold
             plan.memory = None
             self._update_memory_report()
         return plan
+
+    @property
+    def stacked(self) -> StackedFrames | None:
+        """The newest set of frame formulas (``formula_sets``), if any."""
+        return self.formula_sets[-1] if self.formula_sets else None
 
     def _update_memory_report(self) -> None:
         rep = self.memory_report
@@ -166,10 +168,13 @@ class GenericExecutable:
             rep["formula"] = {"derived": False, "tries": self.derive_tries, "reason": self.stacked_reason}
             return
         used, exact = self.stacked.used_formula()
-        rep["formula"] = {"derived": True, "from_dims": self.stacked.probe, "checked_at": self.stacked.checked_at,
+        rep["formula"] = {"derived": True, "sets": len(self.formula_sets), "from_dims": self.stacked.probe,
+                          "guards": len(self.stacked.guards), "checked_at": self.stacked.checked_at,
                           "used_formula": used, "exact": exact, "tries": self.derive_tries,
                           "reason": "from the second input signature on, the arena offsets are formulas of the "
-                                    "dims (the stacking of one signature's plan): a new signature plans nothing; "
+                                    "dims (the stacking of one signature's plan), valid where the shape "
+                                    "evaluation's branches at that signature hold (guards): a new signature "
+                                    "plans nothing; from_dims, used_formula: the newest set; "
                                     "used_formula gives the bytes the buffers reach (exact, or a bound never "
                                     "below them); the arena adds a 64-byte error record"}
 
@@ -217,11 +222,6 @@ class GenericExecutable:
         if lower is None:  # frames from formulas plan nothing per shape: the planner's bound, on request
             lower = self.layout.plan(args).lower_bound_bytes
         return {"dims": plan.symbols, "arena_bytes": plan.arena_bytes, "lower_bound_bytes": lower}
-
-
-def _generality(dims: Mapping[str, int]) -> tuple[int, int]:
-    """How little a binding of the dims coincides: dims above 1, distinct values."""
-    return sum(1 for n in dims.values() if n > 1), len(set(dims.values()))
 
 
 def symbolic_interface(graph: Graph, kernels: list[str]) -> Interface:

@@ -38,6 +38,7 @@ from .frame import FrameLayout, ShapePlan
 from .frame_formulas import formulas_at, in_place_constraints, input_symbols, shape_only_args, show, site_copies
 from .storage import ERROR_RECORD_BYTES
 
+_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 TERMS = 4  # chain sums kept per buffer for the report's formula (more are merged into a bound)
 
 
@@ -59,6 +60,7 @@ class StackedFrames:
         memory = base.memory
         lv = memory.liveness
         self.constraints = found.constraints + in_place_constraints(memory, found.size_of)
+        self.guards = found.guards  # the shape evaluation's branches at the probe: checked per signature
         self.slots = found.slots
         self.outputs = found.outputs
         # each buffer's size (its first value's: in-place sharers are constrained equal) and offset slots
@@ -93,7 +95,8 @@ class StackedFrames:
         py = lambda e: py_expr(e, index)  # noqa: E731
         lines = ["def fill(d):",
                  f"    slots = ({''.join(py(self.slots[i]) + ', ' for i in sorted(self.slots))})",
-                 f"    checks = ({''.join(f'{py(a)} == {py(b)}, ' for _, a, b in self.constraints)})",
+                 f"    checks = ({''.join(f'{py(a)} == {py(b)}, ' for _, a, b in self.constraints)}"
+                 f"{''.join(f'{py(a)} {_CMP[op]} {py(b)}, ' for op, a, b in self.guards)})",
                  f"    outs = ({''.join('(' + ''.join(py(x) + ', ' for x in o) + '), ' for o in self.outputs)})"]
         for bid in self.order:
             lines.append(f"    s{bid} = (({py(self.sizes[bid])}) + 63) // 64 * 64")
@@ -110,7 +113,9 @@ class StackedFrames:
         constraints (the caller plans them the old way, which accepts or refuses them)."""
         d = tuple(env[s] for s in self.symbols)
         slots, checks, outs, offs, top = self._fill(d)
-        if not all(checks):
+        if not all(checks) or min(slots, default=0) < 0 or any(x < 0 for o in outs for x in o):
+            # a constraint the model breaks, or a formula outside the dims it holds for (a split's
+            # last part at a length shorter than the probe's parts): the planner decides
             self.fallbacks += 1
             return None
         frame = np.zeros(max(self.layout.size, 1), dtype=np.int64)
@@ -129,10 +134,13 @@ class StackedFrames:
     def check(self, want: ShapePlan, env: Mapping[str, int]) -> None:
         """Raise TargetError unless the formulas give ``want``'s dims and output shapes at ``env``
         (``want``: the per-signature plan of those dims)."""
+        dims = ", ".join(f"{s}={n}" for s, n in env.items())
         got = self.plan(env)
         if got is None:
+            _, checks, _, _, _ = self._fill(tuple(env[s] for s in self.symbols))
+            if all(checks):  # the model runs here, yet a formula gives a negative size
+                raise TargetError(f"x86: a dim formula is negative at {dims}, where the model runs")
             return  # a constraint the model breaks there: such dims are planned the old way
-        dims = ", ".join(f"{s}={n}" for s, n in env.items())
         for i, e in self.slots.items():
             if int(got.frame[i]) != int(want.frame[i]):
                 v, axis = self.layout.dim_slots[i]
