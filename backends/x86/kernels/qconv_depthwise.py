@@ -18,7 +18,7 @@ lane, and the pairs it needs come almost for free:
   one unaligned 64-byte load feeds 16 output pixels;
 - per 16 output pixels a 3x3 takes 6 ``vpdpwssd`` (9 i32 multiplies and 9 adds otherwise), a 5x5 15.
 
-The weight pairs (``w[kw] | w[kw+1] << 16``) and the bias are packed at compile time. Without VNNI,
+The weight pairs (``w[kw] | w[kw+1] << 16``) are packed at compile time; the bias is read in place. Without VNNI,
 ``vpdpwssd`` is emulated by widening multiplies and adds (``vpmaddwd`` + ``vpaddd``; exact, slower).
 Integer results equal the reference's bit for bit: products and sums are exact in i32 for any
 kernel that fits the reference's own exactness bound.
@@ -33,7 +33,7 @@ from nnc.ir import Op
 
 from ..llvm_types import I8, I16, I32, I64, PTR, VOID, const_int, for_range
 from . import dims as dm
-from .requant_epilogue import V16, V16I64, RequantSpec, splat, store_result
+from .requant_epilogue import V16, RequantSpec, splat, store_result
 from .vnni import dpwssd, intrinsic
 
 
@@ -58,8 +58,7 @@ def _memset0(b: ir.IRBuilder, p: ir.Value, nbytes: ir.Value | int) -> None:
                ir.Constant(ir.IntType(1), 0)])
 
 
-def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, bias_v: np.ndarray | None,
-                    requant: RequantSpec | None = None) -> None:
+def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | None = None) -> None:
     """Emit the depthwise kernel for ``op`` (see the module docstring); ``requant`` fuses the
     requantize that reads its result (the kernel's output is then that op's int8 tensor)."""
     _, (KH, KW), (sh, sw), _, p, (OH, OW) = geometry
@@ -77,13 +76,7 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, bias_v: np.ndarray | No
     words = (wpad[:, :, 0::2] & 0xFFFF) | (wpad[:, :, 1::2] << 16)
     words = np.where(words >= 1 << 31, words - (1 << 32), words).astype(np.int32)
     woff = k.packed_constant(f"{op.operands[1].name}.dwpairs", words.reshape(-1), replaces=k.arg(1))
-    boff = k.packed_constant(f"{op.operands[1].name}.dwbias",
-                             (bias_v if bias_v is not None else np.zeros(C, np.int32)).astype(np.int32))
-    if len(op.operands) > 2:
-        k.cg.unread_args.add(id(k.arg(2)))
-    if requant is not None:
-        moff = k.packed_constant(f"{op.results[0].name}.rq_mult", requant.multiplier.astype(np.int64))
-        soff = k.packed_constant(f"{op.results[0].name}.rq_shift", requant.shift.astype(np.int64))
+    has_bias = len(op.operands) > 2  # read in place
     # input columns copied into a padded row: [pl, pl + wfill) of the row buffer
     row16_len = 2 * L if sw == 2 else L + 1
     wfill = max(0, min(W, row16_len - p[1]))
@@ -95,11 +88,9 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, bias_v: np.ndarray | No
         wrow = _gep(b, kb.weights_ptr(woff), b.mul(c, const_int(KH * npairs)), I32)
         wsplat = [[splat(b, b.load(_gep(b, wrow, kh * npairs + q, I32), typ=I32), V16) for q in range(npairs)]
                   for kh in range(KH)]
-        bias = splat(b, b.load(_gep(b, kb.weights_ptr(boff), c, I32), typ=I32), V16)
-        mv = sv = None
-        if requant is not None:
-            mv = splat(b, b.load(_gep(b, kb.weights_ptr(moff), c, I64), typ=I64), V16I64)
-            sv = splat(b, b.load(_gep(b, kb.weights_ptr(soff), c, I64), typ=I64), V16I64)
+        bias = splat(b, b.load(_gep(b, kb.local(k.arg(2)), c, I32), typ=I32), V16) if has_bias else \
+            ir.Constant(V16, [0] * 16)
+        mv, sv = requant.channel_params(k, kb, c) if requant is not None else (None, None)
         plane = b.call(intrinsic(b.module, "malloc", PTR, [I64]), [const_int(Hp * L * 4 + (L + 1) * 2 + 128)])
         row16 = _gep(b, plane, Hp * L * 4 + 64, I8)  # the stride-1 row buffer
         xplane = _gep(b, xin, b.mul(t, const_int(H * W)), I8)

@@ -36,7 +36,7 @@ from ..llvm_types import I8, I32, I64, PTR, VOID, const_int, for_range
 from . import dims as dm
 from .qconv_depthwise import depthwise_supported, lower_depthwise
 from .registry import batch_only, lowering
-from .requant_epilogue import V16I64, RequantSpec, splat, store_result
+from .requant_epilogue import RequantSpec, splat, store_result
 from .vnni import dpbusd, intrinsic
 
 V16 = ir.VectorType(I32, 16)
@@ -157,7 +157,7 @@ def lower_qconv(k, op: Op, requant: RequantSpec | None = None) -> None:
     if requant is not None and path == "direct":
         raise TargetError(f"x86: {op.where()}: no kernel fuses a requantize into this qconv")
     if path == "depthwise":
-        lower_depthwise(k, op, geometry, wv, bias_v, requant)
+        lower_depthwise(k, op, geometry, wv, requant)
     elif path == "vnni":
         _qconv_vnni(k, op, wv, bias_v, *geometry[1:], requant=requant)
     else:
@@ -200,9 +200,6 @@ def _qconv_vnni(k, op: Op, wv: np.ndarray, bias_v: np.ndarray | None, ks, s, d, 
     coff = k.packed_constant(f"{op.operands[1].name}.corr", corr.astype(np.int32))
     if len(op.operands) > 2:
         k.cg.unread_args.add(id(k.arg(2)))
-    if requant is not None:
-        moff = k.packed_constant(f"{op.results[0].name}.rq_mult", requant.multiplier)
-        soff = k.packed_constant(f"{op.results[0].name}.rq_shift", requant.shift)
     fill_word = ((zp + 128) & 0xFF) * 0x01010101
     fill_word = fill_word - (1 << 32) if fill_word >= 1 << 31 else fill_word
 
@@ -284,10 +281,8 @@ def _qconv_vnni(k, op: Op, wv: np.ndarray, bias_v: np.ndarray | None, ks, s, d, 
                 m = b.add(m0, const_int(r))
                 cv = _splat(b, b.load(_gep(b, cbase, m, I32), typ=I32))
                 row = b.add(ybase, b.mul(b.add(b.mul(mb, const_int(MR)), const_int(r)), const_int(P)))
-                mv = sv = None
-                if requant is not None:  # one output channel per row: its multiplier and shift
-                    mv = _splat(b, b.load(_gep(b, kb.weights_ptr(moff), m, I64), typ=I64), V16I64)
-                    sv = _splat(b, b.load(_gep(b, kb.weights_ptr(soff), m, I64), typ=I64), V16I64)
+                # one output channel per row: its multiplier and shift
+                mv, sv = requant.channel_params(k, kb, m) if requant is not None else (None, None)
                 for v in range(NV):
                     at = b.add(row, b.add(p0, const_int(16 * v)))
                     store_result(b, b.add(accs[r][v], cv), yo, at, b.sub(remaining, const_int(16 * v)), requant,
@@ -406,11 +401,6 @@ def lower_qmatmul(k, op: Op, requant: RequantSpec | None = None) -> None:
     coff = k.packed_constant(f"{w.name}.corr", corr_pad)
     if len(op.operands) > 2:
         k.cg.unread_args.add(id(k.arg(2)))
-    if requant is not None:
-        mpad, spad = np.zeros(npanels * NR, np.int64), np.zeros(npanels * NR, np.int64)
-        mpad[:Nn], spad[:Nn] = requant.multiplier, requant.shift
-        moff = k.packed_constant(f"{op.results[0].name}.rq_mult", mpad)
-        soff = k.packed_constant(f"{op.results[0].name}.rq_shift", spad)
 
     def task(kb, t: ir.Value) -> None:  # one NR-wide panel of the output columns, every row
         b = kb.b
@@ -441,11 +431,8 @@ def lower_qmatmul(k, op: Op, requant: RequantSpec | None = None) -> None:
             for v in range(NV):
                 cv = b.load(_gep(b, cbase, const_int(16 * v), I32), typ=V16)
                 cv.align = 4
-                mv = sv = None
-                if requant is not None:
-                    col = b.add(n0, const_int(16 * v))
-                    mv, sv = (b.load(_gep(b, kb.weights_ptr(off), col, I64), typ=V16I64) for off in (moff, soff))
-                    mv.align = sv.align = 8
+                mv, sv = (requant.lane_params(k, kb, b.add(n0, const_int(16 * v)), b.sub(remaining, const_int(16 * v)))
+                          if requant is not None else (None, None))
                 for r in range(rows):
                     at = b.add(b.mul(b.add(m0, const_int(r)), const_int(Nn)), b.add(n0, const_int(16 * v)))
                     store_result(b, b.add(accs[r][v], cv), yo, at, b.sub(remaining, const_int(16 * v)), requant,

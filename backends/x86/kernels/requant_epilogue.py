@@ -4,9 +4,10 @@ registers instead of storing an i32 tensor for a separate ``requantize`` pass to
 
 The arithmetic is the reference's (ir/ops/quant.py ``_requantize``), bit for bit: in i64,
 ``y = round_half_to_even(acc * multiplier / 2**shift) + zero_point``, clamped to the clip bounds and
-the output dtype's range. ``RequantSpec`` carries the compile-time constants (one multiplier and shift
-per output channel, or one for all); the fused lowering (``quant_fused.py``) builds it from the
-requantize op the ``fuse-requantize`` pass put in the group.
+the output dtype's range. ``RequantSpec`` says where the kernel reads the multiplier and shift (the
+requantize's own i32 constants, in place: one per output channel, or one for all) and carries the
+zero point and clamp; the fused lowering (``quant_fused.py``) builds it from the requantize op the
+``fuse-requantize`` pass put in the group.
 """
 
 from __future__ import annotations
@@ -27,23 +28,49 @@ V16I8 = ir.VectorType(I8, 16)
 
 @dataclass
 class RequantSpec:
-    """A requantize op's constants, one entry per output channel (broadcast if it had one)."""
-    multiplier: np.ndarray  # i64 [channels]
-    shift: np.ndarray  # i64 [channels]
+    """A fused requantize: its attributes, and where the kernel finds its multiplier and shift (i32
+    constants, read in place: operand ``mult_arg`` / ``shift_arg`` of the kernel, each per output
+    channel or one value for all)."""
     zero_point: int
     lo: int  # the clamp, already intersected with the output dtype's range
     hi: int
     dtype: DType
+    mult_arg: int
+    shift_arg: int
+    mult_per_channel: bool
+    shift_per_channel: bool
 
     @staticmethod
-    def build(multiplier: np.ndarray, shift: np.ndarray, channels: int, attrs: dict) -> "RequantSpec":
+    def build(attrs: dict, mult_arg: int, shift_arg: int, mult_size: int, shift_size: int) -> "RequantSpec":
         dt = attrs["dtype"]
         info = np.iinfo(dt.numpy)
         lo = int(info.min) if attrs["clip_min"] is None else max(int(attrs["clip_min"]), int(info.min))
         hi = int(info.max) if attrs["clip_max"] is None else min(int(attrs["clip_max"]), int(info.max))
-        m = np.broadcast_to(np.asarray(multiplier, np.int64).reshape(-1), (channels,)).copy()
-        s = np.broadcast_to(np.asarray(shift, np.int64).reshape(-1), (channels,)).copy()
-        return RequantSpec(m, s, int(attrs["zero_point"]), lo, hi, dt)
+        return RequantSpec(int(attrs["zero_point"]), lo, hi, dt, mult_arg, shift_arg, mult_size > 1, shift_size > 1)
+
+    def channel_params(self, k, kb, channel: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """Multiplier and shift of one output channel, splat to <16 x i64> (lanes are pixels); ``k``
+        is the kernel's builder, ``kb`` the one of the task being emitted."""
+        b = kb.b
+        out = []
+        for arg, per in ((self.mult_arg, self.mult_per_channel), (self.shift_arg, self.shift_per_channel)):
+            p = b.gep(kb.local(k.arg(arg)), [channel if per else const_int(0)], source_etype=I32, inbounds=True)
+            out.append(splat(b, b.sext(b.load(p, typ=I32), I64), V16I64))
+        return out[0], out[1]
+
+    def lane_params(self, k, kb, col: ir.Value, remaining: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """Multiplier and shift of the 16 output channels from ``col`` (lanes are channels; lanes at
+        or past ``remaining`` are not read)."""
+        b = kb.b
+        out = []
+        for arg, per in ((self.mult_arg, self.mult_per_channel), (self.shift_arg, self.shift_per_channel)):
+            base = kb.local(k.arg(arg))
+            if per:
+                v = load_lanes(b, b.gep(base, [col], source_etype=I32, inbounds=True), remaining)
+                out.append(b.sext(v, V16I64))
+            else:
+                out.append(splat(b, b.sext(b.load(base, typ=I32), I64), V16I64))
+        return out[0], out[1]
 
 
 def splat(b: ir.IRBuilder, x: ir.Value, vt: ir.VectorType) -> ir.Value:
@@ -67,6 +94,18 @@ def requantize_v16(b: ir.IRBuilder, acc: ir.Value, mult: ir.Value, shift: ir.Val
     return b.trunc(y, V16I8)
 
 
+def _lane_mask(b: ir.IRBuilder, remaining: ir.Value) -> ir.Value:
+    return b.icmp_signed("<", ir.Constant(V16I64, list(range(16))), splat(b, remaining, V16I64))
+
+
+def load_lanes(b: ir.IRBuilder, ptr: ir.Value, remaining: ir.Value) -> ir.Value:
+    """The first min(16, remaining) i32 at ``ptr`` (the other lanes 0, never read)."""
+    name = "llvm.masked.load.v16i32.p0"
+    fn = b.module.globals.get(name) or ir.Function(
+        b.module, ir.FunctionType(V16, [PTR, I32, ir.VectorType(ir.IntType(1), 16), V16]), name=name)
+    return b.call(fn, [ptr, ir.Constant(I32, 4), _lane_mask(b, remaining), ir.Constant(V16, [0] * 16)])
+
+
 def store_lanes(b: ir.IRBuilder, x: ir.Value, ptr: ir.Value, remaining: ir.Value) -> None:
     """Store the first min(16, remaining) lanes of the 16-lane vector ``x`` (i32 or i8) at ``ptr``."""
     et = x.type.element
@@ -77,8 +116,7 @@ def store_lanes(b: ir.IRBuilder, x: ir.Value, ptr: ir.Value, remaining: ir.Value
             st = b.store(x, ptr)
             st.align = width
         with other:
-            lanes = ir.Constant(V16I64, list(range(16)))
-            mask = b.icmp_signed("<", lanes, splat(b, remaining, V16I64))
+            mask = _lane_mask(b, remaining)
             name = f"llvm.masked.store.v16i{et.width}.p0"
             fn = b.module.globals.get(name) or ir.Function(
                 b.module, ir.FunctionType(VOID, [x.type, PTR, I32, ir.VectorType(ir.IntType(1), 16)]), name=name)
