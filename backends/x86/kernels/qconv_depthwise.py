@@ -33,8 +33,11 @@ from nnc.ir import Op
 
 from ..llvm_types import I8, I16, I32, I64, PTR, VOID, const_int, for_range
 from . import dims as dm
+from .broadcast_loops import vector_loop
 from .requant_epilogue import V16, RequantSpec, splat, store_result
 from .vnni import dpwssd, intrinsic
+
+STACK_BYTES = 32768  # pair planes up to this size live on the task's stack (as conv.py's FP32 buffers)
 
 
 def depthwise_supported(op: Op, geometry, wv: np.ndarray | None, has_const_bias: bool) -> bool:
@@ -81,6 +84,9 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | 
     row16_len = 2 * L if sw == 2 else L + 1
     wfill = max(0, min(W, row16_len - p[1]))
 
+    nbytes = Hp * L * 4 + (L + 1) * 2 + 128
+    on_stack = nbytes <= STACK_BYTES
+
     def task(kb, t: ir.Value) -> None:  # one (image, channel) plane
         b = kb.b
         xin, yo = kb.local(k.arg(0)), kb.local(k.out(0))
@@ -91,7 +97,13 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | 
         bias = splat(b, b.load(_gep(b, kb.local(k.arg(2)), c, I32), typ=I32), V16) if has_bias else \
             ir.Constant(V16, [0] * 16)
         mv, sv = requant.channel_params(k, kb, c) if requant is not None else (None, None)
-        plane = b.call(intrinsic(b.module, "malloc", PTR, [I64]), [const_int(Hp * L * 4 + (L + 1) * 2 + 128)])
+        if on_stack:  # small planes: no allocator call per channel
+            with b.goto_entry_block():  # a static alloca, not one per loop iteration
+                slot = b.alloca(I32, size=const_int(nbytes // 4))
+                slot.align = 64
+                plane = b.inttoptr(b.ptrtoint(slot, I64), PTR)  # an opaque pointer, as malloc gives
+        else:
+            plane = b.call(intrinsic(b.module, "malloc", PTR, [I64]), [const_int(nbytes)])
         row16 = _gep(b, plane, Hp * L * 4 + 64, I8)  # the stride-1 row buffer
         xplane = _gep(b, xin, b.mul(t, const_int(H * W)), I8)
         if sw == 1:
@@ -112,11 +124,11 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | 
                             _memset0(b, _gep(b, dst16, p[1] + wfill, I16), 2 * (row16_len - p[1] - wfill))
                     src = _gep(b, xplane, b.mul(ih, const_int(W)), I8)
                     dst = _gep(b, dst16, p[1], I16)
-                    with for_range(b, wfill, "iw") as iw:
+                    with vector_loop(b, wfill, 16, "iw") as iw:
                         v = b.sext(b.load(_gep(b, src, iw, I8), typ=I8), I16)
                         b.store(b.sub(v, zpv), _gep(b, dst, iw, I16))
                     if sw == 1:  # interleave the row with itself shifted by one
-                        with for_range(b, L, "i") as i:
+                        with vector_loop(b, L, 16, "i") as i:
                             lo = b.zext(b.load(_gep(b, row16, i, I16), typ=I16), I32)
                             hi = b.zext(b.load(_gep(b, row16, b.add(i, const_int(1)), I16), typ=I16), I32)
                             b.store(b.or_(lo, b.shl(hi, ir.Constant(I32, 16))), _gep(b, prow, i, I32))
@@ -136,6 +148,7 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | 
                         ld.align = 4
                         acc = dpwssd(b, vnni, acc, ld, wsplat[kh][q])
                 store_result(b, acc, yo, b.add(orow, j0), b.sub(const_int(OW), j0), requant, mv, sv)
-        b.call(intrinsic(b.module, "free", VOID, [PTR]), [plane])
+        if not on_stack:
+            b.call(intrinsic(b.module, "free", VOID, [PTR]), [plane])
 
     k.parallel_for(dm.mul(k.b, N, C), task, name="qconv_dw")
