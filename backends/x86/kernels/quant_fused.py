@@ -4,7 +4,7 @@ accumulators go to int8 in registers and the group writes only the int8 tensor."
 
 from __future__ import annotations
 
-import math
+import numpy as np
 
 from nnc.ir import Op
 
@@ -22,7 +22,10 @@ def lower_fused_requantize(k, op: Op) -> None:
     index = {id(p): i for i, p in enumerate(region.params)}
     n = len(anchor.operands)
     mult, shift = rq.operands[1:]
-    spec = RequantSpec.build(rq.attrs, n, n + 1, math.prod(mult.shape), math.prod(shift.shape))
+    consts = k.cg.module.constants  # the fuse-requantize pass grouped only constant multipliers and shifts
+    values = [np.asarray(consts[op.operands[index[id(v)]].producer.attrs["ref"]]).astype(np.int64)
+              for v in (mult, shift)]
+    spec = RequantSpec.build(rq.attrs, n, n + 1, *values)
     outer = Op(anchor.opname, [op.operands[index[id(v)]] for v in anchor.operands], anchor.attrs,
                [r.type for r in anchor.results], [r.name for r in anchor.results], loc=anchor.loc)
     try:
