@@ -128,3 +128,40 @@ def test_quantized_mobilenet_v2_is_bit_exact_with_every_requantize_fused():
     got = cm.run(feed)
     for k, v in want.items():
         np.testing.assert_array_equal(got[k], v)
+
+
+# multiplier/shift regimes of the epilogue: f64 (every shift <= 44) with many exact .5 ties, the
+# boundary, and the i64 form (a shift above 44 anywhere in the layer)
+REGIMES = {
+    "ties_half": (1 << 30, 31),        # v = acc / 2: every odd accumulator is a tie
+    "ties_quarter": (3 << 28, 30),     # v = 3 acc / 4: acc = 2 mod 4 ties
+    "shift_44": (1 << 30, 44),
+    "i64_shift_45": (1 << 30, 45),
+    "i64_shift_62": (2**31 - 1, 62),
+}
+
+
+@pytest.mark.parametrize("regime", sorted(REGIMES))
+@pytest.mark.parametrize("anchor", ["depthwise", "pointwise", "qmatmul"])
+def test_epilogue_rounding_regimes(regime, anchor):
+    m, s = REGIMES[regime]
+    c = 24
+    mult, shift = np.full(c, m, np.int32), np.full(c, s, np.int32)
+    if regime.startswith("i64"):
+        shift[:-1] = 36  # one channel past the f64 bound sends the whole layer to the i64 form
+    # small accumulators for the tie regimes so that the results do not all saturate
+    lim = 3 if regime.startswith("ties") else 128
+    rq = {"multiplier": mult, "shift": shift, "zero_point": 1, "axis": -1 if anchor == "qmatmul" else 1}
+    if anchor == "qmatmul":
+        x = RNG.integers(-lim, lim, size=(7, 40)).astype(np.int8)
+        model = _graph("qmatmul", x, [RNG.integers(-lim, lim, size=(40, c)).astype(np.int8), np.zeros(c, np.int32)],
+                       {"a_zero_point": 0}, rq)
+    else:
+        x = RNG.integers(-lim, lim, size=(1, c, 9, 9)).astype(np.int8)
+        g = c if anchor == "depthwise" else 1
+        k = 3 if anchor == "depthwise" else 1
+        w = RNG.integers(-lim, lim, size=(c, c // g, k, k)).astype(np.int8)
+        model = _graph("qconv", x, [w, np.zeros(c, np.int32)],
+                       {"strides": [1, 1], "pads": [k // 2] * 4, "x_zero_point": 0, "group": g}, rq)
+    assert _kernels(model) == ["fused"]
+    _check(model, x)
