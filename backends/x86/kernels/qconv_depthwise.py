@@ -6,17 +6,20 @@ Why pairs of 16-bit values and not ``vpdpbusd``: a depthwise output is a dot pro
 KH x KW taps of one channel. ``vpdpbusd`` wants four taps of one output pixel side by side in each
 i32 lane, which for a row of 16 output pixels means a byte shuffle per tap group per vector, and a
 3x3 (9 taps) wastes a quarter of it on padding. ``vpdpwssd`` (VNNI, 16-bit) sums *two* products per
-lane, and the pairs it needs come almost for free:
+lane, and the pairs it needs come for free from a plain 16-bit copy of the input:
 
-- each task (image, channel) first builds a *pair plane* ``PP[r][i] = (x[r][s*i] - zp,
-  x[r][s*i + 1] - zp)`` as two i16 in one i32, over the zero-padded input rows r (padding is the
-  zero point, so it contributes 0 after the subtraction; ``x - zp`` fits i16). With stride 2 that
-  plane *is* the zero-padded i16 row read as i32 (no shuffling at all); with stride 1 it is one
-  extra vectorisable pass interleaving the row with itself shifted by one;
+- each task (image, channel) first copies its plane as i16 ``x - zp`` into zero-padded rows
+  (padding is the zero point, so it contributes 0 after the subtraction; ``x - zp`` fits i16): one
+  vectorised pass, sign extension and a subtraction;
 - the taps of a kernel row go in pairs (kw, kw+1) for even kw (an odd last tap pairs with a zero
-  weight); output column j needs ``x[s*j + kw]`` and ``x[s*j + kw + 1]``, which is ``PP[r][j + kw/s]``:
-  one unaligned 64-byte load feeds 16 output pixels;
+  weight). An i32 loaded at i16 offset ``o`` of a row is the pair ``(row[o], row[o+1])``, so 16
+  lanes at offsets ``o, o+2, ..., o+30`` (one unaligned 64-byte load) are the pairs of 16 output
+  columns *two apart*. With stride 2 those are consecutive outputs (column j reads from ``2j + kw``).
+  With stride 1 the kernel runs two phases, the even and the odd columns of a block of 32, and
+  interleaves the two finished vectors (one shuffle) before the store;
 - per 16 output pixels a 3x3 takes 6 ``vpdpwssd`` (9 i32 multiplies and 9 adds otherwise), a 5x5 15.
+  (A first version built an interleaved "pair plane" for stride 1; that extra pass over every row
+  made stride-1 layers 1.2-1.6x slower than FP32, the two phases 0.74-1.15x, bench/int8_depthwise.py.)
 
 The weight pairs (``w[kw] | w[kw+1] << 16``) are packed at compile time; the bias is read in place. Without VNNI,
 ``vpdpwssd`` is emulated by widening multiplies and adds (``vpmaddwd`` + ``vpaddd``; exact, slower).
@@ -34,7 +37,7 @@ from nnc.ir import Op
 from ..llvm_types import I8, I16, I32, I64, PTR, VOID, const_int, for_range
 from . import dims as dm
 from .broadcast_loops import vector_loop
-from .requant_epilogue import V16, RequantSpec, splat, store_result
+from .requant_epilogue import V16, RequantSpec, requantize_v16, splat, store_lanes
 from .vnni import dpwssd, intrinsic
 
 STACK_BYTES = 32768  # pair planes up to this size live on the task's stack (as conv.py's FP32 buffers)
@@ -71,8 +74,10 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | 
     zp = op.attrs["x_zero_point"]
     vnni = k.target.has("avx512vnni")
     npairs = (KW + 1) // 2
-    OWv = -(-OW // 16) * 16
-    L = OWv + (2 * (npairs - 1)) // sw  # pair-plane row length (i32 words)
+    # stride 1 runs two phases (even and odd output columns) of 16 lanes each: 32 columns per block
+    block = 32 if sw == 1 else 16
+    OWb = -(-OW // block) * block
+    R16 = (OWb if sw == 1 else 2 * OWb) + 2 * npairs + 2  # i16 per padded row: every load stays inside
     Hp = (OH - 1) * sh + KH  # padded rows the windows read
     wpad = np.zeros((C, KH, 2 * npairs), np.int64)
     wpad[:, :, :KW] = wv.reshape(C, KH, KW)
@@ -80,12 +85,10 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | 
     words = np.where(words >= 1 << 31, words - (1 << 32), words).astype(np.int32)
     woff = k.packed_constant(f"{op.operands[1].name}.dwpairs", words.reshape(-1), replaces=k.arg(1))
     has_bias = len(op.operands) > 2  # read in place
-    # input columns copied into a padded row: [pl, pl + wfill) of the row buffer
-    row16_len = 2 * L if sw == 2 else L + 1
-    wfill = max(0, min(W, row16_len - p[1]))
-
-    nbytes = Hp * L * 4 + (L + 1) * 2 + 128
+    wfill = max(0, min(W, R16 - p[1]))  # input columns copied into [pl, pl + wfill) of a padded row
+    nbytes = Hp * R16 * 2 + 128
     on_stack = nbytes <= STACK_BYTES
+    out_t = I8 if requant is not None else I32
 
     def task(kb, t: ir.Value) -> None:  # one (image, channel) plane
         b = kb.b
@@ -104,50 +107,54 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | 
                 plane = b.inttoptr(b.ptrtoint(slot, I64), PTR)  # an opaque pointer, as malloc gives
         else:
             plane = b.call(intrinsic(b.module, "malloc", PTR, [I64]), [const_int(nbytes)])
-        row16 = _gep(b, plane, Hp * L * 4 + 64, I8)  # the stride-1 row buffer
         xplane = _gep(b, xin, b.mul(t, const_int(H * W)), I8)
-        if sw == 1:
-            _memset0(b, row16, row16_len * 2)
         zpv = ir.Constant(I16, zp)
-        # -- the pair plane ------------------------------------------------------------------------
+        # -- the zero-padded i16 plane of x - zp ---------------------------------------------------
         with for_range(b, Hp, "r") as r:
             ih = b.sub(r, const_int(p[0]))
             ok = b.and_(b.icmp_signed(">=", ih, const_int(0)), b.icmp_signed("<", ih, const_int(H)))
-            prow = _gep(b, plane, b.mul(r, const_int(L * 4)), I8)
+            row = _gep(b, plane, b.mul(r, const_int(R16 * 2)), I8)
             with b.if_else(ok) as (then, other):
                 with then:
-                    dst16 = prow if sw == 2 else row16
-                    if sw == 2:  # the row buffer is the plane row: zero its borders
-                        if p[1]:
-                            _memset0(b, dst16, 2 * p[1])
-                        if p[1] + wfill < row16_len:
-                            _memset0(b, _gep(b, dst16, p[1] + wfill, I16), 2 * (row16_len - p[1] - wfill))
+                    if p[1]:
+                        _memset0(b, row, 2 * p[1])
+                    if p[1] + wfill < R16:
+                        _memset0(b, _gep(b, row, p[1] + wfill, I16), 2 * (R16 - p[1] - wfill))
                     src = _gep(b, xplane, b.mul(ih, const_int(W)), I8)
-                    dst = _gep(b, dst16, p[1], I16)
+                    dst = _gep(b, row, p[1], I16)
                     with vector_loop(b, wfill, 16, "iw") as iw:
                         v = b.sext(b.load(_gep(b, src, iw, I8), typ=I8), I16)
                         b.store(b.sub(v, zpv), _gep(b, dst, iw, I16))
-                    if sw == 1:  # interleave the row with itself shifted by one
-                        with vector_loop(b, L, 16, "i") as i:
-                            lo = b.zext(b.load(_gep(b, row16, i, I16), typ=I16), I32)
-                            hi = b.zext(b.load(_gep(b, row16, b.add(i, const_int(1)), I16), typ=I16), I32)
-                            b.store(b.or_(lo, b.shl(hi, ir.Constant(I32, 16))), _gep(b, prow, i, I32))
                 with other:
-                    _memset0(b, prow, L * 4)
+                    _memset0(b, row, R16 * 2)
         # -- the output rows -----------------------------------------------------------------------
+
+        def phase(r0: ir.Value, j0: ir.Value, ph: int) -> ir.Value:
+            """16 outputs of columns j0 + ph + (2 if stride 1 else 1) * lane, finished (i32 or bytes):
+            the pair (kw, kw+1) of lane i is the i32 at i16 offset sw * j0 + ph + kw + 2 * i."""
+            acc = bias
+            for kh in range(KH):
+                row = _gep(b, plane, b.mul(b.add(r0, const_int(kh)), const_int(R16 * 2)), I8)
+                for q in range(npairs):
+                    at = b.add(b.mul(j0, const_int(sw)), const_int(ph + 2 * q))
+                    ld = b.load(_gep(b, row, at, I16), typ=V16)
+                    ld.align = 2
+                    acc = dpwssd(b, vnni, acc, ld, wsplat[kh][q])
+            return acc if requant is None else requantize_v16(b, acc, mv, sv, requant)
+
         with for_range(b, OH, "oh") as oh:
             r0 = b.mul(oh, const_int(sh))
             orow = b.mul(b.add(b.mul(t, const_int(OH)), oh), const_int(OW))
-            with for_range(b, OWv // 16, "jb") as jb:
-                j0 = b.mul(jb, const_int(16))
-                acc = bias
-                for kh in range(KH):
-                    prow = _gep(b, plane, b.mul(b.add(r0, const_int(kh)), const_int(L * 4)), I8)
-                    for q in range(npairs):
-                        ld = b.load(_gep(b, prow, b.add(j0, const_int((2 * q) // sw)), I32), typ=V16)
-                        ld.align = 4
-                        acc = dpwssd(b, vnni, acc, ld, wsplat[kh][q])
-                store_result(b, acc, yo, b.add(orow, j0), b.sub(const_int(OW), j0), requant, mv, sv)
+            with for_range(b, OWb // block, "jb") as jb:
+                j0 = b.mul(jb, const_int(block))
+                if sw == 1:  # interleave the even and odd columns back into order
+                    even, odd = phase(r0, j0, 0), phase(r0, j0, 1)
+                    y = b.shuffle_vector(even, odd, ir.Constant(ir.VectorType(I32, 32),
+                                                                [i // 2 + 16 * (i % 2) for i in range(32)]))
+                else:
+                    y = phase(r0, j0, 0)
+                dst = b.gep(yo, [b.add(orow, j0)], source_etype=out_t, inbounds=True)
+                store_lanes(b, y, dst, b.sub(const_int(OW), j0))
         if not on_stack:
             b.call(intrinsic(b.module, "free", VOID, [PTR]), [plane])
 

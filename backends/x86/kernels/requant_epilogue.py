@@ -124,8 +124,9 @@ def _requantize_f64(b: ir.IRBuilder, acc: ir.Value, mult: ir.Value, shift: ir.Va
     return b.trunc(b.fptosi(y, V16), V16I8)
 
 
-def _lane_mask(b: ir.IRBuilder, remaining: ir.Value) -> ir.Value:
-    return b.icmp_signed("<", ir.Constant(V16I64, list(range(16))), splat(b, remaining, V16I64))
+def _lane_mask(b: ir.IRBuilder, remaining: ir.Value, n: int = 16) -> ir.Value:
+    vt = ir.VectorType(I64, n)
+    return b.icmp_signed("<", ir.Constant(vt, list(range(n))), splat(b, remaining, vt))
 
 
 def load_lanes(b: ir.IRBuilder, ptr: ir.Value, remaining: ir.Value) -> ir.Value:
@@ -137,19 +138,19 @@ def load_lanes(b: ir.IRBuilder, ptr: ir.Value, remaining: ir.Value) -> ir.Value:
 
 
 def store_lanes(b: ir.IRBuilder, x: ir.Value, ptr: ir.Value, remaining: ir.Value) -> None:
-    """Store the first min(16, remaining) lanes of the 16-lane vector ``x`` (i32 or i8) at ``ptr``."""
-    et = x.type.element
+    """Store the first min(n, remaining) lanes of the n-lane vector ``x`` (i32 or i8) at ``ptr``."""
+    et, n = x.type.element, x.type.count
     width = et.width // 8
-    full = b.icmp_signed(">=", remaining, const_int(16))
+    full = b.icmp_signed(">=", remaining, const_int(n))
     with b.if_else(full) as (then, other):
         with then:
             st = b.store(x, ptr)
             st.align = width
         with other:
-            mask = _lane_mask(b, remaining)
-            name = f"llvm.masked.store.v16i{et.width}.p0"
+            mask = _lane_mask(b, remaining, n)
+            name = f"llvm.masked.store.v{n}i{et.width}.p0"
             fn = b.module.globals.get(name) or ir.Function(
-                b.module, ir.FunctionType(VOID, [x.type, PTR, I32, ir.VectorType(ir.IntType(1), 16)]), name=name)
+                b.module, ir.FunctionType(VOID, [x.type, PTR, I32, ir.VectorType(ir.IntType(1), n)]), name=name)
             b.call(fn, [x, ptr, ir.Constant(I32, width), mask])
 
 
