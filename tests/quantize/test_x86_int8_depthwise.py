@@ -1,7 +1,7 @@
 """The vectorised INT8 depthwise kernel (backends/x86/kernels/qconv_depthwise.py) against the
 reference interpreter, bit for bit: 3x3 and 5x5, stride 1 and 2, asymmetric padding, zero points at
-both ends of the range, channel counts and output widths that are not multiples of 16, batch 1 and
-2; alone (i32 result) and with the requantize that follows it fused into its epilogue."""
+both ends of the range, channel counts and output widths that are not multiples of 16, small
+planes (whose blocks span rows) and wider ones, batch 1 and 2; alone (i32 result) and with the requantize that follows it fused into its epilogue."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ CASES = [  # N, C, H, W, k, stride, pads (t, l, b, r), zp
     (1, 7, 8, 40, 3, 2, (0, 1, 1, 0), 127),      # asymmetric padding (TF "same" at stride 2)
     (1, 4, 6, 6, 3, 1, (0, 0, 0, 0), 3),         # no padding
     (1, 2, 3, 3, 5, 1, (2, 2, 2, 2), 1),         # kernel larger than the plane
+    (2, 6, 7, 9, 3, 1, (0, 1, 1, 0), 5),         # a small stride-1 plane (flat blocks), asymmetric padding
+    (1, 9, 14, 14, 5, 1, (2, 2, 2, 2), -1),      # 14x14 5x5: flat blocks spanning rows
+    (1, 3, 17, 17, 3, 1, (1, 1, 1, 1), 0),       # just past the flat width: row blocks
 ]
 
 

@@ -40,6 +40,7 @@ from .broadcast_loops import vector_loop
 from .requant_epilogue import V16, RequantSpec, requantize_v16, splat, store_lanes
 from .vnni import dpwssd, intrinsic
 
+FLAT_MAX_WIDTH = 16  # stride-1 planes at most this wide run flat (lower_depthwise)
 STACK_BYTES = 32768  # pair planes up to this size live on the task's stack (as conv.py's FP32 buffers)
 
 
@@ -77,8 +78,19 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | 
     # stride 1 runs two phases (even and odd output columns) of 16 lanes each: 32 columns per block
     block = 32 if sw == 1 else 16
     OWb = -(-OW // block) * block
-    R16 = (OWb if sw == 1 else 2 * OWb) + 2 * npairs + 2  # i16 per padded row: every load stays inside
     Hp = (OH - 1) * sh + KH  # padded rows the windows read
+    # small stride-1 planes (7x7, 14x14) run "flat": rows of exactly the padded width, the output
+    # position (oh, ow) at flat index oh * R16 + ow reads its taps at + kh * R16 + kw, so 32-lane
+    # blocks span several rows (7x7: 64 lanes for 49 outputs, not 7 rows x 32) and a copy drops the
+    # KW - 1 columns between rows
+    flat = sh == sw == 1 and OW <= FLAT_MAX_WIDTH
+    if flat:
+        R16 = OW + KW - 1
+        nflat = -(-(OH * R16) // block)  # 32-lane blocks
+        slack = nflat * block + (KH - 1) * R16 + 2 * npairs + 32 - Hp * R16  # i16 read past the plane
+    else:
+        R16 = (OWb if sw == 1 else 2 * OWb) + 2 * npairs + 2  # i16 per padded row: every load stays inside
+        slack = 0
     wpad = np.zeros((C, KH, 2 * npairs), np.int64)
     wpad[:, :, :KW] = wv.reshape(C, KH, KW)
     words = (wpad[:, :, 0::2] & 0xFFFF) | (wpad[:, :, 1::2] << 16)
@@ -86,7 +98,8 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | 
     woff = k.packed_constant(f"{op.operands[1].name}.dwpairs", words.reshape(-1), replaces=k.arg(1))
     has_bias = len(op.operands) > 2  # read in place
     wfill = max(0, min(W, R16 - p[1]))  # input columns copied into [pl, pl + wfill) of a padded row
-    nbytes = Hp * R16 * 2 + 128
+    tmp_off = Hp * R16 * 2 + 2 * max(slack, 0) + 64  # flat: the block outputs before the row copy
+    nbytes = tmp_off + (nflat * block * 4 if flat else 0) + 128
     on_stack = nbytes <= STACK_BYTES
     out_t = I8 if requant is not None else I32
 
@@ -142,15 +155,35 @@ def lower_depthwise(k, op: Op, geometry, wv: np.ndarray, requant: RequantSpec | 
                     acc = dpwssd(b, vnni, acc, ld, wsplat[kh][q])
             return acc if requant is None else requantize_v16(b, acc, mv, sv, requant)
 
+        def interleaved(r0: ir.Value, j0: ir.Value) -> ir.Value:
+            even, odd = phase(r0, j0, 0), phase(r0, j0, 1)
+            return b.shuffle_vector(even, odd, ir.Constant(ir.VectorType(I32, 32),
+                                                          [i // 2 + 16 * (i % 2) for i in range(32)]))
+
+        if flat:
+            tmp = _gep(b, plane, tmp_off, I8)
+            with for_range(b, nflat, "fb") as fb:
+                f0 = b.mul(fb, const_int(block))
+                st = b.store(interleaved(const_int(0), f0), b.gep(tmp, [f0], source_etype=out_t, inbounds=True))
+                st.align = 1
+            with for_range(b, OH, "oh") as oh:
+                src = b.gep(tmp, [b.mul(oh, const_int(R16))], source_etype=out_t, inbounds=True)
+                dst = b.gep(yo, [b.mul(b.add(b.mul(t, const_int(OH)), oh), const_int(OW))], source_etype=out_t,
+                            inbounds=True)
+                with vector_loop(b, OW, 16, "ow") as ow:
+                    v = b.load(b.gep(src, [ow], source_etype=out_t, inbounds=True), typ=out_t)
+                    b.store(v, b.gep(dst, [ow], source_etype=out_t, inbounds=True))
+            if not on_stack:
+                b.call(intrinsic(b.module, "free", VOID, [PTR]), [plane])
+            return
+
         with for_range(b, OH, "oh") as oh:
             r0 = b.mul(oh, const_int(sh))
             orow = b.mul(b.add(b.mul(t, const_int(OH)), oh), const_int(OW))
             with for_range(b, OWb // block, "jb") as jb:
                 j0 = b.mul(jb, const_int(block))
                 if sw == 1:  # interleave the even and odd columns back into order
-                    even, odd = phase(r0, j0, 0), phase(r0, j0, 1)
-                    y = b.shuffle_vector(even, odd, ir.Constant(ir.VectorType(I32, 32),
-                                                                [i // 2 + 16 * (i % 2) for i in range(32)]))
+                    y = interleaved(r0, j0)
                 else:
                     y = phase(r0, j0, 0)
                 dst = b.gep(yo, [b.add(orow, j0)], source_etype=out_t, inbounds=True)
