@@ -1,7 +1,8 @@
 """The vectorised INT8 depthwise kernel (backends/x86/kernels/qconv_depthwise.py) against the
 reference interpreter, bit for bit: 3x3 and 5x5, stride 1 and 2, asymmetric padding, zero points at
-both ends of the range, channel counts and output widths that are not multiples of 16, small
-planes (whose blocks span rows) and wider ones, batch 1 and 2; alone (i32 result) and with the requantize that follows it fused into its epilogue."""
+both ends of the range, channel counts and output widths that are not multiples of 16, small planes
+(whose blocks span rows) and wider ones, batch 1 and 2; alone (i32 result) and with the requantize
+that follows it fused into its epilogue."""
 
 from __future__ import annotations
 
