@@ -1,10 +1,14 @@
-"""INT8 against FP32 on x86 for the CNNs: latency of nnc's float build and of its post-training
-INT8 build (``quantize="int8"``: VNNI qconv/qmatmul, integer requantization), each engine in its own
-process, rounds alternating (FP32 INT8 FP32 INT8 ...), medians and ratios; plus the SQNR of the
-INT8 logits against the FP32 ones on held-out inputs.
+"""INT8 against FP32 on x86 for the CNNs: latency of nnc's float build, of its post-training INT8
+build (``quantize="int8"``: VNNI qconv/qmatmul, the depthwise vpdpwssd kernel, requantize fused into
+the producing kernel) and of onnxruntime running the QDQ model its own ``quantize_static`` writes
+from the same calibration inputs (per-channel int8 weights, u8 activations, ORT_ENABLE_ALL, the same
+intra-op threads), each engine in its own process, rounds alternating (FP32 INT8 ORT-INT8 FP32 ...),
+medians and ratios; plus the SQNR of each INT8 engine's logits against nnc's FP32 ones on held-out
+inputs.
 
-    python bench/int8.py [--models resnet18,mobilenet_v2,resnet50] [--threads 1] [--rounds 3]
-                         [--calibration 8] [--observer minmax] [--out bench/INT8.md]
+    python bench/int8.py [--models mobilenet_v2,mobilenet_v3_small,mobilenet_v3_large,efficientnet_b0,resnet50]
+                         [--threads 1] [--rounds 3] [--calibration 8] [--observer minmax] [--no-ort]
+                         [--out bench/INT8.md]
 
 The models carry the realistic random weights of ``models.realistic_model`` (BatchNorm statistics
 from a batch, ResNet-50 cut before its Softmax) so that their logits carry signal. Calibration:
@@ -54,6 +58,43 @@ def _noisy(x: np.ndarray, db: float, rng: np.random.Generator) -> np.ndarray:
     return (x + rng.standard_normal(x.shape) * sigma).astype(np.float32)
 
 
+class _OrtModel:
+    """onnxruntime's session behind nnc's ``run(feeds) -> {output name: array}``."""
+
+    def __init__(self, path: str, threads: int):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        self.names = [o.name for o in self.sess.get_outputs()]
+
+    def run(self, feeds: dict) -> dict:
+        return dict(zip(self.names, self.sess.run(None, feeds)))
+
+
+def ort_qdq_model(path: str, calibration: str, out: str) -> str:
+    """onnxruntime's static QDQ quantization of ``path`` (the calibration samples of the nnc INT8
+    build; per-channel int8 weights, u8 activations, minmax calibration), written to ``out``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    cal = np.load(calibration)
+    samples = [{k: cal[k][i] for k in cal.files} for i in range(len(cal[cal.files[0]]))]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(samples)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(path, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
 def worker(spec: dict) -> dict:
     import nnc
 
@@ -62,7 +103,10 @@ def worker(spec: dict) -> dict:
     if spec["engine"] == "int8":
         opts.update(quantize="int8", calibration=spec["calibration"], observer=spec["observer"])
     t0 = time.perf_counter()
-    cm = nnc.compile(spec["model"], target="x86", **opts)
+    if spec["engine"] == "ort_int8":
+        cm = _OrtModel(spec["qdq_model"], spec["threads"])
+    else:
+        cm = nnc.compile(spec["model"], target="x86", **opts)
     compile_s = time.perf_counter() - t0
     cm.run(feeds)  # warm-up
     if spec.get("outputs"):
@@ -91,9 +135,58 @@ def run_worker(spec: dict, threads: int) -> dict:
     return json.loads(lines[-1])
 
 
+def _bench_model(a: argparse.Namespace, name: str, path: str, tmp: str, engines: tuple[str, ...]) -> str:
+    """One table row: the engines timed in alternating rounds on ``name``."""
+    cal = os.path.join(tmp, "calibration.npz")
+    samples = _inputs(path, 1, a.calibration)
+    np.savez(cal, **{k: np.stack([s[k] for s in samples]) for k in samples[0]})
+    test = _inputs(path, 0, a.eval)
+    feeds, evals = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "eval.npz")
+    np.savez(feeds, **test[0])
+    np.savez(evals, **{k: np.stack([s[k] for s in test]) for k in test[0]})
+    res = {e: {"times": [], "compile": [], "error": None} for e in engines}
+    qdq = None
+    if "ort_int8" in engines:
+        try:
+            qdq = ort_qdq_model(path, cal, os.path.join(tmp, "qdq.onnx"))
+        except Exception as e:  # noqa: BLE001 - reported in the row
+            res["ort_int8"]["error"] = f"{type(e).__name__}: {e}"[:200]
+    for r in range(a.rounds):
+        for e in engines:
+            if res[e]["error"]:
+                continue
+            spec = {"model": path, "engine": e, "threads": a.threads, "inputs": feeds, "qdq_model": qdq,
+                    "calibration": cal, "observer": a.observer, "budget_s": a.budget, "eval": evals,
+                    "outputs": os.path.join(tmp, f"out-{e}.npz") if r == 0 else None}
+            got = run_worker(spec, a.threads)
+            if not got.get("ok"):
+                res[e]["error"] = got.get("error")
+                continue
+            res[e]["times"] += got["times_ms"]
+            res[e]["compile"].append(got["compile_s"])
+    if res["fp32"]["error"] or res["int8"]["error"]:
+        return f"| {name} | {res['fp32']['error'] or ''} | {res['int8']['error'] or ''} |" + " |" * 7
+    med = {e: float(np.median(res[e]["times"])) if res[e]["times"] else float("nan") for e in engines}
+    o32 = np.load(os.path.join(tmp, "out-fp32.npz"))
+    n = a.eval
+
+    def sqnr(e: str) -> str:
+        if e not in engines or res[e]["error"]:
+            return (res.get(e) or {}).get("error") or ""
+        o = np.load(os.path.join(tmp, f"out-{e}.npz"))
+        return f"{min(sqnr_db(o32[k][:n], o[k]) for k in o32.files if k in o.files):.1f}"
+
+    f32, i8 = med["fp32"], med["int8"]
+    ort8 = med.get("ort_int8", float("nan"))
+    s_floor = min(sqnr_db(o32[k][:n], o32[k][n:]) for k in o32.files)
+    return (f"| {name} | {f32:.2f} | {i8:.2f} | {i8 / f32:.2f} | {ort8:.2f} | {i8 / ort8:.2f} | {sqnr('int8')} | "
+            f"{sqnr('ort_int8')} | {s_floor:.1f} | {res['int8']['compile'][0]:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="resnet18,mobilenet_v2,resnet50")
+    ap.add_argument("--models", default="mobilenet_v2,mobilenet_v3_small,mobilenet_v3_large,efficientnet_b0,resnet50")
+    ap.add_argument("--no-ort", action="store_true", help="leave out onnxruntime's QDQ model")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timed runs per engine per round")
@@ -111,46 +204,20 @@ def main() -> None:
         print(json.dumps(res))
         return
     table = models.all_models()
-    rows = ["| model | FP32 median ms | INT8 median ms | INT8 speedup | SQNR out dB | fp32 noise floor dB | "
-            "INT8 compile s |", "|---|---|---|---|---|---|---|"]
+    load_before = os.getloadavg()
+    engines = ("fp32", "int8") if a.no_ort else ("fp32", "int8", "ort_int8")
+    rows = ["| model | FP32 ms | INT8 ms | INT8/FP32 | ORT INT8 ms | INT8/ORT INT8 | SQNR INT8 dB | "
+            "SQNR ORT INT8 dB | fp32 noise floor dB | INT8 compile s |", "|---" * 10 + "|"]
     for name in a.models.split(","):
         path = str(models.realistic_model(name) if name in models.REALISTIC else table[name]())
         with tempfile.TemporaryDirectory(prefix="nnc-int8-") as tmp:
-            cal = os.path.join(tmp, "calibration.npz")
-            samples = _inputs(path, 1, a.calibration)
-            np.savez(cal, **{k: np.stack([s[k] for s in samples]) for k in samples[0]})
-            test = _inputs(path, 0, a.eval)
-            feeds, evals = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "eval.npz")
-            np.savez(feeds, **test[0])
-            np.savez(evals, **{k: np.stack([s[k] for s in test]) for k in test[0]})
-            res = {e: {"times": [], "compile": [], "error": None} for e in ("fp32", "int8")}
-            for r in range(a.rounds):
-                for e in ("fp32", "int8"):
-                    if res[e]["error"]:
-                        continue
-                    spec = {"model": path, "engine": e, "threads": a.threads, "inputs": feeds,
-                            "calibration": cal, "observer": a.observer, "budget_s": a.budget, "eval": evals,
-                            "outputs": os.path.join(tmp, f"out-{e}.npz") if r == 0 else None}
-                    got = run_worker(spec, a.threads)
-                    if not got.get("ok"):
-                        res[e]["error"] = got.get("error")
-                        continue
-                    res[e]["times"] += got["times_ms"]
-                    res[e]["compile"].append(got["compile_s"])
-            if res["fp32"]["error"] or res["int8"]["error"]:
-                rows.append(f"| {name} | {res['fp32']['error'] or ''} | {res['int8']['error'] or ''} | | | | |")
-                print(rows[-1], flush=True)
-                continue
-            f32, i8 = (float(np.median(res[e]["times"])) for e in ("fp32", "int8"))
-            o32, o8 = np.load(os.path.join(tmp, "out-fp32.npz")), np.load(os.path.join(tmp, "out-int8.npz"))
-            n = a.eval
-            s_out = min(sqnr_db(o32[k][:n], o8[k]) for k in o32.files)
-            s_floor = min(sqnr_db(o32[k][:n], o32[k][n:]) for k in o32.files)
-            rows.append(f"| {name} | {f32:.2f} | {i8:.2f} | {f32 / i8:.2f}x | {s_out:.1f} | {s_floor:.1f} | "
-                        f"{res['int8']['compile'][0]:.1f} |")
+            rows.append(_bench_model(a, name, path, tmp, engines))
             print(rows[-1], flush=True)
+    load = "load average (1, 5, 15 min) before {:.2f} {:.2f} {:.2f}, after {:.2f} {:.2f} {:.2f}".format(
+        *load_before, *os.getloadavg())
     text = (f"## INT8 vs FP32 on x86, {datetime.date.today()}, {a.threads} thread(s), observer {a.observer}, "
-            f"{a.calibration} calibration samples\n\n" + "\n".join(rows) + "\n")
+            f"{a.calibration} calibration samples\n\n{load}; ratios below 1 mean the INT8 build is faster.\n\n"
+            + "\n".join(rows) + "\n")
     if a.out:
         with open(a.out, "a") as f:
             f.write("\n" + text)

@@ -135,39 +135,43 @@ class Fuse(Pass):
             members.sort(key=lambda op: order[id(op)])
             groups.append((anchor.opname if anchor is not None else "elementwise", members))
         for kind, members in groups:
-            self._materialize(g, kind, members)
+            materialize_group(g, kind, members)
             self.stats["groups"] += 1
             self.stats["ops_fused"] += len(members)
         return bool(groups)
 
-    def _materialize(self, g: Graph, kind: str, members: list[Op]) -> None:
-        root = members[-1]
-        ids = {id(op) for op in members}
-        inputs: list[Value] = []
-        seen: set[int] = set()
-        for op in members:
-            for v in op.operands:
-                if (v.producer is None or id(v.producer) not in ids) and id(v) not in seen:
-                    seen.add(id(v))
-                    inputs.append(v)
-        body = Graph(f"{kind}.{root.results[0].name}")
-        mapping: dict[int, Value] = {}
-        for v in inputs:
-            mapping[id(v)] = body.add_param(v.name, v.type)
-        for op in members:
-            clone = Op(op.opname, [mapping[id(v)] for v in op.operands], op.attrs,
-                       [r.type for r in op.results], [r.name for r in op.results], loc=op.loc)
-            body.insert(clone)
-            for r, c in zip(op.results, clone.results):
-                mapping[id(r)] = c
-        body.set_outputs([mapping[id(root.results[0])]])
-        out = root.results[0]
-        fused = Op("fused", inputs, {"kind": kind}, [out.type], [out.name + ".fused"], [body], loc=root.loc)
-        g.insert(fused, g.ops.index(root) + 1)
-        g.replace_all_uses(out, fused.results[0])
-        for op in reversed(members):
-            g.erase(op)
-        g.rename(fused.results[0], out.name)
+
+def materialize_group(g: Graph, kind: str, members: list[Op]) -> Op:
+    """Replace ``members`` (in graph order; the last one's result is the group's) by one ``fused``
+    op of ``kind`` whose region holds them; return it. Backends' own fusions use it too."""
+    root = members[-1]
+    ids = {id(op) for op in members}
+    inputs: list[Value] = []
+    seen: set[int] = set()
+    for op in members:
+        for v in op.operands:
+            if (v.producer is None or id(v.producer) not in ids) and id(v) not in seen:
+                seen.add(id(v))
+                inputs.append(v)
+    body = Graph(f"{kind}.{root.results[0].name}")
+    mapping: dict[int, Value] = {}
+    for v in inputs:
+        mapping[id(v)] = body.add_param(v.name, v.type)
+    for op in members:
+        clone = Op(op.opname, [mapping[id(v)] for v in op.operands], op.attrs,
+                   [r.type for r in op.results], [r.name for r in op.results], loc=op.loc)
+        body.insert(clone)
+        for r, c in zip(op.results, clone.results):
+            mapping[id(r)] = c
+    body.set_outputs([mapping[id(root.results[0])]])
+    out = root.results[0]
+    fused = Op("fused", inputs, {"kind": kind}, [out.type], [out.name + ".fused"], [body], loc=root.loc)
+    g.insert(fused, g.ops.index(root) + 1)
+    g.replace_all_uses(out, fused.results[0])
+    for op in reversed(members):
+        g.erase(op)
+    g.rename(fused.results[0], out.name)
+    return fused
 
 
 register_pass("fuse")(Fuse)

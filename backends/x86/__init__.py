@@ -38,6 +38,7 @@ from nnc.ir.specialize import reinfer
 from nnc.passes import PassManager
 
 from ..compiled import NotShapeGeneric
+from . import fuse_requantize  # noqa: F401  (registers the fuse-requantize pass of PREPARE)
 from .cache import CompileCache, Entry, cache_key
 from .codegen import ENTRY, CodeGen
 from .executable import Interface, X86Executable, load_object
@@ -53,7 +54,7 @@ from .storage import assign_storage
 from .target import TargetInfo, resolve
 from .tuning_db import schedule_table
 
-PREPARE = "freeze,fold-constants,fold-dynamic,dce"
+PREPARE = "freeze,fold-constants,fold-dynamic,dce,fuse-requantize"
 REFOLD = "fold-constants,fold-dynamic,dce"
 
 

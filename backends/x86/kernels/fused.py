@@ -11,6 +11,8 @@
   conv calls it once per finished channel plane). Where the anchor takes no such path (other
   dtypes) or an input cannot be addressed per tile row, the epilogue is a pass over the result
   buffer in the same kernel, in place.
+- ``qconv`` / ``qmatmul`` (from the x86 ``fuse-requantize`` pass): the integer kernel with the
+  requantize in its epilogue (``quant_fused.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from llvmlite import ir
 from nnc.ir import DType, Op, Value
 
 from ..llvm_types import I64, PTR, const_int, for_range, ll_type, round_bf16
+from . import quant_fused
 from .broadcast_loops import vector_lanes, vector_loop
 from .elementwise import SCALAR, broadcast_strides, emit_elementwise
 from .registry import get_lowering, lowering
@@ -50,6 +53,9 @@ def _fused_generic(op: Op) -> str | None:
 def lower_fused(k, op: Op) -> None:
     region = op.regions[0]
     kind = op.attrs["kind"]
+    if kind in quant_fused.KINDS:
+        quant_fused.lower_fused_requantize(k, op)
+        return
     out = region.outputs[0]
     if kind == "elementwise":
         params = region.params

@@ -14,7 +14,10 @@ Weights are packed once at compile time, four reduction steps per i32 (zero-padd
   MR x NR/16 accumulators. Depthwise / tiny-reduction convolutions use a direct loop nest instead.
 - ``qmatmul`` (lanes over N): the weight is packed in NR-wide panels ``[K/4][NR][4]``; each task
   owns one panel and walks the rows of ``a`` (packed per MR rows as u8 with K padded to 4).
-- ``requantize`` / ``qadd``: the broadcasting elementwise loop nest in i64.
+- a ``requantize`` reading a qconv/qmatmul is fused into its epilogue where the x86
+  ``fuse-requantize`` pass groups them (``requant_epilogue.py``); the others, ``qadd``, ``qmul``
+  and ``qlut`` are elementwise loops (``quant_rescale.py``).
+- depthwise convolutions have their own kernel (``qconv_depthwise.py``).
 
 Without VNNI the same kernels emulate ``vpdpbusd`` with widening multiplies (exact, slower).
 """
@@ -27,40 +30,27 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from nnc.ir import DType, Op, TargetError, TensorType
+from nnc.ir import Op, TargetError
 
 from ..llvm_types import I8, I32, I64, PTR, VOID, const_int, for_range
 from . import dims as dm
-from .broadcast_loops import emit_elementwise
+from .qconv_depthwise import depthwise_supported, lower_depthwise
 from .registry import batch_only, lowering
+from .requant_epilogue import RequantSpec, splat, store_result
+from .vnni import dpbusd, intrinsic
 
 V16 = ir.VectorType(I32, 16)
-V64I8 = ir.VectorType(I8, 64)
 U8_SHIFT = 0x80808080 - (1 << 32)  # xor with this maps four i8 to four u8 (x + 128); as a signed i32
 
 
-def _fn(mod: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-    fn = mod.globals.get(name)
-    return fn if fn is not None else ir.Function(mod, ir.FunctionType(ret, args), name=name)
+_fn = intrinsic
 
 
 def _splat(b: ir.IRBuilder, x: ir.Value, vt: ir.VectorType = V16) -> ir.Value:
-    v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, vt.count), [0] * vt.count))
+    return splat(b, x, vt)
 
 
-def _dpbusd(b: ir.IRBuilder, vnni: bool, acc: ir.Value, u8: ir.Value, s8: ir.Value) -> ir.Value:
-    """acc + sum over each lane's four byte pairs of u8 (unsigned) x s8 (signed)."""
-    if vnni:
-        f = _fn(b.module, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
-        return b.call(f, [acc, u8, s8])
-    wide = ir.VectorType(I32, 64)
-    prod = b.mul(b.zext(b.bitcast(u8, V64I8), wide), b.sext(b.bitcast(s8, V64I8), wide))
-    for j in range(4):
-        part = b.shuffle_vector(prod, ir.Constant(wide, ir.Undefined),
-                                ir.Constant(ir.VectorType(I32, 16), [4 * i + j for i in range(16)]))
-        acc = b.add(acc, part)
-    return acc
+_dpbusd = dpbusd
 
 
 def _gep(b: ir.IRBuilder, p: ir.Value, i: ir.Value | int, t: ir.Type) -> ir.Value:
@@ -123,23 +113,6 @@ def _tile_loop(kb, vnni: bool, tile: _Tile, nk4: int, vec_ptr, bcast_ptr, vec_is
     return [[b.load(a, typ=V16) for a in row] for row in accs]
 
 
-def _store_lanes(b: ir.IRBuilder, x: ir.Value, ptr: ir.Value, remaining: ir.Value) -> None:
-    """Store the first min(16, remaining) lanes of ``x`` at ``ptr``."""
-    full = b.icmp_signed(">=", remaining, const_int(16))
-    with b.if_else(full) as (then, other):
-        with then:
-            st = b.store(x, ptr)
-            st.align = 4
-        with other:
-            lanes = ir.Constant(ir.VectorType(I64, 16), list(range(16)))
-            rem = b.insert_element(ir.Constant(ir.VectorType(I64, 16), ir.Undefined), remaining, ir.Constant(I32, 0))
-            rem = b.shuffle_vector(rem, ir.Constant(ir.VectorType(I64, 16), ir.Undefined),
-                                   ir.Constant(ir.VectorType(I32, 16), [0] * 16))
-            mask = b.icmp_signed("<", lanes, rem)
-            f = _fn(b.module, "llvm.masked.store.v16i32.p0", VOID, [V16, PTR, I32, ir.VectorType(ir.IntType(1), 16)])
-            b.call(f, [x, ptr, ir.Constant(I32, 4), mask])
-
-
 # -- qconv ----------------------------------------------------------------------------------------
 
 def _conv_geometry(op: Op):
@@ -153,25 +126,46 @@ def _conv_geometry(op: Op):
     return n, ks, s, d, p, out
 
 
-@lowering("qconv", generic=batch_only)
-def lower_qconv(k, op: Op) -> None:
+def _const_of(module, v) -> np.ndarray | None:
+    p = v.producer
+    return module.constants.get(p.attrs["ref"]) if p is not None and p.opname == "const" else None
+
+
+def qconv_path(op: Op, module) -> str:
+    """Which kernel runs this qconv: ``depthwise`` (qconv_depthwise.py), ``vnni`` (the packed
+    im2col kernel) or ``direct`` (the plain loop nest: 1-D/3-D, non-constant weights, dilated or
+    wide-stride depthwise, tiny reductions). Only the first two can fuse a requantize."""
     w = op.operands[1]
-    n, ks, s, d, p, out = _conv_geometry(op)
-    wv = k.cg.module.constants.get(w.producer.attrs["ref"]) if w.producer is not None and \
-        w.producer.opname == "const" else None
-    bias_v = None
-    if len(op.operands) > 2:
-        b_ = op.operands[2]
-        bias_v = k.cg.module.constants.get(b_.producer.attrs["ref"]) if b_.producer is not None and \
-            b_.producer.opname == "const" else None
-    cg_ = w.shape[1]
-    if n == 2 and wv is not None and (len(op.operands) == 2 or bias_v is not None) and cg_ * math.prod(ks) >= 16:
-        _qconv_vnni(k, op, wv, bias_v, ks, s, d, p, out)
+    wv = _const_of(module, w)
+    const_bias = len(op.operands) == 2 or _const_of(module, op.operands[2]) is not None
+    geometry = _conv_geometry(op)
+    if depthwise_supported(op, geometry, wv, const_bias):
+        return "depthwise"
+    if geometry[0] == 2 and wv is not None and const_bias and w.shape[1] * math.prod(geometry[1]) >= 16:
+        return "vnni"
+    return "direct"
+
+
+@lowering("qconv", generic=batch_only)
+def lower_qconv(k, op: Op, requant: RequantSpec | None = None) -> None:
+    """``requant``: the requantize reading the result, fused (the output is then its int8 tensor)."""
+    mod = k.cg.module
+    wv = _const_of(mod, op.operands[1])
+    bias_v = _const_of(mod, op.operands[2]) if len(op.operands) > 2 else None
+    geometry = _conv_geometry(op)
+    path = qconv_path(op, mod)
+    if requant is not None and path == "direct":
+        raise TargetError(f"x86: {op.where()}: no kernel fuses a requantize into this qconv")
+    if path == "depthwise":
+        lower_depthwise(k, op, geometry, wv, requant)
+    elif path == "vnni":
+        _qconv_vnni(k, op, wv, bias_v, *geometry[1:], requant=requant)
     else:
-        _qconv_direct(k, op, ks, s, d, p, out)
+        _qconv_direct(k, op, *geometry[1:])
 
 
-def _qconv_vnni(k, op: Op, wv: np.ndarray, bias_v: np.ndarray | None, ks, s, d, p, out) -> None:
+def _qconv_vnni(k, op: Op, wv: np.ndarray, bias_v: np.ndarray | None, ks, s, d, p, out,
+                requant: RequantSpec | None = None) -> None:
     x = op.operands[0]
     N = k.shape(x)[0]  # read at run time in shape-generic code; the rest is static (batch_only)
     C, H, W = x.shape[1:]
@@ -287,9 +281,12 @@ def _qconv_vnni(k, op: Op, wv: np.ndarray, bias_v: np.ndarray | None, ks, s, d, 
                 m = b.add(m0, const_int(r))
                 cv = _splat(b, b.load(_gep(b, cbase, m, I32), typ=I32))
                 row = b.add(ybase, b.mul(b.add(b.mul(mb, const_int(MR)), const_int(r)), const_int(P)))
+                # one output channel per row: its multiplier and shift
+                mv, sv = requant.channel_params(k, kb, m) if requant is not None else (None, None)
                 for v in range(NV):
-                    dst = _gep(b, yo, b.add(row, b.add(p0, const_int(16 * v))), I32)
-                    _store_lanes(b, b.add(accs[r][v], cv), dst, b.sub(remaining, const_int(16 * v)))
+                    at = b.add(row, b.add(p0, const_int(16 * v)))
+                    store_result(b, b.add(accs[r][v], cv), yo, at, b.sub(remaining, const_int(16 * v)), requant,
+                                 mv, sv)
 
         full = Mg // MR
         if full:
@@ -368,7 +365,9 @@ def _qmatmul_generic(op: Op) -> str | None:
 
 
 @lowering("qmatmul", generic=_qmatmul_generic)
-def lower_qmatmul(k, op: Op) -> None:
+def lower_qmatmul(k, op: Op, requant: RequantSpec | None = None) -> None:
+    """``requant``: the requantize reading the result, fused (lanes are output columns, so each lane
+    takes its column's multiplier and shift)."""
     a, w = op.operands[0], op.operands[1]
     wv = k.cg.module.constants.get(w.producer.attrs["ref"]) if w.producer is not None and \
         w.producer.opname == "const" else None
@@ -432,10 +431,12 @@ def lower_qmatmul(k, op: Op) -> None:
             for v in range(NV):
                 cv = b.load(_gep(b, cbase, const_int(16 * v), I32), typ=V16)
                 cv.align = 4
+                mv, sv = (requant.lane_params(k, kb, b.add(n0, const_int(16 * v)), b.sub(remaining, const_int(16 * v)))
+                          if requant is not None else (None, None))
                 for r in range(rows):
                     at = b.add(b.mul(b.add(m0, const_int(r)), const_int(Nn)), b.add(n0, const_int(16 * v)))
-                    dst = _gep(b, yo, at, I32)
-                    _store_lanes(b, b.add(accs[r][v], cv), dst, b.sub(remaining, const_int(16 * v)))
+                    store_result(b, b.add(accs[r][v], cv), yo, at, b.sub(remaining, const_int(16 * v)), requant,
+                                 mv, sv)
 
         if static_rows:
             Mtot = math.prod(a.shape[:-1])
@@ -455,101 +456,3 @@ def lower_qmatmul(k, op: Op) -> None:
         _free(b, arows)
 
     k.parallel_for(npanels, task, name="qmatmul")
-
-
-# -- requantize and qadd --------------------------------------------------------------------------
-
-@dataclass
-class _View:
-    """A shape/dtype stand-in so a per-channel vector broadcasts along its axis."""
-    shape: tuple[int, ...]
-    dtype: DType
-
-    @property
-    def type(self) -> TensorType:  # what KernelBuilder.shape reads (static: no frame slot needed)
-        return TensorType(self.dtype, self.shape)
-
-
-def _rne_shift(b: ir.IRBuilder, p: ir.Value, s: ir.Value) -> ir.Value:
-    """round_half_to_even(p / 2**s) on i64, s in [0, 62]: (p + half - 1 + odd(p >> s)) >> s."""
-    one = ir.Constant(I64, 1)
-    q = b.ashr(p, s)
-    half = b.ashr(b.shl(one, s), one)
-    odd = b.and_(q, one)
-    r = b.ashr(b.add(b.add(p, b.sub(half, one)), odd), s)
-    return b.select(b.icmp_signed("==", s, ir.Constant(I64, 0)), p, r)
-
-
-def _clamp_store(b: ir.IRBuilder, y: ir.Value, dt: DType, lo: int | None, hi: int | None) -> ir.Value:
-    info = np.iinfo(dt.numpy)
-    lo = info.min if lo is None else max(lo, int(info.min))
-    hi = info.max if hi is None else min(hi, int(info.max))
-    y = _imax(b, y, ir.Constant(I64, int(lo)))
-    y = _imin(b, y, ir.Constant(I64, int(hi)))
-    return b.trunc(y, ir.IntType(8 * dt.itemsize)) if dt.itemsize < 8 else y
-
-
-@lowering("requantize", generic=True)
-def lower_requantize(k, op: Op) -> None:
-    x, mult, shift = op.operands
-    shape = tuple(x.shape)
-    rank = len(shape)
-
-    def view(v) -> _View:
-        if len(v.shape) == 0 or v.shape == (1,) or rank == 0:
-            return _View((), v.dtype)
-        axis = op.attrs["axis"] % rank
-        dims = [1] * rank
-        dims[axis] = v.shape[0]
-        return _View(tuple(dims), v.dtype)
-
-    out = op.results[0]
-    zp = op.attrs["zero_point"]
-
-    def body(b: ir.IRBuilder, el: list[ir.Value]) -> ir.Value:
-        xv, m, s = (b.sext(e, I64) for e in el)
-        y = b.add(_rne_shift(b, b.mul(xv, m), s), ir.Constant(I64, zp))
-        return _clamp_store(b, y, out.dtype, op.attrs["clip_min"], op.attrs["clip_max"])
-
-    emit_elementwise(k, 0, [k.arg(0), k.arg(1), k.arg(2)], [x, view(mult), view(shift)], out, body)
-
-
-@lowering("qadd", generic=True)
-def lower_qadd(k, op: Op) -> None:
-    at = op.attrs
-    s = ir.Constant(I64, at["shift"])
-
-    def body(b: ir.IRBuilder, el: list[ir.Value]) -> ir.Value:
-        av, bv = (b.sext(e, I64) for e in el)
-        acc = b.add(b.mul(b.sub(av, ir.Constant(I64, at["a_zero_point"])), ir.Constant(I64, at["a_multiplier"])),
-                    b.mul(b.sub(bv, ir.Constant(I64, at["b_zero_point"])), ir.Constant(I64, at["b_multiplier"])))
-        y = b.add(_rne_shift(b, acc, s), ir.Constant(I64, at["zero_point"]))
-        return _clamp_store(b, y, DType.i8, at["clip_min"], at["clip_max"])
-
-    emit_elementwise(k, 0, [k.arg(0), k.arg(1)], list(op.operands), op.results[0], body)
-
-
-@lowering("qmul", generic=True)
-def lower_qmul(k, op: Op) -> None:
-    at = op.attrs
-    s = ir.Constant(I64, at["shift"])
-
-    def body(b: ir.IRBuilder, el: list[ir.Value]) -> ir.Value:
-        av, bv = (b.sext(e, I64) for e in el)
-        da = b.sub(av, ir.Constant(I64, at["a_zero_point"]))
-        db = b.sub(bv, ir.Constant(I64, at["b_zero_point"]))
-        p = b.mul(b.mul(da, db), ir.Constant(I64, at["multiplier"]))
-        y = b.add(_rne_shift(b, p, s), ir.Constant(I64, at["zero_point"]))
-        return _clamp_store(b, y, DType.i8, at["clip_min"], at["clip_max"])
-
-    emit_elementwise(k, 0, [k.arg(0), k.arg(1)], list(op.operands), op.results[0], body)
-
-
-@lowering("qlut", generic=True)
-def lower_qlut(k, op: Op) -> None:
-    table = k.arg(1)
-
-    def body(b: ir.IRBuilder, el: list[ir.Value]) -> ir.Value:
-        return b.load(_gep(b, table, b.add(b.sext(el[0], I64), ir.Constant(I64, 128)), I8), typ=I8)
-
-    emit_elementwise(k, 0, [k.arg(0)], [op.operands[0]], op.results[0], body)
