@@ -110,14 +110,22 @@ class StackedFrames:
 
     def plan(self, env: Mapping[str, int]) -> ShapePlan | None:
         """The frame at the input dims ``env``, or None when they break one of the model's
-        constraints (the caller plans them the old way, which accepts or refuses them)."""
-        d = tuple(env[s] for s in self.symbols)
-        slots, checks, outs, offs, top = self._fill(d)
-        if not all(checks) or min(slots, default=0) < 0 or any(x < 0 for o in outs for x in o):
+        constraints or the formulas' guards (the caller plans them the old way, which accepts or
+        refuses them)."""
+        plan, _ = self._frame(env)
+        if plan is None:
+            self.fallbacks += 1
+        return plan
+
+    def _frame(self, env: Mapping[str, int]) -> tuple[ShapePlan | None, bool]:
+        """The frame at ``env`` (None where the formulas do not serve) and whether the constraints
+        and guards hold there."""
+        slots, checks, outs, offs, top = self._fill(tuple(env[s] for s in self.symbols))
+        holds = all(checks)
+        if not holds or min(slots, default=0) < 0 or any(x < 0 for o in outs for x in o):
             # a constraint the model breaks, or a formula outside the dims it holds for (a split's
             # last part at a length shorter than the probe's parts): the planner decides
-            self.fallbacks += 1
-            return None
+            return None, holds
         frame = np.zeros(max(self.layout.size, 1), dtype=np.int64)
         if len(self._slot_index):
             frame[self._slot_index] = slots
@@ -129,18 +137,17 @@ class StackedFrames:
         for dst, src in zip(self._copy_dst, self._copy_src):  # in order: a block copies dim slots
             frame[dst] = frame[src]
         outputs = [TensorType(dt, tuple(int(x) for x in o)) for dt, o in zip(self._out_dtypes, outs)]
-        return ShapePlan(frame, arena, outputs, None, dict(env))
+        return ShapePlan(frame, arena, outputs, None, dict(env)), holds
 
     def check(self, want: ShapePlan, env: Mapping[str, int]) -> None:
         """Raise TargetError unless the formulas give ``want``'s dims and output shapes at ``env``
         (``want``: the per-signature plan of those dims)."""
         dims = ", ".join(f"{s}={n}" for s, n in env.items())
-        got = self.plan(env)
+        got, holds = self._frame(env)
         if got is None:
-            _, checks, _, _, _ = self._fill(tuple(env[s] for s in self.symbols))
-            if all(checks):  # the model runs here, yet a formula gives a negative size
+            if holds:  # the model runs here, yet a formula gives a negative size
                 raise TargetError(f"x86: a dim formula is negative at {dims}, where the model runs")
-            return  # a constraint the model breaks there: such dims are planned the old way
+            return  # a constraint or guard broken there: such dims are planned the old way
         for i, e in self.slots.items():
             if int(got.frame[i]) != int(want.frame[i]):
                 v, axis = self.layout.dim_slots[i]
@@ -192,6 +199,15 @@ def _at(p: Poly, env: Mapping[str, int]) -> int:
     return total
 
 
+def _bound(polys: list[Poly]) -> Poly:
+    """The coefficient-wise maximum of ``polys``: never below any of them (dims >= 1)."""
+    out: Poly = {}
+    for p in polys:
+        for m, c in p.items():
+            out[m] = max(out.get(m, 0), c)
+    return out
+
+
 def _few(polys: list[Poly], probe: Mapping[str, int], k: int) -> tuple[list[Poly], bool]:
     """The undominated of ``polys``, at most ``k``: the largest at the probe (and at twice it) kept,
     the rest merged into their coefficient-wise maximum; whether a merge happened."""
@@ -200,19 +216,11 @@ def _few(polys: list[Poly], probe: Mapping[str, int], k: int) -> tuple[list[Poly
     uniq.sort(key=lambda p: (_at(p, probe), _at(p, twice)), reverse=True)
     merged = False
     if len(uniq) > 2 * k:
-        rest: Poly = {}
-        for p in uniq[2 * k - 1:]:
-            for m, c in p.items():
-                rest[m] = max(rest.get(m, 0), c)
-        uniq = uniq[:2 * k - 1] + [rest]
+        uniq = uniq[:2 * k - 1] + [_bound(uniq[2 * k - 1:])]
         merged = True
     keep = [p for i, p in enumerate(uniq) if not any(j != i and dominates(q, p) for j, q in enumerate(uniq))]
     if len(keep) > k:
-        rest = {}
-        for p in keep[k - 1:]:
-            for m, c in p.items():
-                rest[m] = max(rest.get(m, 0), c)
-        keep = keep[:k - 1] + [rest]
+        keep = keep[:k - 1] + [_bound(keep[k - 1:])]
         merged = True
     return keep, merged
 
