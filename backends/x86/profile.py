@@ -59,6 +59,18 @@ class Profile:
     # pool threads in the median run: (kernel index, slot, first chunk start, last chunk end, busy), ns
     # from the entry's start; slot 0 is the calling (main) thread, 1.. the workers
     thread_spans: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    # per run, the kernels' summed time over that run's entry-point time; its median is ``coverage``.
+    # Taken run by run because ``kernel_sum`` (a sum of per-kernel medians) and ``total`` (a median of
+    # totals) come from different runs: one preempted kernel in each of two runs moves ``total`` and
+    # not ``kernel_sum``, while within one run a preemption inside a kernel counts on both sides
+    run_coverage: list[float] = field(default_factory=list)
+
+    @property
+    def coverage(self) -> float:
+        """Median over the runs of (sum of that run's kernel times) / (that run's entry-point time):
+        the share of the entry point spent inside kernels; 1 - coverage is the glue between them."""
+        return float(np.median(self.run_coverage)) if self.run_coverage else \
+            (self.kernel_sum / self.total if self.total else 0.0)
 
     @property
     def kernel_sum(self) -> float:
@@ -198,6 +210,8 @@ def profile_model(model: Any, feeds: Mapping[str, Any], runs: int = 10) -> Profi
     st = np.stack(stamps)  # (runs, kernels + 1, 2)
     durations = (st[:, :, 1] - st[:, :, 0]).astype(np.float64) / 1e9
     total = float(np.median(durations[:, 0]))
+    run_coverage = [float(durations[r, 1:].sum() / durations[r, 0]) if durations[r, 0] > 0 else 0.0
+                    for r in range(runs)]
     median_run = int(np.argsort(durations[:, 0])[(runs - 1) // 2])
     kernels = [_describe(i, op, float(np.median(durations[:, i + 1]))) for i, op in enumerate(ops)]
     for k in kernels:
@@ -211,4 +225,4 @@ def profile_model(model: Any, feeds: Mapping[str, Any], runs: int = 10) -> Profi
     threads = int(model.options.threads or exe.compiled.entry.meta.get("threads", 1)) \
         if getattr(exe, "compiled", None) is not None else int(model.options.threads or 1)
     return Profile(model.module.name or "model", threads, runs, total, float(np.median(walls)), kernels, spans,
-                   thread_spans)
+                   thread_spans, run_coverage)

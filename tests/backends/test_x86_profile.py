@@ -106,18 +106,21 @@ def test_kernel_times_add_up_to_the_run_time():
     feeds = _feeds(cm)
     kernel_sums, walls = _interleaved(cm, feeds)
     assert min(walls) > 5e-3, "the model is too small for a meaningful comparison"
-    assert np.median(kernel_sums) == pytest.approx(float(np.median(walls)), rel=0.10)
+    # other processes only ever add time, so the least disturbed round is the measurement
+    assert min(kernel_sums) == pytest.approx(min(walls), rel=0.10)
 
 
 def _interleaved(cm, feeds, rounds=5):
     """Profiles (3 runs each) and plain runs of the model's own code, taken in turns so that a change
-    of load on a shared machine affects both; each profile's kernel sum is checked against its entry
-    point's time as it comes."""
+    of load on a shared machine affects both; each profile's kernel times are checked against its
+    entry point's time as it comes, run by run."""
     cm.run(feeds)
     kernel_sums, walls = [], []
     for _ in range(rounds):
         p = cm.profile(feeds, runs=3)
-        assert p.kernel_sum == pytest.approx(p.total, rel=0.10)
+        # run by run (the same run's kernels and entry point): load cannot split the two sides
+        assert p.coverage == pytest.approx(1.0, rel=0.10), p.run_coverage
+        assert all(0 < c <= 1.0 for c in p.run_coverage)  # kernels lie inside the entry point
         kernel_sums.append(p.kernel_sum)
         for _ in range(3):
             t0 = time.perf_counter()
