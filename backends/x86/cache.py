@@ -4,7 +4,7 @@ An entry is keyed by a hash of everything the machine code depends on: the graph
 the target description (CPU name + feature list), the options, and a fingerprint of nnc's own
 source (the IR, the passes and this backend), llvmlite and LLVM, so a change to a kernel never
 loads stale code. A hit skips preparation, code generation and LLVM entirely: the object file is
-linked into an MCJIT engine in this process (see ``executable.load_object``).
+linked into this process by the JIT (see ``executable.load_object``).
 
 One entry is one file ``<dir>/x86/<key>.nncx``::
 

@@ -317,6 +317,7 @@ class CodeGen:
                 self.shared_kernels += 1
             kernels.append((op, fn, (weights, dims)))
         self._entry(kernels)
+        _no_unwind_tables(self.ll)
         return self.ll
 
     def _kernel(self, i: int, op: Op) -> ir.Function:
@@ -458,3 +459,14 @@ def _nbytes(b: ir.IRBuilder, v: Value, frame_at: Callable[[int], ir.Value], fram
 def _writes_nothing(op: Op) -> bool:
     """True when every result of ``op`` has zero elements, so its kernel has no work at all."""
     return bool(op.results) and all(r.type.numel == 0 for r in op.results)
+
+
+def _no_unwind_tables(ll: ir.Module) -> None:
+    """Mark every function ``nounwind``: generated code never throws, and without the attribute LLVM
+    emits an ``.eh_frame`` for every function, unwind tables nothing reads that the JIT has to
+    relocate and register for each model (under MCJIT, their 32-bit references to the code were
+    the first to overflow in a fragmented address space: tests/backends/test_jit_far_sections.py).
+    Kernels already marked keep their attribute; the code itself is the same."""
+    for fn in ll.functions:
+        if "nounwind" not in fn.attributes:
+            fn.attributes.add("nounwind")

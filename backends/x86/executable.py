@@ -35,7 +35,7 @@ from .codegen import ERROR_BOUND, ERROR_VALUE, PROFILE
 from .runtime import MAX_THREADS, PROFILE_FIELDS, PROFILE_THREADS
 from .split_compile import members
 from .storage import StorageMap
-from .target import TargetInfo, target_machine
+from .target import TargetInfo
 
 _ENTRY_T = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 ALIGN = 64
@@ -89,9 +89,18 @@ class Interface:
 
 class LoadedCode:
     """Machine code from one object file (or the archive of a split compile's objects), linked into
-    this process by an MCJIT engine."""
+    this process by ORC's JITLink as one JIT library.
 
-    def __init__(self, object_code: bytes, info: TargetInfo):
+    JITLink lays each object's sections out in one allocation, so an object's 32-bit PC-relative
+    references to its own constants and code always reach, and builds GOT entries in the object for
+    what it uses from the other objects (the parts declare those symbols preemptible:
+    ``split_compile._declaration``). MCJIT, used before, mapped an object's code, constants and
+    data separately, anywhere in the address space: in a long process with a fragmented address
+    space two of them ended up more than 2 GiB apart, and LLVM aborted the process
+    (``isInt<32>(RealOffset)`` in ``resolveX86_64Relocation``; tests/backends/test_jit_far_sections.py).
+    The library is unloaded when this object is collected."""
+
+    def __init__(self, object_code: bytes, info: TargetInfo | None = None):
         _load_runtime_libraries()
         objects = members(object_code)  # one object, or the parts of a split compile (split_compile.py)
         # an unresolved call would jump to address 0 when run: refuse such code with a clear error
@@ -101,25 +110,44 @@ class LoadedCode:
         if missing:
             raise TargetError(f"x86: the generated code calls {', '.join(sorted(missing))}, which this process "
                               f"does not provide (a kernel needs a runtime function nnc does not supply)")
-        tm = target_machine(info)
-        empty = llvm.parse_assembly("")
-        empty.triple = tm.triple
-        empty.data_layout = str(tm.target_data)
-        self.engine = llvm.create_mcjit_compiler(empty, tm)
+        builder = llvm.JITLibraryBuilder()
         for obj in objects:
-            self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        self.engine.finalize_object()
-        self.engine.run_static_constructors()
+            builder.add_object_img(obj)
+        builder.add_current_process()
+        for name in sorted(defined):
+            builder.export_symbol(name)
+        with _JIT_LOCK:
+            global _JIT_SERIAL
+            _JIT_SERIAL += 1
+            jit = _jit()
+            try:
+                self._library = builder.link(jit, f"nnc{_JIT_SERIAL}")
+            except RuntimeError as e:
+                raise TargetError(f"x86: the JIT could not link the compiled code: {e}") from None
+        self._library.jit = jit  # the JIT outlives the library (unloading it needs the JIT)
+        self._addresses = {name: self._library[name] for name in defined}
 
     def global_address(self, name: str) -> int | None:
         """The address of a global variable of the code, or None when it has none of that name."""
-        return self.engine.get_global_value_address(name) or None
+        return self._addresses.get(name) or None
 
     def address(self, name: str) -> int:
-        addr = self.engine.get_function_address(name)
+        addr = self._addresses.get(name)
         if not addr:
             raise KeyError(name)
         return addr
+
+
+_JIT_LOCK = threading.Lock()
+_JIT_SERIAL = 0  # a JIT library's name cannot be used twice in a process
+
+
+@functools.lru_cache(maxsize=1)
+def _jit():
+    """The process's ORC JIT (JITLink): every ``LoadedCode`` is a library of its own in it. Object
+    code only, so its target machine (the host's) compiles nothing."""
+    _load_runtime_libraries()
+    return llvm.create_lljit_compiler(use_jit_link=True)
 
 
 def load_object(object_code: bytes, info: TargetInfo) -> LoadedCode:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import llvmlite.binding as llvm
 
+from .executable import LoadedCode
 from .runtime import SHUTDOWN, add_shutdown_destructor
 from .target import TRIPLE, TargetInfo, target_machine
 
@@ -45,19 +46,14 @@ def add_pool_destructor(mod) -> None:
 
 
 class JitModule:
-    """Machine code for one LLVM module, loaded into this process."""
+    """Machine code for one LLVM module, loaded into this process: its object code linked by the
+    same JIT as every compiled model (``executable.LoadedCode``)."""
 
     def __init__(self, mod, tm):
-        self.engine = llvm.create_mcjit_compiler(mod, tm)
-        self.engine.finalize_object()
-        self.engine.run_static_constructors()
-        self._mod = mod
+        self._code = LoadedCode(tm.emit_object(mod), None)
 
     def address(self, name: str) -> int:
-        addr = self.engine.get_function_address(name)
-        if not addr:
-            raise KeyError(name)
-        return addr
+        return self._code.address(name)
 
 
 def emit_object(mod, tm) -> bytes:

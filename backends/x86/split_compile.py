@@ -15,17 +15,20 @@ into ``parts`` modules along those lines:
   copied into each of them and stays internal: each kernel is optimised with the same helper bodies
   it would see in the whole module;
 - a symbol defined in one part and used from another loses ``internal`` for ``hidden`` (never
-  exported from a library) and is declared where it is used.
+  exported from a library) and is declared where it is used with default visibility, so that the
+  using part reaches it through the GOT at any distance: the JIT may map each part on its own,
+  more than 2 GiB from the others (``_declaration``).
 
 Every function body is the text of the whole module, so each kernel is optimised from the same IR:
 the outputs are bit-identical to a one-module compile (tests/backends/test_split_compile.py). What
 changes is that kernels are no longer inlined into the entry point, which costs a call per kernel.
 
 The parts' objects travel together as one ``ar`` archive (``pack``); ``members`` gives them back.
-The compilation cache stores the archive as it stores a single object, MCJIT links the members into
-one engine, and ``aot.write_library`` links them into the library, so every consumer runs the same
-machine code. A module is split only when it is large enough (``SPLIT_MIN_BYTES`` of IR text) and
-there is more than one core to use; ``NNC_COMPILE_JOBS`` sets the number of parts (1: never split).
+The compilation cache stores the archive as it stores a single object, the JIT links the members
+into one JIT library (``executable.LoadedCode``), and ``aot.write_library`` links them into the
+library, so every consumer runs the same machine code. A module is split only when it is large
+enough (``SPLIT_MIN_BYTES`` of IR text) and there is more than one core to use;
+``NNC_COMPILE_JOBS`` sets the number of parts (1: never split).
 """
 
 from __future__ import annotations
@@ -155,13 +158,24 @@ def _exported(item: Item) -> str:
 
 
 def _declaration(item: Item) -> str:
-    """A declaration of ``item`` (defined in another part) for a part that uses it."""
-    hidden = " hidden" if item.local else ""
+    """A declaration of ``item`` (defined in another part) for a part that uses it.
+
+    Always with default visibility, never ``hidden`` (which makes the symbol ``dso_local``): the
+    parts' objects are linked by the JIT, which may map each one on its own, anywhere in the address
+    space. A ``dso_local`` symbol is reached with a 32-bit PC-relative displacement, which
+    overflows when two parts land more than 2 GiB apart (LLVM asserts in
+    ``resolveX86_64Relocation`` and the process aborts: seen in a long test process that had
+    loaded hundreds of models). A preemptible declaration is reached through the GOT (data and
+    taken addresses; calls too, being ``nonlazybind``), which the JIT linker builds inside the using
+    part's own mapping. The definition stays ``hidden``, so a library still exports nothing more, and the
+    static linker relaxes those GOT loads back to direct ones (all parts are in one ``.so``)."""
     if item.kind == "define":
         header = item.text[:item.text.index("\n")]
         at = header.index("@")
         words = [w for w in header[len("define "):at].split() if w not in _LINKAGE]
-        return f"declare{hidden} {' '.join(words)} {header[at:]}\n"
+        # the attribute group list after the parameters is dropped: nonlazybind is all it needs
+        params_end = _matching_paren(header, header.index("(", at))
+        return f"declare {' '.join(words)} {header[at:params_end + 1]} nonlazybind\n"
     line = item.text.rstrip("\n")
     _, after = _name_at(line, 0)
     rhs = line[after:].split("=", 1)[1]
@@ -169,8 +183,21 @@ def _declaration(item: Item) -> str:
     assert m is not None, line
     end = _scan_type(rhs, m.end())
     align = re.search(r", align \d+", rhs[end:])
-    return f"@{_quote(item.name)} = external{hidden} {m.group(1)} {rhs[m.end():end].strip()}" \
+    return f"@{_quote(item.name)} = external {m.group(1)} {rhs[m.end():end].strip()}" \
            f"{align.group(0) if align else ''}\n"
+
+
+def _matching_paren(text: str, start: int) -> int:
+    """The index of the ``)`` closing the ``(`` at ``start``."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    raise ValueError(f"unbalanced parentheses in {text!r}")
 
 
 def _quote(name: str) -> str:

@@ -5,7 +5,7 @@ compiles, over 100 compiles of varied small models (x86, cache off, one thread),
 once and dropped. Resident memory comes from /proc/self/statm.
 
 Where the memory goes (measured with this script's helpers, llvmlite 0.50): nnc's own Python
-objects are all freed (tracemalloc and gc counts are flat), the MCJIT engines and the executables
+objects are all freed (tracemalloc and gc counts are flat), the JIT libraries and the executables
 are freed, and LLVM parsing and code generation keep nothing. What grows, ~180 KB per compile at
 O3 (~60 KB at O1... 0.7 KB at O0), is the LLVM optimisation pipeline run through llvmlite:
 ``LLVMPY_CreatePassBuilder`` allocates a ``PassInstrumentationCallbacks`` that nothing frees, and

@@ -4,6 +4,7 @@ saved library; the parts' text keeps one copy of every piece of state."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -101,14 +102,16 @@ def test_parts_define_state_once() -> None:
     # the entry point with one kernel, the other kernel elsewhere; the helper copied into both
     assert sorted(defines[0] + defines[1]) == ["entry", "helper", "helper", "k0_a", "k1_b"]
     assert all("helper" in d for d in defines)
-    # the mutable global is defined once (hidden) and declared in the other part; the constant is copied
+    # the mutable global is defined once (hidden) and declared in the other part, preemptible (so the
+    # part reaches it through its GOT wherever the JIT maps the other part); the constant is copied
     assert sum('@"state" = hidden global' in p for p in parts) == 1
-    assert sum('@"state" = external hidden global [2 x i64], align 64' in p for p in parts) == 1
+    assert sum('@"state" = external global [2 x i64], align 64' in p for p in parts) == 1
+    assert not any("external hidden" in p or "declare hidden" in p for p in parts)
     assert all('@"table" = internal constant' in p for p in parts)
     # the kernel in the other part is exported hidden and declared next to the entry point
     other = 1 if "k1_b" in defines[1] else 0
     assert 'define hidden void @"k1_b"' in parts[other] or 'define hidden void @"k0_a"' in parts[other]
-    assert "declare hidden void" in parts[0]
+    assert re.search(r'declare void @"k[01]_[ab]"\(ptr %".1"\) nonlazybind', parts[0])  # a call through the GOT
     assert all("!0 = " in p for p in parts)
 
 

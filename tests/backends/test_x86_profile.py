@@ -104,29 +104,33 @@ def test_kernel_times_add_up_to_the_run_time():
     time (the same clock), and of the run time measured from Python with the model's own code."""
     cm = nnc.compile(_conv_stack(), target="x86", cache=False)
     feeds = _feeds(cm)
-    kernel_sums, walls = _interleaved(cm, feeds)
+    ratios, walls = _interleaved(cm, feeds)
     assert min(walls) > 5e-3, "the model is too small for a meaningful comparison"
-    # other processes only ever add time, so the least disturbed round is the measurement
-    assert min(kernel_sums) == pytest.approx(min(walls), rel=0.10)
+    # each round's kernel sum over the plain runs next to it (load changes slowly against a round);
+    # the median round, as a burst of load from elsewhere spoils a round, not the median
+    assert float(np.median(ratios)) == pytest.approx(1.0, rel=0.10), ratios
 
 
 def _interleaved(cm, feeds, rounds=5):
     """Profiles (3 runs each) and plain runs of the model's own code, taken in turns so that a change
     of load on a shared machine affects both; each profile's kernel times are checked against its
-    entry point's time as it comes, run by run."""
+    entry point's time as it comes, run by run. Returns each round's kernel sum over the median of
+    its plain runs, and every plain run's time."""
     cm.run(feeds)
-    kernel_sums, walls = [], []
+    ratios, walls = [], []
     for _ in range(rounds):
         p = cm.profile(feeds, runs=3)
         # run by run (the same run's kernels and entry point): load cannot split the two sides
         assert p.coverage == pytest.approx(1.0, rel=0.10), p.run_coverage
         assert all(0 < c <= 1.0 for c in p.run_coverage)  # kernels lie inside the entry point
-        kernel_sums.append(p.kernel_sum)
+        plain = []
         for _ in range(3):
             t0 = time.perf_counter()
             cm.run(feeds)
-            walls.append(time.perf_counter() - t0)
-    return kernel_sums, walls
+            plain.append(time.perf_counter() - t0)
+        ratios.append(p.kernel_sum / float(np.median(plain)))
+        walls += plain
+    return ratios, walls
 
 
 def test_reference_target_has_no_profiler():
