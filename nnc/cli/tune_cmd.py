@@ -101,9 +101,41 @@ def _tune(args: argparse.Namespace, info: Any) -> int:
         progress.close()
         if hasattr(executor, "shutdown"):
             executor.shutdown()
-    sys.stdout.write(summary(result))
+    verdicts = None
+    if args.verify_top and (info.cpu, info.features) == (host().cpu, host().features):
+        verdicts = _verify(args, kernels, db, info, threads, say)
+    elif args.verify_top:
+        say("nnc: no in-model check: the model runs on this machine, which is not the target CPU")
+    sys.stdout.write(summary(result, verdicts))
+    if verdicts is not None:
+        from nnc.tune_verify import standalone_vs_model_rank, verify_text
+
+        sys.stdout.write(verify_text(verdicts, standalone_vs_model_rank(verdicts, db, info.cpu, info.features)))
     print(f"wrote {args.db}; use it: nnc compile {args.model} -t x86 --tuning-db {args.db}")
     return 0
+
+
+def _verify(args: argparse.Namespace, kernels: Any, db: Any, info: Any, threads: int, say: Any) -> Any:
+    from nnc.tune_verify import profile_measure, verify
+
+    say(f"nnc: checking the best {args.verify_top} candidate(s) per kernel in the model "
+        f"({args.verify_passes} pass(es), {args.verify_runs} runs per round)")
+    measure = profile_measure(args.model, threads, dict(args.dim or []), runs=args.verify_runs, seed=args.seed)
+
+    def on_round(done: int, total: int) -> None:
+        say(f"nnc: in-model check {done}/{total} rounds")
+    return verify(kernels, db, info.cpu, info.features, measure, top=args.verify_top, passes=args.verify_passes,
+                  on_round=None if args.quiet else on_round)
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
+    return n
 
 
 def _seconds(text: str) -> float:
@@ -124,7 +156,9 @@ def add_tune_command(sub: Any) -> None:
                     "candidate schedules (register tile, cache blocking, vector width, loop order, thread split, "
                     "depthwise padding copy) one kernel at a time, check each output equals the default "
                     "schedule's, time them (warm, median) and append every measurement to --db. A learned cost "
-                    "model picks which candidates to measure. Resumable: measurements already in --db are not "
+                    "model picks which candidates to measure. Then the best few per kernel are timed inside the "
+                    "whole model (per-kernel profiler) and a kernel keeps a tuned schedule only if it wins there. "
+                    "Resumable: measurements already in --db are not "
                     "repeated. Then: nnc compile MODEL -t x86 --tuning-db FILE.",
         epilog="examples:\n"
                "  nnc tune resnet18.onnx --trials 24 --time-budget 600 --db tune.jsonl\n"
@@ -143,6 +177,16 @@ def add_tune_command(sub: Any) -> None:
     t.add_argument("--repeat", type=positive_int, default=7, metavar="R",
                    help="timed samples per candidate, the median kept (default 7)")
     t.add_argument("--seed", type=int, default=0, help="seed of the candidate sampling and exploration")
+    v = t.add_argument_group("the check in the model (after the search; docs/tuning.md)")
+    v.add_argument("--verify-top", type=_count, default=3, metavar="K",
+                   help="time each kernel's K best candidates (by their time alone) inside the whole model and keep "
+                        "a candidate only if it beats the default there by 2%% (default 3; 0: no check, the fastest "
+                        "alone is kept); costs K+1 compiles of the model")
+    v.add_argument("--verify-passes", type=positive_int, default=5, metavar="P",
+                   help="passes over the rounds (default, candidate 1, default, candidate 2, ..., default); "
+                        "the median over the passes is kept (default 5)")
+    v.add_argument("--verify-runs", type=positive_int, default=10, metavar="R",
+                   help="profiled runs of the model per round, the median per kernel (default 10)")
     t.add_argument("--dim", action="append", type=dim_spec, metavar="SYMBOL=SIZE", help="fix a symbolic input dim")
     x = t.add_argument_group("target")
     x.add_argument("--threads", type=positive_int, metavar="N", help="threads per kernel (default: as nnc compile)")
