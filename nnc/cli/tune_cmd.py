@@ -180,13 +180,13 @@ def add_tune_command(sub: Any) -> None:
     v = t.add_argument_group("the check in the model (after the search; docs/tuning.md)")
     v.add_argument("--verify-top", type=_count, default=3, metavar="K",
                    help="time each kernel's K best candidates (by their time alone) inside the whole model and keep "
-                        "a candidate only if it beats the default there by 2%% (default 3; 0: no check, the fastest "
-                        "alone is kept); costs K+1 compiles of the model")
-    v.add_argument("--verify-passes", type=positive_int, default=5, metavar="P",
+                        "a candidate only if it beats the default there by 2%% and by more than the kernel's in-model "
+                        "noise (default 3; 0: no check, the fastest alone is kept); costs K+1 compiles of the model")
+    v.add_argument("--verify-passes", type=positive_int, default=7, metavar="P",
                    help="passes over the rounds (default, candidate 1, default, candidate 2, ..., default); "
-                        "the median over the passes is kept (default 5)")
-    v.add_argument("--verify-runs", type=positive_int, default=10, metavar="R",
-                   help="profiled runs of the model per round, the median per kernel (default 10)")
+                        "the median over the passes is kept (default 7)")
+    v.add_argument("--verify-runs", type=positive_int, default=20, metavar="R",
+                   help="profiled runs of the model per round, the median per kernel (default 20)")
     t.add_argument("--dim", action="append", type=dim_spec, metavar="SYMBOL=SIZE", help="fix a symbolic input dim")
     x = t.add_argument_group("target")
     x.add_argument("--threads", type=positive_int, metavar="N", help="threads per kernel (default: as nnc compile)")
