@@ -52,7 +52,7 @@ class Verdict:
     key: str
     schedule: Schedule
     default: bool
-    model_us: float  # the chosen schedule's in-model time, summed over the call sites (median over passes)
+    model_us: float  # the chosen schedule's in-model time, summed over the call sites: model_default_us / gain
     model_default_us: float
     gain: float  # 1 / the chosen candidate's median ratio (1.0 when the default was kept)
     candidates: list[dict[str, Any]]  # {"schedule", "alone_us", "ratio"} per candidate checked
@@ -125,7 +125,8 @@ def verify(kernels: Sequence[Any], db: TuningDB, cpu: str, features: str, measur
         keep = med[best] < 1 - max(margin, spread or 0.0)
         cands = [{"schedule": r["schedule"], "alone_us": r["us"], "ratio": m} for r, m in zip(recs, med)]
         sched = Schedule.from_json(recs[best]["schedule"]) if keep else by_key[key].default
-        model_us = statistics.median(times[(key, best + 1)]) * 1e6 if keep else default_us
+        # the chosen time from the paired ratio (a median of the candidate's own rounds would mix in drift)
+        model_us = default_us * med[best] if keep else default_us
         verdicts.append(Verdict(key, sched, not keep, model_us, default_us, 1 / med[best] if keep else 1.0, cands,
                                 spread))
     for v in verdicts:
