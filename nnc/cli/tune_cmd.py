@@ -58,6 +58,11 @@ def _report(args: argparse.Namespace, info: Any) -> int:
     if gains:
         print(f"  best/default gain per kernel: min x{min(gains):.2f}, max x{max(gains):.2f}")
     print("  " + rank_text(rank))
+    verdicts = db.verdicts(info.cpu, info.features)
+    if verdicts:
+        won = [v["in_model"]["gain"] for v in verdicts.values() if not v["default"]]
+        print(f"  checked in the model: {len(verdicts)} kernel(s), {len(won)} keep a tuned schedule"
+              + (f" (in-model gain x{min(won):.2f} to x{max(won):.2f})" if won else ""))
     return 0
 
 

@@ -152,6 +152,20 @@ def test_a_later_verdict_wins_and_merge_keeps_verdicts(searched, tmp_path):
     assert merged.table(h.cpu, h.features).entries[key].kept_default
 
 
+def test_cli_report_counts_the_verdicts(searched, tmp_path, capsys):
+    from nnc.cli import main
+
+    h = host()
+    db, kernels = _db(searched, tmp_path, fake_alone={k: 0.8 for k in _gemm_keys(searched[1])})
+    slow, fast = _gemm_keys(kernels)[:2]
+    verdicts = verify(kernels, db, h.cpu, h.features, FakeModel({slow: 1.10, fast: 0.80}), top=1, passes=1)
+    assert main(["tune", "--report", "--db", db.path]) == 0
+    out = capsys.readouterr().out
+    won = sum(not v.default for v in verdicts)
+    assert f"checked in the model: {len(verdicts)} kernel(s), {won} keep a tuned schedule" in out
+    assert "x1.25 to x1.25" in out  # only the fast kernel gained (1 / 0.8)
+
+
 def test_nothing_to_check_without_candidates_faster_alone(searched, tmp_path):
     h = host()
     db, kernels = _db(searched, tmp_path, fake_alone={k.key: 1.5 for k in searched[1]})
