@@ -44,6 +44,7 @@ from nnc.backends.x86.tuning_db import TuningDB
 from . import tune_cost_model as cost_model
 
 MARGIN = 0.02
+ENTRY = "(entry point)"  # a measurement's key for the whole model's time (kernel keys are hex digests)
 Measure = Callable[[ScheduleTable], Mapping[str, float]]
 
 
@@ -150,6 +151,37 @@ def _add(acc: dict[tuple[str, int], list[float]], times: Mapping[str, float], i:
         acc.setdefault((key, i), []).append(t)
 
 
+@dataclasses.dataclass
+class ModelCheck:
+    """The whole model with every kept schedule at once against the defaults (``check_model``)."""
+
+    default_ms: float  # the entry point's time with the default schedules (median of the default rounds)
+    gain: float  # 1 / the median over the passes of (tuned round) / (mean of the default rounds around it)
+    passes: int
+
+
+def check_model(verdicts: Sequence[Verdict], measure: Measure, passes: int = 7) -> ModelCheck | None:
+    """Time the model's entry point with all the kept schedules together (the check's rounds give
+    each kernel next to candidates, not next to its neighbours' final choice), alternating with the
+    defaults: D, T, D, T, ..., D. None when no kernel keeps a tuned schedule or ``measure`` gives no
+    entry-point time."""
+    won = {v.key: TableEntry(v.schedule) for v in verdicts if not v.default}
+    if not won:
+        return None
+    default, tuned = _table({}, "<in-model check: defaults>"), _table(won, "<in-model check: kept schedules>")
+    before = measure(default)
+    if ENTRY not in before:
+        return None
+    ratios, defaults = [], [before[ENTRY]]
+    for _ in range(passes):
+        t = measure(tuned)[ENTRY]
+        after = measure(default)[ENTRY]
+        ratios.append(t / ((before[ENTRY] + after) / 2))
+        defaults.append(after)
+        before = {ENTRY: after}
+    return ModelCheck(statistics.median(defaults) * 1e3, 1 / statistics.median(ratios), passes)
+
+
 def standalone_vs_model_rank(verdicts: Sequence[Verdict], db: TuningDB, cpu: str, features: str) -> dict[str, Any]:
     """How well the time alone ranks the checked schedules in the model: per kernel with at least 3
     points (its default: alone time, ratio 1; and its candidates), the Spearman correlation of the
@@ -193,12 +225,14 @@ def profile_measure(model: Any, threads: int | None, dims: Mapping[str, int] | N
                         else np.zeros(t.shape, dt)
         cm, sites = built[ident]
         prof = cm.profile(feeds, runs)
-        return {key: sum(prof.kernels[s].seconds for s in ss) for key, ss in sites.items()}
+        times = {key: sum(prof.kernels[s].seconds for s in ss) for key, ss in sites.items()}
+        times[ENTRY] = prof.total
+        return times
 
     return measure
 
 
-def verify_text(verdicts: Sequence[Verdict], rank: Mapping[str, Any]) -> str:
+def verify_text(verdicts: Sequence[Verdict], rank: Mapping[str, Any], model: ModelCheck | None = None) -> str:
     """The tune summary's lines on the check in the model."""
     if not verdicts:
         return "in-model check: no kernel had a candidate faster than its default alone\n"
@@ -214,6 +248,9 @@ def verify_text(verdicts: Sequence[Verdict], rank: Mapping[str, Any]) -> str:
     if noise:
         lines.append(f"  noise (two default rounds, |ratio - 1|, median per kernel): median "
                      f"{statistics.median(noise):.1%}, max {max(noise):.1%}")
+    if model is not None:
+        lines.append(f"  the model with every kept schedule: x{model.gain:.2f} against the defaults "
+                     f"({model.default_ms:.3f} ms; median of {model.passes} paired rounds, same process)")
     if rank["spearman"] is not None:
         lines.append(f"  alone vs in-model ranking of the checked schedules: Spearman {rank['spearman']:.2f} "
                      f"over {rank['kernels']} kernel(s)")

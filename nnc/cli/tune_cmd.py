@@ -106,22 +106,23 @@ def _tune(args: argparse.Namespace, info: Any) -> int:
         progress.close()
         if hasattr(executor, "shutdown"):
             executor.shutdown()
-    verdicts = None
+    verdicts, whole = None, None
     if args.verify_top and (info.cpu, info.features) == (host().cpu, host().features):
-        verdicts = _verify(args, kernels, db, info, threads, say)
+        verdicts, whole = _verify(args, kernels, db, info, threads, say)
     elif args.verify_top:
         say("nnc: no in-model check: the model runs on this machine, which is not the target CPU")
     sys.stdout.write(summary(result, verdicts))
     if verdicts is not None:
         from nnc.tune_verify import standalone_vs_model_rank, verify_text
 
-        sys.stdout.write(verify_text(verdicts, standalone_vs_model_rank(verdicts, db, info.cpu, info.features)))
+        rank = standalone_vs_model_rank(verdicts, db, info.cpu, info.features)
+        sys.stdout.write(verify_text(verdicts, rank, whole))
     print(f"wrote {args.db}; use it: nnc compile {args.model} -t x86 --tuning-db {args.db}")
     return 0
 
 
 def _verify(args: argparse.Namespace, kernels: Any, db: Any, info: Any, threads: int, say: Any) -> Any:
-    from nnc.tune_verify import profile_measure, verify
+    from nnc.tune_verify import check_model, profile_measure, verify
 
     say(f"nnc: checking the best {args.verify_top} candidate(s) per kernel in the model "
         f"({args.verify_passes} pass(es), {args.verify_runs} runs per round)")
@@ -129,8 +130,10 @@ def _verify(args: argparse.Namespace, kernels: Any, db: Any, info: Any, threads:
 
     def on_round(done: int, total: int) -> None:
         say(f"nnc: in-model check {done}/{total} rounds")
-    return verify(kernels, db, info.cpu, info.features, measure, top=args.verify_top, passes=args.verify_passes,
-                  on_round=None if args.quiet else on_round)
+    verdicts = verify(kernels, db, info.cpu, info.features, measure, top=args.verify_top,
+                      passes=args.verify_passes, on_round=None if args.quiet else on_round)
+    say("nnc: timing the model with every kept schedule against the defaults")
+    return verdicts, check_model(verdicts, measure, args.verify_passes)
 
 
 def _count(text: str) -> int:

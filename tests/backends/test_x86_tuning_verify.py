@@ -19,7 +19,7 @@ from nnc.backends.x86.target import host
 from nnc.backends.x86.tuning_db import TuningDB, TuningDBError
 from nnc.sweep import PoolExecutor
 from nnc.tune import model_kernels, tune
-from nnc.tune_verify import candidates_to_check, profile_measure, standalone_vs_model_rank, verify
+from nnc.tune_verify import ENTRY, candidates_to_check, check_model, profile_measure, standalone_vs_model_rank, verify
 
 THREADS = 2
 
@@ -140,6 +140,31 @@ def test_verdicts_are_recorded_and_compiled_without_measuring(searched, tmp_path
     assert again.report["x86"]["tuning"]["kernels"] == tuned.report["x86"]["tuning"]["kernels"]
 
 
+class FakeWholeModel(FakeModel):
+    """FakeModel with the entry point's time: the sum of the kernels' plus 50 us of glue."""
+
+    def __call__(self, table):
+        times = super().__call__(table)
+        return {**times, ENTRY: sum(times.values()) + 50e-6 * (1 + self.drift * (self.calls - 1))}
+
+
+def test_the_model_with_every_kept_schedule(searched, tmp_path):
+    h = host()
+    db, kernels = _db(searched, tmp_path, fake_alone={k: 0.8 for k in _gemm_keys(searched[1])})
+    slow, fast, faster = _gemm_keys(kernels)[:3]
+    fake = FakeWholeModel({slow: 1.10, fast: 0.90, faster: 0.70}, drift=0.02)
+    verdicts = verify(kernels, db, h.cpu, h.features, fake, top=1, passes=3)
+    calls = fake.calls
+    whole = check_model(verdicts, fake, passes=4)
+    assert fake.calls - calls == 2 * 4 + 1  # D T D T ... D
+    n = len(kernels)
+    # the two kept kernels save 10 and 30 us of n * 100 + 50 us; the drift (2% per round) cancels
+    assert whole.gain == pytest.approx((n * 100 + 50) / (n * 100 + 50 - 10 - 30))
+    assert whole.passes == 4
+    assert check_model(verdicts, FakeModel({fast: 0.9}), passes=2) is None  # no entry-point time: no check
+    assert check_model([v for v in verdicts if v.default], fake) is None  # nothing kept: nothing to check
+
+
 def test_a_later_verdict_wins_and_merge_keeps_verdicts(searched, tmp_path):
     h = host()
     db, kernels = _db(searched, tmp_path, fake_alone={k: 0.8 for k in _gemm_keys(searched[1])})
@@ -188,7 +213,10 @@ def test_profile_sites_are_the_kernels_of_that_op(searched):
     measure = profile_measure(tuning_cnn(), THREADS, None, runs=2)
     empty = TuningDB().table(host().cpu, host().features)
     times = measure(empty)
-    assert set(times) == {k.key for k in kernels} and all(t > 0 for t in times.values())
+    assert set(times) == {k.key for k in kernels} | {ENTRY} and all(t > 0 for t in times.values())
+    # the entry point runs every kernel: per run its time is at least their sum, and the median of
+    # two runs is their mean, so this holds for the medians too
+    assert times[ENTRY] > sum(times[k.key] * 0.999 for k in kernels)
     cm = nnc.compile(tuning_cnn(), target="x86", threads=THREADS, quiet=True, profile=True, tuning_db=empty)
     prof = cm.profile(feeds(), runs=1)
     for r in cm.report["x86"]["tuning"]["kernels"]:
