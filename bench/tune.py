@@ -50,7 +50,9 @@ def _tuned_kernels(db: str, model: str, threads: int) -> tuple[int, int, list[st
     rep = cm.report["x86"]["tuning"]
     gains = []
     for r in rep["kernels"]:
-        if r["source"] == "db" and r.get("measured_gain"):
+        # a gain of exactly 1 alone and no check: the kernel's default measurement was its best (not listed)
+        own_default = r.get("measured_gain") == 1.0 and not r.get("model_gain")
+        if r["source"] == "db" and r.get("measured_gain") and not own_default:
             pred = f"x{r['predicted_gain']:.2f}" if r.get("predicted_gain") else "-"
             model = f"x{r['model_gain']:.2f}" if r.get("model_gain") else "-"
             gains.append(f"{r['op']} in model {model}, alone x{r['measured_gain']:.2f} (cost model {pred})")
