@@ -242,3 +242,20 @@ def test_a_gain_within_the_noise_keeps_the_default(searched, tmp_path):
     assert verdicts[noisy].noise == pytest.approx(0.05, abs=0.003)
     assert verdicts[noisy].default and not verdicts[clear].default
     assert verdicts[clear].gain == pytest.approx(1 / 0.92)
+
+
+def test_cli_verify_top_0_skips_the_check(tmp_path, capsys):
+    from nnc.cli import main
+
+    src = tmp_path / "m.nnc"
+    m = tuning_cnn()
+    src.write_text(nnc.ir.print_module(m))
+    np.savez(tmp_path / "m.npz", **m.constants)
+    db = tmp_path / "db.jsonl"
+    assert main(["tune", str(src), "--trials", "1", "--repeat", "1", "--db", str(db), "--threads", "1", "-q",
+                 "--verify-top", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "cost model:" in out and "in-model check" not in out and "in model" not in out
+    assert not any("in_model" in json.loads(x) for x in db.read_text().splitlines())
+    with pytest.raises(SystemExit):
+        main(["tune", str(src), "--verify-top", "-1"])
