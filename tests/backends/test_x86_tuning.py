@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from tuning_model import feeds, tuning_cnn
+from tuning_model import feeds, tuning_cnn, write_tuning_cnn
 
 import nnc
 import nnc.tune as tune_mod
@@ -219,10 +219,7 @@ def test_a_pool_worker_lost_mid_task_is_replaced(tmp_path, monkeypatch):
 
 
 def test_cli_progress_and_quiet(tmp_path, capsys):
-    src = tmp_path / "m.nnc"
-    m = tuning_cnn()
-    src.write_text(nnc.ir.print_module(m))
-    np.savez(tmp_path / "m.npz", **m.constants)
+    src = write_tuning_cnn(tmp_path)
     db = tmp_path / "db.jsonl"
     args = ["tune", str(src), "--trials", "1", "--repeat", "1", "--db", str(db), "--threads", "1"]
     assert main(args) == 0

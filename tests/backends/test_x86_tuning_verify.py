@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from tuning_model import feeds, tuning_cnn
+from tuning_model import feeds, tuning_cnn, write_tuning_cnn
 
 import nnc
 import nnc.tune as tune_mod
@@ -247,10 +247,7 @@ def test_a_gain_within_the_noise_keeps_the_default(searched, tmp_path):
 def test_cli_verify_top_0_skips_the_check(tmp_path, capsys):
     from nnc.cli import main
 
-    src = tmp_path / "m.nnc"
-    m = tuning_cnn()
-    src.write_text(nnc.ir.print_module(m))
-    np.savez(tmp_path / "m.npz", **m.constants)
+    src = write_tuning_cnn(tmp_path)
     db = tmp_path / "db.jsonl"
     assert main(["tune", str(src), "--trials", "1", "--repeat", "1", "--db", str(db), "--threads", "1", "-q",
                  "--verify-top", "0"]) == 0
