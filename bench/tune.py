@@ -1,5 +1,6 @@
 """Untuned vs tuned x86 latency of ResNet-18 and MobileNetV2 (bench/models.py): for each model,
-``nnc tune`` runs with a fixed time budget (as a user runs it, through the CLI), then the untuned
+``nnc tune`` runs with a fixed time budget (as a user runs it, through the CLI; the search, then its
+check in the model), then the untuned
 and the tuned compile (``--tuning-db``) are timed by ``nnc.bench.benchmark``, each in its own
 process, rounds alternating untuned/tuned. The table goes to a markdown file with ``uptime`` before
 and after (run it on a quiet machine: the tuning measurements and the timings both need one).
@@ -49,9 +50,14 @@ def _tuned_kernels(db: str, model: str, threads: int) -> tuple[int, int, list[st
     rep = cm.report["x86"]["tuning"]
     gains = []
     for r in rep["kernels"]:
-        if r["source"] == "db" and r.get("measured_gain"):
+        # a gain of exactly 1 alone and no check: the kernel's default measurement was its best (not listed)
+        own_default = r.get("measured_gain") == 1.0 and not r.get("model_gain")
+        if r["source"] == "db" and r.get("measured_gain") and not own_default:
             pred = f"x{r['predicted_gain']:.2f}" if r.get("predicted_gain") else "-"
-            gains.append(f"{r['op']} x{r['measured_gain']:.2f} (predicted {pred})")
+            model = f"x{r['model_gain']:.2f}" if r.get("model_gain") else "-"
+            gains.append(f"{r['op']} in model {model}, alone x{r['measured_gain']:.2f} (cost model {pred})")
+        elif r.get("kept_default"):
+            gains.append(f"{r['op']} kept the default (no candidate won in the model)")
     return rep["from_db"], rep["from_db"] + rep["default"], gains
 
 
@@ -93,14 +99,19 @@ def main() -> int:
                                                          "tuned": {"target": "x86", "tuning_db": db}})
             u, t = res["untuned"], res["tuned"]
             if u["status"] != "ok" or t["status"] != "ok":
-                rows.append(f"| {name} | {args.threads} | fails: {u['status']} / {t['status']} |||||||")
+                rows.append(f"| {name} | {args.threads} | fails: {u['status']} / {t['status']} |||||||||")
                 continue
             agree = res.get("agreement", {})
             rank = next((ln for ln in text.splitlines() if ln.startswith("cost model:")), "")
+            check = next((ln.split("(")[-1].rstrip(")") for ln in text.splitlines()
+                          if ln.strip().startswith("checked kernels in the model")), "-")
+            whole = next((ln.split(":")[1].split()[0] for ln in text.splitlines()
+                          if ln.strip().startswith("the model with every kept schedule")), "-")
             rows.append(f"| {name} | {args.threads} | {seconds:.0f} | {from_db}/{tunable} | {u['median_ms']:.3f} | "
-                        f"{t['median_ms']:.3f} | {u['median_ms'] / t['median_ms']:.3f}x | "
+                        f"{t['median_ms']:.3f} | {u['median_ms'] / t['median_ms']:.3f}x | {whole} | {check} | "
                         f"{json.dumps(agree.get('tuned', agree))[:60]} | {rank.replace('cost model: ', '')} |")
-            details.append(f"### {name}\n\nper kernel (tune summary):\n\n```\n{text.strip()}\n```\n\n"
+            details.append(f"### {name}\n\nper kernel (tune summary; \"in model\": the check in the model):\n\n"
+                           f"```\n{text.strip()}\n```\n\n"
                            f"kernels from the database (measured and predicted gain): {'; '.join(gains) or 'none'}\n")
     after = _uptime()
     md = [f"# nnc tune: untuned vs tuned latency ({datetime.date.today()})", "",
@@ -108,9 +119,9 @@ def main() -> int:
           f"--threads {args.threads} --rounds {args.rounds}`" + (" (--quick: a check, not a measurement)"
                                                                   if args.quick else ""), "",
           f"uptime before: `{before}`", f"uptime after: `{after}`", "",
-          "| model | threads | tune s | kernels from db | untuned ms | tuned ms | speed-up | agreement | "
-          "cost model (held-out) |",
-          "|---|---|---|---|---|---|---|---|---|", *rows, "", *details]
+          "| model | threads | tune s | kernels from db | untuned ms | tuned ms | speed-up | predicted by "
+          "nnc tune (model) | (checked kernels) | agreement | cost model (held-out) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|", *rows, "", *details]
     with open(out, "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(rows))

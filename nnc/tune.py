@@ -316,19 +316,30 @@ def tune(kernels: Sequence[Kernel], db: TuningDB, executor: Any, cpu: str, featu
     return TuneResult(rows, index[0], cost_model.held_out_rank(recs), over())
 
 
-def summary(result: TuneResult) -> str:
-    lines = [f"{'op':<7} {'calls':>5} {'default us':>11} {'best us':>10} {'gain':>6} {'trials':>6}  best schedule",]
+def summary(result: TuneResult, verdicts: Sequence[Any] | None = None) -> str:
+    """The per-kernel table: times alone (default, best), the gain alone, and with ``verdicts`` (the
+    check in the model, ``nnc.tune_verify``) the in-model gain of the schedule kept and which it is."""
+    checked = {v.key: v for v in verdicts or ()}
+    model_col = f" {'in model':>9}" if verdicts is not None else ""
+    lines = [f"{'op':<7} {'calls':>5} {'default us':>11} {'best us':>10} {'gain':>6}{model_col} {'trials':>6}  "
+             f"{'kept schedule' if verdicts is not None else 'best schedule'}"]
     total_d = total_b = 0.0
     for r in result.kernels:
         gain = r["default_us"] / r["best_us"] if r["default_us"] and r["best_us"] else None
         if gain:
             total_d += r["calls"] * r["default_us"]
             total_b += r["calls"] * r["best_us"]
+        best, model = r["best"] or "-", ""
+        if verdicts is not None:
+            v = checked.get(r["key"])
+            model = f" {('-' if v is None else 'default' if v.default else f'x{v.gain:.2f}'):>9}"
+            if v is not None:
+                best = f"{v.schedule.text()}" + (" (default)" if v.default else "")
         lines.append(f"{r['op']:<7} {r['calls']:>5} {_num(r['default_us']):>11} {_num(r['best_us']):>10} "
-                     f"{(f'x{gain:.2f}' if gain else '-'):>6} {r['trials']:>6}  {r['best'] or '-'}"
+                     f"{(f'x{gain:.2f}' if gain else '-'):>6}{model} {r['trials']:>6}  {best}"
                      + (f"  ({r['failed']} failed)" if r["failed"] else ""))
     if total_b:
-        lines.append(f"kernel time (sum over calls): {total_d:.0f} us default, {total_b:.0f} us tuned "
+        lines.append(f"kernel time alone (sum over calls): {total_d:.0f} us default, {total_b:.0f} us best alone "
                      f"(x{total_d / total_b:.2f})")
     lines.append(cost_model.rank_text(result.rank))
     if result.stopped_by_budget:

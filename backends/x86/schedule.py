@@ -118,8 +118,12 @@ def kernel_signature(k: Any, op: Op, kind: str) -> dict[str, Any] | None:
 @dataclasses.dataclass
 class TableEntry:
     schedule: Schedule
-    measured_gain: float | None = None  # default time / tuned time, when tuned
+    measured_gain: float | None = None  # default time / tuned time, when tuned (the kernel alone)
     predicted_gain: float | None = None  # what the learned cost model expected
+    # ``nnc tune``'s check in the model (nnc/tune_verify.py): the default's in-model time over this
+    # schedule's, summed over the kernel's call sites; None when the schedule was not checked there
+    model_gain: float | None = None
+    kept_default: bool = False  # checked in the model: no candidate beat the default there
 
 
 class ScheduleTable:
@@ -142,7 +146,7 @@ def choose(k: Any, op: Op, kind: str, default: Schedule) -> tuple[Schedule, str 
     key = signature_key(sig)
     k.cg.schedule_signatures[key] = sig
     entry = table.entries.get(key)
-    if entry is None:
+    if entry is None or entry.kept_default:
         return default, key, "default"
     if entry.schedule.kind != kind:
         raise ScheduleError(f"tuning db {table.source}: kernel {key} ({op.opname}) has a {entry.schedule.kind} "
@@ -156,10 +160,15 @@ def record(k: Any, op: Op, key: str | None, schedule: Schedule, source: str) -> 
     if log is None or key is None:
         return
     table = k.cg.schedule_table
-    entry = table.entries.get(key) if source == "db" else None
-    log.append({"kernel": k.fn.name, "op": op.opname, "key": key, "source": source, "schedule": schedule.to_json(),
-                "measured_gain": entry.measured_gain if entry else None,
-                "predicted_gain": entry.predicted_gain if entry else None})
+    entry = table.entries.get(key)
+    tuned = entry if source == "db" else None
+    # site: the kernel's position among the entry point's kernels (the index of its time in a profile)
+    log.append({"kernel": k.fn.name, "site": len(k.cg.kernel_table) - 1, "op": op.opname, "key": key,
+                "source": source, "schedule": schedule.to_json(),
+                "measured_gain": tuned.measured_gain if tuned else None,
+                "predicted_gain": tuned.predicted_gain if tuned else None,
+                "model_gain": entry.model_gain if entry else None,
+                "kept_default": bool(entry and entry.kept_default)})
 
 
 def tuning_summary(table: ScheduleTable, log: list[dict[str, Any]], signatures: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,8 +178,9 @@ def tuning_summary(table: ScheduleTable, log: list[dict[str, Any]], signatures: 
     for e in log:
         if e["key"] in kernels:
             kernels[e["key"]]["calls"] += 1
+            kernels[e["key"]]["sites"].append(e["site"])
         else:
-            kernels[e["key"]] = {**e, "calls": 1}
+            kernels[e["key"]] = {**{n: v for n, v in e.items() if n != "site"}, "calls": 1, "sites": [e["site"]]}
     rows = list(kernels.values())
     return {"db": table.source, "digest": table.digest, "from_db": sum(r["source"] == "db" for r in rows),
             "default": sum(r["source"] == "default" for r in rows), "kernels": rows,
@@ -180,11 +190,15 @@ def tuning_summary(table: ScheduleTable, log: list[dict[str, Any]], signatures: 
 def tuning_text(rep: Mapping[str, Any]) -> str:
     """The compile summary's lines for report["x86"]["tuning"]."""
     lines = [f"  tuning:  {rep['from_db']} of {rep['from_db'] + rep['default']} tunable kernels from {rep['db']}"]
+    names = (("model", "in model"), ("measured", "alone"), ("predicted", "cost model"))
     for r in rep["kernels"]:
         if r["source"] == "db":
-            gains = ", ".join(f"{name} x{r[f'{name}_gain']:.2f}" for name in ("predicted", "measured")
-                              if r.get(f"{name}_gain"))
+            gains = ", ".join(f"{label} x{r[f'{name}_gain']:.2f}" for name, label in names if r.get(f"{name}_gain"))
             text = Schedule.from_json(r["schedule"]).text()
             gains = f"; gain {gains}" if gains else ""
             lines.append(f"    {r['kernel']} ({r['op']}, {r['calls']} call(s)): {text}{gains}")
+    kept = [r for r in rep["kernels"] if r.get("kept_default")]
+    if kept:
+        lines.append(f"    {len(kept)} kernel(s) kept the default schedule: no candidate beat it in the model "
+                     f"({', '.join(r['kernel'] for r in kept)})")
     return "\n".join(lines) + "\n"

@@ -8,9 +8,13 @@ resumed: a (target, kernel, schedule) already in the file is not measured again)
      "predicted_us": 790.0, "error": null}
 
 ``default`` marks the backend's own schedule for that kernel (the baseline of the gain), ``ok``
-that its output equalled the default schedule's, ``us`` the median run time. The best schedule of a
-kernel for a target is its fastest ``ok`` measurement; ``table`` turns those into the
-``ScheduleTable`` the code generator reads. Merging databases from several machines is the union
+that its output equalled the default schedule's, ``us`` the median run time of the kernel alone.
+
+A line with an ``in_model`` field is a *verdict* of the check in the model (``nnc/tune_verify.py``):
+the schedule that won there (possibly the default), with ``us`` null and ``in_model`` giving the
+in-model times and gain. A kernel's schedule for a target is its last verdict's when it has one,
+else its fastest ``ok`` measurement; ``table`` turns those into the ``ScheduleTable`` the code
+generator reads. Merging databases from several machines is the union
 of their lines (each line names its CPU, so one file can serve a fleet).
 """
 
@@ -48,6 +52,11 @@ def _check(rec: Any, where: str) -> dict[str, Any]:
             raise TuningDBError(f"{where}: field {name!r} has the wrong type ({type(rec[name]).__name__})")
     if rec.get("predicted_us") is not None and not isinstance(rec["predicted_us"], (int, float)):
         raise TuningDBError(f"{where}: field 'predicted_us' must be a number or null")
+    if "in_model" in rec:
+        v = rec["in_model"]
+        if not isinstance(v, dict) or not all(isinstance(v.get(n), (int, float)) and not isinstance(v.get(n), bool)
+                                              and v[n] > 0 for n in ("us", "default_us", "gain")):
+            raise TuningDBError(f"{where}: field 'in_model' must hold positive numbers us, default_us and gain")
     try:
         Schedule.from_json(rec["schedule"])
     except ScheduleError as e:
@@ -93,7 +102,13 @@ class TuningDB:
                 f.write(json.dumps(rec, sort_keys=True) + "\n")
 
     def for_target(self, cpu: str, features: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["cpu"] == cpu and r["features"] == features]
+        """The target's measurements of kernels alone (not the verdicts of the check in the model)."""
+        return [r for r in self.records if r["cpu"] == cpu and r["features"] == features and "in_model" not in r]
+
+    def verdicts(self, cpu: str, features: str) -> dict[str, dict[str, Any]]:
+        """key -> the last verdict of the check in the model for the target (a later check wins)."""
+        return {r["key"]: r for r in self.records
+                if r["cpu"] == cpu and r["features"] == features and "in_model" in r}
 
     def measured(self, cpu: str, features: str, key: str) -> dict[str, dict[str, Any]]:
         """A kernel's measurements on a target, by the schedule's JSON text."""
@@ -114,13 +129,24 @@ class TuningDB:
 
     def table(self, cpu: str, features: str) -> ScheduleTable:
         entries = {}
+        verdicts = self.verdicts(cpu, features)
         for key, (b, d) in self.best(cpu, features).items():
+            v = verdicts.get(key)
+            if v is not None:  # checked in the model: its winner, which was measured alone too
+                b = self.measured(cpu, features, key).get(json.dumps(v["schedule"], sort_keys=True), b)
             measured = d["us"] / b["us"] if d is not None and b["us"] > 0 else None
             # the cost model's expectation when it proposed the best schedule: default time / predicted time
             predicted = d["us"] / b["predicted_us"] if d is not None and b.get("predicted_us") else None
-            entries[key] = TableEntry(Schedule.from_json(b["schedule"]), measured, predicted)
+            entry = TableEntry(Schedule.from_json(b["schedule"]), measured, predicted)
+            if v is not None:
+                entry = TableEntry(Schedule.from_json(v["schedule"]), measured, predicted, v["in_model"]["gain"],
+                                   kept_default=v["default"])
+                if v["default"]:
+                    entry.measured_gain = entry.predicted_gain = None
+            entries[key] = entry
         # the digest (in the compile cache key) covers the gains too: the cached report shows them
         text = json.dumps({k: [e.schedule.to_json(), e.measured_gain, e.predicted_gain]
+                           + ([e.model_gain, e.kept_default] if e.model_gain is not None else [])
                            for k, e in sorted(entries.items())}, sort_keys=True)
         return ScheduleTable(entries, self.path or "<memory>", hashlib.sha256(text.encode()).hexdigest())
 

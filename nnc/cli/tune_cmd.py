@@ -58,6 +58,11 @@ def _report(args: argparse.Namespace, info: Any) -> int:
     if gains:
         print(f"  best/default gain per kernel: min x{min(gains):.2f}, max x{max(gains):.2f}")
     print("  " + rank_text(rank))
+    verdicts = db.verdicts(info.cpu, info.features)
+    if verdicts:
+        won = [v["in_model"]["gain"] for v in verdicts.values() if not v["default"]]
+        print(f"  checked in the model: {len(verdicts)} kernel(s), {len(won)} keep a tuned schedule"
+              + (f" (in-model gain x{min(won):.2f} to x{max(won):.2f})" if won else ""))
     return 0
 
 
@@ -101,9 +106,44 @@ def _tune(args: argparse.Namespace, info: Any) -> int:
         progress.close()
         if hasattr(executor, "shutdown"):
             executor.shutdown()
-    sys.stdout.write(summary(result))
+    verdicts, whole = None, None
+    if args.verify_top and (info.cpu, info.features) == (host().cpu, host().features):
+        verdicts, whole = _verify(args, kernels, db, info, threads, say)
+    elif args.verify_top:
+        say("nnc: no in-model check: the model runs on this machine, which is not the target CPU")
+    sys.stdout.write(summary(result, verdicts))
+    if verdicts is not None:
+        from nnc.tune_verify import standalone_vs_model_rank, verify_text
+
+        rank = standalone_vs_model_rank(verdicts, db, info.cpu, info.features)
+        sys.stdout.write(verify_text(verdicts, rank, whole))
     print(f"wrote {args.db}; use it: nnc compile {args.model} -t x86 --tuning-db {args.db}")
     return 0
+
+
+def _verify(args: argparse.Namespace, kernels: Any, db: Any, info: Any, threads: int, say: Any) -> Any:
+    from nnc.tune_verify import check_model, profile_measure, verify
+
+    say(f"nnc: checking the best {args.verify_top} candidate(s) per kernel in the model "
+        f"({args.verify_passes} pass(es), {args.verify_runs} runs per round)")
+    measure = profile_measure(args.model, threads, dict(args.dim or []), runs=args.verify_runs, seed=args.seed)
+
+    def on_round(done: int, total: int) -> None:
+        say(f"nnc: in-model check {done}/{total} rounds")
+    verdicts = verify(kernels, db, info.cpu, info.features, measure, top=args.verify_top,
+                      passes=args.verify_passes, on_round=None if args.quiet else on_round)
+    say("nnc: timing the model with every kept schedule against the defaults")
+    return verdicts, check_model(verdicts, measure, args.verify_passes)
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
+    return n
 
 
 def _seconds(text: str) -> float:
@@ -124,7 +164,9 @@ def add_tune_command(sub: Any) -> None:
                     "candidate schedules (register tile, cache blocking, vector width, loop order, thread split, "
                     "depthwise padding copy) one kernel at a time, check each output equals the default "
                     "schedule's, time them (warm, median) and append every measurement to --db. A learned cost "
-                    "model picks which candidates to measure. Resumable: measurements already in --db are not "
+                    "model picks which candidates to measure. Then the best few per kernel are timed inside the "
+                    "whole model (per-kernel profiler) and a kernel keeps a tuned schedule only if it wins there. "
+                    "Resumable: measurements already in --db are not "
                     "repeated. Then: nnc compile MODEL -t x86 --tuning-db FILE.",
         epilog="examples:\n"
                "  nnc tune resnet18.onnx --trials 24 --time-budget 600 --db tune.jsonl\n"
@@ -143,6 +185,16 @@ def add_tune_command(sub: Any) -> None:
     t.add_argument("--repeat", type=positive_int, default=7, metavar="R",
                    help="timed samples per candidate, the median kept (default 7)")
     t.add_argument("--seed", type=int, default=0, help="seed of the candidate sampling and exploration")
+    v = t.add_argument_group("the check in the model (after the search; docs/tuning.md)")
+    v.add_argument("--verify-top", type=_count, default=3, metavar="K",
+                   help="time each kernel's K best candidates (by their time alone) inside the whole model and keep "
+                        "a candidate only if it beats the default there by 2%% and by more than the kernel's in-model "
+                        "noise (default 3; 0: no check, the fastest alone is kept); costs K+1 compiles of the model")
+    v.add_argument("--verify-passes", type=positive_int, default=7, metavar="P",
+                   help="passes over the rounds (default, candidate 1, default, candidate 2, ..., default); "
+                        "the median over the passes is kept (default 7)")
+    v.add_argument("--verify-runs", type=positive_int, default=20, metavar="R",
+                   help="profiled runs of the model per round, the median per kernel (default 20)")
     t.add_argument("--dim", action="append", type=dim_spec, metavar="SYMBOL=SIZE", help="fix a symbolic input dim")
     x = t.add_argument_group("target")
     x.add_argument("--threads", type=positive_int, metavar="N", help="threads per kernel (default: as nnc compile)")

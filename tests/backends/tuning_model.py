@@ -4,6 +4,8 @@ are exact in f32 and a tuned compile's output must equal the untuned one bit for
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from nnc.ir import Builder, DType, Graph, Module, TensorType
@@ -27,6 +29,17 @@ def tuning_cnn() -> Module:
     y = b.op("matmul", h, b.const(w(24 * 144, 10), "w4"), name="y")
     g.set_outputs([y])
     return m
+
+
+def write_tuning_cnn(folder: Path) -> Path:
+    """The model as nnc text IR (and its weights beside it) for the CLI; returns the .nnc path."""
+    from nnc.ir import print_module
+
+    src = folder / "m.nnc"
+    m = tuning_cnn()
+    src.write_text(print_module(m))
+    np.savez(folder / "m.npz", **m.constants)
+    return src
 
 
 def feeds() -> dict[str, np.ndarray]:
