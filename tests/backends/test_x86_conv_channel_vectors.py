@@ -1,7 +1,7 @@
 """The conv path that vectorises over output channels (conv_channel_vectors.py) against the interpreter.
 
 The path takes f32 convs with constant filters, one group, K = C*KH*KW >= 256 and short output rows
-(<= 28 pixels with a spatial filter, <= 14 for 1x1) on AVX-512. The shapes are ragged on purpose:
+(<= 56 pixels with a spatial filter, <= 14 for 1x1) on AVX-512. The shapes are ragged on purpose:
 output widths whose register tile is 7, 12, 13 or 14 pixels (7 x 3 and 14 x 2 tiles), channel
 counts that are not a multiple of the 48- or 32-wide filter panel (masked edge columns, a partial
 16-channel group in the transpose), K that is not a multiple of the KC slice, pixel blocks smaller
@@ -34,6 +34,7 @@ CASES = [  # (N, C, H, W, M, kernel, stride, pads (top, left, bottom, right), di
     (1, 30, 13, 13, 24, 3, 1, (2, 1, 0, 1), 1),      # 13-pixel tile, asymmetric padding
     (1, 48, 20, 18, 20, 3, 2, (2, 2, 2, 2), 2),      # dilated, stride 2: 9-pixel rows
     (1, 16, 28, 28, 96, 5, 1, (2, 2, 2, 2), 1),      # 5x5 filter, 28-pixel rows: blocks < plane
+    (1, 32, 4, 56, 20, 3, 1, (1, 1, 1, 1), 1),       # 56-pixel rows: four 14-pixel panels a row
 ]
 
 

@@ -5,13 +5,15 @@ ceil(P/16) vectors and pads the rest (77% and 88% useful lanes), and its implici
 wherever a vector of columns crosses an output row. Here the roles swap. The microkernel's rows
 (the broadcast values) are MR consecutive output pixels of one output row (MR divides the output
 width, so no row is padded), its vector columns are output channels, and the filters are the B
-operand, packed at compile time. A row of an A panel (one input channel and tap of the
-contraction) is MR pixels of one input row: one masked vector load at stride 1, a masked
-double-width load and a shuffle at stride 2, zeros where the tap falls in the padding.
+operand, packed at compile time. Each task first copies its image into a zero-padded buffer;
+a row of an A panel (one input channel and tap of the contraction) is then MR pixels of one
+padded input row: one vector load under a constant mask (a double-width load and a shuffle at
+stride 2), with no bounds checks.
 
 Each task (an image and a range of output channels) computes C^T block by block: a block of pixels
 gets all K slices into a task-local buffer ``[pixels][channels]`` (bias in the microkernel), then is
-transposed into the NCHW output, where a fused group's epilogue runs on it while it is in cache.
+transposed (16 x 16 at a time, in registers) into the NCHW output, where a fused group's epilogue
+runs on it while it is in cache.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ..llvm_types import F32, I1, I32, PTR, const_int, for_range
+from ..llvm_types import F32, I1, I32, I64, PTR, const_int, for_range
 from .gemm import (
     Blocking,
     Epilogue,
@@ -60,11 +62,11 @@ def plan(target, threads: int, M: int, K: int, KK: int, P: int, OW: int, stride:
     """The blocking for a conv this path runs faster than conv.py's GEMM, else None.
 
     It pays where output rows are short (7, 14, 28 pixels: the other GEMM pads its vectors of
-    pixels and gathers across rows) and the contraction is deep enough (K >= 256) that the
-    transpose of C^T, about a cycle per output element, stays a few percent of the work. Measured
-    by bench/conv_peak.py on ResNet-50's shapes: a 1x1 conv of a 28-pixel row, or any conv of
-    56-pixel rows, is as fast or faster on the other path."""
-    if target.vector_bits != 512 or stride[-1] not in (1, 2) or K < 256 or OW > (28 if KK > 1 else 14):
+    pixels and gathers across rows; 56 with a spatial filter, whose im2col vectors cross rows too)
+    and the contraction is deep enough (K >= 256) that packing the input and transposing C^T stay a
+    few percent of the work. Measured by bench/conv_peak.py on ResNet-50's shapes: 1x1 convs of
+    28- and 56-pixel rows (the image read in place as B) are as fast or faster on the other path."""
+    if target.vector_bits != 512 or stride[-1] not in (1, 2) or K < 256 or OW > (56 if KK > 1 else 14):
         return None
     mr = _pixel_rows(OW)
     if mr is None:
@@ -104,7 +106,8 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
         tile = None
     if tile is not None:
         k.tile_epilogue_applied = True
-    pack = _packer(C, H, W, OW, ks, s, d, p, blk)
+    Hp, Wp = _padded_dims(H, W, ks, s, d, p, OH, OW)
+    pack = _packer(Hp, Wp, OW, ks, s, d, blk)
 
     def body(kb, t):
         b = kb.b
@@ -116,12 +119,15 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
         wbase = kb.weights_ptr(woff)
         bias = gep(b, kb.arg(2), n0, et) if has_bias else ir.Constant(PTR, None)
         abuf, araw = heap_buffer(b, MC * KC * 4)
+        xp, xraw = heap_buffer(b, (-(-C * Hp * Wp // LANES) * LANES) * 4)
+        tab, traw = heap_buffer(b, KC * 8)
+        _pad_input(b, xbase, xp, C, H, W, p, Hp, Wp)
         cbuf, craw = heap_buffer(b, MC * nchunk * 4)
         with for_range(b, P, "cvp", step=MC) as p0:
             mcur = imin(b, const_int(MC), b.sub(const_int(P), p0))
             with for_range(b, K, "cvk", step=KC) as pc:
                 kc = imin(b, const_int(KC), b.sub(const_int(K), pc))
-                pack(kb, abuf, xbase, p0, mcur, pc, kc)
+                pack(kb, abuf, xp, tab, p0, mcur, pc, kc)
                 first = b.icmp_signed("==", pc, const_int(0))
                 last = b.icmp_signed(">=", b.add(pc, kc), const_int(K))
                 bslice = gep(b, wbase, b.mul(pc, const_int(mpad)), et)
@@ -134,77 +140,122 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
                         ap = gep(b, abuf, b.mul(ir_, kc), et)
                         cp = gep(b, cbuf, b.add(b.mul(ir_, const_int(nchunk)), jr), et)
                         b.call(mk, [kc, ap, bp, cp, const_int(nchunk), const_int(MR), nrem, first, last, bp_bias])
-            # C^T block -> Y[n0:n1, p0:p0+mcur]: a vector of 16 channels of one pixel is read
-            # contiguously and its lanes go to 16 output rows (reading along the pixels instead
-            # strides by the buffer's row of ``nchunk`` floats: 4 KiB apart, one L1 set)
-            with for_range(b, b.sub(n1, n0), "cvt", step=LANES) as j:
-                rows = [gep(b, ybase, b.add(b.mul(b.add(n0, b.add(j, const_int(r))), const_int(P)), p0), et)
-                        for r in range(LANES)]
-                nlive = b.sub(b.sub(n1, n0), j)
-                with b.if_else(b.icmp_signed(">=", nlive, const_int(LANES))) as (whole, part):
-                    with whole:
-                        with for_range(b, mcur, "cvtp") as q:
-                            v = b.load(gep(b, cbuf, b.add(b.mul(q, const_int(nchunk)), j), et), typ=blk.vt, align=4)
-                            for r in range(LANES):
-                                b.store(b.extract_element(v, const_int(r, I32)), gep(b, rows[r], q, et))
-                    with part:
-                        with for_range(b, nlive, "cvtr") as r:
-                            yrow = gep(b, ybase, b.add(b.mul(b.add(n0, b.add(j, r)), const_int(P)), p0), et)
-                            with for_range(b, mcur, "cvtq") as q:
-                                x_ = b.load(gep(b, cbuf, b.add(b.mul(q, const_int(nchunk)), b.add(j, r)), et), typ=et)
-                                b.store(x_, gep(b, yrow, q, et))
+            _transpose_out(b, blk, cbuf, nchunk, ybase, P, n0, n1, p0, mcur)
             if tile is not None:
                 yblk = gep(b, ybase, b.add(b.mul(n0, const_int(P)), p0), et)
                 tile(kb, b.add(b.mul(img, const_int(M)), n0), p0, b.sub(n1, n0), mcur, yblk, P)
-        heap_free(b, araw)
-        heap_free(b, craw)
+        for raw in (araw, craw, xraw, traw):
+            heap_free(b, raw)
 
     k.parallel_for(N * tn, body, name="convcv")
 
 
-def _packer(C, H, W, OW, ks, s, d, p, blk: Blocking):
-    """``buf[ip*kc*MR + kk*MR + r] = x[c, oh*s - pad + i*d, (ow0 + r)*s - pad + j*d]`` for the pixel
-    panels ``ip`` of the block starting at pixel ``p0`` (panel ip: output row oh, columns ow0..+MR)
-    and contraction rows ``pc + kk`` = (c, i, j); 0 in the padding."""
+def _transpose16(b: ir.IRBuilder, v: list) -> list:
+    """The 16 x 16 transpose of 16 vectors: four butterfly stages of two-source shuffles, stage ``s``
+    swapping element (i, j) with (i ^ s, j ^ s) where bit s of i is clear and bit s of j is set."""
+    v = list(v)
+    n = len(v)
+    s = n // 2
+    while s:
+        lo = ir.Constant(ir.VectorType(I32, n), [j if not j & s else n + j - s for j in range(n)])
+        hi = ir.Constant(ir.VectorType(I32, n), [j + s if not j & s else n + j for j in range(n)])
+        for i in range(n):
+            if not i & s:
+                a, c = v[i], v[i + s]
+                v[i], v[i + s] = b.shuffle_vector(a, c, lo), b.shuffle_vector(a, c, hi)
+        s //= 2
+    return v
+
+
+def _transpose_out(b, blk: Blocking, cbuf, ldc: int, ybase, P: int, n0, n1, p0, mcur) -> None:
+    """C^T block ``cbuf[q*ldc + j]`` -> ``Y[(n0 + j)*P + p0 + q]`` for j < n1 - n0, q < mcur.
+
+    16 pixels x 16 channels at a time through registers (16 loads, 64 shuffles, 16 stores); the
+    ragged edges (fewer than 16 pixels or channels left) element by element."""
+    et, L = F32, LANES
+    nl = b.sub(n1, n0)
+    n16 = b.mul(b.sdiv(nl, const_int(L)), const_int(L))
+    q16 = b.mul(b.sdiv(mcur, const_int(L)), const_int(L))
+
+    def scalar(j0, j1, q0, q1):
+        with for_range(b, b.sub(j1, j0), "cvtj") as jj:
+            j = b.add(j0, jj)
+            yrow = gep(b, ybase, b.add(b.mul(b.add(n0, j), const_int(P)), p0), et)
+            with for_range(b, q1, "cvtq", start=q0) as q:
+                x_ = b.load(gep(b, cbuf, b.add(b.mul(q, const_int(ldc)), j), et), typ=et)
+                b.store(x_, gep(b, yrow, q, et))
+
+    with for_range(b, n16, "cvtb", step=L) as j:
+        with for_range(b, q16, "cvtc", step=L) as q:
+            src = gep(b, cbuf, b.add(b.mul(q, const_int(ldc)), j), et)
+            rows = [b.load(gep(b, src, r * ldc, et), typ=blk.vt, align=4) for r in range(L)]
+            ydst = gep(b, ybase, b.add(b.mul(b.add(n0, j), const_int(P)), b.add(p0, q)), et)
+            for r, vec in enumerate(_transpose16(b, rows)):
+                b.store(vec, gep(b, ydst, r * P, et), align=4)
+        scalar(j, b.add(j, const_int(L)), q16, mcur)  # the pixels past the last 16
+    scalar(n16, nl, const_int(0), mcur)  # the channels past the last 16
+
+
+def _padded_dims(H, W, ks, s, d, p, OH, OW) -> tuple[int, int]:
+    """Rows and row pitch of the zero-padded copy of a channel: every tap of every output inside,
+    and room for the last vector load of a row (MR lanes, at stride 2 the double-width load)."""
+    Hp = max(H + p[0], (OH - 1) * s[0] + (ks[0] - 1) * d[0] + 1)
+    Wp = max(W + p[1], (OW - 1) * s[1] + (ks[1] - 1) * d[1] + 1)
+    return Hp, Wp
+
+
+def _pad_input(b, xbase, xp, C, H, W, p, Hp, Wp) -> None:
+    """xp[c, h + pad_top, w + pad_left] = x[c, h, w], zeros elsewhere."""
+    et, L = F32, LANES
+    vt = ir.VectorType(et, L)
+    n = C * Hp * Wp
+    with for_range(b, -(-n // L) * L, "cvz", step=L) as i:
+        b.store(ir.Constant(vt, None), gep(b, xp, i, et), align=4)
+    with for_range(b, C * H, "cvch") as ch:
+        c, h = b.sdiv(ch, const_int(H)), b.srem(ch, const_int(H))
+        src = gep(b, xbase, b.mul(ch, const_int(W)), et)
+        dst = gep(b, xp, b.add(b.mul(c, const_int(Hp * Wp)), b.add(b.mul(b.add(h, const_int(p[0])), const_int(Wp)),
+                                                                    const_int(p[1]))), et)
+        with for_range(b, W, "cvcw", step=L) as w_:
+            live = b.icmp_signed("<", b.add(splat(b, w_, ir.VectorType(I64, L)),
+                                             ir.Constant(ir.VectorType(I64, L), list(range(L)))),
+                                 ir.Constant(ir.VectorType(I64, L), [W] * L))
+            masked_store(b, masked_load(b, gep(b, src, w_, et), live, vt), gep(b, dst, w_, et), live)
+
+
+def _packer(Hp, Wp, OW, ks, s, d, blk: Blocking):
+    """``buf[ip*kc*MR + kk*MR + r] = xp[c, oh*s + i*d, (ow0 + r)*s + j*d]`` over the zero-padded
+    input ``xp`` for the pixel panels ``ip`` of the block starting at pixel ``p0`` (panel ip: output
+    row oh, columns ow0..ow0+MR) and contraction rows ``pc + kk`` = (c, i, j). The offset of each
+    (c, i, j) is tabulated once per K slice; a panel row is then one load (a double-width load and
+    a shuffle at stride 2) and one store, both under a constant mask of MR lanes."""
     MR, L = blk.MR, blk.lanes
     KK, KW = ks[0] * ks[1], ks[1]
     st = s[-1]
     et = F32
-    ivt = ir.VectorType(I32, L)
     wide = ir.VectorType(et, 2 * L)
-    lane_in_tile = ir.Constant(ir.VectorType(I1, L), [r < MR for r in range(L)])
-    iota_s = ir.Constant(ivt, [r * st for r in range(L)])
-    pick = ir.Constant(ivt, [2 * r for r in range(L)])
+    in_tile = ir.Constant(ir.VectorType(I1, L), [r < MR for r in range(L)])
+    even = ir.Constant(ir.VectorType(I1, 2 * L), [r % 2 == 0 and r // 2 < MR for r in range(2 * L)])
+    pick = ir.Constant(ir.VectorType(I32, L), [2 * r for r in range(L)])
 
-    def pack(kb, buf, xbase, p0, mcur, pc, kc):
+    def pack(kb, buf, xp, tab, p0, mcur, pc, kc):
         b = kb.b
-        npan = b.sdiv(mcur, const_int(MR))
-        with for_range(b, kc, "cvpk") as kk:
+        with for_range(b, kc, "cvtab") as kk:
             kidx = b.add(pc, kk)
-            c = b.sdiv(kidx, const_int(KK))
-            tap = b.srem(kidx, const_int(KK))
+            c, tap = b.sdiv(kidx, const_int(KK)), b.srem(kidx, const_int(KK))
             i, j = b.sdiv(tap, const_int(KW)), b.srem(tap, const_int(KW))
-            chan = gep(b, xbase, b.mul(c, const_int(H * W)), et)
-            ioff = b.sub(b.mul(i, const_int(d[0])), const_int(p[0]))
-            joff = b.sub(b.mul(j, const_int(d[1])), const_int(p[1]))
-            with for_range(b, npan, "cvpp") as ip:
-                pix = b.add(p0, b.mul(ip, const_int(MR)))
-                oh, ow0 = b.sdiv(pix, const_int(OW)), b.srem(pix, const_int(OW))
-                ih = b.add(b.mul(oh, const_int(s[0])), ioff)
-                iw0 = b.add(b.mul(ow0, const_int(st)), joff)
-                row_ok = b.icmp_unsigned("<", ih, const_int(H))
-                pos = b.add(splat(b, b.trunc(iw0, I32), ivt), iota_s)
-                ok = b.and_(b.icmp_unsigned("<", pos, ir.Constant(ivt, [W] * L)), lane_in_tile)
-                ok = b.and_(ok, splat(b, row_ok, ir.VectorType(I1, L)))
-                # the address of lane 0 may lie before the row (padding): a plain, not inbounds, GEP
-                src = b.gep(chan, [b.add(b.mul(ih, const_int(W)), iw0)], source_etype=et)
+            off = b.add(b.mul(c, const_int(Hp * Wp)), b.add(b.mul(i, const_int(d[0] * Wp)), b.mul(j, const_int(d[1]))))
+            b.store(off, gep(b, tab, kk, I64))
+        with for_range(b, b.sdiv(mcur, const_int(MR)), "cvpp") as ip:
+            pix = b.add(p0, b.mul(ip, const_int(MR)))
+            oh, ow0 = b.sdiv(pix, const_int(OW)), b.srem(pix, const_int(OW))
+            base = gep(b, xp, b.add(b.mul(oh, const_int(s[0] * Wp)), b.mul(ow0, const_int(st))), et)
+            dst = gep(b, buf, b.mul(ip, b.mul(kc, const_int(MR))), et)
+            with for_range(b, kc, "cvpk") as kk:
+                src = gep(b, base, b.load(gep(b, tab, kk, I64), typ=I64), et)
                 if st == 1:
-                    v = masked_load(b, src, ok, blk.vt)
-                else:  # lane r at 2r of a double-width load: the odd lanes are never read
-                    wmask = b.shuffle_vector(ok, ir.Constant(ok.type, None),
-                                             ir.Constant(ir.VectorType(I32, 2 * L),
-                                                         [r // 2 if r % 2 == 0 else L for r in range(2 * L)]))
-                    v = b.shuffle_vector(masked_load(b, src, wmask, wide), ir.Constant(wide, None), pick)
-                dst = gep(b, buf, b.add(b.mul(ip, b.mul(kc, const_int(MR))), b.mul(kk, const_int(MR))), et)
-                masked_store(b, v, dst, lane_in_tile)
+                    v = masked_load(b, src, in_tile, blk.vt)
+                else:
+                    v = b.shuffle_vector(masked_load(b, src, even, wide), ir.Constant(wide, None), pick)
+                masked_store(b, v, gep(b, dst, b.mul(kk, const_int(MR)), et), in_tile)
     return pack
