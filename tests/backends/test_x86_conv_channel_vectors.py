@@ -2,7 +2,7 @@
 
 The path takes f32 convs with constant filters, one group, K = C*KH*KW >= 256 and short output rows
 (<= 56 pixels with a spatial filter, <= 14 for 1x1) on AVX-512. The shapes are ragged on purpose:
-output widths whose register tile is 7, 12, 13 or 14 pixels (7 x 3 and 14 x 2 tiles), channel
+output widths whose register tile is 7, 9, 12, 13 or 14 pixels (7 x 3, 7 x 2 and 14 x 2 tiles), channel
 counts that are not a multiple of the 48- or 32-wide filter panel (masked edge columns, a partial
 16-channel group in the transpose), K that is not a multiple of the KC slice, pixel blocks smaller
 than the plane, strides 1 and 2, dilation, asymmetric padding, a batch, two threads (the output
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.skipif(host().vector_bits != 512,
 
 CASES = [  # (N, C, H, W, M, kernel, stride, pads (top, left, bottom, right), dilation)
     (1, 64, 7, 7, 40, 3, 1, (1, 1, 1, 1), 1),        # 7 x 3 tile; M = 40 < one 48-wide panel
+    (1, 64, 14, 14, 64, 3, 2, (1, 1, 1, 1), 1),      # 7 x 2 tile: 64 channels are two 32-wide panels
     (1, 32, 14, 14, 70, 3, 1, (1, 1, 1, 1), 1),      # 14 x 2 tile; K = 288: two KC slices
     (2, 40, 28, 28, 33, 3, 2, (1, 1, 1, 1), 1),      # stride 2, batch 2, 33 channels
     (1, 300, 12, 12, 50, 1, 1, (0, 0, 0, 0), 1),     # 1x1, 12-pixel rows

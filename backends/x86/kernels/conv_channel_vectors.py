@@ -71,8 +71,11 @@ def plan(target, threads: int, M: int, K: int, KK: int, P: int, OW: int, stride:
     mr = _pixel_rows(OW)
     if mr is None:
         return None
-    # 7x4 = 28 accumulators spill (the 4 filter vectors and a broadcast need registers too): 7x3, 14x2
-    nv = 3 if mr <= 8 else 2
+    # 7x4 = 28 accumulators spill (the 4 filter vectors and a broadcast need registers too): 7x3, 14x2;
+    # a short tile takes 2 vectors when 3 would pad the channels by more than 3% (160 = 5 x 32)
+    nv = 2
+    if mr <= 8 and not _ceil(M, 2 * LANES) * 2 < 0.97 * _ceil(M, 3 * LANES) * 3:
+        nv = 3
     nr = nv * LANES
     kc = max(64, 8192 // nr // 32 * 32)  # the KC x NR filter panel: 32 KiB, in L1
     tn = max(1, min(threads, _ceil(M, nr)))
