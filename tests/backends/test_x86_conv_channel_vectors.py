@@ -31,7 +31,8 @@ CASES = [  # (N, C, H, W, M, kernel, stride, pads (top, left, bottom, right), di
     (1, 64, 14, 14, 64, 3, 2, (1, 1, 1, 1), 1),      # 7 x 2 tile: 64 channels are two 32-wide panels
     (1, 32, 14, 14, 70, 3, 1, (1, 1, 1, 1), 1),      # 14 x 2 tile; K = 288: two KC slices
     (2, 40, 28, 28, 33, 3, 2, (1, 1, 1, 1), 1),      # stride 2, batch 2, 33 channels
-    (1, 300, 12, 12, 50, 1, 1, (0, 0, 0, 0), 1),     # 1x1, 12-pixel rows
+    (1, 300, 12, 12, 50, 1, 1, (0, 0, 0, 0), 1),     # 1x1, 12-pixel rows: the image read in place
+    (1, 256, 13, 14, 40, 1, 2, (0, 0, 0, 0), 1),     # 1x1 stride 2 in place: the last row's last pixel
     (1, 30, 13, 13, 24, 3, 1, (2, 1, 0, 1), 1),      # 13-pixel tile, asymmetric padding
     (1, 48, 20, 18, 20, 3, 2, (2, 2, 2, 2), 2),      # dilated, stride 2: 9-pixel rows
     (1, 16, 28, 28, 96, 5, 1, (2, 2, 2, 2), 1),      # 5x5 filter, 28-pixel rows: blocks < plane

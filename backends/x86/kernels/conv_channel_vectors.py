@@ -5,10 +5,10 @@ ceil(P/16) vectors and pads the rest (77% and 88% useful lanes), and its implici
 wherever a vector of columns crosses an output row. Here the roles swap. The microkernel's rows
 (the broadcast values) are MR consecutive output pixels of one output row (MR divides the output
 width, so no row is padded), its vector columns are output channels, and the filters are the B
-operand, packed at compile time. Each task first copies its image into a zero-padded buffer;
-a row of an A panel (one input channel and tap of the contraction) is then MR pixels of one
-padded input row: one vector load under a constant mask (a double-width load and a shuffle at
-stride 2), with no bounds checks.
+operand, packed at compile time. Each task first copies its image into a zero-padded buffer
+(unless the conv has no padding); a row of an A panel (one input channel and tap of the
+contraction) is then MR pixels of one padded input row: one vector load under a constant mask
+(a double-width load and a shuffle at stride 2), with no bounds checks.
 
 Each task (an image and a range of output channels) computes C^T block by block: a block of pixels
 gets all K slices into a task-local buffer ``[pixels][channels]`` (bias in the microkernel), then is
@@ -110,6 +110,7 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
     if tile is not None:
         k.tile_epilogue_applied = True
     Hp, Wp = _padded_dims(H, W, ks, s, d, p, OH, OW)
+    direct = (Hp, Wp) == (H, W) and p[0] == p[1] == 0
     pack = _packer(Hp, Wp, OW, ks, s, d, blk)
 
     def body(kb, t):
@@ -122,10 +123,15 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
         wbase = kb.weights_ptr(woff)
         bias = gep(b, kb.arg(2), n0, et) if has_bias else ir.Constant(PTR, None)
         abuf, araw = heap_buffer(b, MC * KC * 4)
-        xp, xraw = heap_buffer(b, (-(-C * Hp * Wp // LANES) * LANES) * 4)
         tab, traw = heap_buffer(b, KC * 8)
-        _pad_input(b, xbase, xp, C, H, W, p, Hp, Wp)
         cbuf, craw = heap_buffer(b, MC * nchunk * 4)
+        raws = [araw, craw, traw]
+        if direct:  # no padding (a 1x1 conv): the image itself is the padded copy
+            xp = xbase
+        else:
+            xp, xraw = heap_buffer(b, (-(-C * Hp * Wp // LANES) * LANES) * 4)
+            raws.append(xraw)
+            _pad_input(b, xbase, xp, C, H, W, p, Hp, Wp)
         with for_range(b, P, "cvp", step=MC) as p0:
             mcur = imin(b, const_int(MC), b.sub(const_int(P), p0))
             with for_range(b, K, "cvk", step=KC) as pc:
@@ -147,7 +153,7 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
             if tile is not None:
                 yblk = gep(b, ybase, b.add(b.mul(n0, const_int(P)), p0), et)
                 tile(kb, b.add(b.mul(img, const_int(M)), n0), p0, b.sub(n1, n0), mcur, yblk, P)
-        for raw in (araw, craw, xraw, traw):
+        for raw in raws:
             heap_free(b, raw)
 
     k.parallel_for(N * tn, body, name="convcv")
