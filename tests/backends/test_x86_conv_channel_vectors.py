@@ -6,7 +6,7 @@ output widths whose register tile is 7, 9, 12, 13 or 14 pixels (7 x 3, 7 x 2 and
 counts that are not a multiple of the 48- or 32-wide filter panel (masked edge columns, a partial
 16-channel group in the transpose), K that is not a multiple of the KC slice, pixel blocks smaller
 than the plane, strides 1 and 2, dilation, asymmetric padding, a batch, two threads (the output
-channels split between tasks) and a fused residual + relu epilogue. Each case also checks that the
+channels or the pixels split between tasks) and a fused residual + relu epilogue. Each case also checks that the
 path was taken (its microkernel is named in the generated LLVM IR), so a change of the selection rule
 cannot silently turn the test into one of the other GEMM.
 
@@ -77,10 +77,13 @@ def test_conv_channel_vectors(case):
     _check(*_model(*case, residual=False), threads=1)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[2]], ids=["14x14", "stride2-batch2"])
+@pytest.mark.parametrize("case", [CASES[2], CASES[3], (1, 32, 7, 7, 200, 3, 1, (1, 1, 1, 1), 1)],
+                         ids=["14x14", "stride2-batch2", "7x7-200"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_conv_channel_vectors_fused_residual_relu(case, threads):
-    """conv + bias + add + relu: the fused epilogue runs on each transposed block of the output."""
+    """conv + bias + add + relu: the fused epilogue runs on each transposed block of the output. At two
+    threads the 70- and 33-channel convs split their pixels between the tasks, the 200-channel one
+    its channels."""
     _check(*_model(*case, residual=True), threads=threads)
 
 

@@ -10,7 +10,7 @@ operand, packed at compile time. Each task first copies its image into a zero-pa
 contraction) is then MR pixels of one padded input row: one vector load under a constant mask
 (a double-width load and a shuffle at stride 2), with no bounds checks.
 
-Each task (an image and a range of output channels) computes C^T block by block: a block of pixels
+Each task (an image and a range of output channels or of pixels) computes C^T block by block: a block of pixels
 gets all K slices into a task-local buffer ``[pixels][channels]`` (bias in the microkernel), then is
 transposed (16 x 16 at a time, in registers) into the NCHW output, where a fused group's epilogue
 runs on it while it is in cache.
@@ -47,6 +47,8 @@ class Plan:
     MC: int  # pixels per block (a multiple of MR)
     tn: int  # tasks along the output channels (per image)
     nchunk: int  # output channels per task (a multiple of NR)
+    tp: int = 1  # tasks along the pixels (per image)
+    pchunk: int = 0  # pixels per task (a multiple of MR)
 
 
 def _ceil(a: int, b: int) -> int:
@@ -78,11 +80,18 @@ def plan(target, threads: int, M: int, K: int, KK: int, P: int, OW: int, stride:
         nv = 3
     nr = nv * LANES
     kc = max(64, 8192 // nr // 32 * 32)  # the KC x NR filter panel: 32 KiB, in L1
-    tn = max(1, min(threads, _ceil(M, nr)))
+    # threads split the output channels, each packing the whole image; with few channels the
+    # packing would be done twice for little work each, so they split the pixels instead
+    tn = tp = 1
+    if threads > 1 and M <= 128 and P // mr >= 2 * threads:
+        tp = threads
+    else:
+        tn = max(1, min(threads, _ceil(M, nr)))
     nchunk = _ceil(_ceil(M, tn), nr) * nr
+    pchunk = _ceil(_ceil(P, mr), tp) * mr
     # the A block (MC x KC) and the C^T block (MC x nchunk) stay in L2
-    mc = min(P, max(mr, min(65536 // kc, 65536 // nchunk) // mr * mr))
-    return Plan(Blocking(F32, LANES, mr, nr, min(kc, K), mc, nchunk), mc, tn, nchunk)
+    mc = min(pchunk, max(mr, min(65536 // kc, 65536 // nchunk) // mr * mr))
+    return Plan(Blocking(F32, LANES, mr, nr, min(kc, K), mc, nchunk), mc, tn, nchunk, tp, pchunk)
 
 
 def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
@@ -93,7 +102,7 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
     OH, OW = out.shape[2:]
     P, KK = OH * OW, ks[0] * ks[1]
     K = C * KK
-    blk, MC, tn, nchunk = plan_.blk, plan_.MC, plan_.tn, plan_.nchunk
+    blk, MC, tn, nchunk, tp, pchunk = plan_.blk, plan_.MC, plan_.tn, plan_.nchunk, plan_.tp, plan_.pchunk
     MR, NR, KC = blk.MR, blk.NR, blk.KC
     et = F32
     mpad = -(-M // NR) * NR
@@ -115,8 +124,10 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
 
     def body(kb, t):
         b = kb.b
-        img = b.sdiv(t, const_int(tn))
+        img = b.sdiv(t, const_int(tn * tp))
         n0 = b.mul(b.srem(t, const_int(tn)), const_int(nchunk))
+        pstart = b.mul(b.srem(b.sdiv(t, const_int(tn)), const_int(tp)), const_int(pchunk))
+        pend = imin(b, b.add(pstart, const_int(pchunk)), const_int(P))
         n1 = imin(b, b.add(n0, const_int(nchunk)), const_int(M))
         xbase = gep(b, kb.arg(0), b.mul(img, const_int(C * H * W)), et)
         ybase = gep(b, kb.out(0), b.mul(img, const_int(M * P)), et)
@@ -132,8 +143,8 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
             xp, xraw = heap_buffer(b, (-(-C * Hp * Wp // LANES) * LANES) * 4)
             raws.append(xraw)
             _pad_input(b, xbase, xp, C, H, W, p, Hp, Wp)
-        with for_range(b, P, "cvp", step=MC) as p0:
-            mcur = imin(b, const_int(MC), b.sub(const_int(P), p0))
+        with for_range(b, pend, "cvp", start=pstart, step=MC) as p0:
+            mcur = imin(b, const_int(MC), b.sub(pend, p0))
             with for_range(b, K, "cvk", step=KC) as pc:
                 kc = imin(b, const_int(KC), b.sub(const_int(K), pc))
                 pack(kb, abuf, xp, tab, p0, mcur, pc, kc)
@@ -156,7 +167,7 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
         for raw in raws:
             heap_free(b, raw)
 
-    k.parallel_for(N * tn, body, name="convcv")
+    k.parallel_for(N * tn * tp, body, name="convcv")
 
 
 def _transpose16(b: ir.IRBuilder, v: list) -> list:
