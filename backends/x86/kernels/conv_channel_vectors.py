@@ -6,14 +6,16 @@ wherever a vector of columns crosses an output row. Here the roles swap. The mic
 (the broadcast values) are MR consecutive output pixels of one output row (MR divides the output
 width, so no row is padded), its vector columns are output channels, and the filters are the B
 operand, packed at compile time. Each task first copies its image into a zero-padded buffer
-(unless the conv has no padding); a row of an A panel (one input channel and tap of the
-contraction) is then MR pixels of one padded input row: one vector load under a constant mask
-(a double-width load and a shuffle at stride 2), with no bounds checks.
+(unless the conv has no padding), so no tap needs a bounds check. A row of A (one input channel
+and tap (c, i, j) of the contraction) is then MR pixels of one padded input row, at a tabulated
+offset: a spatial filter's microkernel broadcasts them in place through that table (its rows
+overlap, so packing would copy each input pixel KH*KW times), a 1x1 conv packs them into panels
+first (one masked load each; a double-width load and a shuffle at stride 2).
 
-Each task (an image and a range of output channels or of pixels) computes C^T block by block: a block of pixels
-gets all K slices into a task-local buffer ``[pixels][channels]`` (bias in the microkernel), then is
-transposed (16 x 16 at a time, in registers) into the NCHW output, where a fused group's epilogue
-runs on it while it is in cache.
+Each task (an image and a range of output channels or of pixels) computes C^T block by block: a
+block of pixels gets all K slices into a task-local buffer ``[pixels][channels]`` (bias in the
+microkernel), then is transposed (16 x 16 at a time, in registers) into the NCHW output, where a
+fused group's epilogue runs on it while it is in cache.
 """
 
 from __future__ import annotations
@@ -111,8 +113,12 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
                              replaces=k.arg(1))
     has_bias = len(op.operands) > 2
     epi = Epilogue(bias=lambda kb: kb.arg(2), bias_rs=0, bias_cs=1) if has_bias else Epilogue()
+    # a spatial filter reads A in place (its rows overlap: packing would copy each input KH*KW
+    # times); a 1x1 conv packs A, whose rows lie a whole channel plane apart
+    indirect = KK > 1
     # the name marks the path in the LLVM IR (tests look for it; the alias scopes keep it once inlined)
-    mk = microkernel(k.cg.ll, blk, epi, f"{k.fn.name}.chanvec_micro{k._tasks + 1}")
+    mk = microkernel(k.cg.ll, blk, epi, f"{k.fn.name}.chanvec_micro{k._tasks + 1}",
+                     a_stride=s[-1] if indirect else None)
     tile = getattr(k, "tile_epilogue", None)
     if getattr(tile, "inner", P) != P:
         tile = None
@@ -120,7 +126,8 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
         k.tile_epilogue_applied = True
     Hp, Wp = _padded_dims(H, W, ks, s, d, p, OH, OW)
     direct = (Hp, Wp) == (H, W) and p[0] == p[1] == 0
-    pack = _packer(Hp, Wp, OW, ks, s, d, blk)
+    tabulate = _tabulator(Hp, Wp, ks, d)
+    pack = _packer(Wp, OW, s, blk)
 
     def body(kb, t):
         b = kb.b
@@ -133,10 +140,12 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
         ybase = gep(b, kb.out(0), b.mul(img, const_int(M * P)), et)
         wbase = kb.weights_ptr(woff)
         bias = gep(b, kb.arg(2), n0, et) if has_bias else ir.Constant(PTR, None)
-        abuf, araw = heap_buffer(b, MC * KC * 4)
         tab, traw = heap_buffer(b, KC * 8)
         cbuf, craw = heap_buffer(b, MC * nchunk * 4)
-        raws = [araw, craw, traw]
+        raws = [craw, traw]
+        if not indirect:
+            abuf, araw = heap_buffer(b, MC * KC * 4)
+            raws.append(araw)
         if direct:  # no padding (a 1x1 conv): the image itself is the padded copy
             xp = xbase
         else:
@@ -147,7 +156,9 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
             mcur = imin(b, const_int(MC), b.sub(pend, p0))
             with for_range(b, K, "cvk", step=KC) as pc:
                 kc = imin(b, const_int(KC), b.sub(const_int(K), pc))
-                pack(kb, abuf, xp, tab, p0, mcur, pc, kc)
+                tabulate(kb, tab, pc, kc)
+                if not indirect:
+                    pack(kb, abuf, xp, tab, p0, mcur, kc)
                 first = b.icmp_signed("==", pc, const_int(0))
                 last = b.icmp_signed(">=", b.add(pc, kc), const_int(K))
                 bslice = gep(b, wbase, b.mul(pc, const_int(mpad)), et)
@@ -157,9 +168,17 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
                     nrem = imin(b, const_int(NR), b.sub(n1, col))
                     bp_bias = gep(b, bias, jr, et) if has_bias else bias
                     with for_range(b, mcur, "cvi", step=MR) as ir_:
-                        ap = gep(b, abuf, b.mul(ir_, kc), et)
                         cp = gep(b, cbuf, b.add(b.mul(ir_, const_int(nchunk)), jr), et)
-                        b.call(mk, [kc, ap, bp, cp, const_int(nchunk), const_int(MR), nrem, first, last, bp_bias])
+                        args = [kc, None, bp, cp, const_int(nchunk), const_int(MR), nrem, first, last, bp_bias]
+                        if indirect:  # the panel's first input pixel; the table adds (c, i, j)
+                            pix = b.add(p0, ir_)
+                            oh, ow0 = b.sdiv(pix, const_int(OW)), b.srem(pix, const_int(OW))
+                            args[1] = gep(b, xp, b.add(b.mul(oh, const_int(s[0] * Wp)),
+                                                       b.mul(ow0, const_int(s[-1]))), et)
+                            args.append(tab)
+                        else:
+                            args[1] = gep(b, abuf, b.mul(ir_, kc), et)
+                        b.call(mk, args)
             _transpose_out(b, blk, cbuf, nchunk, ybase, P, n0, n1, p0, mcur)
             if tile is not None:
                 yblk = gep(b, ybase, b.add(b.mul(n0, const_int(P)), p0), et)
@@ -243,22 +262,12 @@ def _pad_input(b, xbase, xp, C, H, W, p, Hp, Wp) -> None:
             masked_store(b, masked_load(b, gep(b, src, w_, et), live, vt), gep(b, dst, w_, et), live)
 
 
-def _packer(Hp, Wp, OW, ks, s, d, blk: Blocking):
-    """``buf[ip*kc*MR + kk*MR + r] = xp[c, oh*s + i*d, (ow0 + r)*s + j*d]`` over the zero-padded
-    input ``xp`` for the pixel panels ``ip`` of the block starting at pixel ``p0`` (panel ip: output
-    row oh, columns ow0..ow0+MR) and contraction rows ``pc + kk`` = (c, i, j). The offset of each
-    (c, i, j) is tabulated once per K slice; a panel row is then one load (a double-width load and
-    a shuffle at stride 2) and one store, both under a constant mask of MR lanes."""
-    MR, L = blk.MR, blk.lanes
+def _tabulator(Hp, Wp, ks, d):
+    """``tab[kk]`` = the offset in the padded input of contraction row ``pc + kk`` = (c, i, j):
+    ``c*Hp*Wp + i*d*Wp + j*d``, computed once per K slice."""
     KK, KW = ks[0] * ks[1], ks[1]
-    st = s[-1]
-    et = F32
-    wide = ir.VectorType(et, 2 * L)
-    in_tile = ir.Constant(ir.VectorType(I1, L), [r < MR for r in range(L)])
-    even = ir.Constant(ir.VectorType(I1, 2 * L), [r % 2 == 0 and r // 2 < MR for r in range(2 * L)])
-    pick = ir.Constant(ir.VectorType(I32, L), [2 * r for r in range(L)])
 
-    def pack(kb, buf, xp, tab, p0, mcur, pc, kc):
+    def tabulate(kb, tab, pc, kc):
         b = kb.b
         with for_range(b, kc, "cvtab") as kk:
             kidx = b.add(pc, kk)
@@ -266,6 +275,24 @@ def _packer(Hp, Wp, OW, ks, s, d, blk: Blocking):
             i, j = b.sdiv(tap, const_int(KW)), b.srem(tap, const_int(KW))
             off = b.add(b.mul(c, const_int(Hp * Wp)), b.add(b.mul(i, const_int(d[0] * Wp)), b.mul(j, const_int(d[1]))))
             b.store(off, gep(b, tab, kk, I64))
+    return tabulate
+
+
+def _packer(Wp, OW, s, blk: Blocking):
+    """``buf[ip*kc*MR + kk*MR + r] = xp[tab[kk] + oh*s*Wp + (ow0 + r)*s]`` for the pixel panels ``ip``
+    of the block starting at pixel ``p0`` (panel ip: output row oh, columns ow0..ow0+MR): a panel
+    row is one load (a double-width load and a shuffle at stride 2) and one store, both under a
+    constant mask of MR lanes."""
+    MR, L = blk.MR, blk.lanes
+    st = s[-1]
+    et = F32
+    wide = ir.VectorType(et, 2 * L)
+    in_tile = ir.Constant(ir.VectorType(I1, L), [r < MR for r in range(L)])
+    even = ir.Constant(ir.VectorType(I1, 2 * L), [r % 2 == 0 and r // 2 < MR for r in range(2 * L)])
+    pick = ir.Constant(ir.VectorType(I32, L), [2 * r for r in range(L)])
+
+    def pack(kb, buf, xp, tab, p0, mcur, kc):
+        b = kb.b
         with for_range(b, b.sdiv(mcur, const_int(MR)), "cvpp") as ip:
             pix = b.add(p0, b.mul(ip, const_int(MR)))
             oh, ow0 = b.sdiv(pix, const_int(OW)), b.srem(pix, const_int(OW))
