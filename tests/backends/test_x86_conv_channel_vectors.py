@@ -1,14 +1,15 @@
 """The conv path that vectorises over output channels (conv_channel_vectors.py) against the interpreter.
 
-The path takes f32 convs with constant filters, one group, K = C*KH*KW >= 256 and short output rows
-(<= 56 pixels with a spatial filter, <= 14 for 1x1) on AVX-512. The shapes are ragged on purpose:
-output widths whose register tile is 7, 9, 12, 13 or 14 pixels (7 x 3, 7 x 2 and 14 x 2 tiles), channel
-counts that are not a multiple of the 48- or 32-wide filter panel (masked edge columns, a partial
-16-channel group in the transpose), K that is not a multiple of the KC slice, pixel blocks smaller
-than the plane, strides 1 and 2, dilation, asymmetric padding, a batch, two threads (the output
-channels or the pixels split between tasks) and a fused residual + relu epilogue. Each case also checks that the
-path was taken (its microkernel is named in the generated LLVM IR), so a change of the selection rule
-cannot silently turn the test into one of the other GEMM.
+The path takes f32 convs with constant filters and one group on AVX-512: 1x1 convs with K >= 256
+and output rows of <= 14 pixels, spatial filters with K = C*KH*KW >= 128 and rows of <= 112. The
+shapes are ragged on purpose: output widths whose register tile is 7 to 14 pixels (7 x 3, 7 x 2,
+8 x 3 and 14 x 2 tiles), channel counts that are not a multiple of the 48- or 32-wide filter panel
+(masked edge columns, a partial 16-channel group in the transpose), K that is not a multiple of
+the KC slice, pixel blocks smaller than the plane, strides 1 and 2, dilation, asymmetric padding,
+a batch, two threads (the output channels or the pixels split between tasks) and a fused residual
++ relu epilogue. Each case also checks that the path was taken (its microkernel is named in the
+generated LLVM IR), so a change of the selection rule cannot silently turn the test into one of
+the other GEMM.
 
 Tolerance: f32 dot products of up to ~2300 unit-variance terms (weights scaled by 0.05) summed in
 another order differ by a few ulps of the sum's magnitude: rtol/atol 1e-4 scaled by the largest |y|.
@@ -37,6 +38,9 @@ CASES = [  # (N, C, H, W, M, kernel, stride, pads (top, left, bottom, right), di
     (1, 48, 20, 18, 20, 3, 2, (2, 2, 2, 2), 2),      # dilated, stride 2: 9-pixel rows
     (1, 16, 28, 28, 96, 5, 1, (2, 2, 2, 2), 1),      # 5x5 filter, 28-pixel rows: blocks < plane
     (1, 32, 4, 56, 20, 3, 1, (1, 1, 1, 1), 1),       # 56-pixel rows: four 14-pixel panels a row
+    (1, 24, 3, 56, 48, 3, 1, (1, 1, 1, 1), 1),       # 48 channels: the 8 x 3 tile, not 14 x 2
+    (1, 16, 3, 55, 64, 3, 1, (1, 1, 1, 1), 1),       # K = 144, 11-pixel tiles
+    (1, 3, 8, 224, 16, 7, 2, (3, 3, 3, 3), 1),       # a stem: 7x7 stride 2, K = 147, 112-pixel rows
 ]
 
 
@@ -88,8 +92,8 @@ def test_conv_channel_vectors_fused_residual_relu(case, threads):
 
 
 def test_conv_channel_vectors_not_taken_for_shallow_k():
-    """K < 256 (here a 1x1 conv of 64 channels) stays on the pixel-vector GEMM: the transpose of the
-    channel-vector path would cost more than its tiles save."""
+    """A 1x1 conv with K < 256 (here 64 channels) stays on the pixel-vector GEMM: the transpose of
+    the channel-vector path would cost more than its tiles save."""
     m, feeds = _model(1, 64, 14, 14, 64, 1, 1, (0, 0, 0, 0), 1, residual=False)
     cm = nnc.compile(m, target="x86", quiet=True, cache=False, keep_llvm=True)
     assert ".chanvec_micro" not in cm.executable.compiled.llvm_ir

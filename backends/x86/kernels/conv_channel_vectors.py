@@ -57,29 +57,37 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _pixel_rows(ow: int) -> int | None:
-    """MR: the largest divisor of the output width that makes a tall enough register tile."""
-    return next((r for r in range(14, 5, -1) if ow % r == 0), None)
+def _pixel_rows(ow: int, lo: int, hi: int) -> int | None:
+    """The largest divisor of the output width in [lo, hi] (a register tile of that many pixels)."""
+    return next((r for r in range(hi, lo - 1, -1) if ow % r == 0), None)
 
 
 def plan(target, threads: int, M: int, K: int, KK: int, P: int, OW: int, stride: tuple[int, ...]) -> Plan | None:
     """The blocking for a conv this path runs faster than conv.py's GEMM, else None.
 
     It pays where output rows are short (7, 14, 28 pixels: the other GEMM pads its vectors of
-    pixels and gathers across rows; 56 with a spatial filter, whose im2col vectors cross rows too)
-    and the contraction is deep enough (K >= 256) that packing the input and transposing C^T stay a
-    few percent of the work. Measured by bench/conv_peak.py on ResNet-50's shapes: 1x1 convs of
-    28- and 56-pixel rows (the image read in place as B) are as fast or faster on the other path."""
-    if target.vector_bits != 512 or stride[-1] not in (1, 2) or K < 256 or OW > (56 if KK > 1 else 14):
+    pixels and gathers across rows) and the contraction deep enough that the transpose of C^T
+    stays a few percent of the work (K >= 256), and for spatial filters up to 112-pixel rows and
+    K >= 128, whose A rows are read in place (no packing) while the other GEMM's im2col gathers.
+    Measured by bench/conv_peak.py on ResNet-50's shapes (and SqueezeNet-like 3x3 convs of K =
+    144): 1x1 convs of 28- and 56-pixel rows (the image read in place as B) are as fast or faster
+    on the other path."""
+    if target.vector_bits != 512 or stride[-1] not in (1, 2):
         return None
-    mr = _pixel_rows(OW)
-    if mr is None:
+    if not (K >= 256 and OW <= 14 or KK > 1 and K >= 128 and OW <= 112):
         return None
-    # 7x4 = 28 accumulators spill (the 4 filter vectors and a broadcast need registers too): 7x3, 14x2;
-    # a short tile takes 2 vectors when 3 would pad the channels by more than 3% (160 = 5 x 32)
-    nv = 2
-    if mr <= 8 and not _ceil(M, 2 * LANES) * 2 < 0.97 * _ceil(M, 3 * LANES) * 3:
-        nv = 3
+    tall, short = _pixel_rows(OW, 9, 14), _pixel_rows(OW, 6, 8)
+    # 7x4 = 28 accumulators spill (the 4 filter vectors and a broadcast need registers too): tiles
+    # of 9-14 pixels take 2 channel vectors, of 6-8 pixels 3, or 2 when 3 would pad the channels by
+    # more than 3% (160 = 5 x 32); a width with both takes the tile that pads the channels least
+    # (48 channels: 8 x 3, not 14 x 2)
+    pad2, pad3 = _ceil(M, 2 * LANES) * 2 * LANES, _ceil(M, 3 * LANES) * 3 * LANES
+    if short is not None and (tall is None or pad3 < 0.97 * pad2):
+        mr, nv = short, 2 if pad2 < 0.97 * pad3 else 3
+    elif tall is not None:
+        mr, nv = tall, 2
+    else:
+        return None
     nr = nv * LANES
     kc = max(64, 8192 // nr // 32 * 32)  # the KC x NR filter panel: 32 KiB, in L1
     # threads split the output channels, each packing the whole image; with few channels the
