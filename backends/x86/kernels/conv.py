@@ -6,10 +6,12 @@ filters are constants, packed at compile time into the microkernel's A layout (g
 columns are never materialised: a 1x1 stride-1 unpadded conv reads the image as B directly, and any
 other conv packs B panels straight from the image (implicit im2col: each KC x NR panel is gathered
 with per-column base coordinates computed once per block, zeros where a tap falls in the padding).
-Depthwise convs (one input channel per group) are a direct loop over output rows per channel whose
-inner loop over output columns has its padding bounds hoisted, so it vectorises. Everything else
-(integer and half dtypes, conv_transpose, col2im, deform_conv) is a straightforward loop nest that
-accumulates like the reference. In shape-generic code conv and conv_transpose take a batch read at
+Short output rows (7-28 pixels) with a deep contraction take conv_channel_vectors.py instead, whose
+vectors run over output channels, so a 7x7 or 14x14 plane pads nothing. Depthwise convs (one
+input channel per group) are a direct loop over output rows per channel whose inner loop over
+output columns has its padding bounds hoisted, so it vectorises. Everything else (integer and half
+dtypes, conv_transpose, col2im, deform_conv) is a straightforward loop nest that accumulates like
+the reference. In shape-generic code conv and conv_transpose take a batch read at
 run time (a run-time GEMM batch or task count); channels and spatial dims stay static.
 """
 
@@ -26,6 +28,7 @@ from nnc.ir.ops.conv import fill, resolve_pads
 
 from ..llvm_types import F16, F32, I1, I32, I64, PTR, const_int, for_range, ll_type
 from ..schedule import Schedule, ScheduleError, choose, gemm_default, record
+from . import conv_channel_vectors as channel_vectors
 from .dims import mul as dim_mul
 from .gemm import (
     Custom,
@@ -102,6 +105,15 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     if source == "db":
         blk = from_schedule(sched, f64)
     warr = const_array(k, w)
+    cvp = None
+    # short output rows and a deep contraction: vectors over output channels instead (a tuned
+    # schedule from a tuning db is one of this GEMM's)
+    if source != "db" and n == 2 and G == 1 and not f64 and isinstance(N, int) and warr is not None:
+        cvp = channel_vectors.plan(k.target, max(1, getattr(k.cg, "threads", 1)), M, Kdim, KK, P,
+                                     outsp[-1], s)
+    if cvp is not None:
+        channel_vectors.emit(k, op, cvp, ks, s, d, p)
+        return
 
     def gidx(kb, bi):
         return kb.b.srem(bi, const_int(G))
