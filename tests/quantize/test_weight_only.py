@@ -125,6 +125,39 @@ def test_x86_kernel_on_avx2(rows, bits: int, bs: int, zero_points: bool) -> None
     np.testing.assert_allclose(cm.run({"x": a})["y"], interpret(m, {"x": a})["y"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bits,bs,zero_points", [(4, 32, False), (4, 64, True), (8, 70, False), (8, 70, True)])
+def test_x86_repacked_records_hold_what_the_layout_says(bits: int, bs: int, zero_points: bool) -> None:
+    """The kernel's copy, read back by hand from the layout of its module doc: per group of four
+    columns and block, the four f32 scales, the four zero points (if stored), then each chunk of
+    32 codes for the four columns in turn (4 bits: byte j = code j | code j + 16 << 4)."""
+    from nnc.backends.x86.kernels.matmul_nbits import Layout, repack
+
+    K, N = 70, 6  # two groups, the second half padding; K % 32 != 0
+    codes, scales, zp = quantize_weight(RNG.standard_normal((K, N)).astype(np.float32), bits, bs, not zero_points)
+    nb = codes.shape[1]
+    lay = Layout(N, nb, bits, bs, zero_points)
+    blob = repack(codes, scales, zp, bits=bits, block_size=bs)
+    recs = blob.reshape(2, nb, -1)
+    assert recs.shape[2] == lay.record == 16 + 4 * zero_points + -(-bs // 32) * 4 * 32 * bits // 8
+    want = dequantize_nbits(codes, scales, zp, K=K, bits=bits, block_size=bs)
+    for n in range(8):
+        g, c = divmod(n, 4)
+        for blk in range(nb):
+            rec = recs[g, blk]
+            s = rec[4 * c:4 * c + 4].view(np.float32)[0]
+            z = int(rec[16 + c]) if zero_points else 1 << (bits - 1)
+            assert s == (scales[n, blk] if n < N else 0)
+            for j in range(min(bs, K - blk * bs)):
+                ch, i = divmod(j, 32)
+                at = lay.head + (ch * 4 + c) * 32 * bits // 8
+                if bits == 4:
+                    code = int(rec[at + i] & 15) if i < 16 else int(rec[at + i - 16] >> 4)
+                else:
+                    code = int(rec[at + i]) if zero_points else int(rec[at + i].view(np.int8)) + 128
+                if n < N:
+                    assert (code - z) * s == want[blk * bs + j, n]
+
+
 def test_x86_kernel_rows_read_at_run_time() -> None:
     K, N = 100, 37
     codes, scales, zp = quantize_weight(RNG.standard_normal((K, N)).astype(np.float32), 4, 32, False)
