@@ -27,13 +27,15 @@ from .decoder import Decoder
 
 def weight_report(dec: Decoder) -> dict[str, Any] | None:
     """The decode graph's ``quantize-weights`` figures (None when it quantized nothing): weights
-    quantized, their float bytes and the bytes of their codes, scales and zero points."""
+    quantized, their float bytes and the bytes of their codes, scales and zero points, the output
+    layer's (the lm head's) precision and how many output layers there are."""
     for rec in dec.decode.report.get("passes", []):
         if rec.get("name") == "quantize-weights" and rec.get("stats"):
             s = rec["stats"]
             return {"quantize": dec.options.quantize, "matrices": s["weights_quantized"],
                     "float_bytes": s["float_weight_bytes"], "quantized_bytes": s["quantized_weight_bytes"],
-                    "ratio": round(s["float_weight_bytes"] / max(s["quantized_weight_bytes"], 1), 2)}
+                    "ratio": round(s["float_weight_bytes"] / max(s["quantized_weight_bytes"], 1), 2),
+                    "head": dec.options.quantize_head or "int8", "output_layers": s.get("output_layers", 0)}
     return None
 
 
@@ -63,7 +65,7 @@ def quality_report(dec: Decoder, ids: np.ndarray, n: int) -> dict[str, Any]:
     """Compare ``n`` greedy tokens after ``ids`` of the weight-quantized ``dec`` with FP32."""
     check_quality_request(dec, None, {})
     fp32 = Decoder(dec.module, options=dec.options.replace(quantize=None, quantize_group=None,
-                                                           quantize_asymmetric=None))
+                                                           quantize_asymmetric=None, quantize_head=None))
     ref_tokens, ref_logits = _greedy(fp32, ids, n)
     _, forced_logits = _greedy(dec, ids, n, forced=ref_tokens)
     own_tokens, _ = _greedy(dec, ids, n)

@@ -232,7 +232,9 @@ def test_a_shared_weight_is_quantized_once_and_the_float_copy_goes() -> None:
     x = g.add_param("x", tensor("f32", [2, 40]))
     w = b.const(RNG.standard_normal((40, 40)).astype(np.float32), name="w")
     g.set_outputs([b.op("matmul", b.op("relu", b.op("matmul", x, w)), w)], ["y"])
-    cm = nnc.compile(m, target="reference", quantize="int4-weights", opt_level=1)  # -O1: no fuse, no late dce
+    # (the second product is the output layer: int4 like the first, so that both read one copy)
+    cm = nnc.compile(m, target="reference", quantize="int4-weights", quantize_head="int4",
+                     opt_level=1)  # -O1: no fuse, no late dce
     stats = next(r["stats"] for r in cm.report["passes"] if r["name"] == "quantize-weights")
     assert stats["weights_quantized"] == 1
     assert sorted(str(a.dtype) for a in cm.module.constants.values()) == ["float32", "uint8"]
@@ -272,3 +274,73 @@ def test_cli_bad_group_is_one_line(tmp_path, capsys) -> None:
     assert cli(["run", str(path), "-t", "x86", "--no-cache", "-q", "--random-inputs", "--dim", "N=2",
                 "--quantize", "int4-weights",
                 "--quantize-group", "64", "--quantize-asymmetric"]) == 0
+
+
+def nbits_of(module: Module) -> list[int]:
+    return [op.attrs["bits"] for op in module.main.ops if op.opname == "matmul_nbits"]
+
+
+def test_the_output_layer_is_int8_by_default_and_as_asked() -> None:
+    """mlp_onnx: MatMul -> Relu -> Gemm -> output; the Gemm is the output layer."""
+    model = mlp_onnx()
+    x = RNG.standard_normal((4, 48)).astype(np.float32)
+    cm = nnc.compile(model, target="reference", quantize="int4-weights")
+    assert nbits_of(cm.module) == [4, 8]
+    stats = next(r["stats"] for r in cm.report["passes"] if r["name"] == "quantize-weights")
+    assert stats["output_layers"] == 1 and stats["output_layers_quantized"] == 1
+    head = [op for op in cm.module.main.ops if op.opname == "matmul_nbits"][1]
+    assert head.attrs["block_size"] == 64  # per channel: one block of K
+    assert nbits_of(nnc.compile(model, target="reference", quantize="int4-weights", quantize_head="int4").module) \
+        == [4, 4]
+    flt = nnc.compile(model, target="reference", quantize="int4-weights", quantize_head="float")
+    assert nbits_of(flt.module) == [4] and [op.opname for op in flt.module.main.ops].count("gemm") == 1
+    # the float head computes with the model's own w2 and b2
+    w1q = decoded_weight(flt.module, next(op for op in flt.module.main.ops if op.opname == "matmul_nbits"))
+    w2, b2 = (onnx.numpy_helper.to_array(model.graph.initializer[i]).astype(np.float64) for i in (1, 2))
+    want = np.maximum(x.astype(np.float64) @ w1q, 0) @ w2 + b2
+    np.testing.assert_allclose(flt.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+    assert nbits_of(nnc.compile(model, target="reference", quantize="int8-weights",
+                                quantize_head="float").module) == [8]
+
+
+def test_an_output_also_read_inside_is_not_the_output_layer() -> None:
+    m = Module("two_outputs")
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    x = g.add_param("x", tensor("f32", [2, 32]))
+    h = b.op("matmul", x, b.const(RNG.standard_normal((32, 32)).astype(np.float32), name="w1"))
+    y = b.op("matmul", b.op("relu", h), b.const(RNG.standard_normal((32, 8)).astype(np.float32), name="w2"))
+    g.set_outputs([h, b.op("reshape", y, b.const(np.array([16], np.int64), name="shape"))], ["h", "y"])
+    cm = nnc.compile(m, target="reference", quantize="int4-weights")
+    assert nbits_of(cm.module) == [4, 8]  # h is an output but relu reads it; y reaches its output reshaped
+
+
+def test_head_option_errors() -> None:
+    with pytest.raises(NncError, match="quantize_head='int4' with int8-weights: choose one of int8, float"):
+        nnc.compile(mlp_onnx(), target="reference", quantize="int8-weights", quantize_head="int4")
+    with pytest.raises(NncError, match="--quantize-head applies to --quantize int8-weights or int4-weights"):
+        nnc.compile(mlp_onnx(), target="reference", quantize="int8", quantize_head="int8")
+    with pytest.raises(NncError, match="quantize_head='int2'"):
+        nnc.compile(mlp_onnx(), target="reference", quantize="int4-weights", quantize_head="int2")
+    m = nnc.from_onnx(mlp_onnx())
+    with pytest.raises(NncError, match="head must be int8, float or int4"):
+        PassManager("freeze,fold-constants,quantize-weights{head=int2}").run(m)
+    # a model whose only product is its output layer, kept float: nothing left to quantize
+    m = Module("one")
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    x = g.add_param("x", tensor("f32", [2, 32]))
+    g.set_outputs([b.op("matmul", x, b.const(RNG.standard_normal((32, 8)).astype(np.float32), name="w"))], ["y"])
+    with pytest.raises(NncError, match=r"but its output layer \(--quantize-head float\)"):
+        nnc.compile(m, target="reference", quantize="int4-weights", quantize_head="float")
+
+
+def test_cli_quantize_head(tmp_path, capsys) -> None:
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp_onnx(), path)
+    assert cli(["run", str(path), "-t", "x86", "--no-cache", "-q", "--random-inputs", "--dim", "N=2",
+                "--quantize", "int4-weights", "--quantize-head", "float"]) == 0
+    capsys.readouterr()
+    assert cli(["compile", str(path), "--quantize", "int8-weights", "--quantize-head", "int4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "quantize_head='int4'" in err[0]
