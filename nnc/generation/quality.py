@@ -74,11 +74,20 @@ def quality_report(dec: Decoder, ids: np.ndarray, n: int) -> dict[str, Any]:
     signal = float(np.sum(ref_logits.astype(np.float64) ** 2))
     same = own_tokens == ref_tokens
     differ = np.flatnonzero(~same.all(axis=0))
+    # how decisive FP32's choice is (top-1 minus top-2 logit) against what quantization does to that
+    # difference: a token flips where the change exceeds the margin
+    top2 = np.argsort(ref_logits, axis=-1)[..., -2:]
+    ref_top = np.take_along_axis(ref_logits.astype(np.float64), top2, axis=-1)
+    q_top = np.take_along_axis(forced_logits.astype(np.float64), top2, axis=-1)
+    margin = ref_top[..., 1] - ref_top[..., 0]
+    change = (q_top[..., 1] - q_top[..., 0]) - margin
     return {
         "positions": int(n),
         "logit_sqnr_db": round(float(10 * np.log10(signal / noise)), 2) if noise > 0 else float("inf"),
         "teacher_forced_agreement": float(np.mean(np.argmax(forced_logits, axis=-1).T == ref_tokens)),
         "greedy_agreement": float(same.mean()),
         "first_difference": int(differ[0]) if differ.size else None,
+        "top1_margin_median": round(float(np.median(margin)), 4),
+        "margin_change_rms": round(float(np.sqrt(np.mean(change ** 2))), 4),
         "fp32_compiles": fp32.compiles,
     }

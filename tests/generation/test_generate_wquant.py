@@ -149,6 +149,15 @@ def test_quality_report_equals_the_torch_figures() -> None:
     assert abs(q["logit_sqnr_db"] - sqnr) < 0.05
     assert q["teacher_forced_agreement"] == np.mean(np.argmax(fq, axis=-1) == ref[:, ids.shape[1]:])
     assert q["greedy_agreement"] == np.mean(out.new_tokens == ref[:, ids.shape[1]:])
+    # FP32's top-1 minus top-2 logit, and what quantization changes in it: each logit is within
+    # 1e-4 of the logits' scale of torch's (the tolerance above), the figures rounded to 4 decimals
+    top = np.argsort(fp32, axis=-1)[..., -2:]
+    ref_top, q_top = np.take_along_axis(fp32, top, -1), np.take_along_axis(fq.astype(np.float64), top, -1)
+    margin = ref_top[..., 1] - ref_top[..., 0]
+    change = (q_top[..., 1] - q_top[..., 0]) - margin
+    scale = 1e-4 * np.abs(fp32).max()
+    assert abs(q["top1_margin_median"] - np.median(margin)) <= 2 * scale + 5e-5
+    assert abs(q["margin_change_rms"] - np.sqrt(np.mean(change ** 2))) <= 4 * scale + 5e-5
     # 7 matrices per layer, [K, N]: codes K*N/2 bytes, one f32 scale per 32 weights; the head int8
     # per channel: K*N bytes and a scale per column
     d, f, kv = 96, 160, 48
