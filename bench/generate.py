@@ -210,7 +210,7 @@ def table(results: dict[tuple[str, int, str], list[dict[str, Any]]], notes: dict
         ref = ort_rows[0].get("tokens") if ort_rows else None
         tokens = rows[0].get("tokens")
         agree = agreement(tokens, ref)
-        agree_fp32 = agreement(tokens, nnc_rows[0].get("tokens"), 64) if nnc_rows and engine in QUANTIZE else ""
+        agree_fp32 = agreement(tokens, nnc_rows[0].get("tokens"), 64) if nnc_rows and QUANTIZE.get(engine) else ""
 
         def ratio(a: float | None, b: float | None) -> str:
             return f"{a / b:.2f}x" if a and b else ""
