@@ -28,6 +28,7 @@ MODES = ("infer", "train")
 QUANTIZE_MODES = ("int8", "qdq", "int8-weights", "int4-weights")
 WEIGHT_ONLY_MODES = ("int8-weights", "int4-weights")  # float activations, quantized matmul weights
 QUANTIZE_GROUPS = (32, 64, 128)
+QUANTIZE_HEADS = ("int8", "int4", "float")  # the output layer of a weight-only model
 OBSERVERS = ("minmax", "percentile", "entropy")
 
 
@@ -58,6 +59,9 @@ class CompileOptions:
                                                     "default 32)")
     quantize_asymmetric: bool | None = _scope("quantize", "int8/int4-weights: a zero point per block (default: "
                                                           "symmetric, none)")
+    quantize_head: str | None = _scope("quantize", "int8/int4-weights: the output layer (a product whose result "
+                                                   "is a model output: a language model's head): int8 per channel "
+                                                   "(default), int4 (int4-weights only) or float")
     calibration: Any = _scope("quantize", "calibration feeds: an .npz path or a list of feed dicts")
     observer: str | None = _scope("quantize", "minmax, percentile or entropy")
     # -- shapes
@@ -209,6 +213,14 @@ class CompileOptions:
                                f"{', '.join(map(str, QUANTIZE_GROUPS))}")
         if self.quantize_asymmetric is not None and self.quantize not in WEIGHT_ONLY_MODES:
             raise NncError(f"option --quantize-asymmetric applies to --quantize {' or '.join(WEIGHT_ONLY_MODES)} only")
+        if self.quantize_head is not None:
+            if self.quantize not in WEIGHT_ONLY_MODES:
+                raise NncError(f"option --quantize-head applies to --quantize {' or '.join(WEIGHT_ONLY_MODES)} only")
+            if self.quantize_head not in QUANTIZE_HEADS or (self.quantize_head == "int4" and
+                                                             self.quantize != "int4-weights"):
+                allowed = QUANTIZE_HEADS if self.quantize == "int4-weights" else ("int8", "float")
+                raise NncError(f"quantize_head={self.quantize_head!r} with {self.quantize}: choose one of "
+                               f"{', '.join(allowed)}")
 
 
 def _flag(name: str) -> str:

@@ -9,7 +9,8 @@ exported once to a decoder-with-past ONNX file (``bench/decoder_onnx.py``; cache
 
 - ``nnc``: ``nnc.Decoder.from_onnx`` on that ONNX file (the concat of past and new rewritten onto a
   preallocated in-place cache), FP32; ``nnc-int8`` / ``nnc-int4``: the same with
-  ``quantize="int8-weights"`` / ``"int4-weights"`` (skipped, with the reason, if refused);
+  ``quantize="int8-weights"`` / ``"int4-weights"`` (skipped, with the reason, if refused), the lm
+  head int8 per channel unless ``--quantize-head`` says otherwise;
 - ``ort``: onnxruntime on the same ONNX file in a Python greedy loop (pasts fed back as presents);
 - ``torch``: ``model.generate`` in eager PyTorch, timed with a streamer.
 
@@ -17,7 +18,9 @@ Each process builds its engine, runs one warm-up generation (same prompt, 2 toke
 shape plans and allocations happen there), then the timed one. Prefill tokens/s = prompt tokens /
 time to the first new token; decode tokens/s = (new tokens - 1) / time from the first to the last.
 The engines run in the same order every round (A B C A B C ...), so background load spreads over
-all of them; the table gives medians over rounds and the ratios of the decode rates.
+all of them; the table gives medians over rounds and the ratios of the decode rates, and for the
+quantized engines the lm head's precision and the share of the first 64 greedy tokens equal to nnc
+FP32's (random weights: nearly tied logits, see bench/generate_trained.py for a trained model).
 """
 
 from __future__ import annotations
@@ -82,8 +85,11 @@ def run_nnc(args: argparse.Namespace, ids: np.ndarray) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     try:
+        # an int4 head applies to nnc-int4 only (int8-weights refuses it); nnc-int8 keeps its default then
+        head = None if QUANTIZE[args.worker] is None or (args.quantize_head == "int4" and args.worker == "nnc-int8") \
+            else args.quantize_head
         dec = Decoder.from_onnx(args.onnx, max_length=ids.shape[1] + args.new, threads=args.threads,
-                                quantize=QUANTIZE[args.worker], quiet=True)
+                                quantize=QUANTIZE[args.worker], quantize_head=head, quiet=True)
     except nnc.NncError as e:
         if QUANTIZE[args.worker] is None:
             raise
@@ -95,7 +101,8 @@ def run_nnc(args: argparse.Namespace, ids: np.ndarray) -> dict[str, Any]:
     return {"prefill_tps": r["prefill"]["tokens_per_s"], "decode_tps": r["decode"]["tokens_per_s"],
             "tokens": out.new_tokens[0].tolist(), "setup_s": setup, "compiles": r["compiles"],
             "cache_bytes": r["cache"]["bytes"],
-            "bytes_copied_per_decode_step": r["cache"]["bytes_copied_per_decode_step"]}
+            "bytes_copied_per_decode_step": r["cache"]["bytes_copied_per_decode_step"],
+            "head": r["weights"]["head"] if "weights" in r else "float"}
 
 
 def run_ort(args: argparse.Namespace, ids: np.ndarray) -> dict[str, Any]:
@@ -163,6 +170,8 @@ def worker(args: argparse.Namespace) -> None:
 def run_worker(engine: str, model: str, onnx: str, threads: int, args: argparse.Namespace) -> dict[str, Any]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", engine, "--model", model, "--onnx", onnx,
             "--threads", str(threads), "--prompt", str(args.prompt), "--new", str(args.new)]
+    if args.quantize_head:
+        argv += ["--quantize-head", args.quantize_head]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "OPENBLAS_NUM_THREADS": str(threads)}
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=args.timeout)
@@ -178,10 +187,18 @@ def median(rows: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def agreement(tokens: list[int] | None, ref: list[int] | None, n: int | None = None) -> str:
+    """The share of ``tokens`` equal to ``ref`` position by position (the first ``n``), as a percentage."""
+    if tokens is None or ref is None:
+        return ""
+    a, b = np.array(tokens[:n]), np.array(ref[:n])
+    return f"{np.mean(a == b):.0%}"
+
+
 def table(results: dict[tuple[str, int, str], list[dict[str, Any]]], notes: dict[str, str]) -> str:
-    lines = ["| model | threads | engine | prefill tokens/s | decode tokens/s | decode vs ort | decode vs nnc FP32 "
-             "| greedy tokens = ort |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | threads | engine | lm head | prefill tokens/s | decode tokens/s | decode vs ort "
+             "| decode vs nnc FP32 | greedy tokens = ort | first 64 greedy = nnc FP32 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for (model, threads, engine), rows in results.items():
         if not rows:
             continue
@@ -189,14 +206,16 @@ def table(results: dict[tuple[str, int, str], list[dict[str, Any]]], notes: dict
         ort_dec = median(results.get((model, threads, "ort"), []), "decode_tps")
         nnc_dec = median(results.get((model, threads, "nnc"), []), "decode_tps")
         ort_rows = results.get((model, threads, "ort"), [])
+        nnc_rows = results.get((model, threads, "nnc"), [])
         ref = ort_rows[0].get("tokens") if ort_rows else None
         tokens = rows[0].get("tokens")
-        agree = "" if ref is None or tokens is None else f"{np.mean(np.array(tokens) == np.array(ref)):.0%}"
+        agree = agreement(tokens, ref)
+        agree_fp32 = agreement(tokens, nnc_rows[0].get("tokens"), 64) if nnc_rows and QUANTIZE.get(engine) else ""
 
         def ratio(a: float | None, b: float | None) -> str:
             return f"{a / b:.2f}x" if a and b else ""
-        lines.append(f"| {model} | {threads} | {engine} | {pre or 0:.1f} | {dec or 0:.2f} | {ratio(dec, ort_dec)} | "
-                     f"{ratio(dec, nnc_dec)} | {agree} |")
+        lines.append(f"| {model} | {threads} | {engine} | {rows[0].get('head', '')} | {pre or 0:.1f} | "
+                     f"{dec or 0:.2f} | {ratio(dec, ort_dec)} | {ratio(dec, nnc_dec)} | {agree} | {agree_fp32} |")
     for engine, why in notes.items():
         lines.append(f"\n{engine}: {why}")
     return "\n".join(lines)
@@ -216,6 +235,8 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=None, help="new tokens (default 128; --quick: 8)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per engine process (default 3600)")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write every run's figures here")
+    ap.add_argument("--quantize-head", choices=("int8", "int4", "float"), default=None,
+                    help="the lm head of nnc-int8 / nnc-int4 (default int8 per channel; int4: nnc-int4 only)")
     ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--onnx", help=argparse.SUPPRESS)

@@ -34,10 +34,15 @@ def main() -> None:
     PassManager(PREPARE).run(module)
     total_fp32 = sum(a.nbytes for a in module.constants.values() if a.dtype == np.float32)
     rows = []
-    schemes = (("INT8 per channel", 8, 32, True), ("INT4 g32 symmetric", 4, 32, True),
-               ("INT4 g32 zero points", 4, 32, False), ("INT4 g128 symmetric", 4, 128, True))
-    for label, bits, group, symmetric in schemes:
-        q = QuantizeWeights(bits=bits, group=group, symmetric=symmetric)
+    # the lm head (the output layer) is int8 per channel unless the scheme says int4
+    schemes = (("INT8 per channel", 8, 32, True, "int8"),
+               ("INT4 g32 symmetric, head INT8 (the default)", 4, 32, True, "int8"),
+               ("INT4 g32 symmetric, head INT4", 4, 32, True, "int4"),
+               ("INT4 g32 zero points, head INT8", 4, 32, False, "int8"),
+               ("INT4 g128 symmetric, head INT8", 4, 128, True, "int8"),
+               ("INT4 g128 symmetric, head INT4", 4, 128, True, "int4"))
+    for label, bits, group, symmetric, head in schemes:
+        q = QuantizeWeights(bits=bits, group=group, symmetric=symmetric, head=head)
         q.run(module.clone())
         rows.append((label, q.stats))
     s0 = rows[0][1]

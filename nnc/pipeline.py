@@ -52,7 +52,8 @@ def optimize(module: Module, mode: str, opts: dict[str, Any]) -> tuple[Module, l
         from nnc.passes.quantize import quantized_pipeline
 
         passes = quantized_pipeline(text, opts["quantize"], opts.get("calibration"), opts.get("observer") or "minmax",
-                                    opts.get("quantize_group"), bool(opts.get("quantize_asymmetric")))
+                                    opts.get("quantize_group"), bool(opts.get("quantize_asymmetric")),
+                                    opts.get("quantize_head"))
     pm = PassManager(passes, verify_each=bool(opts.get("verify_each")),
                      print_ir_before=_names(opts.get("print_ir_before")),
                      print_ir_after=_names(opts.get("print_ir_after")),

@@ -23,7 +23,7 @@ the module is exactly what it was: no globals, no calls.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from llvmlite import ir
 
@@ -155,18 +155,19 @@ class KernelBuilder:
         self.cg.emit_parallel_for(self.b, task, self.b.bitcast(ctx, PTR),
                                   const_int(count) if isinstance(count, int) else count)
 
-    def packed_constant(self, name: str, array: "np.ndarray", replaces: ir.Value | None = None) -> int:
+    def packed_constant(self, name: str, array: "np.ndarray",
+                        replaces: ir.Value | Sequence[ir.Value] | None = None) -> int:
         """Store ``array`` (e.g. weights pre-packed for a microkernel) in the weights blob under a new
         constant-pool key; return a handle for ``weights_ptr``. (The byte offset is not in the
         kernel's code but in the call site's weights table, so layers that differ only in their
         weights share one kernel function: ``CodeGen`` compiles each distinct kernel once.)
 
-        ``replaces``: the operand pointer (``k.arg(i)`` of this kernel, not of a parallel_for body)
+        ``replaces``: the operand pointer(s) (``k.arg(i)`` of this kernel, not of a parallel_for body)
         whose raw constant this copy stands for, when the kernel never reads that pointer: the entry
         point then passes null for it, and the raw constant takes no room in the blob unless another
         kernel reads it (``reads_raw`` takes the promise back)."""
-        if replaces is not None:
-            self.cg.unread_args.add(id(replaces))
+        for ptr in [] if replaces is None else [replaces] if isinstance(replaces, ir.Value) else replaces:
+            self.cg.unread_args.add(id(ptr))
         self.cg.site_weights.append(self.cg.storage.add_weights(self.cg.module, name, array))
         return len(self.cg.site_weights) - 1
 

@@ -43,7 +43,7 @@ def _compare_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                        f"infer, train, -O0..-O3 or compile flags such as '--quantize int8')") from None
     if drop_quant or cmp_args.mode == "train":  # training steps are not quantized
         cmp_args.quantize = cmp_args.calibration = cmp_args.observer = None
-        cmp_args.quantize_group = cmp_args.quantize_asymmetric = None
+        cmp_args.quantize_group = cmp_args.quantize_asymmetric = cmp_args.quantize_head = None
     if cmp_args.mode == "infer":  # the training flags describe the other configuration's step
         for flag in TRAIN_FLAGS:
             setattr(cmp_args, flag, None)

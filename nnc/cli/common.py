@@ -141,6 +141,10 @@ def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
                                                                    "reduction dim: 32 (default), 64 or 128")
     q.add_argument("--quantize-asymmetric", action="store_true", default=None,
                    help="int8/int4-weights: a zero point per block (default: symmetric, no zero points)")
+    q.add_argument("--quantize-head", choices=("int8", "int4", "float"), default=None,
+                   help="int8/int4-weights: the output layer (a matmul whose result is a model output, as a "
+                        "language model's head): int8 per channel (default), int4 like the rest (int4-weights "
+                        "only) or float")
     q.add_argument("--calibration", metavar="DATA.npz", help="calibration inputs: arrays keyed by input name, "
                                                             "samples stacked on a leading axis")
     q.add_argument("--observer", choices=("minmax", "percentile", "entropy"), default=None,
@@ -213,8 +217,8 @@ _RENAMED = {"disable_pass": "disable_passes", "load_pass_plugin": "pass_plugins"
 TRAIN_FLAGS = ("loss", "loss_output", "reduction", "label_smoothing", "label_name", "optimizer", "lr", "momentum",
           "nesterov", "weight_decay", "betas", "batch_size", "freeze", "memory_budget")
 _PLAIN = ("opt_level", "passes", "disable_pass", "load_pass_plugin", "print_ir_before", "print_ir_after",
-          "dump_dir", "quantize", "quantize_group", "quantize_asymmetric", "calibration", "observer", "cpu",
-          "target_features", "threads", "tuning_db", "asic_preset", "asic_config") + TRAIN_FLAGS
+          "dump_dir", "quantize", "quantize_group", "quantize_asymmetric", "quantize_head", "calibration", "observer",
+          "cpu", "target_features", "threads", "tuning_db", "asic_preset", "asic_config") + TRAIN_FLAGS
 _SWITCHES = ("print_ir_after_change", "verify_each", "time_passes", "explain_fusion")
 
 

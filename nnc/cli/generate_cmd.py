@@ -55,7 +55,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             q = r["quality"]
             print(f"against FP32 ({q['positions']} positions): logit SQNR {q['logit_sqnr_db']} dB, greedy tokens "
                   f"agree {q['greedy_agreement']:.0%} (teacher-forced {q['teacher_forced_agreement']:.0%}); weights "
-                  f"{r['weights']['float_bytes']} -> {r['weights']['quantized_bytes']} bytes", file=sys.stderr)
+                  f"{r['weights']['float_bytes']} -> {r['weights']['quantized_bytes']} bytes (lm head "
+                  f"{r['weights']['head']})", file=sys.stderr)
     write_report(args, r)
     return 0
 

@@ -27,13 +27,15 @@ from .decoder import Decoder
 
 def weight_report(dec: Decoder) -> dict[str, Any] | None:
     """The decode graph's ``quantize-weights`` figures (None when it quantized nothing): weights
-    quantized, their float bytes and the bytes of their codes, scales and zero points."""
+    quantized, their float bytes and the bytes of their codes, scales and zero points, the output
+    layer's (the lm head's) precision and how many output layers there are."""
     for rec in dec.decode.report.get("passes", []):
         if rec.get("name") == "quantize-weights" and rec.get("stats"):
             s = rec["stats"]
             return {"quantize": dec.options.quantize, "matrices": s["weights_quantized"],
                     "float_bytes": s["float_weight_bytes"], "quantized_bytes": s["quantized_weight_bytes"],
-                    "ratio": round(s["float_weight_bytes"] / max(s["quantized_weight_bytes"], 1), 2)}
+                    "ratio": round(s["float_weight_bytes"] / max(s["quantized_weight_bytes"], 1), 2),
+                    "head": dec.options.quantize_head or "int8", "output_layers": s.get("output_layers", 0)}
     return None
 
 
@@ -63,7 +65,7 @@ def quality_report(dec: Decoder, ids: np.ndarray, n: int) -> dict[str, Any]:
     """Compare ``n`` greedy tokens after ``ids`` of the weight-quantized ``dec`` with FP32."""
     check_quality_request(dec, None, {})
     fp32 = Decoder(dec.module, options=dec.options.replace(quantize=None, quantize_group=None,
-                                                           quantize_asymmetric=None))
+                                                           quantize_asymmetric=None, quantize_head=None))
     ref_tokens, ref_logits = _greedy(fp32, ids, n)
     _, forced_logits = _greedy(dec, ids, n, forced=ref_tokens)
     own_tokens, _ = _greedy(dec, ids, n)
@@ -72,11 +74,20 @@ def quality_report(dec: Decoder, ids: np.ndarray, n: int) -> dict[str, Any]:
     signal = float(np.sum(ref_logits.astype(np.float64) ** 2))
     same = own_tokens == ref_tokens
     differ = np.flatnonzero(~same.all(axis=0))
+    # how decisive FP32's choice is (top-1 minus top-2 logit) against what quantization does to that
+    # difference: a token flips where the change exceeds the margin
+    top2 = np.argsort(ref_logits, axis=-1)[..., -2:]
+    ref_top = np.take_along_axis(ref_logits.astype(np.float64), top2, axis=-1)
+    q_top = np.take_along_axis(forced_logits.astype(np.float64), top2, axis=-1)
+    margin = ref_top[..., 1] - ref_top[..., 0]
+    change = (q_top[..., 1] - q_top[..., 0]) - margin
     return {
         "positions": int(n),
         "logit_sqnr_db": round(float(10 * np.log10(signal / noise)), 2) if noise > 0 else float("inf"),
         "teacher_forced_agreement": float(np.mean(np.argmax(forced_logits, axis=-1).T == ref_tokens)),
         "greedy_agreement": float(same.mean()),
         "first_difference": int(differ[0]) if differ.size else None,
+        "top1_margin_median": round(float(np.median(margin)), 4),
+        "margin_change_rms": round(float(np.sqrt(np.mean(change ** 2))), 4),
         "fp32_compiles": fp32.compiles,
     }

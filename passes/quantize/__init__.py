@@ -81,17 +81,18 @@ def import_qdq(module: Module, stats: dict[str, int] | None = None) -> Module:
 
 
 def quantized_pipeline(text: str, scheme: str, calibration: Any = None, observer: str = "minmax",
-                       group: int | None = None, asymmetric: bool = False) -> list[Any]:
+                       group: int | None = None, asymmetric: bool = False, head: str | None = None) -> list[Any]:
     """The passes of pipeline ``text`` up to (not including) fusion, then ``quantize-int8`` with this
     calibration (any form ``quantize_module`` takes, so not only a path) and a final ``dce``: the
     driver's form of ``nnc.compile(..., quantize="int8")``. Fusion is left out because its groups
     are float-only. The weight-only schemes (``int8-weights``, ``int4-weights``: ``group``,
-    ``asymmetric``) keep the whole pipeline and run ``quantize-weights`` just before fusion."""
+    ``asymmetric``, ``head``: the output layer's int8 (default), int4 or float) keep the whole
+    pipeline and run ``quantize-weights`` just before fusion."""
     from nnc.passes.pipeline import parse_pipeline
     from nnc.passes.registry import make_pass
 
     if scheme in ("int8-weights", "int4-weights"):
-        return _weight_only_pipeline(text, int(scheme[3]), group or 32, not asymmetric)
+        return _weight_only_pipeline(text, int(scheme[3]), group or 32, not asymmetric, head or "int8")
     if scheme not in ("int8", "qdq"):
         raise PassError(f"unknown quantization {scheme!r}; supported: int8 (calibrate), qdq (an imported "
                         "QDQ model's own scales), int8-weights, int4-weights (weight-only)")
@@ -109,13 +110,13 @@ def quantized_pipeline(text: str, scheme: str, calibration: Any = None, observer
     return passes + [q, make_pass("dce")]
 
 
-def _weight_only_pipeline(text: str, bits: int, group: int, symmetric: bool) -> list[Any]:
+def _weight_only_pipeline(text: str, bits: int, group: int, symmetric: bool, head: str) -> list[Any]:
     from nnc.passes.pipeline import parse_pipeline
     from nnc.passes.registry import make_pass
 
     items = [make_pass(name, opts) for name, opts in parse_pipeline(text)]
     at = next((i for i, p in enumerate(items) if p.name == "fuse"), len(items))
-    q = weights.QuantizeWeights(bits=bits, group=group, symmetric=symmetric)
+    q = weights.QuantizeWeights(bits=bits, group=group, symmetric=symmetric, head=head)
     return items[:at] + [q, make_pass("dce")] + items[at:]  # dce: the float weights go
 
 

@@ -4,6 +4,13 @@ Every ``matmul``/``gemm`` whose weight is a constant ``[K, N]`` matrix becomes `
 (ir/ops/quant_weights.py) reading that weight as 8- or 4-bit codes; activations stay float, and a
 gemm's bias becomes an ``add`` after it. Embedding tables (read by ``gather``) are not touched.
 
+The output layer (``output_layers``: a product whose result reaches the graph's outputs and
+nothing else, through data-movement ops only; a language model's head, the largest single matrix
+of a small model and the one that picks the token) is quantized as ``head`` says: ``int8`` per
+channel (the default, as llama.cpp keeps its output layer at higher precision), ``int4`` like the
+others, or ``float`` (left alone). A model whose only products are output layers still needs one
+quantized.
+
 - ``bits=8``: one block per output column (``block_size = K``), per-channel scales.
 - ``bits=4``: blocks of ``group`` (32, 64 or 128) consecutive reduction elements per column (one
   block of K, rounded up to even, when K is shorter than the group).
@@ -21,13 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnc.ir import Builder, Module, Op
+from nnc.ir import Builder, Module, Op, Trait, Value, get_opdef
 from nnc.ir.builder import const_value
 from nnc.ir.ops.quant_weights import pack_codes
 
 from ..registry import Pass, PassError, register_pass
 
 GROUPS = (32, 64, 128)
+HEADS = ("int8", "int4", "float")
 
 
 def quantize_weight(w: np.ndarray, bits: int, block_size: int, symmetric: bool = True
@@ -84,50 +92,85 @@ def quantizable(module: Module) -> list[Op]:
             if op.opname in ("matmul", "gemm") and product_weight(module, op) is not None]
 
 
+def _feeds_only_outputs(v: Value, outputs: set[int]) -> bool:
+    """Every use of ``v`` is a graph output or a data-movement op whose results are, recursively."""
+    if not v.uses:
+        return id(v) in outputs
+    for user, _ in v.uses:
+        if not get_opdef(user.opname).has(Trait.SHAPE_ONLY):
+            return False
+        if not all(_feeds_only_outputs(r, outputs) for r in user.results):
+            return False
+    return True
+
+
+def output_layers(module: Module, ops: list[Op]) -> set[int]:
+    """The ids of those of ``ops`` whose result is a model output (possibly reshaped, sliced...)
+    and read by nothing else: the output layer, such as a language model's head."""
+    ids = {id(op) for op in ops}
+    out = set()
+    for g in module.graphs.values():
+        outputs = {id(v) for v in g.outputs}
+        out |= {id(op) for op in g.ops if id(op) in ids and _feeds_only_outputs(op.results[0], outputs)}
+    return out
+
+
 @register_pass("quantize-weights")
 @dataclass
 class QuantizeWeights(Pass):
     bits: int = 4
     group: int = 32
     symmetric: bool = True
+    head: str = "int8"  # the output layer: int8, int4 or float
 
     def run(self, module: Module) -> bool:
         if self.bits not in (4, 8):
             raise PassError(f"quantize-weights: bits must be 4 or 8, got {self.bits}")
         if self.bits == 4 and self.group not in GROUPS:
             raise PassError(f"quantize-weights: group must be one of {', '.join(map(str, GROUPS))}, got {self.group}")
-        self.stats = {"weights_quantized": 0, "float_weight_bytes": 0, "quantized_weight_bytes": 0}
+        if self.head not in HEADS or (self.head == "int4" and self.bits != 4):
+            raise PassError(f"quantize-weights: head must be int8, float{' or int4' if self.bits == 4 else ''}, "
+                            f"got {self.head!r}")
+        self.stats = {"weights_quantized": 0, "float_weight_bytes": 0, "quantized_weight_bytes": 0,
+                      "output_layers": 0, "output_layers_quantized": 0}
         ops = quantizable(module)
+        heads = output_layers(module, ops)
+        if self.head == "float":
+            ops = [op for op in ops if id(op) not in heads]
         if not ops:
             raise PassError(f"int{self.bits}-weights: the model has no matmul or gemm with a constant weight "
-                            "to quantize")
+                            "to quantize" + (" but its output layer (--quantize-head float)" if heads else ""))
+        self.note("output_layers", len(heads))
         cache: dict[tuple, list] = {}  # one weight read by several products is quantized once
         for op in ops:
-            self._rewrite(module, op, cache)
+            head = id(op) in heads
+            if head:
+                self.note("output_layers_quantized")
+            self._rewrite(module, op, cache, 8 if head and self.head == "int8" else self.bits)
         return True
 
-    def _rewrite(self, module: Module, op: Op, cache: dict[tuple, list]) -> None:
+    def _rewrite(self, module: Module, op: Op, cache: dict[tuple, list], bits: int) -> None:
         w, bias = product_weight(module, op)
         K, N = w.shape
         # a group longer than K would only pad: one block of K (rounded up to whole bytes) instead
-        bs = K if self.bits == 8 else min(self.group, K + K % 2)
+        bs = K if bits == 8 else min(self.group, K + K % 2)
         g = next(g for g in module.graphs.values() if any(o is op for o in g.ops))
         b = Builder(module, g)
         b.set_insertion_before(op)
         b.loc = op.loc
         name = op.operands[1].name
         # ops are visited in order, so constants made for an earlier reader dominate a later one
-        key = (id(g), id(op.operands[1].producer), op.opname == "gemm" and bool(op.attrs["trans_b"]))
+        key = (id(g), id(op.operands[1].producer), op.opname == "gemm" and bool(op.attrs["trans_b"]), bits)
         if key not in cache:
-            codes, scales, zp = quantize_weight(w, self.bits, bs, self.symmetric)
+            codes, scales, zp = quantize_weight(w, bits, bs, self.symmetric)
             self.note("weights_quantized")
             self.note("float_weight_bytes", w.nbytes)
             self.note("quantized_weight_bytes", codes.nbytes + scales.nbytes + (0 if zp is None else zp.nbytes))
-            cache[key] = [b.const(codes, name=f"{name}.q{self.bits}"), b.const(scales, name=f"{name}.scales")] + \
+            cache[key] = [b.const(codes, name=f"{name}.q{bits}"), b.const(scales, name=f"{name}.scales")] + \
                 ([] if zp is None else [b.const(zp, name=f"{name}.zero_points")])
         operands = [op.operands[0], *cache[key]]
         out_name = op.results[0].name
-        y = b.create("matmul_nbits", operands, {"K": K, "bits": self.bits, "block_size": bs},
+        y = b.create("matmul_nbits", operands, {"K": K, "bits": bits, "block_size": bs},
                      names=[out_name + (".nobias" if bias is not None else "")]).results[0]
         if bias is not None:
             y = b.op("add", y, b.const(bias, name=f"{name}.bias"), name=out_name + ".biased")

@@ -5,7 +5,8 @@ The oracle is torch eager with *fake-quantized* weights: every weight that nnc q
 attention and MLP projections and the lm head; not the embeddings) replaced, in the torch model,
 by its dequantized value, computed here in torch from the scheme's definition (per output column,
 blocks along the reduction dim, symmetric ``max|w| / (2**(bits-1) - 1)`` or asymmetric over the
-block's range with a zero point; round half to even). nnc's logits along a token sequence must
+block's range with a zero point; round half to even; the lm head int8 per channel unless
+``quantize_head`` says int4 or float). nnc's logits along a token sequence must
 equal that model's within the FP32 tolerance of the generate tests (1e-4 of the logits' scale):
 quantization changes which weights are used, not how exactly they are applied. The quality
 report's SQNR and teacher-forced agreement are then checked against the same figures computed in
@@ -66,7 +67,7 @@ def fake_quantize(w: torch.Tensor, bits: int, group: int | None, symmetric: bool
     return deq
 
 
-def fake_quantized_copy(kind: str, bits: int, group: int | None, symmetric: bool):
+def fake_quantized_copy(kind: str, bits: int, group: int | None, symmetric: bool, head: str = "int8"):
     m = build(kind)
     with torch.no_grad():
         for name, mod in m.named_modules():
@@ -74,9 +75,11 @@ def fake_quantized_copy(kind: str, bits: int, group: int | None, symmetric: bool
                 mod.weight.copy_(fake_quantize(mod.weight, bits, group, symmetric))
             elif type(mod).__name__ == "Conv1D":  # GPT-2: weight [K, N]
                 mod.weight.copy_(fake_quantize(mod.weight.T, bits, group, symmetric).T)
-        # the lm head is quantized, the embedding it may be tied to is not: untie
-        head = fake_quantize(m.lm_head.weight, bits, group, symmetric)
-        m.lm_head.weight = torch.nn.Parameter(head)
+        # the lm head is quantized (int8 per channel by default), the embedding it may be tied to is not: untie
+        w = m.lm_head.weight.detach().clone()
+        if head != "float":
+            w = fake_quantize(w, 8, None, symmetric) if head == "int8" else fake_quantize(w, bits, group, symmetric)
+        m.lm_head.weight = torch.nn.Parameter(w)
     return m
 
 
@@ -98,20 +101,29 @@ def teacher_forced(dec: Decoder, tokens: np.ndarray, n_prompt: int) -> np.ndarra
     return np.stack(out, axis=1)
 
 
-SCHEMES = [("gpt2", "int8-weights", None, False), ("gpt2", "int4-weights", 32, False),
-           ("llama", "int4-weights", 64, True), ("llama", "int4-weights", 128, False)]
+# (model, quantize, group, asymmetric, quantize_head: None is the default, int8)
+SCHEMES = [("gpt2", "int8-weights", None, False, None), ("gpt2", "int4-weights", 32, False, None),
+           ("llama", "int4-weights", 64, True, "int4"), ("llama", "int4-weights", 128, False, "float")]
 
 
-@pytest.mark.parametrize("kind,quantize,group,asymmetric", SCHEMES)
-def test_logits_equal_eager_with_fake_quantized_weights(kind, quantize, group, asymmetric) -> None:
+@pytest.mark.parametrize("kind,quantize,group,asymmetric,head", SCHEMES)
+def test_logits_equal_eager_with_fake_quantized_weights(kind, quantize, group, asymmetric, head) -> None:
     bits = int(quantize[3])
-    opts = {"quantize": quantize, "quantize_group": group, "quantize_asymmetric": asymmetric or None}
+    opts = {"quantize": quantize, "quantize_group": group, "quantize_asymmetric": asymmetric or None,
+            "quantize_head": head}
     dec = Decoder.from_torch(build(kind), max_length=MAX_LEN, cache=False, **opts)
     ops = [op.opname for op in dec.decode.module.main.walk()]
-    assert "matmul" not in ops and "gemm" not in ops and "matmul_nbits" in ops
+    assert "matmul_nbits" in ops and "gemm" not in ops
+    # the head, a matmul by the (untied) embedding's transpose, is the only float product left with head=float
+    assert ops.count("matmul") == (1 if head == "float" else 0)
+    head_bits = [op.attrs["bits"] for op in dec.decode.module.main.walk() if op.opname == "matmul_nbits"
+                 and op.attrs["K"] == 96 and op.results[0].shape[-1] == VOCAB]
+    assert head_bits == ([] if head == "float" else [4] if head == "int4" else [8])
+    assert generate(dec, prompt(), max_new_tokens=2).report["weights"]["head"] == (head or "int8")
     ids = prompt()
     tokens = generate(dec, ids, max_new_tokens=NEW).tokens
-    want = eager_logits(fake_quantized_copy(kind, bits, group, not asymmetric), tokens)[:, ids.shape[1] - 1:-1]
+    fake = fake_quantized_copy(kind, bits, group, not asymmetric, head or "int8")
+    want = eager_logits(fake, tokens)[:, ids.shape[1] - 1:-1]
     got = teacher_forced(dec, tokens, ids.shape[1])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
     # greedy: every token the quantized decoder chose is the argmax of the fake-quantized model
@@ -137,12 +149,22 @@ def test_quality_report_equals_the_torch_figures() -> None:
     assert abs(q["logit_sqnr_db"] - sqnr) < 0.05
     assert q["teacher_forced_agreement"] == np.mean(np.argmax(fq, axis=-1) == ref[:, ids.shape[1]:])
     assert q["greedy_agreement"] == np.mean(out.new_tokens == ref[:, ids.shape[1]:])
-    # 7 matrices per layer and the head, [K, N]: codes K*N/2 bytes, one f32 scale per 32 weights
+    # FP32's top-1 minus top-2 logit, and what quantization changes in it: each logit is within
+    # 1e-4 of the logits' scale of torch's (the tolerance above), the figures rounded to 4 decimals
+    top = np.argsort(fp32, axis=-1)[..., -2:]
+    ref_top, q_top = np.take_along_axis(fp32, top, -1), np.take_along_axis(fq.astype(np.float64), top, -1)
+    margin = ref_top[..., 1] - ref_top[..., 0]
+    change = (q_top[..., 1] - q_top[..., 0]) - margin
+    scale = 1e-4 * np.abs(fp32).max()
+    assert abs(q["top1_margin_median"] - np.median(margin)) <= 2 * scale + 5e-5
+    assert abs(q["margin_change_rms"] - np.sqrt(np.mean(change ** 2))) <= 4 * scale + 5e-5
+    # 7 matrices per layer, [K, N]: codes K*N/2 bytes, one f32 scale per 32 weights; the head int8
+    # per channel: K*N bytes and a scale per column
     d, f, kv = 96, 160, 48
-    mats = 2 * [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d)] + [(d, VOCAB)]
-    assert w["matrices"] == len(mats)
-    assert w["float_bytes"] == sum(4 * k * n for k, n in mats)
-    assert w["quantized_bytes"] == sum(k * n // 2 + 4 * n * (k // 32) for k, n in mats)
+    mats = 2 * [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d)]
+    assert w["matrices"] == len(mats) + 1 and w["head"] == "int8" and w["output_layers"] == 1
+    assert w["float_bytes"] == sum(4 * k * n for k, n in mats) + 4 * d * VOCAB
+    assert w["quantized_bytes"] == sum(k * n // 2 + 4 * n * (k // 32) for k, n in mats) + d * VOCAB + 4 * VOCAB
 
 
 def test_quality_needs_a_weight_quantized_decoder() -> None:
@@ -160,7 +182,7 @@ def test_cli_generate_int4_with_quality(tmp_path, capsys) -> None:
                 "--report", str(report)]) == 0
     captured = capsys.readouterr()
     assert len(captured.out.strip().split(",")) == 6
-    assert "logit SQNR" in captured.err
+    assert "logit SQNR" in captured.err and "(lm head int8)" in captured.err
     r = json.loads(report.read_text())
     assert r["weights"]["quantize"] == "int4-weights" and r["quality"]["positions"] == 6
     assert cli(["generate", path, "--prompt-ids", "1", "--no-cache", "--quantize", "int8-weights",

@@ -125,6 +125,39 @@ def test_x86_kernel_on_avx2(rows, bits: int, bs: int, zero_points: bool) -> None
     np.testing.assert_allclose(cm.run({"x": a})["y"], interpret(m, {"x": a})["y"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bits,bs,zero_points", [(4, 32, False), (4, 64, True), (8, 70, False), (8, 70, True)])
+def test_x86_repacked_records_hold_what_the_layout_says(bits: int, bs: int, zero_points: bool) -> None:
+    """The kernel's copy, read back by hand from the layout of its module doc: per group of four
+    columns and block, the four f32 scales, the four zero points (if stored), then each chunk of
+    32 codes for the four columns in turn (4 bits: byte j = code j | code j + 16 << 4)."""
+    from nnc.backends.x86.kernels.matmul_nbits import Layout, repack
+
+    K, N = 70, 6  # two groups, the second half padding; K % 32 != 0
+    codes, scales, zp = quantize_weight(RNG.standard_normal((K, N)).astype(np.float32), bits, bs, not zero_points)
+    nb = codes.shape[1]
+    lay = Layout(N, nb, bits, bs, zero_points)
+    blob = repack(codes, scales, zp, bits=bits, block_size=bs)
+    recs = blob.reshape(2, nb, -1)
+    assert recs.shape[2] == lay.record == 16 + 4 * zero_points + -(-bs // 32) * 4 * 32 * bits // 8
+    want = dequantize_nbits(codes, scales, zp, K=K, bits=bits, block_size=bs)
+    for n in range(8):
+        g, c = divmod(n, 4)
+        for blk in range(nb):
+            rec = recs[g, blk]
+            s = rec[4 * c:4 * c + 4].view(np.float32)[0]
+            z = int(rec[16 + c]) if zero_points else 1 << (bits - 1)
+            assert s == (scales[n, blk] if n < N else 0)
+            for j in range(min(bs, K - blk * bs)):
+                ch, i = divmod(j, 32)
+                at = lay.head + (ch * 4 + c) * 32 * bits // 8
+                if bits == 4:
+                    code = int(rec[at + i] & 15) if i < 16 else int(rec[at + i - 16] >> 4)
+                else:
+                    code = int(rec[at + i]) if zero_points else int(rec[at + i].view(np.int8)) + 128
+                if n < N:
+                    assert (code - z) * s == want[blk * bs + j, n]
+
+
 def test_x86_kernel_rows_read_at_run_time() -> None:
     K, N = 100, 37
     codes, scales, zp = quantize_weight(RNG.standard_normal((K, N)).astype(np.float32), 4, 32, False)
@@ -199,7 +232,9 @@ def test_a_shared_weight_is_quantized_once_and_the_float_copy_goes() -> None:
     x = g.add_param("x", tensor("f32", [2, 40]))
     w = b.const(RNG.standard_normal((40, 40)).astype(np.float32), name="w")
     g.set_outputs([b.op("matmul", b.op("relu", b.op("matmul", x, w)), w)], ["y"])
-    cm = nnc.compile(m, target="reference", quantize="int4-weights", opt_level=1)  # -O1: no fuse, no late dce
+    # (the second product is the output layer: int4 like the first, so that both read one copy)
+    cm = nnc.compile(m, target="reference", quantize="int4-weights", quantize_head="int4",
+                     opt_level=1)  # -O1: no fuse, no late dce
     stats = next(r["stats"] for r in cm.report["passes"] if r["name"] == "quantize-weights")
     assert stats["weights_quantized"] == 1
     assert sorted(str(a.dtype) for a in cm.module.constants.values()) == ["float32", "uint8"]
@@ -239,3 +274,73 @@ def test_cli_bad_group_is_one_line(tmp_path, capsys) -> None:
     assert cli(["run", str(path), "-t", "x86", "--no-cache", "-q", "--random-inputs", "--dim", "N=2",
                 "--quantize", "int4-weights",
                 "--quantize-group", "64", "--quantize-asymmetric"]) == 0
+
+
+def nbits_of(module: Module) -> list[int]:
+    return [op.attrs["bits"] for op in module.main.ops if op.opname == "matmul_nbits"]
+
+
+def test_the_output_layer_is_int8_by_default_and_as_asked() -> None:
+    """mlp_onnx: MatMul -> Relu -> Gemm -> output; the Gemm is the output layer."""
+    model = mlp_onnx()
+    x = RNG.standard_normal((4, 48)).astype(np.float32)
+    cm = nnc.compile(model, target="reference", quantize="int4-weights")
+    assert nbits_of(cm.module) == [4, 8]
+    stats = next(r["stats"] for r in cm.report["passes"] if r["name"] == "quantize-weights")
+    assert stats["output_layers"] == 1 and stats["output_layers_quantized"] == 1
+    head = [op for op in cm.module.main.ops if op.opname == "matmul_nbits"][1]
+    assert head.attrs["block_size"] == 64  # per channel: one block of K
+    assert nbits_of(nnc.compile(model, target="reference", quantize="int4-weights", quantize_head="int4").module) \
+        == [4, 4]
+    flt = nnc.compile(model, target="reference", quantize="int4-weights", quantize_head="float")
+    assert nbits_of(flt.module) == [4] and [op.opname for op in flt.module.main.ops].count("gemm") == 1
+    # the float head computes with the model's own w2 and b2
+    w1q = decoded_weight(flt.module, next(op for op in flt.module.main.ops if op.opname == "matmul_nbits"))
+    w2, b2 = (onnx.numpy_helper.to_array(model.graph.initializer[i]).astype(np.float64) for i in (1, 2))
+    want = np.maximum(x.astype(np.float64) @ w1q, 0) @ w2 + b2
+    np.testing.assert_allclose(flt.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+    assert nbits_of(nnc.compile(model, target="reference", quantize="int8-weights",
+                                quantize_head="float").module) == [8]
+
+
+def test_an_output_also_read_inside_is_not_the_output_layer() -> None:
+    m = Module("two_outputs")
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    x = g.add_param("x", tensor("f32", [2, 32]))
+    h = b.op("matmul", x, b.const(RNG.standard_normal((32, 32)).astype(np.float32), name="w1"))
+    y = b.op("matmul", b.op("relu", h), b.const(RNG.standard_normal((32, 8)).astype(np.float32), name="w2"))
+    g.set_outputs([h, b.op("reshape", y, b.const(np.array([16], np.int64), name="shape"))], ["h", "y"])
+    cm = nnc.compile(m, target="reference", quantize="int4-weights")
+    assert nbits_of(cm.module) == [4, 8]  # h is an output but relu reads it; y reaches its output reshaped
+
+
+def test_head_option_errors() -> None:
+    with pytest.raises(NncError, match="quantize_head='int4' with int8-weights: choose one of int8, float"):
+        nnc.compile(mlp_onnx(), target="reference", quantize="int8-weights", quantize_head="int4")
+    with pytest.raises(NncError, match="--quantize-head applies to --quantize int8-weights or int4-weights"):
+        nnc.compile(mlp_onnx(), target="reference", quantize="int8", quantize_head="int8")
+    with pytest.raises(NncError, match="quantize_head='int2'"):
+        nnc.compile(mlp_onnx(), target="reference", quantize="int4-weights", quantize_head="int2")
+    m = nnc.from_onnx(mlp_onnx())
+    with pytest.raises(NncError, match="head must be int8, float or int4"):
+        PassManager("freeze,fold-constants,quantize-weights{head=int2}").run(m)
+    # a model whose only product is its output layer, kept float: nothing left to quantize
+    m = Module("one")
+    g = m.add_graph(Graph())
+    b = Builder(m, g)
+    x = g.add_param("x", tensor("f32", [2, 32]))
+    g.set_outputs([b.op("matmul", x, b.const(RNG.standard_normal((32, 8)).astype(np.float32), name="w"))], ["y"])
+    with pytest.raises(NncError, match=r"but its output layer \(--quantize-head float\)"):
+        nnc.compile(m, target="reference", quantize="int4-weights", quantize_head="float")
+
+
+def test_cli_quantize_head(tmp_path, capsys) -> None:
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp_onnx(), path)
+    assert cli(["run", str(path), "-t", "x86", "--no-cache", "-q", "--random-inputs", "--dim", "N=2",
+                "--quantize", "int4-weights", "--quantize-head", "float"]) == 0
+    capsys.readouterr()
+    assert cli(["compile", str(path), "--quantize", "int8-weights", "--quantize-head", "int4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "quantize_head='int4'" in err[0]
