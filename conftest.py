@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 
 import pytest
 
@@ -72,7 +73,8 @@ def pytest_make_collect_report(collector: pytest.Collector):
     if report.skipped and isinstance(collector, pytest.Module) and isinstance(report.longrepr, tuple) \
             and _about_torch(str(report.longrepr[2])):
         with open(collector.path, encoding="utf-8") as f:
-            marked = "pytestmark = pytest.mark.torch" in f.read()
+            # a module mark: pytestmark = pytest.mark.torch, or a list holding it
+            marked = re.search(r"^pytestmark\s*=[^\n]*\bpytest\.mark\.torch\b", f.read(), re.MULTILINE) is not None
         if not marked:
             report.outcome = "failed"
             report.longrepr = (f"{collector.nodeid} skips for want of torch but sets no "
