@@ -116,7 +116,7 @@ def probe(threads: int) -> Callable[[], None]:
             fb.call(task, [ctx, i])
     fb.ret_void()
     mod, tm = optimize(str(ll), host(), 3)
-    code = load_object(tm.emit_object(mod), host())
+    code = load_object(tm.emit_object(mod))
     run = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(code.address("run"))
     out = np.zeros(64)
 

@@ -272,7 +272,7 @@ def _build(module: Module, info: TargetInfo, options: Mapping[str, Any], progres
     counts: dict[str, int] = {}
     obj, llvm_ir, assembly = machine_code(text, info, opt, keep_llvm, ENTRY, kernels, counts)
     storage.kernel_counts.update(counts)  # from_cache / compiled: the kernel cache's work (kernel_cache.py)
-    code = load_object(obj, info)
+    code = load_object(obj)
     exe: Any
     if storage.generic:
         interface = symbolic_interface(m.main, storage.kernel_table)
@@ -340,7 +340,7 @@ def _from_entry(entry: Entry, info: TargetInfo, module: Module | None) -> Any:
             return None
     except (KeyError, TypeError, ValueError):
         return None
-    code = load_object(entry.object_code, info)
+    code = load_object(entry.object_code)
     exe: Any
     if generic:
         m, storage, layout = _prepared(module, check=False)

@@ -35,7 +35,6 @@ from .codegen import ERROR_BOUND, ERROR_VALUE, PROFILE
 from .runtime import MAX_THREADS, PROFILE_FIELDS, PROFILE_THREADS
 from .split_compile import members
 from .storage import StorageMap
-from .target import TargetInfo
 
 _ENTRY_T = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 ALIGN = 64
@@ -100,7 +99,7 @@ class LoadedCode:
     (``isInt<32>(RealOffset)`` in ``resolveX86_64Relocation``; tests/backends/test_jit_far_sections.py).
     The library is unloaded when this object is collected."""
 
-    def __init__(self, object_code: bytes, info: TargetInfo | None = None):
+    def __init__(self, object_code: bytes):
         _load_runtime_libraries()
         objects = members(object_code)  # one object, or the parts of a split compile (split_compile.py)
         # an unresolved call would jump to address 0 when run: refuse such code with a clear error
@@ -150,8 +149,8 @@ def _jit():
     return llvm.create_lljit_compiler(use_jit_link=True)
 
 
-def load_object(object_code: bytes, info: TargetInfo) -> LoadedCode:
-    return LoadedCode(object_code, info)
+def load_object(object_code: bytes) -> LoadedCode:
+    return LoadedCode(object_code)
 
 
 @functools.lru_cache(maxsize=1)
@@ -178,14 +177,20 @@ def defined_symbols(object_code: bytes) -> set[str]:
     return {name for name, defined in _global_symbols(object_code) if defined}
 
 
-def _global_symbols(object_code: bytes) -> list[tuple[str, bool]]:
-    """(name, defined) of every global symbol of an ELF64 object file."""
-    data = bytes(object_code)
+def elf_sections(data: bytes) -> list[tuple[int, ...]]:
+    """The section headers of a little-endian ELF64 file, each as (name, type, flags, addr, offset,
+    size, link, info, addralign, entsize)."""
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise TargetError("x86: the object code is not a little-endian ELF64 file")
     shoff, = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    return [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+
+
+def _global_symbols(object_code: bytes) -> list[tuple[str, bool]]:
+    """(name, defined) of every global symbol of an ELF64 object file."""
+    data = bytes(object_code)
+    sections = elf_sections(data)
     names = []
     for sh in sections:
         if sh[1] != 2:  # SHT_SYMTAB

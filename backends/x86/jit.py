@@ -50,7 +50,7 @@ class JitModule:
     same JIT as every compiled model (``executable.LoadedCode``)."""
 
     def __init__(self, mod, tm):
-        self._code = LoadedCode(tm.emit_object(mod), None)
+        self._code = LoadedCode(tm.emit_object(mod))
 
     def address(self, name: str) -> int:
         return self._code.address(name)

@@ -137,13 +137,12 @@ class TuningDB:
             measured = d["us"] / b["us"] if d is not None and b["us"] > 0 else None
             # the cost model's expectation when it proposed the best schedule: default time / predicted time
             predicted = d["us"] / b["predicted_us"] if d is not None and b.get("predicted_us") else None
-            entry = TableEntry(Schedule.from_json(b["schedule"]), measured, predicted)
-            if v is not None:
-                entry = TableEntry(Schedule.from_json(v["schedule"]), measured, predicted, v["in_model"]["gain"],
-                                   kept_default=v["default"])
-                if v["default"]:
-                    entry.measured_gain = entry.predicted_gain = None
-            entries[key] = entry
+            if v is None:
+                entries[key] = TableEntry(Schedule.from_json(b["schedule"]), measured, predicted)
+            else:  # a kept default has no gain alone to show
+                kept = v["default"]
+                entries[key] = TableEntry(Schedule.from_json(v["schedule"]), None if kept else measured,
+                                          None if kept else predicted, v["in_model"]["gain"], kept_default=kept)
         # the digest (in the compile cache key) covers the gains too: the cached report shows them
         text = json.dumps({k: [e.schedule.to_json(), e.measured_gain, e.predicted_gain]
                            + ([e.model_gain, e.kept_default] if e.model_gain is not None else [])

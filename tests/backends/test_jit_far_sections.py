@@ -31,9 +31,7 @@ R_X86_64_PC32, R_X86_64_PLT32 = 2, 4
 
 def _relocations(obj: bytes) -> list[tuple[int, str, bool]]:
     """(type, symbol, defined here) of every relocation of an ELF64 relocatable object."""
-    shoff, = struct.unpack_from("<Q", obj, 0x28)
-    shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize) for i in range(shnum)]
+    sections = executable.elf_sections(obj)
     out = []
     for sh in sections:
         if sh[1] != 4:  # SHT_RELA

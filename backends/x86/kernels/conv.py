@@ -112,7 +112,7 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
         cvp = channel_vectors.plan(k.target, max(1, getattr(k.cg, "threads", 1)), M, Kdim, KK, P,
                                      outsp[-1], s)
     if cvp is not None:
-        channel_vectors.emit(k, op, cvp, ks, s, d, p)
+        channel_vectors.emit(k, op, cvp, warr, ks, s, d, p)
         return
 
     def gidx(kb, bi):

@@ -21,6 +21,7 @@ fused group's epilogue runs on it while it is in cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
@@ -38,7 +39,9 @@ from .gemm import (
     pack_b_const,
     splat,
 )
-from .linalg import const_array
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LANES = 16  # f32 in a zmm register: the path is for AVX-512 only
 
@@ -104,7 +107,8 @@ def plan(target, threads: int, M: int, K: int, KK: int, P: int, OW: int, stride:
     return Plan(Blocking(F32, LANES, mr, nr, min(kc, K), mc, nchunk), mc, tn, nchunk, tp, pchunk)
 
 
-def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
+def emit(k, op, plan_: Plan, warr: np.ndarray, ks, s, d, p) -> None:
+    """The conv ``op`` along ``plan_``; ``warr``: its filters (a constant)."""
     x, w = op.operands[0], op.operands[1]
     out = op.results[0]
     N, C, H, W = x.shape
@@ -116,7 +120,6 @@ def emit(k, op, plan_: Plan, ks, s, d, p) -> None:
     MR, NR, KC = blk.MR, blk.NR, blk.KC
     et = F32
     mpad = -(-M // NR) * NR
-    warr = const_array(k, w)
     woff = k.packed_constant(f"{w.name}.packed_cv", pack_b_const(warr.reshape(M, K).T.copy(), blk),
                              replaces=k.arg(1))
     has_bias = len(op.operands) > 2
