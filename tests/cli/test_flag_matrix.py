@@ -296,6 +296,9 @@ ERROR_CASES: dict[str, tuple[list[str], str]] = {
                            "--quantize-group"),
     "group 48": (["compile", "{m}", "-t", "x86", "--quantize", "int4-weights", "--quantize-group", "48"],
                  "quantize_group=48"),
+    "head without weight-only": (["compile", "{m}", "-t", "x86", "--quantize-head", "int8"], "--quantize-head"),
+    "int4 head with int8-weights": (["compile", "{m}", "-t", "x86", "--quantize", "int8-weights", "--quantize-head",
+                                     "int4"], "quantize_head='int4'"),
     "asymmetric without weight-only": (["compile", "{m}", "-t", "x86", "--quantize-asymmetric"],
                                        "--quantize-asymmetric"),
     "-O on asic": (["compile", "{m}", "-t", "asic", "-O2"], "-O"),
@@ -369,3 +372,32 @@ def test_bench_compare_prints_both_rows_and_the_ratio(base: list[str], compare: 
     assert all(a > 0 for a in arena.values())
     if compare == "infer":  # a training step keeps activations and gradients: a bigger arena
         assert arena[label_a] > arena[label_b]
+
+
+def test_quantize_head_changes_the_library(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--quantize-head through `nnc compile -o` (on a model with an output layer: the matrix model's
+    last product goes through Exp, so it has none): the library's head is what the flag says, and
+    the library computes what the JIT does with the same option."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.1, n)
+             for n, s in (("w1", (64, 128)), ("w2", (128, 256)))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    g = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "h.onnx")
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    outs = {}
+    for head in ("int8", "float"):
+        lib = tmp_path / f"{head}.so"
+        status, _, err = _run_cli(capsys, "compile", tmp_path / "h.onnx", "-t", "x86", "--no-cache", "-q", "-o", lib,
+                                  "--quantize", "int4-weights", "--quantize-head", head)
+        assert status == 0, err
+        stats = _weight_stats(_manifest(lib)["report"])
+        assert stats["output_layers"] == 1 and stats["output_layers_quantized"] == (head == "int8")
+        outs[head] = nnc.load(lib)(x)
+        jit = nnc.compile(tmp_path / "h.onnx", target="x86", quantize="int4-weights", quantize_head=head, quiet=True,
+                          cache=False)
+        np.testing.assert_array_equal(outs[head], jit(x))
+    assert not np.array_equal(outs["int8"], outs["float"])
+
