@@ -234,7 +234,7 @@ def test_unresolved_symbol_is_a_target_error_not_a_crash():
                               'define void @nnc_entry() {\n  call void @nnc_test_no_such_fn()\n  ret void\n}\n')
     obj = target_machine(info).emit_object(mod)
     with pytest.raises(TargetError, match="nnc_test_no_such_fn"):
-        load_object(obj, info)
+        load_object(obj)
 
 
 # -- progress -----------------------------------------------------------------------------------

@@ -243,7 +243,7 @@ class Harness:
             runtime.parallel_call(ll, threads, fb, task, c, fn.args[1])
         fb.ret_void()
         mod, tm = optimize(str(ll), host(), 2)
-        self.code = load_object(tm.emit_object(mod), host())
+        self.code = load_object(tm.emit_object(mod))
         self._run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(self.code.address("run"))
         self.shutdown = ctypes.CFUNCTYPE(None)(self.code.address(runtime.SHUTDOWN))
 
