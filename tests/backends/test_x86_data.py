@@ -93,6 +93,32 @@ POOLS = [dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
          dict(kernel_shape=[3, 2], dilations=[2, 2], pads=[1, 0, 2, 1], ceil_mode=1, strides=[2, 3])]
 
 
+# planes wide enough for pool_vector's run-time loop over full chunks of 16 columns, with borders,
+# partial last chunks, strides 1-4 (5: LLVM's loop), ceil mode, dilation, and many border rows (the
+# per-window fallback)
+WIDE_POOLS = [dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+              dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+              dict(kernel_shape=[2, 2], strides=[2, 2]),
+              dict(kernel_shape=[3, 5], strides=[3, 3], pads=[0, 2, 1, 2], ceil_mode=1),
+              dict(kernel_shape=[2, 3], strides=[2, 4], dilations=[2, 3], pads=[1, 2, 1, 2]),
+              dict(kernel_shape=[3, 3], strides=[1, 5], pads=[1, 1, 1, 1]),
+              dict(kernel_shape=[9, 9], pads=[4, 4, 4, 4]),
+              dict(kernel_shape=[9, 3], dilations=[2, 1], pads=[8, 1, 8, 1])]
+
+
+@pytest.mark.parametrize("attrs", WIDE_POOLS)
+def test_pools_on_wide_planes(attrs):
+    x = RNG.standard_normal((1, 2, 23, 77)).astype(np.float32)
+    x[0, 1, 5, 40] = np.nan  # max propagates it, as numpy's max does
+    x[0, 1, 0, 0] = np.nan  # in a border window
+    run("max_pool", [x], n_results=1, **attrs)
+    run("max_pool", [(np.nan_to_num(x) * 50).astype(np.int8)], n_results=1, **attrs)
+    run("max_pool", [x.astype(np.float16)], n_results=1, **attrs)
+    x = np.nan_to_num(x)
+    for cip in (0, 1):
+        run("avg_pool", [x], count_include_pad=cip, rtol=1e-6, **attrs)
+
+
 @pytest.mark.parametrize("attrs", POOLS)
 def test_pools(attrs):
     x = RNG.standard_normal((2, 3, 9, 11)).astype(np.float32)

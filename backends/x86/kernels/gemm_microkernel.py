@@ -27,8 +27,20 @@ def _intrinsic(mod: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> 
     return fn
 
 
+def _ename(t: ir.Type) -> str:
+    if isinstance(t, ir.IntType):
+        return f"i{t.width}"
+    return {ir.DoubleType: "f64", ir.FloatType: "f32", ir.HalfType: "f16"}.get(type(t), "bf16")
+
+
 def _vname(vt: ir.VectorType) -> str:
-    return f"v{vt.count}{'f64' if vt.element == F64 else 'f32'}"
+    return f"v{vt.count}{_ename(vt.element)}"
+
+
+def _align(vt: ir.VectorType) -> ir.Constant:
+    """The alignment a masked access may assume: its element's."""
+    e = vt.element
+    return ir.Constant(I32, e.width // 8 if isinstance(e, ir.IntType) else {"f64": 8, "f32": 4}.get(_ename(e), 2))
 
 
 def gep(b: ir.IRBuilder, p: ir.Value, i: ir.Value | int, t: ir.Type) -> ir.Value:
@@ -49,9 +61,11 @@ def fmuladd(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
     return b.call(_intrinsic(b.module, name, t, [t, t, t]), [x, y, z])
 
 
-def masked_load(b: ir.IRBuilder, p: ir.Value, mask: ir.Value, vt: ir.VectorType) -> ir.Value:
+def masked_load(b: ir.IRBuilder, p: ir.Value, mask: ir.Value, vt: ir.VectorType,
+                passthru: ir.Value | None = None) -> ir.Value:
+    """Lanes of ``mask`` load from ``p``; the others are ``passthru``'s (0 by default), never touched."""
     fn = _intrinsic(b.module, f"llvm.masked.load.{_vname(vt)}.p0", vt, [PTR, I32, mask.type, vt])
-    return b.call(fn, [p, ir.Constant(I32, 4), mask, ir.Constant(vt, None)])
+    return b.call(fn, [p, _align(vt), mask, ir.Constant(vt, None) if passthru is None else passthru])
 
 
 def masked_gather(b: ir.IRBuilder, ptrs: ir.Value, mask: ir.Value, vt: ir.VectorType) -> ir.Value:
@@ -63,7 +77,7 @@ def masked_gather(b: ir.IRBuilder, ptrs: ir.Value, mask: ir.Value, vt: ir.Vector
 
 def masked_store(b: ir.IRBuilder, x: ir.Value, p: ir.Value, mask: ir.Value) -> None:
     fn = _intrinsic(b.module, f"llvm.masked.store.{_vname(x.type)}.p0", VOID, [x.type, PTR, I32, mask.type])
-    b.call(fn, [x, p, ir.Constant(I32, 4), mask])
+    b.call(fn, [x, p, _align(x.type), mask])
 
 
 def imin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:

@@ -22,7 +22,8 @@ from nnc.ir.ops.pool import _Geometry, _lowest, _unpool_shape
 
 from ..llvm_types import F64, I1, I8, I64, PTR, const_int, for_range, ll_type
 from . import dims as dm
-from .broadcast_loops import vector_lanes, vector_loop
+from . import pool_vector
+from .broadcast_loops import vector_lanes
 from .data_movement import const_table, itype, load_table, row_major
 from .indexing import chunked_dims
 from .registry import batch_only, lowering
@@ -51,6 +52,7 @@ class _Plan:
     def __init__(self, k, g: _Geometry, include_pad: bool = False):
         self.g = g
         self.lo, self.hi, self.base, self.count = [], [], [], []
+        self.count_np: list[np.ndarray] = []
         for i in range(g.n):
             o = np.arange(g.out[i])
             start = o * g.strides[i] - g.begins[i]  # input coordinate of tap 0
@@ -66,6 +68,7 @@ class _Plan:
             else:
                 cnt = inside.sum(1)
             self.count.append(const_table(k, cnt, name="cnt"))
+            self.count_np.append(cnt)
         self.in_strides = row_major(g.in_dims)
         self.in_size = math.prod(g.in_dims)
         self.out_size = math.prod(g.out)
@@ -155,87 +158,20 @@ def lower_max_pool(k, op: Op) -> None:
             b.store(b.load(acc, typ=t), b.gep(kb.out(0), [oi], source_etype=t, inbounds=True))
             if with_indices:
                 b.store(b.load(arg, typ=I64), b.gep(kb.out(1), [oi], source_etype=I64, inbounds=True))
-        if fast is None:
+        if not vector:
             _windows(kb, p, nc, window)
-        else:
-            _interior_rows(kb, g, nc, fast, window, dt, t)
-    fast = None if with_indices else _interior(g)
+            return
+
+        def combine(b, acc, v):
+            if acc is None:
+                return v
+            if dt.is_float:
+                return _float_max(b, acc, v)
+            cmp = b.icmp_signed if dt.is_signed else b.icmp_unsigned
+            return b.select(cmp(">", v, acc), v, acc)
+        pool_vector.plane(kb, g, nc, t, vector_lanes(kb, [dt]), lowest, combine, None, None, tree=True)
+    vector = not with_indices and pool_vector.applies(g)
     _planes(k, x, p.in_size * dt.itemsize, plane)
-
-
-def _interior(g: _Geometry) -> list[tuple[int, int]] | None:
-    """Per axis of a 2-D pooling, the range of output positions whose window lies wholly inside the
-    input (no padding, no clipping), or None when some axis has none or the pooling is not 2-D."""
-    if g.n != 2:
-        return None
-    ranges = []
-    for i in range(2):
-        o = np.arange(g.out[i])
-        start = o * g.strides[i] - g.begins[i]
-        ok = np.nonzero((start >= 0) & (start + (g.kernel[i] - 1) * g.dilations[i] < g.in_dims[i]))[0]
-        if ok.size == 0:
-            return None
-        ranges.append((int(ok[0]), int(ok[-1]) + 1))
-    return ranges
-
-
-def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: ir.Type,
-                   reduce=None, finish=None) -> None:
-    """max_pool of one plane with the interior vectorisable: every output row whose windows are
-    inside the input in height runs its interior columns through a loop with the taps unrolled and
-    no bounds (LLVM vectorises it over the output columns: plain vector loads at stride 1,
-    interleaved loads otherwise; short rows as masked full-width vectors); border windows use the
-    general per-window code. ``reduce(b, acc, v)`` / ``finish(b, acc)`` replace the max (avg_pool)."""
-    b = kb.b
-    (rlo, rhi), (clo, chi) = fast
-    OH, OW = g.out
-    H, W = g.in_dims
-    sh, sw = g.strides
-    dh, dw = g.dilations
-    KH, KW = g.kernel
-    xin = b.gep(kb.arg(0), [b.mul(nc, const_int(H * W))], source_etype=t, inbounds=True)
-    yout = b.gep(kb.out(0), [b.mul(nc, const_int(OH * OW))], source_etype=t, inbounds=True)
-
-    def border(oh, lo, hi):
-        if hi > lo:
-            with for_range(b, hi, "pbw", start=lo) as ow:
-                window(kb, b.add(b.mul(nc, const_int(OH * OW)), b.add(b.mul(oh, const_int(OW)), ow)), [oh, ow])
-
-    with for_range(b, OH, "poh") as oh:
-        inside = b.and_(b.icmp_signed(">=", oh, const_int(rlo)), b.icmp_signed("<", oh, const_int(rhi)))
-        with b.if_else(inside) as (then, other):
-            with then:
-                border(oh, 0, clo)
-                ih0 = b.sub(b.mul(oh, const_int(sh)), const_int(g.begins[0]))
-                rows = [b.gep(xin, [b.mul(b.add(ih0, const_int(i * dh)), const_int(W))], source_etype=t,
-                              inbounds=True) for i in range(KH)]
-                yrow = b.gep(yout, [b.mul(oh, const_int(OW))], source_etype=t, inbounds=True)
-                # rows shorter than a few vectors (13 columns in SqueezeNet) vectorise masked, at full
-                # width; longer rows do better with LLVM's own choice (8-lane strided loads here)
-                lanes = vector_lanes(kb, [dt])
-                short = chi - clo < 4 * lanes
-                loop = vector_loop(b, chi, lanes, "pow", start=clo, predicate=True) if short else \
-                    for_range(b, chi, "pow", start=clo)
-                with loop as ow:
-                    iw0 = b.sub(b.mul(ow, const_int(sw)), const_int(g.begins[1]))
-                    acc = None
-                    for i in range(KH):
-                        for j in range(KW):
-                            v = b.load(b.gep(rows[i], [b.add(iw0, const_int(j * dw))], source_etype=t,
-                                             inbounds=True), typ=t)
-                            if acc is None:
-                                acc = v if reduce is None else reduce(b, None, v)
-                            elif reduce is not None:
-                                acc = reduce(b, acc, v)
-                            elif dt.is_float:
-                                acc = _float_max(b, acc, v)
-                            else:
-                                cmp = b.icmp_signed if dt.is_signed else b.icmp_unsigned
-                                acc = b.select(cmp(">", v, acc), v, acc)
-                    b.store(acc if finish is None else finish(b, acc), b.gep(yrow, [ow], source_etype=t, inbounds=True))
-                border(oh, chi, OW)
-            with other:
-                border(oh, 0, OW)
 
 
 def _full_window(kb, p: _Plan, nc, pos, t, lowest, acc, arg, gt, storage_order: int) -> None:
@@ -276,8 +212,9 @@ def _sum_pool(k, op: Op, include_pad: bool, power: int | None) -> None:
     g = _Geometry(tuple(x.shape), op.attrs)
     pl = _Plan(k, g, include_pad)
 
-    def ext(b, v):
-        return v if v.type == at else b.fpext(v, at)
+    def ext(b, v):  # a scalar or a vector of t, widened to the accumulator's type
+        wide = ir.VectorType(at, v.type.count) if isinstance(v.type, ir.VectorType) else at
+        return v if v.type == wide else b.fpext(v, wide)
 
     def plane(kb, nc):
         b = kb.b
@@ -303,28 +240,30 @@ def _sum_pool(k, op: Op, include_pad: bool, power: int | None) -> None:
                 y = _root(b, s, power)
                 y = y if t == at else b.fptrunc(y, t)
             b.store(y, b.gep(kb.out(0), [oi], source_etype=t, inbounds=True))
-        if fast is None:
+        if not vector:
             _windows(kb, pl, nc, window)
             return
-        # interior windows: every tap inside, the count is the kernel's size; summed in the same
-        # (row-major tap) order, divided in f64 as the reference does
-        size = ir.Constant(F64, float(math.prod(g.kernel)))
 
+        # every window sums its taps inside the input in the same (row-major) order and divides
+        # in f64 by its count, as the reference does
         def add(b, acc, v):
             return ext(b, v) if acc is None else b.fadd(acc, ext(b, v))
 
-        def mean(b, acc):
-            return _narrow(b, b.fdiv(acc if at == F64 else b.fpext(acc, F64), size), t) if t != F64 else \
-                b.fdiv(acc, size)
-        _interior_rows(kb, g, nc, fast, window, dt, t, add, mean)
-    fast = _interior(g) if power is None and dt.is_float else None
+        def mean(b, acc, count):
+            f64 = ir.VectorType(F64, len(count))
+            q = b.fdiv(acc if at == F64 else b.fpext(acc, f64), ir.Constant(f64, [float(c) for c in count]))
+            return q if t == F64 else _narrow(b, q, ir.VectorType(t, len(count)))
+        pool_vector.plane(kb, g, nc, t, vector_lanes(kb, [dt]), ir.Constant(t, 0.0), add, mean,
+                          (pl.count_np[0], pl.count_np[1]))
+    vector = power is None and dt.is_float and pool_vector.applies(g)
     _planes(k, x, pl.in_size * dt.itemsize, plane)
 
 
 def _narrow(b: ir.IRBuilder, y: ir.Value, t: ir.Type) -> ir.Value:
     """f64 -> t; f64 -> f16 goes through f32 (a direct fptrunc becomes a libcall the JIT lacks)."""
-    if isinstance(t, ir.HalfType):
-        y = b.fptrunc(y, ir.FloatType())
+    lanes = t.count if isinstance(t, ir.VectorType) else 0
+    if isinstance(t.element if lanes else t, ir.HalfType):
+        y = b.fptrunc(y, ir.VectorType(ir.FloatType(), lanes) if lanes else ir.FloatType())
     return b.fptrunc(y, t)
 
 
