@@ -24,13 +24,20 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import models_torchvision
+from models_torchvision import TORCHVISION
+
 EXPORT_VERSION = 1  # bump to re-export every cached model after changing a definition
 LIGHT = ["resnet50", "squeezenet", "densenet121", "inception_v1", "inception_v2", "shufflenet", "vgg19"]
 TORCH = ["mlp", "cnn_small", "resnet18", "mobilenet_v2", "bert_small"]
 # squeeze-excite CNNs for the ASIC host-partition measurements (bench/asic.py); not in the x86 suite
 SQUEEZE_EXCITE = ["mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"]
-# full-size models for the compile-time measurements (bench/compile_time.py); not in the x86 suite
+# full-size models for the compile-time measurements (bench/compile_time.py)
 LARGE = ["resnet50_torch", "bert_base"]
+# the architectures users run, as torchvision / transformers define them: `bench/suite.py --set
+# torchvision` (SQUEEZE_EXCITE and LARGE above, and DenseNet-121 / ConvNeXt-T of models_torchvision.py)
+TORCHVISION_SET = ["resnet50_torch", "efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", *TORCHVISION,
+                   "bert_base"]
 
 
 def cache_dir() -> Path:
@@ -165,7 +172,7 @@ def _defs() -> dict[str, Callable[[], tuple]]:
             return self.layers(self.ln(self.tok(ids) + self.pos(self.positions)))
 
     image = (torch.randn(1, 3, 224, 224),)
-    return {**_squeeze_excite_defs(conv_bn, image),
+    return {**_squeeze_excite_defs(conv_bn, image), **models_torchvision.defs(image),
         "mlp": lambda: (nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                                       nn.Linear(512, 10)), (torch.randn(1, 784),)),
         "cnn_small": lambda: (nn.Sequential(conv_bn(3, 16, 3), nn.MaxPool2d(2), conv_bn(16, 32, 3), nn.MaxPool2d(2),
@@ -269,8 +276,8 @@ def torch_module(name: str) -> tuple:
     definition and seeded weights as its ONNX export (``torch_model``)."""
     import torch
 
-    if name not in TORCH + SQUEEZE_EXCITE + LARGE:
-        choices = ", ".join(TORCH + SQUEEZE_EXCITE + LARGE)
+    if name not in TORCH + SQUEEZE_EXCITE + LARGE + TORCHVISION:
+        choices = ", ".join(TORCH + SQUEEZE_EXCITE + LARGE + TORCHVISION)
         raise KeyError(f"{name!r} is not a PyTorch bench model (choose from {choices})")
     torch.manual_seed(0)
     model, args = _defs()[name]()
@@ -301,10 +308,13 @@ def _export(model, args: tuple, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def all_models() -> dict[str, Callable[[], Path]]:
-    """name -> a function giving the model's ONNX path (torch exports are built lazily)."""
+def all_models(torchvision: bool = False) -> dict[str, Callable[[], Path]]:
+    """name -> a function giving the model's ONNX path (torch exports are built lazily): the core set
+    (TORCH and LIGHT), with ``torchvision`` also TORCHVISION_SET."""
     out: dict[str, Callable[[], Path]] = {n: (lambda n=n: torch_model(n)) for n in TORCH}
     out.update({n: (lambda n=n: light_model(n)) for n in LIGHT})
+    if torchvision:
+        out.update({n: (lambda n=n: torch_model(n)) for n in TORCHVISION_SET})
     return out
 
 

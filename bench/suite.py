@@ -1,9 +1,12 @@
 """The model suite: nnc x86 against onnxruntime and the reference interpreter, as a markdown table.
 
-    python bench/suite.py [--models REGEX] [--threads 1,2] [--rounds 2] [--budget 1.0] [--out FILE.md]
+    python bench/suite.py [--set core|torchvision|all] [--models REGEX] [--threads 1,2] [--rounds 2]
+                          [--budget 1.0] [--out FILE.md]
 
-For every model of ``bench/models.py`` (five PyTorch definitions exported to ONNX, seven onnx
-"light" real models) and every thread count, ``nnc.bench.benchmark`` times three engines, each in
+For every model of ``bench/models.py`` (the core set: five PyTorch definitions exported to ONNX,
+seven onnx "light" real models; ``--set torchvision``: ResNet-50, EfficientNet-B0, MobileNetV3-small
+and -large, DenseNet-121, ConvNeXt-T and a BERT-base encoder as torchvision / transformers define
+them, random weights; ``--set all``: both) and every thread count, ``nnc.bench.benchmark`` times three engines, each in
 its own subprocess, rounds alternating between them: nnc's x86 backend, onnxruntime
 (ORT_ENABLE_ALL, the same intra-op threads) and nnc's reference interpreter ("numpy-only": numpy
 with its BLAS limited to the same threads). GFLOP/s counts 2 x multiply-adds of conv/matmul/gemm.
@@ -27,7 +30,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from models import all_models  # noqa: E402
+from models import TORCHVISION_SET, all_models  # noqa: E402
 
 from nnc import bench  # noqa: E402
 
@@ -45,7 +48,7 @@ def _gflops(r: dict, flops: float | None) -> str:
 def run_suite(names: list[str], threads: list[int], rounds: int, budget: float, timeout: float,
               engines: list[str]) -> list[dict]:
     rows = []
-    models = all_models()
+    models = all_models(torchvision=True)
     for name in names:
         try:
             path = str(models[name]())
@@ -111,7 +114,10 @@ def markdown(rows: list[dict], engines: list[str]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default=None, help="regex selecting model names")
+    ap.add_argument("--set", choices=["core", "torchvision", "all"], default="core",
+                    help="core: the five PyTorch and seven onnx light models (default); torchvision: the "
+                         "torchvision/transformers architectures (TORCHVISION_SET); all: both")
+    ap.add_argument("--models", default=None, help="regex selecting model names of the set")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per engine (default 2)")
     ap.add_argument("--budget", type=float, default=1.0, help="seconds of timed runs per engine per round")
@@ -120,7 +126,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the markdown to this file")
     ap.add_argument("--json", default=None, help="write the raw results as JSON")
     a = ap.parse_args()
-    names = [n for n in all_models() if a.models is None or re.search(a.models, n)]
+    core = list(all_models())
+    pool = {"core": core, "torchvision": TORCHVISION_SET, "all": core + TORCHVISION_SET}[a.set]
+    names = [n for n in pool if a.models is None or re.search(a.models, n)]
     engines = [e for e in a.engines.split(",") if e != "ort" or bench.ort_available()]
     rows = run_suite(names, [int(t) for t in a.threads.split(",")], a.rounds, a.budget, a.timeout, engines)
     text = (f"Run {datetime.date.today().isoformat()} on {platform.node() or 'this machine'} "

@@ -4,10 +4,10 @@ same memory report, outputs equal bit for bit.
 
 The small PyTorch models (mlp, cnn_small) run in the ordinary test step against the reference
 interpreter (``nnc.ir.interpret``, numpy) and onnxruntime. The big ones (ResNet-18, MobileNetV2,
-BERT) and the seven onnx "light" models take 5-180 s each to compile, so they are marked slow;
-their oracle is onnxruntime (the interpreter would take seconds per model too, and onnxruntime
-shares no code with nnc). The PyTorch models need torch to be exported the first time (skipped
-without it); the light models ship with the onnx package.
+BERT, DenseNet-121 and ConvNeXt-T of bench/models_torchvision.py) and the seven onnx "light" models
+take 5-180 s each to compile, so they are marked slow; their oracle is onnxruntime (the interpreter
+would take seconds per model too, and onnxruntime shares no code with nnc). The PyTorch models need
+torch to be exported the first time (skipped without it); the light models ship with the onnx package.
 
 Tolerance: the compiled kernels sum f32 dot products in another order (blocked GEMM, vector
 lanes) than numpy or onnxruntime, and vecmath's exp/erf/tanh differ by a few ulps; through
@@ -31,19 +31,21 @@ from nnc.cli import main
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
 import models  # noqa: E402
+import models_torchvision  # noqa: E402
 
 TOL = 1e-3
 
 
 def names(*ns: str) -> list:
     """Model names as parameters; those built from PyTorch definitions carry the torch marker."""
-    return [pytest.param(n, marks=pytest.mark.torch) if n in models.TORCH else n for n in ns]
+    return [pytest.param(n, marks=pytest.mark.torch) if n in models.TORCH + models.TORCHVISION_SET else n
+            for n in ns]
 
 
 def _path(name: str) -> str:
-    if name in models.TORCH:
+    if name in models.TORCH + models.TORCHVISION_SET:
         pytest.importorskip("torch")
-    path = models.all_models()[name]()
+    path = models.all_models(torchvision=True)[name]()
     if not os.path.exists(path):
         pytest.skip(f"{path} is not available")
     return str(path)
@@ -105,7 +107,8 @@ def test_small_models_match_interpreter_and_ort(name: str, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", names("resnet18", "mobilenet_v2", "bert_small", *models.LIGHT))
+@pytest.mark.parametrize("name", names("resnet18", "mobilenet_v2", "bert_small", *models.LIGHT,
+                                      *models_torchvision.TORCHVISION))
 def test_big_models_match_onnxruntime(name: str, tmp_path):
     path = _path(name)
     feeds = onnx_inputs(path)
