@@ -138,6 +138,8 @@ DEPTHWISE = [  # (C, H, W, k, stride, pad, dilation, multiplier)
     (3, 9, 11, 5, 1, 2, 2, 2),     # dilated, two outputs per input channel
     (6, 7, 7, 3, 1, 1, 1, 1),      # a small plane: few interior columns
     (2, 4, 3, 5, 1, 1, 1, 1),      # no interior at all
+    (3, 30, 50, 7, 1, 3, 1, 1),    # ConvNeXt's 7x7: row groups of 4 and a remainder, 16-column chunks
+    (2, 33, 70, 5, 2, 2, 1, 1),    # stride 2 over wide rows
 ]
 
 

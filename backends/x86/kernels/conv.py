@@ -29,6 +29,7 @@ from nnc.ir.ops.conv import fill, resolve_pads
 from ..llvm_types import F16, F32, I1, I32, I64, PTR, const_int, for_range, ll_type
 from ..schedule import Schedule, ScheduleError, choose, gemm_default, record
 from . import conv_channel_vectors as channel_vectors
+from . import window_vector as wv
 from .dims import mul as dim_mul
 from .gemm import (
     Custom,
@@ -38,6 +39,7 @@ from .gemm import (
     Strided,
     blocking,
     emit_gemm,
+    fmuladd,
     from_schedule,
     gep,
     masked_gather,
@@ -257,15 +259,20 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
         return (ok[0], ok[-1] + 1) if ok else (0, 0)
     rlo, rhi = inside(OH, H, KH, s[0], d[0], p[0])
     clo, chi = inside(OW, W, KW, s[1], d[1], p[1])
-    # small planes (rows too short to vectorise, mostly border): run over a zero-padded copy instead
+    # f32: every output in explicit vectors, borders under masks (window_vector.py); otherwise, and
+    # where a tuning db says so, the direct loops or, for small planes (rows too short to vectorise,
+    # mostly border), a zero-padded copy
+    window = wv.Window((OH, OW), (H, W), (KH, KW), (s[0], s[1]), (d[0], d[1]), (p[0], p[1]))
+    vector = et == F32 and wv.applies(window)
     flat = tuple(s) == (1, 1) and OW < 32 and (H + p[0] + p[2]) * (W + p[1] + p[3]) <= 8192
     sched, key, source = choose(k, op, "dwconv", Schedule("dwconv"))
     if sched.flat != -1:
         if sched.flat == 1 and not flat_allowed(s, (H, W), p):
             raise ScheduleError(f"tuning db: kernel {key} asks for a padded copy of a plane it does not fit "
                                 f"(stride {tuple(s)}, plane {H}x{W})")
-        flat = bool(sched.flat)
+        flat, vector = bool(sched.flat), False
     record(k, op, key, sched, source)
+    lanes = k.target.vector_bits // 32
 
     def body(kb, t):
         b = kb.b
@@ -276,7 +283,7 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
         yo = gep(b, kb.out(0), b.mul(t, const_int(OH * OW)), et)
         wm = gep(b, kb.arg(1), b.mul(m, const_int(KH * KW)), et)
         bias = b.load(gep(b, kb.arg(2), m, et), typ=et) if has_bias else ir.Constant(et, 0.0)
-        wv = [[b.load(gep(b, wm, i * KW + j, et), typ=et) for j in range(KW)] for i in range(KH)]
+        wts = [[b.load(gep(b, wm, i * KW + j, et), typ=et) for j in range(KW)] for i in range(KH)]
 
         def per_tap(oh, row, c0, c1):
             """Columns [c0, c1) of output row ``oh``: bias, then each tap over its valid columns."""
@@ -299,11 +306,23 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
                             iw = b.add(b.mul(ow, const_int(s[1])), const_int(off))
                             xv = b.load(gep(b, xrow, iw, et), typ=et)
                             q = gep(b, row, ow, et)
-                            b.store(b.fadd(b.load(q, typ=et), b.fmul(xv, wv[i][j])), q)
+                            b.store(b.fadd(b.load(q, typ=et), b.fmul(xv, wts[i][j])), q)
 
-        if flat:
-            _depthwise_flat(kb, xin, yo, bias, wv, (H, W), (OH, OW), (KH, KW), d, p, et, tile, t)
+        if vector:
+            _depthwise_vector(kb, window, xin, yo, bias, wts, lanes)
+        elif flat:
+            _depthwise_flat(kb, xin, yo, bias, wts, (H, W), (OH, OW), (KH, KW), d, p, et, tile, t)
             return
+        else:
+            _depthwise_rows(kb, xin, yo, bias, wts, (rlo, rhi), (clo, chi), per_tap)
+        if tile is not None:  # the channel's plane is contiguous and still in L1: one pass over it
+            tile(kb, t, const_int(0), const_int(1), const_int(OH * OW), yo, OH * OW)
+
+    def _depthwise_rows(kb, xin, yo, bias, wts, rows, cols, per_tap):
+        """The direct loops: interior columns of interior rows in one loop over the columns with
+        every tap unrolled (LLVM vectorises it), the border per tap."""
+        b = kb.b
+        (rlo, rhi), (clo, chi) = rows, cols
         with for_range(b, OH, "doh") as oh:
             row = gep(b, yo, b.mul(oh, const_int(OW)), et)
             if chi > clo and rhi > rlo:
@@ -320,17 +339,36 @@ def _depthwise(k, op: Op, ks, s, d, p) -> None:
                             for i in range(KH):
                                 for j in range(KW):
                                     xv = b.load(gep(b, xrows[i], b.add(iw0, const_int(j * d[1])), et), typ=et)
-                                    acc = b.fadd(acc, b.fmul(xv, wv[i][j]))
+                                    acc = b.fadd(acc, b.fmul(xv, wts[i][j]))
                             b.store(acc, gep(b, row, ow, et))
                         per_tap(oh, row, chi, OW)
                     with other:
                         per_tap(oh, row, 0, OW)
             else:
                 per_tap(oh, row, 0, OW)
-        if tile is not None:  # the channel's plane is contiguous and still in L1: one pass over it
-            tile(kb, t, const_int(0), const_int(1), const_int(OH * OW), yo, OH * OW)
 
     k.parallel_for(dim_mul(k.b, N, M), body, name="dwconv")
+
+
+DW_ROWS, DW_CHAINS = 4, 2
+
+
+def _depthwise_vector(kb, window, xin, yo, bias, wts, lanes: int) -> None:
+    """One f32 channel in vectors of output columns (window_vector.py), DW_ROWS output rows at a
+    time (they share the input rows their windows overlap on, and the weights): per vector the taps
+    accumulate in fused multiply-adds in kernel order over DW_CHAINS chains (tap rows alternate
+    between them), whose sums then add up, then the bias; taps wholly in the padding are skipped,
+    partly padded ones read zeros."""
+    vt = ir.VectorType(F32, lanes)
+
+    def reduce(b, taps):
+        chains: dict[int, ir.Value] = {}
+        for (i, j), v in taps:
+            w = splat(b, wts[i][j], vt)
+            c = i % DW_CHAINS
+            chains[c] = b.fmul(v, w) if c not in chains else fmuladd(b, v, w, chains[c])
+        return b.fadd(wv.tree(b, list(chains.values()), lambda b, x, y: b.fadd(x, y)), splat(b, bias, vt))
+    wv.plane(kb, window, xin, yo, F32, lanes, ir.Constant(F32, 0.0), reduce, rows_per_step=DW_ROWS)
 
 
 def flat_allowed(s, insp, p) -> bool:

@@ -22,7 +22,7 @@ from nnc.ir.ops.pool import _Geometry, _lowest, _unpool_shape
 
 from ..llvm_types import F64, I1, I8, I64, PTR, const_int, for_range, ll_type
 from . import dims as dm
-from . import pool_vector
+from . import window_vector as wv
 from .broadcast_loops import vector_lanes
 from .data_movement import const_table, itype, load_table, row_major
 from .indexing import chunked_dims
@@ -115,6 +115,13 @@ def _planes(k, x, item_bytes: int, plane, name: str = "planes") -> None:
                  name=name)
 
 
+def _plane_ptrs(kb, g: _Geometry, nc: ir.Value, t: ir.Type) -> tuple[ir.Value, ir.Value]:
+    """(input plane, output plane) of plane ``nc``."""
+    b = kb.b
+    return (b.gep(kb.arg(0), [b.mul(nc, const_int(math.prod(g.in_dims)))], source_etype=t, inbounds=True),
+            b.gep(kb.out(0), [b.mul(nc, const_int(math.prod(g.out)))], source_etype=t, inbounds=True))
+
+
 def _float_max(b: ir.IRBuilder, acc: ir.Value, v: ir.Value) -> ir.Value:
     """numpy's max: NaN propagates."""
     keep = b.fcmp_unordered(">=", acc, v)  # true when either is NaN, then pick the NaN below
@@ -162,15 +169,15 @@ def lower_max_pool(k, op: Op) -> None:
             _windows(kb, p, nc, window)
             return
 
-        def combine(b, acc, v):
-            if acc is None:
-                return v
+        def vmax(b, acc, v):
             if dt.is_float:
                 return _float_max(b, acc, v)
             cmp = b.icmp_signed if dt.is_signed else b.icmp_unsigned
             return b.select(cmp(">", v, acc), v, acc)
-        pool_vector.plane(kb, g, nc, t, vector_lanes(kb, [dt]), lowest, combine, None, None, tree=True)
-    vector = not with_indices and pool_vector.applies(g)
+        xin, yout = _plane_ptrs(kb, g, nc, t)
+        wv.plane(kb, g, xin, yout, t, vector_lanes(kb, [dt]), lowest,
+                 lambda b, taps: wv.tree(b, [v for _, v in taps], vmax))
+    vector = not with_indices and wv.applies(g)
     _planes(k, x, p.in_size * dt.itemsize, plane)
 
 
@@ -246,16 +253,20 @@ def _sum_pool(k, op: Op, include_pad: bool, power: int | None) -> None:
 
         # every window sums its taps inside the input in the same (row-major) order and divides
         # in f64 by its count, as the reference does
-        def add(b, acc, v):
-            return ext(b, v) if acc is None else b.fadd(acc, ext(b, v))
+        def add(b, taps):
+            acc = ext(b, taps[0][1])
+            for _, v in taps[1:]:
+                acc = b.fadd(acc, ext(b, v))
+            return acc
 
         def mean(b, acc, count):
             f64 = ir.VectorType(F64, len(count))
             q = b.fdiv(acc if at == F64 else b.fpext(acc, f64), ir.Constant(f64, [float(c) for c in count]))
             return q if t == F64 else _narrow(b, q, ir.VectorType(t, len(count)))
-        pool_vector.plane(kb, g, nc, t, vector_lanes(kb, [dt]), ir.Constant(t, 0.0), add, mean,
-                          (pl.count_np[0], pl.count_np[1]))
-    vector = power is None and dt.is_float and pool_vector.applies(g)
+        xin, yout = _plane_ptrs(kb, g, nc, t)
+        wv.plane(kb, g, xin, yout, t, vector_lanes(kb, [dt]), ir.Constant(t, 0.0), add, mean,
+                 (pl.count_np[0], pl.count_np[1]))
+    vector = power is None and dt.is_float and wv.applies(g)
     _planes(k, x, pl.in_size * dt.itemsize, plane)
 
 
