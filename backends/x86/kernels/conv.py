@@ -100,7 +100,7 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     Pin, P, KK = math.prod(insp), math.prod(outsp), math.prod(ks)
     Kdim = cg * KK
     f64 = out.dtype == DType.f64
-    blk = blocking(k.target, f64, mg, P)
+    blk = blocking(k.target.vector_bits, f64, mg, P)
     sched, key, source = choose(k, op, "gemm", gemm_default(blk))
     if source == "db":
         blk = from_schedule(sched, f64)
