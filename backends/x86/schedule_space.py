@@ -7,7 +7,8 @@ registers (``mr`` rows x ``nv`` vectors of accumulators, plus the B vectors and 
 KC, MC and NC around the default's; both macro-kernel loop orders; the task grid of the cost model
 or one of the even splits over the threads. The depthwise conv: direct loops or the zero-padded
 copy, where the plane fits its buffer. A conv on the channel-vector path (kind ``chanvec``): every
-plan that path can run for it (``chanvec_space``), and the other GEMM's schedules too. Every
+plan that path can run for it (``chanvec_space``), and the other GEMM's schedules too; a conv
+the path can run whose default is the other GEMM, some of those plans too. Every
 candidate computes the same result; only the order of the additions of a sum changes.
 """
 
@@ -58,7 +59,9 @@ def candidates(sig: Mapping[str, Any], default: Schedule, target_bits: int, limi
     """Up to ``limit`` distinct schedules other than ``default`` (a seeded sample of the space).
 
     A conv whose default is the channel-vector path gets that path's variants (two thirds of the
-    sample) and the other GEMM's: its default blocking and variants (a schedule's kind picks the path)."""
+    sample) and the other GEMM's: its default blocking and variants (a schedule's kind picks the path).
+    A conv whose default is the other GEMM gets up to a third of channel-vector plans where that path
+    can run it."""
     if default.kind == "dwconv":
         flats = [0, 1] if depthwise_flat_allowed(sig) else [0]
         return [Schedule("dwconv", flat=f) for f in flats if f != default.flat]
@@ -67,11 +70,24 @@ def candidates(sig: Mapping[str, Any], default: Schedule, target_bits: int, limi
         other = gemm_default(blocking(target_bits, False, M, N))
         mine = _sample(chanvec_space(sig, default), default, limit - limit // 3, seed)
         return mine + [other] + _sample(_gemm_space(sig, other, target_bits), other, limit // 3 - 1, seed)
-    return _sample(_gemm_space(sig, default, target_bits), default, limit, seed)
+    plans = chanvec_space(sig) if chanvec_runs(sig, target_bits) else []
+    share = min(len(plans), limit // 3)
+    return _sample(_gemm_space(sig, default, target_bits), default, limit - share, seed) + \
+        _sample(plans, None, share, seed)
 
 
-def _sample(space: list[Schedule], default: Schedule, limit: int, seed: int) -> list[Schedule]:
-    out = [s for s in dict.fromkeys(space) if s != default and s != dataclasses.replace(default, tm=0, tn=0)]
+def chanvec_runs(sig: Mapping[str, Any], target_bits: int) -> bool:
+    """Whether the channel-vector path can run the conv of ``sig`` (conv.py's conditions; whether a
+    given plan fits is ``plan_from_schedule``'s)."""
+    if sig["op"] != "conv" or sig.get("kind") != "gemm" or target_bits != 512:
+        return False
+    (xdt, xshape, _), (_, _, wconst) = sig["inputs"][:2]
+    return xdt == sig["outputs"][0][0] == "f32" and len(xshape) == 4 and wconst and sig["attrs"].get("group", 1) == 1
+
+
+def _sample(space: list[Schedule], default: Schedule | None, limit: int, seed: int) -> list[Schedule]:
+    out = [s for s in dict.fromkeys(space)
+           if default is None or (s != default and s != dataclasses.replace(default, tm=0, tn=0))]
     if len(out) > limit:
         out = random.Random(seed).sample(out, limit)
     return out
@@ -101,7 +117,7 @@ def _gemm_space(sig: Mapping[str, Any], default: Schedule, target_bits: int) -> 
     return out
 
 
-def chanvec_space(sig: Mapping[str, Any], default: Schedule) -> list[Schedule]:
+def chanvec_space(sig: Mapping[str, Any], default: Schedule | None = None) -> list[Schedule]:
     """Every channel-vector plan the conv can run: tiles of 4-16 pixels dividing the output row (and
     the default's) x 1-4 vectors in the registers, past a single vector only while it holds
     channels; ``kc`` in {64, 128, 256, 512, the default} capped by K; ``mc`` around 64/128/256 pixels,
@@ -111,18 +127,19 @@ def chanvec_space(sig: Mapping[str, Any], default: Schedule) -> list[Schedule]:
     OW = sig["outputs"][0][1][-1]
     stride = fill(sig["attrs"].get("strides") or [], 2, 1)
     threads = int(sig.get("threads", 1))
-    splits = [(default.tn, default.tp)] + ([(1, 1)] if threads == 1 or batch >= threads else [])
+    splits = ([(default.tn, default.tp)] if default else []) + ([(1, 1)] if threads == 1 or batch >= threads else [])
     if threads > 1:
         splits += [(a, t // a) for t in (threads, 2 * threads) for a in range(1, t + 1) if t % a == 0]
     splits = list(dict.fromkeys(splits))
-    mrs = sorted({r for r in range(4, CHANVEC_LANES + 1) if OW % r == 0} | {default.mr})
-    kcs = sorted({min(kc, K) for kc in (default.kc, 64, 128, 256, 512)})
+    mine = [default] if default else []
+    mrs = sorted({r for r in range(4, CHANVEC_LANES + 1) if OW % r == 0} | {d.mr for d in mine})
+    kcs = sorted({min(kc, K) for kc in (64, 128, 256, 512, *(d.kc for d in mine))})
     out = []
     for mr, nv, (tn, tp) in itertools.product(mrs, (1, 2, 3, 4), splits):
         if nv > 1 and (nv - 1) * CHANVEC_LANES >= M:
             continue
         pchunk = chunks(M, P, mr, nv, tn, tp)[1]
-        mcs = {min(pchunk, max(mr, px // mr * mr)) for px in (64, 128, 256)} | {pchunk, default.mc}
+        mcs = {min(pchunk, max(mr, px // mr * mr)) for px in (64, 128, 256)} | {pchunk, *(d.mc for d in mine)}
         for kc, mc in itertools.product(kcs, sorted(mcs)):
             s = Schedule("chanvec", mr, nv, kc, mc, tn=tn, tp=tp)
             try:

@@ -173,6 +173,28 @@ def test_candidates_of_a_chanvec_conv_offer_both_paths():
     assert all(np.isfinite(features(k.signature, c)).all() for c in cands)
 
 
+@needs_avx512
+def test_a_conv_on_the_other_gemm_gets_chanvec_candidates_where_the_path_runs():
+    """A 1x1 conv of K = 128 (the path's own rule leaves it to the other GEMM): its candidates hold
+    every channel-vector plan (30, fewer than a third of 300), and one of them compiles to that path
+    and computes the reference. A grouped conv, which the path cannot run, gets gemm candidates only."""
+    m, feeds = _model(1, 128, 14, 14, 64, 1, 1, 0, 1, "bias")
+    k = _conv_kernel(m, 1)
+    assert k.default.kind == "gemm"
+    cands = candidates(k.signature, k.default, 512)
+    plans = [c for c in cands if c.kind == "chanvec"]
+    assert len(cands) == 300 and len(plans) == 30 and set(plans) == set(chanvec_space(k.signature))
+    pick = Schedule("chanvec", mr=14, nv=2, kc=128, mc=126, tn=1, tp=1)
+    assert pick in chanvec_space(k.signature)
+    cm = _compile(m, 1, ScheduleTable({k.key: TableEntry(pick)}, "one"))
+    assert ".chanvec_micro" in cm.executable.compiled.llvm_ir
+    assert np.array_equal(cm.run(feeds)["y"], interpret(m, feeds)["y"])
+    grouped = {**k.signature, "attrs": {**k.signature["attrs"], "group": 2},
+               "inputs": [k.signature["inputs"][0], ["f32", [64, 64, 1, 1], True]]}
+    assert {c.kind for c in candidates(grouped, k.default, 512)} == {"gemm"}
+    assert {c.kind for c in candidates(k.signature, k.default, 256)} == {"gemm"}
+
+
 def test_a_large_space_is_sampled_with_both_paths():
     sig = {"op": "conv", "kind": "gemm", "threads": 2, "outputs": [["f32", [1, 256, 14, 14]]],
            "attrs": {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1},
