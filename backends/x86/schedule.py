@@ -5,9 +5,13 @@ gemm) and the depthwise conv choose: the register tile (``mr`` rows x ``nv`` vec
 blocking (``kc``, ``mc``, ``nc``), the vector width, the order of the two tile loops of the macro
 kernel, the split of the product into tasks over the threads (``tm`` x ``tn``; 0 = the task-grid
 cost model of gemm_grid.py) and, for the depthwise conv, whether a channel is copied into a
-zero-padded buffer first (``flat``). The default schedule is the backend's own cost-model choice
-(``gemm.blocking``, ``gemm_grid.task_grid``), so code generated without a tuning table is the code
-generated before schedules existed.
+zero-padded buffer first (``flat``). A schedule of kind ``chanvec`` is the plan of the conv path
+whose vectors run over output channels (kernels/conv_channel_vectors.py): a register tile of
+``mr`` output pixels x ``nv`` vectors of 16 channels, ``kc``, ``mc`` pixels per block, and ``tn``
+x ``tp`` tasks per image along the channels and the pixels. A conv kernel of the GEMM family takes
+either kind, and the kind picks the path. The default schedule is the backend's own cost-model
+choice (``gemm.blocking``, ``gemm_grid.task_grid``, ``conv_channel_vectors.plan``), so code
+generated without a tuning table is the code generated before schedules existed.
 
 A kernel is identified by its *signature*: the op, its attributes, its operands' dtypes, shapes and
 whether each is a compile-time constant, its results, and the thread count (``kernel_signature``;
@@ -26,6 +30,10 @@ from typing import Any, Mapping
 from nnc.ir import DType, InputError, Op
 
 GEMM_FIELDS = ("mr", "nv", "kc", "mc", "nc", "vector_bits", "order", "tm", "tn")
+CHANVEC_FIELDS = ("mr", "nv", "kc", "mc", "tn", "tp")
+FIELDS = {"gemm": GEMM_FIELDS, "dwconv": ("flat",), "chanvec": CHANVEC_FIELDS}  # what each kind's JSON holds
+CHANVEC_LANES = 16  # the channel-vector path is AVX-512 f32 only
+ZMM_REGISTERS = 31  # of 32: accumulators, the B vectors and one broadcast
 ORDERS = ("nm", "mn")  # the macro kernel's tile loops: columns outer (the default) or rows outer
 
 
@@ -35,25 +43,25 @@ class ScheduleError(InputError):
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    kind: str  # "gemm" or "dwconv"
-    mr: int = 0
-    nv: int = 0
+    kind: str  # "gemm", "dwconv" or "chanvec"
+    mr: int = 0  # gemm: rows of the register tile; chanvec: output pixels of it (they divide the row)
+    nv: int = 0  # vectors of the register tile (chanvec: of 16 output channels)
     kc: int = 0
-    mc: int = 0
+    mc: int = 0  # gemm: rows of a packed A block; chanvec: pixels of a block (a multiple of mr)
     nc: int = 0
     vector_bits: int = 0
     order: str = "nm"
     tm: int = 0  # 0: the task-grid cost model decides
-    tn: int = 0
+    tn: int = 0  # gemm: tasks along N (0: the cost model); chanvec: tasks along the output channels
     flat: int = -1  # dwconv: -1 the default rule, 0 direct loops, 1 a zero-padded copy of the plane
+    tp: int = 0  # chanvec: tasks along the output pixels (tn x tp tasks per image)
 
     def to_json(self) -> dict[str, Any]:
-        fields = GEMM_FIELDS if self.kind == "gemm" else ("flat",)
-        return {"kind": self.kind, **{f: getattr(self, f) for f in fields}}
+        return {"kind": self.kind, **{f: getattr(self, f) for f in FIELDS[self.kind]}}
 
     @classmethod
     def from_json(cls, d: Any) -> "Schedule":
-        if not isinstance(d, dict) or d.get("kind") not in ("gemm", "dwconv"):
+        if not isinstance(d, dict) or d.get("kind") not in FIELDS:
             raise ScheduleError(f"not a schedule: {d!r}")
         names = {f.name: f.type for f in dataclasses.fields(cls)}
         for k, v in d.items():
@@ -61,6 +69,15 @@ class Schedule:
                 raise ScheduleError(f"schedule: unknown field {k!r}")
             if k not in ("kind", "order") and (not isinstance(v, int) or isinstance(v, bool)):
                 raise ScheduleError(f"schedule: {k} must be an integer, got {v!r}")
+        if d["kind"] == "chanvec":
+            extra = sorted(set(d) - {"kind", *CHANVEC_FIELDS})
+            if extra:
+                raise ScheduleError(f"schedule: a chanvec schedule has no field {extra[0]!r}")
+            missing = [f for f in CHANVEC_FIELDS if f not in d]
+            if missing:
+                raise ScheduleError(f"schedule: a chanvec schedule needs {', '.join(missing)} {d}")
+        elif "tp" in d:
+            raise ScheduleError(f"schedule: a {d['kind']} schedule has no field 'tp'")
         s = cls(**d)
         if s.kind == "gemm":
             if min(s.mr, s.nv, s.kc, s.mc, s.nc) < 1 or s.mc % s.mr or min(s.tm, s.tn) < 0:
@@ -69,6 +86,8 @@ class Schedule:
                 raise ScheduleError(f"schedule: bad vector width or loop order {d}")
             if s.nc % (s.nv * s.vector_bits // 32):
                 raise ScheduleError(f"schedule: nc must be a multiple of the tile's columns {d}")
+        elif s.kind == "chanvec":
+            _check_chanvec(s, d)
         elif s.flat not in (-1, 0, 1):
             raise ScheduleError(f"schedule: flat must be -1, 0 or 1 {d}")
         return s
@@ -76,9 +95,26 @@ class Schedule:
     def text(self) -> str:
         if self.kind == "dwconv":
             return {-1: "dw default", 0: "dw direct", 1: "dw padded copy"}[self.flat]
+        if self.kind == "chanvec":
+            return f"chanvec tile {self.mr}px x {self.nv}v kc{self.kc} mc{self.mc} tasks {self.tn}ch x {self.tp}px"
         grid = f"{self.tm}x{self.tn}" if self.tm else "auto"
         return (f"tile {self.mr}x{self.nv}v{self.vector_bits} kc{self.kc} mc{self.mc} nc{self.nc} "
                 f"{self.order} grid {grid}")
+
+
+def _check_chanvec(s: Schedule, d: Mapping[str, Any]) -> None:
+    """What a channel-vector plan needs whatever the conv: a tile of 1-16 pixels (a masked load of one
+    vector each) x 1-4 vectors whose accumulators, B vectors and broadcast fit the zmm registers,
+    blocks of whole tiles, at least one task each way."""
+    if not (1 <= s.mr <= CHANVEC_LANES and 1 <= s.nv <= 4):
+        raise ScheduleError(f"schedule: a chanvec tile has 1-{CHANVEC_LANES} pixels and 1-4 vectors {dict(d)}")
+    if s.mr * s.nv + s.nv + 1 > ZMM_REGISTERS:
+        raise ScheduleError(f"schedule: a chanvec tile of {s.mr} x {s.nv} vectors needs more than "
+                            f"{ZMM_REGISTERS} registers {dict(d)}")
+    if s.kc < 1 or s.mc < s.mr or s.mc % s.mr:
+        raise ScheduleError(f"schedule: chanvec kc must be positive and mc a multiple of mr {dict(d)}")
+    if s.tn < 1 or s.tp < 1:
+        raise ScheduleError(f"schedule: chanvec tn and tp (tasks per image) must be positive {dict(d)}")
 
 
 def gemm_default(blk: Any) -> Schedule:
@@ -135,8 +171,12 @@ class ScheduleTable:
         self.digest = digest
 
 
-def choose(k: Any, op: Op, kind: str, default: Schedule) -> tuple[Schedule, str | None, str]:
-    """(schedule, signature key, source) for ``op``: the table's entry for its signature, else the default."""
+def choose(k: Any, op: Op, kind: str, default: Schedule, accepts: tuple[str, ...] | None = None
+           ) -> tuple[Schedule, str | None, str]:
+    """(schedule, signature key, source) for ``op``: the table's entry for its signature, else the default.
+
+    ``kind`` names the kernel family in the signature; ``accepts`` the schedule kinds the kernel can
+    run (default: ``kind`` alone; a conv of the GEMM family also runs ``chanvec`` schedules)."""
     table: ScheduleTable | None = k.cg.schedule_table
     if table is None:
         return default, None, "default"
@@ -148,9 +188,10 @@ def choose(k: Any, op: Op, kind: str, default: Schedule) -> tuple[Schedule, str 
     entry = table.entries.get(key)
     if entry is None or entry.kept_default:
         return default, key, "default"
-    if entry.schedule.kind != kind:
+    accepts = accepts or (kind,)
+    if entry.schedule.kind not in accepts:
         raise ScheduleError(f"tuning db {table.source}: kernel {key} ({op.opname}) has a {entry.schedule.kind} "
-                            f"schedule, the kernel needs {kind}")
+                            f"schedule, the kernel needs {' or '.join(accepts)}")
     return entry.schedule, key, "db"
 
 

@@ -162,12 +162,12 @@ def add_tune_command(sub: Any) -> None:
                        description="For every distinct conv/matmul/gemm kernel of MODEL (compiled for x86 on this "
                     "CPU), compile "
                     "candidate schedules (register tile, cache blocking, vector width, loop order, thread split, "
-                    "depthwise padding copy) one kernel at a time, check each output equals the default "
-                    "schedule's, time them (warm, median) and append every measurement to --db. A learned cost "
-                    "model picks which candidates to measure. Then the best few per kernel are timed inside the "
-                    "whole model (per-kernel profiler) and a kernel keeps a tuned schedule only if it wins there. "
-                    "Resumable: measurements already in --db are not "
-                    "repeated. Then: nnc compile MODEL -t x86 --tuning-db FILE.",
+                    "depthwise padding copy, which of the two conv GEMMs) one kernel at a time, check each output "
+                    "equals the default schedule's, time them (warm, median) and append every measurement to "
+                    "--db. A learned cost model picks which candidates to measure. Then the best few per kernel "
+                    "are timed inside the whole model (per-kernel profiler) and a kernel keeps a tuned schedule "
+                    "only if it wins there. Resumable: measurements already in --db are not repeated. Then: "
+                    "nnc compile MODEL -t x86 --tuning-db FILE.",
         epilog="examples:\n"
                "  nnc tune resnet18.onnx --trials 24 --time-budget 600 --db tune.jsonl\n"
                "  nnc tune m.onnx --db tune.jsonl --ray auto      # measuring nodes need this CPU's resource\n"

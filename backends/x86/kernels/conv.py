@@ -7,7 +7,9 @@ columns are never materialised: a 1x1 stride-1 unpadded conv reads the image as 
 other conv packs B panels straight from the image (implicit im2col: each KC x NR panel is gathered
 with per-column base coordinates computed once per block, zeros where a tap falls in the padding).
 Short output rows (7-28 pixels) with a deep contraction take conv_channel_vectors.py instead, whose
-vectors run over output channels, so a 7x7 or 14x14 plane pads nothing. Depthwise convs (one
+vectors run over output channels, so a 7x7 or 14x14 plane pads nothing; its plan is then the
+default schedule (kind chanvec), and a tuning database's schedule for the conv picks the path by
+its kind (gemm: this GEMM, chanvec: that one). Depthwise convs (one
 input channel per group) are a direct loop over output rows per channel whose inner loop over
 output columns has its padding bounds hoisted, so it vectorises. Everything else (integer and half
 dtypes, conv_transpose, col2im, deform_conv) is a straightforward loop nest that accumulates like
@@ -102,20 +104,26 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     Pin, P, KK = math.prod(insp), math.prod(outsp), math.prod(ks)
     Kdim = cg * KK
     f64 = out.dtype == DType.f64
-    blk = blocking(k.target, f64, mg, P)
-    sched, key, source = choose(k, op, "gemm", gemm_default(blk))
+    blk = blocking(k.target.vector_bits, f64, mg, P)
+    warr = const_array(k, w)
+    # short output rows and a deep contraction: vectors over output channels instead. That plan is
+    # then the default schedule (kind chanvec); a tuning db's schedule picks the path by its kind
+    chanvec = n == 2 and G == 1 and not f64 and isinstance(N, int) and warr is not None
+    cvp = channel_vectors.plan(k.target, max(1, getattr(k.cg, "threads", 1)), M, Kdim, KK, P, outsp[-1],
+                               s) if chanvec else None
+    default = gemm_default(blk) if cvp is None else channel_vectors.schedule_of(cvp)
+    sched, key, source = choose(k, op, "gemm", default, accepts=("gemm", "chanvec"))
+    if sched.kind == "chanvec":
+        where = f"tuning db: kernel {key} (conv {op.results[0].name})"
+        if not chanvec:
+            raise ScheduleError(f"{where}: a chanvec schedule needs a 2-D f32 conv of one group with constant "
+                                f"filters and a static batch")
+        cvp = channel_vectors.plan_from_schedule(sched, k.target.vector_bits, M, Kdim, P, outsp[-1], s, where)
+        channel_vectors.emit(k, op, cvp, warr, ks, s, d, p)
+        record(k, op, key, sched, source)
+        return
     if source == "db":
         blk = from_schedule(sched, f64)
-    warr = const_array(k, w)
-    cvp = None
-    # short output rows and a deep contraction: vectors over output channels instead (a tuned
-    # schedule from a tuning db is one of this GEMM's)
-    if source != "db" and n == 2 and G == 1 and not f64 and isinstance(N, int) and warr is not None:
-        cvp = channel_vectors.plan(k.target, max(1, getattr(k.cg, "threads", 1)), M, Kdim, KK, P,
-                                     outsp[-1], s)
-    if cvp is not None:
-        channel_vectors.emit(k, op, cvp, warr, ks, s, d, p)
-        return
 
     def gidx(kb, bi):
         return kb.b.srem(bi, const_int(G))

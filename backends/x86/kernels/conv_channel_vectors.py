@@ -16,6 +16,12 @@ Each task (an image and a range of output channels or of pixels) computes C^T bl
 block of pixels gets all K slices into a task-local buffer ``[pixels][channels]`` (bias in the
 microkernel), then is transposed (16 x 16 at a time, in registers) into the NCHW output, where a
 fused group's epilogue runs on it while it is in cache.
+
+The blocking is a ``Plan``; as a schedule of kind ``chanvec`` (schedule.py) it is what ``nnc tune``
+searches: ``plan`` gives the default, ``schedule_of`` turns a plan into its schedule and
+``plan_from_schedule`` a schedule (from a tuning database) back into the plan of one conv, or a
+``ScheduleError`` when the conv cannot run it (a tile that does not divide the output row, a task
+with no channels or pixels...). The default schedule gives back the default plan exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import TYPE_CHECKING
 from llvmlite import ir
 
 from ..llvm_types import F32, I1, I32, I64, PTR, const_int, for_range
+from ..schedule import Schedule, ScheduleError
 from .gemm import (
     Blocking,
     Epilogue,
@@ -100,11 +107,50 @@ def plan(target, threads: int, M: int, K: int, KK: int, P: int, OW: int, stride:
         tp = threads
     else:
         tn = max(1, min(threads, _ceil(M, nr)))
-    nchunk = _ceil(_ceil(M, tn), nr) * nr
-    pchunk = _ceil(_ceil(P, mr), tp) * mr
+    nchunk, pchunk = chunks(M, P, mr, nv, tn, tp)
     # the A block (MC x KC) and the C^T block (MC x nchunk) stay in L2
     mc = min(pchunk, max(mr, min(65536 // kc, 65536 // nchunk) // mr * mr))
-    return Plan(Blocking(F32, LANES, mr, nr, min(kc, K), mc, nchunk), mc, tn, nchunk, tp, pchunk)
+    return _plan(mr, nv, min(kc, K), mc, tn, tp, M, P)
+
+
+def chunks(M: int, P: int, mr: int, nv: int, tn: int, tp: int) -> tuple[int, int]:
+    """(output channels, output pixels) of one task when an image is split into ``tn`` x ``tp`` tasks."""
+    nr = nv * LANES
+    return _ceil(_ceil(M, tn), nr) * nr, _ceil(_ceil(P, mr), tp) * mr
+
+
+def _plan(mr: int, nv: int, kc: int, mc: int, tn: int, tp: int, M: int, P: int) -> Plan:
+    nchunk, pchunk = chunks(M, P, mr, nv, tn, tp)
+    return Plan(Blocking(F32, LANES, mr, nv * LANES, kc, mc, nchunk), mc, tn, nchunk, tp, pchunk)
+
+
+def schedule_of(plan_: Plan) -> Schedule:
+    """The ``chanvec`` schedule of a plan."""
+    blk = plan_.blk
+    return Schedule("chanvec", mr=blk.MR, nv=blk.nv, kc=blk.KC, mc=plan_.MC, tn=plan_.tn, tp=plan_.tp)
+
+
+def plan_from_schedule(sched: Schedule, vector_bits: int, M: int, K: int, P: int, OW: int,
+                       stride: tuple[int, ...], where: str) -> Plan:
+    """The plan a ``chanvec`` schedule asks for, for a conv of ``M`` output channels, contraction
+    ``K``, ``P`` output pixels in rows of ``OW`` (``where`` names the kernel in errors)."""
+    def bad(why: str) -> ScheduleError:
+        return ScheduleError(f"{where}: the chanvec schedule {sched.text()} does not fit: {why}")
+
+    if vector_bits != 512:
+        raise bad("the channel-vector conv is for AVX-512 targets only")
+    if stride[-1] not in (1, 2):
+        raise bad(f"the row stride is {stride[-1]} (the path packs rows at stride 1 or 2)")
+    if OW % sched.mr:
+        raise bad(f"a tile of {sched.mr} pixels does not divide the {OW}-pixel output rows")
+    if sched.kc > K:
+        raise bad(f"kc {sched.kc} is deeper than the contraction ({K})")
+    nchunk, pchunk = chunks(M, P, sched.mr, sched.nv, sched.tn, sched.tp)
+    if sched.mc > pchunk:
+        raise bad(f"mc {sched.mc} is more pixels than a task has ({pchunk})")
+    if (sched.tn - 1) * nchunk >= M or (sched.tp - 1) * pchunk >= P:
+        raise bad(f"some of the {sched.tn} x {sched.tp} tasks of an image would have no channels or pixels")
+    return _plan(sched.mr, sched.nv, sched.kc, sched.mc, sched.tn, sched.tp, M, P)
 
 
 def emit(k, op, plan_: Plan, warr: np.ndarray, ks, s, d, p) -> None:

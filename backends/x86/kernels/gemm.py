@@ -88,7 +88,7 @@ class Blocking:
         return ir.VectorType(self.et, self.lanes)
 
 
-def blocking(target, f64: bool, M: int, N: int) -> Blocking:
+def blocking(vector_bits: int, f64: bool, M: int, N: int) -> Blocking:
     """Register and cache blocking for the target's widest vectors.
 
     Accumulators take MR * NR/lanes registers: 12 x 2 (or 8 x 3) of the 32 zmm registers on
@@ -96,12 +96,12 @@ def blocking(target, f64: bool, M: int, N: int) -> Blocking:
     N least is taken (8 x 3 fits a 64-channel conv exactly, where 12 rows waste 11%), 12 x 2 unless
     the other saves more than 3%. The KC x NR B micro-panel (32-36 KiB for f32) fits L1; the MC x KC
     A block fits L2. Small M or N shrink the tile so little work is padding."""
-    lanes = target.vector_bits // (64 if f64 else 32)
-    mr = 12 if target.vector_bits == 512 else 6
+    lanes = vector_bits // (64 if f64 else 32)
+    mr = 12 if vector_bits == 512 else 6
     nv = 2
     if N <= lanes:
-        nv, mr = 1, mr * 2 if target.vector_bits == 512 else mr
-    elif target.vector_bits == 512 and M > 8:
+        nv, mr = 1, mr * 2 if vector_bits == 512 else mr
+    elif vector_bits == 512 and M > 8:
         def padded(r: int, v: int) -> int:
             return _ceil(M, r) * r * _ceil(N, v * lanes) * v * lanes
         if padded(8, 3) < 0.97 * padded(12, 2):

@@ -190,7 +190,7 @@ def lower_matmul(k, op: Op) -> None:
 
 def _schedule(k, op: Op, f64: bool, M: Size, N: Size) -> tuple[Blocking, Schedule, str | None, str]:
     """The blocking, the schedule (schedule.py: a tuned one from the table, else the default) and its key."""
-    blk = blocking(k.target, f64, size_hint(M), size_hint(N))
+    blk = blocking(k.target.vector_bits, f64, size_hint(M), size_hint(N))
     sched, key, source = choose(k, op, "gemm", gemm_default(blk))
     return (from_schedule(sched, f64) if source == "db" else blk), sched, key, source
 

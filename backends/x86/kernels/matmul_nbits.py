@@ -299,7 +299,7 @@ def _gemm(k, op: Op, M, N: int, woff: int, lay: Layout) -> None:
     """``a @ w`` as gemm.py's packed GEMM, B's panels decoded from the repacked records (module doc)."""
     K, bits, bs = op.attrs["K"], op.attrs["bits"], op.attrs["block_size"]
     has_zp = lay.zero_points
-    blk = blocking(k.target, False, M if isinstance(M, int) else M.hint, N)
+    blk = blocking(k.target.vector_bits, False, M if isinstance(M, int) else M.hint, N)
 
     def pack(kb, buf, scratch, bi, k0, kc, n0, n_end, blk) -> None:
         b = kb.b
