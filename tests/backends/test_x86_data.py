@@ -65,6 +65,35 @@ def test_transpose_tiled_and_parallel(shape, perm):
     run("transpose", [RNG.standard_normal(shape).astype(np.float32)], perm=list(perm))
 
 
+# batched 2-D transposes of 4-byte elements in 16x16 register tiles (kernels/transpose2d.py): ragged
+# edges in both directions, several batch entries, int32 moved as bits; and permutations that are not
+# such a transpose (the copy engine)
+TRANSPOSE_2D = [((1, 96, 7, 9), (0, 2, 3, 1), np.float32), ((2, 13, 5, 19), (0, 3, 1, 2), np.float32),
+                ((3, 40, 17), (0, 2, 1), np.int32), ((33, 16), (1, 0), np.uint32),
+                ((2, 3, 24, 10), (0, 1, 3, 2), np.float32), ((9, 20), (1, 0), np.float32)]
+
+
+@pytest.mark.parametrize("shape,perm,dt", TRANSPOSE_2D)
+def test_transpose_as_2d_tiles(shape, perm, dt):
+    from nnc.backends.x86.kernels import transpose2d
+
+    batch, rows, cols = transpose2d.as_2d(shape, list(perm))
+    assert batch * rows * cols == int(np.prod(shape))
+    x = (RNG.standard_normal(shape) * 1000).astype(dt)
+    run("transpose", [x], perm=list(perm))
+
+
+def test_transpose_2d_detection():
+    from nnc.backends.x86.kernels.transpose2d import as_2d
+
+    assert as_2d((1, 96, 56, 56), [0, 2, 3, 1]) == (1, 96, 3136)
+    assert as_2d((2, 56, 56, 96), [0, 3, 1, 2]) == (2, 3136, 96)
+    assert as_2d((4, 5), [1, 0]) == (1, 4, 5)
+    assert as_2d((2, 3, 4), [0, 1, 2]) is None  # identity
+    assert as_2d((2, 3, 4, 5), [3, 0, 2, 1]) is None
+    assert as_2d((2, 3, 4, 5), [0, 2, 1, 3]) is None  # the innermost axis stays: not a 2-D transpose
+
+
 def test_large_copy_is_chunked():
     run("reshape", [RNG.standard_normal((700, 600))], shape=[600, 700])
 

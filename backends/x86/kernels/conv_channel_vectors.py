@@ -46,6 +46,7 @@ from .gemm import (
     pack_b_const,
     splat,
 )
+from .transpose2d import transpose16
 
 if TYPE_CHECKING:
     import numpy as np
@@ -246,23 +247,6 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, ks, s, d, p) -> None:
     k.parallel_for(N * tn * tp, body, name="convcv")
 
 
-def _transpose16(b: ir.IRBuilder, v: list) -> list:
-    """The 16 x 16 transpose of 16 vectors: four butterfly stages of two-source shuffles, stage ``s``
-    swapping element (i, j) with (i ^ s, j ^ s) where bit s of i is clear and bit s of j is set."""
-    v = list(v)
-    n = len(v)
-    s = n // 2
-    while s:
-        lo = ir.Constant(ir.VectorType(I32, n), [j if not j & s else n + j - s for j in range(n)])
-        hi = ir.Constant(ir.VectorType(I32, n), [j + s if not j & s else n + j for j in range(n)])
-        for i in range(n):
-            if not i & s:
-                a, c = v[i], v[i + s]
-                v[i], v[i + s] = b.shuffle_vector(a, c, lo), b.shuffle_vector(a, c, hi)
-        s //= 2
-    return v
-
-
 def _transpose_out(b, blk: Blocking, cbuf, ldc: int, ybase, P: int, n0, n1, p0, mcur) -> None:
     """C^T block ``cbuf[q*ldc + j]`` -> ``Y[(n0 + j)*P + p0 + q]`` for j < n1 - n0, q < mcur.
 
@@ -286,7 +270,7 @@ def _transpose_out(b, blk: Blocking, cbuf, ldc: int, ybase, P: int, n0, n1, p0, 
             src = gep(b, cbuf, b.add(b.mul(q, const_int(ldc)), j), et)
             rows = [b.load(gep(b, src, r * ldc, et), typ=blk.vt, align=4) for r in range(L)]
             ydst = gep(b, ybase, b.add(b.mul(b.add(n0, j), const_int(P)), b.add(p0, q)), et)
-            for r, vec in enumerate(_transpose16(b, rows)):
+            for r, vec in enumerate(transpose16(b, rows)):
                 b.store(vec, gep(b, ydst, r * P, et), align=4)
         scalar(j, b.add(j, const_int(L)), q16, mcur)  # the pixels past the last 16
     scalar(n16, nl, const_int(0), mcur)  # the channels past the last 16

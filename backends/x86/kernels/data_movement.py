@@ -26,6 +26,7 @@ from nnc.ir import DType, Op, Value
 from ..llvm_types import I1, I64, PTR, const_int, for_range, ll_type
 from . import dims as dm
 from . import strided_copy as sc
+from . import transpose2d
 from .registry import lowering
 from .strided_copy import PAR_BYTES, TILE, Ptr, emit_strided_copy
 
@@ -394,6 +395,9 @@ def lower_transpose(k, op: Op) -> None:
     perm = list(reversed(range(r))) if perm is None else [p % r for p in perm]
     if not static_dims(k, x):
         emit_strided_copy(k, _out(0), _arg(0), sc.transpose_layout(x, perm), x.dtype)
+        return
+    if transpose2d.applies(k, tuple(x.shape), perm, x.dtype.itemsize):  # 16 x 16 tiles in registers
+        transpose2d.emit(k, tuple(x.shape), perm)
         return
     st = row_major(x.shape)
     emit_copy(k, _out(0), _arg(0), [np.arange(x.shape[p], dtype=np.int64) * st[p] for p in perm], x.dtype)
