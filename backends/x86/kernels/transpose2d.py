@@ -19,6 +19,7 @@ from llvmlite import ir
 
 from ..llvm_types import I1, I32, const_int, for_range
 from .gemm_microkernel import gep, imin, masked_load, masked_store, splat
+from .strided_copy import PAR_BYTES
 
 LANES = 16
 
@@ -89,4 +90,8 @@ def emit(k, shape: tuple[int, ...], perm: list[int]) -> None:
                 live = b.and_(row_lanes, splat(b, b.icmp_signed("<", const_int(r), ncol), mt))
                 masked_store(b, v, gep(b, dst, b.mul(b.add(j0, const_int(r)), const_int(rows)), I32), live)
 
-    k.parallel_for(batch * strips, body, name="transpose")
+    if batch * rows * cols * 4 >= PAR_BYTES and getattr(k.cg, "threads", 1) > 1:
+        k.parallel_for(batch * strips, body, name="transpose")
+    else:  # too little to pay for waking the workers
+        with for_range(k.b, batch * strips, "tstrip") as t:
+            body(k, t)
