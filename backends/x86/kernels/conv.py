@@ -369,14 +369,21 @@ def _depthwise_vector(kb, window, xin, yo, bias, wts, lanes: int) -> None:
     partly padded ones read zeros."""
     vt = ir.VectorType(F32, lanes)
 
-    def reduce(b, taps):
-        chains: dict[int, ir.Value] = {}
-        for (i, j), v in taps:
-            w = splat(b, wts[i][j], vt)
-            c = i % DW_CHAINS
-            chains[c] = b.fmul(v, w) if c not in chains else fmuladd(b, v, w, chains[c])
-        return b.fadd(wv.tree(b, list(chains.values()), lambda b, x, y: b.fadd(x, y)), splat(b, bias, vt))
-    wv.plane(kb, window, xin, yo, F32, lanes, ir.Constant(F32, 0.0), reduce, rows_per_step=DW_ROWS)
+    def reduce(b, row_taps):
+        chains: list[dict[int, ir.Value]] = [{} for _ in row_taps]
+        by_tap_row: dict[int, list] = {}  # tap row -> [(output row, j, vector)]
+        for q, taps in enumerate(row_taps):
+            for (i, j), v in taps:
+                by_tap_row.setdefault(i, []).append((q, j, v))
+        for i in sorted(by_tap_row):  # a tap row's weights serve every output row while in registers
+            for q, j, v in by_tap_row[i]:
+                w = splat(b, wts[i][j], vt)
+                acc, c = chains[q], i % DW_CHAINS
+                acc[c] = b.fmul(v, w) if c not in acc else fmuladd(b, v, w, acc[c])
+        return [b.fadd(wv.tree(b, list(acc.values()), lambda b, x, y: b.fadd(x, y)), splat(b, bias, vt))
+                for acc in chains]
+    wv.plane(kb, window, xin, yo, F32, lanes, ir.Constant(F32, 0.0), reduce, rows_per_step=DW_ROWS,
+             group_reduce=True)
 
 
 def flat_allowed(s, insp, p) -> bool:

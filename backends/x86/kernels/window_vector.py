@@ -62,7 +62,8 @@ def applies(g) -> bool:
 
 def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.Constant,
           reduce: Callable, finish: Callable | None = None,
-          counts: tuple[np.ndarray, np.ndarray] | None = None, rows_per_step: int = 1) -> None:
+          counts: tuple[np.ndarray, np.ndarray] | None = None, rows_per_step: int = 1,
+          group_reduce: bool = False) -> None:
     """The plane at ``xin`` (``g.in_dims``, row-major) into the plane at ``yout`` (``g.out``).
 
     ``reduce(b, taps)`` makes one vector of outputs from its taps, a list of ((i, j), vector) in
@@ -70,7 +71,9 @@ def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.
     at least ``[((0, 0), pad)]``); ``finish(b, acc, count)`` then makes the stored vector, ``count``
     the per-lane tap counts from ``counts`` (the per-output-row and per-output-column tap counts,
     whose product is a window's). ``rows_per_step`` interior output rows go together, sharing the
-    loads of the input rows their windows overlap on (a conv's filter: its weights too).
+    loads of the input rows their windows overlap on (a conv's filter: its weights too); with
+    ``group_reduce``, ``reduce(b, [taps of each row])`` makes all their vectors at once (and may
+    interleave the rows' work, e.g. to use each weight on every row while it is in a register).
     """
     b = kb.b
     OH, OW = g.out
@@ -112,8 +115,8 @@ def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.
         pointer), its tap count). A tap's vector is loaded once for all the rows that read it."""
         n = L if c0 is None else min(L, OW - c0)
         loaded: dict[tuple[int, int], ir.Value] = {}
-        outs = []
-        for rows, count_h in group:
+        row_taps = []
+        for rows, _ in group:
             taps = []
             for i, rp in rows:
                 for j in range(KW):
@@ -128,7 +131,10 @@ def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.
                         ptr = b.gep(rp, [b.add(b.mul(col0, const_int(sw)), const_int(j * dw - bw))], source_etype=t)
                         loaded[key] = tap(ptr, live)
                     taps.append(((i, j), loaded[key]))
-            acc = reduce(b, taps or [((0, 0), pad_vec)])
+            row_taps.append(taps or [((0, 0), pad_vec)])
+        accs = reduce(b, row_taps) if group_reduce else [reduce(b, taps) for taps in row_taps]
+        outs = []
+        for acc, (_, count_h) in zip(accs, group):
             if finish is not None:
                 if c0 is None:
                     cnt = [count_h * KW] * L
