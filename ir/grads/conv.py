@@ -7,7 +7,11 @@ channel-swapped weights (``input_grad``), because backends run conv as an implic
 conv_transpose is a gather loop (35x slower on x86 for a 64-channel 3x3 layer). ``dw`` is a
 convolution of the input, channels and batch swapped, with the output cotangent as its kernel,
 strides and dilations exchanged, cropped to the kernel size (``weight_grad``). Groups stay one
-grouped convolution (groups x batch become input channels), never a loop over groups.
+grouped convolution (groups x batch become input channels), never a loop over groups. An ungrouped
+1-D or 2-D conv with static shapes takes the ``conv_weight_grad`` op instead: that convolution's
+"kernel" is the whole output cotangent and its output a few taps, a shape conv kernels run at a
+fraction of their speed, while the op is a GEMM over the pixels (dw[M, C*K] = dy[M, N*out] @
+im2col(x)^T) a backend can run as such.
 ``conv_transpose`` is the adjoint of ``conv`` with the same weight layout, so its cotangents are a
 plain ``conv`` (dx) and the same ``weight_grad`` with the roles exchanged.
 """
@@ -179,7 +183,10 @@ def _conv(b, op, cts):
     p = resolve_pads(op.attrs["auto_pad"], xs[2:], kernel, s, d, op.attrs["pads"])
     group = op.attrs["group"]
     dx = input_grad(b, g, w, xs[2:], s, d, p, group)
-    if is_static(xs):
+    if is_static(xs) and group == 1 and n <= 2:
+        dw = b.op("conv_weight_grad", x, g, kernel_shape=list(kernel), strides=list(s), dilations=list(d),
+                  pads=list(p), group=1)
+    elif is_static(xs):
         dw = weight_grad(b, x, g, kernel, s, d, p, group)
     else:
         dw = weight_grad_by_gemm(b, x, g, kernel, s, d, p, group)

@@ -378,6 +378,18 @@ def _loop_acc(b, acc_t, fl, s, x, y):
     return b.fadd(s, b.fmul(x, y)) if fl else b.add(s, b.mul(x, y))
 
 
+def tap_input(b, o, taps, insp, s, d, p) -> tuple[ir.Value, ir.Value]:
+    """(inside, flat input index) of kernel tap ``taps`` at output position ``o`` (per-axis lists):
+    input position ``o*s - pad + t*d`` on every axis, inside the image or not (then in the padding)."""
+    valid = ir.Constant(I1, 1)
+    idx = const_int(0)
+    for i in range(len(insp)):
+        pos = b.add(b.mul(o[i], const_int(s[i])), b.sub(b.mul(taps[i], const_int(d[i])), const_int(p[i])))
+        valid = b.and_(valid, b.icmp_unsigned("<", pos, const_int(insp[i])))
+        idx = b.add(b.mul(idx, const_int(insp[i])), pos)
+    return valid, idx
+
+
 def _conv_loops(k, op: Op, N, C, M, G, insp, outsp, ks, s, d, p) -> None:
     """Any dtype, any rank: y[n, m, o] = sum_{c, t} x[n, g*cg + c, o*s - pad + t*d] * w[m, c, t]."""
     out = op.results[0]
@@ -386,7 +398,6 @@ def _conv_loops(k, op: Op, N, C, M, G, insp, outsp, ks, s, d, p) -> None:
     fl = dt.is_float
     cg, mg = C // G, M // G
     Pin, P, KK = math.prod(insp), math.prod(outsp), math.prod(ks)
-    n = len(insp)
     has_bias = len(op.operands) > 2
 
     def widen(b, v):
@@ -406,13 +417,7 @@ def _conv_loops(k, op: Op, N, C, M, G, insp, outsp, ks, s, d, p) -> None:
             b.store(init, acc)
             with for_range(b, cg, "cc") as c:
                 with for_range(b, KK, "ct") as tap:
-                    tt = _decompose(b, tap, ks)
-                    valid = ir.Constant(I1, 1)
-                    idx = const_int(0)
-                    for i in range(n):
-                        pos = b.add(b.mul(o[i], const_int(s[i])), b.sub(b.mul(tt[i], const_int(d[i])), const_int(p[i])))
-                        valid = b.and_(valid, b.icmp_unsigned("<", pos, const_int(insp[i])))
-                        idx = b.add(b.mul(idx, const_int(insp[i])), pos)
+                    valid, idx = tap_input(b, o, _decompose(b, tap, ks), insp, s, d, p)
                     with b.if_then(valid):
                         xv = widen(b, b.load(gep(b, xb, b.add(b.mul(c, const_int(Pin)), idx), t), typ=t))
                         wv = widen(b, b.load(gep(b, wb, b.add(b.mul(c, const_int(KK)), tap), t), typ=t))
