@@ -40,9 +40,11 @@ from .gemm import (
     emit_gemm,
     from_schedule,
     gep,
+    heap_free,
     masked_gather,
     masked_load,
     pack_a_const,
+    pack_a_once,
     splat,
 )
 from .linalg import const_array, entry_alloca
@@ -105,6 +107,7 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     if source == "db":
         blk = from_schedule(sched, f64)
     warr = const_array(k, w)
+    araw = None
     cvp = None
     # short output rows and a deep contraction: vectors over output channels instead (a tuned
     # schedule from a tuning db is one of this GEMM's)
@@ -127,6 +130,12 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
         per = packed[0].size
         woff = k.packed_constant(f"{w.name}.packed_a", np.concatenate(packed), replaces=k.arg(1))  # raw never read
         aop = Packed(woff, (lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(per))) if G > 1 else None)
+    elif isinstance(N, int) and N > 1:
+        # weights that are an input (a training step's parameters, a gradient's flipped filters):
+        # packed once here, not by every image's tasks
+        aptr, araw = pack_a_once(k, blk, lambda kb: kb.arg(1), mg, Kdim, G)
+        per = Kdim * (-(-mg // blk.MR) * blk.MR)
+        aop = Packed(0, (lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(per))) if G > 1 else None, shared=0)
     else:
         aop = Strided(lambda kb: kb.arg(1), Kdim, 1,
                       (lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(mg * Kdim))) if G > 1 else None)
@@ -150,7 +159,9 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     # (hint 1), which a batch of one needs; every image's tasks then go to the pool at once
     batch = N * G if isinstance(N, int) else RunDim(lambda kb: dim_mul(kb.b, kb.shape(x)[0], G), hint=1)
     emit_gemm(k, blk, mg, P, Kdim, aop, bop, cop, epi, batch=batch, name="conv", grid=(sched.tm, sched.tn),
-              order=sched.order)
+              order=sched.order, shared=(aptr,) if araw is not None else ())
+    if araw is not None:
+        heap_free(k.b, araw)
     record(k, op, key, dataclasses.replace(sched, tm=k.gemm_grid[0], tn=k.gemm_grid[1]), source)
 
 
