@@ -5,7 +5,8 @@ and the reference cannot disagree about where windows sit. For each axis and out
 range of kernel taps that land inside the input is a compile-time table; the kernel loops over
 those taps only (padding never wins a max and adds nothing to a sum), so there are no bounds checks
 in the inner loop. The indices form of max_pool scans whole windows, padding included (as
-``lowest``), because the reference's argmax does; it is rare and not performance-critical.
+``lowest``), because the reference's argmax does, except in the vectorised interior (row-major
+indices, as a gradient reads them), where every tap is inside.
 Work is split over N*C planes; the batch N may be read at run time (shape-generic code), the rest
 of the shape is static.
 """
@@ -158,8 +159,9 @@ def lower_max_pool(k, op: Op) -> None:
         if fast is None:
             _windows(kb, p, nc, window)
         else:
-            _interior_rows(kb, g, nc, fast, window, dt, t)
-    fast = None if with_indices else _interior(g)
+            _interior_rows(kb, g, nc, fast, window, dt, t, beats=gt if with_indices else None)
+    # the indices in row-major order (what the gradient reads) take the fast interior too
+    fast = None if with_indices and op.attrs["storage_order"] else _interior(g)
     _planes(k, x, p.in_size * dt.itemsize, plane)
 
 
@@ -180,12 +182,14 @@ def _interior(g: _Geometry) -> list[tuple[int, int]] | None:
 
 
 def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: ir.Type,
-                   reduce=None, finish=None) -> None:
+                   reduce=None, finish=None, beats=None) -> None:
     """max_pool of one plane with the interior vectorisable: every output row whose windows are
     inside the input in height runs its interior columns through a loop with the taps unrolled and
     no bounds (LLVM vectorises it over the output columns: plain vector loads at stride 1,
     interleaved loads otherwise; short rows as masked full-width vectors); border windows use the
-    general per-window code. ``reduce(b, acc, v)`` / ``finish(b, acc)`` replace the max (avg_pool)."""
+    general per-window code. ``reduce(b, acc, v)`` / ``finish(b, acc)`` replace the max (avg_pool).
+    ``beats(b, v, acc)``: also the row-major argmax into the second result, a tap replacing the
+    running max only when it beats it (the first of equal maxima wins, as in the reference)."""
     b = kb.b
     (rlo, rhi), (clo, chi) = fast
     OH, OW = g.out
@@ -218,12 +222,20 @@ def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: i
                     for_range(b, chi, "pow", start=clo)
                 with loop as ow:
                     iw0 = b.sub(b.mul(ow, const_int(sw)), const_int(g.begins[1]))
-                    acc = None
+                    acc = arg = None
+                    at = b.add(b.mul(b.add(b.mul(nc, const_int(H)), ih0), const_int(W)), iw0)  # tap 0, flat
                     for i in range(KH):
                         for j in range(KW):
                             v = b.load(b.gep(rows[i], [b.add(iw0, const_int(j * dw))], source_etype=t,
                                              inbounds=True), typ=t)
-                            if acc is None:
+                            if beats is not None:
+                                tap = b.add(at, const_int(i * dh * W + j * dw))
+                                if acc is None:
+                                    acc, arg = v, tap
+                                else:
+                                    win = beats(b, v, acc)
+                                    acc, arg = b.select(win, v, acc), b.select(win, tap, arg)
+                            elif acc is None:
                                 acc = v if reduce is None else reduce(b, None, v)
                             elif reduce is not None:
                                 acc = reduce(b, acc, v)
@@ -233,6 +245,9 @@ def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: i
                                 cmp = b.icmp_signed if dt.is_signed else b.icmp_unsigned
                                 acc = b.select(cmp(">", v, acc), v, acc)
                     b.store(acc if finish is None else finish(b, acc), b.gep(yrow, [ow], source_etype=t, inbounds=True))
+                    if arg is not None:
+                        oi = b.add(b.mul(nc, const_int(OH * OW)), b.add(b.mul(oh, const_int(OW)), ow))
+                        b.store(arg, b.gep(kb.out(1), [oi], source_etype=I64, inbounds=True))
                 border(oh, chi, OW)
             with other:
                 border(oh, 0, OW)
