@@ -110,8 +110,8 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     araw = None
     cvp = None
     # short output rows and a deep contraction: vectors over output channels instead (a tuned
-    # schedule from a tuning db is one of this GEMM's)
-    if source != "db" and n == 2 and G == 1 and not f64 and isinstance(N, int) and warr is not None:
+    # schedule from a tuning db is one of this GEMM's); filters that are an input are packed per call
+    if source != "db" and n == 2 and G == 1 and not f64 and isinstance(N, int):
         cvp = channel_vectors.plan(k.target, max(1, getattr(k.cg, "threads", 1)), M, Kdim, KK, P,
                                      outsp[-1], s)
     if cvp is not None:

@@ -434,6 +434,25 @@ def pack_a_once(k, blk: Blocking, src: Callable[[object], ir.Value], M: int, K: 
     return buf, raw
 
 
+def pack_b_once(k, blk: Blocking, src: Callable[[object], ir.Value], K: int, N: int) -> tuple[ir.Value, ir.Value]:
+    """``pack_b_const``'s layout of B[K, N] = ``src[n*K + k]`` (the transpose of a row-major [N, K]
+    input, e.g. a conv's filters as conv_channel_vectors.py reads them), packed at run time into a
+    heap buffer of the kernel, one task per KC slice; returns (buffer, pointer to free)."""
+    npad = _ceil(N, blk.NR) * blk.NR
+    slices = _ceil(K, blk.KC)
+    buf, raw = heap_buffer(k.b, max(1, K * npad) * blk.esize)
+
+    def body(kb, t):
+        b = kb.b
+        pc = b.mul(t, const_int(blk.KC))
+        kc = imin(b, const_int(blk.KC), b.sub(const_int(K), pc))
+        _pack_b(b, blk, gep(b, kb.shared[0], b.mul(pc, const_int(npad)), blk.et), src(kb), 1, K, const_int(0),
+                const_int(N), pc, kc)
+
+    k.parallel_for(slices, body, name="packb", shared=[buf])
+    return buf, raw
+
+
 def _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, last, bias, epi, after=None,
            order: str = "nm") -> None:
     et = blk.et
