@@ -215,9 +215,11 @@ def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: i
                               inbounds=True) for i in range(KH)]
                 yrow = b.gep(yout, [b.mul(oh, const_int(OW))], source_etype=t, inbounds=True)
                 # rows shorter than a few vectors (13 columns in SqueezeNet) vectorise masked, at full
-                # width; longer rows do better with LLVM's own choice (8-lane strided loads here)
+                # width; longer rows do better with LLVM's own choice (8-lane strided loads here). At
+                # stride 2 masked interleaved loads are slower still: ResNet's stem pooling (55-column
+                # interior) took 16 ms masked against 2.6 ms unmasked at batch 8
                 lanes = vector_lanes(kb, [dt])
-                short = chi - clo < 4 * lanes
+                short = chi - clo < (4 if sw == 1 else 2) * lanes
                 loop = vector_loop(b, chi, lanes, "pow", start=clo, predicate=True) if short else \
                     for_range(b, chi, "pow", start=clo)
                 with loop as ow:
