@@ -104,6 +104,12 @@ def _pixel_gemm(k, op: Op, ks, s, d, p) -> None:
 
     k.parallel_for(N, pad, name="wgpad", shared=[xp])
 
+    # B of every pixel fits L2 (up to 1 MiB per task: ResNet's 7x7 and 14x14 layers): packed whole
+    # first, then each C tile runs all its slices back to back and stays in L1, instead of dw^T
+    # (megabytes at 256-512 channels) being read and written once per slice
+    resident = Kred * nchunk * 4 <= 1 << 20
+    span = Kred if resident else kc_max
+
     def body(kb, t):
         bb = kb.b
         ni, ri = bb.srem(t, const_int(tn)), bb.sdiv(t, const_int(tn))
@@ -112,43 +118,67 @@ def _pixel_gemm(k, op: Op, ks, s, d, p) -> None:
         c0 = bb.mul(ri, const_int(cchunk))
         c1 = imin(bb, bb.add(c0, const_int(cchunk)), const_int(C))
         xpad = kb.shared[0]
-        tab, traw = heap_buffer(bb, kc_max * 8)
-        gtab, graw = heap_buffer(bb, kc_max * 8)
-        bbuf, braw = heap_buffer(bb, kc_max * nchunk * 4)
+        tab, traw = heap_buffer(bb, span * 8)
+        gtab, graw = heap_buffer(bb, span * 8)
+        bbuf, braw = heap_buffer(bb, span * nchunk * 4)
         ct, craw = heap_buffer(bb, R * nchunk * 4)
-        with for_range(bb, Kred, "wgk", step=KC) as pc:
-            kc = imin(bb, const_int(KC), bb.sub(const_int(Kred), pc))
+        null = ir.Constant(PTR, None)
+
+        def prepare(pc, kc, at):
+            """Offset tables and packed B of the pixels [pc, pc + kc), at element ``at`` of the buffers."""
             with for_range(bb, kc, "wgtab") as kk:
                 img, pix = _decompose(bb, bb.add(pc, kk), (N, P))
                 oh, ow = _decompose(bb, pix, (OH, OW))
                 off = bb.add(bb.mul(img, const_int(image)),
                              bb.add(bb.mul(oh, const_int(s[0] * Wp)), bb.mul(ow, const_int(s[1]))))
-                bb.store(off, gep(bb, tab, kk, I64))
-                bb.store(bb.add(bb.mul(img, const_int(M * P)), pix), gep(bb, gtab, kk, I64))
-            _pack_dy(bb, blk, bbuf, kb.arg(1), gtab, P, m0, m1, kc)
+                bb.store(off, gep(bb, tab, bb.add(at, kk), I64))
+                bb.store(bb.add(bb.mul(img, const_int(M * P)), pix), gep(bb, gtab, bb.add(at, kk), I64))
+            _pack_dy(bb, blk, gep(bb, bbuf, bb.mul(at, const_int(nchunk)), et), kb.arg(1), gep(bb, gtab, at, I64),
+                     P, m0, m1, kc)
+
+        def tiles(jr, call):
+            """``call(a, cp, ldc, mrem)`` for every row tile of the task against the panel at ``jr``."""
+            if by_channel:
+                with for_range(bb, KK, "wgt") as tap:
+                    i, j = bb.sdiv(tap, const_int(KW)), bb.srem(tap, const_int(KW))
+                    toff = bb.add(bb.mul(i, const_int(d[0] * Wp)), bb.mul(j, const_int(d[1])))
+                    with for_range(bb, c1, "wgc", start=c0, step=MR) as cb:
+                        a = gep(bb, xpad, bb.add(bb.mul(cb, const_int(plane)), toff), et)
+                        row = bb.add(bb.mul(cb, const_int(KK)), tap)
+                        cp = gep(bb, ct, bb.add(bb.mul(row, const_int(nchunk)), jr), et)
+                        call(a, cp, const_int(KK * nchunk), imin(bb, const_int(MR), bb.sub(c1, cb)))
+            else:
+                with for_range(bb, bb.mul(bb.sub(c1, c0), const_int(KH)), "wgr") as ci:
+                    c, i = bb.add(c0, bb.sdiv(ci, const_int(KH))), bb.srem(ci, const_int(KH))
+                    a = gep(bb, xpad, bb.add(bb.mul(c, const_int(plane)), bb.mul(i, const_int(d[0] * Wp))), et)
+                    row = bb.add(bb.mul(c, const_int(KK)), bb.mul(i, const_int(KW)))
+                    cp = gep(bb, ct, bb.add(bb.mul(row, const_int(nchunk)), jr), et)
+                    call(a, cp, const_int(nchunk), const_int(MR))
+
+        def micro(pc, kc, at, jr, a, cp, ldc, mrem):
+            bp = gep(bb, gep(bb, bbuf, bb.mul(at, const_int(nchunk)), et), bb.mul(jr, kc), et)
+            nrem = imin(bb, const_int(NR), bb.sub(bb.sub(m1, m0), jr))
             first = bb.icmp_signed("==", pc, const_int(0))
             last = bb.icmp_signed(">=", bb.add(pc, kc), const_int(Kred))
-            null = ir.Constant(PTR, None)
+            bb.call(mk, [kc, a, bp, cp, ldc, mrem, nrem, first, last, null, gep(bb, tab, at, I64)])
+
+        def slice_len(pc):
+            return imin(bb, const_int(KC), bb.sub(const_int(Kred), pc))
+
+        if resident:
+            with for_range(bb, Kred, "wgk", step=KC) as pc:
+                prepare(pc, slice_len(pc), pc)
             with for_range(bb, bb.sub(m1, m0), "wgj", step=NR) as jr:
-                bp = gep(bb, bbuf, bb.mul(jr, kc), et)
-                nrem = imin(bb, const_int(NR), bb.sub(bb.sub(m1, m0), jr))
-                if by_channel:
-                    with for_range(bb, KK, "wgt") as tap:
-                        i, j = bb.sdiv(tap, const_int(KW)), bb.srem(tap, const_int(KW))
-                        toff = bb.add(bb.mul(i, const_int(d[0] * Wp)), bb.mul(j, const_int(d[1])))
-                        with for_range(bb, c1, "wgc", start=c0, step=MR) as cb:
-                            a = gep(bb, xpad, bb.add(bb.mul(cb, const_int(plane)), toff), et)
-                            row = bb.add(bb.mul(cb, const_int(KK)), tap)
-                            cp = gep(bb, ct, bb.add(bb.mul(row, const_int(nchunk)), jr), et)
-                            bb.call(mk, [kc, a, bp, cp, const_int(KK * nchunk), imin(bb, const_int(MR), bb.sub(c1, cb)),
-                                         nrem, first, last, null, tab])
-                else:
-                    with for_range(bb, bb.mul(bb.sub(c1, c0), const_int(KH)), "wgr") as ci:
-                        c, i = bb.add(c0, bb.sdiv(ci, const_int(KH))), bb.srem(ci, const_int(KH))
-                        a = gep(bb, xpad, bb.add(bb.mul(c, const_int(plane)), bb.mul(i, const_int(d[0] * Wp))), et)
-                        row = bb.add(bb.mul(c, const_int(KK)), bb.mul(i, const_int(KW)))
-                        cp = gep(bb, ct, bb.add(bb.mul(row, const_int(nchunk)), jr), et)
-                        bb.call(mk, [kc, a, bp, cp, const_int(nchunk), const_int(MR), nrem, first, last, null, tab])
+                def all_slices(a, cp, ldc, mrem):
+                    with for_range(bb, Kred, "wgs", step=KC) as pc:
+                        micro(pc, slice_len(pc), pc, jr, a, cp, ldc, mrem)
+                tiles(jr, all_slices)
+        else:
+            with for_range(bb, Kred, "wgk", step=KC) as pc:
+                kc = slice_len(pc)
+                prepare(pc, kc, const_int(0))
+                with for_range(bb, bb.sub(m1, m0), "wgj", step=NR) as jr:
+                    tiles(jr, lambda a, cp, ldc, mrem: micro(pc, kc, const_int(0), jr, a, cp, ldc, mrem))
         rows0 = bb.mul(c0, const_int(KK))
         _transpose_out(bb, blk, gep(bb, ct, bb.mul(rows0, const_int(nchunk)), et), nchunk, kb.out(0), R, m0, m1,
                        rows0, bb.mul(bb.sub(c1, c0), const_int(KK)))
