@@ -1,9 +1,13 @@
 """Training-step latency: nnc x86 against PyTorch eager on CPU, and training vs inference memory.
 
-    python bench/train.py [--threads 2] [--rounds 3] [--budget 1.0] [--batch 32] [--out FILE.md]
+    python bench/train.py [--models mlp,cnn,resnet18,encoder] [--threads 2] [--rounds 3] [--budget 1.0]
+                          [--batch 32] [--out FILE.md]
 
-For each model (an MLP and a CNN with batch norm in training form, defined here in PyTorch and
-exported to ONNX with ``dynamo=False``) each engine runs in its own subprocess, rounds alternating
+For each model (an MLP and a small CNN defined here; ResNet-18 at 3x224x224 with 1000 classes, the
+BasicBlock definition of bench/models.py; a transformer encoder: the four 256-wide layers of
+bench/models.py's BERT-small over a float [128, 256] sequence, mean-pooled into a linear head of 10;
+all in PyTorch, batch norm in training form, exported to ONNX with ``dynamo=False``) each engine
+runs in its own subprocess, rounds alternating
 between the engines (as bench/suite.py does): nnc (``nnc.compile(mode="train", target="x86")``,
 ``TrainingSession.step``) and torch eager (forward, loss, backward, ``optimizer.step``), both SGD
 with momentum on an MSE loss against one-hot targets, with the same thread count. The table gives
@@ -25,12 +29,15 @@ import sys
 import tempfile
 import time
 
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "resnet18", "encoder")
+DEFAULT_MODELS = ("mlp", "cnn")
 
 
 def _net(name: str):
     import torch
 
+    if name in ("resnet18", "encoder"):
+        return _bench_net(name)
     torch.manual_seed(0)
     if name == "mlp":
         net = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 256),
@@ -40,6 +47,31 @@ def _net(name: str):
                               torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.BatchNorm2d(32),
                               torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * 14 * 14, 10))
     return net, (1, 28, 28)
+
+
+def _bench_net(name: str):
+    """ResNet-18 and the encoder from bench/models.py (seeded weights), in training mode."""
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import models
+
+    if name == "resnet18":
+        net, _ = models.torch_module("resnet18")
+        return net.train(), (3, 224, 224)
+    bert, _ = models.torch_module("bert_small")
+    torch.manual_seed(1)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = bert.layers
+            self.head = torch.nn.Linear(256, 10)
+
+        def forward(self, x):
+            return self.head(self.layers(x).mean(dim=1))
+
+    return Encoder().train(), (128, 256)
 
 
 def _export(name: str, batch: int, path: str) -> None:
@@ -55,9 +87,10 @@ def _data(name: str, batch: int):
     import numpy as np
 
     _, shape = _net(name)
+    classes = 1000 if name == "resnet18" else 10
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *shape)).astype(np.float32)
-    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
+    y = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch)]
     return x, y
 
 
@@ -125,14 +158,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--budget", type=float, default=1.0)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     ap.add_argument("--out")
     a = ap.parse_args()
+    names = [n.strip() for n in a.models.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     lines = [f"batch {a.batch}, {a.threads} threads, SGD momentum 0.9, MSE loss; median step time over "
              f"{a.rounds} alternating rounds", "",
              "| model | nnc x86 (ms) | torch eager (ms) | torch / nnc | train arena + state | infer arena + weights |",
              "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
-        for name in MODELS:
+        for name in names:
             path = os.path.join(tmp, f"{name}.onnx")
             _export(name, a.batch, path)
             res: dict[str, list[float]] = {"nnc": [], "torch": []}

@@ -33,9 +33,13 @@ def pipeline_string(mode: str, opts: dict[str, Any]) -> str:
     for path in _names(opts.get("pass_plugins")):
         load_pass_plugin(path)
     text = opts.get("passes")
+    budget = mode == "train" and opts.get("memory_budget") not in (None, "")
     if text is None:
         text = preset(mode, int(opts.get("opt_level", DEFAULT_LEVEL)))
-    if mode == "train" and opts.get("memory_budget") not in (None, ""):
+        if budget:  # remat picks and reports single recomputed ops, which fusing them would hide
+            items = [(n, o) for n, o in parse_pipeline(text) if n != "fuse"]
+            text = format_pipeline([it for i, it in enumerate(items) if i == 0 or it != items[i - 1]])
+    if budget:
         text = ",".join(t for t in (text, f"remat{{budget={opts['memory_budget']}}}") if t)
     if opts.get("explain_fusion"):
         items = parse_pipeline(text)

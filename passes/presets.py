@@ -6,7 +6,9 @@ Inference:
 - O2: + CSE and batch-norm folding.
 - O3: + structural re-parameterisation and fusion.
 
-Training keeps the weights as parameters (no freeze); its levels grow with the training passes.
+Training keeps the weights as parameters (no freeze); its levels grow with the training passes, and
+-O3 fuses elementwise chains and conv/matmul epilogues of the step (a relu's gradient mask and
+select become one kernel) as inference -O3 does.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ _O3 = _O2 + ",reparameterize,fuse,dce"
 PRESETS: dict[str, dict[int, str]] = {
     "infer": {0: "freeze", 1: _O1, 2: _O2, 3: _O3},
     "train": {0: "", 1: "fold-constants,simplify,dce", 2: "fold-constants,simplify,cse,dce",
-              3: "fold-constants,simplify,cse,dce"},
+              3: "fold-constants,simplify,cse,dce,fuse,dce"},
 }
 DEFAULT_LEVEL = 3
 

@@ -73,6 +73,7 @@ class KernelBuilder:
         self._outs = ptrs[:n_out]
         self._args = ptrs[n_out:]
         self._tasks = 0
+        self.shared: list[ir.Value] = []  # a parallel_for body's pointers from its enclosing kernel
 
     @property
     def target(self) -> TargetInfo:
@@ -126,24 +127,27 @@ class KernelBuilder:
         self.b.store(x, self.elem_ptr(base, index, value))
 
     def parallel_for(self, count: int | ir.Value, body: Callable[["KernelBuilder", ir.Value], None],
-                     name: str = "task") -> None:
+                     name: str = "task", shared: Sequence[ir.Value] = ()) -> None:
         """Run ``body(kb, i)`` for ``i`` in ``[0, count)``, split over the worker threads.
 
         The body is emitted in a function of its own (outlined): inside it, use ``kb.out()`` /
         ``kb.arg()`` and ``kb.b`` of the ``kb`` it receives, never values of the enclosing kernel.
-        Tasks must be independent (they run in any order, concurrently).
+        ``shared``: pointers of the enclosing kernel (a buffer it filled) the tasks read as
+        ``kb.shared[i]``. Tasks must be independent (they run in any order, concurrently).
         """
         self._tasks += 1
         frame = [self._frame] if self._frame is not None else []
-        ptrs = list(self._outs) + list(self._args) + [self._error, self._wtab] + frame
+        base = list(self._outs) + list(self._args)
+        ptrs = base + list(shared) + [self._error, self._wtab] + frame
         task = ir.Function(self.cg.ll, ir.FunctionType(VOID, [PTR, I64]), name=f"{self.fn.name}.{name}{self._tasks}")
         task.linkage = "internal"
         tb = ir.IRBuilder(task.append_basic_block("entry"))
         ctx_arg, index = task.args
         loaded = [tb.load(tb.gep(ctx_arg, [const_int(i)], source_etype=PTR), typ=PTR) for i in range(len(ptrs))]
         n = len(ptrs) - len(frame) - 2
-        inner = KernelBuilder(self.cg, task, self.op, loaded[:n], tb, error=loaded[n], wtab=loaded[n + 1],
+        inner = KernelBuilder(self.cg, task, self.op, loaded[:len(base)], tb, error=loaded[n], wtab=loaded[n + 1],
                               frame=loaded[n + 2] if frame else None)
+        inner.shared = loaded[len(base):n]
         inner.shape_alias = getattr(self, "shape_alias", {})
         inner._outer = {id(p): q for p, q in zip(ptrs, loaded)}
         body(inner, index)

@@ -4,16 +4,23 @@ Every cotangent is again a convolution, so the backward pass runs on the same ke
 forward one. For ``y = conv(x, w)``: ``dx`` is mathematically ``conv_transpose(dy, w)``, but it is
 written as the equivalent stride-1 ``conv`` of dy (zero-stuffed by the stride) with the flipped,
 channel-swapped weights (``input_grad``), because backends run conv as an implicit GEMM while
-conv_transpose is a gather loop (35x slower on x86 for a 64-channel 3x3 layer). ``dw`` is a
+conv_transpose is a gather loop (35x slower on x86 for a 64-channel 3x3 layer); with static shapes
+and no dilation a strided conv's dx is instead one stride-1 conv per phase of the stride, with the
+taps that reach it, interleaved (``input_grad_by_phases``: no multiplications by stuffed zeros). ``dw`` is a
 convolution of the input, channels and batch swapped, with the output cotangent as its kernel,
 strides and dilations exchanged, cropped to the kernel size (``weight_grad``). Groups stay one
-grouped convolution (groups x batch become input channels), never a loop over groups.
+grouped convolution (groups x batch become input channels), never a loop over groups. An ungrouped
+1-D or 2-D conv with static shapes takes the ``conv_weight_grad`` op instead: that convolution's
+"kernel" is the whole output cotangent and its output a few taps, a shape conv kernels run at a
+fraction of their speed, while the op is a GEMM over the pixels (dw[M, C*K] = dy[M, N*out] @
+im2col(x)^T) a backend can run as such.
 ``conv_transpose`` is the adjoint of ``conv`` with the same weight layout, so its cotangents are a
 plain ``conv`` (dx) and the same ``weight_grad`` with the roles exchanged.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Sequence
 
@@ -23,7 +30,7 @@ from ..builder import Builder
 from ..graph import Value
 from ..ops.conv import fill, resolve_pads
 from . import register_vjp, shape_generic
-from .util import is_static, reshape, shape_of
+from .util import is_static, reshape, shape_of, zeros
 
 
 def transpose(b: Builder, x: Value, perm: Sequence[int]) -> Value:
@@ -114,10 +121,10 @@ def flip_weights(b: Builder, w: Value, group: int) -> Value:
     K = math.prod(k)
     if K == 1:
         return wt
-    # reversing every spatial axis reverses the flat row-major index over them: one gather (a
-    # step -1 slice would do, but -O1's no-op removal drops slices that keep the type)
+    # reversing every spatial axis reverses the flat row-major index over them: one step -1 slice
+    # (a strided copy; the gather it replaces took 3.5x as long on x86)
     flat = reshape(b, wt, list(shape_of(wt)[:2]) + [K])
-    rev = b.op("gather", flat, b.const(np.arange(K - 1, -1, -1, dtype=np.int64), name="flip"), axis=2)
+    rev = b.op("slice", flat, starts=[K - 1], ends=[-K - 1], axes=[2], steps=[-1])
     return reshape(b, rev, list(shape_of(wt)[:2]) + k)
 
 
@@ -162,6 +169,52 @@ def input_grad(b: Builder, g: Value, w: Value, in_dims: Sequence[int], strides: 
                 group=group)
 
 
+def input_grad_by_phases(b: Builder, g: Value, w: Value, in_dims: Sequence[int], strides: Sequence[int],
+                         pads: Sequence[int], group: int) -> Value:
+    """``input_grad`` of a strided conv (dilation 1) without stuffing zeros into the cotangent.
+
+    The inputs whose index is ``r`` modulo the stride (a phase, per axis) are reached only by the
+    taps ``i`` with ``(r + pad - i) % s == 0``, one output position apart: phase ``r`` of dx is a
+    stride-1 conv of ``g`` with those taps (a strided slice of the flipped weights). Each phase is
+    computed at ``ceil(in / s)`` positions (a phase no tap reaches is zeros) and the phases are
+    interleaved (concat on unit axes, reshape) and cropped to the input's size: 1/s^d of the work of
+    the stuffed form, whose products are mostly with zeros."""
+    n = len(in_dims)
+    k, out = shape_of(w)[2:], shape_of(g)[2:]
+    N, C = shape_of(g)[0], shape_of(w)[1] * group
+    units = [-(-in_dims[i] // strides[i]) for i in range(n)]
+    wf = flip_weights(b, w, group)
+    spatial = list(range(2, 2 + n))
+    phases: dict[tuple[int, ...], Value] = {}
+    for r in itertools.product(*(range(v) for v in strides)):
+        taps = [[i for i in range(k[a]) if (r[a] + pads[a] - i) % strides[a] == 0] for a in range(n)]
+        if not all(taps):
+            phases[r] = zeros(b, [N, C] + units, g)
+            continue
+        first = [k[a] - 1 - max(taps[a]) for a in range(n)]  # in the flipped kernel
+        lo = [(r[a] + pads[a] - max(taps[a])) // strides[a] for a in range(n)]  # first g row read
+        begins = [-lo[a] for a in range(n)]
+        ends = [units[a] + lo[a] + len(taps[a]) - 1 - out[a] for a in range(n)]
+        v = wf
+        if any(first) or any(len(taps[a]) != k[a] for a in range(n)):
+            v = b.op("slice", wf, starts=first, ends=list(k), axes=spatial, steps=list(strides))
+        gg = g
+        if any(x < 0 for x in begins + ends):  # negative padding: crop the cotangent instead
+            stops = [out[a] - max(0, -ends[a]) for a in range(n)]
+            gg = b.op("slice", g, starts=[max(0, -x) for x in begins], ends=stops, axes=spatial, steps=[1] * n)
+        phases[r] = b.op("conv", gg, v, pads=[max(0, x) for x in begins + ends], group=group)
+
+    def interleave(prefix: tuple[int, ...]) -> Value:  # [N, C, u0, s0, u1, s1, ...] from the last axis up
+        a = len(prefix)
+        if a == n:
+            return reshape(b, phases[prefix], [N, C] + [d for u in units for d in (u, 1)])
+        parts = [interleave(prefix + (ri,)) for ri in range(strides[a])]
+        return parts[0] if len(parts) == 1 else b.op("concat", *parts, axis=3 + 2 * a)
+
+    dx = reshape(b, interleave(()), [N, C] + [units[a] * strides[a] for a in range(n)])
+    return crop(b, dx, in_dims)
+
+
 def _bias_grad(b: Builder, g: Value) -> Value:
     rank = len(shape_of(g))
     return b.op("reduce_sum", g, axes=[0] + list(range(2, rank)), keepdims=0)
@@ -178,8 +231,14 @@ def _conv(b, op, cts):
     d = fill(op.attrs["dilations"], n, 1)
     p = resolve_pads(op.attrs["auto_pad"], xs[2:], kernel, s, d, op.attrs["pads"])
     group = op.attrs["group"]
-    dx = input_grad(b, g, w, xs[2:], s, d, p, group)
-    if is_static(xs):
+    if any(v > 1 for v in s) and all(v == 1 for v in d) and is_static(xs) and is_static(shape_of(g)):
+        dx = input_grad_by_phases(b, g, w, xs[2:], s, p, group)
+    else:
+        dx = input_grad(b, g, w, xs[2:], s, d, p, group)
+    if is_static(xs) and group == 1 and n <= 2:
+        dw = b.op("conv_weight_grad", x, g, kernel_shape=list(kernel), strides=list(s), dilations=list(d),
+                  pads=list(p), group=1)
+    elif is_static(xs):
         dw = weight_grad(b, x, g, kernel, s, d, p, group)
     else:
         dw = weight_grad_by_gemm(b, x, g, kernel, s, d, p, group)

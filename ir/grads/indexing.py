@@ -23,7 +23,7 @@ from ..builder import Builder, const_value
 from ..errors import GradientError
 from ..graph import Op, Value
 from . import register_vjp, shape_generic
-from .util import reshape, scalar, shape_of
+from .util import reshape, scalar, shape_of, zeros
 
 
 def static_attr(b: Builder, op: Op, attr: str, index: int) -> Any:
@@ -41,12 +41,6 @@ def static_attr(b: Builder, op: Op, attr: str, index: int) -> Any:
     if c.ndim == 0:
         return c.item()
     return [x.item() for x in c.reshape(-1)]
-
-
-def zeros(b: Builder, shape: tuple[int, ...] | list[int], like: Value) -> Value:
-    """Zeros of ``shape`` with ``like``'s dtype, as a broadcast scalar (no big constant in the pool)."""
-    z = scalar(b, 0.0, like)
-    return b.op("expand", z, shape=list(shape)) if len(shape) else z
 
 
 def index_const(b: Builder, array: np.ndarray, like: Value) -> Value:

@@ -68,6 +68,12 @@ def full(b: Builder, x: float, like: Value | TensorType) -> Value:
     return _spread_like(b, scalar(b, x, like), like)
 
 
+def zeros(b: Builder, shape: tuple[int, ...] | list[int], like: Value) -> Value:
+    """Zeros of ``shape`` with ``like``'s dtype, as a broadcast scalar (no big constant in the pool)."""
+    z = scalar(b, 0.0, like)
+    return b.op("expand", z, shape=list(shape)) if len(shape) else z
+
+
 def zeros_like(b: Builder, v: Value) -> Value:
     return full(b, 0.0, v)
 

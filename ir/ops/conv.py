@@ -1,5 +1,6 @@
 """Convolution ops: ``conv`` (N-D, grouped, with an optional bias), ``conv_transpose``,
-``deform_conv`` and ``col2im``, plus the sliding-window arithmetic the pooling ops share.
+``conv_weight_grad`` (conv's weight gradient as one op, so backends can run it as a GEMM over the
+pixels), ``deform_conv`` and ``col2im``, plus the sliding-window arithmetic the pooling ops share.
 
 Spatial attributes follow ONNX: ``pads`` is ``[begin_0, begin_1, ..., end_0, end_1, ...]``; an empty
 ``strides``/``dilations``/``pads`` means all ones/ones/zeros. ``auto_pad`` is kept so graphs with
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..attrs import AttrKind, AttrSpec
 from ..dtypes import FLOAT_TYPES, NUMERIC_TYPES
-from ..registry import InferContext, defop
+from ..registry import NOT_DIFFERENTIABLE, InferContext, defop
 from ..shape_rules import check_dtype, require_rank
 from ..types import UNKNOWN, Dim, TensorType
 
@@ -300,6 +301,65 @@ defop("conv_transpose", operands=("x", "w", "b?"), infer=_convt_infer, reference
              "dilations": AttrSpec(AttrKind.INTS, ()), "group": AttrSpec(AttrKind.INT, 1),
              "output_padding": AttrSpec(AttrKind.INTS, ())},
       doc="transposed convolution: x[N,C,*in], w[C,M/group,*k], optional b[M]; explicit pads only")
+
+
+# -- conv_weight_grad -----------------------------------------------------------------------------
+
+def _cwg_geometry(n: int, attrs: dict) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    k = tuple(attrs["kernel_shape"])
+    if len(k) != n:
+        raise ValueError(f"kernel_shape {list(k)} must have {n} entries")
+    return (k, fill(attrs["strides"], n, 1, "strides"), fill(attrs["dilations"], n, 1, "dilations"),
+            fill(attrs["pads"], 2 * n, 0, "pads"))
+
+
+def _cwg_infer(ctx: InferContext) -> list[TensorType]:
+    x, dy = ctx.types
+    dt = check_dtype(ctx, 0, FLOAT_TYPES)
+    if dy.dtype != dt:
+        raise ctx.fail(f"the output cotangent {dy} must have the input's dtype {dt}")
+    if x.shape is None or dy.shape is None or len(x.shape) < 3 or len(dy.shape) != len(x.shape):
+        raise ctx.fail(f"input {x} and output cotangent {dy} must have one known rank >= 3")
+    n, group = len(x.shape) - 2, ctx.attrs["group"]
+    try:
+        k, s, d, p = _cwg_geometry(n, ctx.attrs)
+    except ValueError as e:
+        raise ctx.fail(str(e)) from None
+    c, m = x.shape[1], dy.shape[1]
+    _check_groups(ctx, c, c // group if isinstance(c, int) else UNKNOWN, m, group)
+    for i in range(n):
+        xi, oi = x.shape[2 + i], dy.shape[2 + i]
+        if isinstance(xi, int) and isinstance(oi, int) and oi != window_count(xi, k[i], s[i], d[i], p[i], p[n + i]):
+            raise ctx.fail(f"output cotangent {dy} does not match a conv of {x} with these attributes")
+    return [TensorType(dt, (m, c // group if isinstance(c, int) else UNKNOWN, *k))]
+
+
+def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, *, kernel_shape, strides, pads, dilations,
+                      group) -> np.ndarray:
+    n = x.ndim - 2
+    k, s, d, p = _cwg_geometry(n, {"kernel_shape": kernel_shape, "strides": strides, "dilations": dilations,
+                                   "pads": pads})
+    acc = accumulator(x.dtype)
+    N, C, M, out = x.shape[0], x.shape[1], dy.shape[1], dy.shape[2:]
+    cg, mg, P = C // group, M // group, math.prod(out)
+    xp = pad_spatial(x.astype(acc, copy=False), p[:n], p[n:])
+    g = dy.astype(acc, copy=False).reshape(N, group, mg, P).transpose(1, 2, 0, 3).reshape(group, mg, N * P)
+    dw = np.zeros((group, mg, cg) + k, dtype=acc)
+    # one batched (over groups) matmul per kernel tap, as grouped_conv: [G, Mg, N*P] @ [G, N*P, Cg]
+    for kk in np.ndindex(*k):
+        sl = tuple(slice(kk[i] * d[i], kk[i] * d[i] + (out[i] - 1) * s[i] + 1, s[i]) for i in range(n))
+        xs = xp[(slice(None), slice(None)) + sl].reshape(N, group, cg, P).transpose(1, 0, 3, 2)
+        dw[(Ellipsis,) + kk] = np.matmul(g, xs.reshape(group, N * P, cg))
+    return dw.reshape((M, cg) + k).astype(x.dtype, copy=False)
+
+
+defop("conv_weight_grad", operands=("x", "dy"), infer=_cwg_infer, reference=_conv_weight_grad,
+      attrs={"kernel_shape": AttrSpec(AttrKind.INTS, ()), "strides": AttrSpec(AttrKind.INTS, ()),
+             "pads": AttrSpec(AttrKind.INTS, ()), "dilations": AttrSpec(AttrKind.INTS, ()),
+             "group": AttrSpec(AttrKind.INT, 1)},
+      vjp=NOT_DIFFERENTIABLE,
+      doc="the gradient of conv(x, w)'s weight w[M,C/group,*kernel_shape] given the output cotangent "
+          "dy[N,M,*out] (explicit pads): dw[m,c,t] = sum over n, o of dy[n,m,o] * xpad[n,g(m)*C/group+c,o*s+t*d]")
 
 
 # -- deform_conv ----------------------------------------------------------------------------------

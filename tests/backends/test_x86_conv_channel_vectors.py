@@ -1,15 +1,15 @@
 """The conv path that vectorises over output channels (conv_channel_vectors.py) against the interpreter.
 
-The path takes f32 convs with constant filters and one group on AVX-512: 1x1 convs with K >= 256
-and output rows of <= 14 pixels, spatial filters with K = C*KH*KW >= 128 and rows of <= 112. The
-shapes are ragged on purpose: output widths whose register tile is 7 to 14 pixels (7 x 3, 7 x 2,
-8 x 3 and 14 x 2 tiles), channel counts that are not a multiple of the 48- or 32-wide filter panel
-(masked edge columns, a partial 16-channel group in the transpose), K that is not a multiple of
-the KC slice, pixel blocks smaller than the plane, strides 1 and 2, dilation, asymmetric padding,
-a batch, two threads (the output channels or the pixels split between tasks) and a fused residual
-+ relu epilogue. Each case also checks that the path was taken (its microkernel is named in the
-generated LLVM IR), so a change of the selection rule cannot silently turn the test into one of
-the other GEMM.
+The path takes f32 convs with one group on AVX-512 (filters that are an input: packed per call): 1x1
+convs with K >= 256 and output rows of <= 14 pixels, spatial filters with K = C*KH*KW >= 128 and
+rows of <= 112. The shapes are ragged on purpose: output widths whose register tile is 7 to 14
+pixels (7 x 3, 7 x 2, 8 x 3 and 14 x 2 tiles), channel counts that are not a multiple of the 48- or
+32-wide filter panel (masked edge columns, a partial 16-channel group in the transpose), K that is
+not a multiple of the KC slice, pixel blocks smaller than the plane, strides 1 and 2, dilation,
+asymmetric padding, a batch, two threads (the output channels or the pixels split between tasks) and
+a fused residual + relu epilogue. Each case also checks that the path was taken (its microkernel is
+named in the generated LLVM IR), so a change of the selection rule cannot silently turn the test
+into one of the other GEMM.
 
 Tolerance: f32 dot products of up to ~2300 unit-variance terms (weights scaled by 0.05) summed in
 another order differ by a few ulps of the sum's magnitude: rtol/atol 1e-4 scaled by the largest |y|.
@@ -48,17 +48,20 @@ def _out(n: int, k: int, s: int, lo: int, hi: int, d: int) -> int:
     return (n + lo + hi - d * (k - 1) - 1) // s + 1
 
 
-def _model(N, C, H, W, M, k, s, pads, d, residual: bool):
+def _model(N, C, H, W, M, k, s, pads, d, residual: bool, runtime_filters: bool = False):
     rng = np.random.default_rng(C * 1000 + M)
     m = Module()
     g = m.add_graph(Graph())
     b = Builder(m, g)
     oh, ow = _out(H, k, s, pads[0], pads[2], d), _out(W, k, s, pads[1], pads[3], d)
     x = g.add_param("x", tensor("f32", [N, C, H, W]))
-    w = b.const((rng.standard_normal((M, C, k, k)) * 0.05).astype(np.float32), name="w")
+    warr = (rng.standard_normal((M, C, k, k)) * 0.05).astype(np.float32)
+    w = g.add_param("w", tensor("f32", [M, C, k, k])) if runtime_filters else b.const(warr, name="w")
     bias = b.const(rng.standard_normal(M).astype(np.float32), name="bias")
     y = b.op("conv", x, w, bias, strides=[s, s], pads=list(pads), dilations=[d, d])
     feeds = {"x": rng.standard_normal((N, C, H, W)).astype(np.float32)}
+    if runtime_filters:
+        feeds["w"] = warr
     if residual:
         r = g.add_param("r", tensor("f32", [N, M, oh, ow]))
         feeds["r"] = rng.standard_normal((N, M, oh, ow)).astype(np.float32)
@@ -89,6 +92,15 @@ def test_conv_channel_vectors_fused_residual_relu(case, threads):
     threads the 70- and 33-channel convs split their pixels between the tasks, the 200-channel one
     its channels."""
     _check(*_model(*case, residual=True), threads=threads)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3], CASES[4]],
+                         ids=["7x7-40", "14x14-K288", "stride2-batch2", "1x1"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_channel_vectors_with_filters_that_are_an_input(case, threads):
+    """Filters fed at run time (a training step's parameters) are packed once per call into the
+    compile-time layout: ragged panels, two KC slices, a batch, and both task splits."""
+    _check(*_model(*case, residual=False, runtime_filters=True), threads=threads)
 
 
 def test_conv_channel_vectors_not_taken_for_shallow_k():

@@ -154,6 +154,9 @@ def test_pools(attrs):
     run("max_pool", [x], n_results=1, **attrs)
     run("max_pool", [(x * 50).astype(np.int8)], n_results=2, with_indices=1, **attrs)
     run("max_pool", [x], n_results=2, with_indices=1, storage_order=1, **attrs)
+    ties = np.round(x)  # equal maxima in a window: the first one's index, interior and border alike
+    ties[0, 1, 4, 5] = ties[1, 2, 0, 0] = np.nan
+    run("max_pool", [ties], n_results=2, with_indices=1, **attrs)
     for cip in (0, 1):  # f32 sums of <= 9 terms in another order: a few ulps
         run("avg_pool", [x], count_include_pad=cip, rtol=1e-6, **attrs)
     run("avg_pool", [x.astype(np.float16)], rtol=1e-3, **attrs)  # f16 result: half an f16 ulp

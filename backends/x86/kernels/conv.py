@@ -42,9 +42,11 @@ from .gemm import (
     emit_gemm,
     from_schedule,
     gep,
+    heap_free,
     masked_gather,
     masked_load,
     pack_a_const,
+    pack_a_once,
     splat,
 )
 from .linalg import const_array, entry_alloca
@@ -105,8 +107,9 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     blk = blocking(k.target.vector_bits, f64, mg, P)
     warr = const_array(k, w)
     # short output rows and a deep contraction: vectors over output channels instead. That plan is
-    # then the default schedule (kind chanvec); a tuning db's schedule picks the path by its kind
-    chanvec = n == 2 and G == 1 and not f64 and isinstance(N, int) and warr is not None
+    # then the default schedule (kind chanvec); a tuning db's schedule picks the path by its kind.
+    # Filters that are an input (a training step's parameters) are packed once per call
+    chanvec = n == 2 and G == 1 and not f64 and isinstance(N, int)
     cvp = channel_vectors.plan(k.target, max(1, getattr(k.cg, "threads", 1)), M, Kdim, KK, P, outsp[-1],
                                s) if chanvec else None
     default = gemm_default(blk) if cvp is None else channel_vectors.schedule_of(cvp)
@@ -114,14 +117,15 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     if sched.kind == "chanvec":
         where = f"tuning db: kernel {key} (conv {op.results[0].name})"
         if not chanvec:
-            raise ScheduleError(f"{where}: a chanvec schedule needs a 2-D f32 conv of one group with constant "
-                                f"filters and a static batch")
+            raise ScheduleError(f"{where}: a chanvec schedule needs a 2-D f32 conv of one group and a static "
+                                f"batch")
         cvp = channel_vectors.plan_from_schedule(sched, k.target.vector_bits, M, Kdim, P, outsp[-1], s, where)
         channel_vectors.emit(k, op, cvp, warr, ks, s, d, p)
         record(k, op, key, sched, source)
         return
     if source == "db":
         blk = from_schedule(sched, f64)
+    araw = None
 
     def gidx(kb, bi):
         return kb.b.srem(bi, const_int(G))
@@ -135,6 +139,12 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
         per = packed[0].size
         woff = k.packed_constant(f"{w.name}.packed_a", np.concatenate(packed), replaces=k.arg(1))  # raw never read
         aop = Packed(woff, (lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(per))) if G > 1 else None)
+    elif isinstance(N, int) and N > 1:
+        # weights that are an input (a training step's parameters, a gradient's flipped filters):
+        # packed once here, not by every image's tasks
+        aptr, araw = pack_a_once(k, blk, lambda kb: kb.arg(1), mg, Kdim, G)
+        per = Kdim * (-(-mg // blk.MR) * blk.MR)
+        aop = Packed(0, (lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(per))) if G > 1 else None, shared=0)
     else:
         aop = Strided(lambda kb: kb.arg(1), Kdim, 1,
                       (lambda kb, bi: kb.b.mul(gidx(kb, bi), const_int(mg * Kdim))) if G > 1 else None)
@@ -158,7 +168,9 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     # (hint 1), which a batch of one needs; every image's tasks then go to the pool at once
     batch = N * G if isinstance(N, int) else RunDim(lambda kb: dim_mul(kb.b, kb.shape(x)[0], G), hint=1)
     emit_gemm(k, blk, mg, P, Kdim, aop, bop, cop, epi, batch=batch, name="conv", grid=(sched.tm, sched.tn),
-              order=sched.order)
+              order=sched.order, shared=(aptr,) if araw is not None else ())
+    if araw is not None:
+        heap_free(k.b, araw)
     record(k, op, key, dataclasses.replace(sched, tm=k.gemm_grid[0], tn=k.gemm_grid[1]), source)
 
 
@@ -238,6 +250,18 @@ def _loop_acc(b, acc_t, fl, s, x, y):
     return b.fadd(s, b.fmul(x, y)) if fl else b.add(s, b.mul(x, y))
 
 
+def tap_input(b, o, taps, insp, s, d, p) -> tuple[ir.Value, ir.Value]:
+    """(inside, flat input index) of kernel tap ``taps`` at output position ``o`` (per-axis lists):
+    input position ``o*s - pad + t*d`` on every axis, inside the image or not (then in the padding)."""
+    valid = ir.Constant(I1, 1)
+    idx = const_int(0)
+    for i in range(len(insp)):
+        pos = b.add(b.mul(o[i], const_int(s[i])), b.sub(b.mul(taps[i], const_int(d[i])), const_int(p[i])))
+        valid = b.and_(valid, b.icmp_unsigned("<", pos, const_int(insp[i])))
+        idx = b.add(b.mul(idx, const_int(insp[i])), pos)
+    return valid, idx
+
+
 def _conv_loops(k, op: Op, N, C, M, G, insp, outsp, ks, s, d, p) -> None:
     """Any dtype, any rank: y[n, m, o] = sum_{c, t} x[n, g*cg + c, o*s - pad + t*d] * w[m, c, t]."""
     out = op.results[0]
@@ -246,7 +270,6 @@ def _conv_loops(k, op: Op, N, C, M, G, insp, outsp, ks, s, d, p) -> None:
     fl = dt.is_float
     cg, mg = C // G, M // G
     Pin, P, KK = math.prod(insp), math.prod(outsp), math.prod(ks)
-    n = len(insp)
     has_bias = len(op.operands) > 2
 
     def widen(b, v):
@@ -266,13 +289,7 @@ def _conv_loops(k, op: Op, N, C, M, G, insp, outsp, ks, s, d, p) -> None:
             b.store(init, acc)
             with for_range(b, cg, "cc") as c:
                 with for_range(b, KK, "ct") as tap:
-                    tt = _decompose(b, tap, ks)
-                    valid = ir.Constant(I1, 1)
-                    idx = const_int(0)
-                    for i in range(n):
-                        pos = b.add(b.mul(o[i], const_int(s[i])), b.sub(b.mul(tt[i], const_int(d[i])), const_int(p[i])))
-                        valid = b.and_(valid, b.icmp_unsigned("<", pos, const_int(insp[i])))
-                        idx = b.add(b.mul(idx, const_int(insp[i])), pos)
+                    valid, idx = tap_input(b, o, _decompose(b, tap, ks), insp, s, d, p)
                     with b.if_then(valid):
                         xv = widen(b, b.load(gep(b, xb, b.add(b.mul(c, const_int(Pin)), idx), t), typ=t))
                         wv = widen(b, b.load(gep(b, wb, b.add(b.mul(c, const_int(KK)), tap), t), typ=t))

@@ -2,14 +2,15 @@
 
 conv.py's GEMM vectorises over output pixels, so a plane of 7x7 = 49 or 14x14 = 196 pixels fills
 ceil(P/16) vectors and pads the rest (77% and 88% useful lanes), and its implicit im2col gathers
-wherever a vector of columns crosses an output row. Here the roles swap. The microkernel's rows
-(the broadcast values) are MR consecutive output pixels of one output row (MR divides the output
-width, so no row is padded), its vector columns are output channels, and the filters are the B
-operand, packed at compile time. Each task first copies its image into a zero-padded buffer
-(unless the conv has no padding), so no tap needs a bounds check. A row of A (one input channel
-and tap (c, i, j) of the contraction) is then MR pixels of one padded input row, at a tabulated
-offset: a spatial filter's microkernel broadcasts them in place through that table (its rows
-overlap, so packing would copy each input pixel KH*KW times), a 1x1 conv packs them into panels
+wherever a vector of columns crosses an output row. Here the roles swap. The microkernel's rows (the
+broadcast values) are MR consecutive output pixels of one output row (MR divides the output width,
+so no row is padded), its vector columns are output channels, and the filters are the B operand,
+packed at compile time (filters that are an input, a training step's parameters or a gradient's
+flipped filters, once per call into the same layout). Each task first copies its image into a
+zero-padded buffer (unless the conv has no padding), so no tap needs a bounds check. A row of A (one
+input channel and tap (c, i, j) of the contraction) is then MR pixels of one padded input row, at a
+tabulated offset: a spatial filter's microkernel broadcasts them in place through that table (its
+rows overlap, so packing would copy each input pixel KH*KW times), a 1x1 conv packs them into panels
 first (one masked load each; a double-width load and a shuffle at stride 2).
 
 Each task (an image and a range of output channels or of pixels) computes C^T block by block: a
@@ -44,6 +45,7 @@ from .gemm import (
     masked_store,
     microkernel,
     pack_b_const,
+    pack_b_once,
     splat,
 )
 from .transpose2d import transpose16
@@ -154,8 +156,9 @@ def plan_from_schedule(sched: Schedule, vector_bits: int, M: int, K: int, P: int
     return _plan(sched.mr, sched.nv, sched.kc, sched.mc, sched.tn, sched.tp, M, P)
 
 
-def emit(k, op, plan_: Plan, warr: np.ndarray, ks, s, d, p) -> None:
-    """The conv ``op`` along ``plan_``; ``warr``: its filters (a constant)."""
+def emit(k, op, plan_: Plan, warr: np.ndarray | None, ks, s, d, p) -> None:
+    """The conv ``op`` along ``plan_``; ``warr``: its filters when they are a constant, else None
+    (an input, e.g. a training step's parameters: packed once per call into the same layout)."""
     x, w = op.operands[0], op.operands[1]
     out = op.results[0]
     N, C, H, W = x.shape
@@ -167,8 +170,13 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, ks, s, d, p) -> None:
     MR, NR, KC = blk.MR, blk.NR, blk.KC
     et = F32
     mpad = -(-M // NR) * NR
-    woff = k.packed_constant(f"{w.name}.packed_cv", pack_b_const(warr.reshape(M, K).T.copy(), blk),
-                             replaces=k.arg(1))
+    if warr is not None:
+        woff = k.packed_constant(f"{w.name}.packed_cv", pack_b_const(warr.reshape(M, K).T.copy(), blk),
+                                 replaces=k.arg(1))
+        shared, wraw = [], None
+    else:
+        wbuf, wraw = pack_b_once(k, blk, lambda kb: kb.arg(1), K, M)
+        shared = [wbuf]
     has_bias = len(op.operands) > 2
     epi = Epilogue(bias=lambda kb: kb.arg(2), bias_rs=0, bias_cs=1) if has_bias else Epilogue()
     # a spatial filter reads A in place (its rows overlap: packing would copy each input KH*KW
@@ -196,7 +204,7 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, ks, s, d, p) -> None:
         n1 = imin(b, b.add(n0, const_int(nchunk)), const_int(M))
         xbase = gep(b, kb.arg(0), b.mul(img, const_int(C * H * W)), et)
         ybase = gep(b, kb.out(0), b.mul(img, const_int(M * P)), et)
-        wbase = kb.weights_ptr(woff)
+        wbase = kb.weights_ptr(woff) if warr is not None else kb.shared[0]
         bias = gep(b, kb.arg(2), n0, et) if has_bias else ir.Constant(PTR, None)
         tab, traw = heap_buffer(b, KC * 8)
         cbuf, craw = heap_buffer(b, MC * nchunk * 4)
@@ -244,7 +252,9 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, ks, s, d, p) -> None:
         for raw in raws:
             heap_free(b, raw)
 
-    k.parallel_for(N * tn * tp, body, name="convcv")
+    k.parallel_for(N * tn * tp, body, name="convcv", shared=shared)
+    if wraw is not None:
+        heap_free(k.b, wraw)
 
 
 def _transpose_out(b, blk: Blocking, cbuf, ldc: int, ybase, P: int, n0, n1, p0, mcur) -> None:

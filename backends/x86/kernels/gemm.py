@@ -171,9 +171,12 @@ class Strided:
 @dataclass
 class Packed:
     """A matrix pre-packed by ``pack_a_const``/``pack_b_const`` at byte offset ``woff`` of the weights
-    blob; ``offset`` (elements) selects one of several packed matrices (e.g. per conv group)."""
+    blob; ``offset`` (elements) selects one of several packed matrices (e.g. per conv group).
+    ``shared``: instead, packed at run time in that layout into a buffer of the enclosing kernel
+    (``pack_a_once``), passed to the tasks as ``emit_gemm``'s ``shared[shared]``."""
     woff: int
     offset: IdxFn | None = None
+    shared: int | None = None
 
 
 @dataclass
@@ -273,7 +276,8 @@ def _chunk(b: ir.IRBuilder, n: Dim, parts: int, unit: int) -> Dim:
 
 
 def emit_gemm(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, epi: Epilogue,
-              batch: Size = 1, name: str = "gemm", grid: tuple[int, int] | None = None, order: str = "nm") -> None:
+              batch: Size = 1, name: str = "gemm", grid: tuple[int, int] | None = None, order: str = "nm",
+              shared: tuple[ir.Value, ...] = ()) -> None:
     """C[batch][M, N] = epi(A[batch] @ B[batch]); C is row-major with row stride ``c.rs`` (c.cs == 1).
 
     ``a`` is ``Strided`` or ``Packed``; ``bop`` is ``Strided``, ``Packed`` or ``Custom``. Sizes and
@@ -334,7 +338,8 @@ def emit_gemm(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, e
         else:
             bias = ir.Constant(PTR, None)
         if isinstance(a, Packed):
-            abase = gep(b, kb.weights_ptr(a.woff), _offset(kb, a.offset, bi), et)
+            apacked = kb.shared[a.shared] if a.shared is not None else kb.weights_ptr(a.woff)
+            abase = gep(b, apacked, _offset(kb, a.offset, bi), et)
             abuf = araw = None
         else:
             abase = gep(b, a.ptr(kb), _offset(kb, a.offset, bi), et)
@@ -394,7 +399,7 @@ def emit_gemm(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, e
         if K == 0:
             _zero_k(k, blk, M, N, c, epi, batch)
             return
-        k.parallel_for(dm.mul(k.b, dm.mul(k.b, nb0, tm0), tn0), body, name=name)
+        k.parallel_for(dm.mul(k.b, dm.mul(k.b, nb0, tm0), tn0), body, name=name, shared=shared)
         return
     # a run-time K may be 0: the result is then the epilogue of zeros
     count = dm.mul(k.b, dm.mul(k.b, nb0, tm0), tn0)
@@ -402,7 +407,50 @@ def emit_gemm(k, blk: Blocking, M: Size, N: Size, K: Size, a, bop, c: Strided, e
         with empty:
             _zero_k(k, blk, M, N, c, epi, batch)
         with work:
-            k.parallel_for(count, body, name=name)
+            k.parallel_for(count, body, name=name, shared=shared)
+
+
+def pack_a_once(k, blk: Blocking, src: Callable[[object], ir.Value], M: int, K: int,
+                count: int) -> tuple[ir.Value, ir.Value]:
+    """Pack ``count`` run-time matrices ``src[i*M*K:]`` (row-major [M, K], e.g. a conv's weights per
+    group when they are an input of the step) once, in ``pack_a_const``'s layout, into a heap buffer
+    of the kernel; returns (buffer, pointer to free). One task per (matrix, KC slice). A GEMM reads it
+    as ``Packed(0, offset, shared=i)``: without this, every task of a batched GEMM (every image of a
+    conv) packed the same weights again."""
+    mpad = _ceil(M, blk.MR) * blk.MR
+    per = K * mpad
+    slices = _ceil(K, blk.KC)
+    buf, raw = heap_buffer(k.b, count * per * blk.esize)
+
+    def body(kb, t):
+        b = kb.b
+        i, pc = b.sdiv(t, const_int(slices)), b.mul(b.srem(t, const_int(slices)), const_int(blk.KC))
+        kc = imin(b, const_int(blk.KC), b.sub(const_int(K), pc))
+        dst = gep(b, kb.shared[0], b.add(b.mul(i, const_int(per)), b.mul(pc, const_int(mpad))), blk.et)
+        _pack_a(b, blk, dst, gep(b, src(kb), b.mul(i, const_int(M * K)), blk.et), K, 1, const_int(0), const_int(M),
+                pc, kc)
+
+    k.parallel_for(count * slices, body, name="packa", shared=[buf])
+    return buf, raw
+
+
+def pack_b_once(k, blk: Blocking, src: Callable[[object], ir.Value], K: int, N: int) -> tuple[ir.Value, ir.Value]:
+    """``pack_b_const``'s layout of B[K, N] = ``src[n*K + k]`` (the transpose of a row-major [N, K]
+    input, e.g. a conv's filters as conv_channel_vectors.py reads them), packed at run time into a
+    heap buffer of the kernel, one task per KC slice; returns (buffer, pointer to free)."""
+    npad = _ceil(N, blk.NR) * blk.NR
+    slices = _ceil(K, blk.KC)
+    buf, raw = heap_buffer(k.b, max(1, K * npad) * blk.esize)
+
+    def body(kb, t):
+        b = kb.b
+        pc = b.mul(t, const_int(blk.KC))
+        kc = imin(b, const_int(blk.KC), b.sub(const_int(K), pc))
+        _pack_b(b, blk, gep(b, kb.shared[0], b.mul(pc, const_int(npad)), blk.et), src(kb), 1, K, const_int(0),
+                const_int(N), pc, kc)
+
+    k.parallel_for(slices, body, name="packb", shared=[buf])
+    return buf, raw
 
 
 def _macro(b, blk, mk, kc, apan, bpan, cbase, ldc, mc0, mc1, nc0, nc1, first, last, bias, epi, after=None,

@@ -5,7 +5,8 @@ and the reference cannot disagree about where windows sit. For each axis and out
 range of kernel taps that land inside the input is a compile-time table; the kernel loops over
 those taps only (padding never wins a max and adds nothing to a sum), so there are no bounds checks
 in the inner loop. The indices form of max_pool scans whole windows, padding included (as
-``lowest``), because the reference's argmax does; it is rare and not performance-critical.
+``lowest``), because the reference's argmax does, except in the vectorised interior (row-major
+indices, as a gradient reads them), where every tap is inside.
 Work is split over N*C planes; the batch N may be read at run time (shape-generic code), the rest
 of the shape is static.
 """
@@ -23,7 +24,7 @@ from nnc.ir.ops.pool import _Geometry, _lowest, _unpool_shape
 from ..llvm_types import F64, I1, I8, I64, PTR, const_int, for_range, ll_type
 from . import dims as dm
 from . import window_vector as wv
-from .broadcast_loops import vector_lanes
+from .broadcast_loops import vector_lanes, vector_loop
 from .data_movement import const_table, itype, load_table, row_major
 from .indexing import chunked_dims
 from .registry import batch_only, lowering
@@ -165,8 +166,11 @@ def lower_max_pool(k, op: Op) -> None:
             b.store(b.load(acc, typ=t), b.gep(kb.out(0), [oi], source_etype=t, inbounds=True))
             if with_indices:
                 b.store(b.load(arg, typ=I64), b.gep(kb.out(1), [oi], source_etype=I64, inbounds=True))
-        if not vector:
+        if not vector and fast is None:
             _windows(kb, p, nc, window)
+            return
+        if fast is not None:  # the argmax in row-major order (what the gradient reads)
+            _interior_rows(kb, g, nc, fast, window, dt, t, gt)
             return
 
         def vmax(b, acc, v):
@@ -177,8 +181,88 @@ def lower_max_pool(k, op: Op) -> None:
         xin, yout = _plane_ptrs(kb, g, nc, t)
         wv.plane(kb, g, xin, yout, t, vector_lanes(kb, [dt]), lowest,
                  lambda b, taps: wv.tree(b, [v for _, v in taps], vmax))
+    # plain max: window_vector.py; the indices in row-major order: the unrolled interior of
+    # _interior_rows (the rest: per window)
+    fast = _interior(g) if with_indices and not op.attrs["storage_order"] else None
     vector = not with_indices and wv.applies(g)
     _planes(k, x, p.in_size * dt.itemsize, plane)
+
+
+def _interior(g: _Geometry) -> list[tuple[int, int]] | None:
+    """Per axis of a 2-D pooling, the range of output positions whose window lies wholly inside the
+    input (no padding, no clipping), or None when some axis has none or the pooling is not 2-D."""
+    if g.n != 2:
+        return None
+    ranges = []
+    for i in range(2):
+        o = np.arange(g.out[i])
+        start = o * g.strides[i] - g.begins[i]
+        ok = np.nonzero((start >= 0) & (start + (g.kernel[i] - 1) * g.dilations[i] < g.in_dims[i]))[0]
+        if ok.size == 0:
+            return None
+        ranges.append((int(ok[0]), int(ok[-1]) + 1))
+    return ranges
+
+
+def _interior_rows(kb, g: _Geometry, nc: ir.Value, fast, window, dt: DType, t: ir.Type, beats) -> None:
+    """max_pool with indices (row-major) of one plane: every output row whose windows are inside the
+    input in height runs its interior columns through a loop with the taps unrolled and no bounds
+    (LLVM vectorises it over the output columns: plain vector loads at stride 1, interleaved loads
+    otherwise; short rows as masked full-width vectors); border windows use the general per-window
+    code. The argmax goes into the second result, a tap replacing the running max only when
+    ``beats(b, v, acc)`` (the first of equal maxima wins, as in the reference)."""
+    b = kb.b
+    (rlo, rhi), (clo, chi) = fast
+    OH, OW = g.out
+    H, W = g.in_dims
+    sh, sw = g.strides
+    dh, dw = g.dilations
+    KH, KW = g.kernel
+    xin = b.gep(kb.arg(0), [b.mul(nc, const_int(H * W))], source_etype=t, inbounds=True)
+    yout = b.gep(kb.out(0), [b.mul(nc, const_int(OH * OW))], source_etype=t, inbounds=True)
+
+    def border(oh, lo, hi):
+        if hi > lo:
+            with for_range(b, hi, "pbw", start=lo) as ow:
+                window(kb, b.add(b.mul(nc, const_int(OH * OW)), b.add(b.mul(oh, const_int(OW)), ow)), [oh, ow])
+
+    with for_range(b, OH, "poh") as oh:
+        inside = b.and_(b.icmp_signed(">=", oh, const_int(rlo)), b.icmp_signed("<", oh, const_int(rhi)))
+        with b.if_else(inside) as (then, other):
+            with then:
+                border(oh, 0, clo)
+                ih0 = b.sub(b.mul(oh, const_int(sh)), const_int(g.begins[0]))
+                rows = [b.gep(xin, [b.mul(b.add(ih0, const_int(i * dh)), const_int(W))], source_etype=t,
+                              inbounds=True) for i in range(KH)]
+                yrow = b.gep(yout, [b.mul(oh, const_int(OW))], source_etype=t, inbounds=True)
+                # rows shorter than a few vectors (13 columns in SqueezeNet) vectorise masked, at full
+                # width; longer rows do better with LLVM's own choice (8-lane strided loads here). At
+                # stride 2 masked interleaved loads are slower still: ResNet's stem pooling (55-column
+                # interior) took 16 ms masked against 2.6 ms unmasked at batch 8
+                lanes = vector_lanes(kb, [dt])
+                short = chi - clo < (4 if sw == 1 else 2) * lanes
+                loop = vector_loop(b, chi, lanes, "pow", start=clo, predicate=True) if short else \
+                    for_range(b, chi, "pow", start=clo)
+                with loop as ow:
+                    iw0 = b.sub(b.mul(ow, const_int(sw)), const_int(g.begins[1]))
+                    acc = arg = None
+                    at = b.add(b.mul(b.add(b.mul(nc, const_int(H)), ih0), const_int(W)), iw0)  # tap 0, flat
+                    for i in range(KH):
+                        for j in range(KW):
+                            v = b.load(b.gep(rows[i], [b.add(iw0, const_int(j * dw))], source_etype=t,
+                                             inbounds=True), typ=t)
+                            tap = b.add(at, const_int(i * dh * W + j * dw))
+                            if acc is None:
+                                acc, arg = v, tap
+                            else:
+                                win = beats(b, v, acc)
+                                acc, arg = b.select(win, v, acc), b.select(win, tap, arg)
+                    b.store(acc, b.gep(yrow, [ow], source_etype=t, inbounds=True))
+                    oi = b.add(b.mul(nc, const_int(OH * OW)), b.add(b.mul(oh, const_int(OW)), ow))
+                    b.store(arg, b.gep(kb.out(1), [oi], source_etype=I64, inbounds=True))
+                border(oh, chi, OW)
+            with other:
+                border(oh, 0, OW)
 
 
 def _full_window(kb, p: _Plan, nc, pos, t, lowest, acc, arg, gt, storage_order: int) -> None:
