@@ -6,7 +6,7 @@ process, rounds alternating untuned/tuned. The table goes to a markdown file wit
 and after (run it on a quiet machine: the tuning measurements and the timings both need one).
 
     python bench/tune.py [--models resnet18,mobilenet_v2] [--budget 600] [--trials 64] [--threads 1]
-                         [--rounds 5] [--out bench/TUNE.md] [--quick]
+                         [--rounds 5] [--verify-top 3] [--out bench/TUNE.md] [--quick]
 
 ``--quick`` checks that the script works (30 s budget, 2 trials, 1 round, output to a temporary
 file unless --out is given); its numbers mean nothing.
@@ -32,9 +32,9 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def _tune(model: str, db: str, budget: float, trials: int, threads: int) -> tuple[float, str]:
+def _tune(model: str, db: str, budget: float, trials: int, threads: int, verify_top: int = 3) -> tuple[float, str]:
     cmd = [sys.executable, "-m", "nnc", "tune", model, "--db", db, "--time-budget", str(budget),
-           "--trials", str(trials), "--threads", str(threads), "-q"]
+           "--trials", str(trials), "--threads", str(threads), "--verify-top", str(verify_top), "-q"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -67,6 +67,8 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=600.0, help="seconds of nnc tune per model (--time-budget)")
     ap.add_argument("--trials", type=int, default=64, help="candidates per kernel at most (--trials)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--verify-top", type=int, default=3,
+                    help="candidates per kernel checked inside the model (nnc tune --verify-top)")
     ap.add_argument("--rounds", type=int, default=5, help="alternating untuned/tuned timing rounds")
     ap.add_argument("--time", type=float, default=2.0, help="seconds of timed runs per round and engine")
     ap.add_argument("--db-dir", default=None, help="keep the tuning databases here (default: a temporary folder)")
@@ -90,7 +92,7 @@ def main() -> int:
             if os.path.exists(db):
                 os.remove(db)  # a fresh tuning run with this budget, not a resumed one
             print(f"[{name}] nnc tune, budget {args.budget:.0f} s ...", file=sys.stderr, flush=True)
-            seconds, text = _tune(path, db, args.budget, args.trials, args.threads)
+            seconds, text = _tune(path, db, args.budget, args.trials, args.threads, args.verify_top)
             from_db, tunable, gains = _tuned_kernels(db, path, args.threads)
             print(f"[{name}] timing untuned vs tuned, {args.rounds} alternating rounds ...", file=sys.stderr,
                   flush=True)
@@ -116,8 +118,8 @@ def main() -> int:
     after = _uptime()
     md = [f"# nnc tune: untuned vs tuned latency ({datetime.date.today()})", "",
           f"`python bench/tune.py --models {args.models} --budget {args.budget:g} --trials {args.trials} "
-          f"--threads {args.threads} --rounds {args.rounds}`" + (" (--quick: a check, not a measurement)"
-                                                                  if args.quick else ""), "",
+          f"--threads {args.threads} --rounds {args.rounds} --verify-top {args.verify_top}`"
+          + (" (--quick: a check, not a measurement)" if args.quick else ""), "",
           f"uptime before: `{before}`", f"uptime after: `{after}`", "",
           "| model | threads | tune s | kernels from db | untuned ms | tuned ms | speed-up | predicted by "
           "nnc tune (model) | (checked kernels) | agreement | cost model (held-out) |",
