@@ -24,8 +24,12 @@ import os
 from pathlib import Path
 from typing import Callable
 
-import models_torchvision
-from models_torchvision import TORCHVISION
+try:  # imported as bench.models (tests) or as models with bench/ on sys.path (the bench scripts)
+    from . import models_torchvision
+except ImportError:
+    import models_torchvision
+
+TORCHVISION = models_torchvision.TORCHVISION
 
 EXPORT_VERSION = 1  # bump to re-export every cached model after changing a definition
 LIGHT = ["resnet50", "squeezenet", "densenet121", "inception_v1", "inception_v2", "shufflenet", "vgg19"]
