@@ -37,10 +37,16 @@ def _vname(vt: ir.VectorType) -> str:
     return f"v{vt.count}{_ename(vt.element)}"
 
 
+def elem_bytes(t: ir.Type) -> int:
+    """Bytes of a scalar element type (the alignment an access of it may assume)."""
+    if isinstance(t, ir.IntType):
+        return max(1, t.width // 8)
+    return {"f64": 8, "f32": 4}.get(_ename(t), 2)
+
+
 def _align(vt: ir.VectorType) -> ir.Constant:
     """The alignment a masked access may assume: its element's."""
-    e = vt.element
-    return ir.Constant(I32, e.width // 8 if isinstance(e, ir.IntType) else {"f64": 8, "f32": 4}.get(_ename(e), 2))
+    return ir.Constant(I32, elem_bytes(vt.element))
 
 
 def gep(b: ir.IRBuilder, p: ir.Value, i: ir.Value | int, t: ir.Type) -> ir.Value:

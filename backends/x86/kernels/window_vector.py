@@ -29,7 +29,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..llvm_types import I1, I32, const_int, for_range
-from .gemm_microkernel import masked_load, masked_store
+from .gemm_microkernel import elem_bytes, masked_load, masked_store
 
 MAX_STRIDE = 4  # wider column strides would load more than 4 vectors of input per vector of taps
 MAX_BORDER_ROWS = 8  # border rows are unrolled: more (huge pads) keep the per-window code
@@ -101,7 +101,7 @@ def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.
         """The vector of one tap: ``live`` the lanes whose input exists (None: all, the run-time loop)."""
         if sw == 1:
             if live is None:
-                return b.load(ptr, typ=vt, align=_bytes(t))
+                return b.load(ptr, typ=vt, align=elem_bytes(t))
             return masked_load(b, ptr, ir.Constant(ir.VectorType(I1, L), live), vt, pad_vec)
         lanes_on = [q % sw == 0 and (live is None or live[q // sw]) for q in range(L * sw)]
         got = masked_load(b, ptr, ir.Constant(ir.VectorType(I1, L * sw), lanes_on), wide,
@@ -164,7 +164,7 @@ def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.
                 for yrow, acc in zip(yrows, chunk(group, const_int(c0), c0)):
                     dst = b.gep(yrow, [const_int(c0)], source_etype=t, inbounds=True)
                     if n == L:
-                        b.store(acc, dst, align=_bytes(t))
+                        b.store(acc, dst, align=elem_bytes(t))
                     else:
                         masked_store(b, acc, dst, ir.Constant(ir.VectorType(I1, L), [r < n for r in range(L)]))
         if not run:
@@ -173,7 +173,7 @@ def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.
         unrolled(list(range(run[0])))
         with for_range(b, chunks[run[-1]] + L, "pvc", start=chunks[run[0]], step=L) as c:
             for yrow, acc in zip(yrows, chunk(group, c, None)):
-                b.store(acc, b.gep(yrow, [c], source_etype=t, inbounds=True), align=_bytes(t))
+                b.store(acc, b.gep(yrow, [c], source_etype=t, inbounds=True), align=elem_bytes(t))
         unrolled(list(range(run[-1] + 1, len(chunks))))
 
     def border(oh: int) -> None:
@@ -192,12 +192,6 @@ def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.
             rows_at(oh, [list(range(KH))], [KH])
     for oh in range(rhi, OH):
         border(oh)
-
-
-def _bytes(t: ir.Type) -> int:
-    if isinstance(t, ir.IntType):
-        return max(1, t.width // 8)
-    return {ir.DoubleType: 8, ir.FloatType: 4}.get(type(t), 2)
 
 
 def tree(b: ir.IRBuilder, vals: list, combine: Callable) -> ir.Value:
