@@ -168,7 +168,15 @@ class ScheduleTable:
     def __init__(self, entries: Mapping[str, TableEntry] | None = None, source: str = "", digest: str = ""):
         self.entries = dict(entries or {})
         self.source = source
-        self.digest = digest
+        # the digest is in the compile cache key, so it must name the schedules: a table built without
+        # one (through the API) gets the digest of its entries, never a cached build of another table
+        self.digest = digest or "entries:" + _entries_digest(self.entries)
+
+
+def _entries_digest(entries: Mapping[str, TableEntry]) -> str:
+    text = json.dumps({key: [e.schedule.to_json(), e.kept_default] for key, e in sorted(entries.items())},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def choose(k: Any, op: Op, kind: str, default: Schedule, accepts: tuple[str, ...] | None = None

@@ -69,6 +69,22 @@ def test_default_schedules_generate_the_same_code():
     assert _text(ScheduleTable({k.key: TableEntry(other)}, "one")) != plain
 
 
+def test_tables_built_through_the_api_do_not_share_a_cache_entry():
+    """A ScheduleTable made without a digest (``nnc.compile(tuning_db=ScheduleTable(...))``) gets the
+    digest of its schedules: a second table must not be handed the first table's cached build."""
+    kernels = model_kernels(tuning_cnn(), THREADS)
+    k = next(k for k in kernels if k.default.kind == "gemm")
+    other = Schedule("gemm", 4, 1, 128, 96, 512, k.default.vector_bits, "mn", 1, 1)
+    built = []
+    for sched in (k.default, other, k.default):
+        cm = nnc.compile(tuning_cnn(), target="x86", threads=THREADS, quiet=True,
+                         tuning_db=ScheduleTable({k.key: TableEntry(sched)}, "api"))
+        row = next(r for r in cm.report["x86"]["tuning"]["kernels"] if r["key"] == k.key)
+        built.append((row["schedule"], cm.report["x86"]["tuning"]["digest"]))
+    assert built[0][0] == k.default.to_json() and built[1][0] == other.to_json()
+    assert built[0][1] != built[1][1] and built[0][1] == built[2][1]
+
+
 def test_schedule_json_round_trip_and_validation():
     s = Schedule("gemm", 8, 3, 192, 192, 1008, 512, "nm", 1, 2)
     assert Schedule.from_json(s.to_json()) == s
