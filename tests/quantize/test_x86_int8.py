@@ -48,6 +48,10 @@ def x86_equals_interpreter(opname: str, x: np.ndarray, consts: list[np.ndarray],
     (64, 64, 7, 1, 1, 0, 0, 1),    # 1x1
     (16, 16, 8, 3, 1, 1, 3, 16),   # depthwise: the direct loop nest
     (12, 8, 10, 3, 1, 1, -128, 2),  # grouped, zero point at the bottom of the range
+    # stride 1 packs 16 pixels per step, the rest under a lane mask
+    (24, 6, 37, 1, 1, 0, 9, 1),    # 1x1: rows of 37 = 2 x 16 + 5, a partial group of two channels
+    (16, 5, 21, 3, 1, 1, -7, 1),   # 3x3 padded: runs clipped by the border, one channel past a group
+    (20, 32, 16, 3, 1, 2, 100, 1),  # padding 2: a run of exactly 16 and runs of 14
 ])
 def test_qconv(M, C, H, k, s, p, zp, g):
     x86_equals_interpreter("qconv", i8(2, C, H, H), [i8(M, C // g, k, k), i32(M)], strides=[s, s], pads=[p] * 4,

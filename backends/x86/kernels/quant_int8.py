@@ -10,7 +10,8 @@ Weights are packed once at compile time, four reduction steps per i32 (zero-padd
 - ``qconv`` (lanes over output pixels, so a tile stores straight into NCHW): each task owns a block
   of NR output pixels of one image and one group; it packs their im2col panel as u8 in
   ``[tap][channel/4][pixel][4]`` order (four channels of one tap interleaved, so the inner copy over
-  a row of output pixels is contiguous), then runs every block of MR output channels over it with
+  a row of output pixels is contiguous; at stride 1 sixteen pixels per step, one 16-byte load per
+  channel and a byte interleave), then runs every block of MR output channels over it with
   MR x NR/16 accumulators. Depthwise / tiny-reduction convolutions use a direct loop nest instead.
 - ``qmatmul`` (lanes over N): the weight is packed in NR-wide panels ``[K/4][NR][4]``; each task
   owns one panel and walks the rows of ``a`` (packed per MR rows as u8 with K padded to 4).
@@ -114,6 +115,55 @@ def _tile_loop(kb, vnni: bool, tile: _Tile, nk4: int, vec_ptr, bcast_ptr, vec_is
 
 
 # -- qconv ----------------------------------------------------------------------------------------
+
+V16I8 = ir.VectorType(I8, 16)
+V64I8 = ir.VectorType(I8, 64)
+_LANE = ir.Constant(V16I8, list(range(16)))
+# the 64 bytes of four 16-byte channel rows, interleaved: word i = (row0[i], row1[i], row2[i], row3[i])
+_INTERLEAVE = ir.Constant(ir.VectorType(I32, 64), [16 * j + i for i in range(16) for j in range(4)])
+
+
+def _pack_run(b: ir.IRBuilder, panel_words, xg, src0, col0, lo, hi, nch: int, plane: int) -> None:
+    """Panel words ``[col0 + ow]`` for ``lo <= ow < hi`` of a stride-1 tap: word ``ow`` is the bytes
+    (+128) of channels ``0..nch-1`` at ``xg[src0 + ow + j*plane]``, 0 for channels past ``nch``.
+
+    Sixteen words per step: one 16-byte load per channel, one byte interleave (a ``vpermb`` with
+    VBMI); the last partial step under a lane mask (no byte outside the run is read or written)."""
+    from .gemm_microkernel import masked_load, masked_store
+
+    zero = ir.Constant(V16I8, [0] * 16)
+    flip = ir.Constant(V16I8, [-128] * 16)
+
+    def step(ow, mask16, mask64) -> None:
+        rows = []
+        for j in range(4):
+            if j >= nch:
+                rows.append(zero)
+                continue
+            p = _gep(b, xg, b.add(b.add(src0, ow), const_int(j * plane)), I8)
+            v = b.load(p, typ=V16I8, align=1) if mask16 is None else masked_load(b, p, mask16, V16I8)
+            rows.append(b.xor(v, flip))
+        pair = ir.Constant(ir.VectorType(I32, 32), list(range(32)))
+        ab = b.shuffle_vector(rows[0], rows[1], pair)
+        cd = b.shuffle_vector(rows[2], rows[3], pair)
+        abcd = b.shuffle_vector(ab, cd, ir.Constant(ir.VectorType(I32, 64), list(range(64))))
+        words = b.shuffle_vector(abcd, ir.Constant(V64I8, None), _INTERLEAVE)
+        dst = _gep(b, panel_words, b.add(col0, ow), I32)
+        if mask64 is None:
+            b.store(words, dst, align=4)
+        else:
+            masked_store(b, words, dst, mask64)
+
+    n = b.sub(hi, lo)
+    n16 = b.mul(b.sdiv(n, const_int(16)), const_int(16))
+    with for_range(b, b.add(lo, n16), "owv", start=lo, step=16) as ow:
+        step(ow, None, None)
+    rem = b.sub(n, n16)
+    with b.if_then(b.icmp_signed(">", rem, const_int(0))):
+        m16 = b.icmp_signed("<", _LANE, _splat(b, b.trunc(rem, I8), V16I8))
+        lanes64 = ir.Constant(V64I8, [i // 4 for i in range(64)])
+        m64 = b.icmp_signed("<", lanes64, _splat(b, b.trunc(rem, I8), V64I8))
+        step(b.add(lo, n16), m16, m64)
 
 def _conv_geometry(op: Op):
     from nnc.ir.ops.conv import fill, resolve_pads, window_count
@@ -239,6 +289,11 @@ def _qconv_vnni(k, op: Op, wv: np.ndarray, bias_v: np.ndarray | None, ks, s, d, 
                     with for_range(b, z_, "pad", start=a_) as ow:
                         b.store(fillv, _gep(b, dst_row, b.add(base_l, ow), I32))
                 rowbase = b.add(cbase, b.mul(_imax(b, ih, const_int(0)), const_int(W)))
+                if s[1] == 1:  # consecutive output columns read consecutive bytes: 16 at a time
+                    _pack_run(b, panel_words=dst_row, xg=xg, src0=b.sub(b.add(rowbase, const_int(kw * d[1])),
+                                                                         const_int(p[1])),
+                              col0=base_l, lo=vlo, hi=vhi, nch=nch, plane=H * W)
+                    return
                 with for_range(b, vhi, "ow", start=vlo) as ow:
                     iw = b.sub(b.add(b.mul(ow, const_int(s[1])), const_int(kw * d[1])), const_int(p[1]))
                     src = b.add(rowbase, iw)
