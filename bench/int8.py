@@ -203,7 +203,7 @@ def main() -> None:
             res = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
         print(json.dumps(res))
         return
-    table = models.all_models()
+    table = models.all_models(torchvision=True)
     load_before = os.getloadavg()
     engines = ("fp32", "int8") if a.no_ort else ("fp32", "int8", "ort_int8")
     rows = ["| model | FP32 ms | INT8 ms | INT8/FP32 | ORT INT8 ms | INT8/ORT INT8 | SQNR INT8 dB | "
