@@ -1,6 +1,7 @@
 """Imports every pass module so that each registers itself (see ``registry.py``)."""
 
 from . import (  # noqa: F401  # noqa: F401
+    batchnorm_affine,
     bound_kv_reads,
     cse,
     dce,

@@ -4,7 +4,8 @@ Inference:
 - O0: freeze only (weights become constants; the graph is otherwise as imported).
 - O1: + constant folding (shape subgraphs included), static dynamic-operands, simplification, DCE.
 - O2: + CSE and batch-norm folding.
-- O3: + structural re-parameterisation and fusion.
+- O3: + structural re-parameterisation, the batch norms no conv absorbed as per-channel affine
+  elementwise ops, and fusion.
 
 Training keeps the weights as parameters (no freeze); its levels grow with the training passes, and
 -O3 fuses elementwise chains and conv/matmul epilogues of the step (a relu's gradient mask and
@@ -17,7 +18,7 @@ from .registry import PassError
 
 _O1 = "freeze,fold-constants,fold-dynamic,simplify,dce"
 _O2 = _O1 + ",cse,fold-batchnorm,simplify,dce"
-_O3 = _O2 + ",reparameterize,fuse,dce"
+_O3 = _O2 + ",reparameterize,batchnorm-affine,fuse,dce"
 
 PRESETS: dict[str, dict[int, str]] = {
     "infer": {0: "freeze", 1: _O1, 2: _O2, 3: _O3},

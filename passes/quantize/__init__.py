@@ -102,6 +102,8 @@ def quantized_pipeline(text: str, scheme: str, calibration: Any = None, observer
     for name, opts in parse_pipeline(text):
         if name == "fuse":
             break
+        if name == "batchnorm-affine":  # a rewrite for fusion's sake: the quantizer handles batch_norm itself
+            continue
         passes.append(make_pass(name, opts))
     if scheme == "qdq":
         return passes + [quantize_int8.QuantizeQDQ(), make_pass("dce")]
