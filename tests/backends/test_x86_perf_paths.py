@@ -140,6 +140,10 @@ DEPTHWISE = [  # (C, H, W, k, stride, pad, dilation, multiplier)
     (2, 4, 3, 5, 1, 1, 1, 1),      # no interior at all
     (3, 30, 50, 7, 1, 3, 1, 1),    # ConvNeXt's 7x7: row groups of 4 and a remainder, 16-column chunks
     (2, 33, 70, 5, 2, 2, 1, 1),    # stride 2 over wide rows
+    # stride 2: each row's taps are shuffles of one window of inputs (MobileNet's 112 -> 56: a
+    # border chunk, clean chunks, a half chunk); dilated windows span more vectors
+    (3, 20, 112, 3, 2, 1, 1, 1),
+    (2, 24, 75, 3, 2, 2, 2, 1),
 ]
 
 
@@ -208,6 +212,7 @@ POOLS = [  # (C, H, W, kernel, stride, pads, ceil, dilation)
     (2, 19, 21, 3, 1, 1, 0, 1),
     (2, 20, 33, 3, 2, 2, 0, 2),
     (3, 8, 5, 5, 3, 2, 1, 1),
+    (2, 30, 90, 7, 4, 3, 1, 1),    # stride 4, a 7-wide window: five vectors of inputs per row
 ]
 
 

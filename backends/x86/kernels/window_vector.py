@@ -4,14 +4,15 @@ interior of max_pool / avg_pool and depthwise conv.
 A plane's output rows split into the rows whose every tap row lies inside the input (a run-time
 loop) and the few border rows above and below (unrolled at compile time, each with only its taps
 that land inside). Along a row, the output columns go ``lanes`` at a time: tap (i, j) of columns
-ow..ow+lanes is one vector load from input row i at stride 1, or at stride ``s`` one load of ``s``
-vectors (``lanes*s`` consecutive inputs, only every s-th lane enabled) and a shuffle that keeps
-every s-th. The chunks of columns whose windows all lie inside form a run-time loop of full-width
-vectors; the chunks at the borders (and the last, partial one) are unrolled, and each of their taps
-loads under a compile-time mask of the lanes whose input column exists, the others reading as
-``pad`` (the lowest value for max, 0 for sums): masked-off lanes are never touched. The caller's
-``reduce`` folds the taps of one vector of outputs (max in a tree, a sum in row-major tap order, a
-dot product with a conv's filter).
+ow..ow+lanes is one vector load from input row i at stride 1; at stride ``s`` > 1 the inputs every
+tap of the row reads (``s*(lanes-1) + (KW-1)*dilation + 1`` of them) are loaded once as whole
+vectors and each tap is a shuffle of that window (MobileNet's 3x3/2 depthwise 96x112x112: 152 ->
+96 us against a load of ``s`` misaligned vectors per tap). The chunks of columns whose windows
+all lie inside form a run-time loop of full-width vectors; the chunks at the borders (and the last,
+partial one) are unrolled, and each of their loads is under a compile-time mask of the lanes whose
+input column exists, the others reading as ``pad`` (the lowest value for max, 0 for sums):
+masked-off lanes are never touched. The caller's ``reduce`` folds the taps of one vector of outputs
+(max in a tree, a sum in row-major tap order, a dot product with a conv's filter).
 
 This replaces per-window loops for the borders and LLVM's loop vectoriser for the interior: on
 ResNet's 3x3/2 max_pool (112x112 -> 56x56) the vectoriser turned the strided, masked loads of a
@@ -108,6 +109,39 @@ def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.
                           ir.Constant(wide, [pad.constant] * (L * sw)))
         return b.shuffle_vector(got, ir.Constant(wide, None), pick)
 
+    span = sw * (L - 1) + (KW - 1) * dw + 1  # the inputs a clean chunk's taps of one row read
+
+    def window(rp, col0: ir.Value, c0: int | None) -> ir.Value:
+        """The ``span`` inputs of one row under a chunk at stride > 1, loaded once as whole vectors
+        and joined: each tap is then one shuffle of it, where loading each tap would load ``sw``
+        vectors (misaligned) per tap. In a clean chunk (``c0`` None) only lanes past ``span`` are
+        masked off; in an unrolled one also those outside the input row or past the chunk's last
+        output's window, which read as ``pad``."""
+        base = b.gep(rp, [b.sub(b.mul(col0, const_int(sw)), const_int(bw))], source_etype=t)
+        if c0 is None:
+            ok = [q < span for q in range(-(-span // L) * L)]
+        else:
+            n = min(L, OW - c0)
+            last = sw * (n - 1) + (KW - 1) * dw
+            ok = [q <= last and 0 <= sw * c0 - bw + q < W for q in range(-(-span // L) * L)]
+        vecs = []
+        for v in range(len(ok) // L):
+            p = b.gep(base, [const_int(v * L)], source_etype=t)
+            lanes_ok = ok[v * L:(v + 1) * L]
+            if all(lanes_ok):
+                vecs.append(b.load(p, typ=vt, align=elem_bytes(t)))
+            elif not any(lanes_ok):
+                vecs.append(pad_vec)
+            else:
+                vecs.append(masked_load(b, p, ir.Constant(ir.VectorType(I1, L), lanes_ok), vt, pad_vec))
+        while len(vecs) > 1:  # concatenate pairwise (shufflevector joins two of one type)
+            if len(vecs) % 2:
+                vecs.append(ir.Constant(vecs[0].type, None))
+            vecs = [b.shuffle_vector(vecs[k], vecs[k + 1], ir.Constant(ir.VectorType(I32, 2 * vecs[k].type.count),
+                                                                         list(range(2 * vecs[k].type.count))))
+                    for k in range(0, len(vecs), 2)]
+        return vecs[0]
+
     def chunk(group, col0: ir.Value, c0: int | None) -> list[ir.Value]:
         """The output vectors of columns col0..col0+L of the rows of ``group``; ``c0`` the
         compile-time column of an unrolled chunk (its masks), None in the run-time loop of clean
@@ -128,8 +162,16 @@ def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.
                             continue  # every lane reads padding: the tap adds nothing
                     key = (id(rp), j)
                     if key not in loaded:
-                        ptr = b.gep(rp, [b.add(b.mul(col0, const_int(sw)), const_int(j * dw - bw))], source_etype=t)
-                        loaded[key] = tap(ptr, live)
+                        if sw > 1:  # every tap of the row from one window of inputs
+                            if (id(rp), "window") not in loaded:
+                                loaded[(id(rp), "window")] = window(rp, col0, c0)
+                            loaded[key] = b.shuffle_vector(
+                                loaded[(id(rp), "window")], ir.Constant(loaded[(id(rp), "window")].type, None),
+                                ir.Constant(ir.VectorType(I32, L), [j * dw + sw * r for r in range(L)]))
+                        else:
+                            ptr = b.gep(rp, [b.add(b.mul(col0, const_int(sw)), const_int(j * dw - bw))],
+                                        source_etype=t)
+                            loaded[key] = tap(ptr, live)
                     taps.append(((i, j), loaded[key]))
             row_taps.append(taps or [((0, 0), pad_vec)])
         accs = reduce(b, row_taps) if group_reduce else [reduce(b, taps) for taps in row_taps]
