@@ -31,6 +31,7 @@ from nnc.ir import Graph, Module, Op, TargetError, Value
 
 from . import runtime
 from .frame import FrameLayout
+from .kernels import vecmath
 from .kernels.registry import get_lowering
 from .llvm_types import I8, I32, I64, PTR, VOID, const_int, for_range, ll_type
 from .storage import StorageMap
@@ -253,6 +254,7 @@ class CodeGen:
         self.threads = threads  # parallel_for's thread count; 1 = serial loops, no pool (runtime.py)
         self.ll = ir.Module(name=module.name)
         self.ll.triple = TRIPLE
+        vecmath.use_scalef(self.ll, target.has("avx512f"))
         self.helpers: dict[str, ir.Function] = {}
         self.kernel_names: list[tuple[str, Op]] = []
         # a tuning table (schedule.py): when set, tunable kernels look their schedule up there and log it

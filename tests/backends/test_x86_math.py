@@ -159,9 +159,10 @@ def test_bool_logic_where_and_bitcast():
 
 
 # -- vecmath accuracy -----------------------------------------------------------------------------
-def _vm_kernel(name: str):
+def _vm_kernel(name: str, scalef: bool = False):
     m = ir.Module(name)
     m.triple = TRIPLE
+    vecmath.use_scalef(m, scalef)
     f = ir.Function(m, ir.FunctionType(VOID, [PTR, PTR, I64]), name="run")
     b = ir.IRBuilder(f.append_basic_block())
     src, dst, n = f.args
@@ -189,13 +190,15 @@ VM_ORACLES = {"exp": (np.exp, 2), "expm1": (np.expm1, 3), "log": (np.log, 2), "l
               "erfc": (_erfc64, 10)}
 
 
+@pytest.mark.parametrize("scalef", [False, True])  # two exponent-bit factors / one vscalefps (AVX-512)
 @pytest.mark.parametrize("name", list(VM_ORACLES))
-def test_vecmath_accuracy_over_all_f32_exponents(name: str):
+def test_vecmath_accuracy_over_all_f32_exponents(name: str, scalef: bool):
     # every 4099th bit pattern: ~1M values covering every exponent of both signs, NaNs and infs
     bits = np.arange(0, 2 ** 32, 4099, dtype=np.uint64).astype(np.uint32)
     x = np.concatenate([bits.view(np.float32), np.float32([0, -0.0, np.inf, -np.inf, np.nan, 88.72, 88.73,
                                                            -87.3, -103.9, -104.0, 1e-45, -1e-45, 0.625, 1.0])])
-    fn, jit, text = _vm_kernel(name)
+    fn, jit, text = _vm_kernel(name, scalef)
+    assert ("llvm.ldexp" in text) == (scalef and name != "log" and name != "log1p"), "the scaling was not the one asked"
     y = np.empty_like(x)
     fn(x.ctypes.data, y.ctypes.data, x.size)
     oracle, max_ulps = VM_ORACLES[name]
