@@ -31,7 +31,9 @@ from nnc.ir import DType, InputError, Op
 
 GEMM_FIELDS = ("mr", "nv", "kc", "mc", "nc", "vector_bits", "order", "tm", "tn")
 CHANVEC_FIELDS = ("mr", "nv", "kc", "mc", "tn", "tp")
-FIELDS = {"gemm": GEMM_FIELDS, "dwconv": ("flat",), "chanvec": CHANVEC_FIELDS}  # what each kind's JSON holds
+WINOGRAD_FIELDS = ("mr", "nv", "kc", "tb", "tn", "tp")
+# what each kind's JSON holds
+FIELDS = {"gemm": GEMM_FIELDS, "dwconv": ("flat",), "chanvec": CHANVEC_FIELDS, "winograd": WINOGRAD_FIELDS}
 CHANVEC_LANES = 16  # the channel-vector path is AVX-512 f32 only
 ZMM_REGISTERS = 31  # of 32: accumulators, the B vectors and one broadcast
 ORDERS = ("nm", "mn")  # the macro kernel's tile loops: columns outer (the default) or rows outer
@@ -43,7 +45,7 @@ class ScheduleError(InputError):
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    kind: str  # "gemm", "dwconv" or "chanvec"
+    kind: str  # "gemm", "dwconv", "chanvec" or "winograd"
     mr: int = 0  # gemm: rows of the register tile; chanvec: output pixels of it (they divide the row)
     nv: int = 0  # vectors of the register tile (chanvec: of 16 output channels)
     kc: int = 0
@@ -54,7 +56,8 @@ class Schedule:
     tm: int = 0  # 0: the task-grid cost model decides
     tn: int = 0  # gemm: tasks along N (0: the cost model); chanvec: tasks along the output channels
     flat: int = -1  # dwconv: -1 the default rule, 0 direct loops, 1 a zero-padded copy of the plane
-    tp: int = 0  # chanvec: tasks along the output pixels (tn x tp tasks per image)
+    tp: int = 0  # chanvec: tasks along the output pixels (tn x tp tasks per image); winograd: along the tile rows
+    tb: int = 0  # winograd: tile rows (of 2 output rows) per block
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, **{f: getattr(self, f) for f in FIELDS[self.kind]}}
@@ -69,15 +72,18 @@ class Schedule:
                 raise ScheduleError(f"schedule: unknown field {k!r}")
             if k not in ("kind", "order") and (not isinstance(v, int) or isinstance(v, bool)):
                 raise ScheduleError(f"schedule: {k} must be an integer, got {v!r}")
-        if d["kind"] == "chanvec":
-            extra = sorted(set(d) - {"kind", *CHANVEC_FIELDS})
+        if d["kind"] in ("chanvec", "winograd"):
+            mine = FIELDS[d["kind"]]
+            extra = sorted(set(d) - {"kind", *mine})
             if extra:
-                raise ScheduleError(f"schedule: a chanvec schedule has no field {extra[0]!r}")
-            missing = [f for f in CHANVEC_FIELDS if f not in d]
+                raise ScheduleError(f"schedule: a {d['kind']} schedule has no field {extra[0]!r}")
+            missing = [f for f in mine if f not in d]
             if missing:
-                raise ScheduleError(f"schedule: a chanvec schedule needs {', '.join(missing)} {d}")
-        elif "tp" in d:
-            raise ScheduleError(f"schedule: a {d['kind']} schedule has no field 'tp'")
+                raise ScheduleError(f"schedule: a {d['kind']} schedule needs {', '.join(missing)} {d}")
+        else:
+            for f in ("tp", "tb"):
+                if f in d:
+                    raise ScheduleError(f"schedule: a {d['kind']} schedule has no field {f!r}")
         s = cls(**d)
         if s.kind == "gemm":
             if min(s.mr, s.nv, s.kc, s.mc, s.nc) < 1 or s.mc % s.mr or min(s.tm, s.tn) < 0:
@@ -88,6 +94,8 @@ class Schedule:
                 raise ScheduleError(f"schedule: nc must be a multiple of the tile's columns {d}")
         elif s.kind == "chanvec":
             _check_chanvec(s, d)
+        elif s.kind == "winograd":
+            _check_winograd(s, d)
         elif s.flat not in (-1, 0, 1):
             raise ScheduleError(f"schedule: flat must be -1, 0 or 1 {d}")
         return s
@@ -97,6 +105,9 @@ class Schedule:
             return {-1: "dw default", 0: "dw direct", 1: "dw padded copy"}[self.flat]
         if self.kind == "chanvec":
             return f"chanvec tile {self.mr}px x {self.nv}v kc{self.kc} mc{self.mc} tasks {self.tn}ch x {self.tp}px"
+        if self.kind == "winograd":
+            return (f"winograd tile {self.mr}t x {self.nv}v kc{self.kc} tb{self.tb} "
+                    f"tasks {self.tn}ch x {self.tp}rows")
         grid = f"{self.tm}x{self.tn}" if self.tm else "auto"
         return (f"tile {self.mr}x{self.nv}v{self.vector_bits} kc{self.kc} mc{self.mc} nc{self.nc} "
                 f"{self.order} grid {grid}")
@@ -115,6 +126,16 @@ def _check_chanvec(s: Schedule, d: Mapping[str, Any]) -> None:
         raise ScheduleError(f"schedule: chanvec kc must be positive and mc a multiple of mr {dict(d)}")
     if s.tn < 1 or s.tp < 1:
         raise ScheduleError(f"schedule: chanvec tn and tp (tasks per image) must be positive {dict(d)}")
+
+
+def _check_winograd(s: Schedule, d: Mapping[str, Any]) -> None:
+    """What a Winograd plan needs whatever the conv: a register tile of ``mr`` 2x2 tiles x 1-4 vectors
+    of channels within the zmm registers, positive ``kc`` and ``tb``, at least one task each way."""
+    if not (1 <= s.mr <= 28 and 1 <= s.nv <= 4) or s.mr * s.nv + s.nv + 1 > ZMM_REGISTERS:
+        raise ScheduleError(f"schedule: a winograd tile of {s.mr} tiles x {s.nv} vectors does not fit the "
+                            f"{ZMM_REGISTERS} registers (1-4 vectors) {dict(d)}")
+    if min(s.kc, s.tb, s.tn, s.tp) < 1:
+        raise ScheduleError(f"schedule: winograd kc, tb, tn and tp must be positive {dict(d)}")
 
 
 def gemm_default(blk: Any) -> Schedule:

@@ -30,6 +30,7 @@ from nnc.ir.ops.conv import fill, resolve_pads
 from ..llvm_types import F16, F32, I1, I32, I64, PTR, const_int, for_range, ll_type
 from ..schedule import ScheduleError, choose, gemm_default, record
 from . import conv_channel_vectors as channel_vectors
+from . import conv_winograd as winograd
 from .conv_depthwise import depthwise
 from .dims import mul as dim_mul
 from .gemm import (
@@ -112,8 +113,21 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     chanvec = n == 2 and G == 1 and not f64 and isinstance(N, int)
     cvp = channel_vectors.plan(k.target, max(1, getattr(k.cg, "threads", 1)), M, Kdim, KK, P, outsp[-1],
                                s) if chanvec else None
-    default = gemm_default(blk) if cvp is None else channel_vectors.schedule_of(cvp)
-    sched, key, source = choose(k, op, "gemm", default, accepts=("gemm", "chanvec"))
+    # 3x3 stride-1 convs with constant filters: Winograd F(2x2, 3x3) where its rule says it wins
+    wino = winograd.runs(n, ks, s, d, G, f64, warr is not None, isinstance(N, int), k.target.vector_bits)
+    wp = winograd.plan(max(1, getattr(k.cg, "threads", 1)), mg, cg, *outsp) if wino else None
+    default = winograd.schedule_of(wp) if wp is not None else \
+        gemm_default(blk) if cvp is None else channel_vectors.schedule_of(cvp)
+    sched, key, source = choose(k, op, "gemm", default, accepts=("gemm", "chanvec", "winograd"))
+    if sched.kind == "winograd":
+        where = f"tuning db: kernel {key} (conv {op.results[0].name})"
+        if not wino:
+            raise ScheduleError(f"{where}: a winograd schedule needs a 2-D f32 3x3 conv of stride and dilation 1, "
+                                f"one group, constant filters, a static batch and AVX-512")
+        wp = winograd.plan_from_schedule(sched, mg, cg, *outsp, where)
+        winograd.emit(k, op, wp, warr, p)
+        record(k, op, key, sched, source)
+        return
     if sched.kind == "chanvec":
         where = f"tuning db: kernel {key} (conv {op.results[0].name})"
         if not chanvec:
