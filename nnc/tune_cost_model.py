@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from nnc.backends.x86.kernels import conv_winograd
 from nnc.backends.x86.kernels.conv_channel_vectors import chunks
 from nnc.backends.x86.schedule import CHANVEC_LANES, Schedule
 from nnc.backends.x86.schedule_space import gemm_dims
@@ -26,17 +27,24 @@ def _ceil(a: int, b: int) -> int:
 
 def features(sig: Mapping[str, Any], sched: Schedule) -> np.ndarray:
     """A fixed-length vector describing (kernel, schedule): work, padding, register use, blocking, and
-    which kind of kernel runs (the last column: the channel-vector conv)."""
+    which kind of kernel runs (the last two columns: the channel-vector conv, the Winograd conv)."""
     threads = int(sig.get("threads", 1))
     if sched.kind == "dwconv":
         out = sig["outputs"][0][1]
         plane = math.prod(out[2:])
         flat = 1.0 if sched.flat == 1 else (0.5 if sched.flat == -1 else 0.0)
         return np.array([1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, flat, math.log(plane), flat * math.log(plane),
-                         math.log(threads), 0.0])
+                         math.log(threads), 0.0, 0.0])
     batch, M, N, K = gemm_dims(sig)
-    chanvec = sched.kind == "chanvec"
-    if chanvec:  # the product transposed: the tile's rows are output pixels, its vectors output channels
+    chanvec, wino = sched.kind == "chanvec", sched.kind == "winograd"
+    mc = sched.mc
+    if wino:  # 16 products [tiles x C] @ [C x M]: rows are 2x2 tiles, vectors output channels
+        th, tw = conv_winograd.tiles(*sig["outputs"][0][1][2:])
+        N, K = M, K // 9
+        M = th * tw
+        lanes, tasks, mc = CHANVEC_LANES, sched.tn * sched.tp, sched.tb * tw
+        nc = conv_winograd.chunks(N, th, sched.nv, sched.tn, sched.tp)[0]
+    elif chanvec:  # the product transposed: the tile's rows are output pixels, its vectors output channels
         M, N = N, M
         lanes, tasks = CHANVEC_LANES, sched.tn * sched.tp
         nc = chunks(N, M, sched.mr, sched.nv, sched.tn, sched.tp)[0]  # the channels of a task
@@ -52,11 +60,11 @@ def features(sig: Mapping[str, Any], sched: Schedule) -> np.ndarray:
         sched.mr * sched.nv / 28.0,                      # accumulator registers used
         1.0 / sched.mr + 1.0 / sched.nv,                 # loads per FMA (smaller tiles reload more)
         math.log(sched.kc / 256), math.log(min(sched.kc, K) / max(K, 1) + 1e-3),
-        math.log(sched.mc / 192), math.log(nc / 1024),
+        math.log(mc / 192), math.log(nc / 1024),
         1.0 if lanes < 16 else 0.0,
-        1.0 if sched.order == "mn" and not chanvec else 0.0,
+        1.0 if sched.order == "mn" and not (chanvec or wino) else 0.0,
         math.log(balance), math.log(max(tasks, 1) / threads),
-        0.0, math.log(max(batch * M * N * K, 1)) / 10, 0.0, math.log(threads), float(chanvec),
+        0.0, math.log(max(batch * M * N * K * (16 if wino else 1), 1)) / 10, 0.0, math.log(threads), float(chanvec), float(wino),
     ])
 
 

@@ -8,8 +8,10 @@ KC, MC and NC around the default's; both macro-kernel loop orders; the task grid
 or one of the even splits over the threads. The depthwise conv: direct loops or the zero-padded
 copy, where the plane fits its buffer. A conv on the channel-vector path (kind ``chanvec``): every
 plan that path can run for it (``chanvec_space``), and the other GEMM's schedules too; a conv
-the path can run whose default is the other GEMM, some of those plans too. Every
-candidate computes the same result; only the order of the additions of a sum changes.
+the path can run whose default is the other GEMM, some of those plans too. A 3x3 stride-1 conv the
+Winograd path can run (kind ``winograd``): that path's plans (``winograd_space``) besides the
+others', whichever is its default. Every candidate computes the same result on the tuner's small
+integers (Winograd's F(2x2, 3x3) is exact there); only the order of the additions of a sum changes.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import dataclasses
 import itertools
 import math
 import random
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 from nnc.ir.ops.conv import fill, resolve_pads
 
+from .kernels import conv_channel_vectors as cv
+from .kernels import conv_winograd as wg
 from .kernels.conv_channel_vectors import chunks, plan_from_schedule
 from .kernels.gemm import blocking
 from .schedule import CHANVEC_LANES, ORDERS, Schedule, ScheduleError, gemm_default
@@ -65,15 +70,78 @@ def candidates(sig: Mapping[str, Any], default: Schedule, target_bits: int, limi
     if default.kind == "dwconv":
         flats = [0, 1] if depthwise_flat_allowed(sig) else [0]
         return [Schedule("dwconv", flat=f) for f in flats if f != default.flat]
+    wino = winograd_space(sig) if winograd_runs(sig, target_bits) else []
+    if default.kind == "winograd":
+        _, M, N, _ = gemm_dims(sig)
+        mine = _sample(winograd_space(sig, default), default, limit // 2, seed)
+        cvp = _chanvec_default(sig, M, N)
+        plans = ([cvp] if cvp else []) + _sample(chanvec_space(sig), cvp, limit // 4 - 1, seed)
+        other = gemm_default(blocking(target_bits, False, M, N))
+        rest = limit - len(mine) - len(plans) - 1
+        return mine + plans + [other] + _sample(_gemm_space(sig, other, target_bits), other, rest, seed)
+    wshare = min(len(wino), limit // 6)
     if default.kind == "chanvec":
         _, M, N, _ = gemm_dims(sig)
         other = gemm_default(blocking(target_bits, False, M, N))
         mine = _sample(chanvec_space(sig, default), default, limit - limit // 3, seed)
-        return mine + [other] + _sample(_gemm_space(sig, other, target_bits), other, limit // 3 - 1, seed)
+        return mine + [other] + _sample(_gemm_space(sig, other, target_bits), other, limit // 3 - 1 - wshare,
+                                        seed) + _sample(wino, None, wshare, seed)
     plans = chanvec_space(sig) if chanvec_runs(sig, target_bits) else []
     share = min(len(plans), limit // 3)
-    return _sample(_gemm_space(sig, default, target_bits), default, limit - share, seed) + \
-        _sample(plans, None, share, seed)
+    return _sample(_gemm_space(sig, default, target_bits), default, limit - share - wshare, seed) + \
+        _sample(plans, None, share, seed) + _sample(wino, None, wshare, seed)
+
+
+def _chanvec_default(sig: Mapping[str, Any], M: int, P: int) -> Schedule | None:
+    """The channel-vector path's own plan for the conv of ``sig``, if it has one."""
+    (_, xshape, _), (_, wshape, _) = sig["inputs"][:2]
+    KK = math.prod(wshape[2:])
+    OW = sig["outputs"][0][1][-1]
+    stride = tuple(fill(sig["attrs"].get("strides") or [], 2, 1))
+    p = cv.plan(SimpleNamespace(vector_bits=512), int(sig.get("threads", 1)), M, xshape[1] * KK, KK, P, OW, stride)
+    return cv.schedule_of(p) if p else None
+
+
+def winograd_runs(sig: Mapping[str, Any], target_bits: int) -> bool:
+    """Whether the Winograd path can run the conv of ``sig`` (conv.py's conditions)."""
+    if not chanvec_runs(sig, target_bits):
+        return False
+    a = sig["attrs"]
+    wshape = sig["inputs"][1][1]
+    return (tuple(wshape[2:]) == (3, 3) and fill(a.get("strides") or [], 2, 1) == [1, 1]
+            and fill(a.get("dilations") or [], 2, 1) == [1, 1])
+
+
+def winograd_space(sig: Mapping[str, Any], default: Schedule | None = None) -> list[Schedule]:
+    """Every Winograd plan of the conv: tiles of 4-14 2x2 tiles x 1-4 channel vectors in the
+    registers (past one vector only while it holds channels), and the default's; ``kc`` in {64, 128,
+    256, the default} capped by C; ``tb`` in {1, 2, 3, 4, 6, a task's tile rows, the default's};
+    the task splits of ``chanvec_space``."""
+    batch, M, _, _ = gemm_dims(sig)
+    C = sig["inputs"][0][1][1]
+    OH, OW = sig["outputs"][0][1][2:]
+    TH, _ = wg.tiles(OH, OW)
+    threads = int(sig.get("threads", 1))
+    mine = [default] if default else []
+    splits = [(d.tn, d.tp) for d in mine] + ([(1, 1)] if threads == 1 or batch >= threads else [])
+    if threads > 1:
+        splits += [(a, t // a) for t in (threads, 2 * threads) for a in range(1, t + 1) if t % a == 0]
+    tiles = {(mr, nv) for mr in (4, 6, 8, 10, 12, 14) for nv in (1, 2, 3, 4)} | {(d.mr, d.nv) for d in mine}
+    kcs = {min(kc, C) for kc in (64, 128, 256, *(d.kc for d in mine))}
+    out = []
+    for (mr, nv), (tn, tp) in itertools.product(sorted(tiles), dict.fromkeys(splits)):
+        if nv > 1 and (nv - 1) * CHANVEC_LANES >= M:
+            continue
+        tchunk = wg.chunks(M, TH, nv, tn, tp)[1]
+        for kc, tb in itertools.product(sorted(kcs), sorted({1, 2, 3, 4, 6, tchunk, *(d.tb for d in mine)})):
+            s = Schedule("winograd", mr, nv, kc, tn=tn, tp=tp, tb=tb)
+            try:
+                Schedule.from_json(s.to_json())
+                wg.plan_from_schedule(s, M, C, OH, OW, "candidate")
+            except ScheduleError:
+                continue
+            out.append(s)
+    return out
 
 
 def chanvec_runs(sig: Mapping[str, Any], target_bits: int) -> bool:

@@ -39,6 +39,7 @@ from .gemm import Blocking, Epilogue, gep, heap_buffer, heap_free, imin, masked_
 
 LANES = 16
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+MIN_TILES, MIN_CHANNELS = 49, 16  # the default rule (``plan``)
 L2_BUDGET = 768 * 1024  # bytes of the 16 V and 16 M buffers of a block (L2 is 1 MiB per core here)
 
 
@@ -74,10 +75,9 @@ def plan(threads: int, M: int, C: int, OH: int, OW: int) -> Plan | None:
 
     (Measured figures and the rule: see docs/x86-backend.md, "Winograd".)"""
     TH, TW = tiles(OH, OW)
-    if TH * TW < 49 or min(C, M) < 32:
+    if TH * TW < MIN_TILES or min(C, M) < MIN_CHANNELS:
         return None
     nv = 3 if _ceil(M, 48) * 48 < 0.97 * _ceil(M, 32) * 32 else 2
-    mr = 8 if nv == 3 else 14
     tn = tp = 1
     if threads > 1:
         if TH >= 2 * threads:
@@ -85,8 +85,17 @@ def plan(threads: int, M: int, C: int, OH: int, OW: int) -> Plan | None:
         else:
             tn = max(1, min(threads, _ceil(M, nv * LANES)))
     nchunk, tchunk = chunks(M, TH, nv, tn, tp)
-    tb = max(1, min(tchunk, L2_BUDGET // (16 * TW * (C + nchunk) * 4)))
-    return _plan(mr, nv, min(C, 256), tb, tn, tp, M, TH, TW)
+    # blocks of tb tile rows whose 16 V and 16 M buffers fit L2, and tiles of mr that pad a task's
+    # blocks least (ties: the larger blocks and tiles)
+    tbmax = max(1, min(tchunk, L2_BUDGET // (16 * TW * (C + nchunk) * 4)))
+    mrs = (8, 7, 6) if nv == 3 else (14, 12, 10, 8)
+
+    def padded(tb: int, mr: int) -> int:
+        sizes = [min(tb, tchunk - r) * TW for r in range(0, tchunk, tb)]
+        return sum(_ceil(n, mr) * mr for n in sizes)
+
+    _, mr, tb = min((padded(tb, mr), -mr, -tb) for tb in range(1, tbmax + 1) for mr in mrs)
+    return _plan(-mr, nv, min(C, 128), -tb, tn, tp, M, TH, TW)
 
 
 def chunks(M: int, TH: int, nv: int, tn: int, tp: int) -> tuple[int, int]:
@@ -152,6 +161,10 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, p) -> None:
         k.tile_epilogue_applied = True
     TBs = tb * TW  # tiles of a full block: the row pitch of a V_xi channel
     R, Wp = 2 * tb + 2, 32 * _ceil(TW, 16) + 2  # rows and pitch of the block's padded input
+    # the 16 V_xi (M_xi) are written (read) together: an odd number of cache lines apart, so that
+    # they fall in different L1 sets (C*TBs floats apart, often a multiple of 4 KiB, they would all
+    # share one set: a 1.4x slower 128->32 conv at 56x56)
+    VS, MS = _odd_lines(C * TBs + MR), _odd_lines(TBs * nchunk)
     pt, pl = p[0], p[1]
 
     def body(kb, t):
@@ -166,8 +179,8 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, p) -> None:
         ybase = gep(b, kb.out(0), b.mul(img, const_int(M * P)), et)
         ubase = kb.weights_ptr(woff)
         xb, xraw = heap_buffer(b, C * R * Wp * 4)
-        vb, vraw = heap_buffer(b, (16 * C * TBs + MR) * 4)
-        mb, mraw = heap_buffer(b, 16 * TBs * nchunk * 4)
+        vb, vraw = heap_buffer(b, 16 * VS * 4)
+        mb, mraw = heap_buffer(b, 16 * MS * 4)
         ob, oraw = heap_buffer(b, 2 * TBs * 2 * nchunk * 4)
         tab, traw = heap_buffer(b, KC * 8)
         bb, braw = heap_buffer(b, nchunk * 4)
@@ -182,15 +195,15 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, p) -> None:
             tbcur = imin(b, const_int(tb), b.sub(ty_end, ty0))
             tcur = b.mul(tbcur, const_int(TW))
             _pad_rows(b, xbase, xb, C, H, W, pt, pl, R, Wp, b.sub(b.mul(ty0, const_int(2)), const_int(pt)))
-            _input_transform(b, xb, vb, C, R, Wp, TW, TBs, tbcur)
+            _input_transform(b, xb, vb, C, R, Wp, TW, TBs, VS, tbcur)
             with for_range(b, 16, "wxi") as xi:
                 with for_range(b, C, "wk", step=KC) as pc:
                     kc = imin(b, const_int(KC), b.sub(const_int(C), pc))
                     first = b.icmp_signed("==", pc, const_int(0))
                     last = b.icmp_signed(">=", b.add(pc, kc), const_int(C))
-                    aslice = gep(b, vb, b.add(b.mul(xi, const_int(C * TBs)), b.mul(pc, const_int(TBs))), et)
+                    aslice = gep(b, vb, b.add(b.mul(xi, const_int(VS)), b.mul(pc, const_int(TBs))), et)
                     bslice = gep(b, ubase, b.add(b.mul(xi, const_int(C * mpad)), b.mul(pc, const_int(mpad))), et)
-                    cxi = gep(b, mb, b.mul(xi, const_int(TBs * nchunk)), et)
+                    cxi = gep(b, mb, b.mul(xi, const_int(MS)), et)
                     with for_range(b, nl, "wj", step=NR) as jr:
                         bp = gep(b, bslice, b.mul(b.add(n0, jr), kc), et)
                         nrem = imin(b, const_int(NR), b.sub(nl, jr))
@@ -199,7 +212,7 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, p) -> None:
                             b.call(mk, [kc, gep(b, aslice, ir_, et), bp, cp, const_int(nchunk),
                                         imin(b, const_int(MR), b.sub(tcur, ir_)), nrem, first, last,
                                         ir.Constant(PTR, None), tab])
-            _output_transform(b, mb, ob, bb, nchunk, TBs, TW, OH, OW, ty0, tbcur, nl)
+            _output_transform(b, mb, ob, bb, nchunk, MS, TW, OH, OW, ty0, tbcur, nl)
             p0 = b.mul(ty0, const_int(2 * OW))
             npix = b.sub(imin(b, b.mul(b.add(ty0, tbcur), const_int(2 * OW)), const_int(P)), p0)
             _transpose_out(b, blk, ob, nchunk, ybase, P, n0, n1, p0, npix)
@@ -210,6 +223,12 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, p) -> None:
             heap_free(b, raw)
 
     k.parallel_for(N * tn * tp, body, name="convwino")
+
+
+def _odd_lines(n: int) -> int:
+    """``n`` floats rounded up to a whole, odd number of 64-byte lines."""
+    lines = _ceil(n, 16)
+    return (lines + 1 - lines % 2) * 16
 
 
 def _iota(t: ir.Type, n: int = LANES) -> ir.Constant:
@@ -239,7 +258,7 @@ def _pad_rows(b, xbase, xb, C, H, W, pt, pl, R, Wp, h0) -> None:
                     masked_store(b, masked_load(b, gep(b, src, w0, et), live, vt), gep(b, dst, w0, et), live)
 
 
-def _input_transform(b, xb, vb, C, R, Wp, TW, TBs, tbcur) -> None:
+def _input_transform(b, xb, vb, C, R, Wp, TW, TBs, VS, tbcur) -> None:
     """V_xi[c][tyl*TW + tx] = (B^T d B)_xi of the 4x4 patch at padded rows 2*tyl.., columns 2*tx..,
     16 tiles at a time (the last group of a row under a constant mask)."""
     et, L = F32, LANES
@@ -265,14 +284,14 @@ def _input_transform(b, xb, vb, C, R, Wp, TW, TBs, tbcur) -> None:
                     ti = t[i]
                     vs = [b.fsub(ti[0], ti[2]), b.fadd(ti[1], ti[2]), b.fsub(ti[2], ti[1]), b.fsub(ti[1], ti[3])]
                     for j in range(4):
-                        q = gep(b, vrow, (4 * i + j) * C * TBs + tx0, et)
+                        q = gep(b, vrow, (4 * i + j) * VS + tx0, et)
                         if live is None:
                             b.store(vs[j], q, align=4)
                         else:
                             masked_store(b, vs[j], q, live)
 
 
-def _output_transform(b, mb, ob, bb, nchunk, TBs, TW, OH, OW, ty0, tbcur, nl) -> None:
+def _output_transform(b, mb, ob, bb, nchunk, MS, TW, OH, OW, ty0, tbcur, nl) -> None:
     """ob[pixel][j] = (A^T M A)[pixel] + bias[j] for the block's tiles, 16 channels at a time."""
     et, L = F32, LANES
     vt = ir.VectorType(et, L)
@@ -285,7 +304,7 @@ def _output_transform(b, mb, ob, bb, nchunk, TBs, TW, OH, OW, ty0, tbcur, nl) ->
                 if OW % 2 else None
             with for_range(b, nl, "woj", step=L) as j:
                 src = gep(b, mb, b.add(b.mul(tile, const_int(nchunk)), j), et)
-                m = [b.load(gep(b, src, xi * TBs * nchunk, et), typ=vt, align=4) for xi in range(16)]
+                m = [b.load(gep(b, src, xi * MS, et), typ=vt, align=4) for xi in range(16)]
                 s0 = [b.fadd(b.fadd(m[j_], m[4 + j_]), m[8 + j_]) for j_ in range(4)]
                 s1 = [b.fsub(b.fsub(m[4 + j_], m[8 + j_]), m[12 + j_]) for j_ in range(4)]
                 bias = b.load(gep(b, bb, j, et), typ=vt, align=4)
