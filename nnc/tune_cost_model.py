@@ -64,7 +64,8 @@ def features(sig: Mapping[str, Any], sched: Schedule) -> np.ndarray:
         1.0 if lanes < 16 else 0.0,
         1.0 if sched.order == "mn" and not (chanvec or wino) else 0.0,
         math.log(balance), math.log(max(tasks, 1) / threads),
-        0.0, math.log(max(batch * M * N * K * (16 if wino else 1), 1)) / 10, 0.0, math.log(threads), float(chanvec), float(wino),
+        0.0, math.log(max(batch * M * N * K * (16 if wino else 1), 1)) / 10, 0.0, math.log(threads),
+        float(chanvec), float(wino),
     ])
 
 

@@ -74,7 +74,7 @@ def candidates(sig: Mapping[str, Any], default: Schedule, target_bits: int, limi
     if default.kind == "winograd":
         _, M, N, _ = gemm_dims(sig)
         mine = _sample(winograd_space(sig, default), default, limit // 2, seed)
-        cvp = _chanvec_default(sig, M, N)
+        cvp = chanvec_default(sig, M, N)
         plans = ([cvp] if cvp else []) + _sample(chanvec_space(sig), cvp, limit // 4 - 1, seed)
         other = gemm_default(blocking(target_bits, False, M, N))
         rest = limit - len(mine) - len(plans) - 1
@@ -92,7 +92,7 @@ def candidates(sig: Mapping[str, Any], default: Schedule, target_bits: int, limi
         _sample(plans, None, share, seed) + _sample(wino, None, wshare, seed)
 
 
-def _chanvec_default(sig: Mapping[str, Any], M: int, P: int) -> Schedule | None:
+def chanvec_default(sig: Mapping[str, Any], M: int, P: int) -> Schedule | None:
     """The channel-vector path's own plan for the conv of ``sig``, if it has one."""
     (_, xshape, _), (_, wshape, _) = sig["inputs"][:2]
     KK = math.prod(wshape[2:])
@@ -108,8 +108,8 @@ def winograd_runs(sig: Mapping[str, Any], target_bits: int) -> bool:
         return False
     a = sig["attrs"]
     wshape = sig["inputs"][1][1]
-    return (tuple(wshape[2:]) == (3, 3) and fill(a.get("strides") or [], 2, 1) == [1, 1]
-            and fill(a.get("dilations") or [], 2, 1) == [1, 1])
+    return (tuple(wshape[2:]) == (3, 3) and tuple(fill(a.get("strides") or [], 2, 1)) == (1, 1)
+            and tuple(fill(a.get("dilations") or [], 2, 1)) == (1, 1))
 
 
 def winograd_space(sig: Mapping[str, Any], default: Schedule | None = None) -> list[Schedule]:

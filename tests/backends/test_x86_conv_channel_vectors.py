@@ -9,7 +9,8 @@ not a multiple of the KC slice, pixel blocks smaller than the plane, strides 1 a
 asymmetric padding, a batch, two threads (the output channels or the pixels split between tasks) and
 a fused residual + relu epilogue. Each case also checks that the path was taken (its microkernel is
 named in the generated LLVM IR), so a change of the selection rule cannot silently turn the test
-into one of the other GEMM.
+into one of the other GEMM. The 3x3 stride-1 cases that are Winograd convs by default are pinned to
+this path by a schedule (its own plan, from a tuning table).
 
 Tolerance: f32 dot products of up to ~2300 unit-variance terms (weights scaled by 0.05) summed in
 another order differ by a few ulps of the sum's magnitude: rtol/atol 1e-4 scaled by the largest |y|.
@@ -21,8 +22,11 @@ import numpy as np
 import pytest
 
 import nnc
+from nnc.backends.x86.schedule import ScheduleTable, TableEntry
+from nnc.backends.x86.schedule_space import chanvec_default, gemm_dims
 from nnc.backends.x86.target import host
 from nnc.ir import Builder, Graph, Module, interpret, tensor
+from nnc.tune import model_kernels
 
 pytestmark = pytest.mark.skipif(host().vector_bits != 512,
                                 reason="the channel-vector conv path is AVX-512 only; this host has no AVX-512")
@@ -70,8 +74,19 @@ def _model(N, C, H, W, M, k, s, pads, d, residual: bool, runtime_filters: bool =
     return m, feeds
 
 
+def _pinned(m, threads: int) -> ScheduleTable | None:
+    """The 3x3 stride-1 convs of 49 or more 2x2 tiles are Winograd convs by default
+    (conv_winograd.py): a table holding the channel-vector path's own plan keeps them on this path."""
+    (k,) = [k for k in model_kernels(m, threads) if k.signature["op"] == "conv"]
+    if k.default.kind != "winograd":
+        return None
+    _, M, P, _ = gemm_dims(k.signature)
+    return ScheduleTable({k.key: TableEntry(chanvec_default(k.signature, M, P))}, "chanvec")
+
+
 def _check(m, feeds, threads: int) -> None:
-    cm = nnc.compile(m, target="x86", quiet=True, cache=False, threads=threads, keep_llvm=True)
+    cm = nnc.compile(m, target="x86", quiet=True, cache=False, threads=threads, keep_llvm=True,
+                     tuning_db=_pinned(m, threads))
     assert ".chanvec_micro" in cm.executable.compiled.llvm_ir, "the conv did not take the channel-vector path"
     got = cm.run(feeds)["y"]
     want = interpret(m, feeds)["y"]

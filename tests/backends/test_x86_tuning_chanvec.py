@@ -50,7 +50,9 @@ SHAPES = [
     (2, 16, 14, 14, 40, 3, 2, 1, 2, "residual"),      # stride 2; channel and pixel splits over 2 threads
     (1, 256, 7, 7, 32, 1, 1, 0, 1, "relu"),           # 1x1: A packed into panels
     (2, 256, 14, 14, 20, 1, 2, 0, 1, "residual"),     # 1x1 stride 2, batch 2; blocks start mid-plane
-    (1, 16, 14, 14, 24, 3, 1, 1, 1, "bias"),          # 7- and 14-pixel tiles, blocks smaller than the plane
+    # 7- and 14-pixel tiles, blocks smaller than the plane; 15 input channels (K = 135), as 16 or more
+    # would make this 3x3 stride-1 conv of 49 2x2 tiles a Winograd one by default (conv_winograd.plan)
+    (1, 15, 14, 14, 24, 3, 1, 1, 1, "bias"),
 ]
 
 

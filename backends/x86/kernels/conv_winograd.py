@@ -32,10 +32,21 @@ import numpy as np
 from llvmlite import ir
 
 from ..llvm_types import F32, I1, I32, I64, PTR, const_int, for_range
-from ..schedule import ZMM_REGISTERS, Schedule, ScheduleError
-from .conv_channel_vectors import _transpose_out
-from .gemm import Blocking, Epilogue, gep, heap_buffer, heap_free, imin, masked_load, masked_store, microkernel, \
-    pack_b_const, splat
+from ..schedule import Schedule, ScheduleError
+from .conv_channel_vectors import transpose_out
+from .gemm import (
+    Blocking,
+    Epilogue,
+    gep,
+    heap_buffer,
+    heap_free,
+    imin,
+    masked_load,
+    masked_store,
+    microkernel,
+    pack_b_const,
+    splat,
+)
 
 LANES = 16
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
@@ -215,7 +226,7 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, p) -> None:
             _output_transform(b, mb, ob, bb, nchunk, MS, TW, OH, OW, ty0, tbcur, nl)
             p0 = b.mul(ty0, const_int(2 * OW))
             npix = b.sub(imin(b, b.mul(b.add(ty0, tbcur), const_int(2 * OW)), const_int(P)), p0)
-            _transpose_out(b, blk, ob, nchunk, ybase, P, n0, n1, p0, npix)
+            transpose_out(b, blk, ob, nchunk, ybase, P, n0, n1, p0, npix)
             if tile is not None:
                 yblk = gep(b, ybase, b.add(b.mul(n0, const_int(P)), p0), et)
                 tile(kb, b.add(b.mul(img, const_int(M)), n0), p0, nl, npix, yblk, P)
@@ -262,7 +273,7 @@ def _input_transform(b, xb, vb, C, R, Wp, TW, TBs, VS, tbcur) -> None:
     """V_xi[c][tyl*TW + tx] = (B^T d B)_xi of the 4x4 patch at padded rows 2*tyl.., columns 2*tx..,
     16 tiles at a time (the last group of a row under a constant mask)."""
     et, L = F32, LANES
-    vt, wide = ir.VectorType(et, L), ir.VectorType(et, 2 * L)
+    wide = ir.VectorType(et, 2 * L)
     even = ir.Constant(ir.VectorType(I32, L), [2 * i for i in range(L)])
     odd = ir.Constant(ir.VectorType(I32, L), [2 * i + 1 for i in range(L)])
     with for_range(b, C, "wvc") as c:
