@@ -245,7 +245,7 @@ def emit(k, op, plan_: Plan, warr: np.ndarray | None, ks, s, d, p) -> None:
                         else:
                             args[1] = gep(b, abuf, b.mul(ir_, kc), et)
                         b.call(mk, args)
-            transpose_out(b, blk, cbuf, nchunk, ybase, P, n0, n1, p0, mcur)
+            _transpose_out(b, blk, cbuf, nchunk, ybase, P, n0, n1, p0, mcur)
             if tile is not None:
                 yblk = gep(b, ybase, b.add(b.mul(n0, const_int(P)), p0), et)
                 tile(kb, b.add(b.mul(img, const_int(M)), n0), p0, b.sub(n1, n0), mcur, yblk, P)
@@ -257,7 +257,7 @@ def emit(k, op, plan_: Plan, warr: np.ndarray | None, ks, s, d, p) -> None:
         heap_free(k.b, wraw)
 
 
-def transpose_out(b, blk: Blocking, cbuf, ldc: int, ybase, P: int, n0, n1, p0, mcur) -> None:
+def _transpose_out(b, blk: Blocking, cbuf, ldc: int, ybase, P: int, n0, n1, p0, mcur) -> None:
     """C^T block ``cbuf[q*ldc + j]`` -> ``Y[(n0 + j)*P + p0 + q]`` for j < n1 - n0, q < mcur.
 
     16 pixels x 16 channels at a time through registers (16 loads, 64 shuffles, 16 stores); the

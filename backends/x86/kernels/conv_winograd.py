@@ -33,7 +33,7 @@ from llvmlite import ir
 
 from ..llvm_types import F32, I1, I32, I64, PTR, const_int, for_range
 from ..schedule import Schedule, ScheduleError
-from .conv_channel_vectors import transpose_out
+from .conv_channel_vectors import _transpose_out
 from .gemm import (
     Blocking,
     Epilogue,
@@ -226,7 +226,7 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, p) -> None:
             _output_transform(b, mb, ob, bb, nchunk, MS, TW, OH, OW, ty0, tbcur, nl)
             p0 = b.mul(ty0, const_int(2 * OW))
             npix = b.sub(imin(b, b.mul(b.add(ty0, tbcur), const_int(2 * OW)), const_int(P)), p0)
-            transpose_out(b, blk, ob, nchunk, ybase, P, n0, n1, p0, npix)
+            _transpose_out(b, blk, ob, nchunk, ybase, P, n0, n1, p0, npix)
             if tile is not None:
                 yblk = gep(b, ybase, b.add(b.mul(n0, const_int(P)), p0), et)
                 tile(kb, b.add(b.mul(img, const_int(M)), n0), p0, nl, npix, yblk, P)
