@@ -261,45 +261,52 @@ def _pad_rows(b, xbase, xb, C, H, W, pt, pl, R, Wp, h0) -> None:
         with for_range(b, hi, "wpr", start=lo) as r:
             src = gep(b, xbase, b.add(b.mul(c, const_int(H * W)), b.mul(b.add(h0, r), const_int(W))), et)
             dst = gep(b, xb, b.add(b.mul(c, const_int(R * Wp)), b.add(b.mul(r, const_int(Wp)), const_int(pl))), et)
-            for w0 in range(0, W, LANES):
-                if w0 + LANES <= W:
-                    b.store(b.load(gep(b, src, w0, et), typ=vt, align=4), gep(b, dst, w0, et), align=4)
-                else:
-                    live = ir.Constant(ir.VectorType(I1, LANES), [w0 + i < W for i in range(LANES)])
-                    masked_store(b, masked_load(b, gep(b, src, w0, et), live, vt), gep(b, dst, w0, et), live)
+            with for_range(b, W // LANES * LANES, "wpw", step=LANES) as w0:
+                b.store(b.load(gep(b, src, w0, et), typ=vt, align=4), gep(b, dst, w0, et), align=4)
+            if W % LANES:
+                w0 = W // LANES * LANES
+                live = ir.Constant(ir.VectorType(I1, LANES), [i < W % LANES for i in range(LANES)])
+                masked_store(b, masked_load(b, gep(b, src, w0, et), live, vt), gep(b, dst, w0, et), live)
 
 
 def _input_transform(b, xb, vb, C, R, Wp, TW, TBs, VS, tbcur) -> None:
     """V_xi[c][tyl*TW + tx] = (B^T d B)_xi of the 4x4 patch at padded rows 2*tyl.., columns 2*tx..,
     16 tiles at a time (the last group of a row under a constant mask)."""
     et, L = F32, LANES
-    wide = ir.VectorType(et, 2 * L)
-    even = ir.Constant(ir.VectorType(I32, L), [2 * i for i in range(L)])
-    odd = ir.Constant(ir.VectorType(I32, L), [2 * i + 1 for i in range(L)])
     with for_range(b, C, "wvc") as c:
         with for_range(b, tbcur, "wvr") as tyl:
             rowp = gep(b, xb, b.add(b.mul(c, const_int(R * Wp)), b.mul(tyl, const_int(2 * Wp))), et)
             vrow = gep(b, vb, b.add(b.mul(c, const_int(TBs)), b.mul(tyl, const_int(TW))), et)
-            for tx0 in range(0, TW, L):
-                d = []
-                for r in range(4):
-                    a = b.load(gep(b, rowp, r * Wp + 2 * tx0, et), typ=wide, align=4)
-                    a2 = b.load(gep(b, rowp, r * Wp + 2 * tx0 + 2, et), typ=wide, align=4)
-                    d.append([b.shuffle_vector(a, a, even), b.shuffle_vector(a, a, odd),
-                              b.shuffle_vector(a2, a2, even), b.shuffle_vector(a2, a2, odd)])
-                t = [[b.fsub(d[0][j], d[2][j]) for j in range(4)], [b.fadd(d[1][j], d[2][j]) for j in range(4)],
-                     [b.fsub(d[2][j], d[1][j]) for j in range(4)], [b.fsub(d[1][j], d[3][j]) for j in range(4)]]
-                live = None if tx0 + L <= TW else \
-                    ir.Constant(ir.VectorType(I1, L), [tx0 + i < TW for i in range(L)])
-                for i in range(4):
-                    ti = t[i]
-                    vs = [b.fsub(ti[0], ti[2]), b.fadd(ti[1], ti[2]), b.fsub(ti[2], ti[1]), b.fsub(ti[1], ti[3])]
-                    for j in range(4):
-                        q = gep(b, vrow, (4 * i + j) * VS + tx0, et)
-                        if live is None:
-                            b.store(vs[j], q, align=4)
-                        else:
-                            masked_store(b, vs[j], q, live)
+            with for_range(b, TW // L * L, "wvt", step=L) as tx0:
+                _transform_group(b, rowp, vrow, tx0, Wp, VS, None)
+            if TW % L:
+                live = ir.Constant(ir.VectorType(I1, L), [i < TW % L for i in range(L)])
+                _transform_group(b, rowp, vrow, const_int(TW // L * L), Wp, VS, live)
+
+
+def _transform_group(b, rowp, vrow, tx0, Wp, VS, live) -> None:
+    """The 16 V_xi vectors of the 16 tiles from ``tx0`` (the lanes of ``live`` only, if given)."""
+    et, L = F32, LANES
+    wide = ir.VectorType(et, 2 * L)
+    even = ir.Constant(ir.VectorType(I32, L), [2 * i for i in range(L)])
+    odd = ir.Constant(ir.VectorType(I32, L), [2 * i + 1 for i in range(L)])
+    d = []
+    for r in range(4):
+        a = b.load(gep(b, rowp, b.add(b.mul(tx0, const_int(2)), const_int(r * Wp)), et), typ=wide, align=4)
+        a2 = b.load(gep(b, rowp, b.add(b.mul(tx0, const_int(2)), const_int(r * Wp + 2)), et), typ=wide, align=4)
+        d.append([b.shuffle_vector(a, a, even), b.shuffle_vector(a, a, odd),
+                  b.shuffle_vector(a2, a2, even), b.shuffle_vector(a2, a2, odd)])
+    t = [[b.fsub(d[0][j], d[2][j]) for j in range(4)], [b.fadd(d[1][j], d[2][j]) for j in range(4)],
+         [b.fsub(d[2][j], d[1][j]) for j in range(4)], [b.fsub(d[1][j], d[3][j]) for j in range(4)]]
+    for i in range(4):
+        ti = t[i]
+        vs = [b.fsub(ti[0], ti[2]), b.fadd(ti[1], ti[2]), b.fsub(ti[2], ti[1]), b.fsub(ti[1], ti[3])]
+        for j in range(4):
+            q = gep(b, vrow, b.add(tx0, const_int((4 * i + j) * VS)), et)
+            if live is None:
+                b.store(vs[j], q, align=4)
+            else:
+                masked_store(b, vs[j], q, live)
 
 
 def _output_transform(b, mb, ob, bb, nchunk, MS, TW, OH, OW, ty0, tbcur, nl) -> None:
