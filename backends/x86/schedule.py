@@ -8,8 +8,10 @@ cost model of gemm_grid.py) and, for the depthwise conv, whether a channel is co
 zero-padded buffer first (``flat``). A schedule of kind ``chanvec`` is the plan of the conv path
 whose vectors run over output channels (kernels/conv_channel_vectors.py): a register tile of
 ``mr`` output pixels x ``nv`` vectors of 16 channels, ``kc``, ``mc`` pixels per block, and ``tn``
-x ``tp`` tasks per image along the channels and the pixels. A conv kernel of the GEMM family takes
-either kind, and the kind picks the path. The default schedule is the backend's own cost-model
+x ``tp`` tasks per image along the channels and the pixels. A schedule of kind ``winograd`` is the
+plan of the F(2x2, 3x3) conv (kernels/conv_winograd.py): ``mr`` 2x2 tiles x ``nv`` channel vectors,
+``kc``, ``tb`` tile rows per block, ``tn`` x ``tp`` tasks along the channels and the tile rows. A conv
+kernel of the GEMM family takes any of the three kinds, and the kind picks the path. The default schedule is the backend's own cost-model
 choice (``gemm.blocking``, ``gemm_grid.task_grid``, ``conv_channel_vectors.plan``), so code
 generated without a tuning table is the code generated before schedules existed.
 
