@@ -11,9 +11,10 @@ whose vectors run over output channels (kernels/conv_channel_vectors.py): a regi
 x ``tp`` tasks per image along the channels and the pixels. A schedule of kind ``winograd`` is the
 plan of the F(2x2, 3x3) conv (kernels/conv_winograd.py): ``mr`` 2x2 tiles x ``nv`` channel vectors,
 ``kc``, ``tb`` tile rows per block, ``tn`` x ``tp`` tasks along the channels and the tile rows. A conv
-kernel of the GEMM family takes any of the three kinds, and the kind picks the path. The default schedule is the backend's own cost-model
-choice (``gemm.blocking``, ``gemm_grid.task_grid``, ``conv_channel_vectors.plan``), so code
-generated without a tuning table is the code generated before schedules existed.
+kernel of the GEMM family takes any of the three kinds, and the kind picks the path. The default
+schedule is the backend's own cost-model choice (``gemm.blocking``, ``gemm_grid.task_grid``,
+``conv_channel_vectors.plan``, ``conv_winograd.plan``), so code generated without a tuning table is
+the code generated before schedules existed.
 
 A kernel is identified by its *signature*: the op, its attributes, its operands' dtypes, shapes and
 whether each is a compile-time constant, its results, and the thread count (``kernel_signature``;

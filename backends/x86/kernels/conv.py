@@ -9,9 +9,9 @@ with per-column base coordinates computed once per block, zeros where a tap fall
 Short output rows (7-28 pixels) with a deep contraction take conv_channel_vectors.py instead, whose
 vectors run over output channels, so a 7x7 or 14x14 plane pads nothing; its plan is then the
 default schedule (kind chanvec), and a tuning database's schedule for the conv picks the path by
-its kind (gemm: this GEMM, chanvec: that one). 3x3 stride-1 convs with constant filters of 49 or more
-2x2 output tiles take Winograd's F(2x2, 3x3) by default (conv_winograd.py, kind winograd). Depthwise convs (one input channel per group) are
-conv_depthwise.py's. Everything else (integer and half
+its kind (gemm: this GEMM, chanvec: that one, winograd: conv_winograd.py's F(2x2, 3x3), the default
+of 3x3 stride-1 convs with constant filters, 49 or more 2x2 output tiles and 16 or more channels).
+Depthwise convs (one input channel per group) are conv_depthwise.py's. Everything else (integer and half
 dtypes, conv_transpose, col2im, deform_conv) is a straightforward loop nest that accumulates like
 the reference. In shape-generic code conv and conv_transpose take a batch read at
 run time (a run-time GEMM batch or task count); channels and spatial dims stay static.
