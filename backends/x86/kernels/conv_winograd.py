@@ -86,19 +86,20 @@ def plan(threads: int, M: int, C: int, OH: int, OW: int) -> Plan | None:
     (outputs of 13x13 and up) and at least 16 input and output channels.
 
     Time of the default plan over today's other default (chanvec) for 3x3 pad-1 convs at batch 1,
-    the median ratio of 15 alternating rounds (each the best of 5 runs) on the loaded 2-core
-    development machine (AMD EPYC, AVX-512), 1 / 2 threads:
+    the median ratio of 15-30 alternating rounds (each the best of 5 runs) on the loaded 2-core
+    development machine (AMD EPYC, AVX-512; the other core was mostly busy, so the 2-thread runs
+    are not faster than the 1-thread ones), 1 / 2 threads:
 
-        64@56x56 0.54 / 0.54    128@28x28 0.50 / 0.56    256@14x14 0.56 / 0.57
-        DenseNet 128->32: @56 0.58 / 0.56, @28 0.57 / 0.58, @14 0.71 / 0.71
-        32@56 0.63, 32@28 0.70, 64@14 0.65, 16@56 0.76-0.81 (1 thread)
+        64@56x56 0.55 / 0.53    128@28x28 0.51 / 0.51    256@14x14 0.50 / 0.50
+        DenseNet 128->32: @56 0.58-0.61 / 0.56, @28 0.59 / 0.59, @14 0.72 / 0.67
+        32@56 0.62 / 0.61, 64@14 0.65 / 0.62, 16@56 0.81 / 0.79
         left out: 512@7x7 0.63 / 0.63 warm but 0.88 / 0.99 with the caches flushed between runs
-        (its 16 MB of transformed filters stream from memory, 1.8x the filters' bytes, as in a
+        (its 16 MB of transformed filters stream from memory, 16/9 of the filters' bytes, as in a
         model); 128->32@7x7 0.91 warm, 1.05 flushed; 8@56 1.04; 3->64@224 1.77 (too few channels
         for the transforms to pay)
 
-    In the models (the same build with these convs on their old schedules, 1 thread): ResNet-18
-    0.76 (0.77 at 2 threads), ResNet-50 0.88, DenseNet-121 0.86."""
+    In the models (the same build with these convs on their old schedules, alternating runs):
+    ResNet-18 0.77 (1 and 2 threads), ResNet-50 0.90, DenseNet-121 0.87 (1 thread)."""
     TH, TW = tiles(OH, OW)
     if TH * TW < MIN_TILES or min(C, M) < MIN_CHANNELS:
         return None
