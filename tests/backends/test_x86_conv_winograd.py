@@ -190,12 +190,14 @@ def test_a_winograd_db_entry_is_used_and_reported(tmp_path):
 ])
 def test_the_default_rule(C, HW, M, wins):
     """Winograd by default for 49 or more 2x2 tiles (outputs of 13x13 and up) and 16 or more input
-    and output channels (figures: conv_winograd.py)."""
+    and output channels, not for one output row (figures: conv_winograd.py)."""
     for threads in (1, 2):
         p = wg.plan(threads, M, C, HW, HW)
         assert (p is not None) == wins
         if p is not None:
             assert wg.plan_from_schedule(wg.schedule_of(p), M, C, HW, HW, "k") == p
+    # one output row of 100: 50 tiles, but half their outputs would be thrown away
+    assert wg.plan(1, 64, 64, 1, 100) is None and wg.plan(1, 64, 64, 3, 100) is not None
 
 
 def test_the_default_path_in_the_generated_code():

@@ -83,7 +83,8 @@ def runs(n: int, ks, s, d, group: int, f64: bool, const_filters: bool, static_ba
 
 def plan(threads: int, M: int, C: int, OH: int, OW: int) -> Plan | None:
     """The default plan where this path wins over the other two, else None: 49 or more 2x2 tiles
-    (outputs of 13x13 and up) and at least 16 input and output channels.
+    (outputs of 13x13 and up), at least 16 input and output channels, and at most a quarter of the
+    tiles' outputs past the plane (not a single output row or column).
 
     Time of the default plan over today's other default (chanvec) for 3x3 pad-1 convs at batch 1,
     the median ratio of 15-30 alternating rounds (each the best of 5 runs) on the loaded 2-core
@@ -101,7 +102,9 @@ def plan(threads: int, M: int, C: int, OH: int, OW: int) -> Plan | None:
     In the models (the same build with these convs on their old schedules, alternating runs):
     ResNet-18 0.77 (1 and 2 threads), ResNet-50 0.90, DenseNet-121 0.87 (1 thread)."""
     TH, TW = tiles(OH, OW)
-    if TH * TW < MIN_TILES or min(C, M) < MIN_CHANNELS:
+    # (and not where a quarter of the tiles' outputs fall past the plane, e.g. one output row: the
+    # multiplies saved would be eaten by the waste; not measured)
+    if TH * TW < MIN_TILES or min(C, M) < MIN_CHANNELS or 4 * OH * OW < 3 * 4 * TH * TW:
         return None
     nv = 3 if _ceil(M, 48) * 48 < 0.97 * _ceil(M, 32) * 32 else 2
     tn = tp = 1
