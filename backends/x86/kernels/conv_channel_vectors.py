@@ -197,11 +197,7 @@ def emit(k, op, plan_: Plan, warr: np.ndarray | None, ks, s, d, p) -> None:
 
     def body(kb, t):
         b = kb.b
-        img = b.sdiv(t, const_int(tn * tp))
-        n0 = b.mul(b.srem(t, const_int(tn)), const_int(nchunk))
-        pstart = b.mul(b.srem(b.sdiv(t, const_int(tn)), const_int(tp)), const_int(pchunk))
-        pend = imin(b, b.add(pstart, const_int(pchunk)), const_int(P))
-        n1 = imin(b, b.add(n0, const_int(nchunk)), const_int(M))
+        img, n0, n1, pstart, pend = task_ranges(b, t, tn, tp, nchunk, M, pchunk, P)
         xbase = gep(b, kb.arg(0), b.mul(img, const_int(C * H * W)), et)
         ybase = gep(b, kb.out(0), b.mul(img, const_int(M * P)), et)
         wbase = kb.weights_ptr(woff) if warr is not None else kb.shared[0]
@@ -255,6 +251,16 @@ def emit(k, op, plan_: Plan, warr: np.ndarray | None, ks, s, d, p) -> None:
     k.parallel_for(N * tn * tp, body, name="convcv", shared=shared)
     if wraw is not None:
         heap_free(k.b, wraw)
+
+
+def task_ranges(b, t, tn: int, tp: int, nchunk: int, M: int, chunk: int, n: int):
+    """(image, first and end output channel, first and end item) of task ``t`` when each image is
+    split into ``tn`` chunks of ``nchunk`` channels x ``tp`` chunks of ``chunk`` items (of ``n``)."""
+    img = b.sdiv(t, const_int(tn * tp))
+    n0 = b.mul(b.srem(t, const_int(tn)), const_int(nchunk))
+    start = b.mul(b.srem(b.sdiv(t, const_int(tn)), const_int(tp)), const_int(chunk))
+    end = imin(b, b.add(start, const_int(chunk)), const_int(n))
+    return img, n0, imin(b, b.add(n0, const_int(nchunk)), const_int(M)), start, end
 
 
 def _transpose_out(b, blk: Blocking, cbuf, ldc: int, ybase, P: int, n0, n1, p0, mcur) -> None:

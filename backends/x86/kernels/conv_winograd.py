@@ -33,7 +33,7 @@ from llvmlite import ir
 
 from ..llvm_types import F32, I1, I32, I64, PTR, const_int, for_range
 from ..schedule import Schedule, ScheduleError
-from .conv_channel_vectors import _transpose_out
+from .conv_channel_vectors import _transpose_out, task_ranges
 from .gemm import (
     Blocking,
     Epilogue,
@@ -200,11 +200,7 @@ def emit(k, op, plan_: Plan, warr: np.ndarray, p) -> None:
 
     def body(kb, t):
         b = kb.b
-        img = b.sdiv(t, const_int(tn * tp))
-        n0 = b.mul(b.srem(t, const_int(tn)), const_int(nchunk))
-        ty_start = b.mul(b.srem(b.sdiv(t, const_int(tn)), const_int(tp)), const_int(tchunk))
-        ty_end = imin(b, b.add(ty_start, const_int(tchunk)), const_int(TH))
-        n1 = imin(b, b.add(n0, const_int(nchunk)), const_int(M))
+        img, n0, n1, ty_start, ty_end = task_ranges(b, t, tn, tp, nchunk, M, tchunk, TH)
         nl = b.sub(n1, n0)
         xbase = gep(b, kb.arg(0), b.mul(img, const_int(C * H * W)), et)
         ybase = gep(b, kb.out(0), b.mul(img, const_int(M * P)), et)
