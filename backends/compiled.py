@@ -62,7 +62,7 @@ class CompiledModel:
         """The outputs for ``feeds``. ``outputs`` optionally gives the caller's buffers for some
         outputs (exact shape and dtype); on x86 the code writes into them, so an output bound to an
         input's buffer is updated in place where its op allows (a decoder's KV cache)."""
-        if not isinstance(feeds, Mapping):
+        if type(feeds) is not dict and not isinstance(feeds, Mapping):  # the ABC check costs ~0.1 us
             raise InputError("run() takes a dict of input name -> array; call the model directly for positional inputs")
         if not outputs:
             return self.executable.run(feeds)

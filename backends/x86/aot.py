@@ -43,7 +43,7 @@ from .c_text import C_TYPES as _C_TYPES
 from .c_text import c_literal as _c_literal
 from .c_text import header_close, header_open
 from .codegen import ENTRY
-from .executable import Interface
+from .executable import Interface, data_address
 from .frame_formulas import FrameFormulas
 from .library_check import check_library, file_digest
 from .split_compile import members
@@ -349,9 +349,9 @@ class AotExecutable:
         outs = {name: np.empty(t.shape, dtype=t.dtype.numpy) for name, t in self.outputs}
         with self._lock:
             for i, a in enumerate(keep):
-                self._in_ptrs[i] = a.ctypes.data
+                self._in_ptrs[i] = data_address(a)
             for j, o in enumerate(outs.values()):
-                self._out_ptrs[j] = o.ctypes.data
+                self._out_ptrs[j] = data_address(o)
             status = self._run(self._ctx, ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs))
             if status > 0:  # a kernel refused its input (an index out of range): read its record now
                 arena = ctypes.c_void_p.from_address(self._ctx).value  # the context's first field
@@ -397,9 +397,9 @@ class AotExecutable:
         ptrs, keep = self._shape_arrays(args)
         with self._lock:
             for i, a in enumerate(args):
-                self._in_ptrs[i] = a.ctypes.data
+                self._in_ptrs[i] = data_address(a)
             for j, o in enumerate(outs.values()):
-                self._out_ptrs[j] = o.ctypes.data
+                self._out_ptrs[j] = data_address(o)
             status = self._run(self._ctx, ctypes.addressof(self._in_ptrs), ctypes.addressof(ptrs),
                                ctypes.addressof(self._out_ptrs))
             if status > 0:  # the error record sits just past the buffers of this call

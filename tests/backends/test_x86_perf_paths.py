@@ -228,6 +228,22 @@ def test_max_pool_vector_path(C, H, W, k, s, p, ceil, d, dt):
     _run(m, feeds, tol=0)
 
 
+@pytest.mark.parametrize("dt", ["f32", "f64"])
+def test_max_pool_row_steps_recheck_nan(dt):
+    """The vectorised max_pool does several output rows per step with the machine's max, and does a
+    step again with numpy's max when a NaN is among its taps: a NaN in an input row two output rows
+    share, one alone in a step, inf beside -inf in a window, a row of -inf; exact like numpy."""
+    def fn(b, rng, x):
+        return b.op("max_pool", x, kernel_shape=[3, 3], strides=[2, 2])[0]
+    m, feeds = _build(fn, {"x": (1, 3, 37, 111)}, dt=dt, seed=5)
+    x = feeds["x"]
+    x[0, 0, 10, 50] = np.nan  # tap row 2 of output row 4, tap row 0 of output row 5
+    x[0, 1, 30, 3] = np.nan
+    x[0, 2, 5, 60:62] = [np.inf, -np.inf]
+    x[0, 2, 20, :] = -np.inf
+    _run(m, feeds, tol=0)
+
+
 # -- vector loops: in-place elementwise kernels, fused groups, epilogue tails --------------------------
 
 def _optimised_ir(m: Module, opt_level: int = 0) -> str:
