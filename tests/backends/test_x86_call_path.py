@@ -144,3 +144,20 @@ def test_data_address_is_the_arrays_data_pointer(make):
 
 def test_exact_feeds_needs_static_tensor_inputs():
     assert exact_feeds(None, {"x": np.zeros(1, np.float32)}) is None
+
+
+def test_a_loaded_library_takes_the_same_route(cm, tmp_path):
+    cm.save(tmp_path / "io.so")
+    lib = nnc.load(tmp_path / "io.so")
+    f = feeds(6)
+    check(lib.run(f), expect(f))
+    assert exact_feeds(lib.executable._input_specs, f) is not None
+    first = lib.run(f)
+    second = lib.run(feeds(7))
+    check(first, expect(f))
+    assert not np.shares_memory(first["s"], second["s"])
+    check(lib.run({"x": np.asfortranarray(f["x"]), "y": f["y"]}), expect(f))
+    bad = {**f, "y": f["y"].astype(np.float64)}
+    with pytest.raises(InputError) as e:
+        lib.run(bad)
+    assert str(e.value) == _message(lib.executable.interface.inputs, bad)

@@ -138,8 +138,8 @@ def _max_checked(b: ir.IRBuilder, rows: list, vmax) -> list[ir.Value]:
     two vectors, shared by all the rows), a cold branch computes the rows again with numpy's max."""
     fast = _separable_max(b, rows, vmax)
     vecs = list({id(v): v for taps in rows for _, v in taps}.values())
-    flags = [b.fcmp_unordered("uno", vecs[i], vecs[min(i + 1, len(vecs) - 1)]) for i in range(0, len(vecs), 2)]
-    nan = wv.tree(b, flags, lambda b, x, y: b.or_(x, y))
+    total = wv.tree(b, vecs, lambda b, x, y: b.fadd(x, y))
+    nan = b.fcmp_unordered("uno", total, total)
     bits = ir.IntType(nan.type.count)
     before = b.block
     with b.if_then(b.icmp_unsigned("!=", b.bitcast(nan, bits), ir.Constant(bits, 0)), likely=False):
