@@ -134,8 +134,9 @@ POOL_ROWS = 4  # output rows per step of the vectorised max_pool: they share the
 
 def _max_checked(b: ir.IRBuilder, rows: list, vmax) -> list[ir.Value]:
     """``_separable_max`` of float taps with the machine's max (one instruction; numpy's max, which
-    propagates NaN, takes four), checked: when any tap vector holds a NaN (one unordered compare per
-    two vectors, shared by all the rows), a cold branch computes the rows again with numpy's max."""
+    propagates NaN, takes four), checked: when the sum of the tap vectors (one add each, shared by
+    all the rows) has a NaN lane, some tap is NaN (or inf meets -inf: a false alarm, harmless) and a
+    cold branch computes the rows again with numpy's max."""
     fast = _separable_max(b, rows, vmax)
     vecs = list({id(v): v for taps in rows for _, v in taps}.values())
     total = wv.tree(b, vecs, lambda b, x, y: b.fadd(x, y))
