@@ -213,6 +213,9 @@ POOLS = [  # (C, H, W, kernel, stride, pads, ceil, dilation)
     (2, 20, 33, 3, 2, 2, 0, 2),
     (3, 8, 5, 5, 3, 2, 1, 1),
     (2, 30, 90, 7, 4, 3, 1, 1),    # stride 4, a 7-wide window: five vectors of inputs per row
+    (3, 9, 64, 2, 2, 0, 0, 1),     # stride 2: the last clean chunk's windows end at the row's end
+    (3, 9, 65, 2, 2, 0, 0, 1),     # ...one input short of it
+    (3, 9, 70, 3, 2, 0, 0, 1),     # ...and a partial last chunk
 ]
 
 
