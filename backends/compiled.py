@@ -73,8 +73,9 @@ class CompiledModel:
             raise InputError(f"expected {len(self.input_names)} inputs ({', '.join(self.input_names)}), "
                              f"got {len(arrays)}")
         outs = self.run(dict(zip(self.input_names, arrays)))
-        vals = tuple(outs[n] for n in self.output_names)
-        return vals[0] if len(vals) == 1 else vals
+        if len(self.output_names) == 1:
+            return outs[self.output_names[0]]
+        return tuple([outs[n] for n in self.output_names])
 
     def save(self, path: str | os.PathLike) -> list[str]:
         """Write the compiled model as its backend's artifact; returns the files written. All or
