@@ -43,7 +43,7 @@ from .c_text import C_TYPES as _C_TYPES
 from .c_text import c_literal as _c_literal
 from .c_text import header_close, header_open
 from .codegen import ENTRY
-from .executable import Interface
+from .executable import Interface, data_address, exact_feeds, exact_input_specs
 from .frame_formulas import FrameFormulas
 from .library_check import check_library, file_digest
 from .split_compile import members
@@ -335,6 +335,7 @@ class AotExecutable:
             raise TargetError(f"{p}_create: cannot allocate {self.manifest['arena_bytes']} bytes of arena")
         self._in_ptrs = (ctypes.c_void_p * max(len(self.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(self.outputs), 1))()
+        self._input_specs = None if self.dims else exact_input_specs(self.inputs)
         # One context and one pair of pointer arrays, so runs from several Python threads take turns
         # (ctypes releases the GIL during the call). A lock rather than a context per thread: the
         # library has one worker pool, not reentrant (a call finding it busy runs its loops serially
@@ -345,13 +346,14 @@ class AotExecutable:
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if self.dims:
             return self._run_with_dims(feeds)
-        keep = [np.ascontiguousarray(a) for a in check_inputs(self.inputs, feeds)]
+        keep = exact_feeds(self._input_specs, feeds) or \
+            [np.ascontiguousarray(a) for a in check_inputs(self.inputs, feeds)]
         outs = {name: np.empty(t.shape, dtype=t.dtype.numpy) for name, t in self.outputs}
         with self._lock:
             for i, a in enumerate(keep):
-                self._in_ptrs[i] = a.ctypes.data
+                self._in_ptrs[i] = data_address(a)
             for j, o in enumerate(outs.values()):
-                self._out_ptrs[j] = o.ctypes.data
+                self._out_ptrs[j] = data_address(o)
             status = self._run(self._ctx, ctypes.addressof(self._in_ptrs), ctypes.addressof(self._out_ptrs))
             if status > 0:  # a kernel refused its input (an index out of range): read its record now
                 arena = ctypes.c_void_p.from_address(self._ctx).value  # the context's first field
@@ -397,9 +399,9 @@ class AotExecutable:
         ptrs, keep = self._shape_arrays(args)
         with self._lock:
             for i, a in enumerate(args):
-                self._in_ptrs[i] = a.ctypes.data
+                self._in_ptrs[i] = data_address(a)
             for j, o in enumerate(outs.values()):
-                self._out_ptrs[j] = o.ctypes.data
+                self._out_ptrs[j] = data_address(o)
             status = self._run(self._ctx, ctypes.addressof(self._in_ptrs), ctypes.addressof(ptrs),
                                ctypes.addressof(self._out_ptrs))
             if status > 0:  # the error record sits just past the buffers of this call

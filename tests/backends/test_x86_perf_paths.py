@@ -213,6 +213,9 @@ POOLS = [  # (C, H, W, kernel, stride, pads, ceil, dilation)
     (2, 20, 33, 3, 2, 2, 0, 2),
     (3, 8, 5, 5, 3, 2, 1, 1),
     (2, 30, 90, 7, 4, 3, 1, 1),    # stride 4, a 7-wide window: five vectors of inputs per row
+    (3, 9, 64, 2, 2, 0, 0, 1),     # stride 2: the last clean chunk's windows end at the row's end
+    (3, 9, 65, 2, 2, 0, 0, 1),     # ...one input short of it
+    (3, 9, 70, 3, 2, 0, 0, 1),     # ...and a partial last chunk
 ]
 
 
@@ -225,6 +228,22 @@ def test_max_pool_vector_path(C, H, W, k, s, p, ceil, d, dt):
     m, feeds = _build(fn, {"x": (2, C, H, W)}, dt=dt, seed=H + W)
     feeds["x"][0, 0, 0, :3] = np.nan  # NaN propagates as numpy's max does, at the border and inside
     feeds["x"][1, 1, H // 2, W // 2 - 1:W // 2 + 1] = np.nan
+    _run(m, feeds, tol=0)
+
+
+@pytest.mark.parametrize("dt", ["f32", "f64"])
+def test_max_pool_row_steps_recheck_nan(dt):
+    """The vectorised max_pool does several output rows per step with the machine's max, and does a
+    step again with numpy's max when a NaN is among its taps: a NaN in an input row two output rows
+    share, one alone in a step, inf beside -inf in a window, a row of -inf; exact like numpy."""
+    def fn(b, rng, x):
+        return b.op("max_pool", x, kernel_shape=[3, 3], strides=[2, 2])[0]
+    m, feeds = _build(fn, {"x": (1, 3, 37, 111)}, dt=dt, seed=5)
+    x = feeds["x"]
+    x[0, 0, 10, 50] = np.nan  # tap row 2 of output row 4, tap row 0 of output row 5
+    x[0, 1, 30, 3] = np.nan
+    x[0, 2, 5, 60:62] = [np.inf, -np.inf]
+    x[0, 2, 20, :] = -np.inf
     _run(m, feeds, tol=0)
 
 

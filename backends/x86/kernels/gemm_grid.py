@@ -18,6 +18,10 @@ def _ceil(a: int, b: int) -> int:
 # element of B (an implicit-im2col gather costs more than a strided copy) or of A, reading one
 # pre-packed element (each task streams its share of a packed weight from L3)
 _MAC_S, _PACK_B_S, _PACK_IM2COL_S, _PACK_A_S, _READ_S, _TASK_S = 1.5e-11, 1e-10, 3e-10, 1e-10, 1e-10, 3e-6
+# a pre-packed B of at least this many bytes is worth splitting however few the multiply-adds: a
+# matrix-vector product (an MLP at batch 1) is bound by streaming its weights, and each core then
+# streams its own share (and may keep it in its own L2)
+STREAMED_SPLIT_BYTES = 1 << 19
 
 
 def task_grid(batch: int, M: int, N: int, K: int, blk: Blocking, threads: int,
@@ -31,9 +35,12 @@ def task_grid(batch: int, M: int, N: int, K: int, blk: Blocking, threads: int,
     thread, largest first (the pool hands them out dynamically). Every chunk of M packs B again and
     every chunk of N streams A again, so the split follows the cheaper of the two, and uneven
     splits (7 column panels over 2 threads) are refined until they balance. (More tasks than that
-    for balance under load measured slower: each one packs and streams its operands again.)"""
+    for balance under load measured slower: each one packs and streams its operands again.) A
+    product with few multiply-adds still splits when it streams a large pre-packed B
+    (``STREAMED_SPLIT_BYTES``)."""
     cores = threads
-    if cores <= 1 or 2 * batch * M * N * K < 2e6:
+    streamed = 0 if pack_b else batch * K * N * blk.esize
+    if cores <= 1 or (2 * batch * M * N * K < 2e6 and streamed < STREAMED_SPLIT_BYTES):
         return 1, 1
     mt, nt = _ceil(M, blk.MR), _ceil(N, blk.NR)
     pb = 0.0 if not pack_b else (_PACK_IM2COL_S if pack_b == "im2col" else _PACK_B_S)

@@ -129,6 +129,52 @@ def _float_max(b: ir.IRBuilder, acc: ir.Value, v: ir.Value) -> ir.Value:
     return b.select(b.fcmp_unordered("uno", v, v), v, b.select(keep, acc, v))
 
 
+POOL_ROWS = 4  # output rows per step of the vectorised max_pool: they share the input rows they overlap on
+
+
+def _max_checked(b: ir.IRBuilder, rows: list, vmax) -> list[ir.Value]:
+    """``_separable_max`` of float taps with the machine's max (one instruction; numpy's max, which
+    propagates NaN, takes four), checked: when the sum of the tap vectors (one add each, shared by
+    all the rows) has a NaN lane, some tap is NaN (or inf meets -inf: a false alarm, harmless) and a
+    cold branch computes the rows again with numpy's max."""
+    fast = _separable_max(b, rows, vmax)
+    vecs = list({id(v): v for taps in rows for _, v in taps}.values())
+    total = wv.tree(b, vecs, lambda b, x, y: b.fadd(x, y))
+    nan = b.fcmp_unordered("uno", total, total)
+    bits = ir.IntType(nan.type.count)
+    before = b.block
+    with b.if_then(b.icmp_unsigned("!=", b.bitcast(nan, bits), ir.Constant(bits, 0)), likely=False):
+        exact = _separable_max(b, rows, _float_max)
+        after = b.block
+    outs = []
+    for f, e in zip(fast, exact):
+        phi = b.phi(f.type)
+        phi.add_incoming(f, before)
+        phi.add_incoming(e, after)
+        outs.append(phi)
+    return outs
+
+
+def _separable_max(b: ir.IRBuilder, rows: list, vmax) -> list[ir.Value]:
+    """The max of each output row's taps (``window_vector.plane``'s grouped taps) as the max over
+    its tap rows of each tap row's max: a tap row that several output rows read (their windows
+    overlap) is reduced once for all of them."""
+    row_max: dict[tuple[int, ...], ir.Value] = {}
+    outs = []
+    for taps in rows:
+        by_row: dict[int, list[ir.Value]] = {}
+        for (i, _), v in taps:
+            by_row.setdefault(i, []).append(v)
+        parts = []
+        for vs in by_row.values():
+            key = tuple(id(v) for v in vs)  # the same loaded vectors: the same input row
+            if key not in row_max:
+                row_max[key] = wv.tree(b, vs, vmax)
+            parts.append(row_max[key])
+        outs.append(wv.tree(b, parts, vmax))
+    return outs
+
+
 @lowering("max_pool", generic=batch_only)
 def lower_max_pool(k, op: Op) -> None:
     x = op.operands[0]
@@ -174,13 +220,18 @@ def lower_max_pool(k, op: Op) -> None:
             return
 
         def vmax(b, acc, v):
-            if dt.is_float:
-                return _float_max(b, acc, v)
+            if dt.is_float:  # the machine's max, which is not numpy's for NaN: see _max_checked
+                return b.select(b.fcmp_ordered(">", acc, v), acc, v)
             cmp = b.icmp_signed if dt.is_signed else b.icmp_unsigned
             return b.select(cmp(">", v, acc), v, acc)
+
+        def reduce(b, rows):
+            if dt.is_float:
+                return _max_checked(b, rows, vmax)
+            return _separable_max(b, rows, vmax)
         xin, yout = _plane_ptrs(kb, g, nc, t)
-        wv.plane(kb, g, xin, yout, t, vector_lanes(kb, [dt]), lowest,
-                 lambda b, taps: wv.tree(b, [v for _, v in taps], vmax))
+        wv.plane(kb, g, xin, yout, t, vector_lanes(kb, [dt]), lowest, reduce, rows_per_step=POOL_ROWS,
+                 group_reduce=True)
     # plain max: window_vector.py; the indices in row-major order: the unrolled interior of
     # _interior_rows (the rest: per window)
     fast = _interior(g) if with_indices and not op.attrs["storage_order"] else None

@@ -19,11 +19,12 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op, TargetError
 
-from ..llvm_types import F32, F64, I1, I64, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type, storage_type
+from ..llvm_types import F32, F64, I1, I32, I64, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type, storage_type
 from . import dims as dm
-from .broadcast_loops import tag_loop
+from .broadcast_loops import tag_loop, vector_lanes
 from .dims import Dim
 from .elementwise import cast_value
+from .gemm_microkernel import elem_bytes, masked_load
 from .registry import lowering
 from .vecmath import intrinsic
 
@@ -237,8 +238,14 @@ def lower_reduce(k, op: Op) -> None:
             v = b.fdiv(v, _as_float(b, count, at))
         return cast_value(b, v, adt, dt) if adt is not dt else v
 
+    lanes = vector_lanes(k, [dt])
+    vector_sums = kind in ("sum", "mean") and dt in (DType.f32, DType.f64) and at == storage_type(dt)
+
     def reduce_at(b: ir.IRBuilder, redg, xp: ir.Value, base: ir.Value) -> ir.Value:
         def level(lv: int, off: ir.Value, a: ir.Value) -> ir.Value:
+            if vector_sums and lv == len(redg) - 1 and isinstance(redg[lv][0], int) \
+                    and isinstance(redg[lv][1], int) and redg[lv][1] == 1 and redg[lv][0] >= 2 * lanes:
+                return contiguous_sum(b, xp, off, redg[lv][0], at, lanes, a)
             if lv == len(redg):
                 v = load(b, xp, off, storage_type(dt))
                 v = bf16_to_f32(b, v) if dt is DType.bf16 else v
@@ -275,6 +282,50 @@ def lower_reduce(k, op: Op) -> None:
         rows(k, n0, work, row)
     else:
         outputs(k, split((groups, strides, count)), k.b, 0, zero, zero)
+
+
+SUM_CHAINS = 4  # independent vector accumulators of a contiguous sum (an add's latency over its throughput)
+
+
+def contiguous_sum(b: ir.IRBuilder, xp: ir.Value, off: ir.Value, n: int, t: ir.Type, lanes: int,
+                   acc: ir.Value) -> ir.Value:
+    """``acc`` plus the ``n`` contiguous floats at ``xp[off]``, in explicit vectors: ``SUM_CHAINS``
+    accumulators over whole vectors, the tail under a lane mask, then the lanes added in a tree.
+    LLVM unrolls a short constant-count scalar loop (a global average pool's 64 pixels) before its
+    loop vectoriser sees it and leaves a chain of scalar adds; reassociated like the loop it
+    replaces (rounding differs from numpy's pairwise sum, nothing else)."""
+    vt = ir.VectorType(t, lanes)
+    zero = ir.Constant(vt, [ir.Constant(t, 0.0)] * lanes)
+    base = gep(b, xp, off, t)
+    full = n // lanes
+    chains = max(1, min(SUM_CHAINS, full))
+
+    def vec(i: ir.Value | int) -> ir.Value:
+        at = b.mul(i, const_int(lanes)) if isinstance(i, ir.Value) else const_int(i * lanes)
+        return b.load(gep(b, base, at, t), typ=vt, align=elem_bytes(t))
+
+    accs = [zero] * chains
+    steps = full // chains
+    if steps:
+        accs = fold_range(b, steps, accs, lambda i, a: [
+            _reassoc(b.fadd(a[c], vec(b.add(b.mul(i, const_int(chains)), const_int(c))))) for c in range(chains)],
+            name="vsum")
+    for v in range(steps * chains, full):
+        accs[v % chains] = _reassoc(b.fadd(accs[v % chains], vec(v)))
+    rem = n - full * lanes
+    if rem:
+        mask = ir.Constant(ir.VectorType(I1, lanes), [r < rem for r in range(lanes)])
+        accs[0] = _reassoc(b.fadd(accs[0], masked_load(b, gep(b, base, const_int(full * lanes), t), mask, vt, zero)))
+    while len(accs) > 1:
+        accs = [_reassoc(b.fadd(accs[i], accs[i + 1])) if i + 1 < len(accs) else accs[i]
+                for i in range(0, len(accs), 2)]
+    v, w = accs[0], lanes
+    while w > 1:  # the lanes in a tree: add the upper half onto the lower
+        w //= 2
+        hi = b.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(ir.VectorType(I32, w), list(range(w, 2 * w))))
+        lo = b.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(ir.VectorType(I32, w), list(range(w))))
+        v = _reassoc(b.fadd(lo, hi))
+    return _reassoc(b.fadd(acc, b.extract_element(v, const_int(0, I32))))
 
 
 def _prod(dims: list[Dim], b: ir.IRBuilder) -> Dim:
