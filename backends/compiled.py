@@ -69,6 +69,9 @@ class CompiledModel:
         return self.backend.run_into(self, feeds, outputs)
 
     def __call__(self, *arrays: Any) -> Any:
+        if len(arrays) == 1 and isinstance(arrays[0], Mapping):
+            raise InputError("calling the model takes its inputs as positional arrays "
+                             f"({', '.join(self.input_names)}); use run(feeds) for a dict of name -> array")
         if len(arrays) != len(self.input_names):
             raise InputError(f"expected {len(self.input_names)} inputs ({', '.join(self.input_names)}), "
                              f"got {len(arrays)}")

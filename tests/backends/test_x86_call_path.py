@@ -161,3 +161,13 @@ def test_a_loaded_library_takes_the_same_route(cm, tmp_path):
     with pytest.raises(InputError) as e:
         lib.run(bad)
     assert str(e.value) == _message(lib.executable.interface.inputs, bad)
+
+
+def test_calling_with_a_dict_says_to_use_run(cm):
+    """``cm(x, y)`` takes positional arrays; a dict there used to fail deep in the feed check with
+    "unsupported dtype object". It is a one-line error naming ``run``."""
+    f = feeds(5)
+    with pytest.raises(InputError, match=r"positional arrays \(x, y\); use run\(feeds\)"):
+        cm(f)
+    s, r = cm(f["x"], f["y"])
+    check({"s": s, "r": r}, expect(f))
