@@ -25,7 +25,7 @@ def lower_fused_requantize(k, op: Op) -> None:
     consts = k.cg.module.constants  # the fuse-requantize pass grouped only constant multipliers and shifts
     values = [np.asarray(consts[op.operands[index[id(v)]].producer.attrs["ref"]]).astype(np.int64)
               for v in (mult, shift)]
-    spec = RequantSpec.build(rq.attrs, n, n + 1, *values)
+    spec = RequantSpec.build(rq.attrs, n, n + 1, *values, fma=k.target.has_fma)
     outer = Op(anchor.opname, [op.operands[index[id(v)]] for v in anchor.operands], anchor.attrs,
                [r.type for r in anchor.results], [r.name for r in anchor.results], loc=anchor.loc)
     try:
