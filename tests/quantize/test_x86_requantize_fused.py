@@ -215,3 +215,31 @@ def test_epilogue_fma_form(case, anchor, per_channel):
     model, x = _anchor_model(anchor, c, lim, rq, bias)
     assert _kernels(model) == ["fused"]
     _check(model, x)
+
+
+def test_accumulator_bound_selects_the_i32_clamp_only_below_2_30():
+    from nnc.backends.x86.kernels.requant_epilogue import RequantSpec, acc_bound
+    from nnc.ir import Op
+
+    w = RNG.integers(-127, 128, size=(6, 5, 3, 3)).astype(np.int8)
+    bias = RNG.integers(-5000, 5000, size=6).astype(np.int32)
+    for zp in (-128, 0, 127):
+        conv = Op("qconv", [], {"x_zero_point": zp}, [], [])
+        bound = acc_bound(conv, w, bias)
+        # the extreme accumulators: every x at the end of the range that the weight's sign favours
+        for sign in (1, -1):
+            xs = np.where(sign * w.astype(np.int64) > 0, 127, -128) - zp
+            xs = np.where(sign * w.astype(np.int64) == 0, 0, xs)
+            extreme = np.abs((xs * w).reshape(6, -1).sum(axis=1) + bias)
+            assert np.all(extreme <= bound)
+    attrs = {"dtype": DType.i8, "zero_point": 0, "clip_min": None, "clip_max": None}
+    mult = np.full(6, 1 << 30, np.int64)
+    bound = acc_bound(Op("qconv", [], {"x_zero_point": 0}, [], []), w, bias)
+    s = int(np.ceil(np.log2(bound.max()))) + 1  # the largest |v| is just under 2**30 ...
+    for shift, small in ((s, True), (s - 2, False)):  # ... and with two bits less shift above it
+        spec = RequantSpec.build(attrs, 3, 4, mult, np.full(6, shift), fma=True)
+        spec.bound_accumulators(bound, mult, np.full(6, shift))
+        assert spec.small is small
+    spec = RequantSpec.build(attrs, 3, 4, mult, np.full(6, s), fma=False)  # no FMA: no FMA form at all
+    spec.bound_accumulators(bound, mult, np.full(6, s))
+    assert not spec.small

@@ -42,6 +42,18 @@ class RequantSpec:
     shift_per_channel: bool
     exact_in_f64: bool = False  # every shift <= F64_MAX_SHIFT: the f64 form is exact (requantize_v16)
     fma: bool = False  # the target has FMA: the one-rounding f64 form (_requantize_fma), exact for every requantize
+    # |acc * m / 2**s| < 2**30 for every accumulator the anchor can produce (``acc_bound``): the FMA
+    # form clamps in i32 instead of f64
+    small: bool = False
+
+    def bound_accumulators(self, bound: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> None:
+        """``bound``: per output channel (or one) a bound on |accumulator| (``acc_bound``); sets
+        ``small`` where every ``|acc| * m * 2**-s`` stays below 2**30."""
+        c = np.ldexp(multiplier.reshape(-1).astype(np.float64), -shift.reshape(-1).astype(np.int64))
+        bound = bound.reshape(-1).astype(np.float64)
+        if c.size > 1 and bound.size > 1 and c.size != bound.size:
+            bound = bound.max(keepdims=True)
+        self.small = self.fma and bool(np.all(bound * (1 + 2.0 ** -40) * c < 2.0 ** 30))
 
     @staticmethod
     def build(attrs: dict, mult_arg: int, shift_arg: int, multiplier: np.ndarray, shift: np.ndarray,
@@ -131,12 +143,27 @@ def _requantize_fma(b: ir.IRBuilder, acc: ir.Value, mult: ir.Value, shift: ir.Va
     the exact range, so every ``v`` whose reference result saturates gives the same bound here. The
     clamped R is ``MAGIC + r`` with ``r`` in [lo - zp, hi - zp]: its mantissa field is ``2**51 + r``,
     whose low byte is ``r`` mod 256; adding ``zp`` mod 256 gives ``r + zp`` in [lo, hi], the
-    reference's result. (``zp`` is not folded into MAGIC: an odd MAGIC would round the ties to odd.)"""
+    reference's result. (``zp`` is not folded into MAGIC: an odd MAGIC would round the ties to odd.)
+    With ``spec.small`` the clamp runs on the low dwords instead (see there)."""
     vd = ir.VectorType(F64, 16)
     fn = b.module.globals.get("llvm.fma.v16f64") or ir.Function(
         b.module, ir.FunctionType(vd, [vd, vd, vd]), name="llvm.fma.v16f64")
     r = b.call(fn, [b.sitofp(acc, vd), _f64_scale(b, mult, shift), ir.Constant(vd, [_MAGIC] * 16)])
     zp = spec.zero_point
+    if spec.small:
+        # |v| < 2**30 for every accumulator (RequantSpec.bound_accumulators): R = MAGIC + rne(v) with
+        # |rne(v)| <= 2**30, so the low 32 bits of R's mantissa field 2**51 + rne(v) are rne(v) as
+        # an i32 (one two-source dword permute picks them), clamped there
+        v32 = ir.VectorType(I32, 32)
+        q = b.shuffle_vector(b.bitcast(r, v32), ir.Constant(v32, ir.Undefined),
+                             ir.Constant(V16, list(range(0, 32, 2))))
+        lo, hi = ir.Constant(V16, [spec.lo - zp] * 16), ir.Constant(V16, [spec.hi - zp] * 16)
+        q = b.select(b.icmp_signed("<", q, lo), lo, q)
+        q = b.select(b.icmp_signed(">", q, hi), hi, q)
+        y = b.trunc(q, V16I8)
+        if zp % 256:
+            y = b.add(y, ir.Constant(V16I8, [((zp + 128) % 256) - 128] * 16))
+        return y
     lo = ir.Constant(vd, [_MAGIC + (spec.lo - zp)] * 16)
     hi = ir.Constant(vd, [_MAGIC + (spec.hi - zp)] * 16)
     r = b.select(b.fcmp_ordered("<", r, lo), lo, r)
@@ -207,3 +234,16 @@ def store_result(b: ir.IRBuilder, acc: ir.Value, out: ir.Value, at: ir.Value, re
     else:
         y = requantize_v16(b, acc, mult, shift, requant)
         store_lanes(b, y, b.gep(out, [at], source_etype=I8, inbounds=True), remaining)
+
+
+def acc_bound(anchor, weights: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """A bound on |accumulator| per output channel of a ``qconv`` (weights [M, Cg, ...]) or
+    ``qmatmul`` (weights [K, N]): ``|x - zp| * sum|w| + |bias|`` with ``|x - zp|`` at most its
+    largest value over the i8 input range (padding reads the zero point: 0)."""
+    zp = int(anchor.attrs["x_zero_point" if anchor.opname == "qconv" else "a_zero_point"])
+    w = np.abs(weights.astype(np.int64))
+    s = w.reshape(w.shape[0], -1).sum(axis=1) if anchor.opname == "qconv" else w.sum(axis=0)
+    out = max(127 - zp, zp + 128) * s
+    if bias is not None:
+        out = out + np.abs(bias.astype(np.int64)).reshape(-1)
+    return out
