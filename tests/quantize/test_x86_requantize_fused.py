@@ -67,6 +67,8 @@ def i8(*shape: int) -> np.ndarray:
     (1, 20, 16, 9, 1, 1, 0, 1, 0),      # pointwise, channel tail (12 + 8), pixel tail (81 = 2*32 + 17)
     (2, 33, 3, 17, 3, 2, 1, 1, -5),     # stem-like: 3 input channels, stride 2, batch 2
     (1, 24, 8, 10, 3, 1, 1, 2, 7),      # grouped
+    (1, 20, 16, 39, 1, 1, 0, 1, 0),     # the 6 x 64 tile: pixel tail 49, channel tail 2
+    (2, 13, 3, 64, 3, 2, 1, 1, -5),     # the 6 x 64 tile, stem-like, batch 2
 ])
 @pytest.mark.parametrize("rqattrs", [{"zero_point": 0, "clip_min": 0, "clip_max": 127},
                                      {"zero_point": 5}, {"zero_point": -20, "dtype": DType.u8}])
