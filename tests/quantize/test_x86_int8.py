@@ -52,6 +52,10 @@ def x86_equals_interpreter(opname: str, x: np.ndarray, consts: list[np.ndarray],
     (24, 6, 37, 1, 1, 0, 9, 1),    # 1x1: rows of 37 = 2 x 16 + 5, a partial group of two channels
     (16, 5, 21, 3, 1, 1, -7, 1),   # 3x3 padded: runs clipped by the border, one channel past a group
     (20, 32, 16, 3, 1, 2, 100, 1),  # padding 2: a run of exactly 16 and runs of 14
+    # planes of >= 1024 pixels take the 6-channel x 64-pixel tile (_qconv_tile)
+    (20, 16, 39, 1, 1, 0, 3, 1),   # 1521 pixels = 23 x 64 + 49, channels 20 = 3 x 6 + 2
+    (13, 3, 64, 3, 2, 1, -5, 1),   # stem-like, 32 x 32 outputs
+    (12, 8, 32, 3, 1, 1, 0, 2),    # grouped, 6 channels per group
 ])
 def test_qconv(M, C, H, k, s, p, zp, g):
     x86_equals_interpreter("qconv", i8(2, C, H, H), [i8(M, C // g, k, k), i32(M)], strides=[s, s], pads=[p] * 4,

@@ -40,9 +40,9 @@ def _kernels(m: Module) -> list[str]:
     return [op.opname for op in prepare(m).main.ops if op.opname != "const"]
 
 
-def _check(m: Module, x: np.ndarray) -> None:
+def _check(m: Module, x: np.ndarray, **target) -> None:
     want = interpret(m, {"x": x})
-    got = nnc.compile(m, target="x86", quiet=True).run({"x": x})
+    got = nnc.compile(m, target="x86", quiet=True, **target).run({"x": x})
     for k, v in want.items():
         assert got[k].dtype == v.dtype
         np.testing.assert_array_equal(got[k], v)
@@ -67,6 +67,8 @@ def i8(*shape: int) -> np.ndarray:
     (1, 20, 16, 9, 1, 1, 0, 1, 0),      # pointwise, channel tail (12 + 8), pixel tail (81 = 2*32 + 17)
     (2, 33, 3, 17, 3, 2, 1, 1, -5),     # stem-like: 3 input channels, stride 2, batch 2
     (1, 24, 8, 10, 3, 1, 1, 2, 7),      # grouped
+    (1, 20, 16, 39, 1, 1, 0, 1, 0),     # the 6 x 64 tile: pixel tail 49, channel tail 2
+    (2, 13, 3, 64, 3, 2, 1, 1, -5),     # the 6 x 64 tile, stem-like, batch 2
 ])
 @pytest.mark.parametrize("rqattrs", [{"zero_point": 0, "clip_min": 0, "clip_max": 127},
                                      {"zero_point": 5}, {"zero_point": -20, "dtype": DType.u8}])
@@ -130,8 +132,24 @@ def test_quantized_mobilenet_v2_is_bit_exact_with_every_requantize_fused():
         np.testing.assert_array_equal(got[k], v)
 
 
-# multiplier/shift regimes of the epilogue: f64 (every shift <= 44) with many exact .5 ties, the
-# boundary, and the i64 form (a shift above 44 anywhere in the layer)
+def _anchor_model(anchor: str, c: int, lim: int, rq: dict, bias: np.ndarray) -> tuple[Module, np.ndarray]:
+    """A ``c``-channel depthwise 3x3 / pointwise qconv or qmatmul, inputs and weights in [-lim, lim),
+    with ``rq`` reading it."""
+    if anchor == "qmatmul":
+        x = RNG.integers(-lim, lim, size=(7, 40)).astype(np.int8)
+        return _graph("qmatmul", x, [RNG.integers(-lim, lim, size=(40, c)).astype(np.int8), bias],
+                      {"a_zero_point": 0}, rq), x
+    x = RNG.integers(-lim, lim, size=(1, c, 9, 9)).astype(np.int8)
+    g = c if anchor == "depthwise" else 1
+    k = 3 if anchor == "depthwise" else 1
+    w = RNG.integers(-lim, lim, size=(c, c // g, k, k)).astype(np.int8)
+    return _graph("qconv", x, [w, bias], {"strides": [1, 1], "pads": [k // 2] * 4, "x_zero_point": 0, "group": g},
+                  rq), x
+
+
+# multiplier/shift regimes of the epilogue: on a CPU without FMA (x86-64-v2) the f64 form (every
+# shift <= 44) with many exact .5 ties, the boundary, and the i64 form (a shift above 44 anywhere in
+# the layer); on the host (FMA) every regime takes the one-rounding FMA form
 REGIMES = {
     "ties_half": (1 << 30, 31),        # v = acc / 2: every odd accumulator is a tie
     "ties_quarter": (3 << 28, 30),     # v = 3 acc / 4: acc = 2 mod 4 ties
@@ -143,7 +161,8 @@ REGIMES = {
 
 @pytest.mark.parametrize("regime", sorted(REGIMES))
 @pytest.mark.parametrize("anchor", ["depthwise", "pointwise", "qmatmul"])
-def test_epilogue_rounding_regimes(regime, anchor):
+@pytest.mark.parametrize("cpu", [None, "x86-64-v2"])
+def test_epilogue_rounding_regimes(regime, anchor, cpu):
     m, s = REGIMES[regime]
     c = 24
     mult, shift = np.full(c, m, np.int32), np.full(c, s, np.int32)
@@ -152,16 +171,77 @@ def test_epilogue_rounding_regimes(regime, anchor):
     # small accumulators for the tie regimes so that the results do not all saturate
     lim = 3 if regime.startswith("ties") else 128
     rq = {"multiplier": mult, "shift": shift, "zero_point": 1, "axis": -1 if anchor == "qmatmul" else 1}
-    if anchor == "qmatmul":
-        x = RNG.integers(-lim, lim, size=(7, 40)).astype(np.int8)
-        model = _graph("qmatmul", x, [RNG.integers(-lim, lim, size=(40, c)).astype(np.int8), np.zeros(c, np.int32)],
-                       {"a_zero_point": 0}, rq)
-    else:
-        x = RNG.integers(-lim, lim, size=(1, c, 9, 9)).astype(np.int8)
-        g = c if anchor == "depthwise" else 1
-        k = 3 if anchor == "depthwise" else 1
-        w = RNG.integers(-lim, lim, size=(c, c // g, k, k)).astype(np.int8)
-        model = _graph("qconv", x, [w, np.zeros(c, np.int32)],
-                       {"strides": [1, 1], "pads": [k // 2] * 4, "x_zero_point": 0, "group": g}, rq)
+    model, x = _anchor_model(anchor, c, lim, rq, np.zeros(c, np.int32))
+    assert _kernels(model) == ["fused"]
+    _check(model, x, **({"cpu": cpu} if cpu else {}))
+
+
+# the one-rounding FMA form (requant_epilogue._requantize_fma, every layer on an FMA target): zero
+# points at the ends of the range (added back modulo 256 after the clamp), odd zero points with
+# ties (an odd MAGIC would round them to odd), clamps, negative accumulators, saturation from
+# |v| >= 2**51 (shift 0, the largest multiplier: the FMA result leaves the exact-integer band), u8
+FMA_CASES = {
+    "zp_min_i8": dict(mult=1 << 30, shift=31, zero_point=-128),
+    "zp_max_i8": dict(mult=1 << 30, shift=31, zero_point=127),
+    "zp_odd_ties_clip": dict(mult=1 << 30, shift=31, zero_point=-3, clip_min=-7, clip_max=9),
+    "zp_max_u8": dict(mult=3 << 28, shift=30, zero_point=255, dtype=DType.u8),
+    "zp_min_u8_relu6": dict(mult=1 << 30, shift=31, zero_point=0, clip_min=0, clip_max=6, dtype=DType.u8),
+    "saturate_shift0": dict(mult=2**31 - 1, shift=0, zero_point=-1, big=True),
+    "saturate_shift20": dict(mult=2**31 - 1, shift=20, zero_point=2, big=True),
+    "shift62": dict(mult=2**31 - 1, shift=62, zero_point=7, big=True),
+    "shift50_mixed": dict(mult=None, shift=50, zero_point=-100, big=True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FMA_CASES))
+@pytest.mark.parametrize("anchor", ["depthwise", "pointwise", "qmatmul"])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_epilogue_fma_form(case, anchor, per_channel):
+    spec = dict(FMA_CASES[case])
+    big = spec.pop("big", False)
+    m, s = spec.pop("mult"), spec.pop("shift")
+    c = 24
+    n = c if per_channel else 1
+    mult = RNG.integers(1 << 30, 1 << 31, size=n) if m is None else np.full(n, m)
+    shift = np.full(n, s)
+    if per_channel and n > 2:
+        mult[2] = 0  # a zero multiplier: everything maps to the zero point
+    mult, shift = mult.astype(np.int32), shift.astype(np.int32)
+    if not per_channel:
+        mult, shift = mult.reshape(()), shift.reshape(())
+    rq = {"multiplier": mult, "shift": shift, **spec, "axis": -1 if anchor == "qmatmul" else 1}
+    # small accumulators (many ties, few saturations) or large ones, with a bias pulling some
+    # channels negative and some positive
+    lim = 128 if big else 3
+    bias = (RNG.integers(-(1 << 20), 1 << 20, size=c) if big else RNG.integers(-4, 5, size=c)).astype(np.int32)
+    model, x = _anchor_model(anchor, c, lim, rq, bias)
     assert _kernels(model) == ["fused"]
     _check(model, x)
+
+
+def test_accumulator_bound_selects_the_i32_clamp_only_below_2_30():
+    from nnc.backends.x86.kernels.requant_epilogue import RequantSpec, acc_bound
+    from nnc.ir import Op
+
+    w = RNG.integers(-127, 128, size=(6, 5, 3, 3)).astype(np.int8)
+    bias = RNG.integers(-5000, 5000, size=6).astype(np.int32)
+    for zp in (-128, 0, 127):
+        conv = Op("qconv", [], {"x_zero_point": zp}, [], [])
+        bound = acc_bound(conv, w, bias)
+        # the extreme accumulators: every x at the end of the range that the weight's sign favours
+        for sign in (1, -1):
+            xs = np.where(sign * w.astype(np.int64) > 0, 127, -128) - zp
+            xs = np.where(sign * w.astype(np.int64) == 0, 0, xs)
+            extreme = np.abs((xs * w).reshape(6, -1).sum(axis=1) + bias)
+            assert np.all(extreme <= bound)
+    attrs = {"dtype": DType.i8, "zero_point": 0, "clip_min": None, "clip_max": None}
+    mult = np.full(6, 1 << 30, np.int64)
+    bound = acc_bound(Op("qconv", [], {"x_zero_point": 0}, [], []), w, bias)
+    s = int(np.ceil(np.log2(bound.max()))) + 1  # the largest |v| is just under 2**30 ...
+    for shift, small in ((s, True), (s - 2, False)):  # ... and with two bits less shift above it
+        spec = RequantSpec.build(attrs, 3, 4, mult, np.full(6, shift), fma=True)
+        spec.bound_accumulators(bound, mult, np.full(6, shift))
+        assert spec.small is small
+    spec = RequantSpec.build(attrs, 3, 4, mult, np.full(6, s), fma=False)  # no FMA: no FMA form at all
+    spec.bound_accumulators(bound, mult, np.full(6, s))
+    assert not spec.small

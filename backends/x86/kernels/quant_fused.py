@@ -8,7 +8,7 @@ import numpy as np
 
 from nnc.ir import Op
 
-from .requant_epilogue import RequantSpec
+from .requant_epilogue import RequantSpec, acc_bound
 
 KINDS = ("qconv", "qmatmul")
 
@@ -25,7 +25,11 @@ def lower_fused_requantize(k, op: Op) -> None:
     consts = k.cg.module.constants  # the fuse-requantize pass grouped only constant multipliers and shifts
     values = [np.asarray(consts[op.operands[index[id(v)]].producer.attrs["ref"]]).astype(np.int64)
               for v in (mult, shift)]
-    spec = RequantSpec.build(rq.attrs, n, n + 1, *values)
+    spec = RequantSpec.build(rq.attrs, n, n + 1, *values, fma=k.target.has_fma)
+    operands = [op.operands[index[id(v)]].producer for v in anchor.operands[1:3]]
+    if operands and all(p is not None and p.opname == "const" for p in operands):  # the bound needs them
+        w_b = [np.asarray(consts[p.attrs["ref"]]) for p in operands]
+        spec.bound_accumulators(acc_bound(anchor, w_b[0], w_b[1] if len(w_b) > 1 else None), *values)
     outer = Op(anchor.opname, [op.operands[index[id(v)]] for v in anchor.operands], anchor.attrs,
                [r.type for r in anchor.results], [r.name for r in anchor.results], loc=anchor.loc)
     try:

@@ -41,16 +41,32 @@ class RequantSpec:
     mult_per_channel: bool
     shift_per_channel: bool
     exact_in_f64: bool = False  # every shift <= F64_MAX_SHIFT: the f64 form is exact (requantize_v16)
+    fma: bool = False  # the target has FMA: the one-rounding f64 form (_requantize_fma), exact for every requantize
+    # |acc * m / 2**s| < 2**30 for every accumulator the anchor can produce (``acc_bound``): the FMA
+    # form clamps in i32 instead of f64
+    small: bool = False
+
+    def bound_accumulators(self, bound: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> None:
+        """``bound``: per output channel (or one) a bound on |accumulator| (``acc_bound``); sets
+        ``small`` where every ``|acc| * m * 2**-s`` stays below 2**30."""
+        c = np.ldexp(multiplier.reshape(-1).astype(np.float64), -shift.reshape(-1).astype(np.int64))
+        bound = bound.reshape(-1).astype(np.float64)
+        if c.size > 1 and bound.size > 1 and c.size != bound.size:
+            bound = bound.max(keepdims=True)
+        self.small = self.fma and bool(np.all(bound * (1 + 2.0 ** -40) * c < 2.0 ** 30))
 
     @staticmethod
-    def build(attrs: dict, mult_arg: int, shift_arg: int, multiplier: np.ndarray, shift: np.ndarray) -> "RequantSpec":
+    def build(attrs: dict, mult_arg: int, shift_arg: int, multiplier: np.ndarray, shift: np.ndarray,
+              fma: bool = False) -> "RequantSpec":
         dt = attrs["dtype"]
         info = np.iinfo(dt.numpy)
         lo = int(info.min) if attrs["clip_min"] is None else max(int(attrs["clip_min"]), int(info.min))
         hi = int(info.max) if attrs["clip_max"] is None else min(int(attrs["clip_max"]), int(info.max))
         f64 = bool(np.all((shift >= 0) & (shift <= F64_MAX_SHIFT)) and np.all(multiplier >= 0))
+        fma = fma and np.dtype(dt.numpy).itemsize == 1 and bool(
+            np.all((shift >= 0) & (shift <= 62)) and np.all((multiplier >= 0) & (multiplier < 2 ** 31)))
         return RequantSpec(int(attrs["zero_point"]), lo, hi, dt, mult_arg, shift_arg, multiplier.size > 1,
-                           shift.size > 1, f64)
+                           shift.size > 1, f64, fma)
 
     def channel_params(self, k, kb, channel: ir.Value) -> tuple[ir.Value, ir.Value]:
         """Multiplier and shift of one output channel, splat to <16 x i64> (lanes are pixels); ``k``
@@ -85,6 +101,8 @@ def splat(b: ir.IRBuilder, x: ir.Value, vt: ir.VectorType) -> ir.Value:
 def requantize_v16(b: ir.IRBuilder, acc: ir.Value, mult: ir.Value, shift: ir.Value, spec: RequantSpec) -> ir.Value:
     """16 i32 accumulators -> 16 bytes of ``spec.dtype``; ``mult``/``shift`` are <16 x i64> (a splat
     for a per-channel row, or one value per lane when the lanes are channels)."""
+    if spec.fma:
+        return _requantize_fma(b, acc, mult, shift, spec)
     if spec.exact_in_f64:
         return _requantize_f64(b, acc, mult, shift, spec)
     one = ir.Constant(V16I64, [1] * 16)
@@ -100,6 +118,62 @@ def requantize_v16(b: ir.IRBuilder, acc: ir.Value, mult: ir.Value, shift: ir.Val
     return b.trunc(y, V16I8)
 
 
+_MAGIC = 1.5 * 2.0 ** 52  # f64 values in [2**52, 2**53) are the integers: ulp 1
+
+
+def _f64_scale(b: ir.IRBuilder, mult: ir.Value, shift: ir.Value) -> ir.Value:
+    """``m * 2**-s`` in f64, exact (m < 2**31; 2**-s built from its exponent bits, (1023 - s) << 52)."""
+    vd = ir.VectorType(F64, 16)
+    scale = b.bitcast(b.shl(b.sub(ir.Constant(V16I64, [1023] * 16), shift), ir.Constant(V16I64, [52] * 16)), vd)
+    return b.fmul(b.sitofp(mult, vd), scale)
+
+
+def _requantize_fma(b: ir.IRBuilder, acc: ir.Value, mult: ir.Value, shift: ir.Value, spec: RequantSpec) -> ir.Value:
+    """The reference's integers with one f64 FMA and no rounding instruction:
+    ``R = fma(f64(acc), c, MAGIC)`` with ``c = m * 2**-s`` and ``MAGIC = 1.5 * 2**52``, clamped to
+    ``[MAGIC + lo - zp, MAGIC + hi - zp]`` in f64; the low byte of R's bits, plus ``zp`` (mod 256).
+
+    Why it is exact for every requantize (multiplier in [0, 2**31), shift in [0, 62], |acc| <= 2**31),
+    8-bit outputs: ``c`` is exact (an integer below 2**31 times a power of two, >= 2**-62, normal),
+    so the FMA's exact sum is ``MAGIC + v`` with ``v = acc * m / 2**s``, the reference's rational
+    value, rounded once. Where ``|v| < 2**51`` that sum lies in [2**52, 2**53), where the f64 values
+    are exactly the integers, so round-to-nearest-even gives ``MAGIC + rne(v)`` (MAGIC is even, so the
+    ties go to the even ``rne(v)``, as the reference's). Elsewhere R is still a monotone function of
+    ``v`` (|v| < 2**62: finite), and the clamp bounds ``MAGIC + lo - zp``, ``MAGIC + hi - zp`` are in
+    the exact range, so every ``v`` whose reference result saturates gives the same bound here. The
+    clamped R is ``MAGIC + r`` with ``r`` in [lo - zp, hi - zp]: its mantissa field is ``2**51 + r``,
+    whose low byte is ``r`` mod 256; adding ``zp`` mod 256 gives ``r + zp`` in [lo, hi], the
+    reference's result. (``zp`` is not folded into MAGIC: an odd MAGIC would round the ties to odd.)
+    With ``spec.small`` the clamp runs on the low dwords instead (see there)."""
+    vd = ir.VectorType(F64, 16)
+    fn = b.module.globals.get("llvm.fma.v16f64") or ir.Function(
+        b.module, ir.FunctionType(vd, [vd, vd, vd]), name="llvm.fma.v16f64")
+    r = b.call(fn, [b.sitofp(acc, vd), _f64_scale(b, mult, shift), ir.Constant(vd, [_MAGIC] * 16)])
+    zp = spec.zero_point
+    if spec.small:
+        # |v| < 2**30 for every accumulator (RequantSpec.bound_accumulators): R = MAGIC + rne(v) with
+        # |rne(v)| <= 2**30, so the low 32 bits of R's mantissa field 2**51 + rne(v) are rne(v) as
+        # an i32 (one two-source dword permute picks them), clamped there
+        v32 = ir.VectorType(I32, 32)
+        q = b.shuffle_vector(b.bitcast(r, v32), ir.Constant(v32, ir.Undefined),
+                             ir.Constant(V16, list(range(0, 32, 2))))
+        lo, hi = ir.Constant(V16, [spec.lo - zp] * 16), ir.Constant(V16, [spec.hi - zp] * 16)
+        q = b.select(b.icmp_signed("<", q, lo), lo, q)
+        q = b.select(b.icmp_signed(">", q, hi), hi, q)
+        y = b.trunc(q, V16I8)
+        if zp % 256:
+            y = b.add(y, ir.Constant(V16I8, [((zp + 128) % 256) - 128] * 16))
+        return y
+    lo = ir.Constant(vd, [_MAGIC + (spec.lo - zp)] * 16)
+    hi = ir.Constant(vd, [_MAGIC + (spec.hi - zp)] * 16)
+    r = b.select(b.fcmp_ordered("<", r, lo), lo, r)
+    r = b.select(b.fcmp_ordered(">", r, hi), hi, r)
+    y = b.trunc(b.bitcast(r, V16I64), V16I8)
+    if zp % 256:
+        y = b.add(y, ir.Constant(V16I8, [((zp + 128) % 256) - 128] * 16))
+    return y
+
+
 def _requantize_f64(b: ir.IRBuilder, acc: ir.Value, mult: ir.Value, shift: ir.Value, spec: RequantSpec) -> ir.Value:
     """The same integers in f64, in about half the instructions of the i64 form (no 64-bit
     multiply-and-shift sequence): ``roundeven(f64(acc) * (m * 2**-s)) + zp``, clamped.
@@ -111,9 +185,7 @@ def _requantize_f64(b: ir.IRBuilder, acc: ir.Value, mult: ir.Value, shift: ir.Va
     is within a relative 2**-53 of ``v``, so it rounds to an integer of magnitude >= 2**9 too and
     the clamp (any 8-bit range, any 8-bit zero point) gives the same bound as the reference."""
     vd = ir.VectorType(F64, 16)
-    # 2**-s built from its exponent bits: (1023 - s) << 52
-    scale = b.bitcast(b.shl(b.sub(ir.Constant(V16I64, [1023] * 16), shift), ir.Constant(V16I64, [52] * 16)), vd)
-    c = b.fmul(b.sitofp(mult, vd), scale)
+    c = _f64_scale(b, mult, shift)
     rne = b.module.globals.get("llvm.roundeven.v16f64") or ir.Function(
         b.module, ir.FunctionType(vd, [vd]), name="llvm.roundeven.v16f64")
     r = b.call(rne, [b.fmul(b.sitofp(acc, vd), c)])
@@ -162,3 +234,16 @@ def store_result(b: ir.IRBuilder, acc: ir.Value, out: ir.Value, at: ir.Value, re
     else:
         y = requantize_v16(b, acc, mult, shift, requant)
         store_lanes(b, y, b.gep(out, [at], source_etype=I8, inbounds=True), remaining)
+
+
+def acc_bound(anchor, weights: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """A bound on |accumulator| per output channel of a ``qconv`` (weights [M, Cg, ...]) or
+    ``qmatmul`` (weights [K, N]): ``|x - zp| * sum|w| + |bias|`` with ``|x - zp|`` at most its
+    largest value over the i8 input range (padding reads the zero point: 0)."""
+    zp = int(anchor.attrs["x_zero_point" if anchor.opname == "qconv" else "a_zero_point"])
+    w = np.abs(weights.astype(np.int64))
+    s = w.reshape(w.shape[0], -1).sum(axis=1) if anchor.opname == "qconv" else w.sum(axis=0)
+    out = max(127 - zp, zp + 128) * s
+    if bias is not None:
+        out = out + np.abs(bias.astype(np.int64)).reshape(-1)
+    return out
