@@ -23,7 +23,8 @@ def _feeds(cm, seed=0):
 
 
 def _conv_stack(layers=4, channels=64, size=112) -> onnx.ModelProto:
-    """A ResNet-style stack of 3x3 convs with ReLU: ~0.92 GFLOP per layer, >= 5 ms per run."""
+    """A ResNet-style stack of 3x3 convs with ReLU: ~0.92 GFLOP per layer (as a direct conv; the
+    Winograd path does 2.25x fewer multiplies), ~1.1 ms per layer on the 2-core machine."""
     rng = np.random.default_rng(1)
     nodes, inits, x = [], [], "x"
     for i in range(layers):
@@ -102,7 +103,7 @@ def test_chrome_trace_has_one_span_per_kernel_inside_the_entry(cnn, tmp_path):
 def test_kernel_times_add_up_to_the_run_time():
     """On a model whose run takes several ms: the kernels' sum is within 10% of the entry point's
     time (the same clock), and of the run time measured from Python with the model's own code."""
-    cm = nnc.compile(_conv_stack(), target="x86", cache=False)
+    cm = nnc.compile(_conv_stack(layers=10), target="x86", cache=False)
     feeds = _feeds(cm)
     ratios, walls = _interleaved(cm, feeds)
     assert min(walls) > 5e-3, "the model is too small for a meaningful comparison"
