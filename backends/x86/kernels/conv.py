@@ -120,8 +120,8 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
     default = winograd.schedule_of(wp) if wp is not None else \
         gemm_default(blk) if cvp is None else channel_vectors.schedule_of(cvp)
     sched, key, source = choose(k, op, "gemm", default, accepts=("gemm", "chanvec", "winograd"))
+    where = f"tuning db: kernel {key} (conv {op.results[0].name})"
     if sched.kind == "winograd":
-        where = f"tuning db: kernel {key} (conv {op.results[0].name})"
         if not wino:
             raise ScheduleError(f"{where}: a winograd schedule needs a 2-D f32 3x3 conv of stride and dilation 1, "
                                 f"one group, constant filters, a static batch and AVX-512")
@@ -130,7 +130,6 @@ def _conv_gemm(k, op: Op, n, ks, s, d, p) -> None:
         record(k, op, key, sched, source)
         return
     if sched.kind == "chanvec":
-        where = f"tuning db: kernel {key} (conv {op.results[0].name})"
         if not chanvec:
             raise ScheduleError(f"{where}: a chanvec schedule needs a 2-D f32 conv of one group and a static "
                                 f"batch")

@@ -43,6 +43,7 @@ from . import dims as dm
 from .gemm import Custom, Epilogue, RunDim, Strided, blocking, emit_gemm, fmuladd, masked_load, splat
 from .registry import lowering
 from .vnni import intrinsic
+from .window_vector import lane_tree
 
 V16F = ir.VectorType(F32, 16)
 V16I8 = ir.VectorType(I8, 16)
@@ -126,14 +127,8 @@ def repack(codes: np.ndarray, scales: np.ndarray, zero_points: np.ndarray | None
     return np.concatenate([*parts, chunk], axis=2).reshape(-1)
 
 
-def _hsum(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
-    n = v.type.count
-    while n > 1:
-        n //= 2
-        lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n))))
-        hi = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n, 2 * n))))
-        v = b.fadd(lo, hi)
-    return b.extract_element(v, ir.Constant(I32, 0))
+def _fadd(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.fadd(x, y)
 
 
 def _mask(valid: int) -> ir.Constant:
@@ -270,7 +265,7 @@ def lower_matmul_nbits(k, op: Op) -> None:
                 block(COLS, arow, cols_at, const_int(full_blocks), tail)
             for c in range(COLS):
                 n = b.add(ncol, const_int(c))
-                y = _hsum(b, b.fadd(b.load(accs[c][0], typ=V16F), b.load(accs[c][1], typ=V16F)))
+                y = lane_tree(b, b.fadd(b.load(accs[c][0], typ=V16F), b.load(accs[c][1], typ=V16F)), _fadd)
                 with b.if_then(b.icmp_signed("<", n, n1)):
                     b.store(y, b.gep(yo, [b.add(b.mul(m, const_int(N)), n)], source_etype=F32, inbounds=True))
 

@@ -35,6 +35,7 @@ from nnc.ir import Op, TargetError
 
 from ..llvm_types import I8, I32, I64, PTR, VOID, const_int, for_range
 from . import dims as dm
+from .gemm_microkernel import masked_load, masked_store
 from .qconv_depthwise import depthwise_supported, lower_depthwise
 from .registry import batch_only, lowering
 from .requant_epilogue import RequantSpec, splat, store_result
@@ -130,8 +131,6 @@ def _pack_run(b: ir.IRBuilder, panel_words, xg, src0, col0, lo, hi, nch: int, pl
 
     Sixteen words per step: one 16-byte load per channel, one byte interleave (a ``vpermb`` with
     VBMI); the last partial step under a lane mask (no byte outside the run is read or written)."""
-    from .gemm_microkernel import masked_load, masked_store
-
     zero = ir.Constant(V16I8, [0] * 16)
     flip = ir.Constant(V16I8, [-128] * 16)
 

@@ -19,7 +19,7 @@ from llvmlite import ir
 
 from nnc.ir import DType, Op, TargetError
 
-from ..llvm_types import F32, F64, I1, I32, I64, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type, storage_type
+from ..llvm_types import F32, F64, I1, I64, bf16_to_f32, const_int, f32_to_bf16, for_range, ll_type, storage_type
 from . import dims as dm
 from .broadcast_loops import tag_loop, vector_lanes
 from .dims import Dim
@@ -27,6 +27,7 @@ from .elementwise import cast_value
 from .gemm_microkernel import elem_bytes, masked_load
 from .registry import lowering
 from .vecmath import intrinsic
+from .window_vector import lane_tree, tree
 
 PARALLEL_MIN_WORK = 1 << 15  # elements: below this, splitting a kernel over threads costs more than it saves
 
@@ -316,16 +317,9 @@ def contiguous_sum(b: ir.IRBuilder, xp: ir.Value, off: ir.Value, n: int, t: ir.T
     if rem:
         mask = ir.Constant(ir.VectorType(I1, lanes), [r < rem for r in range(lanes)])
         accs[0] = _reassoc(b.fadd(accs[0], masked_load(b, gep(b, base, const_int(full * lanes), t), mask, vt, zero)))
-    while len(accs) > 1:
-        accs = [_reassoc(b.fadd(accs[i], accs[i + 1])) if i + 1 < len(accs) else accs[i]
-                for i in range(0, len(accs), 2)]
-    v, w = accs[0], lanes
-    while w > 1:  # the lanes in a tree: add the upper half onto the lower
-        w //= 2
-        hi = b.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(ir.VectorType(I32, w), list(range(w, 2 * w))))
-        lo = b.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(ir.VectorType(I32, w), list(range(w))))
-        v = _reassoc(b.fadd(lo, hi))
-    return _reassoc(b.fadd(acc, b.extract_element(v, const_int(0, I32))))
+    def add(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+        return _reassoc(b.fadd(x, y))
+    return add(b, acc, lane_tree(b, tree(b, accs, add), add))
 
 
 def _prod(dims: list[Dim], b: ir.IRBuilder) -> Dim:

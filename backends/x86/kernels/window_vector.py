@@ -95,19 +95,13 @@ def plane(kb, g, xin: ir.Value, yout: ir.Value, t: ir.Type, lanes: int, pad: ir.
     if run and not all(clean[run[0]:run[-1] + 1]):
         run = []  # (cannot happen for windows that move monotonically: then every chunk is unrolled)
     pad_vec = ir.Constant(vt, [pad.constant] * L)
-    wide = ir.VectorType(t, L * sw)
-    pick = ir.Constant(ir.VectorType(I32, L), [r * sw for r in range(L)])
 
     def tap(ptr, live: list[bool] | None):
-        """The vector of one tap: ``live`` the lanes whose input exists (None: all, the run-time loop)."""
-        if sw == 1:
-            if live is None:
-                return b.load(ptr, typ=vt, align=elem_bytes(t))
-            return masked_load(b, ptr, ir.Constant(ir.VectorType(I1, L), live), vt, pad_vec)
-        lanes_on = [q % sw == 0 and (live is None or live[q // sw]) for q in range(L * sw)]
-        got = masked_load(b, ptr, ir.Constant(ir.VectorType(I1, L * sw), lanes_on), wide,
-                          ir.Constant(wide, [pad.constant] * (L * sw)))
-        return b.shuffle_vector(got, ir.Constant(wide, None), pick)
+        """The vector of one tap at stride 1: ``live`` the lanes whose input exists (None: all, the
+        run-time loop). (At stride > 1 every tap is a shuffle of ``window``.)"""
+        if live is None:
+            return b.load(ptr, typ=vt, align=elem_bytes(t))
+        return masked_load(b, ptr, ir.Constant(ir.VectorType(I1, L), live), vt, pad_vec)
 
     span = sw * (L - 1) + (KW - 1) * dw + 1  # the inputs a clean chunk's taps of one row read
 
@@ -242,3 +236,15 @@ def tree(b: ir.IRBuilder, vals: list, combine: Callable) -> ir.Value:
     while len(vals) > 1:
         vals = [combine(b, vals[i], vals[i + 1]) if i + 1 < len(vals) else vals[i] for i in range(0, len(vals), 2)]
     return vals[0]
+
+
+def lane_tree(b: ir.IRBuilder, v: ir.Value, combine: Callable) -> ir.Value:
+    """``combine`` over the lanes of vector ``v`` (a power-of-two count): the upper half onto the
+    lower, log2(lanes) steps; the scalar result."""
+    w = v.type.count
+    while w > 1:
+        w //= 2
+        lo = b.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(ir.VectorType(I32, w), list(range(w))))
+        hi = b.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(ir.VectorType(I32, w), list(range(w, 2 * w))))
+        v = combine(b, lo, hi)
+    return b.extract_element(v, ir.Constant(I32, 0))
